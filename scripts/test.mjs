@@ -6,7 +6,7 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import { repo, setup } from "./setup.mjs";
 
-const WORKSPACES = ["core", "kernel", "lab-extension", "test"];
+const WORKSPACES = ["core", "kernel", "lab-extension", "notebooks", "test"];
 
 await setup();
 const results = [];
