@@ -1,0 +1,288 @@
+/**
+ * MIME bundles for Jupyter: each bundle carries the rich payload (for the lab extension), a static
+ * `text/html` fallback (no script, every string escaped — for classic Notebook, nbconvert HTML,
+ * GitHub) and `text/plain` (for terminals and the test suites).
+ */
+
+import {
+  type Entry,
+  type MimeBundle,
+  PAGETABLE_MIME,
+  type PagetablePayload,
+  PLOTLY_MIME,
+  type PlotlyFigure,
+  type Table,
+  type Tree,
+  WALK_MIME,
+  type WalkPayload,
+} from "./types";
+import { assertDisplayPayload } from "./validate";
+
+/** Escapes text for HTML element content and attribute values. */
+export function escapeHtml(text: unknown): string {
+  return String(text)
+    .replace(/&/g, "&amp;")
+    .replace(/</g, "&lt;")
+    .replace(/>/g, "&gt;")
+    .replace(/"/g, "&quot;")
+    .replace(/'/g, "&#39;");
+}
+
+const CSS_TABLE = "border-collapse:collapse;font-family:monospace;font-size:12px";
+const CSS_CELL = "border:1px solid #ccc;padding:1px 6px;text-align:left";
+
+function sizeName(bytes: number | undefined): string {
+  if (bytes === undefined) return "";
+  if (bytes >= 1 << 30) return `${bytes / (1 << 30)}G`;
+  if (bytes >= 1 << 20) return `${bytes / (1 << 20)}M`;
+  return `${bytes / 1024}K`;
+}
+
+function entryRange(e: Entry): string {
+  return e.count !== undefined && e.count > 1
+    ? `${e.index}..${e.index + e.count - 1}`
+    : `${e.index}`;
+}
+
+function tableHeading(t: Table): string {
+  const parts = [`${t.name} (level ${t.level})`];
+  if (t.addr !== undefined) parts.push(`@ ${t.addr}`);
+  if (t.gfn !== undefined) parts.push(`gfn ${t.gfn}`);
+  if (t.spId !== undefined) parts.push(`sp#${t.spId}`);
+  if (t.role !== undefined) {
+    parts.push(
+      `role{level ${t.role.level}${t.role.direct ? " direct" : ""}${t.role.invalid ? " invalid" : ""}}`,
+    );
+  }
+  parts.push(`${t.present ?? t.entries.length}/${t.size} present`);
+  if (t.omitted) parts.push(`${t.omitted} omitted`);
+  return parts.join(" ");
+}
+
+function entryText(e: Entry): string {
+  const parts = [`[${entryRange(e)}]`, e.value];
+  if (e.flags.length > 0) parts.push(e.flags.join(","));
+  if (e.leaf) parts.push(`leaf${e.pageSize !== undefined ? ` ${sizeName(e.pageSize)}` : ""}`);
+  if (e.target !== undefined) parts.push(`-> ${e.target}`);
+  if (e.va !== undefined) parts.push(`va ${e.va}`);
+  if (e.pkey !== undefined) parts.push(`pkey ${e.pkey}`);
+  if (e.note !== undefined) parts.push(`(${e.note})`);
+  return parts.join(" ");
+}
+
+function tableHtml(t: Table): string {
+  const rows = t.entries
+    .map((e) => {
+      const child =
+        e.child !== undefined ? `<div style="margin-left:1.5em">${tableHtml(e.child)}</div>` : "";
+      return `<li>${escapeHtml(entryText(e))}${child}</li>`;
+    })
+    .join("");
+  return `<div><b>${escapeHtml(tableHeading(t))}</b><ul style="margin:0;padding-left:1.2em">${rows}</ul></div>`;
+}
+
+function tableText(t: Table, indent: string, out: string[]): void {
+  out.push(`${indent}${tableHeading(t)}`);
+  for (const e of t.entries) {
+    out.push(`${indent}  ${entryText(e)}`);
+    if (e.child !== undefined) tableText(e.child, `${indent}    `, out);
+  }
+}
+
+function treeHeading(tree: Tree): string {
+  return `${tree.kind} tree (${tree.format})${tree.label !== undefined ? `: ${tree.label}` : ""}`;
+}
+
+/**
+ * Bundle of a page-table snapshot: {@link PAGETABLE_MIME} + static HTML + text.
+ * @throws TypeError naming every schema violation when `payload` is invalid.
+ */
+export function pagetableBundle(payload: PagetablePayload): MimeBundle {
+  assertDisplayPayload(PAGETABLE_MIME, payload);
+  const text: string[] = [];
+  if (payload.title !== undefined) text.push(payload.title);
+  const trees = payload.trees.map((tree) => {
+    text.push(treeHeading(tree));
+    tableText(tree.root, "  ", text);
+    return `<div style="margin-right:2em"><div><b>${escapeHtml(treeHeading(tree))}</b></div>${tableHtml(tree.root)}</div>`;
+  });
+  if (payload.truncated) text.push("(snapshot truncated)");
+  const title = payload.title !== undefined ? `<div><b>${escapeHtml(payload.title)}</b></div>` : "";
+  const note = payload.truncated ? "<div><i>snapshot truncated</i></div>" : "";
+  const html = `<div class="mmulab-pagetable" style="font-family:monospace;font-size:12px">${title}<div style="display:flex;align-items:flex-start">${trees.join("")}</div>${note}</div>`;
+  return { [PAGETABLE_MIME]: payload, "text/html": html, "text/plain": text.join("\n") };
+}
+
+/**
+ * Bundle of a guest-walk trace: {@link WALK_MIME} + static HTML + text.
+ * @throws TypeError naming every schema violation when `payload` is invalid.
+ */
+export function walkBundle(payload: WalkPayload): MimeBundle {
+  assertDisplayPayload(WALK_MIME, payload);
+  const a = payload.access;
+  const accessText = [
+    a.write ? "write" : "read",
+    a.user ? "user" : "supervisor",
+    a.fetch ? "fetch" : "",
+  ]
+    .filter((s) => s !== "")
+    .join(" ");
+  const head = `walk of gva ${payload.gva} (${payload.mode}, ${accessText})`;
+  const r = payload.result;
+  const resultText = r.fault
+    ? `fault: vector ${r.vector} error code 0x${r.errorCode.toString(16)}${r.errorBits?.length ? ` [${r.errorBits.join("|")}]` : ""}: ${r.reason}`
+    : `gpa ${r.gpa}${r.pageSize !== undefined ? ` (${sizeName(r.pageSize)} page)` : ""}${r.mmio ? " mmio" : ""}`;
+  const bits = (payload.indexBits ?? [])
+    .map((b) => `${b.name}[${b.hi}:${b.lo}]=${b.value}`)
+    .join(" ");
+  const cols = ["level", "index", "pte gpa", "before", "after", "flags", "A/D set", "note"];
+  const rows = payload.levels.map((l) => [
+    `${l.name} (${l.level})`,
+    String(l.index),
+    l.pteGpa,
+    l.before,
+    l.after,
+    `${(l.flags ?? []).join(",")}${l.leaf ? " leaf" : ""}`,
+    `${l.aSet ? "A" : ""}${l.dSet ? "D" : ""}`,
+    l.note ?? "",
+  ]);
+  const th = cols.map((c) => `<th style="${CSS_CELL}">${escapeHtml(c)}</th>`).join("");
+  const trs = rows
+    .map(
+      (row) =>
+        `<tr>${row.map((c) => `<td style="${CSS_CELL}">${escapeHtml(c)}</td>`).join("")}</tr>`,
+    )
+    .join("");
+  const html = `<div class="mmulab-walk" style="font-family:monospace;font-size:12px"><div><b>${escapeHtml(head)}</b></div>${bits ? `<div>${escapeHtml(bits)}</div>` : ""}<table style="${CSS_TABLE}"><thead><tr>${th}</tr></thead><tbody>${trs}</tbody></table><div>${escapeHtml(resultText)}</div></div>`;
+  const text = [
+    head,
+    ...(bits ? [bits] : []),
+    ...rows.map((row) => `  ${row.filter((c) => c !== "").join("  ")}`),
+    resultText,
+  ];
+  return { [WALK_MIME]: payload, "text/html": html, "text/plain": text.join("\n") };
+}
+
+/** One row of {@link htmlTableBundle}: column name → cell (shown with `String()`, bigints as hex). */
+export type TableRow = Readonly<Record<string, unknown>>;
+
+function cellText(v: unknown): string {
+  if (v === undefined || v === null) return "";
+  if (typeof v === "bigint") return `0x${v.toString(16)}`;
+  if (typeof v === "object") {
+    try {
+      return JSON.stringify(v, (_k, x) => (typeof x === "bigint" ? `0x${x.toString(16)}` : x));
+    } catch {
+      return String(v);
+    }
+  }
+  return String(v);
+}
+
+/**
+ * Bundle of a plain table (VM lists, stats, shadow-page lists): static HTML + text. Columns are
+ * the union of the rows' keys in first-seen order. `plain` replaces the generated text form.
+ */
+export function htmlTableBundle(
+  title: string,
+  rows: ReadonlyArray<TableRow>,
+  plain?: string,
+): MimeBundle {
+  const cols: string[] = [];
+  for (const row of rows) for (const k of Object.keys(row)) if (!cols.includes(k)) cols.push(k);
+  const cells = rows.map((row) => cols.map((c) => cellText(row[c])));
+  const th = cols.map((c) => `<th style="${CSS_CELL}">${escapeHtml(c)}</th>`).join("");
+  const trs = cells
+    .map(
+      (r) => `<tr>${r.map((c) => `<td style="${CSS_CELL}">${escapeHtml(c)}</td>`).join("")}</tr>`,
+    )
+    .join("");
+  const html = `<div class="mmulab-table"><div><b>${escapeHtml(title)}</b></div><table style="${CSS_TABLE}"><thead><tr>${th}</tr></thead><tbody>${trs}</tbody></table></div>`;
+  let text = plain;
+  if (text === undefined) {
+    const width = cols.map((c, i) => Math.max(c.length, ...cells.map((r) => r[i]!.length)));
+    const line = (r: string[]) =>
+      r
+        .map((c, i) => c.padEnd(width[i]!))
+        .join("  ")
+        .trimEnd();
+    text = [title, line(cols), ...cells.map(line)].join("\n");
+  }
+  return { "text/html": html, "text/plain": text };
+}
+
+const SVG_W = 480;
+const SVG_H = 240;
+const PAD = 40;
+const COLOURS = [
+  "#1f77b4",
+  "#ff7f0e",
+  "#2ca02c",
+  "#d62728",
+  "#9467bd",
+  "#8c564b",
+  "#e377c2",
+  "#7f7f7f",
+];
+
+function numbers(values: ReadonlyArray<number | string> | undefined, n: number): number[] {
+  if (values === undefined) return Array.from({ length: n }, (_v, i) => i);
+  return values.map((v, i) => (typeof v === "number" && Number.isFinite(v) ? v : i));
+}
+
+/** A small static SVG line chart of the figure's traces: the offline fallback of a plot. */
+function plotSvg(figure: PlotlyFigure): string {
+  const series = figure.data.map((t) => {
+    const ys = (t.y ?? []).map((v) => (typeof v === "number" ? v : Number(v)));
+    return { name: t.name ?? "", xs: numbers(t.x, ys.length), ys };
+  });
+  const allX = series.flatMap((s) => s.xs.filter((_x, i) => Number.isFinite(s.ys[i])));
+  const allY = series.flatMap((s) => s.ys.filter((y) => Number.isFinite(y)));
+  const x0 = allX.length ? Math.min(...allX) : 0;
+  const x1 = allX.length ? Math.max(...allX) : 1;
+  const y0 = Math.min(0, ...allY);
+  const y1 = allY.length ? Math.max(...allY) : 1;
+  const sx = (x: number) => PAD + ((x - x0) / (x1 - x0 || 1)) * (SVG_W - 2 * PAD);
+  const sy = (y: number) => SVG_H - PAD - ((y - y0) / (y1 - y0 || 1)) * (SVG_H - 2 * PAD);
+  const lines = series
+    .map((s, i) => {
+      const pts = s.ys
+        .map((y, j) => (Number.isFinite(y) ? `${sx(s.xs[j]!).toFixed(1)},${sy(y).toFixed(1)}` : ""))
+        .filter((p) => p !== "")
+        .join(" ");
+      const colour = COLOURS[i % COLOURS.length];
+      return `<polyline fill="none" stroke="${colour}" stroke-width="1.5" points="${pts}"/><text x="${SVG_W - PAD + 4}" y="${PAD + 14 * i}" font-size="10" fill="${colour}">${escapeHtml(s.name)}</text>`;
+    })
+    .join("");
+  const axes = `<line x1="${PAD}" y1="${SVG_H - PAD}" x2="${SVG_W - PAD}" y2="${SVG_H - PAD}" stroke="#888"/><line x1="${PAD}" y1="${PAD}" x2="${PAD}" y2="${SVG_H - PAD}" stroke="#888"/><text x="${PAD}" y="${SVG_H - PAD + 14}" font-size="10">${escapeHtml(x0)}</text><text x="${SVG_W - PAD}" y="${SVG_H - PAD + 14}" font-size="10" text-anchor="end">${escapeHtml(x1)}</text><text x="${PAD - 4}" y="${SVG_H - PAD}" font-size="10" text-anchor="end">${escapeHtml(y0)}</text><text x="${PAD - 4}" y="${PAD + 4}" font-size="10" text-anchor="end">${escapeHtml(y1)}</text>`;
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${SVG_W + 80}" height="${SVG_H}" viewBox="0 0 ${SVG_W + 80} ${SVG_H}">${axes}${lines}</svg>`;
+}
+
+function figureTitle(figure: PlotlyFigure): string | undefined {
+  const t = figure.layout?.title;
+  if (typeof t === "string") return t;
+  if (t !== null && typeof t === "object" && typeof (t as { text?: unknown }).text === "string") {
+    return (t as { text: string }).text;
+  }
+  return undefined;
+}
+
+/**
+ * Bundle of a plotly figure: {@link PLOTLY_MIME} + an offline static SVG chart + text summary.
+ * Nothing is fetched from a CDN: the HTML fallback is self-contained.
+ * @throws TypeError when `figure` is not an object with a `data` array of traces.
+ */
+export function plotlyBundle(figure: PlotlyFigure): MimeBundle {
+  assertDisplayPayload(PLOTLY_MIME, figure);
+  const title = figureTitle(figure);
+  const text = [title ?? "plot"];
+  for (const t of figure.data) {
+    const ys = (t.y ?? []).filter((y): y is number => typeof y === "number");
+    const range = ys.length
+      ? `, y ${Math.min(...ys)}..${Math.max(...ys)}, last ${ys[ys.length - 1]}`
+      : "";
+    text.push(`  ${t.name ?? t.type ?? "trace"}: ${(t.y ?? []).length} points${range}`);
+  }
+  const html = `<div class="mmulab-plot">${title !== undefined ? `<div><b>${escapeHtml(title)}</b></div>` : ""}${plotSvg(figure)}</div>`;
+  return { [PLOTLY_MIME]: figure, "text/html": html, "text/plain": text.join("\n") };
+}

@@ -1,0 +1,5 @@
+/** Display support shared by core objects, the kernel and the lab extension. */
+
+export * from "./bundle";
+export * from "./types";
+export * from "./validate";

@@ -1,0 +1,236 @@
+/**
+ * TypeScript mirror of `core/schema/display.v1.schema.json` — the ONE payload format shared by
+ * core objects, the kernel (which validates before sending) and the lab extension (which
+ * validates before rendering). Keep this file and the schema in step: the display tests compile
+ * payloads typed here and validate them against the schema.
+ *
+ * 64-bit values and addresses are lower-case hex strings (`"0x..."`) because JSON numbers lose
+ * bits above 2^53.
+ */
+
+/** MIME type of a page-table snapshot payload ({@link PagetablePayload}). */
+export const PAGETABLE_MIME = "application/vnd.mmulab.pagetable+json";
+/** MIME type of a guest-walk trace payload ({@link WalkPayload}). */
+export const WALK_MIME = "application/vnd.mmulab.walk+json";
+/** MIME type of a plotly figure (rendered by JupyterLab's plotly renderer or ours). */
+export const PLOTLY_MIME = "application/vnd.plotly.v1+json";
+/** Version of the display schema this code writes and accepts. */
+export const DISPLAY_SCHEMA_VERSION = 1;
+
+/** Lower-case hex string `0x` + 1..16 hex digits. */
+export type Hex = string;
+
+/** Entry state, for colouring (schema `definitions.flag`). */
+export type Flag =
+  | "present"
+  | "writable"
+  | "user"
+  | "accessed"
+  | "dirty"
+  | "nx"
+  | "exec"
+  | "huge"
+  | "global"
+  | "pkey"
+  | "mmio"
+  | "host-writable"
+  | "mmu-writable"
+  | "write-protected"
+  | "unsync"
+  | "access-tracked"
+  | "reserved";
+
+/** Name of a paging level's table. */
+export type LevelName = "PML5" | "PML4" | "PDPT" | "PD" | "PT" | "PDPTR";
+
+/** Page sizes an entry may map. */
+export type PageSize = 4096 | 2097152 | 4194304 | 1073741824;
+
+/** Decoded kvm_mmu_page_role of a shadow page (TDP/shadow trees only). */
+export interface Role {
+  word?: Hex;
+  /** 1..5 */
+  level: number;
+  direct: boolean;
+  /** ACC_* bits, 0..7 */
+  access?: number;
+  /** 0..3 */
+  quadrant?: number;
+  invalid?: boolean;
+  hasFourByteGpte?: boolean;
+  cr0Wp?: boolean;
+  eferNx?: boolean;
+  adDisabled?: boolean;
+  guestMode?: boolean;
+  /** 0..255 */
+  smm?: number;
+}
+
+/**
+ * One entry of a table, or a folded run of `count` alike entries starting at `index`.
+ * Absent (zero) entries are omitted and shown folded by the renderer.
+ */
+export interface Entry {
+  /** 0..1023 */
+  index: number;
+  /** 1..1024; > 1 for a folded run */
+  count?: number;
+  value: Hex;
+  /** unique, at most 20 */
+  flags: Flag[];
+  leaf: boolean;
+  /** gfn (guest tree) or pfn (TDP/shadow tree) the first entry of the run points at */
+  target?: Hex;
+  /** first address mapped (gva for guest trees, gpa for TDP trees) */
+  va?: Hex;
+  pageSize?: PageSize;
+  /** 0..15 */
+  pkey?: number;
+  note?: string;
+  child?: Table;
+}
+
+/** One page table (schema `definitions.table`). */
+export interface Table {
+  /** 1..5 */
+  level: number;
+  name: LevelName;
+  /** guest-physical (guest tree) or host-physical (TDP/shadow tree) address of the table */
+  addr?: Hex;
+  /** shadow page gfn (sp->gfn) for TDP/shadow trees */
+  gfn?: Hex;
+  role?: Role;
+  spId?: number;
+  size: 4 | 512 | 1024;
+  /** number of present entries, 0..1024 */
+  present?: number;
+  /** present entries left out because the snapshot was bounded */
+  omitted?: number;
+  /** at most 1024 */
+  entries: Entry[];
+}
+
+/** Kind of tree. */
+export type TreeKind = "guest" | "tdp" | "shadow";
+/** Paging format of a tree. */
+export type TreeFormat = "32-bit" | "pae" | "4-level" | "5-level" | "tdp-4" | "tdp-5" | "shadow";
+
+/** One page-table tree (schema `definitions.tree`). */
+export interface Tree {
+  kind: TreeKind;
+  format: TreeFormat;
+  label?: string;
+  root: Table;
+}
+
+/** Payload of {@link PAGETABLE_MIME} (schema `definitions.pagetable`). */
+export interface PagetablePayload {
+  version: 1;
+  kind: "pagetable";
+  title?: string;
+  /** 1..4 trees shown side by side (e.g. guest and TDP) */
+  trees: Tree[];
+  /** optional earlier snapshot of the same trees, same order: the renderer shows what changed */
+  before?: Tree[];
+  truncated?: boolean;
+}
+
+/** One level of a guest walk (schema `definitions.walkLevel`). */
+export interface WalkLevel {
+  level: number;
+  name: LevelName;
+  tableGfn?: Hex;
+  index: number;
+  pteGpa: Hex;
+  /** gpte before the walk */
+  before: Hex;
+  /** gpte after the walk (A/D set) */
+  after: Hex;
+  flags?: Flag[];
+  leaf: boolean;
+  aSet?: boolean;
+  dSet?: boolean;
+  note?: string;
+}
+
+/** How the address splits into one per-level index, top first. */
+export interface IndexBits {
+  name: LevelName | "offset";
+  /** bit numbers, 0..63 */
+  hi: number;
+  lo: number;
+  value: number;
+}
+
+/** Access being walked for. */
+export interface WalkAccess {
+  write: boolean;
+  user: boolean;
+  fetch: boolean;
+}
+
+/** Successful walk: the translated gpa. */
+export interface WalkOk {
+  fault: false;
+  gpa: Hex;
+  pageSize?: PageSize;
+  mmio?: boolean;
+}
+
+/** Fault error-code bit names. */
+export type ErrorBit = "P" | "W" | "U" | "RSVD" | "I" | "PK" | "SS" | "SGX";
+
+/** Faulting walk: the exception the guest receives. */
+export interface WalkFault {
+  fault: true;
+  /** 13 (#GP) or 14 (#PF) */
+  vector: 13 | 14;
+  errorCode: number;
+  errorBits?: ErrorBit[];
+  reason: string;
+}
+
+/** Paging mode of a walk. */
+export type WalkMode = "32-bit" | "pae" | "4-level" | "5-level" | "none";
+
+/** Payload of {@link WALK_MIME} (schema `definitions.walk`). */
+export interface WalkPayload {
+  version: 1;
+  kind: "walk";
+  mode: WalkMode;
+  gva: Hex;
+  access: WalkAccess;
+  indexBits?: IndexBits[];
+  /** at most 5 */
+  levels: WalkLevel[];
+  result: WalkOk | WalkFault;
+}
+
+/** Either payload of the schema. */
+export type DisplayPayload = PagetablePayload | WalkPayload;
+
+/** A Jupyter MIME bundle: MIME type → data. */
+export type MimeBundle = Record<string, unknown>;
+
+/**
+ * The symbol under which an object offers its MIME bundle to the kernel
+ * (`value[JUPYTER_DISPLAY]()` → {@link MimeBundle}); the same symbol tslab uses.
+ */
+export const JUPYTER_DISPLAY: unique symbol = Symbol.for("Jupyter.display");
+
+/** Minimal plotly figure shape: traces plus an optional layout. */
+export interface PlotlyFigure {
+  data: PlotlyTrace[];
+  layout?: Record<string, unknown>;
+  config?: Record<string, unknown>;
+}
+
+/** One plotly trace; only the fields the static fallback reads are typed. */
+export interface PlotlyTrace {
+  type?: string;
+  name?: string;
+  x?: ReadonlyArray<number | string>;
+  y?: ReadonlyArray<number | string>;
+  mode?: string;
+  [key: string]: unknown;
+}

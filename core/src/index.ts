@@ -1,0 +1,2 @@
+/** @mmulab/core public API. */
+export * from "./display";

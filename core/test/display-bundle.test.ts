@@ -1,0 +1,102 @@
+import { describe, expect, it } from "vitest";
+import {
+  htmlTableBundle,
+  PAGETABLE_MIME,
+  type PagetablePayload,
+  PLOTLY_MIME,
+  pagetableBundle,
+  plotlyBundle,
+  WALK_MIME,
+  walkBundle,
+} from "../src/display";
+
+const payload: PagetablePayload = {
+  version: 1,
+  kind: "pagetable",
+  title: "<script>alert(1)</script>",
+  trees: [
+    {
+      kind: "tdp",
+      format: "tdp-4",
+      label: "a & b",
+      root: {
+        level: 4,
+        name: "PML4",
+        size: 512,
+        entries: [
+          { index: 3, count: 4, value: "0x7", flags: ["present"], leaf: false, note: "<i>x</i>" },
+        ],
+      },
+    },
+  ],
+};
+
+describe("display bundles", () => {
+  it("pagetableBundle carries the payload, escaped static HTML with no script, and text", () => {
+    const b = pagetableBundle(payload);
+    expect(b[PAGETABLE_MIME]).toBe(payload);
+    const html = b["text/html"] as string;
+    expect(html).not.toMatch(/<script/i);
+    expect(html).toContain("&lt;script&gt;alert(1)&lt;/script&gt;");
+    expect(html).toContain("a &amp; b");
+    expect(html).toContain("&lt;i&gt;x&lt;/i&gt;");
+    const text = b["text/plain"] as string;
+    // a folded run of 4 entries starting at index 3 covers 3..6
+    expect(text).toContain("[3..6] 0x7 present");
+  });
+
+  it("refuses to build a bundle from an invalid payload", () => {
+    const bad = { ...payload, trees: [] } as PagetablePayload;
+    expect(() => pagetableBundle(bad)).toThrow(/payload\.trees must NOT have fewer than 1 items/);
+  });
+
+  it("walkBundle shows every level and the result", () => {
+    const b = walkBundle({
+      version: 1,
+      kind: "walk",
+      mode: "pae",
+      gva: "0xc0001000",
+      access: { write: false, user: true, fetch: false },
+      levels: [
+        {
+          level: 3,
+          name: "PDPTR",
+          index: 3,
+          pteGpa: "0x1018",
+          before: "0x0",
+          after: "0x0",
+          leaf: false,
+        },
+      ],
+      result: { fault: true, vector: 14, errorCode: 4, errorBits: ["U"], reason: "not present" },
+    });
+    expect(b[WALK_MIME]).toBeDefined();
+    expect(b["text/plain"]).toContain("fault: vector 14 error code 0x4 [U]: not present");
+    expect(b["text/html"]).toContain("PDPTR (3)");
+  });
+
+  it("htmlTableBundle aligns columns and escapes cells; bigints shown as hex", () => {
+    const b = htmlTableBundle("stats", [
+      { name: "pages_4k", value: 12 },
+      { name: "<b>", value: 255n },
+    ]);
+    expect(b["text/plain"]).toBe("stats\nname      value\npages_4k  12\n<b>       0xff");
+    expect(b["text/html"]).toContain(
+      '<td style="border:1px solid #ccc;padding:1px 6px;text-align:left">&lt;b&gt;</td>',
+    );
+  });
+
+  it("plotlyBundle gives plotly JSON, an offline SVG and a text summary", () => {
+    const fig = {
+      data: [{ name: "pages_4k", x: [0, 1, 2], y: [0, 512, 1024] }],
+      layout: { title: "sptes" },
+    };
+    const b = plotlyBundle(fig);
+    expect(b[PLOTLY_MIME]).toBe(fig);
+    const html = b["text/html"] as string;
+    expect(html).toContain("<svg");
+    expect(html).not.toMatch(/<script|https?:\/\/(?!www\.w3\.org)/);
+    expect(b["text/plain"]).toBe("sptes\n  pages_4k: 3 points, y 0..1024, last 1024");
+    expect(() => plotlyBundle({ data: "x" } as never)).toThrow(/array of traces/);
+  });
+});
