@@ -1,0 +1,619 @@
+/**
+ * The page-table tree view (`application/vnd.mmulab.pagetable+json`).
+ *
+ * Model: one {@link TableView} per drawn table. A table's rows are built only when it is first
+ * expanded, so a snapshot with 100,000 leaves costs only what is on screen. Rows of a table:
+ * - gaps between payload entries become one "absent" row with a count (absent entries are
+ *   omitted from payloads);
+ * - three or more adjacent leaves that are alike (same flags, same page size, frames contiguous)
+ *   fold into one run row that can be unfolded;
+ * - an entry with a child table has a toggle that expands the child below it.
+ * With a `before` snapshot each entry is compared by index with the table at the same path in the
+ * earlier tree: added, changed and removed entries are marked and never folded away, and tables
+ * holding changes start expanded.
+ */
+
+import type { Entry, Flag, PagetablePayload, Role, Table, Tree } from "@mmulab/core";
+import { decodeEntry, entryBase, entryShift, hex, sizeName } from "./bits";
+import { h, text } from "./dom";
+
+/** Flags drawn as a row's main colour, strongest first. */
+const STATE_ORDER: Flag[] = [
+  "mmio",
+  "reserved",
+  "write-protected",
+  "unsync",
+  "huge",
+  "dirty",
+  "accessed",
+  "mmu-writable",
+  "writable",
+  "present",
+];
+
+/** Rows drawn at most when a snapshot is first shown; deeper tables wait for a click. */
+const INITIAL_ROW_BUDGET = 200;
+/** Adjacent alike leaves fold into a run from this many on. */
+const MIN_FOLD = 3;
+
+/** Diff status of an entry against the `before` snapshot. */
+type DiffStatus = "same" | "added" | "changed";
+
+/** The strongest state flag of an entry, or "none". */
+export function primaryState(flags: ReadonlyArray<string>): string {
+  for (const f of STATE_ORDER) if (flags.includes(f)) return f;
+  return "none";
+}
+
+/** Number of frames (4 KiB) one entry of `table` maps: 1 at level 1, 512 at level 2, ... */
+function framesPerEntry(format: Tree["format"], level: number): number {
+  return 2 ** (entryShift(format, level) - 12);
+}
+
+function hexToNumber(s: string | undefined): number | undefined {
+  if (s === undefined) return undefined;
+  const n = Number.parseInt(s.slice(2), 16);
+  return Number.isSafeInteger(n) ? n : undefined;
+}
+
+/** Entries of a table by index (a folded run answers for every index it covers). */
+function byIndex(table: Table | undefined): Map<number, Entry> {
+  const m = new Map<number, Entry>();
+  if (!table) return m;
+  for (const e of table.entries) {
+    const n = e.count ?? 1;
+    for (let i = 0; i < n; i++) m.set(e.index + i, e);
+  }
+  return m;
+}
+
+function sameEntry(a: Entry, b: Entry): boolean {
+  return a.value === b.value && a.flags.join(",") === b.flags.join(",") && (a.count ?? 1) === (b.count ?? 1);
+}
+
+/** Number of entries that differ between two tables, counted through child tables. */
+export function diffCount(now: Table | undefined, before: Table | undefined): number {
+  if (!now && !before) return 0;
+  const a = byIndex(now);
+  const b = byIndex(before);
+  let n = 0;
+  for (const [i, e] of a) {
+    const old = b.get(i);
+    if (!old || !sameEntry(e, old)) n++;
+    if (e.child && i === e.index) n += diffCount(e.child, old?.child);
+  }
+  for (const [i, old] of b) {
+    if (!a.has(i)) {
+      n++;
+      if (old.child && i === old.index) n += diffCount(undefined, old.child);
+    }
+  }
+  return n;
+}
+
+/** What the selection panel shows about one entry. */
+interface Selection {
+  tree: Tree;
+  treeIndex: number;
+  table: Table;
+  entry: Entry;
+  base: bigint;
+  status: DiffStatus | "removed";
+  before?: Entry;
+}
+
+/** Shared state of one rendered snapshot. */
+interface Context {
+  payload: PagetablePayload;
+  detail: HTMLElement;
+  selectedRow: HTMLElement | null;
+  rowsDrawn: number;
+  hasBefore: boolean;
+}
+
+/** One table on screen. */
+class TableView {
+  readonly el: HTMLElement;
+  private readonly body: HTMLElement;
+  private readonly toggle: HTMLButtonElement;
+  private built = false;
+  /** Row element of each entry index (individual rows only; folded runs map their first index). */
+  readonly rows = new Map<number, HTMLElement>();
+  /** Child views by entry index, created on expand. */
+  readonly children = new Map<number, TableView>();
+  /** Unfold callbacks for folded runs by each covered index. */
+  private readonly unfold = new Map<number, () => void>();
+
+  constructor(
+    private readonly ctx: Context,
+    readonly tree: Tree,
+    readonly treeIndex: number,
+    readonly table: Table,
+    readonly before: Table | undefined,
+    readonly base: bigint,
+    readonly path: string,
+    readonly changes: number,
+  ) {
+    const t = table;
+    this.toggle = h("button", {
+      cls: "mmulab-toggle",
+      text: "▸",
+      attrs: { "aria-expanded": "false", "aria-label": `expand ${t.name}`, type: "button" },
+    });
+    this.toggle.addEventListener("click", () => this.setExpanded(!this.expanded));
+    const present = t.present ?? t.entries.reduce((s, e) => s + (e.count ?? 1), 0);
+    const head = h("div", { cls: "mmulab-pt-table-head" }, [
+      this.toggle,
+      h("span", { cls: "mmulab-pt-name", text: t.name }),
+      t.addr !== undefined ? h("span", { cls: "mmulab-pt-addr", text: `@${t.addr}` }) : null,
+      h("span", { cls: "mmulab-pt-count", text: `${present}/${t.size} present` }),
+      t.omitted ? h("span", { cls: "mmulab-pt-omitted", text: `${t.omitted} omitted` }) : null,
+      t.role ? h("span", { cls: "mmulab-pt-role", text: roleSummary(t.role) }) : null,
+      t.gfn !== undefined ? h("span", { cls: "mmulab-pt-spgfn", text: `sp gfn ${t.gfn}` }) : null,
+      changes > 0 ? h("span", { cls: "mmulab-pt-changes", text: `Δ ${changes}` }) : null,
+    ]);
+    this.body = h("div", { cls: "mmulab-pt-body", attrs: { role: "group" } });
+    this.body.hidden = true;
+    this.el = h(
+      "div",
+      {
+        cls: "mmulab-pt-table",
+        attrs: { "data-level": String(t.level), "data-name": t.name, "data-path": path, role: "treeitem" },
+      },
+      [head, this.body],
+    );
+  }
+
+  get expanded(): boolean {
+    return !this.body.hidden;
+  }
+
+  /** Shows or hides the table's rows (building them on first show). */
+  setExpanded(on: boolean): void {
+    if (on && !this.built) this.build();
+    this.body.hidden = !on;
+    this.toggle.textContent = on ? "▾" : "▸";
+    this.toggle.setAttribute("aria-expanded", on ? "true" : "false");
+    this.toggle.setAttribute("aria-label", `${on ? "collapse" : "expand"} ${this.table.name}`);
+  }
+
+  /** Unfolds the folded run covering `index`, if any. */
+  unfoldAt(index: number): void {
+    this.unfold.get(index)?.();
+  }
+
+  /** Expands this table and, within the row budget, the children worth showing first. */
+  autoExpand(depth: number): void {
+    this.setExpanded(true);
+    for (const [, child] of this.children) {
+      if (child.changes > 0 || (depth < 1 && this.ctx.rowsDrawn < INITIAL_ROW_BUDGET) || this.ctx.rowsDrawn + child.table.entries.length <= INITIAL_ROW_BUDGET) {
+        child.autoExpand(depth + 1);
+      }
+    }
+  }
+
+  private build(): void {
+    this.built = true;
+    const { table, before } = this;
+    const entries = [...table.entries].sort((a, b) => a.index - b.index);
+    const old = byIndex(before);
+    const covered = new Set<number>();
+    const status = (e: Entry): DiffStatus => {
+      if (!this.ctx.hasBefore) return "same";
+      const o = old.get(e.index);
+      return !o ? "added" : sameEntry(e, o) ? "same" : "changed";
+    };
+    const frag = document.createDocumentFragment();
+    let next = 0;
+    let i = 0;
+    while (i < entries.length) {
+      const e = entries[i];
+      if (e.index > next) frag.appendChild(this.absentRow(next, e.index - 1));
+      // Gather adjacent alike leaves into a foldable run.
+      let j = i + 1;
+      if (e.leaf && !e.child && (e.count ?? 1) === 1 && status(e) === "same") {
+        const key = `${e.flags.join(",")}|${e.pageSize ?? ""}`;
+        const step = framesPerEntry(this.tree.format, table.level);
+        while (j < entries.length) {
+          const p = entries[j - 1];
+          const q = entries[j];
+          const pt = hexToNumber(p.target);
+          const qt = hexToNumber(q.target);
+          const contiguous = pt === undefined || qt === undefined ? p.target === q.target : qt === pt + step;
+          if (
+            q.index !== p.index + 1 ||
+            !q.leaf ||
+            q.child ||
+            (q.count ?? 1) !== 1 ||
+            `${q.flags.join(",")}|${q.pageSize ?? ""}` !== key ||
+            !contiguous ||
+            status(q) !== "same"
+          )
+            break;
+          j++;
+        }
+      }
+      if (j - i >= MIN_FOLD) {
+        frag.appendChild(this.runRow(entries.slice(i, j), status));
+      } else {
+        j = i + 1;
+        frag.appendChild(this.entryRow(e, status(e), old.get(e.index)));
+        if (e.child) frag.appendChild(this.childView(e, old.get(e.index)).el);
+      }
+      for (let k = i; k < j; k++) {
+        const n = entries[k].count ?? 1;
+        for (let c = 0; c < n; c++) covered.add(entries[k].index + c);
+      }
+      const last = entries[j - 1];
+      next = last.index + (last.count ?? 1);
+      i = j;
+    }
+    if (next < table.size) frag.appendChild(this.absentRow(next, table.size - 1));
+    // Entries present before and gone now: drawn as ghost rows after the table's rows.
+    if (before && this.ctx.hasBefore) {
+      for (const o of [...before.entries].sort((a, b) => a.index - b.index)) {
+        if (!covered.has(o.index)) frag.appendChild(this.removedRow(o));
+      }
+    }
+    this.body.appendChild(frag);
+  }
+
+  private absentRow(first: number, last: number): HTMLElement {
+    this.ctx.rowsDrawn++;
+    const n = last - first + 1;
+    return h("div", { cls: "mmulab-pt-row mmulab-pt-absent", attrs: { "data-first": String(first), "data-count": String(n) } }, [
+      h("span", { cls: "mmulab-pt-idx", text: n === 1 ? `[${first}]` : `[${first}–${last}]` }),
+      h("span", { cls: "mmulab-pt-absent-label", text: `${n} absent` }),
+    ]);
+  }
+
+  private childView(e: Entry, old: Entry | undefined): TableView {
+    const child = e.child as Table;
+    const oldChild = this.ctx.hasBefore ? old?.child : undefined;
+    const base = entryBase(this.tree.format, this.table, this.base, e.index, e.va);
+    const view = new TableView(
+      this.ctx,
+      this.tree,
+      this.treeIndex,
+      child,
+      oldChild,
+      base,
+      `${this.path}.${e.index}`,
+      this.ctx.hasBefore ? diffCount(child, oldChild) : 0,
+    );
+    view.el.classList.add("mmulab-pt-child");
+    this.children.set(e.index, view);
+    return view;
+  }
+
+  private entryRow(e: Entry, status: DiffStatus | "removed", old: Entry | undefined): HTMLElement {
+    this.ctx.rowsDrawn++;
+    const n = e.count ?? 1;
+    const state = primaryState(e.flags);
+    const row = h(
+      "div",
+      {
+        cls: `mmulab-pt-row mmulab-pt-entry mmulab-state-${state}${status !== "same" ? ` mmulab-diff-${status}` : ""}`,
+        attrs: {
+          "data-index": String(e.index),
+          "data-path": `${this.path}.${e.index}`,
+          "data-state": state,
+          role: "treeitem",
+          tabindex: "0",
+          "aria-selected": "false",
+        },
+      },
+      [
+        e.child
+          ? this.childToggle(e.index)
+          : h("span", { cls: "mmulab-toggle-spacer" }),
+        h("span", { cls: "mmulab-pt-idx", text: n > 1 ? `[${e.index}–${e.index + n - 1}]` : `[${e.index}]` }),
+        h("span", { cls: "mmulab-pt-value", text: e.value }),
+        n > 1 ? h("span", { cls: "mmulab-pt-runcount", text: `×${n}` }) : null,
+        flagChips(e.flags),
+        e.target !== undefined
+          ? h("span", { cls: "mmulab-pt-target", text: `${this.tree.kind === "guest" ? "gfn" : "pfn"} ${e.target}` })
+          : null,
+        e.va !== undefined ? h("span", { cls: "mmulab-pt-va", text: `va ${e.va}` }) : null,
+        e.leaf && e.pageSize ? h("span", { cls: "mmulab-pt-size", text: sizeName(Math.log2(e.pageSize)) }) : null,
+        status !== "same" ? h("span", { cls: "mmulab-pt-diff", text: status === "changed" ? `was ${old?.value}` : status }) : null,
+        e.note !== undefined ? h("span", { cls: "mmulab-pt-note", text: e.note }) : null,
+      ],
+    );
+    const select = (): void =>
+      this.select(row, {
+        tree: this.tree,
+        treeIndex: this.treeIndex,
+        table: this.table,
+        entry: e,
+        base: entryBase(this.tree.format, this.table, this.base, e.index, e.va),
+        status,
+        before: old,
+      });
+    row.addEventListener("click", (ev) => {
+      if ((ev.target as HTMLElement).classList.contains("mmulab-toggle")) return;
+      select();
+    });
+    row.addEventListener("keydown", (ev) => {
+      if (ev.key === "Enter" || ev.key === " ") {
+        ev.preventDefault();
+        select();
+      }
+    });
+    if (status !== "removed") for (let c = 0; c < n; c++) this.rows.set(e.index + c, row);
+    return row;
+  }
+
+  private removedRow(o: Entry): HTMLElement {
+    return this.entryRow(o, "removed", o);
+  }
+
+  private childToggle(index: number): HTMLButtonElement {
+    const b = h("button", {
+      cls: "mmulab-toggle mmulab-entry-toggle",
+      text: "▸",
+      attrs: { type: "button", "aria-label": "expand child table", "aria-expanded": "false" },
+    });
+    b.addEventListener("click", () => {
+      const v = this.children.get(index);
+      if (!v) return;
+      v.setExpanded(!v.expanded);
+      b.textContent = v.expanded ? "▾" : "▸";
+      b.setAttribute("aria-expanded", v.expanded ? "true" : "false");
+    });
+    return b;
+  }
+
+  private runRow(run: Entry[], status: (e: Entry) => DiffStatus): HTMLElement {
+    this.ctx.rowsDrawn++;
+    const first = run[0];
+    const last = run[run.length - 1];
+    const state = primaryState(first.flags);
+    const kind = this.tree.kind === "guest" ? "gfn" : "pfn";
+    const unfoldButton = h("button", {
+      cls: "mmulab-toggle mmulab-run-toggle",
+      text: "▸",
+      attrs: { type: "button", "aria-label": `unfold ${run.length} entries`, "aria-expanded": "false" },
+    });
+    const row = h(
+      "div",
+      {
+        cls: `mmulab-pt-row mmulab-pt-run mmulab-state-${state}`,
+        attrs: { "data-first": String(first.index), "data-count": String(run.length), "data-state": state },
+      },
+      [
+        unfoldButton,
+        h("span", { cls: "mmulab-pt-idx", text: `[${first.index}–${last.index}]` }),
+        h("span", { cls: "mmulab-pt-runcount", text: `${run.length} alike` }),
+        flagChips(first.flags),
+        first.target !== undefined && last.target !== undefined
+          ? h("span", { cls: "mmulab-pt-target", text: `${kind} ${first.target}…${last.target}` })
+          : null,
+      ],
+    );
+    const inner = h("div", { cls: "mmulab-pt-runbody" });
+    inner.hidden = true;
+    const wrap = h("div", { cls: "mmulab-pt-runwrap" }, [row, inner]);
+    let built = false;
+    const setOpen = (open: boolean): void => {
+      if (open && !built) {
+        built = true;
+        const frag = document.createDocumentFragment();
+        for (const e of run) frag.appendChild(this.entryRow(e, status(e), undefined));
+        inner.appendChild(frag);
+      }
+      inner.hidden = !open;
+      unfoldButton.textContent = open ? "▾" : "▸";
+      unfoldButton.setAttribute("aria-expanded", open ? "true" : "false");
+    };
+    unfoldButton.addEventListener("click", () => setOpen(inner.hidden));
+    for (const e of run) {
+      this.unfold.set(e.index, () => setOpen(true));
+      if (!this.rows.has(e.index)) this.rows.set(e.index, row);
+    }
+    return wrap;
+  }
+
+  private select(row: HTMLElement, sel: Selection): void {
+    const prev = this.ctx.selectedRow;
+    if (prev) {
+      prev.classList.remove("mmulab-selected");
+      prev.setAttribute("aria-selected", "false");
+    }
+    row.classList.add("mmulab-selected");
+    row.setAttribute("aria-selected", "true");
+    this.ctx.selectedRow = row;
+    showDetail(this.ctx.detail, sel);
+  }
+
+  /** Selects the row of `index` (unfolding its run first). */
+  selectIndex(index: number): HTMLElement | undefined {
+    this.unfoldAt(index);
+    const row = this.rows.get(index);
+    if (row?.classList.contains("mmulab-pt-entry")) row.click();
+    return row;
+  }
+}
+
+function roleSummary(role: Role): string {
+  const parts = [`role L${role.level}`, role.direct ? "direct" : "indirect"];
+  if (role.access !== undefined) parts.push(`acc ${role.access}`);
+  if (role.quadrant) parts.push(`q${role.quadrant}`);
+  if (role.invalid) parts.push("invalid");
+  return parts.join(" ");
+}
+
+function flagChips(flags: ReadonlyArray<string>): HTMLElement {
+  const wrap = h("span", { cls: "mmulab-flags" });
+  for (const f of flags) wrap.appendChild(h("span", { cls: `mmulab-flag mmulab-flag-${f}`, text: f }));
+  return wrap;
+}
+
+function kv(key: string, value: string): HTMLElement {
+  return h("div", { cls: "mmulab-kv" }, [h("span", { cls: "mmulab-k", text: key }), h("span", { cls: "mmulab-v", text: value })]);
+}
+
+/** Fills the selection panel with one entry decoded. */
+function showDetail(panel: HTMLElement, s: Selection): void {
+  panel.replaceChildren();
+  const { tree, table, entry: e } = s;
+  const n = e.count ?? 1;
+  const shift = entryShift(tree.format, table.level);
+  const end = s.base + (BigInt(n) << BigInt(shift)) - 1n;
+  panel.appendChild(
+    h("div", {
+      cls: "mmulab-detail-title",
+      text: `${tree.label ?? tree.kind} · ${table.name}[${e.index}${n > 1 ? `–${e.index + n - 1}` : ""}]${s.status !== "same" ? ` · ${s.status}` : ""}`,
+    }),
+  );
+  panel.appendChild(kv("value", e.value));
+  if (s.status === "changed" && s.before) panel.appendChild(kv("before", s.before.value));
+  panel.appendChild(kv("maps", `${hex(s.base)} – ${hex(end)} (${n > 1 ? `${n} × ` : ""}${sizeName(shift)})`));
+  if (e.target !== undefined) {
+    const frame = BigInt(e.target) << 12n;
+    panel.appendChild(kv(tree.kind === "guest" ? "gfn" : "pfn", `${e.target} (address ${hex(frame)})`));
+  }
+  panel.appendChild(kv("kind", e.leaf ? `leaf${e.pageSize ? `, ${sizeName(Math.log2(e.pageSize))} page` : ""}` : "points to a table"));
+  if (e.pkey !== undefined) panel.appendChild(kv("pkey", String(e.pkey)));
+  if (e.note !== undefined) panel.appendChild(kv("note", e.note));
+  panel.appendChild(h("div", { cls: "mmulab-detail-flags" }, [flagChips(e.flags)]));
+  const fields = decodeEntry(tree, e.value);
+  const grid = h("table", { cls: "mmulab-bits" }, [
+    h("thead", {}, [h("tr", {}, [h("th", { text: "bits" }), h("th", { text: "field" }), h("th", { text: "value" }), h("th", { text: "meaning" })])]),
+  ]);
+  const body = h("tbody");
+  for (const f of fields) {
+    body.appendChild(
+      h("tr", { attrs: { "data-field": f.name } }, [
+        h("td", { text: f.bits }),
+        h("td", { text: f.name }),
+        h("td", { text: f.value > 9 ? `0x${f.value.toString(16)}` : String(f.value) }),
+        h("td", { text: f.meaning }),
+      ]),
+    );
+  }
+  grid.appendChild(body);
+  panel.appendChild(grid);
+  if (table.role) panel.appendChild(kv("shadow page role", roleText(table.role)));
+  if (table.gfn !== undefined) panel.appendChild(kv("shadow page gfn", table.gfn));
+  if (table.spId !== undefined) panel.appendChild(kv("shadow page id", String(table.spId)));
+  if (e.child?.role) panel.appendChild(kv("child page role", roleText(e.child.role)));
+}
+
+function roleText(r: Role): string {
+  const parts: string[] = [`level ${r.level}`, r.direct ? "direct" : "indirect"];
+  if (r.word !== undefined) parts.unshift(`word ${r.word}`);
+  if (r.access !== undefined) parts.push(`access ${r.access} (${r.access & 4 ? "U" : "-"}${r.access & 2 ? "W" : "-"}${r.access & 1 ? "X" : "-"})`);
+  if (r.quadrant !== undefined) parts.push(`quadrant ${r.quadrant}`);
+  for (const k of ["invalid", "hasFourByteGpte", "cr0Wp", "eferNx", "adDisabled", "guestMode"] as const) {
+    if (r[k]) parts.push(k);
+  }
+  if (r.smm) parts.push(`smm ${r.smm}`);
+  return parts.join(", ");
+}
+
+/** Address bits a tree format translates (upper bits are sign extension and are ignored by search). */
+function addressBits(format: Tree["format"]): number {
+  if (format === "5-level" || format === "tdp-5") return 57;
+  if (format === "32-bit" || format === "pae") return 32;
+  return 48;
+}
+
+/**
+ * Walks `view`'s tree to the entry mapping `addr`, expanding tables along the way and selecting
+ * the deepest entry found. Returns a sentence saying where the walk ended.
+ */
+function searchTree(view: TableView, addr: bigint): string {
+  const mask = (1n << BigInt(addressBits(view.tree.format))) - 1n;
+  const a = addr & mask;
+  let v: TableView | undefined = view;
+  let found = "";
+  while (v) {
+    v.setExpanded(true);
+    const shift = BigInt(entryShift(v.tree.format, v.table.level));
+    let hit: Entry | undefined;
+    for (const e of v.table.entries) {
+      const start = entryBase(v.tree.format, v.table, v.base, e.index, e.va) & mask;
+      const span = BigInt(e.count ?? 1) << shift;
+      if (a >= start && a < start + span) {
+        hit = e;
+        break;
+      }
+    }
+    if (!hit) {
+      const idx = Number((a - (v.base & mask)) >> shift);
+      return `${found}${v.table.name}[${idx}] absent: not mapped`;
+    }
+    const index = hit.index + Number((a - (entryBase(v.tree.format, v.table, v.base, hit.index, hit.va) & mask)) >> shift);
+    v.selectIndex(hit.child ? hit.index : index);
+    found += `${v.table.name}[${hit.index}] → `;
+    if (!hit.child) return `${found}${hit.leaf ? "leaf" : "entry without table in snapshot"} ${hit.value}`;
+    v = v.children.get(hit.index);
+  }
+  return found;
+}
+
+/** Renders a validated pagetable payload into `host`. */
+export function renderPagetable(host: HTMLElement, payload: PagetablePayload): void {
+  const detail = h("div", { cls: "mmulab-detail", attrs: { "aria-live": "polite" } }, [
+    h("div", { cls: "mmulab-detail-hint", text: "Select an entry to decode it." }),
+  ]);
+  const ctx: Context = { payload, detail, selectedRow: null, rowsDrawn: 0, hasBefore: payload.before !== undefined };
+  const roots: TableView[] = [];
+  const treesEl = h("div", { cls: "mmulab-pt-trees" });
+  payload.trees.forEach((tree, i) => {
+    const beforeTree = payload.before?.[i];
+    const changes = ctx.hasBefore ? diffCount(tree.root, beforeTree?.root) : 0;
+    const root = new TableView(ctx, tree, i, tree.root, beforeTree?.root, 0n, String(i), changes);
+    roots.push(root);
+    treesEl.appendChild(
+      h("div", { cls: "mmulab-pt-tree", attrs: { "data-kind": tree.kind, "data-tree": String(i), role: "tree" } }, [
+        h("div", { cls: "mmulab-pt-tree-title" }, [
+          text(`${tree.label ?? `${tree.kind} tree`}`),
+          h("span", { cls: "mmulab-pt-format", text: ` ${tree.format}` }),
+          ctx.hasBefore ? h("span", { cls: "mmulab-pt-changes", text: ` Δ ${changes} changed` }) : null,
+        ]),
+        root.el,
+      ]),
+    );
+  });
+  const input = h("input", {
+    cls: "mmulab-search-input",
+    attrs: { type: "text", placeholder: "find address, e.g. 0x7f0000001000", spellcheck: "false", "aria-label": "find address" },
+  });
+  const result = h("span", { cls: "mmulab-search-result" });
+  const go = h("button", { cls: "mmulab-search-go", text: "Find", attrs: { type: "button" } });
+  const run = (): void => {
+    const raw = input.value.trim().replace(/_/g, "");
+    if (!/^(0x[0-9a-fA-F]{1,16}|[0-9]{1,20})$/.test(raw)) {
+      result.textContent = `not an address: ${raw.slice(0, 40)} (use hex 0x... or decimal)`;
+      return;
+    }
+    const addr = BigInt(raw);
+    result.textContent = roots.map((r) => `${r.tree.label ?? r.tree.kind}: ${searchTree(r, addr)}`).join(" | ");
+  };
+  go.addEventListener("click", run);
+  input.addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter") run();
+  });
+  const header = h("div", { cls: "mmulab-pt-header" }, [
+    payload.title !== undefined ? h("span", { cls: "mmulab-pt-title", text: payload.title }) : null,
+    h("span", { cls: "mmulab-search" }, [input, go, result]),
+  ]);
+  host.appendChild(header);
+  if (payload.truncated) {
+    host.appendChild(h("div", { cls: "mmulab-pt-truncated", text: "Snapshot truncated: some present entries were left out (see 'omitted' counts)." }));
+  }
+  host.appendChild(legend());
+  host.appendChild(treesEl);
+  host.appendChild(detail);
+  for (const r of roots) r.autoExpand(0);
+}
+
+function legend(): HTMLElement {
+  const l = h("div", { cls: "mmulab-legend" });
+  for (const f of [...STATE_ORDER].reverse()) {
+    l.appendChild(h("span", { cls: `mmulab-legend-item mmulab-state-${f}`, text: f }));
+  }
+  return l;
+}
