@@ -1,0 +1,197 @@
+/**
+ * The TypeScript engine: tslab's converter (TypeScript → CommonJS, completion, quick info) and
+ * executor (runs cells in this process, keeps declarations between cells), wrapped so that the
+ * outcome of a cell is a value — last expression, compile diagnostics or thrown error — instead
+ * of text tslab would print to the console.
+ */
+import { inspect as nodeInspect } from "node:util";
+import {
+  type Converter,
+  type ConvertResult,
+  createConverter,
+  isCompleteCode,
+} from "tslab/dist/converter";
+import { createExecutor, type Executor } from "tslab/dist/executor";
+import { printQuickInfo } from "tslab/dist/inspect";
+
+/** The Jupyter error triple. */
+export interface CellError {
+  ename: string;
+  evalue: string;
+  traceback: string[];
+}
+
+/** Outcome of one cell. */
+export type CellOutcome =
+  | { ok: true; hasValue: false }
+  | { ok: true; hasValue: true; value: unknown }
+  | { ok: false; error: CellError; interrupted: boolean };
+
+/** Error name reported for TypeScript diagnostics. */
+export const COMPILE_ERROR = "TSCompileError";
+/** Error name reported for an interrupted cell. */
+export const INTERRUPTED = "Interrupted";
+
+/** Messages Node and tslab use for interrupted execution (sync: vm breakOnSigint; async: tslab). */
+const INTERRUPT_MESSAGES = new Set(["Script execution interrupted.", "Interrupted asynchronously"]);
+
+/** Frames of the kernel's own machinery, dropped from tracebacks so the cell's frames stand out. */
+const INTERNAL_FRAME =
+  /node:internal|[\\/]tslab[\\/]dist[\\/]|[\\/]kernel[\\/]dist[\\/]|^\s*at new Promise \(<anonymous>\)/;
+
+/** Turns anything a cell threw into the Jupyter error triple. */
+export function toCellError(thrown: unknown): { error: CellError; interrupted: boolean } {
+  if (thrown instanceof Error) {
+    if (INTERRUPT_MESSAGES.has(thrown.message)) {
+      return {
+        error: {
+          ename: INTERRUPTED,
+          evalue: "execution interrupted (SIGINT)",
+          traceback: [`${INTERRUPTED}: execution interrupted (SIGINT)`],
+        },
+        interrupted: true,
+      };
+    }
+    const stack = (thrown.stack ?? `${thrown.name}: ${thrown.message}`).split("\n");
+    const traceback = stack.filter((line, i) => i === 0 || !INTERNAL_FRAME.test(line));
+    return {
+      error: { ename: thrown.name || "Error", evalue: thrown.message, traceback },
+      interrupted: false,
+    };
+  }
+  const evalue = nodeInspect(thrown, { depth: 2 });
+  return {
+    error: { ename: "Thrown", evalue, traceback: [`uncaught value thrown: ${evalue}`] },
+    interrupted: false,
+  };
+}
+
+/** Formats TypeScript diagnostics with 1-based line:column in the cell. */
+export function diagnosticsError(result: ConvertResult): CellError {
+  const lines = result.diagnostics.map((d) => {
+    const where = `${d.fileName ? `${d.fileName} ` : ""}${d.start.line + 1}:${d.start.character + 1}`;
+    return `${where} - error TS${d.code}: ${d.messageText}`;
+  });
+  return { ename: COMPILE_ERROR, evalue: lines[0] ?? "compile error", traceback: lines };
+}
+
+/** Result of a completion request in cell coordinates. */
+export interface Completion {
+  start: number;
+  end: number;
+  matches: string[];
+}
+
+/**
+ * One TypeScript session: cells share declarations and values, modules resolve from `rootDir`
+ * (the notebook's folder) upward.
+ */
+export class Engine {
+  private readonly executor: Executor;
+  /** Result of the last `convert` the executor made; tslab prints diagnostics, we keep them. */
+  private lastConvert: ConvertResult | undefined;
+  private lastValue: { value: unknown } | undefined;
+  private lastThrown: { thrown: unknown } | undefined;
+
+  constructor(rootDir: string = process.cwd()) {
+    const real = createConverter({ isJS: false, isBrowser: false });
+    // Record each conversion so compile errors come back as structured diagnostics.
+    const recording: Converter = {
+      convert: (prev, src) => {
+        const r = real.convert(prev, src);
+        this.lastConvert = r;
+        return r;
+      },
+      inspect: (prev, src, pos) => real.inspect(prev, src, pos),
+      complete: (prev, src, pos) => real.complete(prev, src, pos),
+      close: () => real.close(),
+      addModule: (name, content, meta) => real.addModule(name, content, meta),
+    };
+    let browser: Converter | undefined;
+    const convs = {
+      node: recording,
+      get browser(): Converter {
+        browser ??= createConverter({ isJS: false, isBrowser: true });
+        return browser;
+      },
+      close: () => {
+        real.close();
+        browser?.close();
+      },
+    };
+    // tslab's executor reports through this console: log(value) for the last expression,
+    // error(thrown) for a runtime error, error(format, ...) for diagnostics (kept via lastConvert).
+    this.executor = createExecutor(rootDir, convs, {
+      log: (value: unknown) => {
+        this.lastValue = { value };
+      },
+      error: (first: unknown, ...rest: unknown[]) => {
+        if (typeof first === "string" && first.startsWith("%s%d:%d") && rest.length > 0) return;
+        this.lastThrown = { thrown: first };
+      },
+    });
+  }
+
+  /** Compiles and runs one cell. Never throws: every failure is an outcome. */
+  async execute(code: string): Promise<CellOutcome> {
+    this.lastConvert = undefined;
+    this.lastValue = undefined;
+    this.lastThrown = undefined;
+    let ok: boolean;
+    try {
+      ok = await this.executor.execute(code);
+    } catch (e) {
+      return { ok: false, ...toCellError(e) };
+    }
+    // Set by the executor's callbacks during execute(); TS cannot see that, hence the re-typing.
+    const thrown = this.lastThrown as { thrown: unknown } | undefined;
+    const converted = this.lastConvert as ConvertResult | undefined;
+    const value = this.lastValue as { value: unknown } | undefined;
+    if (!ok) {
+      if (thrown !== undefined) return { ok: false, ...toCellError(thrown.thrown) };
+      if (converted !== undefined && converted.diagnostics.length > 0) {
+        return { ok: false, error: diagnosticsError(converted), interrupted: false };
+      }
+      return {
+        ok: false,
+        error: { ename: "Error", evalue: "cell failed", traceback: ["cell failed"] },
+        interrupted: false,
+      };
+    }
+    if (value !== undefined) return { ok: true, hasValue: true, value: value.value };
+    return { ok: true, hasValue: false };
+  }
+
+  /** Completion candidates at `cursor` (a UTF-16 offset in `code`). */
+  complete(code: string, cursor: number): Completion {
+    const info = this.executor.complete(code, cursor);
+    return { start: info.start, end: info.end, matches: info.candidates };
+  }
+
+  /** Quick info (type and doc) at `cursor`, or undefined. */
+  inspect(code: string, cursor: number): string | undefined {
+    const info = this.executor.inspect(code, cursor);
+    if (!info) return undefined;
+    return printQuickInfo(info);
+  }
+
+  /** Whether `code` is a complete cell; for incomplete code, the indent of the next line. */
+  isComplete(code: string): { status: "complete" } | { status: "incomplete"; indent: string } {
+    const r = isCompleteCode(code);
+    return r.completed ? { status: "complete" } : { status: "incomplete", indent: r.indent ?? "" };
+  }
+
+  /** Rejects the pending await of an async cell (tslab's asynchronous interrupt). */
+  interrupt(): void {
+    this.executor.interrupt();
+  }
+
+  /** Forgets every declaration and value. */
+  reset(): void {
+    this.executor.reset();
+  }
+
+  close(): void {
+    this.executor.close();
+  }
+}

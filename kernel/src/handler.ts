@@ -1,0 +1,342 @@
+/**
+ * The Jupyter message handler: protocol 5.3 semantics, no sockets. The transport hands it decoded
+ * requests and gives it an {@link Outbox} to reply and publish through, so the whole protocol is
+ * unit-tested by calling {@link KernelHandler.handle} and reading what was sent.
+ */
+import type { MimeBundle } from "@mmulab/core";
+import type { CellError, Engine } from "./engine";
+import { bundleOf, DisplayError } from "./helpers";
+import { History, type HistoryRequest } from "./history";
+import { type DisplayOptions, type KernelSession, setSession } from "./session";
+import { KERNEL_VERSION, TS_VERSION } from "./version";
+import { type Message, PROTOCOL_VERSION } from "./wire";
+
+/** Where the handler sends messages. Parent is the request being answered. */
+export interface Outbox {
+  /** Publishes on IOPub. */
+  publish(msgType: string, content: object, parent: Message | undefined): void;
+  /** Replies on the socket `request` came from. */
+  reply(request: Message, msgType: string, content: object): void;
+}
+
+/** Channel a request arrived on. */
+export type Channel = "shell" | "control";
+
+/** Options of a {@link KernelHandler}. */
+export interface HandlerOptions {
+  /** Called after shutdown_reply was sent; the transport closes and the process exits. */
+  onShutdown?(restart: boolean): void;
+  /** Kernel's own diagnostics (not cell output). Default: the real stderr. */
+  log?(text: string): void;
+}
+
+/** `language_info` of kernel_info_reply. */
+export const LANGUAGE_INFO = {
+  name: "typescript",
+  version: TS_VERSION,
+  mimetype: "text/typescript",
+  file_extension: ".ts",
+  pygments_lexer: "typescript",
+  // JupyterLab reads `name`/`mode`; `typescript: true` switches classic CodeMirror's JS mode to TS.
+  codemirror_mode: { name: "javascript", mode: "typescript", typescript: true },
+  nbconvert_exporter: "script",
+};
+
+/** Buffers one output stream so a loop printing lines becomes few messages. */
+class StreamBuffer {
+  private text = "";
+  private scheduled = false;
+  private lastFlush = 0;
+
+  constructor(
+    private readonly name: "stdout" | "stderr",
+    private readonly send: (name: string, text: string) => void,
+  ) {}
+
+  write(chunk: string): void {
+    this.text += chunk;
+    const now = Date.now();
+    // A synchronous loop never yields to setImmediate: flush by size and age as well.
+    if (this.text.length > 8192 || now - this.lastFlush > 50) {
+      this.flush();
+    } else if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => {
+        this.scheduled = false;
+        this.flush();
+      });
+    }
+  }
+
+  flush(): void {
+    this.lastFlush = Date.now();
+    if (this.text === "") return;
+    const text = this.text;
+    this.text = "";
+    this.send(this.name, text);
+  }
+}
+
+/** Converts a code-point offset (Jupyter's cursor_pos) to a UTF-16 offset (TypeScript's). */
+export function codePointToUtf16(text: string, cp: number): number {
+  let i = 0;
+  for (let n = 0; n < cp && i < text.length; n++) i += text.codePointAt(i)! > 0xffff ? 2 : 1;
+  return i;
+}
+
+/** Converts a UTF-16 offset to a code-point offset. */
+export function utf16ToCodePoint(text: string, u: number): number {
+  let n = 0;
+  for (let i = 0; i < u && i < text.length; n++) i += text.codePointAt(i)! > 0xffff ? 2 : 1;
+  return n;
+}
+
+/**
+ * Handles every request of protocol 5.3. Requests on shell must be handed over one at a time
+ * (the transport queues them); control requests may arrive while a cell runs.
+ */
+export class KernelHandler implements KernelSession {
+  private executionCount = 0;
+  private parent: Message | undefined;
+  private interrupted = false;
+  private readonly history = new History();
+  private readonly stdout: StreamBuffer;
+  private readonly stderr: StreamBuffer;
+  private readonly log: (text: string) => void;
+  readonly openProgress = new Set<{ finish(state: "done" | "interrupted" | "failed"): void }>();
+
+  constructor(
+    private readonly engine: Engine,
+    private readonly outbox: Outbox,
+    private readonly options: HandlerOptions = {},
+  ) {
+    const send = (name: string, text: string) =>
+      this.outbox.publish("stream", { name, text }, this.parent);
+    this.stdout = new StreamBuffer("stdout", send);
+    this.stderr = new StreamBuffer("stderr", send);
+    const realStderr = process.stderr.write.bind(process.stderr);
+    this.log = options.log ?? ((text) => realStderr(`[mmulab-kernel] ${text}\n`));
+  }
+
+  /** True from an interrupt until the next cell starts. */
+  get interruptRequested(): boolean {
+    return this.interrupted;
+  }
+
+  /**
+   * Routes process.stdout/stderr writes to IOPub stream messages (of the last cell, as IPython
+   * does for output printed after a cell finished) and makes this the session the notebook helpers
+   * reach. Returns a function undoing both.
+   */
+  attach(): () => void {
+    const out = process.stdout.write;
+    const err = process.stderr.write;
+    const forward =
+      (buffer: StreamBuffer) =>
+      (chunk: string | Uint8Array, encoding?: unknown, cb?: unknown): boolean => {
+        buffer.write(typeof chunk === "string" ? chunk : Buffer.from(chunk).toString("utf8"));
+        const callback = typeof encoding === "function" ? encoding : cb;
+        if (typeof callback === "function") process.nextTick(callback as () => void);
+        return true;
+      };
+    process.stdout.write = forward(this.stdout) as typeof process.stdout.write;
+    process.stderr.write = forward(this.stderr) as typeof process.stderr.write;
+    setSession(this);
+    return () => {
+      this.flushStreams();
+      process.stdout.write = out;
+      process.stderr.write = err;
+      setSession(undefined);
+    };
+  }
+
+  /** Called on SIGINT or interrupt_request: stops an awaiting cell and flags progress loops. */
+  interrupt(): void {
+    this.interrupted = true;
+    this.engine.interrupt();
+  }
+
+  publishDisplay(bundle: MimeBundle, options: DisplayOptions): void {
+    this.flushStreams();
+    const transient = options.displayId !== undefined ? { display_id: options.displayId } : {};
+    const type = options.update ? "update_display_data" : "display_data";
+    this.outbox.publish(type, { data: bundle, metadata: {}, transient }, this.parent);
+  }
+
+  publishClear(wait: boolean): void {
+    this.flushStreams();
+    this.outbox.publish("clear_output", { wait }, this.parent);
+  }
+
+  private flushStreams(): void {
+    this.stdout.flush();
+    this.stderr.flush();
+  }
+
+  /** Handles one request: busy, the work, the reply, idle. Never throws. */
+  async handle(msg: Message, channel: Channel): Promise<void> {
+    const type = msg.header.msg_type;
+    this.outbox.publish("status", { execution_state: "busy" }, msg);
+    try {
+      await this.dispatch(msg, channel);
+    } catch (e) {
+      this.log(`error handling ${type}: ${(e as Error).stack ?? String(e)}`);
+      if (type.endsWith("_request")) {
+        this.outbox.reply(msg, type.replace(/_request$/, "_reply"), {
+          status: "error",
+          ename: "KernelError",
+          evalue: String((e as Error).message ?? e),
+          traceback: [],
+        });
+      }
+    } finally {
+      this.flushStreams();
+      this.outbox.publish("status", { execution_state: "idle" }, msg);
+    }
+  }
+
+  private async dispatch(msg: Message, channel: Channel): Promise<void> {
+    const c = msg.content as Record<string, unknown>;
+    switch (msg.header.msg_type) {
+      case "kernel_info_request":
+        this.outbox.reply(msg, "kernel_info_reply", {
+          status: "ok",
+          protocol_version: PROTOCOL_VERSION,
+          implementation: "mmulab",
+          implementation_version: KERNEL_VERSION,
+          language_info: LANGUAGE_INFO,
+          banner: `mmulab TypeScript kernel ${KERNEL_VERSION} (tslab engine, TypeScript ${TS_VERSION}, Node ${process.version})`,
+          help_links: [],
+          debugger: false,
+        });
+        return;
+      case "execute_request":
+        await this.execute(msg);
+        return;
+      case "is_complete_request":
+        this.outbox.reply(msg, "is_complete_reply", this.engine.isComplete(String(c.code ?? "")));
+        return;
+      case "complete_request": {
+        const code = String(c.code ?? "");
+        const pos = codePointToUtf16(code, Number(c.cursor_pos ?? code.length));
+        const r = this.engine.complete(code, pos);
+        this.outbox.reply(msg, "complete_reply", {
+          status: "ok",
+          matches: r.matches,
+          cursor_start: utf16ToCodePoint(code, r.start),
+          cursor_end: utf16ToCodePoint(code, r.end),
+          metadata: {},
+        });
+        return;
+      }
+      case "inspect_request": {
+        const code = String(c.code ?? "");
+        const text = this.engine.inspect(
+          code,
+          codePointToUtf16(code, Number(c.cursor_pos ?? code.length)),
+        );
+        this.outbox.reply(msg, "inspect_reply", {
+          status: "ok",
+          found: text !== undefined,
+          data: text !== undefined ? { "text/plain": text } : {},
+          metadata: {},
+        });
+        return;
+      }
+      case "history_request":
+        this.outbox.reply(msg, "history_reply", {
+          status: "ok",
+          history: this.history.query(c as HistoryRequest),
+        });
+        return;
+      case "comm_info_request":
+        this.outbox.reply(msg, "comm_info_reply", { status: "ok", comms: {} });
+        return;
+      case "comm_open":
+        // No comm targets: tell the front end the comm is closed instead of leaving it dangling.
+        this.outbox.publish("comm_close", { comm_id: c.comm_id, data: {} }, msg);
+        return;
+      case "comm_msg":
+      case "comm_close":
+        return;
+      case "interrupt_request":
+        this.interrupt();
+        this.outbox.reply(msg, "interrupt_reply", { status: "ok" });
+        return;
+      case "shutdown_request": {
+        const restart = c.restart === true;
+        this.outbox.reply(msg, "shutdown_reply", { status: "ok", restart });
+        this.outbox.publish("shutdown_reply", { status: "ok", restart }, msg);
+        this.options.onShutdown?.(restart);
+        return;
+      }
+      default: {
+        const type = msg.header.msg_type;
+        this.log(`unsupported message type ${type} on ${channel}`);
+        if (type.endsWith("_request")) {
+          this.outbox.reply(msg, type.replace(/_request$/, "_reply"), {
+            status: "error",
+            ename: "UnsupportedRequest",
+            evalue: `this kernel does not handle ${type}`,
+            traceback: [],
+          });
+        }
+      }
+    }
+  }
+
+  private async execute(msg: Message): Promise<void> {
+    const c = msg.content as Record<string, unknown>;
+    const code = String(c.code ?? "");
+    const silent = c.silent === true;
+    const storeHistory = !silent && c.store_history !== false;
+    if (storeHistory) {
+      this.executionCount++;
+      this.history.record(this.executionCount, code);
+    }
+    const count = this.executionCount;
+    this.parent = msg;
+    this.interrupted = false;
+    if (!silent) this.outbox.publish("execute_input", { code, execution_count: count }, msg);
+
+    const outcome = await this.engine.execute(code);
+    this.flushStreams();
+    let error: CellError | undefined;
+    let interrupted = false;
+    if (!outcome.ok) {
+      error = outcome.error;
+      interrupted = outcome.interrupted;
+    } else if (outcome.hasValue && !silent) {
+      try {
+        const data = bundleOf(outcome.value);
+        this.outbox.publish("execute_result", { execution_count: count, data, metadata: {} }, msg);
+        if (storeHistory) this.history.recordOutput(count, String(data["text/plain"]));
+      } catch (e) {
+        error =
+          e instanceof DisplayError
+            ? { ename: e.name, evalue: e.message, traceback: [`${e.name}: ${e.message}`] }
+            : { ename: "DisplayError", evalue: String((e as Error).message ?? e), traceback: [] };
+      }
+    }
+    // A failed cell leaves no progress bar claiming to run.
+    if (error !== undefined) {
+      for (const p of [...this.openProgress])
+        p.finish(interrupted || this.interrupted ? "interrupted" : "failed");
+    }
+    if (error !== undefined) {
+      if (!silent) this.outbox.publish("error", error, msg);
+      this.outbox.reply(msg, "execute_reply", {
+        status: "error",
+        execution_count: count,
+        ...error,
+      });
+      return;
+    }
+    this.outbox.reply(msg, "execute_reply", {
+      status: "ok",
+      execution_count: count,
+      payload: [],
+      user_expressions: {},
+    });
+  }
+}

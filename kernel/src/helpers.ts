@@ -1,0 +1,304 @@
+/**
+ * Notebook helpers: `display`, `displayBundle`, `plot`, `plotSpteLevels`, `progress`.
+ *
+ * ```ts
+ * import { display, plot, progress } from "@mmulab/kernel";
+ * ```
+ * Every bundle is checked before it is sent: mmulab payloads against the display schema, plotly
+ * figures for shape. A bad payload throws in the cell (a clear `error` output), nothing is sent.
+ */
+import { randomUUID } from "node:crypto";
+import { inspect } from "node:util";
+import {
+  escapeHtml,
+  JUPYTER_DISPLAY,
+  type MimeBundle,
+  PAGETABLE_MIME,
+  PLOTLY_MIME,
+  type PlotlyFigure,
+  pagetableBundle,
+  plotlyBundle,
+  validateDisplayPayload,
+  WALK_MIME,
+  walkBundle,
+} from "@mmulab/core";
+import { currentSession, type DisplayOptions } from "./session";
+
+/** Thrown for a value or bundle that cannot be displayed. */
+export class DisplayError extends TypeError {
+  override name = "DisplayError";
+}
+
+/** MIME types whose data is checked before sending. */
+const CHECKED = new Set([PAGETABLE_MIME, WALK_MIME, PLOTLY_MIME]);
+
+/** text/plain of an arbitrary value, as Node's REPL shows it. */
+export function plainText(value: unknown): string {
+  return typeof value === "string" ? value : inspect(value, { depth: 4, maxArrayLength: 50 });
+}
+
+/**
+ * Checks a MIME bundle: an object of MIME type → data, text/plain a string, every mmulab payload
+ * valid against the schema. Returns the bundle (with text/plain added when missing).
+ * @throws DisplayError naming the MIME type, the JSON path and the bad value.
+ */
+export function checkBundle(bundle: unknown, what = "bundle"): MimeBundle {
+  if (bundle === null || typeof bundle !== "object" || Array.isArray(bundle)) {
+    throw new DisplayError(
+      `${what} must be an object of MIME type -> data, got ${plainText(bundle)}`,
+    );
+  }
+  const out: MimeBundle = { ...(bundle as MimeBundle) };
+  const mimes = Object.keys(out);
+  if (mimes.length === 0) throw new DisplayError(`${what} has no MIME type`);
+  for (const mime of mimes) {
+    if (!/^[a-z]+\/[-+.\w]+$/.test(mime)) {
+      throw new DisplayError(
+        `${what} has an invalid MIME type ${JSON.stringify(mime)} (expected type/subtype)`,
+      );
+    }
+    const data = out[mime];
+    if (CHECKED.has(mime)) {
+      const r = validateDisplayPayload(mime, data);
+      if (!r.ok) {
+        const more = r.errors.length > 1 ? `\n  ${r.errors.join("\n  ")}` : "";
+        throw new DisplayError(`cannot display: ${r.message}${more}`);
+      }
+    } else if (data === undefined || typeof data === "function" || typeof data === "bigint") {
+      throw new DisplayError(
+        `${what}[${JSON.stringify(mime)}] is ${typeof data}; expected a string or JSON data`,
+      );
+    }
+  }
+  if (out["text/plain"] === undefined) out["text/plain"] = `[${mimes.join(", ")}]`;
+  else if (typeof out["text/plain"] !== "string") {
+    throw new DisplayError(
+      `${what}["text/plain"] must be a string, got ${plainText(out["text/plain"])}`,
+    );
+  }
+  return out;
+}
+
+function isPayload(value: unknown, kind: string): boolean {
+  return (
+    value !== null &&
+    typeof value === "object" &&
+    (value as { kind?: unknown }).kind === kind &&
+    "version" in value
+  );
+}
+
+/**
+ * The MIME bundle of a value: its `[Symbol.for("Jupyter.display")]()` when it has one, a bundle
+ * built from a bare pagetable/walk payload, or text/plain otherwise. Always checked.
+ */
+export function bundleOf(value: unknown): MimeBundle {
+  if (value !== null && (typeof value === "object" || typeof value === "function")) {
+    const method = (value as { [JUPYTER_DISPLAY]?: unknown })[JUPYTER_DISPLAY];
+    if (typeof method === "function") {
+      const bundle = method.call(value) as unknown;
+      return checkBundle(
+        bundle,
+        `[Symbol.for("Jupyter.display")]() of ${value.constructor?.name ?? "value"}`,
+      );
+    }
+    if (isPayload(value, "pagetable")) return wrap(() => pagetableBundle(value as never));
+    if (isPayload(value, "walk")) return wrap(() => walkBundle(value as never));
+  }
+  return { "text/plain": plainText(value) };
+}
+
+function wrap(build: () => MimeBundle): MimeBundle {
+  try {
+    return checkBundle(build());
+  } catch (e) {
+    if (e instanceof DisplayError) throw e;
+    throw new DisplayError(`cannot display: ${(e as Error).message}`);
+  }
+}
+
+function publish(bundle: MimeBundle, options: DisplayOptions = {}): void {
+  const session = currentSession();
+  if (session === undefined) {
+    // Outside a kernel (a plain Node script): the text form is the useful one.
+    process.stdout.write(`${String(bundle["text/plain"])}\n`);
+    return;
+  }
+  session.publishDisplay(bundle, options);
+}
+
+/**
+ * Shows `value` as ONE display_data carrying every MIME type of its bundle (see {@link bundleOf}).
+ * @throws DisplayError when the bundle or a payload in it is invalid (nothing is sent).
+ */
+export function display(value: unknown): void {
+  publish(bundleOf(value));
+}
+
+/** Sends an explicit MIME bundle (checked like every other). */
+export function displayBundle(bundle: MimeBundle, options: DisplayOptions = {}): void {
+  publish(checkBundle(bundle), options);
+}
+
+/** Clears the cell's output (`wait`: when the next output arrives, avoiding flicker). */
+export function clearOutput(wait = false): void {
+  currentSession()?.publishClear(wait);
+}
+
+/**
+ * Shows a plotly figure: `application/vnd.plotly.v1+json` plus an offline SVG fallback and text.
+ * Nothing is fetched from a CDN. Returns nothing, so the cell does not echo the figure.
+ */
+export function plot(figure: PlotlyFigure): void {
+  publish(wrap(() => plotlyBundle(figure)));
+}
+
+/** The spte counts by level, as KVM's `pages_4k`/`pages_2m`/`pages_1g` stats. */
+export interface SpteLevelCounts {
+  pages_4k: number;
+  pages_2m: number;
+  pages_1g: number;
+}
+
+/** One step of an experiment: the counts, directly or under `stat`/`stats`, and an optional label. */
+export type SpteStep =
+  | (SpteLevelCounts & { label?: string | number; step?: string | number })
+  | { label?: string | number; step?: string | number; stat: SpteLevelCounts }
+  | { label?: string | number; step?: string | number; stats: SpteLevelCounts };
+
+const LEVEL_KEYS = ["pages_4k", "pages_2m", "pages_1g"] as const;
+
+function countsOf(step: SpteStep, i: number): SpteLevelCounts {
+  const s = step as Record<string, unknown>;
+  const src = (s.stat ?? s.stats ?? s) as Record<string, unknown>;
+  for (const k of LEVEL_KEYS) {
+    const v = src[k];
+    if (typeof v !== "number" || !Number.isInteger(v) || v < 0) {
+      throw new DisplayError(
+        `steps[${i}].${k} must be a non-negative integer count, got ${plainText(v)}`,
+      );
+    }
+  }
+  return src as unknown as SpteLevelCounts;
+}
+
+/**
+ * The plotly figure of spte counts by level (pages_4k, pages_2m, pages_1g) across the steps of an
+ * experiment; x is each step's `label`/`step`, or its index.
+ */
+export function spteLevelFigure(
+  steps: ReadonlyArray<SpteStep>,
+  title = "SPTEs by level",
+): PlotlyFigure {
+  if (!Array.isArray(steps) || steps.length === 0) {
+    throw new DisplayError(
+      `steps must be a non-empty array of spte counts, got ${plainText(steps)}`,
+    );
+  }
+  const counts = steps.map(countsOf);
+  const x = steps.map((s, i) => {
+    const r = s as { label?: string | number; step?: string | number };
+    return r.label ?? r.step ?? i;
+  });
+  return {
+    data: LEVEL_KEYS.map((k) => ({
+      type: "scatter",
+      mode: "lines+markers",
+      name: k,
+      x,
+      y: counts.map((c) => c[k]),
+    })),
+    layout: {
+      title: { text: title },
+      xaxis: { title: { text: "step" } },
+      yaxis: { title: { text: "sptes" } },
+    },
+  };
+}
+
+/** Plots {@link spteLevelFigure}. */
+export function plotSpteLevels(steps: ReadonlyArray<SpteStep>, title?: string): void {
+  plot(spteLevelFigure(steps, title));
+}
+
+/** Thrown by {@link Progress.update} after the user interrupted the kernel. */
+export class InterruptedError extends Error {
+  override name = "Interrupted";
+}
+
+/** Minimum time between two progress updates sent to the front end. */
+const PROGRESS_INTERVAL_MS = 100;
+
+/**
+ * An updating progress display (display_data once, then update_display_data). Throttled: at most
+ * one update per 100 ms, plus the final state. `update()` throws {@link InterruptedError} once the
+ * kernel got an interrupt, so loops that report progress stop cleanly, even asynchronous ones.
+ */
+export class Progress {
+  readonly total: number;
+  readonly label: string;
+  private readonly id = randomUUID();
+  private doneCount = 0;
+  private lastSent = 0;
+  private finished = false;
+
+  constructor(total: number, label = "progress") {
+    if (!Number.isInteger(total) || total <= 0) {
+      throw new RangeError(`progress total must be a positive integer, got ${plainText(total)}`);
+    }
+    this.total = total;
+    this.label = label;
+    currentSession()?.openProgress.add(this);
+    this.send(false, "running");
+  }
+
+  /** Sets the number of steps done (0..total). */
+  update(done: number): void {
+    if (currentSession()?.interruptRequested) {
+      this.finish("interrupted");
+      throw new InterruptedError(`interrupted at ${this.doneCount}/${this.total} (${this.label})`);
+    }
+    if (!Number.isFinite(done) || done < 0 || done > this.total) {
+      throw new RangeError(`progress done must be within 0..${this.total}, got ${plainText(done)}`);
+    }
+    this.doneCount = done;
+    const now = Date.now();
+    if (now - this.lastSent >= PROGRESS_INTERVAL_MS) this.send(true, "running");
+  }
+
+  /** Adds `n` steps. */
+  tick(n = 1): void {
+    this.update(Math.min(this.total, this.doneCount + n));
+  }
+
+  /** Marks the display finished (done, interrupted or failed); later calls do nothing. */
+  finish(state: "done" | "interrupted" | "failed" = "done"): void {
+    if (this.finished) return;
+    this.finished = true;
+    if (state === "done") this.doneCount = this.total;
+    currentSession()?.openProgress.delete(this);
+    this.send(true, state);
+  }
+
+  private send(update: boolean, state: string): void {
+    this.lastSent = Date.now();
+    const pct = Math.floor((100 * this.doneCount) / this.total);
+    const text = `${this.label}: ${this.doneCount}/${this.total} (${pct}%)${state === "running" ? "" : ` ${state}`}`;
+    const colour = state === "interrupted" || state === "failed" ? "#d62728" : "#1f77b4";
+    const html = `<div class="mmulab-progress" style="font-family:monospace;font-size:12px"><div style="display:inline-block;width:240px;height:10px;border:1px solid #999;vertical-align:middle"><div style="width:${pct}%;height:100%;background:${colour}"></div></div> ${escapeHtml(text)}</div>`;
+    const session = currentSession();
+    if (session === undefined) {
+      if (state !== "running") process.stdout.write(`${text}\n`);
+      return;
+    }
+    session.publishDisplay(
+      { "text/html": html, "text/plain": text },
+      { displayId: this.id, update },
+    );
+  }
+}
+
+/** Starts a {@link Progress} display of `total` steps. */
+export function progress(total: number, label?: string): Progress {
+  return new Progress(total, label);
+}

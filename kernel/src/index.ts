@@ -1,0 +1,24 @@
+/**
+ * @mmulab/kernel — the notebook-facing API. In a cell:
+ * ```ts
+ * import { display, plot, plotSpteLevels, progress } from "@mmulab/kernel";
+ * ```
+ * The kernel process itself starts from `bin/mmulab-kernel.js` (see cli.ts).
+ */
+export {
+  bundleOf,
+  checkBundle,
+  clearOutput,
+  DisplayError,
+  display,
+  displayBundle,
+  InterruptedError,
+  Progress,
+  plot,
+  plotSpteLevels,
+  progress,
+  type SpteLevelCounts,
+  type SpteStep,
+  spteLevelFigure,
+} from "./helpers";
+export type { DisplayOptions } from "./session";

@@ -1,0 +1,62 @@
+/**
+ * Helpers shared by the kernel tests: a built kernel installed into a temporary JUPYTER_PATH,
+ * and running /usr/bin/python3 / jupyter with that path.
+ */
+import { type SpawnSyncReturns, spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+
+export const KERNEL_ROOT = resolve(__dirname, "..");
+export const REPO_ROOT = resolve(KERNEL_ROOT, "..");
+export const PYTHON = "/usr/bin/python3";
+export const JUPYTER = "/usr/bin/jupyter";
+
+let jupyterPath: string | undefined;
+
+/** Installs the kernelspec (from the built dist/) into a fresh temp prefix; returns its JUPYTER_PATH. */
+export function installedJupyterPath(): string {
+  if (jupyterPath !== undefined) return jupyterPath;
+  if (!existsSync(join(KERNEL_ROOT, "dist", "cli.js"))) {
+    throw new Error(
+      "kernel/dist is missing: run `npm run build` (root) or `npm run build -w @mmulab/kernel` first",
+    );
+  }
+  const prefix = mkdtempSync(join(tmpdir(), "mmulab-kernel-test-"));
+  const r = spawnSync(
+    process.execPath,
+    [join(KERNEL_ROOT, "bin", "mmulab-kernel.js"), "install", "--prefix", prefix],
+    {
+      encoding: "utf8",
+    },
+  );
+  if (r.status !== 0) throw new Error(`kernel install failed: ${r.stderr}${r.stdout}`);
+  jupyterPath = join(prefix, "share", "jupyter");
+  return jupyterPath;
+}
+
+/** Environment for Jupyter tools: our JUPYTER_PATH, quiet debugger warning, no user site noise. */
+export function jupyterEnv(): NodeJS.ProcessEnv {
+  return {
+    ...process.env,
+    JUPYTER_PATH: installedJupyterPath(),
+    PYDEVD_DISABLE_FILE_VALIDATION: "1",
+    JUPYTER_PLATFORM_DIRS: "1",
+  };
+}
+
+/** Runs a command, returning its result (stdout/stderr as text). */
+export function run(
+  cmd: string,
+  args: string[],
+  cwd: string,
+  timeoutMs: number,
+): SpawnSyncReturns<string> {
+  return spawnSync(cmd, args, {
+    cwd,
+    env: jupyterEnv(),
+    encoding: "utf8",
+    timeout: timeoutMs,
+    maxBuffer: 64 << 20,
+  });
+}
