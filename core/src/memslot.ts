@@ -1,0 +1,430 @@
+/**
+ * Memslots with `KVM_SET_USER_MEMORY_REGION` semantics (kvm_main.c `__kvm_set_memory_region`,
+ * `struct kvm_memory_slot`).
+ *
+ * A request is validated completely and classified as one of the `KVM_MR_*` changes before
+ * anything is modified, so a rejected request leaves every slot as it was. Lookup by gfn is a
+ * binary search over slots sorted by base gfn (O(log n)) behind a one-entry cache.
+ */
+import { toUnsigned } from "./addr";
+import {
+  KVM_MEM_LOG_DIRTY_PAGES,
+  KVM_MEM_MAX_NR_PAGES,
+  KVM_MEM_READONLY,
+  KVM_USER_MEM_SLOTS,
+  PAGE_SIZE,
+} from "./constants";
+import { InvalidArgumentError } from "./errors";
+
+/** Host backing of a slot (issue 3 models it; stored and validated here). */
+export type SlotBacking = "4k" | "thp" | "hugetlb-2m" | "hugetlb-1g";
+/** Accepted values of {@link SlotBacking}. */
+export const SLOT_BACKINGS: readonly SlotBacking[] = ["4k", "thp", "hugetlb-2m", "hugetlb-1g"];
+
+/** Kind of memslot change (`enum kvm_mr_change`). */
+export type MemslotChange = "create" | "delete" | "move" | "flagsOnly";
+
+/** Request of `KVM_SET_USER_MEMORY_REGION` (`struct kvm_userspace_memory_region`). */
+export interface UserMemoryRegion {
+  /** Slot id (bits 15:0) and address space (bits 31:16; only address space 0 exists here). */
+  slot: number;
+  /** First guest-physical address; 4 KiB aligned. */
+  guestPhysAddr: number | bigint;
+  /** Size in bytes; 4 KiB multiple; 0 deletes the slot. */
+  memorySize: number | bigint;
+  /** `KVM_MEM_LOG_DIRTY_PAGES` (1) | `KVM_MEM_READONLY` (2). */
+  flags: number;
+  /** Host backing model (default "4k"). */
+  backing?: SlotBacking;
+  /** Host virtual address of the slot's memory (4 KiB aligned, below 2^47). Default: chosen by the VM. */
+  userspaceAddr?: number | bigint;
+}
+
+/**
+ * One memslot (`struct kvm_memory_slot`). Geometry fields are fixed for the slot's lifetime;
+ * a move or flags change replaces the slot object, as KVM does.
+ */
+export class MemSlot {
+  /** Slot id (`slot->id`). */
+  readonly id: number;
+  /** First gfn (`slot->base_gfn`). */
+  readonly baseGfn: number;
+  /** Size in 4 KiB pages (`slot->npages`). */
+  readonly npages: number;
+  /** `KVM_MEM_*` flags. */
+  readonly flags: number;
+  /** Host virtual address of the first page (`slot->userspace_addr`). */
+  readonly userspaceAddr: number;
+  /** Host backing model. */
+  readonly backing: SlotBacking;
+  /**
+   * Dirty bitmap (`slot->dirty_bitmap`), allocated while LOG_DIRTY_PAGES is set: one bit per page,
+   * `ALIGN(npages, 64) / 8` bytes, followed by an equal-sized second buffer used by
+   * GET/CLEAR_DIRTY_LOG (`kvm_second_dirty_bitmap`). Null when logging is off.
+   */
+  dirtyBitmap: Uint32Array | null = null;
+  /**
+   * Per-slot MMU metadata (x86 `slot->arch`: rmaps, lpage_info, write tracking). Owned and filled
+   * by the MMU (Stage2) in `prepareMemoryRegion`/`commitMemoryRegion`; the memslot layer never
+   * reads it.
+   */
+  arch: unknown = undefined;
+
+  constructor(
+    id: number,
+    baseGfn: number,
+    npages: number,
+    flags: number,
+    userspaceAddr: number,
+    backing: SlotBacking,
+  ) {
+    this.id = id;
+    this.baseGfn = baseGfn;
+    this.npages = npages;
+    this.flags = flags;
+    this.userspaceAddr = userspaceAddr;
+    this.backing = backing;
+  }
+
+  /** One past the last gfn. */
+  get endGfn(): number {
+    return this.baseGfn + this.npages;
+  }
+
+  /** Host virtual frame number of `gfn` (caller guarantees gfn is inside the slot). */
+  hvfn(gfn: number): number {
+    return this.userspaceAddr / PAGE_SIZE + (gfn - this.baseGfn);
+  }
+
+  /** `KVM_MEM_READONLY` is set. */
+  get readonly(): boolean {
+    return (this.flags & KVM_MEM_READONLY) !== 0;
+  }
+
+  /** Mark `gfn` dirty in the bitmap if logging is on (`mark_page_dirty_in_slot`). */
+  markDirty(gfn: number): boolean {
+    const bm = this.dirtyBitmap;
+    if (bm === null) return false;
+    const rel = gfn - this.baseGfn;
+    bm[rel >>> 5]! |= 1 << (rel & 31);
+    return true;
+  }
+
+  /** Whether `gfn` is set in the dirty bitmap. */
+  testDirty(gfn: number): boolean {
+    const bm = this.dirtyBitmap;
+    if (bm === null) return false;
+    const rel = gfn - this.baseGfn;
+    return ((bm[rel >>> 5]! >>> (rel & 31)) & 1) !== 0;
+  }
+}
+
+/** Words of `dirtyBitmap` for `npages` pages: two buffers of ALIGN(npages, 64) bits. */
+export function dirtyBitmapWords(npages: number): number {
+  return (Math.ceil(npages / 64) * 64 * 2) / 32;
+}
+
+/** A validated, not yet applied memslot change. */
+export interface MemslotUpdate {
+  change: MemslotChange;
+  /** Slot before the change (undefined for create). */
+  old: MemSlot | undefined;
+  /** Slot after the change (undefined for delete). */
+  new: MemSlot | undefined;
+}
+
+/** The VM's memslots (one address space). */
+export class MemSlots {
+  private readonly byId = new Map<number, MemSlot>();
+  /** Slots sorted by base gfn, and parallel bounds for the binary search. */
+  private sorted: MemSlot[] = [];
+  private bases = new Float64Array(0);
+  private ends = new Float64Array(0);
+  private last: MemSlot | undefined = undefined;
+  /** Incremented on every applied change (`kvm_memslots::generation`). */
+  generation = 0;
+
+  constructor(
+    /** Guest MAXPHYADDR: slots must end below 2^maxPhysAddrBits. */
+    readonly maxPhysAddrBits: number,
+  ) {}
+
+  /** All slots in ascending gfn order. */
+  list(): readonly MemSlot[] {
+    return this.sorted;
+  }
+
+  /** Slot by id. */
+  get(id: number): MemSlot | undefined {
+    return this.byId.get(id);
+  }
+
+  /** Total pages over all slots. */
+  totalPages(): number {
+    let n = 0;
+    for (const s of this.sorted) n += s.npages;
+    return n;
+  }
+
+  /** The slot containing `gfn` (`gfn_to_memslot`, `search_memslots`), or undefined. O(log n). */
+  gfnToSlot(gfn: number): MemSlot | undefined {
+    const last = this.last;
+    if (last !== undefined && gfn >= last.baseGfn && gfn < last.baseGfn + last.npages) return last;
+    const bases = this.bases;
+    let lo = 0;
+    let hi = bases.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      if (bases[mid]! <= gfn) lo = mid + 1;
+      else hi = mid - 1;
+    }
+    // hi = last slot with base <= gfn
+    if (hi >= 0 && gfn < this.ends[hi]!) {
+      const s = this.sorted[hi]!;
+      this.last = s;
+      return s;
+    }
+    return undefined;
+  }
+
+  /**
+   * Validate a request and classify it (`__kvm_set_memory_region` + `check_memory_region_flags`).
+   * Throws {@link InvalidArgumentError} (errno EINVAL or EEXIST) and changes nothing on failure.
+   * `defaultHva(gpa)` supplies the host address for new slots without `userspaceAddr`.
+   */
+  prepare(req: UserMemoryRegion, defaultHva: (gpa: number, size: number) => number): MemslotUpdate {
+    if (req === null || typeof req !== "object") {
+      throw new InvalidArgumentError(
+        "region",
+        req,
+        "an object {slot, guestPhysAddr, memorySize, flags}",
+      );
+    }
+    const slotField = req.slot;
+    if (
+      typeof slotField !== "number" ||
+      !Number.isInteger(slotField) ||
+      slotField < 0 ||
+      slotField > 0xffffffff
+    ) {
+      throw new InvalidArgumentError(
+        "slot",
+        slotField,
+        "an integer: address space << 16 | slot id",
+        "EINVAL",
+      );
+    }
+    const asId = Math.floor(slotField / 65536);
+    const id = slotField & 0xffff;
+    if (asId !== 0) {
+      throw new InvalidArgumentError(
+        "slot",
+        slotField,
+        "address space 0 only (slot >> 16 must be 0)",
+        "EINVAL",
+      );
+    }
+    if (id >= KVM_USER_MEM_SLOTS) {
+      throw new InvalidArgumentError(
+        "slot",
+        slotField,
+        `a slot id in [0, ${KVM_USER_MEM_SLOTS})`,
+        "EINVAL",
+      );
+    }
+    const flags = req.flags;
+    if (
+      typeof flags !== "number" ||
+      !Number.isInteger(flags) ||
+      (flags & ~(KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY)) !== 0 ||
+      flags < 0
+    ) {
+      throw new InvalidArgumentError(
+        "flags",
+        flags,
+        "KVM_MEM_LOG_DIRTY_PAGES (1) | KVM_MEM_READONLY (2)",
+        "EINVAL",
+      );
+    }
+    const backing = req.backing ?? "4k";
+    if (!SLOT_BACKINGS.includes(backing)) {
+      throw new InvalidArgumentError(
+        "backing",
+        backing,
+        SLOT_BACKINGS.map((b) => `"${b}"`).join(" | "),
+        "EINVAL",
+      );
+    }
+    const size = toUnsigned(
+      "memorySize",
+      req.memorySize,
+      53,
+      "a multiple of 4096 bytes, at most (2^31 - 1) pages",
+    );
+    if (size % PAGE_SIZE !== 0) {
+      throw new InvalidArgumentError(
+        "memorySize",
+        req.memorySize,
+        "a multiple of 4096 bytes",
+        "EINVAL",
+      );
+    }
+    const gpa = toUnsigned(
+      "guestPhysAddr",
+      req.guestPhysAddr,
+      53,
+      "a 4 KiB-aligned guest-physical address",
+    );
+    if (gpa % PAGE_SIZE !== 0) {
+      throw new InvalidArgumentError(
+        "guestPhysAddr",
+        req.guestPhysAddr,
+        "a 4 KiB-aligned guest-physical address",
+        "EINVAL",
+      );
+    }
+    let hva: number | undefined;
+    if (req.userspaceAddr !== undefined) {
+      hva = toUnsigned(
+        "userspaceAddr",
+        req.userspaceAddr,
+        47,
+        "a 4 KiB-aligned host address below 2^47",
+      );
+      if (hva % PAGE_SIZE !== 0) {
+        throw new InvalidArgumentError(
+          "userspaceAddr",
+          req.userspaceAddr,
+          "a 4 KiB-aligned host address",
+          "EINVAL",
+        );
+      }
+      if (hva + size > 2 ** 47) {
+        throw new InvalidArgumentError(
+          "userspaceAddr",
+          req.userspaceAddr,
+          "a range [addr, addr + memorySize) below 2^47",
+          "EINVAL",
+        );
+      }
+    }
+    const npages = size / PAGE_SIZE;
+    if (npages > KVM_MEM_MAX_NR_PAGES) {
+      throw new InvalidArgumentError(
+        "memorySize",
+        req.memorySize,
+        `at most ${KVM_MEM_MAX_NR_PAGES} pages (KVM_MEM_MAX_NR_PAGES)`,
+        "EINVAL",
+      );
+    }
+    const old = this.byId.get(id);
+
+    if (npages === 0) {
+      if (old === undefined) {
+        throw new InvalidArgumentError(
+          "slot",
+          slotField,
+          "an existing slot id to delete (memorySize 0)",
+          "EINVAL",
+        );
+      }
+      return { change: "delete", old, new: undefined };
+    }
+
+    const baseGfn = gpa / PAGE_SIZE;
+    const limitGfn = 2 ** (this.maxPhysAddrBits - 12);
+    if (baseGfn + npages > limitGfn) {
+      throw new InvalidArgumentError(
+        "guestPhysAddr",
+        req.guestPhysAddr,
+        `a range ending at or below 2^${this.maxPhysAddrBits} (MAXPHYADDR); range ends at 0x${((baseGfn + npages) * PAGE_SIZE).toString(16)}`,
+        "EINVAL",
+      );
+    }
+
+    let change: MemslotChange;
+    if (old === undefined) {
+      change = "create";
+      if (hva === undefined) hva = defaultHva(gpa, size);
+    } else {
+      if (hva === undefined) hva = old.userspaceAddr;
+      if (hva !== old.userspaceAddr) {
+        throw new InvalidArgumentError(
+          "userspaceAddr",
+          req.userspaceAddr,
+          `the slot's current address 0x${old.userspaceAddr.toString(16)} (delete the slot first)`,
+          "EINVAL",
+        );
+      }
+      if (npages !== old.npages) {
+        throw new InvalidArgumentError(
+          "memorySize",
+          req.memorySize,
+          `the slot's current size ${old.npages * PAGE_SIZE} (delete the slot first)`,
+          "EINVAL",
+        );
+      }
+      if (((flags ^ old.flags) & KVM_MEM_READONLY) !== 0) {
+        throw new InvalidArgumentError(
+          "flags",
+          flags,
+          "the same KVM_MEM_READONLY setting as the existing slot",
+          "EINVAL",
+        );
+      }
+      if (backing !== old.backing && req.backing !== undefined) {
+        throw new InvalidArgumentError(
+          "backing",
+          backing,
+          `the slot's current backing "${old.backing}"`,
+          "EINVAL",
+        );
+      }
+      if (baseGfn !== old.baseGfn) change = "move";
+      else if (flags !== old.flags) change = "flagsOnly";
+      else return { change: "flagsOnly", old, new: old }; // no-op, as KVM returns 0
+    }
+
+    if (change === "create" || change === "move") {
+      for (const s of this.sorted) {
+        if (s.id === id) continue;
+        if (baseGfn < s.baseGfn + s.npages && s.baseGfn < baseGfn + npages) {
+          throw new InvalidArgumentError(
+            "guestPhysAddr",
+            req.guestPhysAddr,
+            `a range not overlapping slot ${s.id} [0x${(s.baseGfn * PAGE_SIZE).toString(16)}, 0x${((s.baseGfn + s.npages) * PAGE_SIZE).toString(16)})`,
+            "EEXIST",
+          );
+        }
+      }
+    }
+    const slot = new MemSlot(id, baseGfn, npages, flags, hva, old?.backing ?? backing);
+    return { change, old, new: slot };
+  }
+
+  /**
+   * Apply a prepared update. Allocates or carries over the dirty bitmap as kvm_main.c does
+   * (allocated when logging is turned on, freed when turned off, kept on move).
+   */
+  commit(u: MemslotUpdate): void {
+    if (u.old === u.new) return;
+    const nw = u.new;
+    if (nw !== undefined) {
+      if ((nw.flags & KVM_MEM_LOG_DIRTY_PAGES) !== 0) {
+        const oldBm =
+          u.old !== undefined && (u.old.flags & KVM_MEM_LOG_DIRTY_PAGES) !== 0
+            ? u.old.dirtyBitmap
+            : null;
+        nw.dirtyBitmap = oldBm ?? new Uint32Array(dirtyBitmapWords(nw.npages));
+      }
+      if (u.old !== undefined && nw.arch === undefined) nw.arch = u.old.arch;
+    }
+    if (u.old !== undefined) this.byId.delete(u.old.id);
+    if (nw !== undefined) this.byId.set(nw.id, nw);
+    this.sorted = [...this.byId.values()].sort((a, b) => a.baseGfn - b.baseGfn);
+    this.bases = Float64Array.from(this.sorted, (s) => s.baseGfn);
+    this.ends = Float64Array.from(this.sorted, (s) => s.baseGfn + s.npages);
+    this.last = undefined;
+    this.generation++;
+  }
+}
