@@ -1,0 +1,398 @@
+/**
+ * The MMU beneath the guest walk on an EPT machine (mmu.c: `kvm_mmu_page_fault`,
+ * `kvm_mmu_do_page_fault`, `direct_page_fault`, `fast_page_fault`, `kvm_faultin_pfn`,
+ * `kvm_mmu_hugepage_adjust`, `handle_mmio_page_fault`, memslot hooks, zap entry points).
+ *
+ * It implements the VM's {@link Stage2} seam: `translate` is the hardware EPT walk; a miss is an
+ * EPT violation (or misconfig, for MMIO sptes) handled here, then the walk is retried.
+ */
+import {
+  KVM_MEM_LOG_DIRTY_PAGES,
+  PAGE_SIZE,
+  PFERR_FETCH_MASK,
+  PFERR_PRESENT_MASK,
+  PFERR_RSVD_MASK,
+  PFERR_USER_MASK,
+  PFERR_WRITE_MASK,
+} from "./constants";
+import { InvalidArgumentError } from "./errors";
+import { hostMappingLevel, hostPfn } from "./host";
+import { SlotArch, slotArch } from "./lpage";
+import type { MemSlot, MemSlots, MemslotChange } from "./memslot";
+import {
+  MmuPageStore,
+  RET_PF_EMULATE,
+  RET_PF_FIXED,
+  RET_PF_INVALID,
+  RET_PF_RETRY,
+  RET_PF_SPURIOUS,
+} from "./mmu_page";
+import { STAGE2_MMIO } from "./paging_tmpl";
+import { tdpRootRole } from "./role";
+import {
+  GFN_SPAN,
+  isAccessAllowed,
+  isLastSpte,
+  isMmioSpte,
+  isShadowPresent,
+  MMIO_SPTE_GEN_MASK,
+  mmioSpteGen,
+  SPTE_A,
+  SPTE_D,
+  SPTE_HI_HOST_WRITABLE,
+  SPTE_HI_MMU_WRITABLE,
+  SPTE_MMU_PRESENT,
+  SPTE_R,
+  SPTE_W,
+  SPTE_X,
+  sptePfn,
+} from "./spte";
+import { KvmStats } from "./stats";
+import { TdpMmu } from "./tdp_mmu";
+import type { Vcpu } from "./vcpu";
+import type { Stage2 } from "./vm";
+
+/** MMU switches (`createVm({ features })`), see spec §16. */
+export interface MmuFeatures {
+  /** Seed 2010 "before": direct shadow pages also allocate a gfn array (default false). */
+  allocTranslationForDirect?: boolean;
+  /** Store gfns for direct pages too (uncounted) and check the formula on every removal. */
+  selfCheckGfns?: boolean;
+  /** TDP root level: 4 (default) or 5. */
+  tdpLevels?: 4 | 5;
+  /** MMU flavour: "tdp_mmu" (default). */
+  mmuFlavor?: "tdp_mmu";
+}
+
+/** Names of the MMU switches accepted in `createVm({ features })`. */
+export const MMU_FEATURE_KEYS = [
+  "allocTranslationForDirect",
+  "selfCheckGfns",
+  "tdpLevels",
+  "mmuFlavor",
+] as const;
+
+/** Resolved MMU switches. */
+export type ResolvedMmuFeatures = Required<MmuFeatures>;
+
+/** Validate MMU switches; throws InvalidArgumentError naming the bad one. */
+export function resolveMmuFeatures(
+  f: Record<string, unknown>,
+  maxPhysAddrBits: number,
+): ResolvedMmuFeatures {
+  const bool = (k: string, d: boolean): boolean => {
+    const v = f[k];
+    if (v === undefined) return d;
+    if (typeof v !== "boolean") throw new InvalidArgumentError(`features.${k}`, v, "true or false");
+    return v;
+  };
+  const levels = f.tdpLevels ?? 4;
+  if (levels !== 4 && levels !== 5)
+    throw new InvalidArgumentError("features.tdpLevels", levels, "4 or 5");
+  if (levels === 4 && maxPhysAddrBits > 48) {
+    throw new InvalidArgumentError(
+      "features.tdpLevels",
+      levels,
+      `5 when maxPhysAddrBits (${maxPhysAddrBits}) exceeds 48`,
+    );
+  }
+  const flavor = f.mmuFlavor ?? "tdp_mmu";
+  if (flavor !== "tdp_mmu")
+    throw new InvalidArgumentError("features.mmuFlavor", flavor, '"tdp_mmu"');
+  return {
+    allocTranslationForDirect: bool("allocTranslationForDirect", false),
+    selfCheckGfns: bool("selfCheckGfns", false),
+    tdpLevels: levels,
+    mmuFlavor: flavor,
+  };
+}
+
+/** KVM_MIN_ALLOC_MMU_PAGES and KVM_MEMSLOT_PAGES_TO_MMU_PAGES_RATIO. */
+const KVM_MIN_ALLOC_MMU_PAGES = 64;
+const KVM_MEMSLOT_PAGES_TO_MMU_PAGES_RATIO = 50;
+/** vCPU root slot used for stores not made by a vCPU. */
+const NO_VCPU = 0;
+const MAX_RETRIES = 8;
+
+/** The TDP MMU machine: EPT tables under the guest walk. */
+export class TdpStage2 implements Stage2 {
+  readonly name = "tdp";
+  writable = false;
+  readonly features: ResolvedMmuFeatures;
+  readonly store = new MmuPageStore();
+  private readonly kvmStats = new KvmStats();
+  readonly tdp: TdpMmu;
+  readonly rootLevel: number;
+  /** `kvm->arch.mmu_valid_gen` (toggles 0/1). */
+  mmuValidGen = 0;
+  /** MMIO spte generation (low bits of the memslots generation). */
+  mmioGen = 0;
+  /** Root per vCPU (index = vcpu.id + 1; index 0 for stores without a vCPU), -1 = none. */
+  private vcpuRoot = new Int32Array(8).fill(-1);
+  private readonly slots: MemSlots;
+
+  constructor(slots: MemSlots, features: ResolvedMmuFeatures) {
+    this.slots = slots;
+    this.features = features;
+    this.rootLevel = features.tdpLevels;
+    this.tdp = new TdpMmu(this.store, this.kvmStats, {
+      rootLevel: this.rootLevel,
+      rootRole: tdpRootRole(this.rootLevel, true),
+      allocTranslationForDirect: features.allocTranslationForDirect,
+      selfCheckGfns: features.selfCheckGfns,
+    });
+    this.tdp.flushRemoteTlbs = () => this.flushRemoteTlbs();
+    this.kvmStats.n_max_mmu_pages = KVM_MIN_ALLOC_MMU_PAGES;
+  }
+
+  /** Statistics with KVM's names; memory gauges refreshed on read. */
+  get stats(): KvmStats {
+    const s = this.kvmStats;
+    const c = this.store.counts;
+    s.spt_pages_live = c.spt_pages_live;
+    s.translation_pages_live = c.translation_pages_live;
+    s.mmu_data_pages_live = c.spt_pages_live + c.translation_pages_live;
+    s.mmu_data_pages_allocated = c.mmu_data_pages_allocated;
+    s.mmu_data_pages_freed = c.mmu_data_pages_freed;
+    return s;
+  }
+
+  /** The raw counters object (no refresh): for modules that count. */
+  get rawStats(): KvmStats {
+    return this.kvmStats;
+  }
+
+  /** `kvm_flush_remote_tlbs`: count one remote flush (§11). */
+  flushRemoteTlbs(): void {
+    this.kvmStats.remote_tlb_flush++;
+    this.kvmStats.remote_tlb_flush_requests++;
+  }
+
+  /** `kvm_mmu_load` / `kvm_mmu_free_obsolete_roots`: the vCPU's current valid root. */
+  rootFor(vcpu: Vcpu | null): number {
+    const k = vcpu === null ? NO_VCPU : vcpu.id + 1;
+    if (k >= this.vcpuRoot.length) {
+      const n = new Int32Array(Math.max(k + 1, this.vcpuRoot.length * 2)).fill(-1);
+      n.set(this.vcpuRoot);
+      this.vcpuRoot = n;
+    }
+    let root = this.vcpuRoot[k]!;
+    if (root >= 0 && this.tdp.isInvalidRoot(root)) {
+      this.tdp.putRoot(root);
+      root = -1;
+    }
+    if (root < 0) {
+      root = this.tdp.getVcpuRoot();
+      this.vcpuRoot[k] = root;
+    }
+    return root;
+  }
+
+  /**
+   * The hardware EPT walk for `gpa`; a violation (or misconfig) goes to the page-fault handler
+   * and the walk is retried. Returns the host frame (pfn = hva >> 12) or STAGE2_MMIO.
+   */
+  translate(vcpu: Vcpu | null, gpa: number, pfec: number, final: boolean): number {
+    const gfn = Math.floor(gpa / PAGE_SIZE);
+    let write = (pfec & PFERR_WRITE_MASK) !== 0;
+    const fetch = (pfec & PFERR_FETCH_MASK) !== 0;
+    const tdp = this.tdp;
+    for (let tries = 0; tries < MAX_RETRIES; tries++) {
+      const root = this.rootFor(vcpu);
+      tdp.walkToLast(root, gfn);
+      let lo = tdp.lastLo;
+      if ((lo & SPTE_MMU_PRESENT) !== 0) {
+        // The walker's own table accesses in a read-only slot get no A/D (no write).
+        if (write && !final && (tdp.lastHi & SPTE_HI_HOST_WRITABLE) === 0) write = false;
+        if (isAccessAllowed(lo, write, fetch)) {
+          // The CPU sets EPT A (and D on writes) itself when A/D bits are enabled.
+          const ad = write ? SPTE_A | SPTE_D : SPTE_A;
+          if ((lo & ad) !== ad) {
+            lo = (lo | ad) >>> 0;
+            this.store.spt[tdp.lastSp]![tdp.lastIdx * 2] = lo;
+          }
+          this.writable = (lo & SPTE_W) !== 0;
+          const level = tdp.lastLevel;
+          return sptePfn(lo, tdp.lastHi) + (level === 1 ? 0 : gfn % GFN_SPAN[level]!);
+        }
+      }
+      // EPT violation error code (handle_ept_violation): reads report USER.
+      let err = write ? PFERR_WRITE_MASK : fetch ? PFERR_FETCH_MASK : PFERR_USER_MASK;
+      if (isMmioSpte(lo)) err |= PFERR_RSVD_MASK;
+      else if ((lo & (SPTE_R | SPTE_W | SPTE_X)) !== 0 && (lo & SPTE_MMU_PRESENT) !== 0)
+        err |= PFERR_PRESENT_MASK;
+      const r = this.pageFault(root, gfn, err);
+      if (r === RET_PF_EMULATE) {
+        this.writable = false;
+        return STAGE2_MMIO;
+      }
+    }
+    throw new Error(`tdp: gpa 0x${gpa.toString(16)} still faults after ${MAX_RETRIES} retries`);
+  }
+
+  /**
+   * `kvm_mmu_page_fault` → `kvm_mmu_do_page_fault` for a TDP fault on `gfn` with error code
+   * `err`. Returns a RET_PF_* value and keeps pf_* statistics as the kernel does.
+   */
+  pageFault(root: number, gfn: number, err: number): number {
+    const s = this.kvmStats;
+    if ((err & PFERR_RSVD_MASK) !== 0) {
+      const r = this.handleMmioPageFault(root, gfn);
+      if (r !== RET_PF_INVALID) return r;
+    }
+    s.pf_taken++;
+    const r = this.directPageFault(root, gfn, err);
+    if (r === RET_PF_FIXED) s.pf_fixed++;
+    else if (r === RET_PF_EMULATE) s.pf_emulate++;
+    else if (r === RET_PF_SPURIOUS) s.pf_spurious++;
+    return r;
+  }
+
+  /** `handle_mmio_page_fault`: a current-generation MMIO spte is emulated right away. */
+  private handleMmioPageFault(root: number, gfn: number): number {
+    this.tdp.walkToLast(root, gfn);
+    const lo = this.tdp.lastLo;
+    if (!isMmioSpte(lo)) return RET_PF_RETRY;
+    if (mmioSpteGen(lo, this.tdp.lastHi) !== this.mmioGen) return RET_PF_INVALID;
+    return RET_PF_EMULATE;
+  }
+
+  /** `direct_page_fault` (TDP flavour: `kvm_tdp_mmu_page_fault`). */
+  private directPageFault(root: number, gfn: number, err: number): number {
+    const write = (err & PFERR_WRITE_MASK) !== 0;
+    if (
+      (err & (PFERR_RSVD_MASK | PFERR_PRESENT_MASK | PFERR_WRITE_MASK)) ===
+      (PFERR_PRESENT_MASK | PFERR_WRITE_MASK)
+    ) {
+      const r = this.fastPageFault(root, gfn, err);
+      if (r !== RET_PF_INVALID) {
+        this.kvmStats.pf_fast++;
+        return r;
+      }
+    }
+    // kvm_faultin_pfn
+    const slot = this.slots.gfnToSlot(gfn) ?? null;
+    if (slot === null) return this.tdp.map(root, gfn, 1, 0, null, write, this.mmioGen);
+    if (write && slot.readonly) return RET_PF_EMULATE; // KVM_PFN_ERR_RO_FAULT
+    // kvm_mmu_hugepage_adjust
+    let level = 1;
+    if ((slot.flags & KVM_MEM_LOG_DIRTY_PAGES) === 0) level = this.maxMappingLevel(slot, gfn, 3);
+    const span = GFN_SPAN[level]!;
+    const pfn = hostPfn(slot, gfn);
+    return this.tdp.map(root, gfn, level, pfn - (pfn % span), slot, write, this.mmioGen);
+  }
+
+  /**
+   * `kvm_mmu_max_mapping_level`: highest level ≤ maxLevel whose `disallow_lpage` is 0, capped
+   * by the host mapping level.
+   */
+  maxMappingLevel(slot: MemSlot, gfn: number, maxLevel: number): number {
+    const arch = slotArch(slot);
+    for (; maxLevel > 1; maxLevel--) {
+      if (arch.disallowLpage(slot, gfn, maxLevel) === 0) break;
+    }
+    if (maxLevel === 1) return 1;
+    return Math.min(hostMappingLevel(slot, gfn), maxLevel);
+  }
+
+  /** `fast_page_fault`: restore W on an MMU-writable leaf without taking mmu_lock. */
+  private fastPageFault(root: number, gfn: number, err: number): number {
+    const tdp = this.tdp;
+    tdp.walkToLast(root, gfn);
+    const lo = tdp.lastLo;
+    const hi = tdp.lastHi;
+    if (!isShadowPresent(lo) || !isLastSpte(lo, tdp.lastLevel)) return RET_PF_INVALID;
+    const write = (err & PFERR_WRITE_MASK) !== 0;
+    const fetch = (err & PFERR_FETCH_MASK) !== 0;
+    if (isAccessAllowed(lo, write, fetch)) return RET_PF_SPURIOUS;
+    let nlo = lo;
+    if (write && (hi & SPTE_HI_MMU_WRITABLE) !== 0) {
+      nlo = (lo | SPTE_W) >>> 0;
+      // A huge leaf in a dirty-logged slot must be split by the slow path.
+      if (tdp.lastLevel > 1) {
+        const slot = this.slots.gfnToSlot(gfn);
+        if (slot !== undefined && (slot.flags & KVM_MEM_LOG_DIRTY_PAGES) !== 0)
+          return RET_PF_INVALID;
+      }
+    }
+    if (nlo === lo || !isAccessAllowed(nlo, write, fetch)) return RET_PF_INVALID;
+    this.store.spt[tdp.lastSp]![tdp.lastIdx * 2] = nlo;
+    if ((lo & SPTE_W) === 0 && (nlo & SPTE_W) !== 0) this.slots.gfnToSlot(gfn)?.markDirty(gfn);
+    return RET_PF_FIXED;
+  }
+
+  /** `kvm_arch_prepare_memory_region`: new metadata for created and moved slots. */
+  prepareMemoryRegion(
+    change: MemslotChange,
+    _old: MemSlot | undefined,
+    nw: MemSlot | undefined,
+  ): void {
+    if ((change === "create" || change === "move") && nw !== undefined) nw.arch = new SlotArch(nw);
+  }
+
+  /**
+   * `kvm_arch_flush_shadow_memslot` (delete/move: fast zap of everything) and
+   * `kvm_arch_commit_memory_region` (default n_max_mmu_pages; MMIO generation).
+   */
+  commitMemoryRegion(
+    change: MemslotChange,
+    _old: MemSlot | undefined,
+    nw: MemSlot | undefined,
+  ): void {
+    if (change === "delete" || change === "move") this.zapAllFast();
+    if (nw !== undefined && !(nw.arch instanceof SlotArch)) slotArch(nw);
+    if (change !== "flagsOnly") {
+      const total = this.slots.totalPages();
+      this.kvmStats.n_max_mmu_pages = Math.max(
+        Math.floor(total / KVM_MEMSLOT_PAGES_TO_MMU_PAGES_RATIO),
+        KVM_MIN_ALLOC_MMU_PAGES,
+      );
+    }
+    // kvm_mmu_invalidate_mmio_sptes: a wrapped generation would make stale MMIO sptes look
+    // current, so KVM zaps everything then.
+    const gen = this.slots.generation & MMIO_SPTE_GEN_MASK;
+    if (gen === 0 && this.mmioGen !== 0) this.zapAllFast();
+    this.mmioGen = gen;
+  }
+
+  /**
+   * `kvm_mmu_zap_all_fast`: toggle the valid generation, invalidate every TDP root (vCPUs load
+   * a new one on their next access) and zap the invalidated roots. No remote flush is counted:
+   * there is no legacy page to commit and invalid roots are unreachable.
+   */
+  zapAllFast(): void {
+    this.mmuValidGen ^= 1;
+    this.tdp.invalidateAllRoots();
+    this.tdp.zapInvalidatedRoots();
+  }
+
+  /**
+   * `kvm_zap_gfn_range(start, end)`: zap every leaf mapping a gfn in [start, end); one ranged
+   * remote flush if anything was zapped. Returns whether it flushed.
+   */
+  zapGfnRange(start: number, end: number): boolean {
+    const flush = this.tdp.zapLeafs(start, end);
+    if (flush) this.flushRemoteTlbs();
+    return flush;
+  }
+
+  /**
+   * MMU-notifier invalidation of the host range backing [start, end) (`kvm_unmap_gfn_range`
+   * between invalidate_range_start and _end): zap leaves, one flush if any was zapped.
+   */
+  mmuNotifierInvalidate(start: number, end: number): boolean {
+    return this.zapGfnRange(start, end);
+  }
+
+  /** Zap the single leaf mapping `gfn` (atomic zap + its own flush). Returns leaves zapped. */
+  zapSpte(gfn: number): number {
+    return this.tdp.zapSpte(gfn);
+  }
+
+  /** Bytes of simulator memory held by the MMU (spt store, columns, slot metadata). */
+  bytes(): number {
+    let b = this.store.bytes() + this.vcpuRoot.byteLength;
+    for (const s of this.slots.list()) if (s.arch instanceof SlotArch) b += s.arch.bytes();
+    return b;
+  }
+}

@@ -1,0 +1,32 @@
+/** Helpers shared by the TDP MMU tests: a VM with the TDP MMU plugged in, geometry helpers. */
+import { resolveMmuFeatures, TdpStage2 } from "../src/mmu";
+import { createVm, type Vm } from "../src/vm";
+
+export const PAGE = 4096;
+export const GIB = 2 ** 30;
+/** 4 KiB pages covered by one entry at level l (architecture: 9 bits per level). */
+export const pagesPerEntry = (level: number): number => 512 ** (level - 1);
+
+export interface TdpVm {
+  vm: Vm;
+  mmu: TdpStage2;
+}
+
+/** A VM whose stage 2 is the TDP MMU, with the given MMU switches. */
+export function tdpVm(features: Record<string, unknown> = {}, maxPhysAddrBits = 46): TdpVm {
+  const vm = createVm({ maxPhysAddrBits });
+  const mmu = new TdpStage2(vm.memslots, resolveMmuFeatures(features, maxPhysAddrBits));
+  vm.stage2 = mmu;
+  return { vm, mmu };
+}
+
+/**
+ * Shadow pages a fully populated direct TDP tree needs for `pages` contiguous 4 KiB pages from
+ * gfn 0, with leaves at `leafLevel` and a root at `rootLevel`: at each level L ≥ leafLevel one
+ * table per 512^L pages (at least one).
+ */
+export function tablesFor(pages: number, leafLevel: number, rootLevel: number): number {
+  let n = 0;
+  for (let l = leafLevel; l <= rootLevel; l++) n += Math.max(1, Math.ceil(pages / 512 ** l));
+  return n;
+}
