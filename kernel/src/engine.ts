@@ -4,7 +4,7 @@
  * outcome of a cell is a value — last expression, compile diagnostics or thrown error — instead
  * of text tslab would print to the console.
  */
-import { inspect as nodeInspect } from "node:util";
+import { inspect as nodeInspect, types } from "node:util";
 import {
   type Converter,
   type ConvertResult,
@@ -41,7 +41,8 @@ const INTERNAL_FRAME =
 
 /** Turns anything a cell threw into the Jupyter error triple. */
 export function toCellError(thrown: unknown): { error: CellError; interrupted: boolean } {
-  if (thrown instanceof Error) {
+  // isNativeError also holds for errors of other realms (vm contexts, test runners).
+  if (thrown instanceof Error || types.isNativeError(thrown)) {
     if (INTERRUPT_MESSAGES.has(thrown.message)) {
       return {
         error: {
@@ -53,7 +54,12 @@ export function toCellError(thrown: unknown): { error: CellError; interrupted: b
       };
     }
     const stack = (thrown.stack ?? `${thrown.name}: ${thrown.message}`).split("\n");
-    const traceback = stack.filter((line, i) => i === 0 || !INTERNAL_FRAME.test(line));
+    // Node prefixes errors thrown at a script's top level with "file:line / source / ^ / blank";
+    // the traceback starts at the "Name: message" line.
+    const head = stack.findIndex((line) => line.startsWith(`${thrown.name}`));
+    const traceback = stack
+      .slice(Math.max(0, head))
+      .filter((line, i) => i === 0 || !INTERNAL_FRAME.test(line));
     return {
       error: { ename: thrown.name || "Error", evalue: thrown.message, traceback },
       interrupted: false,

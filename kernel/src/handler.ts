@@ -97,6 +97,8 @@ export function utf16ToCodePoint(text: string, u: number): number {
  */
 export class KernelHandler implements KernelSession {
   private executionCount = 0;
+  /** Tail of the shell queue; handleNow never rejects, so the chain never breaks. */
+  private shellQueue: Promise<void> = Promise.resolve();
   private parent: Message | undefined;
   private interrupted = false;
   private readonly history = new History();
@@ -173,8 +175,18 @@ export class KernelHandler implements KernelSession {
     this.stderr.flush();
   }
 
-  /** Handles one request: busy, the work, the reply, idle. Never throws. */
-  async handle(msg: Message, channel: Channel): Promise<void> {
+  /**
+   * Handles one request: busy, the work, the reply, idle. Never throws. Shell requests run one
+   * after another in arrival order (a failing cell does not cancel the ones behind it); control
+   * requests run at once.
+   */
+  handle(msg: Message, channel: Channel): Promise<void> {
+    if (channel === "control") return this.handleNow(msg, channel);
+    this.shellQueue = this.shellQueue.then(() => this.handleNow(msg, channel));
+    return this.shellQueue;
+  }
+
+  private async handleNow(msg: Message, channel: Channel): Promise<void> {
     const type = msg.header.msg_type;
     this.outbox.publish("status", { execution_state: "busy" }, msg);
     try {

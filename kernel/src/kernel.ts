@@ -35,6 +35,9 @@ export async function runKernel(connectionFile: string): Promise<void> {
     process.stderr.write(`Uncaught exception: ${err.stack ?? String(err)}\n`);
   });
   process.on("unhandledRejection", (reason) => {
+    // An interrupted async cell keeps running until its next progress update, which then rejects
+    // the cell's (already abandoned) promise: expected, not worth a message.
+    if (reason instanceof Error && reason.name === "Interrupted") return;
     process.stderr.write(
       `Unhandled promise rejection: ${reason instanceof Error ? (reason.stack ?? reason.message) : String(reason)}\n`,
     );

@@ -43,8 +43,6 @@ export class ZmqTransport implements Outbox {
   private readonly stdin = new zmq.Router();
   private readonly hb = new zmq.Reply();
   private handler: KernelHandler | undefined;
-  /** Tail of the shell queue: each request starts when the previous one settled. */
-  private shellQueue: Promise<void> = Promise.resolve();
   private closed = false;
   /** Requests that came on control, so their replies go back there. */
   private readonly controlIds = new WeakSet<Message>();
@@ -90,12 +88,8 @@ export class ZmqTransport implements Outbox {
         }
         const handler = this.handler!;
         if (channel === "control") this.controlIds.add(msg);
-        if (channel === "shell") {
-          // Serialise shell requests; a rejected task cannot stop the queue (handle never throws).
-          this.shellQueue = this.shellQueue.then(() => handler.handle(msg, channel));
-        } else {
-          void handler.handle(msg, channel);
-        }
+        // The handler queues shell requests itself; control requests run at once.
+        void handler.handle(msg, channel);
       }
     } catch (e) {
       if (!this.closed) this.log(`${channel} socket failed: ${(e as Error).message}`);

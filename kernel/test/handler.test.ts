@@ -1,0 +1,306 @@
+/**
+ * The protocol handler with the real tslab engine, without sockets: requests go in through
+ * `handle`, and every reply/publication lands in a recording outbox.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Engine } from "../src/engine";
+import { codePointToUtf16, KernelHandler, type Outbox, utf16ToCodePoint } from "../src/handler";
+import { type Message, makeHeader } from "../src/wire";
+
+interface Sent {
+  kind: "publish" | "reply";
+  msgType: string;
+  content: Record<string, unknown>;
+  parentId: string | undefined;
+}
+
+const sent: Sent[] = [];
+const outbox: Outbox = {
+  publish: (msgType, content, parent) =>
+    sent.push({
+      kind: "publish",
+      msgType,
+      content: content as Record<string, unknown>,
+      parentId: parent?.header.msg_id,
+    }),
+  reply: (request, msgType, content) =>
+    sent.push({
+      kind: "reply",
+      msgType,
+      content: content as Record<string, unknown>,
+      parentId: request.header.msg_id,
+    }),
+};
+
+let shutdowns: boolean[] = [];
+let handler: KernelHandler;
+let detach: () => void;
+
+beforeAll(() => {
+  handler = new KernelHandler(new Engine(process.cwd()), outbox, {
+    log: () => {},
+    onShutdown: (restart) => shutdowns.push(restart),
+  });
+  detach = handler.attach();
+});
+afterAll(() => detach());
+
+function request(msgType: string, content: Record<string, unknown>): Message {
+  return {
+    identities: [],
+    header: makeHeader(msgType, "test"),
+    parent_header: {},
+    metadata: {},
+    content,
+    buffers: [],
+  };
+}
+
+/** Sends one request and returns what the handler sent for it. */
+async function send(msgType: string, content: Record<string, unknown>): Promise<Sent[]> {
+  const msg = request(msgType, content);
+  await handler.handle(msg, "shell");
+  return sent.filter((s) => s.parentId === msg.header.msg_id);
+}
+
+function only(out: Sent[], msgType: string): Sent {
+  const found = out.filter((s) => s.msgType === msgType);
+  expect(found, `${msgType} in ${JSON.stringify(out.map((s) => s.msgType))}`).toHaveLength(1);
+  return found[0]!;
+}
+
+const exec = (code: string, extra: Record<string, unknown> = {}) =>
+  send("execute_request", { code, silent: false, store_history: true, ...extra });
+
+describe("KernelHandler", () => {
+  it("answers kernel_info with status and language_info, between busy and idle", async () => {
+    const out = await send("kernel_info_request", {});
+    expect(out.map((s) => `${s.kind}:${s.msgType}`)).toEqual([
+      "publish:status",
+      "reply:kernel_info_reply",
+      "publish:status",
+    ]);
+    expect(out[0]!.content.execution_state).toBe("busy");
+    expect(out[2]!.content.execution_state).toBe("idle");
+    const c = out[1]!.content as {
+      status: string;
+      protocol_version: string;
+      language_info: { name: string; file_extension: string };
+    };
+    expect(c.status).toBe("ok");
+    expect(c.protocol_version).toBe("5.3");
+    expect(c.language_info.name).toBe("typescript");
+    expect(c.language_info.file_extension).toBe(".ts");
+  });
+
+  it("publishes execute_input and an execute_result with the execution count", async () => {
+    const out = await exec("const base = 40;\nbase + 2");
+    const input = only(out, "execute_input").content;
+    const result = only(out, "execute_result").content as {
+      execution_count: number;
+      data: Record<string, string>;
+    };
+    const reply = only(out, "execute_reply").content;
+    expect(input.execution_count).toBe(result.execution_count);
+    expect(reply.execution_count).toBe(result.execution_count);
+    expect(reply.status).toBe("ok");
+    expect(result.data["text/plain"]).toBe("42");
+    // the next cell gets the next count
+    const next = only(await exec("base"), "execute_reply").content;
+    expect(next.execution_count).toBe((result.execution_count as number) + 1);
+  });
+
+  it("silent execution sends no execute_input and keeps the count", async () => {
+    const before = only(await exec("1"), "execute_reply").content.execution_count as number;
+    const out = await exec("2", { silent: true, store_history: false });
+    expect(out.some((s) => s.msgType === "execute_input" || s.msgType === "execute_result")).toBe(
+      false,
+    );
+    expect(only(out, "execute_reply").content.execution_count).toBe(before);
+  });
+
+  it("reports a compile error with the cell's line:column", async () => {
+    const code = 'let fine = 1;\nconst wrong: number = "text";';
+    // TypeScript reports TS2322 at the declared name: line 2, column of `wrong`, 1-based.
+    const column = code.split("\n")[1]!.indexOf("wrong") + 1;
+    const out = await exec(code);
+    const err = only(out, "error").content as {
+      ename: string;
+      evalue: string;
+      traceback: string[];
+    };
+    expect(err.ename).toBe("TSCompileError");
+    expect(err.evalue).toContain(`2:${column} - error TS2322`);
+    const reply = only(out, "execute_reply").content;
+    expect(reply.status).toBe("error");
+    expect(reply.ename).toBe("TSCompileError");
+    expect(out.some((s) => s.msgType === "stream")).toBe(false);
+  });
+
+  it("reports a thrown error with ename/evalue/traceback and runs the requests queued behind it", async () => {
+    const a = request("execute_request", { code: 'throw new RangeError("no such gfn 0x42")' });
+    const b = request("execute_request", { code: '"still here"' });
+    // Both arrive before the first finishes, as when a notebook runs all cells.
+    await Promise.all([handler.handle(a, "shell"), handler.handle(b, "shell")]);
+    const outA = sent.filter((s) => s.parentId === a.header.msg_id);
+    const err = only(outA, "error").content as {
+      ename: string;
+      evalue: string;
+      traceback: string[];
+    };
+    expect(err.ename).toBe("RangeError");
+    expect(err.evalue).toBe("no such gfn 0x42");
+    expect(err.traceback[0]).toBe("RangeError: no such gfn 0x42");
+    expect(err.traceback.some((l) => /tslab[\\/]dist/.test(l))).toBe(false);
+    const outB = sent.filter((s) => s.parentId === b.header.msg_id);
+    expect(only(outB, "execute_reply").content.status).toBe("ok");
+    expect(
+      (only(outB, "execute_result").content.data as Record<string, string>)["text/plain"],
+    ).toBe("still here");
+  });
+
+  it("forwards stdout and stderr as stream messages", async () => {
+    const out = await exec('process.stdout.write("to out\\n"); process.stderr.write("to err\\n");');
+    const streams = out
+      .filter((s) => s.msgType === "stream")
+      .map((s) => [s.content.name, s.content.text]);
+    expect(streams).toEqual([
+      ["stdout", "to out\n"],
+      ["stderr", "to err\n"],
+    ]);
+  });
+
+  it("uses Symbol.for('Jupyter.display') for the execute_result bundle", async () => {
+    const out = await exec(
+      'const shown = { [Symbol.for("Jupyter.display")]() { return { "text/html": "<i>x</i>", "text/plain": "x" }; } };\nshown',
+    );
+    const data = only(out, "execute_result").content.data as Record<string, string>;
+    expect(data).toEqual({ "text/html": "<i>x</i>", "text/plain": "x" });
+  });
+
+  it("display() sends ONE display_data with every MIME type of the bundle", async () => {
+    const out = await exec(
+      'import { display } from "@mmulab/kernel";\n' +
+        'display({ version: 1, kind: "walk", mode: "4-level", gva: "0x1000", access: { write: true, user: false, fetch: false },' +
+        ' levels: [], result: { fault: true, vector: 14, errorCode: 2, reason: "not present" } });',
+    );
+    const shown = only(out, "display_data").content as { data: Record<string, unknown> };
+    expect(Object.keys(shown.data).sort()).toEqual([
+      "application/vnd.mmulab.walk+json",
+      "text/html",
+      "text/plain",
+    ]);
+    expect(only(out, "execute_reply").content.status).toBe("ok");
+  });
+
+  it("a payload failing the schema is a clear error in the cell and nothing is displayed", async () => {
+    const out = await exec(
+      'import { display } from "@mmulab/kernel";\n' +
+        'display({ version: 1, kind: "pagetable", trees: [{ kind: "guest", format: "4-level", root: { level: 9, name: "PML4", size: 512, entries: [] } }] });',
+    );
+    expect(out.some((s) => s.msgType === "display_data")).toBe(false);
+    const err = only(out, "error").content as { ename: string; evalue: string };
+    expect(err.ename).toBe("DisplayError");
+    expect(err.evalue).toContain("payload.trees[0].root.level");
+    expect(err.evalue).toContain("(value: 9)");
+  });
+
+  it("plot() sends plotly JSON with an offline HTML fallback", async () => {
+    const out = await exec(
+      'import { plotSpteLevels } from "@mmulab/kernel";\n' +
+        "plotSpteLevels([{ pages_4k: 512, pages_2m: 0, pages_1g: 0 }, { stat: { pages_4k: 0, pages_2m: 1, pages_1g: 0 } }]);",
+    );
+    const data = only(out, "display_data").content.data as Record<string, unknown>;
+    const fig = data["application/vnd.plotly.v1+json"] as { data: { name: string; y: number[] }[] };
+    expect(fig.data.map((t) => [t.name, t.y])).toEqual([
+      ["pages_4k", [512, 0]],
+      ["pages_2m", [0, 1]],
+      ["pages_1g", [0, 0]],
+    ]);
+    expect(String(data["text/html"])).toContain("<svg");
+    expect(String(data["text/html"])).not.toMatch(/<script|cdn/i);
+  });
+
+  it("progress: display_data then update_display_data with the same display_id; stops on interrupt", async () => {
+    const code =
+      'import { progress } from "@mmulab/kernel";\n' +
+      "const bar = progress(1000000000, 'sim');\n" +
+      "for (let i = 1; i <= 1000000000; i++) { bar.update(i); if (i % 1000 === 0) await new Promise((r) => setImmediate(r)); }";
+    const msg = request("execute_request", { code });
+    const done = handler.handle(msg, "shell");
+    setTimeout(() => handler.interrupt(), 300);
+    await done;
+    const out = sent.filter((s) => s.parentId === msg.header.msg_id);
+    const first = only(out, "display_data").content as { transient: { display_id: string } };
+    const updates = out.filter((s) => s.msgType === "update_display_data");
+    expect(updates.length).toBeGreaterThan(0);
+    for (const u of updates)
+      expect((u.content.transient as { display_id: string }).display_id).toBe(
+        first.transient.display_id,
+      );
+    const last = updates[updates.length - 1]!.content.data as Record<string, string>;
+    expect(last["text/plain"]).toMatch(/^sim: \d+\/1000000000 \(\d+%\) interrupted$/);
+    const err = only(out, "error").content;
+    expect(err.ename).toBe("Interrupted");
+    // and the kernel answers the next cell
+    expect(only(await exec("7 * 6"), "execute_reply").content.status).toBe("ok");
+  });
+
+  it("answers is_complete, complete, inspect, comm_info and history", async () => {
+    expect(
+      only(await send("is_complete_request", { code: "const a = 1;" }), "is_complete_reply").content
+        .status,
+    ).toBe("complete");
+    expect(
+      only(await send("is_complete_request", { code: "if (a) {" }), "is_complete_reply").content
+        .status,
+    ).toBe("incomplete");
+    // cursor_pos counts code points: "😀" is one, though two UTF-16 units.
+    const code = 'const s = "😀"; Math.ma';
+    const cp = [...code].length;
+    const comp = only(
+      await send("complete_request", { code, cursor_pos: cp }),
+      "complete_reply",
+    ).content;
+    expect(comp.matches).toContain("max");
+    expect(comp.cursor_end).toBe(cp);
+    expect(comp.cursor_start).toBe(cp - 2);
+    const insp = only(
+      await send("inspect_request", { code: "Math.max", cursor_pos: 6, detail_level: 0 }),
+      "inspect_reply",
+    ).content;
+    expect(insp.found).toBe(true);
+    expect(String((insp.data as Record<string, string>)["text/plain"])).toContain("max(");
+    expect(only(await send("comm_info_request", {}), "comm_info_reply").content).toEqual({
+      status: "ok",
+      comms: {},
+    });
+    const hist = only(
+      await send("history_request", { hist_access_type: "tail", n: 1, output: false, raw: true }),
+      "history_reply",
+    ).content;
+    expect(hist.status).toBe("ok");
+    expect((hist.history as unknown[]).length).toBe(1);
+  });
+
+  it("shutdown_request replies and calls onShutdown", async () => {
+    shutdowns = [];
+    const out = await send("shutdown_request", { restart: true });
+    expect(
+      only(
+        out.filter((s) => s.kind === "reply"),
+        "shutdown_reply",
+      ).content,
+    ).toEqual({ status: "ok", restart: true });
+    expect(shutdowns).toEqual([true]);
+  });
+});
+
+describe("cursor conversion", () => {
+  it("maps code points to UTF-16 offsets and back", () => {
+    const s = "a😀b";
+    expect(codePointToUtf16(s, 2)).toBe(3);
+    expect(utf16ToCodePoint(s, 3)).toBe(2);
+    expect(codePointToUtf16(s, 3)).toBe(4);
+  });
+});
