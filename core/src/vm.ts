@@ -13,6 +13,9 @@ import { GuestMemory } from "./memory";
 import { type MemSlot, MemSlots, type MemslotChange, type UserMemoryRegion } from "./memslot";
 import { STAGE2_MMIO } from "./paging_tmpl";
 import { Vcpu } from "./vcpu";
+import { auditTdp } from "./audit";
+import { MMU_FEATURE_KEYS, type MmuFeatures, resolveMmuFeatures, TdpStage2 } from "./mmu";
+import { KvmStats } from "./stats";
 
 /**
  * The MMU beneath the guest walk (second stage of translation).
@@ -93,10 +96,13 @@ export interface VmFeatures {
 export interface VmOptions {
   /** Guest MAXPHYADDR in bits, 32..52 (default 46). */
   maxPhysAddrBits?: number;
-  /** MMU beneath the guest walk. "none": the guest walk runs directly over guest memory. */
-  mmu?: "none";
-  /** Guest CPU features. */
-  features?: VmFeatures;
+  /**
+   * MMU beneath the guest walk. "tdp" (default): EPT tables built by the TDP MMU on EPT
+   * violations (mmu.ts); "none": the guest walk runs directly over guest memory.
+   */
+  mmu?: "none" | "tdp";
+  /** Guest CPU features, and the MMU switches of {@link MmuFeatures} (spec §16). */
+  features?: VmFeatures & MmuFeatures;
 }
 
 /** Result of a guest store: whether it was an MMIO exit (no memslot, or a read-only slot). */
@@ -144,14 +150,17 @@ export class Vm {
     if (typeof bits !== "number" || !Number.isInteger(bits) || bits < 32 || bits > 52) {
       throw new InvalidArgumentError("maxPhysAddrBits", bits, "an integer in [32, 52]");
     }
-    const mmu = options.mmu ?? "none";
-    if (mmu !== "none") throw new InvalidArgumentError("mmu", mmu, '"none"');
+    const mmu = options.mmu ?? "tdp";
+    if (mmu !== "none" && mmu !== "tdp") throw new InvalidArgumentError("mmu", mmu, '"tdp" | "none"');
     const f = options.features ?? {};
     if (f === null || typeof f !== "object")
       throw new InvalidArgumentError("features", f, "an object of booleans");
     const known = ["nx", "gbpages", "pse36", "la57", "smep", "smap", "pku"];
+    const mmuFeatures = resolveMmuFeatures(f as Record<string, unknown>, bits);
     for (const [k, v] of Object.entries(f)) {
-      if (!known.includes(k)) throw new InvalidArgumentError("features", k, known.join(", "));
+      if ((MMU_FEATURE_KEYS as readonly string[]).includes(k)) continue;
+      if (!known.includes(k))
+        throw new InvalidArgumentError("features", k, [...known, ...MMU_FEATURE_KEYS].join(", "));
       if (typeof v !== "boolean")
         throw new InvalidArgumentError(`features.${k}`, v, "true or false");
     }
@@ -167,7 +176,23 @@ export class Vm {
     this.maxPhysAddrBits = bits;
     this.memslots = new MemSlots(bits);
     this.mmu = mmu;
-    this.stage2 = new MemslotStage2(this);
+    this.stage2 = mmu === "tdp" ? new TdpStage2(this.memslots, mmuFeatures) : new MemslotStage2(this);
+  }
+
+  /** The TDP MMU, or null when `mmu: "none"`. */
+  get tdp(): TdpStage2 | null {
+    return this.stage2 instanceof TdpStage2 ? this.stage2 : null;
+  }
+
+  /** KVM statistics (`kvm_vm_stat` + summed `kvm_vcpu_stat`) as plain numbers; zeros for "none". */
+  get stats(): KvmStats {
+    return this.tdp?.stats ?? new KvmStats();
+  }
+
+  /** MMU self-audit (spec §14): list of violated invariants, empty when consistent. */
+  audit(): string[] {
+    const t = this.tdp;
+    return t === null ? [] : auditTdp(t, this.memslots);
   }
 
   /**
