@@ -1,0 +1,74 @@
+// Builds the JupyterLab front end into build/: rspack bundles index.js, and @jupyter/builder's
+// Build.ensureAssets copies each extension's settings schemas and theme files and writes
+// build/style.js (the CSS imports of every package).
+import { createRequire } from "node:module";
+import { dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const require = createRequire(import.meta.url);
+const { rspack } = require("@rspack/core");
+const { Build } = require("@jupyter/builder");
+const miniSVGDataURI = require("mini-svg-data-uri");
+const pkg = require("./package.json");
+
+const packageNames = Object.keys(pkg.dependencies).filter(
+  (n) => n.endsWith("-extension") || n === "@mmulab/lab-extension",
+);
+const assets = Build.ensureAssets({ packageNames, output: `${here}/build` });
+
+const config = {
+  context: here,
+  entry: ["./index.js"],
+  output: { path: `${here}/build`, filename: "bundle.js", chunkFilename: "[name].[contenthash:8].js" },
+  bail: true,
+  devtool: false,
+  mode: "development",
+  module: {
+    rules: [
+      // @jupyter/web-components ships ESM with extension-less imports.
+      { test: /\.m?js$/, resolve: { fullySpecified: false } },
+      {
+        test: /\.css$/,
+        exclude: /\.raw\.css$/,
+        type: "javascript/auto",
+        use: [rspack.CssExtractRspackPlugin.loader, "css-loader"],
+      },
+      { test: /\.raw\.css$/, type: "asset/source" },
+      { test: /\.html$/, type: "asset/resource" },
+      { test: /\.md$/, type: "asset/source" },
+      { test: /\.(jpg|png|gif)$/, type: "asset/resource" },
+      { test: /\.js\.map$/, type: "asset/resource" },
+      { test: /\.(woff2?|ttf)(\?v=\d+\.\d+\.\d+)?$/, type: "asset" },
+      { test: /\.eot(\?v=\d+\.\d+\.\d+)?$/, type: "asset/resource" },
+      {
+        test: /\.svg(\?v=\d+\.\d+\.\d+)?$/,
+        issuer: /\.css$/,
+        type: "asset/inline",
+        generator: {
+          dataUrl: { content: (c) => miniSVGDataURI(c.content.toString()), mimetype: "image/svg+xml" },
+        },
+      },
+      { test: /\.svg(\?v=\d+\.\d+\.\d+)?$/, issuer: /\.js$/, type: "asset/source" },
+    ],
+  },
+  plugins: [
+    new rspack.DefinePlugin({ process: { cwd: () => "/", env: {} } }),
+    new rspack.CssExtractRspackPlugin({ filename: "[name].[contenthash:8].css" }),
+  ],
+  performance: { hints: false },
+  infrastructureLogging: { level: "warn" },
+};
+
+const t0 = Date.now();
+rspack([config, ...[].concat(assets)], (err, stats) => {
+  if (err) {
+    console.error(err);
+    process.exit(1);
+  }
+  if (stats.hasErrors()) {
+    console.error(stats.toString({ all: false, errors: true }));
+    process.exit(1);
+  }
+  console.log(`lab app built into ${here}/build in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+});
