@@ -1,0 +1,219 @@
+/**
+ * `vm.audit()` (spec §14): clean after fixed-seed random sequences of faults, zaps,
+ * invalidations and memslot changes; and it reports deliberately corrupted state.
+ */
+import { describe, expect, it } from "vitest";
+import { pfnHi, pfnLo, SPTE_HI_HOST_WRITABLE } from "../src/spte";
+import { GfnSelfCheckError } from "../src/tdp_mmu";
+import { createVm } from "../src/vm";
+
+const PAGE = 4096;
+const MIB = 2 ** 20;
+const GIB = 2 ** 30;
+
+/** mulberry32: small deterministic PRNG (every random choice takes a seed). */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const BACKINGS = ["4k", "thp", "hugetlb-2m", "hugetlb-1g"] as const;
+
+function randomRun(seed: number, steps: number, features: Record<string, unknown>) {
+  const rand = rng(seed);
+  const pick = <T>(a: readonly T[]): T => a[Math.floor(rand() * a.length)]!;
+  const vm = createVm({ mmu: "tdp", features });
+  const vcpus = [vm.createVcpu(), vm.createVcpu()];
+  const mmu = vm.tdp!;
+  // Guest-physical space used: [0, 4 GiB) in 64 MiB units, slots of 1..16 units.
+  const UNIT = 64 * MIB;
+  const ops: Record<string, number> = {};
+  const failures: string[] = [];
+  let maxHuge = 0;
+  for (let step = 0; step < steps; step++) {
+    let op: string;
+    const slots = vm.memslots.list();
+    // With no memslot yet, the step creates one.
+    const r = slots.length === 0 ? 1 : rand();
+    if (r < 0.55) {
+      op = rand() < 0.1 ? "fault-any" : "fault";
+      // A burst of accesses in one slot (or anywhere: MMIO when unbacked).
+      let gpa: number;
+      if (op === "fault") {
+        const s = pick(slots);
+        gpa = (s.baseGfn + Math.floor(rand() * s.npages)) * PAGE;
+      } else gpa = Math.floor(rand() * ((4 * GIB) / PAGE)) * PAGE;
+      const n = 1 + Math.floor(rand() * 64);
+      for (let k = 0; k < n && gpa < 4 * GIB; k++, gpa += PAGE) {
+        const kind = rand();
+        pick(vcpus).access(gpa, { write: kind < 0.5, fetch: kind > 0.9 });
+      }
+    } else if (r < 0.65) {
+      op = "zapGfnRange";
+      const start = Math.floor(rand() * ((4 * GIB) / PAGE));
+      mmu.zapGfnRange(start, start + 1 + Math.floor(rand() * 4096));
+    } else if (r < 0.72) {
+      op = "mmuNotifierInvalidate";
+      const start = Math.floor(rand() * ((4 * GIB) / PAGE));
+      mmu.mmuNotifierInvalidate(start, start + 1 + Math.floor(rand() * 600000));
+    } else if (r < 0.77) {
+      op = "zapSpte";
+      mmu.zapSpte(Math.floor(rand() * ((4 * GIB) / PAGE)));
+    } else if (r < 0.79) {
+      op = "zapAllFast";
+      mmu.zapAllFast();
+    } else {
+      // Memslot change: create / delete / move / flags; rejected requests must change nothing.
+      const id = Math.floor(rand() * 4);
+      const existing = vm.memslots.get(id);
+      const units = 1 + Math.floor(rand() * 16);
+      const base = Math.floor(rand() * (64 - units)) * UNIT + (rand() < 0.2 ? 1 * MIB : 0);
+      const size = units * UNIT - (rand() < 0.2 ? 2 * MIB : 0);
+      try {
+        if (existing === undefined) {
+          op = "create";
+          vm.setUserMemoryRegion({
+            slot: id,
+            guestPhysAddr: base,
+            memorySize: size,
+            flags: rand() < 0.2 ? 1 : 0,
+            backing: pick(BACKINGS),
+          });
+        } else if (rand() < 0.4) {
+          op = "delete";
+          vm.setUserMemoryRegion({
+            slot: id,
+            guestPhysAddr: existing.baseGfn * PAGE,
+            memorySize: 0,
+            flags: 0,
+          });
+        } else if (rand() < 0.5) {
+          op = "move";
+          vm.setUserMemoryRegion({
+            slot: id,
+            guestPhysAddr: base,
+            memorySize: existing.npages * PAGE,
+            flags: existing.flags,
+          });
+        } else {
+          op = "flags";
+          vm.setUserMemoryRegion({
+            slot: id,
+            guestPhysAddr: existing.baseGfn * PAGE,
+            memorySize: existing.npages * PAGE,
+            flags: existing.flags ^ 1,
+          });
+        }
+      } catch (e) {
+        op = "rejected";
+        if (!(e instanceof Error) || !/EEXIST|overlap/.test(e.message)) throw e;
+      }
+    }
+    ops[op] = (ops[op] ?? 0) + 1;
+    maxHuge = Math.max(maxHuge, mmu.stats.pages_2m + mmu.stats.pages_1g);
+    const v = vm.audit();
+    if (v.length > 0) {
+      failures.push(`step ${step} (${op}): ${v.slice(0, 5).join("; ")}`);
+      break;
+    }
+  }
+  return { ops, failures, stats: mmu.stats, maxHuge };
+}
+
+describe("vm.audit() after fixed-seed random sequences", () => {
+  for (const [seed, features] of [
+    [1, {}],
+    [2, { selfCheckGfns: true }],
+    [3, { allocTranslationForDirect: true, selfCheckGfns: true }],
+    [4, { tdpLevels: 5 }],
+  ] as const) {
+    it(`seed ${seed} ${JSON.stringify(features)}: no violation after 400 steps`, () => {
+      const { ops, failures, stats, maxHuge } = randomRun(seed, 400, features);
+      expect(failures).toEqual([]);
+      // The sequence really exercised every kind of operation.
+      for (const k of ["fault", "zapGfnRange", "mmuNotifierInvalidate", "zapSpte", "create"])
+        expect(ops[k] ?? 0).toBeGreaterThan(0);
+      expect(stats.pf_fixed).toBeGreaterThan(0);
+      expect(maxHuge).toBeGreaterThan(0);
+    });
+  }
+});
+
+/** A small populated VM to corrupt: 8 MiB of 4K pages and 8 MiB of 2M pages. */
+function populated(features: Record<string, unknown> = {}) {
+  const vm = createVm({ features });
+  vm.setUserMemoryRegion({
+    slot: 0,
+    guestPhysAddr: 0,
+    memorySize: 8 * MIB,
+    flags: 0,
+    backing: "4k",
+  });
+  vm.setUserMemoryRegion({
+    slot: 1,
+    guestPhysAddr: GIB,
+    memorySize: 8 * MIB,
+    flags: 0,
+    backing: "thp",
+  });
+  const vcpu = vm.createVcpu();
+  for (let off = 0; off < 8 * MIB; off += PAGE) {
+    vcpu.access(off, { write: true });
+    vcpu.access(GIB + off, {});
+  }
+  expect(vm.audit()).toEqual([]);
+  const mmu = vm.tdp!;
+  mmu.tdp.walkToLast(mmu.rootFor(vcpu), 5); // the 4K leaf of gfn 5
+  return { vm, mmu, vcpu, sp: mmu.tdp.lastSp, idx: mmu.tdp.lastIdx };
+}
+
+describe("vm.audit() reports corrupted state", () => {
+  it("a leaf whose pfn does not back its gfn", () => {
+    const { vm, mmu, sp, idx } = populated();
+    const spt = mmu.store.spt[sp]!;
+    const wrongPfn = 0x12345;
+    spt[idx * 2] = ((spt[idx * 2]! & 0xfff) | pfnLo(wrongPfn)) >>> 0;
+    spt[idx * 2 + 1] = ((spt[idx * 2 + 1]! & ~0xfffff) | pfnHi(wrongPfn)) >>> 0;
+    expect(vm.audit().join("\n")).toMatch(/leaf pfn 0x12345 but gfn 0x5 is backed by/);
+  });
+
+  it("a gauge that drifted from the recount", () => {
+    const { vm, mmu } = populated();
+    mmu.rawStats.pages_4k += 1;
+    expect(vm.audit().join("\n")).toMatch(/gauge pages_4k = 2049, recount = 2048/);
+  });
+
+  it("a child whose parent link disagrees with the tree", () => {
+    const { vm, mmu, sp } = populated();
+    mmu.store.parentIdx[sp] = (mmu.store.parentIdx[sp]! + 1) % 512;
+    expect(vm.audit().join("\n")).toMatch(new RegExp(`child sp ${sp} records parent`));
+  });
+
+  it("a leaked shadow page", () => {
+    const { vm, mmu } = populated();
+    const leaked = mmu.store.alloc((mmu.store.role[0]! & ~0xf) | 1, 0, true, false, false);
+    expect(vm.audit().join("\n")).toMatch(new RegExp(`sp ${leaked} .*unreachable`));
+  });
+
+  it("a writable leaf without Host-writable (spte invariant §3.5)", () => {
+    const { vm, mmu, sp, idx } = populated();
+    mmu.store.spt[sp]![idx * 2 + 1]! &= ~SPTE_HI_HOST_WRITABLE;
+    expect(vm.audit().join("\n")).toMatch(/writable leaf without Host-writable/);
+  });
+
+  it("seed 2010: a stored gfn that contradicts the formula; the self-check throws on zap", () => {
+    const { vm, mmu, sp, idx } = populated({
+      allocTranslationForDirect: true,
+      selfCheckGfns: true,
+    });
+    mmu.store.translation[sp]![idx] = 0x777;
+    expect(vm.audit().join("\n")).toMatch(/stored gfn 0x777 differs from formula 0x5/);
+    expect(() => mmu.zapGfnRange(5, 6)).toThrow(GfnSelfCheckError);
+  });
+});
