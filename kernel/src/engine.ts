@@ -32,8 +32,11 @@ export const COMPILE_ERROR = "TSCompileError";
 /** Error name reported for an interrupted cell. */
 export const INTERRUPTED = "Interrupted";
 
-/** Messages Node and tslab use for interrupted execution (sync: vm breakOnSigint; async: tslab). */
-const INTERRUPT_MESSAGES = new Set(["Script execution interrupted.", "Interrupted asynchronously"]);
+/**
+ * Messages of interrupted execution: Node's vm breakOnSigint ("Script execution was interrupted by
+ * `SIGINT`" in Node 20, "Script execution interrupted." earlier) and tslab's async interrupt.
+ */
+const INTERRUPT_MESSAGE = /^Script execution (was )?interrupted|^Interrupted asynchronously$/;
 
 /** Frames of the kernel's own machinery, dropped from tracebacks so the cell's frames stand out. */
 const INTERNAL_FRAME =
@@ -43,7 +46,7 @@ const INTERNAL_FRAME =
 export function toCellError(thrown: unknown): { error: CellError; interrupted: boolean } {
   // isNativeError also holds for errors of other realms (vm contexts, test runners).
   if (thrown instanceof Error || types.isNativeError(thrown)) {
-    if (INTERRUPT_MESSAGES.has(thrown.message)) {
+    if (INTERRUPT_MESSAGE.test(thrown.message)) {
       return {
         error: {
           ename: INTERRUPTED,
