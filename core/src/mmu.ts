@@ -119,8 +119,8 @@ export class TdpStage2 implements Stage2 {
   readonly name = "tdp";
   writable = false;
   readonly features: ResolvedMmuFeatures;
-  readonly store = new MmuPageStore();
   private readonly kvmStats = new KvmStats();
+  readonly store = new MmuPageStore(this.kvmStats);
   readonly tdp: TdpMmu;
   readonly rootLevel: number;
   /** `kvm->arch.mmu_valid_gen` (toggles 0/1). */
@@ -145,20 +145,8 @@ export class TdpStage2 implements Stage2 {
     this.kvmStats.n_max_mmu_pages = KVM_MIN_ALLOC_MMU_PAGES;
   }
 
-  /** Statistics with KVM's names; memory gauges refreshed on read. */
+  /** Statistics with KVM's names: one live object, every field kept current. */
   get stats(): KvmStats {
-    const s = this.kvmStats;
-    const c = this.store.counts;
-    s.spt_pages_live = c.spt_pages_live;
-    s.translation_pages_live = c.translation_pages_live;
-    s.mmu_data_pages_live = c.spt_pages_live + c.translation_pages_live;
-    s.mmu_data_pages_allocated = c.mmu_data_pages_allocated;
-    s.mmu_data_pages_freed = c.mmu_data_pages_freed;
-    return s;
-  }
-
-  /** The raw counters object (no refresh): for modules that count. */
-  get rawStats(): KvmStats {
     return this.kvmStats;
   }
 

@@ -44,6 +44,7 @@ const CHUNK_PAGES = 64;
 export interface MmuPageCounts {
   spt_pages_live: number;
   translation_pages_live: number;
+  mmu_data_pages_live: number;
   mmu_data_pages_allocated: number;
   mmu_data_pages_freed: number;
 }
@@ -69,12 +70,20 @@ export class MmuPageStore {
   private freeIds = new Int32Array(16);
   private nFree = 0;
   private chunks: ArrayBuffer[] = [];
-  readonly counts: MmuPageCounts = {
-    spt_pages_live: 0,
-    translation_pages_live: 0,
-    mmu_data_pages_allocated: 0,
-    mmu_data_pages_freed: 0,
-  };
+  /** Memory counters, updated on every alloc/free (usually the VM's KvmStats object). */
+  readonly counts: MmuPageCounts;
+
+  constructor(
+    counts: MmuPageCounts = {
+      spt_pages_live: 0,
+      translation_pages_live: 0,
+      mmu_data_pages_live: 0,
+      mmu_data_pages_allocated: 0,
+      mmu_data_pages_freed: 0,
+    },
+  ) {
+    this.counts = counts;
+  }
 
   /**
    * Allocate a page (`kvm_mmu_alloc_shadow_page` / `tdp_mmu_alloc_sp`): zeroed spt, no parent.
@@ -116,12 +125,14 @@ export class MmuPageStore {
     this.flags[id] = SP_LIVE | (tdp ? SP_TDP : 0);
     this.live++;
     this.counts.spt_pages_live++;
+    this.counts.mmu_data_pages_live++;
     this.counts.mmu_data_pages_allocated++;
     if (withTranslation) {
       this.translation[id] = new Float64Array(512).fill(-1);
       if (accountTranslation) {
         this.flags[id]! |= SP_TRANSLATION_ACCOUNTED;
         this.counts.translation_pages_live++;
+        this.counts.mmu_data_pages_live++;
         this.counts.mmu_data_pages_allocated++;
       }
     }
@@ -132,9 +143,11 @@ export class MmuPageStore {
   free(id: number): void {
     if (!this.isLive(id)) throw new Error(`mmu_page: double free of sp ${id}`);
     this.counts.spt_pages_live--;
+    this.counts.mmu_data_pages_live--;
     this.counts.mmu_data_pages_freed++;
     if (this.flags[id]! & SP_TRANSLATION_ACCOUNTED) {
       this.counts.translation_pages_live--;
+      this.counts.mmu_data_pages_live--;
       this.counts.mmu_data_pages_freed++;
     }
     this.translation[id] = null;

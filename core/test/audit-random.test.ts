@@ -185,7 +185,7 @@ describe("vm.audit() reports corrupted state", () => {
 
   it("a gauge that drifted from the recount", () => {
     const { vm, mmu } = populated();
-    mmu.rawStats.pages_4k += 1;
+    mmu.stats.pages_4k += 1;
     expect(vm.audit().join("\n")).toMatch(/gauge pages_4k = 2049, recount = 2048/);
   });
 

@@ -1,0 +1,208 @@
+/**
+ * TDP MMU zapping, splitting, MMIO sptes and remote-TLB-flush accounting (spec §10, §11):
+ * a flush is counted once per top-level operation that changed a translation, never for
+ * faults that only add translations or for splits.
+ */
+import { describe, expect, it } from "vitest";
+import { SPTE_A, SPTE_D, SPTE_HI_MMU_WRITABLE, SPTE_W } from "../src/spte";
+import { createVm } from "../src/vm";
+
+const PAGE = 4096;
+const MIB = 2 ** 20;
+const GIB = 2 ** 30;
+
+function vmWith(backing: "4k" | "thp", size: number, flags = 0) {
+  const vm = createVm({ features: { selfCheckGfns: true } });
+  vm.setUserMemoryRegion({
+    slot: 0,
+    guestPhysAddr: 0,
+    memorySize: size,
+    flags,
+    backing,
+    userspaceAddr: 8 * GIB,
+  });
+  const vcpu = vm.createVcpu();
+  const mmu = vm.tdp!;
+  return { vm, vcpu, mmu, s: mmu.stats };
+}
+
+function touch(vcpu: ReturnType<typeof vmWith>["vcpu"], from: number, to: number, write = false) {
+  for (let gpa = from; gpa < to; gpa += PAGE) vcpu.access(gpa, { write });
+}
+
+describe("kvm_zap_gfn_range / MMU-notifier invalidate", () => {
+  it("zaps the leaves in range, keeps the tables, counts one flush; a second pass finds nothing", () => {
+    const { vm, vcpu, mmu, s } = vmWith("4k", 4 * MIB);
+    touch(vcpu, 0, 4 * MIB);
+    const tables = s.tdp_mmu_pages;
+    expect(s.pages_4k).toBe((4 * MIB) / PAGE);
+    expect(mmu.zapGfnRange(0, 512)).toBe(true);
+    expect(s.pages_4k).toBe((4 * MIB) / PAGE - 512);
+    expect(s.tdp_mmu_pages).toBe(tables); // leaf zaps leave empty tables linked
+    expect(s.remote_tlb_flush).toBe(1);
+    expect(mmu.zapGfnRange(0, 512)).toBe(false);
+    expect(s.remote_tlb_flush).toBe(1);
+    expect(mmu.mmuNotifierInvalidate(600, 700)).toBe(true);
+    expect(s.pages_4k).toBe((4 * MIB) / PAGE - 512 - 100);
+    expect(s.remote_tlb_flush).toBe(2);
+    expect(vm.audit()).toEqual([]);
+    // Refault: the zapped gfns fault again, each once.
+    const before = s.pf_fixed;
+    touch(vcpu, 0, 4 * MIB);
+    expect(s.pf_fixed - before).toBe(612);
+    expect(s.remote_tlb_flush).toBe(2);
+  });
+
+  it("a range partly covering a 2M leaf zaps the whole leaf", () => {
+    const { vm, vcpu, mmu, s } = vmWith("thp", 4 * MIB);
+    touch(vcpu, 0, 4 * MIB);
+    expect(s.pages_2m).toBe(2);
+    expect(mmu.mmuNotifierInvalidate(511, 513)).toBe(true); // straddles both leaves
+    expect(s.pages_2m).toBe(0);
+    expect(s.remote_tlb_flush).toBe(1);
+    expect(vm.audit()).toEqual([]);
+  });
+
+  it("zapSpte: one atomic zap, one flush each", () => {
+    const { vcpu, mmu, s } = vmWith("4k", 2 * MIB);
+    touch(vcpu, 0, 2 * MIB);
+    expect(mmu.zapSpte(7)).toBe(1);
+    expect(mmu.zapSpte(8)).toBe(1);
+    expect(mmu.zapSpte(7)).toBe(0);
+    expect(s.pages_4k).toBe(510);
+    expect(s.remote_tlb_flush).toBe(2);
+  });
+});
+
+describe("memslot delete/move: kvm_mmu_zap_all_fast", () => {
+  it("invalidates and zaps every root, frees all tables, counts no flush", () => {
+    const { vm, vcpu, s } = vmWith("4k", 4 * MIB);
+    vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: GIB, memorySize: 2 * MIB, flags: 0 });
+    touch(vcpu, 0, 4 * MIB);
+    touch(vcpu, GIB, GIB + 2 * MIB);
+    vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: GIB, memorySize: 0, flags: 0 });
+    expect([s.pages_4k, s.pages_2m, s.pages_1g]).toEqual([0, 0, 0]);
+    expect(s.tdp_mmu_pages).toBe(0);
+    // The vCPU still pins its (now empty, invalid) root until it next enters the guest.
+    expect(s.spt_pages_live).toBe(1);
+    expect(s.remote_tlb_flush).toBe(0);
+    expect(vm.audit()).toEqual([]);
+    vcpu.access(0, {});
+    expect(s.spt_pages_live).toBe(4); // new root + PDPT + PD + PT
+    expect(s.pages_4k).toBe(1);
+    expect(vm.audit()).toEqual([]);
+  });
+
+  it("a moved slot maps its memory at the new gpa", () => {
+    const { vm, vcpu, s } = vmWith("4k", 2 * MIB);
+    touch(vcpu, 0, 2 * MIB);
+    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: GIB, memorySize: 2 * MIB, flags: 0 });
+    expect(s.pages_4k).toBe(0);
+    expect(vcpu.access(0, {})).toMatchObject({ mmio: true });
+    expect(vcpu.access(GIB, {})).toEqual({ fault: false, gpa: GIB });
+    expect(vm.audit()).toEqual([]);
+  });
+});
+
+describe("huge leaves replacing tables and tables replacing huge leaves", () => {
+  it("a 2M leaf installed over a page table frees it and flushes once (kvm_flush_remote_tlbs_gfn)", () => {
+    const { vm, vcpu, s } = vmWith("thp", 2 * MIB, 1 /* LOG_DIRTY_PAGES: 4K only */);
+    touch(vcpu, 0, MIB); // 256 4K leaves in one PT
+    expect(s.pages_4k).toBe(256);
+    const tables = s.tdp_mmu_pages;
+    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 2 * MIB, flags: 0 });
+    vcpu.access(MIB, {}); // not mapped yet: faults at goal level 2
+    expect(s.pages_4k).toBe(0);
+    expect(s.pages_2m).toBe(1);
+    expect(s.tdp_mmu_pages).toBe(tables - 1);
+    expect(s.remote_tlb_flush).toBe(1);
+    expect(vm.audit()).toEqual([]);
+  });
+
+  it("a write to a write-protected 2M leaf in a dirty-logged slot splits it in place, no flush", () => {
+    const { vm, vcpu, mmu, s } = vmWith("thp", 2 * MIB);
+    vcpu.access(0, { write: true });
+    expect(s.pages_2m).toBe(1);
+    // Write-protect the leaf as kvm_mmu_slot_gfn_write_protect would (W and MMU-writable off),
+    // then turn logging on.
+    mmu.tdp.walkToLast(mmu.rootFor(vcpu), 0);
+    const spt = mmu.store.spt[mmu.tdp.lastSp]!;
+    spt[mmu.tdp.lastIdx * 2]! &= ~SPTE_W;
+    spt[mmu.tdp.lastIdx * 2 + 1]! &= ~SPTE_HI_MMU_WRITABLE;
+    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 2 * MIB, flags: 1 });
+    const tables = s.tdp_mmu_pages;
+    vcpu.access(5 * PAGE, { write: true });
+    expect(s.pages_2m).toBe(0);
+    expect(s.pages_4k).toBe(512);
+    expect(s.huge_splits).toBe(1);
+    expect(s.tdp_mmu_pages).toBe(tables + 1);
+    expect(s.remote_tlb_flush).toBe(0);
+    expect(s.pf_fast).toBe(0); // MMU-writable was clear: the fast path gave up
+    // Only the written page became writable; its siblings inherited the protected leaf.
+    mmu.tdp.walkToLast(mmu.rootFor(vcpu), 5);
+    expect(mmu.tdp.lastLo & SPTE_W).toBe(SPTE_W);
+    mmu.tdp.walkToLast(mmu.rootFor(vcpu), 6);
+    expect(mmu.tdp.lastLo & SPTE_W).toBe(0);
+    expect(vm.memslots.get(0)!.testDirty(5)).toBe(true);
+    expect(vm.audit()).toEqual([]);
+  });
+});
+
+describe("fast page fault, A/D and spurious faults", () => {
+  it("a write to an MMU-writable but write-protected leaf is fixed by the fast path", () => {
+    const { vm, vcpu, mmu, s } = vmWith("4k", 2 * MIB, 1);
+    vcpu.access(0, {});
+    mmu.tdp.walkToLast(mmu.rootFor(vcpu), 0);
+    mmu.store.spt[mmu.tdp.lastSp]![mmu.tdp.lastIdx * 2]! &= ~SPTE_W; // dirty-log style: W only
+    const taken = s.pf_taken;
+    vcpu.access(0, { write: true });
+    expect(s.pf_taken - taken).toBe(1);
+    expect(s.pf_fast).toBe(1);
+    expect(s.pf_fixed).toBe(2);
+    expect(vm.memslots.get(0)!.testDirty(0)).toBe(true);
+    expect(vm.audit()).toEqual([]);
+  });
+
+  it("the CPU sets EPT A on access and D on write", () => {
+    const { vcpu, mmu } = vmWith("4k", 2 * MIB);
+    vcpu.access(PAGE, {});
+    mmu.tdp.walkToLast(mmu.rootFor(vcpu), 1);
+    const idx = mmu.tdp.lastIdx;
+    const spt = mmu.store.spt[mmu.tdp.lastSp]!;
+    // make_spte gives a writable leaf A and D already; clear them to watch the CPU set them.
+    spt[idx * 2]! &= ~(SPTE_A | SPTE_D);
+    vcpu.access(PAGE, {});
+    expect(spt[idx * 2]! & (SPTE_A | SPTE_D)).toBe(SPTE_A);
+    vcpu.access(PAGE, { write: true });
+    expect(spt[idx * 2]! & (SPTE_A | SPTE_D)).toBe(SPTE_A | SPTE_D);
+  });
+});
+
+describe("MMIO sptes and read-only slots", () => {
+  it("no memslot: MMIO spte created once, then emulated without pf_taken; rebuilt after a slot change", () => {
+    const vm = createVm();
+    const vcpu = vm.createVcpu();
+    const mmu = vm.tdp!;
+    const s = mmu.stats;
+    expect(vcpu.access(GIB, {})).toEqual({ fault: false, gpa: GIB, mmio: true });
+    expect([s.pf_taken, s.pf_emulate, s.pf_mmio_spte_created]).toEqual([1, 1, 1]);
+    expect(vcpu.access(GIB, {})).toMatchObject({ mmio: true });
+    expect([s.pf_taken, s.pf_emulate, s.pf_mmio_spte_created]).toEqual([1, 1, 1]);
+    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: GIB, memorySize: 2 * MIB, flags: 0 });
+    // The stale-generation MMIO spte sends the access down the slow path, which maps RAM.
+    expect(vcpu.access(GIB, {})).toEqual({ fault: false, gpa: GIB });
+    expect([s.pf_taken, s.pf_fixed, s.pages_4k]).toEqual([2, 1, 1]);
+    expect(vm.audit()).toEqual([]);
+  });
+
+  it("read-only slot: reads map a read-only leaf, writes exit to userspace (emulate)", () => {
+    const vm = createVm();
+    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 2 * MIB, flags: 2 });
+    const vcpu = vm.createVcpu();
+    const s = vm.stats;
+    expect(vcpu.access(0, {})).toEqual({ fault: false, gpa: 0 });
+    expect(vcpu.access(0, { write: true })).toMatchObject({ mmio: true });
+    expect([s.pf_taken, s.pf_fixed, s.pf_emulate, s.pf_fast]).toEqual([2, 1, 1, 0]);
+    expect(vm.audit()).toEqual([]);
+  });
+});
