@@ -15,3 +15,15 @@ export * from "./paging_tmpl";
 export * from "./permission";
 export * from "./vcpu";
 export * from "./vm";
+// TDP MMU (issue 3)
+export * from "./audit";
+export * from "./host";
+export * from "./lpage";
+export * from "./mmu";
+export * from "./mmu_page";
+export * from "./rmap";
+export * from "./role";
+export * from "./spte";
+export * from "./stats";
+export * from "./tdp_iter";
+export * from "./tdp_mmu";
