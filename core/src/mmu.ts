@@ -19,6 +19,7 @@ import { InvalidArgumentError } from "./errors";
 import { hostMappingLevel, hostPfn } from "./host";
 import { SlotArch, slotArch } from "./lpage";
 import type { MemSlot, MemSlots, MemslotChange } from "./memslot";
+import { ShadowPageList, type TdpSnapshotOptions, TdpTreeView, TdpWalk } from "./mmu_introspect";
 import {
   MmuPageStore,
   RET_PF_EMULATE,
@@ -375,6 +376,24 @@ export class TdpStage2 implements Stage2 {
   /** Zap the single leaf mapping `gfn` (atomic zap + its own flush). Returns leaves zapped. */
   zapSpte(gfn: number): number {
     return this.tdp.zapSpte(gfn);
+  }
+
+  /** The TDP tree as a bounded, folded display.v1 snapshot (displayable in notebooks). */
+  snapshot(opts?: TdpSnapshotOptions): TdpTreeView {
+    return new TdpTreeView(this, opts);
+  }
+
+  /** Walk `gpa` through the TDP tables of the first valid root, with a per-level trace. */
+  walkGpa(gpa: number): TdpWalk {
+    if (typeof gpa !== "number" || !Number.isSafeInteger(gpa) || gpa < 0) {
+      throw new InvalidArgumentError("gpa", gpa, "a non-negative integer guest-physical address");
+    }
+    return new TdpWalk(this, gpa);
+  }
+
+  /** Every live shadow page with its decoded role. */
+  shadowPages(): ShadowPageList {
+    return new ShadowPageList(this);
   }
 
   /** Bytes of simulator memory held by the MMU (spt store, columns, slot metadata). */

@@ -4,6 +4,8 @@
  * simulator cost counters (§14). vCPU stats appear here summed over vCPUs, as debugfs shows them.
  */
 
+import { htmlTableBundle, JUPYTER_DISPLAY, type MimeBundle } from "./display";
+
 /** Counters and gauges; every field is a plain number. */
 export class KvmStats {
   // --- kvm_vm_stat (gauges pages_* are current leaf counts) ---
@@ -53,6 +55,14 @@ export class KvmStats {
   /** Plain-object copy (for JSON, diffs and display). */
   toJSON(): Record<string, number> {
     return { ...this } as unknown as Record<string, number>;
+  }
+
+  /** Jupyter rich display: a two-column table of the non-zero statistics. */
+  [JUPYTER_DISPLAY](): MimeBundle {
+    const rows = Object.entries(this.toJSON())
+      .filter(([, v]) => v !== 0)
+      .map(([stat, value]) => ({ stat, value }));
+    return htmlTableBundle("KVM statistics (non-zero)", rows);
   }
 }
 

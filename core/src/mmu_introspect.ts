@@ -1,0 +1,410 @@
+/**
+ * Views of the TDP MMU for notebooks and renderers (never used on hot paths): the TDP tree as a
+ * bounded, folded snapshot conforming to display.v1 `definitions.tree` (kind "tdp"), a gpa walk
+ * through the TDP tables with a per-level trace, and the list of shadow pages with decoded roles.
+ * Each result object implements `[Symbol.for("Jupyter.display")]()`.
+ */
+import {
+  type Entry,
+  type Flag,
+  htmlTableBundle,
+  JUPYTER_DISPLAY,
+  type LevelName,
+  type MimeBundle,
+  type PageSize,
+  type PagetablePayload,
+  pagetableBundle,
+  type Table,
+  type Tree,
+  type WalkPayload,
+  walkBundle,
+} from "./display";
+import type { TdpStage2 } from "./mmu";
+import { SP_TDP, SP_TRANSLATION_ACCOUNTED } from "./mmu_page";
+import { type DecodedRole, decodeRole, roleLevel } from "./role";
+import {
+  GFN_SPAN,
+  isLastSpte,
+  isMmioSpte,
+  isShadowPresent,
+  mmioSpteGfn,
+  spteFlags,
+  spteHex,
+  sptePfn,
+} from "./spte";
+
+const LEVEL_NAME: readonly LevelName[] = ["PT", "PT", "PD", "PDPT", "PML4", "PML5"];
+const PAGE_SIZE_OF: readonly number[] = [0, 4096, 2097152, 1073741824];
+const hex = (n: number): string => `0x${n.toString(16)}`;
+
+/** Bounds of a tree snapshot. */
+export interface TdpSnapshotOptions {
+  /** Entries (after folding) kept per table; the rest are counted in `omitted` (default 16). */
+  maxEntriesPerTable?: number;
+  /** Tables expanded in total, breadth of the tree first (default 64). */
+  maxTables?: number;
+  /** Root to show (default: the first valid root). */
+  root?: number;
+  /** Label of the tree. */
+  label?: string;
+}
+
+function schemaRole(r: DecodedRole): Table["role"] {
+  return {
+    word: r.word,
+    level: r.level,
+    direct: r.direct,
+    access: r.access,
+    quadrant: r.quadrant,
+    invalid: r.invalid,
+    hasFourByteGpte: r.hasFourByteGpte,
+    cr0Wp: r.cr0Wp,
+    eferNx: r.eferNx,
+    adDisabled: r.adDisabled,
+    guestMode: r.guestMode,
+    smm: r.smm,
+  } as Table["role"];
+}
+
+/**
+ * The TDP tree as display.v1 `tree` JSON: absent entries omitted, runs of alike leaves folded
+ * (same flags, consecutive frames), at most `maxEntriesPerTable` entries per table and
+ * `maxTables` tables expanded; what was left out is counted in each table's `omitted`.
+ */
+export function tdpTreeSnapshot(
+  mmu: TdpStage2,
+  opts: TdpSnapshotOptions = {},
+): Tree & { truncated: boolean } {
+  const maxEntries = opts.maxEntriesPerTable ?? 16;
+  let tablesLeft = opts.maxTables ?? 64;
+  let truncated = false;
+  const store = mmu.store;
+  const root = opts.root ?? mmu.tdp.roots.find((r) => !mmu.tdp.isInvalidRoot(r));
+  const format = mmu.rootLevel === 5 ? "tdp-5" : "tdp-4";
+  const emptyRoot: Table = {
+    level: mmu.rootLevel,
+    name: LEVEL_NAME[mmu.rootLevel]!,
+    size: 512,
+    present: 0,
+    entries: [],
+  };
+  if (root === undefined) {
+    return {
+      kind: "tdp",
+      format,
+      label: opts.label ?? "TDP (no root loaded)",
+      root: emptyRoot,
+      truncated,
+    };
+  }
+
+  // Breadth-first so that a bounded snapshot shows the top of the tree first.
+  const queue: { sp: number; table: Table; base: number }[] = [];
+  const tableOf = (sp: number): Table => {
+    const level = roleLevel(store.role[sp]!);
+    return {
+      level,
+      name: LEVEL_NAME[level]!,
+      addr: hex(store.spPfn(sp) * 4096),
+      gfn: hex(store.gfn[sp]!),
+      role: schemaRole(decodeRole(store.role[sp]!)),
+      spId: sp,
+      size: 512,
+      present: 0,
+      entries: [],
+    };
+  };
+  const top = tableOf(root);
+  tablesLeft--;
+  queue.push({ sp: root, table: top, base: 0 });
+  while (queue.length > 0) {
+    const { sp, table, base } = queue.shift()!;
+    const spt = store.spt[sp]!;
+    const level = table.level;
+    const span = GFN_SPAN[level]!;
+    let present = 0;
+    let omitted = 0;
+    let run: Entry | null = null;
+    let runNextPfn = -1;
+    let runFlags = "";
+    for (let i = 0; i < 512; i++) {
+      const lo = spt[i * 2]!;
+      const hi = spt[i * 2 + 1]!;
+      if (lo === 0 && hi === 0) {
+        run = null;
+        continue;
+      }
+      const mmio = isMmioSpte(lo);
+      if (!mmio && !isShadowPresent(lo)) continue;
+      if (!mmio) present++;
+      const leaf = mmio || isLastSpte(lo, level);
+      const flags = spteFlags(lo, hi, level) as Flag[];
+      const pfn = mmio ? mmioSpteGfn(lo, hi) : sptePfn(lo, hi);
+      const key = flags.join(",");
+      // Fold a leaf into the previous run when it is alike and its frame continues the run.
+      if (
+        leaf &&
+        run !== null &&
+        run.leaf &&
+        key === runFlags &&
+        pfn === runNextPfn &&
+        (run.count ?? 1) < 1024
+      ) {
+        run.count = (run.count ?? 1) + 1;
+        runNextPfn += mmio ? 1 : span;
+        continue;
+      }
+      if (table.entries.length >= maxEntries) {
+        omitted++;
+        truncated = true;
+        run = null;
+        continue;
+      }
+      const e: Entry = {
+        index: i,
+        value: spteHex(lo, hi),
+        flags,
+        leaf,
+        target: hex(pfn),
+        va: hex((base + i * span) * 4096),
+      };
+      if (leaf && !mmio && level <= 3) e.pageSize = PAGE_SIZE_OF[level] as PageSize;
+      if (mmio) e.note = "MMIO spte";
+      table.entries.push(e);
+      run = e;
+      runFlags = key;
+      runNextPfn = pfn + (mmio ? 1 : span);
+      if (!leaf) {
+        const child = store.pfnToSp(pfn);
+        if (tablesLeft > 0 && store.isLive(child)) {
+          tablesLeft--;
+          const ct = tableOf(child);
+          e.child = ct;
+          queue.push({ sp: child, table: ct, base: base + i * span });
+        } else {
+          truncated = true;
+          e.note = `table sp ${child} not expanded`;
+        }
+      }
+    }
+    table.present = present;
+    if (omitted > 0) table.omitted = omitted;
+    // Folded runs have count > 1 only; drop count 1.
+    for (const e of table.entries) if (e.count === 1) delete e.count;
+  }
+  return {
+    kind: "tdp",
+    format,
+    label: opts.label ?? `TDP root sp ${root} (${mmu.rootLevel}-level EPT)`,
+    root: top,
+    truncated,
+  };
+}
+
+/** A pagetable display payload around a TDP snapshot (validates against display.v1). */
+export class TdpTreeView {
+  readonly tree: Tree;
+  readonly truncated: boolean;
+  constructor(mmu: TdpStage2, opts: TdpSnapshotOptions = {}) {
+    const { truncated, ...tree } = tdpTreeSnapshot(mmu, opts);
+    this.tree = tree;
+    this.truncated = truncated;
+  }
+  /** display.v1 `pagetable` payload. */
+  payload(): PagetablePayload {
+    return {
+      version: 1,
+      kind: "pagetable",
+      title: "TDP MMU",
+      trees: [this.tree],
+      truncated: this.truncated,
+    };
+  }
+  [JUPYTER_DISPLAY](): MimeBundle {
+    return pagetableBundle(this.payload());
+  }
+}
+
+/** One level of a TDP walk. */
+export interface TdpWalkStep {
+  level: number;
+  name: LevelName;
+  sp: number;
+  index: number;
+  /** Host-physical address of the spte. */
+  sptepHpa: number;
+  spte: string;
+  flags: string[];
+  leaf: boolean;
+}
+
+/** A gpa walk through the TDP tables, without side effects (no faults, no A/D). */
+export class TdpWalk {
+  readonly gpa: number;
+  readonly steps: TdpWalkStep[] = [];
+  /** Host frame reached (4K frame of the gpa), or -1 if the walk stopped early. */
+  readonly pfn: number;
+  /** Size of the mapping reached (bytes), 0 if none. */
+  readonly pageSize: number;
+  /** Why the walk stopped ("mapped", "not present", "mmio"). */
+  readonly outcome: "mapped" | "not present" | "mmio";
+
+  constructor(mmu: TdpStage2, gpa: number, root?: number) {
+    this.gpa = gpa;
+    const store = mmu.store;
+    const gfn = Math.floor(gpa / 4096);
+    let sp = root ?? mmu.tdp.roots.find((r) => !mmu.tdp.isInvalidRoot(r)) ?? -1;
+    let level = mmu.rootLevel;
+    let pfn = -1;
+    let size = 0;
+    let outcome: TdpWalk["outcome"] = "not present";
+    while (sp >= 0) {
+      const idx = (gfn / GFN_SPAN[level]!) & 511;
+      const lo = store.spt[sp]![idx * 2]!;
+      const hi = store.spt[sp]![idx * 2 + 1]!;
+      const leaf = isMmioSpte(lo) || (isShadowPresent(lo) && isLastSpte(lo, level));
+      this.steps.push({
+        level,
+        name: LEVEL_NAME[level]!,
+        sp,
+        index: idx,
+        sptepHpa: store.spPfn(sp) * 4096 + idx * 8,
+        spte: spteHex(lo, hi),
+        flags: spteFlags(lo, hi, level),
+        leaf,
+      });
+      if (isMmioSpte(lo)) {
+        outcome = "mmio";
+        break;
+      }
+      if (!isShadowPresent(lo)) break;
+      if (leaf) {
+        pfn = sptePfn(lo, hi) + (gfn % GFN_SPAN[level]!);
+        size = PAGE_SIZE_OF[level]!;
+        outcome = "mapped";
+        break;
+      }
+      sp = store.pfnToSp(sptePfn(lo, hi));
+      level--;
+    }
+    this.pfn = pfn;
+    this.pageSize = size;
+    this.outcome = outcome;
+  }
+
+  /** display.v1 `walk` payload: the gpa in the address field, hpa of each spte as entry address. */
+  payload(): WalkPayload {
+    const levels = this.steps.map((s) => ({
+      level: s.level,
+      name: s.name,
+      index: s.index,
+      pteGpa: hex(s.sptepHpa),
+      before: s.spte,
+      after: s.spte,
+      flags: s.flags as Flag[],
+      leaf: s.leaf,
+      note: `sp ${s.sp}`,
+    }));
+    const result: WalkPayload["result"] =
+      this.outcome === "not present"
+        ? { fault: true, vector: 14, errorCode: 0, reason: "EPT violation: entry not present" }
+        : {
+            fault: false,
+            gpa: hex(this.pfn >= 0 ? this.pfn * 4096 + (this.gpa % 4096) : this.gpa),
+            mmio: this.outcome === "mmio",
+            ...(this.pageSize ? { pageSize: this.pageSize as PageSize } : {}),
+          };
+    return {
+      version: 1,
+      kind: "walk",
+      mode: this.steps.length > 0 && this.steps[0]!.level === 5 ? "5-level" : "4-level",
+      gva: hex(this.gpa),
+      access: { write: false, user: false, fetch: false },
+      levels,
+      result,
+    } as WalkPayload;
+  }
+
+  [JUPYTER_DISPLAY](): MimeBundle {
+    return walkBundle(this.payload());
+  }
+}
+
+/** One shadow page as listed for notebooks. */
+export interface ShadowPageInfo {
+  id: number;
+  gfn: number;
+  role: DecodedRole;
+  level: number;
+  direct: boolean;
+  tdp: boolean;
+  root: boolean;
+  rootCount: number;
+  parent: { sp: number; index: number } | null;
+  present: number;
+  leaves: number;
+  hasTranslationArray: boolean;
+  translationAccounted: boolean;
+}
+
+/** Every live shadow page with its decoded role, in id order. */
+export class ShadowPageList {
+  readonly pages: ShadowPageInfo[] = [];
+  constructor(mmu: TdpStage2) {
+    const store = mmu.store;
+    const roots = new Set(mmu.tdp.roots);
+    for (let sp = 0; sp < store.created; sp++) {
+      if (!store.isLive(sp)) continue;
+      const role = store.role[sp]!;
+      const level = roleLevel(role);
+      const spt = store.spt[sp]!;
+      let present = 0;
+      let leaves = 0;
+      for (let i = 0; i < 512; i++) {
+        const lo = spt[i * 2]!;
+        if (!isShadowPresent(lo)) continue;
+        present++;
+        if (isLastSpte(lo, level)) leaves++;
+      }
+      const d = decodeRole(role);
+      this.pages.push({
+        id: sp,
+        gfn: store.gfn[sp]!,
+        role: d,
+        level,
+        direct: d.direct,
+        tdp: (store.flags[sp]! & SP_TDP) !== 0,
+        root: roots.has(sp),
+        rootCount: store.rootCount[sp]!,
+        parent:
+          store.parentSp[sp]! >= 0
+            ? { sp: store.parentSp[sp]!, index: store.parentIdx[sp]! }
+            : null,
+        present,
+        leaves,
+        hasTranslationArray: store.translation[sp] != null,
+        translationAccounted: (store.flags[sp]! & SP_TRANSLATION_ACCOUNTED) !== 0,
+      });
+    }
+  }
+
+  [JUPYTER_DISPLAY](): MimeBundle {
+    const rows = this.pages.slice(0, 200).map((p) => ({
+      id: p.id,
+      gfn: hex(p.gfn),
+      level: p.level,
+      role: p.role.word,
+      direct: p.direct,
+      access: p.role.access,
+      invalid: p.role.invalid,
+      root: p.root ? `root (${p.rootCount})` : "",
+      parent: p.parent ? `sp ${p.parent.sp}[${p.parent.index}]` : "",
+      present: p.present,
+      leaves: p.leaves,
+      gfns: p.hasTranslationArray ? (p.translationAccounted ? "array" : "self-check") : "computed",
+    }));
+    const more =
+      this.pages.length > rows.length ? ` (first ${rows.length} of ${this.pages.length})` : "";
+    return htmlTableBundle(`Shadow pages${more}`, rows);
+  }
+}
