@@ -13,6 +13,7 @@ export * from "./memory";
 export * from "./memslot";
 export * from "./paging_tmpl";
 export * from "./permission";
+export * from "./pgtable_builder";
 export * from "./vcpu";
 export * from "./vm";
 // TDP MMU (issue 3)
