@@ -43,6 +43,20 @@ export function splitU64(name: string, v: unknown, out: U64Parts): U64Parts {
 }
 
 /**
+ * Like {@link splitU64}, but also accepts a negative int32 number as the 32-bit pattern it
+ * denotes (so `X86_CR0_PG | X86_CR0_PE`, which JS evaluates to a negative int32, loads as
+ * 0x80000001). Used for registers whose defined bits fit in 32 bits.
+ */
+export function splitReg(name: string, v: unknown, out: U64Parts): U64Parts {
+  if (typeof v === "number" && Number.isInteger(v) && v < 0 && v >= -2147483648) {
+    out.hi = 0;
+    out.lo = v >>> 0;
+    return out;
+  }
+  return splitU64(name, v, out);
+}
+
+/**
  * Parse a value that must fit in `bits` bits (e.g. a gpa below 2^MAXPHYADDR) and return it as a
  * number. `bits` may be at most 53.
  */

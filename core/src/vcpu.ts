@@ -6,7 +6,7 @@
  * and the CPU check them; an invalid combination throws {@link GeneralProtectionError} (#GP) or
  * {@link InvalidArgumentError} and leaves every register as it was.
  */
-import { hexNum, splitU64, type U64Parts } from "./addr";
+import { hexNum, splitReg, splitU64, type U64Parts } from "./addr";
 import {
   EFER_LMA,
   EFER_LME,
@@ -220,7 +220,7 @@ export class Vcpu implements WalkerEnv {
     let cr3Lo = this.cr3Lo;
     let cpl = this.cpl;
     if (s.cr0 !== undefined) {
-      const v = splitU64("cr0", s.cr0, this.scratch);
+      const v = splitReg("cr0", s.cr0, this.scratch);
       if (v.hi !== 0 || (v.lo & ~CR0_KNOWN) !== 0)
         throw new GeneralProtectionError(
           "cr0",
@@ -230,7 +230,7 @@ export class Vcpu implements WalkerEnv {
       cr0 = v.lo >>> 0;
     }
     if (s.cr4 !== undefined) {
-      const v = splitU64("cr4", s.cr4, this.scratch);
+      const v = splitReg("cr4", s.cr4, this.scratch);
       let allowed = CR4_BASE;
       if (f.la57) allowed |= X86_CR4_LA57;
       if (f.smep) allowed |= X86_CR4_SMEP;
@@ -247,7 +247,7 @@ export class Vcpu implements WalkerEnv {
       cr4 = v.lo >>> 0;
     }
     if (s.efer !== undefined) {
-      const v = splitU64("efer", s.efer, this.scratch);
+      const v = splitReg("efer", s.efer, this.scratch);
       const allowed = f.nx ? EFER_KNOWN : EFER_KNOWN & ~EFER_NX;
       if (v.hi !== 0 || (v.lo & ~allowed) !== 0) {
         throw new InvalidArgumentError(
@@ -374,14 +374,14 @@ export class Vcpu implements WalkerEnv {
 
   /** WRPKRU. */
   setPkru(pkru: number | bigint): void {
-    const v = splitU64("pkru", pkru, this.scratch);
+    const v = splitReg("pkru", pkru, this.scratch);
     if (v.hi !== 0) throw new InvalidArgumentError("pkru", pkru, "a 32-bit value");
     this.pkru = v.lo >>> 0;
   }
 
   /** Set RFLAGS (only AC matters to the MMU). Bit 1 is forced to 1 as on hardware; other reserved bits are refused. */
   setRflags(rflags: number | bigint): void {
-    const v = splitU64("rflags", rflags, this.scratch);
+    const v = splitReg("rflags", rflags, this.scratch);
     // Reserved: bits 3, 5, 15, 22..63.
     const reserved = (1 << 3) | (1 << 5) | (1 << 15) | ~0x3fffff;
     if (v.hi !== 0 || (v.lo & reserved) !== 0)
