@@ -76,7 +76,9 @@ export function ensureNodeModules() {
 export function ensureBuilt() {
   const stamp = path.join(repo, "node_modules", ".mmulab-build-stamp");
   const srcNewest = Math.max(
-    ...["core", "kernel", "lab-extension", "notebooks"].map((ws) => newestMtime(path.join(repo, ws))),
+    ...["core", "kernel", "lab-extension", "notebooks"].map((ws) =>
+      newestMtime(path.join(repo, ws)),
+    ),
   );
   if (existsSync(stamp) && statSync(stamp).mtimeMs >= srcNewest) return;
   run("npm", ["run", "build"]);

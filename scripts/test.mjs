@@ -18,7 +18,11 @@ for (const ws of WORKSPACES) {
   }
   console.log(`\n=== ${pkg.name}: npm test ===`);
   const t0 = Date.now();
-  const r = spawnSync("npm", ["test", "-w", pkg.name], { cwd: repo, stdio: "inherit", env: process.env });
+  const r = spawnSync("npm", ["test", "-w", pkg.name], {
+    cwd: repo,
+    stdio: "inherit",
+    env: process.env,
+  });
   results.push({ name: pkg.name, ok: r.status === 0, s: (Date.now() - t0) / 1000 });
 }
 console.log("\n=== summary ===");

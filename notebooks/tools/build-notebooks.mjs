@@ -40,7 +40,9 @@ export function parseSource(text, file) {
     const kind = m[1];
     if (kind === "student") {
       if (!cur || cur.kind !== "solution" || cur.studentLines) {
-        throw new Error(`${file}:${lineNo}: "%% student" must directly follow a "%% solution" cell`);
+        throw new Error(
+          `${file}:${lineNo}: "%% student" must directly follow a "%% solution" cell`,
+        );
       }
       cur.studentLines = [];
       cur.lines = cur.studentLines;
@@ -50,7 +52,11 @@ export function parseSource(text, file) {
     cur.bodyLines = cur.lines;
     cells.push(cur);
   }
-  const trim = (lines) => lines.join("\n").replace(/^\s*\n/, "").replace(/\s+$/, "");
+  const trim = (lines) =>
+    lines
+      .join("\n")
+      .replace(/^\s*\n/, "")
+      .replace(/\s+$/, "");
   return cells.map((c) => ({
     kind: c.kind,
     body: trim(c.bodyLines),
@@ -72,7 +78,9 @@ export function toNotebook(cells, name, audience) {
         return { cell_type: "markdown", id, metadata: {}, source: sourceLines(c.body) };
       }
       const body =
-        c.kind === "solution" && audience === "student" ? (c.student ?? "// your answer here") : c.body;
+        c.kind === "solution" && audience === "student"
+          ? (c.student ?? "// your answer here")
+          : c.body;
       const metadata = c.kind === "solution" ? { tags: ["exercise"] } : {};
       return {
         cell_type: "code",
@@ -101,14 +109,19 @@ export function toNotebook(cells, name, audience) {
 /** Every notebook this source tree produces: [{path, json}]. */
 export function buildAll() {
   const out = [];
-  for (const f of readdirSync(srcDir).filter((n) => n.endsWith(".nb.txt")).sort()) {
+  for (const f of readdirSync(srcDir)
+    .filter((n) => n.endsWith(".nb.txt"))
+    .sort()) {
     const name = f.replace(/\.nb\.txt$/, "");
     const cells = parseSource(readFileSync(path.join(srcDir, f), "utf8"), f);
     const hasSolutions = cells.some((c) => c.kind === "solution");
     const text = (audience) => `${JSON.stringify(toNotebook(cells, name, audience), null, 1)}\n`;
     out.push({ path: path.join(notebooksDir, `${name}.ipynb`), json: text("student") });
     if (hasSolutions) {
-      out.push({ path: path.join(notebooksDir, "teacher", `${name}.ipynb`), json: text("teacher") });
+      out.push({
+        path: path.join(notebooksDir, "teacher", `${name}.ipynb`),
+        json: text("teacher"),
+      });
     }
   }
   return out;

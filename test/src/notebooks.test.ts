@@ -4,11 +4,13 @@ import { spawnSync } from "node:child_process";
 import { existsSync, readdirSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { artifacts, executeNotebook, normalize, type Notebook, repo, text } from "./jupyter";
+import { artifacts, executeNotebook, type Notebook, normalize, repo, text } from "./jupyter";
 
 const nbDir = path.join(repo, "notebooks");
 const notebooks = [
-  ...readdirSync(nbDir).filter((f) => f.endsWith(".ipynb")).map((f) => path.join(nbDir, f)),
+  ...readdirSync(nbDir)
+    .filter((f) => f.endsWith(".ipynb"))
+    .map((f) => path.join(nbDir, f)),
   ...(existsSync(path.join(nbDir, "teacher"))
     ? readdirSync(path.join(nbDir, "teacher"))
         .filter((f) => f.endsWith(".ipynb"))
@@ -35,7 +37,9 @@ describe.each(notebooks.map((p) => [path.relative(nbDir, p), p]))("%s", (rel, nb
       executeNotebook(nbPath, path.join(artifacts, "notebooks", `run${k}`, path.dirname(rel))),
     );
     for (const nb of runs) {
-      const errors = nb.cells.flatMap((c) => (c.outputs ?? []).filter((o) => o.output_type === "error"));
+      const errors = nb.cells.flatMap((c) =>
+        (c.outputs ?? []).filter((o) => o.output_type === "error"),
+      );
       expect(errors.map((e) => `${e.ename}: ${e.evalue}`)).toEqual([]);
       const code = nb.cells.filter((c) => c.cell_type === "code");
       // every code cell ran, in order
