@@ -16,8 +16,7 @@ export function describeValue(value: unknown): string {
   if (typeof value === "bigint")
     return `${value < 0n ? "-" : ""}0x${(value < 0n ? -value : value).toString(16)} (bigint)`;
   if (typeof value === "number") {
-    if (Number.isInteger(value) && Math.abs(value) >= 4096)
-      return `${value} (0x${value.toString(16)})`;
+    if (Number.isInteger(value) && value >= 16) return `${value} (0x${value.toString(16)})`;
     return String(value);
   }
   if (typeof value === "string") return JSON.stringify(value);

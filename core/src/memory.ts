@@ -21,6 +21,7 @@ const LEAF_ENTRIES = 64;
 const SLAB_FRAMES = 64;
 const FRAME_WORDS = 1024;
 const CACHE_SIZE = 16;
+const EMPTY_SLAB = new Uint32Array(0);
 
 /** Sparse, lazily backed memory. Offsets are byte offsets inside a 4 KiB frame. */
 export class GuestMemory {
@@ -81,6 +82,23 @@ export class GuestMemory {
       leaf[i] = f;
     }
     return f;
+  }
+
+  /**
+   * Slab holding the frame found by the last {@link wordIndex} call (hot-path accessor: one
+   * directory lookup, then the caller reads words directly).
+   */
+  slab: Uint32Array = EMPTY_SLAB;
+
+  /**
+   * Index of word 0 of frame `hvfn` in {@link slab}, or -1 if the frame has never been written
+   * (reads as zeros).
+   */
+  wordIndex(hvfn: number): number {
+    const f = this.frameOf(hvfn) - 1;
+    if (f < 0) return -1;
+    this.slab = this.slabs[f >>> 6]!;
+    return (f & 63) << 10;
   }
 
   /** Whether the frame has backing. */

@@ -57,6 +57,8 @@ export class MemSlot {
   readonly userspaceAddr: number;
   /** Host backing model. */
   readonly backing: SlotBacking;
+  /** Host virtual frame of the first page (`userspaceAddr >> 12`). */
+  readonly baseHvfn: number;
   /**
    * Dirty bitmap (`slot->dirty_bitmap`), allocated while LOG_DIRTY_PAGES is set: one bit per page,
    * `ALIGN(npages, 64) / 8` bytes, followed by an equal-sized second buffer used by
@@ -84,6 +86,7 @@ export class MemSlot {
     this.flags = flags;
     this.userspaceAddr = userspaceAddr;
     this.backing = backing;
+    this.baseHvfn = userspaceAddr / PAGE_SIZE;
   }
 
   /** One past the last gfn. */
@@ -93,7 +96,7 @@ export class MemSlot {
 
   /** Host virtual frame number of `gfn` (caller guarantees gfn is inside the slot). */
   hvfn(gfn: number): number {
-    return this.userspaceAddr / PAGE_SIZE + (gfn - this.baseGfn);
+    return this.baseHvfn + (gfn - this.baseGfn);
   }
 
   /** `KVM_MEM_READONLY` is set. */

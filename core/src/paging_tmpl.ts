@@ -65,15 +65,15 @@ export class GuestMmuContext {
   /** Guest has PSE-36 (32-bit 4 MiB pages reach 36-bit addresses). */
   pse36 = true;
   /** Reserved-bit masks `[bit7 * 5 + level - 1]`. */
-  rsvdLo = new Uint32Array(10);
-  rsvdHi = new Uint32Array(10);
+  rsvdLo: Uint32Array = new Uint32Array(10);
+  rsvdHi: Uint32Array = new Uint32Array(10);
   /** `permissions[pfec >> 1]`. */
-  permissions = new Uint8Array(16);
+  permissions: Uint8Array = new Uint8Array(16);
   /** `pkru_mask`. */
   pkruMask = 0;
   /** PAE: the four PDPTEs loaded at CR3 load, and where they were read from. */
-  pdptrLo = new Uint32Array(4);
-  pdptrHi = new Uint32Array(4);
+  pdptrLo: Uint32Array = new Uint32Array(4);
+  pdptrHi: Uint32Array = new Uint32Array(4);
   pdptGpa = 0;
 }
 
@@ -102,19 +102,19 @@ export class GuestWalker {
   /** Top level read from memory (root level, or 2 for PAE). */
   maxLevel = 0;
   /** Per level (index level - 1): gfn of the table, gpa of the entry, entry value read. */
-  readonly tableGfn = new Float64Array(5);
-  readonly pteGpa = new Float64Array(5);
-  readonly pteIndex = new Uint16Array(5);
-  readonly beforeLo = new Uint32Array(5);
-  readonly beforeHi = new Uint32Array(5);
+  readonly tableGfn: Float64Array = new Float64Array(5);
+  readonly pteGpa: Float64Array = new Float64Array(5);
+  readonly pteIndex: Uint16Array = new Uint16Array(5);
+  readonly beforeLo: Uint32Array = new Uint32Array(5);
+  readonly beforeHi: Uint32Array = new Uint32Array(5);
   /** Entry values after the A/D update. */
-  readonly ptesLo = new Uint32Array(5);
-  readonly ptesHi = new Uint32Array(5);
+  readonly ptesLo: Uint32Array = new Uint32Array(5);
+  readonly ptesHi: Uint32Array = new Uint32Array(5);
   /** Host frame of each table, and whether it is writable (read-only slots get no A/D). */
-  readonly tableHvfn = new Float64Array(5);
-  readonly pteWritable = new Uint8Array(5);
+  readonly tableHvfn: Float64Array = new Float64Array(5);
+  readonly pteWritable: Uint8Array = new Uint8Array(5);
   /** Rights of the parents at each level (ACC bits). */
-  readonly ptAccess = new Uint8Array(5);
+  readonly ptAccess: Uint8Array = new Uint8Array(5);
   /** Bit (level - 1) set if A / D was set by this walk. */
   aSet = 0;
   dSet = 0;
@@ -246,8 +246,15 @@ export function walkAddrGeneric(
     }
     w.tableHvfn[li] = hvfn;
     w.pteWritable[li] = env.writable ? 1 : 0;
-    pteLo = mem.read32(hvfn, offset);
-    pteHi = wide ? mem.read32(hvfn, offset + 4) : 0;
+    const wi = mem.wordIndex(hvfn);
+    if (wi < 0) {
+      pteLo = 0; // never-written frame: zeros
+      pteHi = 0;
+    } else {
+      const slab = mem.slab;
+      pteLo = slab[wi + (offset >>> 2)]!;
+      pteHi = wide ? slab[wi + (offset >>> 2) + 1]! : 0;
+    }
     w.gpteReads++;
     w.beforeLo[li] = w.ptesLo[li] = pteLo;
     w.beforeHi[li] = w.ptesHi[li] = pteHi;

@@ -7,15 +7,15 @@
  * plugs in another implementation that builds EPT/NPT entries on the way.
  */
 import { splitU64, toUnsigned, type U64Parts } from "./addr";
-import { PAGE_SIZE, PFERR_WRITE_MASK } from "./constants";
+import { auditTdp } from "./audit";
+import { KVM_MEM_READONLY, PAGE_SIZE, PFERR_WRITE_MASK } from "./constants";
 import { InvalidArgumentError } from "./errors";
 import { GuestMemory } from "./memory";
 import { type MemSlot, MemSlots, type MemslotChange, type UserMemoryRegion } from "./memslot";
-import { STAGE2_MMIO } from "./paging_tmpl";
-import { Vcpu } from "./vcpu";
-import { auditTdp } from "./audit";
 import { MMU_FEATURE_KEYS, type MmuFeatures, resolveMmuFeatures, TdpStage2 } from "./mmu";
+import { STAGE2_MMIO } from "./paging_tmpl";
 import { KvmStats } from "./stats";
+import { Vcpu } from "./vcpu";
 
 /**
  * The MMU beneath the guest walk (second stage of translation).
@@ -65,10 +65,10 @@ export class MemslotStage2 implements Stage2 {
     const gfn = Math.floor(gpa / PAGE_SIZE);
     const slot = this.vm.memslots.gfnToSlot(gfn);
     if (slot === undefined) return STAGE2_MMIO;
-    const ro = slot.readonly;
+    const ro = (slot.flags & KVM_MEM_READONLY) !== 0;
     if (ro && (pfec & PFERR_WRITE_MASK) !== 0 && _final) return STAGE2_MMIO;
     this.writable = !ro;
-    return slot.userspaceAddr / PAGE_SIZE + (gfn - slot.baseGfn);
+    return slot.baseHvfn + (gfn - slot.baseGfn);
   }
 
   commitMemoryRegion(): void {}
@@ -151,7 +151,8 @@ export class Vm {
       throw new InvalidArgumentError("maxPhysAddrBits", bits, "an integer in [32, 52]");
     }
     const mmu = options.mmu ?? "tdp";
-    if (mmu !== "none" && mmu !== "tdp") throw new InvalidArgumentError("mmu", mmu, '"tdp" | "none"');
+    if (mmu !== "none" && mmu !== "tdp")
+      throw new InvalidArgumentError("mmu", mmu, '"tdp" | "none"');
     const f = options.features ?? {};
     if (f === null || typeof f !== "object")
       throw new InvalidArgumentError("features", f, "an object of booleans");
@@ -176,7 +177,8 @@ export class Vm {
     this.maxPhysAddrBits = bits;
     this.memslots = new MemSlots(bits);
     this.mmu = mmu;
-    this.stage2 = mmu === "tdp" ? new TdpStage2(this.memslots, mmuFeatures) : new MemslotStage2(this);
+    this.stage2 =
+      mmu === "tdp" ? new TdpStage2(this.memslots, mmuFeatures) : new MemslotStage2(this);
   }
 
   /** The TDP MMU, or null when `mmu: "none"`. */
