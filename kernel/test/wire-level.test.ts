@@ -75,12 +75,14 @@ beforeAll(async () => {
   void (async () => {
     for await (const frames of iopub) iopubMessages.push(decode(frames, KEY));
   })().catch(() => {});
-  // Ready when kernel_info is answered (the kernel binds after creating the compiler).
+  // Ready when kernel_info is answered (the kernel binds after creating the compiler) and IOPub
+  // delivers: a late subscriber misses the first messages, so repeat until a status arrives.
   const deadline = Date.now() + 60_000;
   for (;;) {
     try {
       await request(shell, "kernel_info_request", {}, 2000);
-      break;
+      if (iopubMessages.length > 0) break;
+      await new Promise((r) => setTimeout(r, 50));
     } catch (e) {
       if (Date.now() > deadline)
         throw new Error(`kernel did not start: ${(e as Error).message}\n${stderr}`);
