@@ -1,7 +1,7 @@
 // Issue 6: every notebook runs top to bottom with the real mmulab kernel under nbconvert, and two
 // runs in a row give identical outputs (execution metadata aside).
 import { spawnSync } from "node:child_process";
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { artifacts, executeNotebook, type Notebook, normalize, repo, text } from "./jupyter";
@@ -51,5 +51,52 @@ describe.each(notebooks.map((p) => [path.relative(nbDir, p), p]))("%s", (rel, nb
       expect(stderr.map((o) => text(o.text))).toEqual([]);
     }
     expect(normalize(runs[1])).toEqual(normalize(runs[0]));
+  });
+});
+
+/**
+ * Issue 6: the numbers of the seed-2010 write-up against the geometry of a 4-level TDP table,
+ * computed here: an N GiB guest mapped with 4 KiB leaves needs 512·N PTs, N PDs, one PDPT and
+ * the root; with 2 MiB leaves the PTs disappear. Before the patch every page also had a gfns page.
+ */
+describe("02-direct-gfns: the notebook's numbers match the geometry", () => {
+  it("every row of the results table", () => {
+    const nbPath = path.join(artifacts, "notebooks", "run1", "02-direct-gfns.ipynb");
+    expect(existsSync(nbPath), `${nbPath} (written by the run above)`).toBe(true);
+    const nb = JSON.parse(readFileSync(nbPath, "utf8")) as Notebook;
+    const results = nb.cells
+      .flatMap((c) => c.outputs ?? [])
+      .map((o) => o.data?.["application/vnd.mmulab.results+json"])
+      .filter((d) => d !== undefined);
+    expect(results).toHaveLength(1);
+    const rows = results[0] as Array<Record<string, number | string>>;
+    const GiB = 2 ** 30;
+    const sizes = [1, 2, 4, 8, 16, 32, 64];
+    expect(rows.map((r) => `${r.backing}/${r.guest_GiB}`)).toEqual([
+      ...sizes.map((n) => `4k/${n}`),
+      ...sizes.map((n) => `thp/${n}`),
+    ]);
+    for (const r of rows) {
+      const n = r.guest_GiB as number;
+      const bytes = n * GiB;
+      const pts = r.backing === "4k" ? bytes / (512 * 4096) : 0;
+      const pds = Math.ceil(bytes / (512 * 2 ** 21));
+      const pdpts = Math.ceil(bytes / (512 * GiB));
+      const sps = 1 + pdpts + pds + pts;
+      expect(r, `${r.backing} ${n} GiB`).toMatchObject({
+        pages_4k: r.backing === "4k" ? bytes / 4096 : 0,
+        pages_2m: r.backing === "thp" ? bytes / 2 ** 21 : 0,
+        shadow_pages: sps,
+        mmu_pages_after: sps,
+        mmu_pages_before: 2 * sps,
+        saved_pages: sps,
+      });
+    }
+    // the spec's S1 row, by name: 1 GiB, 4 KiB → 515 shadow pages, 515 vs 1030 data pages
+    expect(rows[0]).toMatchObject({
+      shadow_pages: 515,
+      mmu_pages_after: 515,
+      mmu_pages_before: 1030,
+    });
   });
 });
