@@ -6,10 +6,12 @@
  * Not for hot paths.
  */
 import { hostPfn } from "./host";
-import { SlotArch } from "./lpage";
+import { kvmPageTableHashfn } from "./legacy_direct";
+import { gfnToIndex, SlotArch } from "./lpage";
 import type { MemSlots } from "./memslot";
 import type { TdpStage2 } from "./mmu";
 import { directEntryGfn, SP_TRANSLATION_ACCOUNTED } from "./mmu_page";
+import { pteListForEach } from "./rmap";
 import { roleDirect, roleInvalid, roleLevel } from "./role";
 import {
   GFN_SPAN,
@@ -32,12 +34,35 @@ export function auditTdp(mmu: TdpStage2, slots: MemSlots): string[] {
     if (out.length < MAX_REPORTS) out.push(msg);
   };
   const store = mmu.store;
-  const tdp = mmu.tdp;
+  const tdp = mmu.direct;
   const stats = mmu.stats;
   const rootLevel = mmu.rootLevel;
   const seen = new Uint8Array(store.created);
   const leaves = [0, 0, 0, 0];
   let nonRoot = 0;
+  const legacy = mmu.legacy;
+  // Legacy flavour: every rmap entry, keyed by sptep, with the (slot, level, head) it is on.
+  const rmapOf = new Map<number, string>();
+  let rmapEntries = 0;
+  if (legacy !== null) {
+    for (const slot of slots.list()) {
+      const arch = slot.arch instanceof SlotArch ? slot.arch : null;
+      if (!arch?.rmap) continue;
+      for (let l = 1; l <= 3; l++) {
+        const heads = arch.rmap.heads[l - 1]!;
+        for (let i = 0; i < heads.length; i++) {
+          if (heads[i] === 0) continue;
+          pteListForEach(legacy.rmapPool, heads, i, (sptep) => {
+            rmapEntries++;
+            const key = `${slot.id}/${l}/${i}`;
+            if (rmapOf.has(sptep))
+              report(`sptep ${sptep} is on rmap ${rmapOf.get(sptep)} and ${key}`);
+            rmapOf.set(sptep, key);
+          });
+        }
+      }
+    }
+  }
 
   const hex = (n: number) => `0x${n.toString(16)}`;
 
@@ -123,6 +148,15 @@ export function auditTdp(mmu: TdpStage2, slots: MemSlots): string[] {
         if (t[i] !== f)
           report(`${where}: stored gfn ${hex(t[i]!)} differs from formula ${hex(f)} (seed 2010)`);
       }
+      if (legacy !== null) {
+        const key = `${slot.id}/${level}/${gfnToIndex(gfn, slot.baseGfn, level)}`;
+        const have = rmapOf.get(sp * 512 + i);
+        if (have !== key)
+          report(
+            `${where}: leaf for gfn ${hex(gfn)} is on rmap ${have ?? "none"}, expected ${key}`,
+          );
+        rmapOf.delete(sp * 512 + i);
+      }
     }
   };
 
@@ -148,11 +182,31 @@ export function auditTdp(mmu: TdpStage2, slots: MemSlots): string[] {
     }
     visit(root, rootLevel, 0);
   }
+  let orphans = 0;
   for (let sp = 0; sp < store.created; sp++) {
-    if (store.isLive(sp) && !seen[sp])
+    if (!store.isLive(sp) || seen[sp]) continue;
+    if (legacy === null) {
       report(
         `sp ${sp} (level ${roleLevel(store.role[sp]!)}) is allocated but unreachable (leaked)`,
       );
+      continue;
+    }
+    // Legacy: parentless pages (orphans) stay allocated with their leaves still rmapped.
+    if (store.parentSp[sp] !== -1) continue; // reached through its orphaned ancestor below
+    orphans++;
+    seen[sp] = 1;
+    visit(sp, roleLevel(store.role[sp]!), store.gfn[sp]!);
+  }
+  for (let sp = 0; sp < store.created; sp++) {
+    if (store.isLive(sp) && !seen[sp])
+      report(`sp ${sp} records parent sp ${store.parentSp[sp]} but no entry links it`);
+  }
+  if (legacy !== null) {
+    for (const [sptep, key] of rmapOf) {
+      report(
+        `rmap ${key} holds sptep ${sptep} (sp ${Math.floor(sptep / 512)} entry ${sptep % 512}) which is not a present leaf of that gfn`,
+      );
+    }
   }
 
   // Gauges against recounts.
@@ -162,18 +216,53 @@ export function auditTdp(mmu: TdpStage2, slots: MemSlots): string[] {
   gauge("pages_4k", stats.pages_4k, leaves[1]!);
   gauge("pages_2m", stats.pages_2m, leaves[2]!);
   gauge("pages_1g", stats.pages_1g, leaves[3]!);
-  gauge("tdp_mmu_pages", stats.tdp_mmu_pages, nonRoot);
-  gauge("spt_pages_live", stats.spt_pages_live, nonRoot + tdp.roots.length);
+  gauge("tdp_mmu_pages", stats.tdp_mmu_pages, legacy === null ? nonRoot : 0);
+  gauge("spt_pages_live", stats.spt_pages_live, store.live);
+  if (legacy === null)
+    gauge("spt_pages_live (reachable)", stats.spt_pages_live, nonRoot + tdp.roots.length);
   let accounted = 0;
   for (let sp = 0; sp < store.created; sp++)
     if (store.isLive(sp) && store.flags[sp]! & SP_TRANSLATION_ACCOUNTED) accounted++;
   gauge("translation_pages_live", stats.translation_pages_live, accounted);
-  gauge("n_used_mmu_pages", stats.n_used_mmu_pages, 0);
-  gauge(
-    "n_max_mmu_pages",
-    stats.n_max_mmu_pages,
-    Math.max(Math.floor(slots.totalPages() / 50), 64),
-  );
+  // Legacy: every live page is accounted (on the active list, or a zapped root still pinned).
+  gauge("n_used_mmu_pages", stats.n_used_mmu_pages, legacy === null ? 0 : store.live);
+  if (legacy === null) {
+    gauge(
+      "n_max_mmu_pages",
+      stats.n_max_mmu_pages,
+      Math.max(Math.floor(slots.totalPages() / 50), 64),
+    );
+  } else {
+    let onList = 0;
+    for (let sp = legacy.listHead; sp >= 0; sp = store.next[sp]!) {
+      onList++;
+      if (!store.isLive(sp)) report(`active_mmu_pages holds freed sp ${sp}`);
+      if (onList > store.created) {
+        report("active_mmu_pages has a cycle");
+        break;
+      }
+    }
+    let pinnedInvalid = 0;
+    for (let sp = 0; sp < store.created; sp++) {
+      if (!store.isLive(sp)) continue;
+      if (roleInvalid(store.role[sp]!)) {
+        if (store.rootCount[sp]! > 0) pinnedInvalid++;
+        else report(`sp ${sp} is invalid and unpinned but not freed`);
+        continue;
+      }
+      let found = false;
+      for (
+        let h = legacy.hash[kvmPageTableHashfn(store.gfn[sp]!)]!;
+        h >= 0;
+        h = store.hashNext[h]!
+      ) {
+        if (h === sp) found = true;
+      }
+      if (!found) report(`sp ${sp} (gfn ${hex(store.gfn[sp]!)}) is missing from its hash bucket`);
+    }
+    gauge("active_mmu_pages length", onList, store.live - pinnedInvalid);
+    gauge("orphan_sps", legacy.orphanCount(), orphans);
+  }
   gauge(
     "mmu_data_pages_allocated - freed",
     stats.mmu_data_pages_allocated - stats.mmu_data_pages_freed,
@@ -185,7 +274,9 @@ export function auditTdp(mmu: TdpStage2, slots: MemSlots): string[] {
   for (const slot of slots.list()) {
     const arch = slot.arch instanceof SlotArch ? slot.arch : null;
     if (arch === null) report(`slot ${slot.id} has no arch metadata (lpage_info)`);
-    else if (arch.rmap !== null) report(`slot ${slot.id} has rmaps under the TDP MMU`);
+    else if (legacy === null && arch.rmap !== null)
+      report(`slot ${slot.id} has rmaps under the TDP MMU`);
   }
+  if (legacy !== null) gauge("rmap entries", rmapEntries, leaves[1]! + leaves[2]! + leaves[3]!);
   return out;
 }

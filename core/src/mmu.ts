@@ -15,8 +15,10 @@ import {
   PFERR_USER_MASK,
   PFERR_WRITE_MASK,
 } from "./constants";
+import type { DirectMmu } from "./direct_mmu";
 import { InvalidArgumentError } from "./errors";
 import { hostMappingLevel, hostPfn } from "./host";
+import { LegacyDirectMmu } from "./legacy_direct";
 import { SlotArch, slotArch } from "./lpage";
 import type { MemSlot, MemSlots, MemslotChange } from "./memslot";
 import { ShadowPageList, type TdpSnapshotOptions, TdpTreeView, TdpWalk } from "./mmu_introspect";
@@ -61,8 +63,10 @@ export interface MmuFeatures {
   selfCheckGfns?: boolean;
   /** TDP root level: 4 (default) or 5. */
   tdpLevels?: 4 | 5;
-  /** MMU flavour: "tdp_mmu" (default). */
-  mmuFlavor?: "tdp_mmu";
+  /** MMU flavour: "tdp_mmu" (default) or "legacy_direct" (the rmap/hash MMU, `tdp_mmu=0`). */
+  mmuFlavor?: "tdp_mmu" | "legacy_direct";
+  /** Legacy flavour: `direct_pte_prefetch` of the aligned group of 8 (default true). */
+  prefetch?: boolean;
 }
 
 /** Names of the MMU switches accepted in `createVm({ features })`. */
@@ -71,6 +75,7 @@ export const MMU_FEATURE_KEYS = [
   "selfCheckGfns",
   "tdpLevels",
   "mmuFlavor",
+  "prefetch",
 ] as const;
 
 /** Resolved MMU switches. */
@@ -98,13 +103,15 @@ export function resolveMmuFeatures(
     );
   }
   const flavor = f.mmuFlavor ?? "tdp_mmu";
-  if (flavor !== "tdp_mmu")
-    throw new InvalidArgumentError("features.mmuFlavor", flavor, '"tdp_mmu"');
+  if (flavor !== "tdp_mmu" && flavor !== "legacy_direct") {
+    throw new InvalidArgumentError("features.mmuFlavor", flavor, '"tdp_mmu" | "legacy_direct"');
+  }
   return {
     allocTranslationForDirect: bool("allocTranslationForDirect", false),
     selfCheckGfns: bool("selfCheckGfns", false),
     tdpLevels: levels,
     mmuFlavor: flavor,
+    prefetch: bool("prefetch", true),
   };
 }
 
@@ -122,7 +129,12 @@ export class TdpStage2 implements Stage2 {
   readonly features: ResolvedMmuFeatures;
   private readonly kvmStats = new KvmStats();
   readonly store = new MmuPageStore(this.kvmStats);
-  readonly tdp: TdpMmu;
+  /** The MMU flavour building the EPT tables. */
+  readonly direct: DirectMmu;
+  /** The legacy MMU when `mmuFlavor: "legacy_direct"`, else null. */
+  readonly legacy: LegacyDirectMmu | null;
+  /** `kvm->arch.n_requested_mmu_pages` (0: default sizing). */
+  private nRequestedMmuPages = 0;
   readonly rootLevel: number;
   /** `kvm->arch.mmu_valid_gen` (toggles 0/1). */
   mmuValidGen = 0;
@@ -136,13 +148,21 @@ export class TdpStage2 implements Stage2 {
     this.slots = slots;
     this.features = features;
     this.rootLevel = features.tdpLevels;
-    this.tdp = new TdpMmu(this.store, this.kvmStats, {
+    const common = {
       rootLevel: this.rootLevel,
       rootRole: tdpRootRole(this.rootLevel, true),
       allocTranslationForDirect: features.allocTranslationForDirect,
       selfCheckGfns: features.selfCheckGfns,
-    });
-    this.tdp.flushRemoteTlbs = () => this.flushRemoteTlbs();
+    };
+    this.legacy =
+      features.mmuFlavor === "legacy_direct"
+        ? new LegacyDirectMmu(this.store, this.kvmStats, slots, {
+            ...common,
+            prefetch: features.prefetch,
+          })
+        : null;
+    this.direct = this.legacy ?? new TdpMmu(this.store, this.kvmStats, common);
+    this.direct.flushRemoteTlbs = () => this.flushRemoteTlbs();
     this.kvmStats.n_max_mmu_pages = KVM_MIN_ALLOC_MMU_PAGES;
   }
 
@@ -166,12 +186,12 @@ export class TdpStage2 implements Stage2 {
       this.vcpuRoot = n;
     }
     let root = this.vcpuRoot[k]!;
-    if (root >= 0 && this.tdp.isInvalidRoot(root)) {
-      this.tdp.putRoot(root);
+    if (root >= 0 && this.direct.isInvalidRoot(root)) {
+      this.direct.putRoot(root);
       root = -1;
     }
     if (root < 0) {
-      root = this.tdp.getVcpuRoot();
+      root = this.direct.getVcpuRoot();
       this.vcpuRoot[k] = root;
     }
     return root;
@@ -185,7 +205,7 @@ export class TdpStage2 implements Stage2 {
     const gfn = Math.floor(gpa / PAGE_SIZE);
     let write = (pfec & PFERR_WRITE_MASK) !== 0;
     const fetch = (pfec & PFERR_FETCH_MASK) !== 0;
-    const tdp = this.tdp;
+    const tdp = this.direct;
     for (let tries = 0; tries < MAX_RETRIES; tries++) {
       const root = this.rootFor(vcpu);
       tdp.walkToLast(root, gfn);
@@ -239,10 +259,10 @@ export class TdpStage2 implements Stage2 {
 
   /** `handle_mmio_page_fault`: a current-generation MMIO spte is emulated right away. */
   private handleMmioPageFault(root: number, gfn: number): number {
-    this.tdp.walkToLast(root, gfn);
-    const lo = this.tdp.lastLo;
+    this.direct.walkToLast(root, gfn);
+    const lo = this.direct.lastLo;
     if (!isMmioSpte(lo)) return RET_PF_RETRY;
-    if (mmioSpteGen(lo, this.tdp.lastHi) !== this.mmioGen) return RET_PF_INVALID;
+    if (mmioSpteGen(lo, this.direct.lastHi) !== this.mmioGen) return RET_PF_INVALID;
     return RET_PF_EMULATE;
   }
 
@@ -261,14 +281,14 @@ export class TdpStage2 implements Stage2 {
     }
     // kvm_faultin_pfn
     const slot = this.slots.gfnToSlot(gfn) ?? null;
-    if (slot === null) return this.tdp.map(root, gfn, 1, 0, null, write, this.mmioGen);
+    if (slot === null) return this.direct.map(root, gfn, 1, 0, null, write, this.mmioGen);
     if (write && slot.readonly) return RET_PF_EMULATE; // KVM_PFN_ERR_RO_FAULT
     // kvm_mmu_hugepage_adjust
     let level = 1;
     if ((slot.flags & KVM_MEM_LOG_DIRTY_PAGES) === 0) level = this.maxMappingLevel(slot, gfn, 3);
     const span = GFN_SPAN[level]!;
     const pfn = hostPfn(slot, gfn);
-    return this.tdp.map(root, gfn, level, pfn - (pfn % span), slot, write, this.mmioGen);
+    return this.direct.map(root, gfn, level, pfn - (pfn % span), slot, write, this.mmioGen);
   }
 
   /**
@@ -286,7 +306,7 @@ export class TdpStage2 implements Stage2 {
 
   /** `fast_page_fault`: restore W on an MMU-writable leaf without taking mmu_lock. */
   private fastPageFault(root: number, gfn: number, err: number): number {
-    const tdp = this.tdp;
+    const tdp = this.direct;
     tdp.walkToLast(root, gfn);
     const lo = tdp.lastLo;
     const hi = tdp.lastHi;
@@ -310,31 +330,31 @@ export class TdpStage2 implements Stage2 {
     return RET_PF_FIXED;
   }
 
-  /** `kvm_arch_prepare_memory_region`: new metadata for created and moved slots. */
+  /**
+   * `kvm_arch_flush_shadow_memslot` (delete/move: fast zap of everything) — it runs while the
+   * old slot is still visible (rmap removal looks slots up by gfn), before the new memslots are
+   * installed — then `kvm_arch_prepare_memory_region`: new metadata for created and moved slots.
+   */
   prepareMemoryRegion(
     change: MemslotChange,
     _old: MemSlot | undefined,
     nw: MemSlot | undefined,
   ): void {
+    if (change === "delete" || change === "move") this.zapAllFast();
     if ((change === "create" || change === "move") && nw !== undefined) nw.arch = new SlotArch(nw);
   }
 
-  /**
-   * `kvm_arch_flush_shadow_memslot` (delete/move: fast zap of everything) and
-   * `kvm_arch_commit_memory_region` (default n_max_mmu_pages; MMIO generation).
-   */
+  /** `kvm_arch_commit_memory_region`: default n_max_mmu_pages (unless set by ioctl); MMIO generation. */
   commitMemoryRegion(
     change: MemslotChange,
     _old: MemSlot | undefined,
     nw: MemSlot | undefined,
   ): void {
-    if (change === "delete" || change === "move") this.zapAllFast();
     if (nw !== undefined && !(nw.arch instanceof SlotArch)) slotArch(nw);
-    if (change !== "flagsOnly") {
+    if (change !== "flagsOnly" && this.nRequestedMmuPages === 0) {
       const total = this.slots.totalPages();
-      this.kvmStats.n_max_mmu_pages = Math.max(
-        Math.floor(total / KVM_MEMSLOT_PAGES_TO_MMU_PAGES_RATIO),
-        KVM_MIN_ALLOC_MMU_PAGES,
+      this.changeMmuPages(
+        Math.max(Math.floor(total / KVM_MEMSLOT_PAGES_TO_MMU_PAGES_RATIO), KVM_MIN_ALLOC_MMU_PAGES),
       );
     }
     // kvm_mmu_invalidate_mmio_sptes: a wrapped generation would make stale MMIO sptes look
@@ -344,6 +364,33 @@ export class TdpStage2 implements Stage2 {
     this.mmioGen = gen;
   }
 
+  /** `kvm_mmu_change_mmu_pages`: the legacy MMU reclaims down to the goal; TDP pages are not counted. */
+  private changeMmuPages(goal: number): void {
+    if (this.legacy !== null) this.legacy.changeMmuPages(goal);
+    else this.kvmStats.n_max_mmu_pages = goal;
+  }
+
+  /**
+   * `KVM_SET_NR_MMU_PAGES`: fix n_max_mmu_pages (at least KVM_MIN_ALLOC_MMU_PAGES = 64, as
+   * KVM returns -EINVAL below it); the legacy MMU zaps its oldest pages down to it.
+   */
+  setNrMmuPages(n: number): void {
+    if (
+      typeof n !== "number" ||
+      !Number.isInteger(n) ||
+      n < KVM_MIN_ALLOC_MMU_PAGES ||
+      n > 2 ** 31
+    ) {
+      throw new InvalidArgumentError(
+        "nrMmuPages",
+        n,
+        `an integer >= ${KVM_MIN_ALLOC_MMU_PAGES} (KVM_MIN_ALLOC_MMU_PAGES)`,
+      );
+    }
+    this.nRequestedMmuPages = n;
+    this.changeMmuPages(n);
+  }
+
   /**
    * `kvm_mmu_zap_all_fast`: toggle the valid generation, invalidate every TDP root (vCPUs load
    * a new one on their next access) and zap the invalidated roots. No remote flush is counted:
@@ -351,8 +398,7 @@ export class TdpStage2 implements Stage2 {
    */
   zapAllFast(): void {
     this.mmuValidGen ^= 1;
-    this.tdp.invalidateAllRoots();
-    this.tdp.zapInvalidatedRoots();
+    this.direct.zapAllFast(this.mmuValidGen);
   }
 
   /**
@@ -360,7 +406,7 @@ export class TdpStage2 implements Stage2 {
    * remote flush if anything was zapped. Returns whether it flushed.
    */
   zapGfnRange(start: number, end: number): boolean {
-    const flush = this.tdp.zapLeafs(start, end);
+    const flush = this.direct.zapLeafs(start, end);
     if (flush) this.flushRemoteTlbs();
     return flush;
   }
@@ -375,7 +421,7 @@ export class TdpStage2 implements Stage2 {
 
   /** Zap the single leaf mapping `gfn` (atomic zap + its own flush). Returns leaves zapped. */
   zapSpte(gfn: number): number {
-    return this.tdp.zapSpte(gfn);
+    return this.direct.zapSpte(gfn);
   }
 
   /** The TDP tree as a bounded, folded display.v1 snapshot (displayable in notebooks). */

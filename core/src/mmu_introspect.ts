@@ -79,7 +79,7 @@ export function tdpTreeSnapshot(
   let tablesLeft = opts.maxTables ?? 64;
   let truncated = false;
   const store = mmu.store;
-  const root = opts.root ?? mmu.tdp.roots.find((r) => !mmu.tdp.isInvalidRoot(r));
+  const root = opts.root ?? mmu.direct.roots.find((r) => !mmu.direct.isInvalidRoot(r));
   const format = mmu.rootLevel === 5 ? "tdp-5" : "tdp-4";
   const emptyRoot: Table = {
     level: mmu.rootLevel,
@@ -253,7 +253,7 @@ export class TdpWalk {
     this.gpa = gpa;
     const store = mmu.store;
     const gfn = Math.floor(gpa / 4096);
-    let sp = root ?? mmu.tdp.roots.find((r) => !mmu.tdp.isInvalidRoot(r)) ?? -1;
+    let sp = root ?? mmu.direct.roots.find((r) => !mmu.direct.isInvalidRoot(r)) ?? -1;
     let level = mmu.rootLevel;
     let pfn = -1;
     let size = 0;
@@ -352,7 +352,7 @@ export class ShadowPageList {
   readonly pages: ShadowPageInfo[] = [];
   constructor(mmu: TdpStage2) {
     const store = mmu.store;
-    const roots = new Set(mmu.tdp.roots);
+    const roots = new Set(mmu.direct.roots);
     for (let sp = 0; sp < store.created; sp++) {
       if (!store.isLive(sp)) continue;
       const role = store.role[sp]!;

@@ -52,16 +52,16 @@ export interface MmuPageCounts {
 /** Column store of shadow pages; ids are reused (lowest freed first is not guaranteed). */
 export class MmuPageStore {
   spt: Uint32Array[] = [];
-  role = new Uint32Array(16);
-  gfn = new Float64Array(16);
-  parentSp = new Int32Array(16);
-  parentIdx = new Int16Array(16);
-  rootCount = new Int32Array(16);
-  flags = new Uint8Array(16);
-  validGen = new Uint8Array(16);
-  prev = new Int32Array(16);
-  next = new Int32Array(16);
-  hashNext = new Int32Array(16);
+  role: Uint32Array = new Uint32Array(16);
+  gfn: Float64Array = new Float64Array(16);
+  parentSp: Int32Array = new Int32Array(16);
+  parentIdx: Int16Array = new Int16Array(16);
+  rootCount: Int32Array = new Int32Array(16);
+  flags: Uint8Array = new Uint8Array(16);
+  validGen: Uint8Array = new Uint8Array(16);
+  prev: Int32Array = new Int32Array(16);
+  next: Int32Array = new Int32Array(16);
+  hashNext: Int32Array = new Int32Array(16);
   translation: (Float64Array | null)[] = [];
   /** Ids handed out so far (high-water mark); ids < created have an spt view. */
   created = 0;

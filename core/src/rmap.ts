@@ -21,7 +21,7 @@ const DESC_STRIDE = 16;
 
 /** Descriptor pool shared by all rmaps of a VM (`pte_list_desc_cache`). */
 export class PteListDescPool {
-  desc = new Int32Array(DESC_STRIDE * 64);
+  desc: Int32Array = new Int32Array(DESC_STRIDE * 64);
   private freeHead = -1;
   private nextNew = 0;
   /** Live descriptors. */

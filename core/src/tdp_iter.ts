@@ -10,7 +10,7 @@ export class TdpIter {
   /** The page store the walk reads. */
   readonly store: MmuPageStore;
   /** `pt_path`: sp id of the table at each level along the current path (index = level). */
-  readonly path = new Int32Array(6);
+  readonly path: Int32Array = new Int32Array(6);
   /** Table (sp id) holding the current entry. */
   sp = -1;
   /** Index of the current entry in that table. */

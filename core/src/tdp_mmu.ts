@@ -11,6 +11,7 @@
  */
 
 import { ACC_ALL } from "./constants";
+import type { DirectMmu } from "./direct_mmu";
 import type { MemSlot } from "./memslot";
 import {
   kvmMmuPageGetGfn,
@@ -54,7 +55,7 @@ export interface TdpMmuOptions {
 /** Violation found by the seed-2010 self-check. */
 export class GfnSelfCheckError extends Error {}
 
-export class TdpMmu {
+export class TdpMmu implements DirectMmu {
   readonly store: MmuPageStore;
   readonly stats: KvmStats;
   readonly opts: TdpMmuOptions;
@@ -356,6 +357,12 @@ export class TdpMmu {
       if (spt[i * 2] === 0) continue;
       this.setSpte(root, i, level, i * GFN_SPAN[level]!, 0, 0);
     }
+  }
+
+  /** Fast zap: invalidate every root, then zap the invalidated ones. */
+  zapAllFast(_validGen: number): void {
+    this.invalidateAllRoots();
+    this.zapInvalidatedRoots();
   }
 
   /** `kvm_tdp_mmu_invalidate_roots`: mark every root invalid (vCPUs reload on next entry). */

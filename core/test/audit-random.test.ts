@@ -28,7 +28,10 @@ const BACKINGS = ["4k", "thp", "hugetlb-2m", "hugetlb-1g"] as const;
 function randomRun(seed: number, steps: number, features: Record<string, unknown>) {
   const rand = rng(seed);
   const pick = <T>(a: readonly T[]): T => a[Math.floor(rand() * a.length)]!;
-  const vm = createVm({ mmu: "tdp", features });
+  const { nrMmuPages, ...mmuFeatures } = features as Record<string, unknown>;
+  const vm = createVm({ mmu: "tdp", features: mmuFeatures });
+  // A tiny KVM_SET_NR_MMU_PAGES makes the legacy MMU recycle pages all the time.
+  if (typeof nrMmuPages === "number") vm.tdp!.setNrMmuPages(nrMmuPages);
   const vcpus = [vm.createVcpu(), vm.createVcpu()];
   const mmu = vm.tdp!;
   // Guest-physical space used: [0, 4 GiB) in 64 MiB units, slots of 1..16 units.
@@ -132,6 +135,17 @@ describe("vm.audit() after fixed-seed random sequences", () => {
     [2, { selfCheckGfns: true }],
     [3, { allocTranslationForDirect: true, selfCheckGfns: true }],
     [4, { tdpLevels: 5 }],
+    [5, { mmuFlavor: "legacy_direct" }],
+    [
+      6,
+      {
+        mmuFlavor: "legacy_direct",
+        prefetch: false,
+        allocTranslationForDirect: true,
+        selfCheckGfns: true,
+      },
+    ],
+    [7, { mmuFlavor: "legacy_direct", nrMmuPages: 64 }],
   ] as const) {
     it(`seed ${seed} ${JSON.stringify(features)}: no violation after 400 steps`, () => {
       const { ops, failures, stats, maxHuge } = randomRun(seed, 400, features);
@@ -169,8 +183,8 @@ function populated(features: Record<string, unknown> = {}) {
   }
   expect(vm.audit()).toEqual([]);
   const mmu = vm.tdp!;
-  mmu.tdp.walkToLast(mmu.rootFor(vcpu), 5); // the 4K leaf of gfn 5
-  return { vm, mmu, vcpu, sp: mmu.tdp.lastSp, idx: mmu.tdp.lastIdx };
+  mmu.direct.walkToLast(mmu.rootFor(vcpu), 5); // the 4K leaf of gfn 5
+  return { vm, mmu, vcpu, sp: mmu.direct.lastSp, idx: mmu.direct.lastIdx };
 }
 
 describe("vm.audit() reports corrupted state", () => {

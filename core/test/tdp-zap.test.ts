@@ -125,10 +125,10 @@ describe("huge leaves replacing tables and tables replacing huge leaves", () => 
     expect(s.pages_2m).toBe(1);
     // Write-protect the leaf as kvm_mmu_slot_gfn_write_protect would (W and MMU-writable off),
     // then turn logging on.
-    mmu.tdp.walkToLast(mmu.rootFor(vcpu), 0);
-    const spt = mmu.store.spt[mmu.tdp.lastSp]!;
-    spt[mmu.tdp.lastIdx * 2]! &= ~SPTE_W;
-    spt[mmu.tdp.lastIdx * 2 + 1]! &= ~SPTE_HI_MMU_WRITABLE;
+    mmu.direct.walkToLast(mmu.rootFor(vcpu), 0);
+    const spt = mmu.store.spt[mmu.direct.lastSp]!;
+    spt[mmu.direct.lastIdx * 2]! &= ~SPTE_W;
+    spt[mmu.direct.lastIdx * 2 + 1]! &= ~SPTE_HI_MMU_WRITABLE;
     vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 2 * MIB, flags: 1 });
     const tables = s.tdp_mmu_pages;
     vcpu.access(5 * PAGE, { write: true });
@@ -139,10 +139,10 @@ describe("huge leaves replacing tables and tables replacing huge leaves", () => 
     expect(s.remote_tlb_flush).toBe(0);
     expect(s.pf_fast).toBe(0); // MMU-writable was clear: the fast path gave up
     // Only the written page became writable; its siblings inherited the protected leaf.
-    mmu.tdp.walkToLast(mmu.rootFor(vcpu), 5);
-    expect(mmu.tdp.lastLo & SPTE_W).toBe(SPTE_W);
-    mmu.tdp.walkToLast(mmu.rootFor(vcpu), 6);
-    expect(mmu.tdp.lastLo & SPTE_W).toBe(0);
+    mmu.direct.walkToLast(mmu.rootFor(vcpu), 5);
+    expect(mmu.direct.lastLo & SPTE_W).toBe(SPTE_W);
+    mmu.direct.walkToLast(mmu.rootFor(vcpu), 6);
+    expect(mmu.direct.lastLo & SPTE_W).toBe(0);
     expect(vm.memslots.get(0)!.testDirty(5)).toBe(true);
     expect(vm.audit()).toEqual([]);
   });
@@ -152,8 +152,8 @@ describe("fast page fault, A/D and spurious faults", () => {
   it("a write to an MMU-writable but write-protected leaf is fixed by the fast path", () => {
     const { vm, vcpu, mmu, s } = vmWith("4k", 2 * MIB, 1);
     vcpu.access(0, {});
-    mmu.tdp.walkToLast(mmu.rootFor(vcpu), 0);
-    mmu.store.spt[mmu.tdp.lastSp]![mmu.tdp.lastIdx * 2]! &= ~SPTE_W; // dirty-log style: W only
+    mmu.direct.walkToLast(mmu.rootFor(vcpu), 0);
+    mmu.store.spt[mmu.direct.lastSp]![mmu.direct.lastIdx * 2]! &= ~SPTE_W; // dirty-log style: W only
     const taken = s.pf_taken;
     vcpu.access(0, { write: true });
     expect(s.pf_taken - taken).toBe(1);
@@ -166,9 +166,9 @@ describe("fast page fault, A/D and spurious faults", () => {
   it("the CPU sets EPT A on access and D on write", () => {
     const { vcpu, mmu } = vmWith("4k", 2 * MIB);
     vcpu.access(PAGE, {});
-    mmu.tdp.walkToLast(mmu.rootFor(vcpu), 1);
-    const idx = mmu.tdp.lastIdx;
-    const spt = mmu.store.spt[mmu.tdp.lastSp]!;
+    mmu.direct.walkToLast(mmu.rootFor(vcpu), 1);
+    const idx = mmu.direct.lastIdx;
+    const spt = mmu.store.spt[mmu.direct.lastSp]!;
     // make_spte gives a writable leaf A and D already; clear them to watch the CPU set them.
     spt[idx * 2]! &= ~(SPTE_A | SPTE_D);
     vcpu.access(PAGE, {});

@@ -1,0 +1,137 @@
+/**
+ * Scenario S1 legacy-direct rows (spec §15, `tdp_mmu=0`) and S9 reclaim order, with counts
+ * derived from the geometry and KVM's accounting rules (hash lookup misses allocate, every page
+ * counts in n_used, reclaim zaps 25 − available pages from the tail of active_mmu_pages).
+ */
+import { describe, expect, it } from "vitest";
+import { kvmPageTableHashfn } from "../src/legacy_direct";
+import type { SlotArch } from "../src/lpage";
+import { createVm } from "../src/vm";
+import { GIB, PAGE, pagesPerEntry, tablesFor } from "./tdp-helpers";
+
+const GUEST_PAGES = GIB / PAGE;
+
+function legacyVm(features: Record<string, unknown>, backing: "4k" | "thp") {
+  const vm = createVm({ mmu: "tdp", features: { mmuFlavor: "legacy_direct", ...features } });
+  vm.setUserMemoryRegion({
+    slot: 0,
+    guestPhysAddr: 0,
+    memorySize: GIB,
+    flags: 0,
+    backing,
+    userspaceAddr: 4 * GIB,
+  });
+  return vm;
+}
+
+describe("hash_64(gfn, 12) without BigInt", () => {
+  it("matches the 64-bit multiplicative hash for spec S5's gfns and random gfns", () => {
+    const ref = (gfn: number) =>
+      Number(((BigInt(gfn) * 0x61c8864680b583ebn) & ((1n << 64n) - 1n)) >> 52n);
+    expect([0x100, 0x101, 0x102, 0x103].map(kvmPageTableHashfn)).toEqual([3208, 676, 2241, 3805]);
+    let x = 12345;
+    for (let i = 0; i < 2000; i++) {
+      x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+      const gfn = x * 256 + (i % 256); // up to 2^40
+      expect(kvmPageTableHashfn(gfn)).toBe(ref(gfn));
+    }
+  });
+});
+
+describe("S1 fault-in, legacy direct MMU", () => {
+  for (const before of [false, true]) {
+    it(`4K, prefetch off, allocTranslationForDirect=${before}: 262144 faults, 515 pages all counted in n_used`, () => {
+      const vm = legacyVm(
+        { prefetch: false, allocTranslationForDirect: before, selfCheckGfns: true },
+        "4k",
+      );
+      const vcpu = vm.createVcpu();
+      for (let gfn = 0; gfn < GUEST_PAGES; gfn++) vcpu.access(gfn * PAGE, {});
+      const s = vm.stats;
+      const sps = tablesFor(GUEST_PAGES, 1, 4);
+      expect(s.pf_fixed).toBe(GUEST_PAGES);
+      expect(s.pages_4k).toBe(GUEST_PAGES);
+      expect(s.spt_pages_live).toBe(sps);
+      expect(s.n_used_mmu_pages).toBe(sps); // legacy pages, root included, are all accounted
+      expect(s.mmu_cache_miss).toBe(sps); // every page came from a hash miss
+      expect(s.tdp_mmu_pages).toBe(0);
+      expect(s.mmu_data_pages_live).toBe(before ? 2 * sps : sps);
+      expect(s.remote_tlb_flush).toBe(0);
+      expect(s.n_max_mmu_pages).toBe(Math.floor(GUEST_PAGES / 50)); // 5242: no reclaim needed
+      expect(vm.audit()).toEqual([]);
+    });
+  }
+
+  it("4K, prefetch on: one fault per aligned group of PTE_PREFETCH_NUM = 8", () => {
+    const vm = legacyVm({}, "4k");
+    const vcpu = vm.createVcpu();
+    for (let gfn = 0; gfn < GUEST_PAGES; gfn++) vcpu.access(gfn * PAGE, {});
+    const s = vm.stats;
+    expect(s.pf_fixed).toBe(GUEST_PAGES / 8);
+    expect(s.pages_4k).toBe(GUEST_PAGES);
+    expect(s.spt_pages_live).toBe(tablesFor(GUEST_PAGES, 1, 4));
+    expect(vm.audit()).toEqual([]);
+  });
+
+  it("2M THP: 512 faults, 512 non-empty level-2 rmap heads, 3 pages", () => {
+    const vm = legacyVm({}, "thp");
+    const vcpu = vm.createVcpu();
+    for (let gfn = 0; gfn < GUEST_PAGES; gfn++) vcpu.access(gfn * PAGE, {});
+    const s = vm.stats;
+    const leaves = GUEST_PAGES / pagesPerEntry(2);
+    expect(s.pf_fixed).toBe(leaves);
+    expect(s.pages_2m).toBe(leaves);
+    const rmap = (vm.memslots.get(0)!.arch as SlotArch).rmap!;
+    expect(rmap.heads[1].filter((h) => h !== 0).length).toBe(leaves);
+    expect(rmap.heads[0].filter((h) => h !== 0).length).toBe(0);
+    // rmap head counts per level (spec §15: 262144 + 512 + 1 = 262657)
+    expect(rmap.heads[0].length + rmap.heads[1].length + rmap.heads[2].length).toBe(
+      GUEST_PAGES + GUEST_PAGES / 512 + 1,
+    );
+    const sps = tablesFor(GUEST_PAGES, 2, 4);
+    expect([s.spt_pages_live, s.n_used_mmu_pages, s.mmu_cache_miss]).toEqual([sps, sps, sps]);
+    expect(vm.audit()).toEqual([]);
+  });
+});
+
+describe("S9 reclaim order: KVM_SET_NR_MMU_PAGES 64, one touch per 2M region", () => {
+  it("zaps 21 oldest non-root pages at fault 58 and again at fault 77", () => {
+    const vm = legacyVm({ prefetch: false }, "4k");
+    const mmu = vm.tdp!;
+    expect(() => mmu.setNrMmuPages(63)).toThrow(/nrMmuPages/);
+    mmu.setNrMmuPages(64);
+    const vcpu = vm.createVcpu();
+    const s = vm.stats;
+    const MIN_FREE = 5;
+    const REFILL = 25;
+    const touch = (k: number) => vcpu.access(k * 512 * PAGE, {}); // k-th 2M region, k from 0
+    // Root + L3 + L2 + one PT per region: n_used = 3 + k until available drops below 5.
+    let k = 0;
+    while (64 - (3 + k) >= MIN_FREE) {
+      touch(k);
+      k++;
+      expect(s.n_used_mmu_pages).toBe(3 + k);
+    }
+    expect(k).toBe(57);
+    expect(vm.audit()).toEqual([]);
+    // Fault 58: available 4 → zap 25 − 4 = 21 from the tail (L3, L2, PT0..PT18), one flush.
+    const zap = REFILL - (64 - s.n_used_mmu_pages);
+    touch(k++);
+    expect(s.mmu_recycled).toBe(zap);
+    expect(s.remote_tlb_flush).toBe(1);
+    // PT0..PT18 lost their leaf; PT19..PT56 survive as orphans with theirs; PT57 + L3 + L2 new.
+    expect(s.pages_4k).toBe(58 - (zap - 2));
+    expect(s.n_used_mmu_pages).toBe(60 - zap + 3);
+    expect(s.mmu_cache_miss).toBe(1 + 3 * 1 + 56 + 3); // root, first L3/L2/PT0, PT1..PT56, L3/L2/PT57
+    expect(mmu.legacy!.orphanCount()).toBe(57 - (zap - 2));
+    expect(vm.audit()).toEqual([]);
+    // Faults 59..76 add one PT each until n_used is 60 again; fault 77 zaps PT19..PT39.
+    while (s.n_used_mmu_pages < 60) touch(k++);
+    expect(k).toBe(76);
+    touch(k++);
+    expect(s.mmu_recycled).toBe(2 * zap);
+    expect(s.remote_tlb_flush).toBe(2);
+    expect(mmu.legacy!.orphanCount()).toBe(57 - (zap - 2) - zap);
+    expect(vm.audit()).toEqual([]);
+  });
+});
