@@ -1,0 +1,92 @@
+/**
+ * Composing page-table views for notebooks: several trees side by side (a guest tree beside its
+ * TDP tree) and "what changed" between two snapshots of the same trees. The renderer and the
+ * static HTML fallback draw the `before` trees as a diff.
+ */
+import { pagetableBundle } from "./display/bundle";
+import {
+  JUPYTER_DISPLAY,
+  type MimeBundle,
+  type PagetablePayload,
+  type Tree,
+} from "./display/types";
+import { InvalidArgumentError } from "./errors";
+
+/** Anything that carries a pagetable payload: a guest snapshot, a TDP view, or a payload. */
+export type PagetableSource =
+  | PagetablePayload
+  | { readonly payload: PagetablePayload }
+  | { payload(): PagetablePayload };
+
+function payloadOf(src: PagetableSource, name: string): PagetablePayload {
+  const p =
+    typeof (src as { payload?: unknown }).payload === "function"
+      ? (src as { payload(): PagetablePayload }).payload()
+      : ((src as { payload?: PagetablePayload }).payload ?? src);
+  if (p === null || typeof p !== "object" || (p as PagetablePayload).kind !== "pagetable") {
+    throw new InvalidArgumentError(
+      name,
+      src,
+      "a page-table snapshot (builder.snapshot(), vm.tdp.snapshot()) or a pagetable payload",
+    );
+  }
+  return p as PagetablePayload;
+}
+
+function treesOf(sources: readonly PagetableSource[], name: string): Tree[] {
+  const trees = sources.flatMap((s, i) => payloadOf(s, `${name}[${i}]`).trees);
+  if (trees.length === 0 || trees.length > 4) {
+    throw new InvalidArgumentError(`${name}`, trees.length, "1 to 4 trees in all");
+  }
+  return trees;
+}
+
+/** A displayable page-table view: one or more trees, optionally with the trees they were before. */
+export class PagetableView {
+  readonly payload: PagetablePayload;
+  constructor(payload: PagetablePayload) {
+    this.payload = payload;
+  }
+  [JUPYTER_DISPLAY](): MimeBundle {
+    return pagetableBundle(this.payload);
+  }
+}
+
+/**
+ * Shows the trees of `sources` side by side, e.g. `sideBySide(tables.snapshot(), vm.tdp.snapshot())`.
+ * @throws InvalidArgumentError for a value that is not a snapshot, or more than 4 trees.
+ */
+export function sideBySide(...sources: PagetableSource[]): PagetableView {
+  const trees = treesOf(sources, "sources");
+  const titles = sources.map((s) => payloadOf(s, "sources").title).filter((t) => t !== undefined);
+  const truncated = sources.some((s) => payloadOf(s, "sources").truncated === true);
+  const payload: PagetablePayload = { version: 1, kind: "pagetable", trees };
+  if (titles.length > 0) payload.title = titles.join(" | ");
+  if (truncated) payload.truncated = true;
+  return new PagetableView(payload);
+}
+
+/**
+ * What changed from `before` to `after` (snapshots of the same trees, in the same order): the
+ * view shows `after` and marks the entries that differ from `before`.
+ * @throws InvalidArgumentError when the two do not hold the same kinds of trees.
+ */
+export function changes(
+  before: PagetableSource | PagetableSource[],
+  after: PagetableSource | PagetableSource[],
+  title?: string,
+): PagetableView {
+  const b = treesOf(Array.isArray(before) ? before : [before], "before");
+  const a = treesOf(Array.isArray(after) ? after : [after], "after");
+  const shape = (ts: Tree[]) => ts.map((t) => `${t.kind}/${t.format}`).join(", ");
+  if (shape(a) !== shape(b)) {
+    throw new InvalidArgumentError(
+      "before",
+      shape(b),
+      `snapshots of the same trees as after (${shape(a)})`,
+    );
+  }
+  const payload: PagetablePayload = { version: 1, kind: "pagetable", trees: a, before: b };
+  if (title !== undefined) payload.title = title;
+  return new PagetableView(payload);
+}
