@@ -193,6 +193,30 @@ describe("KernelHandler", () => {
     expect(only(out, "execute_reply").content.status).toBe("ok");
   });
 
+  it("a core object (walk result) is an execute_result carrying the walk MIME type, validated", async () => {
+    const out = await exec(
+      'import { createVm, GuestPageTableBuilder } from "@mmulab/core";\n' +
+        "const vm = createVm({ maxPhysAddrBits: 46 });\n" +
+        "vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 1 << 30, flags: 0 });\n" +
+        'const b = new GuestPageTableBuilder(vm, { mode: "4-level", poolBase: 0x100000, poolSize: 0x100000 });\n' +
+        "b.map(0x400000, 0x200000, 0x1000, { writable: true, user: true });\n" +
+        "const vcpu = vm.createVcpu();\n" +
+        "vcpu.setSregs(b.sregs({ nx: true }));\n" +
+        "vcpu.walk(0x400000)",
+    );
+    expect(only(out, "execute_reply").content.status).toBe("ok");
+    const data = only(out, "execute_result").content.data as Record<string, unknown>;
+    expect(Object.keys(data).sort()).toEqual([
+      "application/vnd.mmulab.walk+json",
+      "text/html",
+      "text/plain",
+    ]);
+    const walk = data["application/vnd.mmulab.walk+json"] as { gva: string; levels: unknown[] };
+    // 4-level paging walks PML4, PDPT, PD, PT for a 4 KiB mapping.
+    expect(walk.gva).toBe("0x400000");
+    expect(walk.levels).toHaveLength(4);
+  });
+
   it("a payload failing the schema is a clear error in the cell and nothing is displayed", async () => {
     const out = await exec(
       'import { display } from "@mmulab/kernel";\n' +
