@@ -225,6 +225,9 @@ export class TdpStage2 implements Stage2 {
           return sptePfn(lo, tdp.lastHi) + (level === 1 ? 0 : gfn % GFN_SPAN[level]!);
         }
       }
+      // The guest walker's table accesses count as writes (EPT A/D); in a read-only slot it
+      // reads the table and sets no A/D, as the memslot-only machine does.
+      if (write && !final && this.slots.gfnToSlot(gfn)?.readonly === true) write = false;
       // EPT violation error code (handle_ept_violation): reads report USER.
       let err = write ? PFERR_WRITE_MASK : fetch ? PFERR_FETCH_MASK : PFERR_USER_MASK;
       if (isMmioSpte(lo)) err |= PFERR_RSVD_MASK;

@@ -3,6 +3,8 @@
  * invalidations and memslot changes; and it reports deliberately corrupted state.
  */
 import { describe, expect, it } from "vitest";
+import type { SlotArch } from "../src/lpage";
+import { pteListAdd } from "../src/rmap";
 import { pfnHi, pfnLo, SPTE_HI_HOST_WRITABLE } from "../src/spte";
 import { GfnSelfCheckError } from "../src/tdp_mmu";
 import { createVm } from "../src/vm";
@@ -229,5 +231,45 @@ describe("vm.audit() reports corrupted state", () => {
     mmu.store.translation[sp]![idx] = 0x777;
     expect(vm.audit().join("\n")).toMatch(/stored gfn 0x777 differs from formula 0x5/);
     expect(() => mmu.zapGfnRange(5, 6)).toThrow(GfnSelfCheckError);
+  });
+});
+
+describe("vm.audit() reports corrupted legacy-MMU state", () => {
+  function legacyPopulated() {
+    const vm = createVm({ features: { mmuFlavor: "legacy_direct", prefetch: false } });
+    vm.setUserMemoryRegion({
+      slot: 0,
+      guestPhysAddr: 0,
+      memorySize: 4 * MIB,
+      flags: 0,
+      backing: "4k",
+    });
+    const vcpu = vm.createVcpu();
+    for (let off = 0; off < 4 * MIB; off += PAGE) vcpu.access(off, {});
+    expect(vm.audit()).toEqual([]);
+    const rmap = (vm.memslots.get(0)!.arch as SlotArch).rmap!;
+    return { vm, legacy: vm.tdp!.legacy!, rmap };
+  }
+
+  it("a leaf missing from its rmap head", () => {
+    const { vm, rmap } = legacyPopulated();
+    rmap.heads[0][9] = 0;
+    expect(vm.audit().join("\n")).toMatch(/leaf for gfn 0x9 is on rmap none, expected 0\/1\/9/);
+  });
+
+  it("an rmap entry that points at no leaf", () => {
+    const { vm, legacy, rmap } = legacyPopulated();
+    pteListAdd(legacy.rmapPool, rmap.heads[0], 700, 300); // root sp 0, entry 300: not a leaf
+    expect(vm.audit().join("\n")).toMatch(/rmap 0\/1\/700 holds sptep/);
+  });
+
+  it("n_used_mmu_pages drift and a page missing from the hash", () => {
+    const { vm, legacy } = legacyPopulated();
+    vm.stats.n_used_mmu_pages--;
+    const sp = legacy.listHead;
+    legacy.hash.fill(-1);
+    const report = vm.audit().join("\n");
+    expect(report).toMatch(/gauge n_used_mmu_pages/);
+    expect(report).toMatch(new RegExp(`sp ${sp} .*missing from its hash bucket`));
   });
 });

@@ -206,3 +206,17 @@ describe("MMIO sptes and read-only slots", () => {
     expect(vm.audit()).toEqual([]);
   });
 });
+
+describe("guest page tables in a read-only slot", () => {
+  it("the walker's table reads map read-only (no MMIO exit), data writes there exit", () => {
+    const vm = createVm();
+    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 2 * MIB, flags: 2 });
+    const mmu = vm.tdp!;
+    // A walker table access is a write with final = false (PFERR_GUEST_PAGE).
+    const hvfn = mmu.translate(null, 0x3000, 0x2, false);
+    expect(hvfn).toBeGreaterThan(0);
+    expect(mmu.writable).toBe(false);
+    expect(mmu.translate(null, 0x3000, 0x2, true)).toBe(-1);
+    expect(vm.audit()).toEqual([]);
+  });
+});
