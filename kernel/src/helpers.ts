@@ -216,9 +216,32 @@ export function spteLevelFigure(
   };
 }
 
-/** Plots {@link spteLevelFigure}. */
-export function plotSpteLevels(steps: ReadonlyArray<SpteStep>, title?: string): void {
-  plot(spteLevelFigure(steps, title));
+/**
+ * Records spte counts step by step. `vm.stats` is live (it keeps changing), so each
+ * {@link SpteSeries.record} copies pages_4k/2m/1g at the time of the call.
+ *
+ * ```ts
+ * const series = new SpteSeries();
+ * series.record("boot", vm.stats);
+ * // ... faults, dirty logging, zaps ...
+ * series.record("after dirty-log", vm.stats);
+ * plotSpteLevels(series);
+ * ```
+ */
+export class SpteSeries {
+  readonly steps: (SpteLevelCounts & { label: string | number })[] = [];
+
+  /** Copies the counts of `source` (stats, or anything with `stat`/`stats` holding them). */
+  record(label: string | number, source: SpteStep | { stats: SpteLevelCounts }): this {
+    const c = countsOf(source as SpteStep, this.steps.length);
+    this.steps.push({ label, pages_4k: c.pages_4k, pages_2m: c.pages_2m, pages_1g: c.pages_1g });
+    return this;
+  }
+}
+
+/** Plots {@link spteLevelFigure} of an array of steps or a {@link SpteSeries}. */
+export function plotSpteLevels(steps: ReadonlyArray<SpteStep> | SpteSeries, title?: string): void {
+  plot(spteLevelFigure(steps instanceof SpteSeries ? steps.steps : steps, title));
 }
 
 /** Thrown by {@link Progress.update} after the user interrupted the kernel. */

@@ -18,6 +18,7 @@ export {
   plotSpteLevels,
   progress,
   type SpteLevelCounts,
+  SpteSeries,
   type SpteStep,
   spteLevelFigure,
 } from "./helpers";

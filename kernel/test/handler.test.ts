@@ -328,3 +328,23 @@ describe("cursor conversion", () => {
     expect(codePointToUtf16(s, 3)).toBe(4);
   });
 });
+
+describe("SpteSeries", () => {
+  it("copies the counts at record time, so a live stats object can be recorded repeatedly", async () => {
+    const { SpteSeries, spteLevelFigure } = await import("../src/helpers");
+    const live = { pages_4k: 1, pages_2m: 0, pages_1g: 0 };
+    const series = new SpteSeries().record("a", live);
+    live.pages_4k = 512;
+    live.pages_2m = 3;
+    series.record("b", { stats: live });
+    const fig = spteLevelFigure(series.steps);
+    expect(fig.data.map((t) => [t.name, t.x, t.y])).toEqual([
+      ["pages_4k", ["a", "b"], [1, 512]],
+      ["pages_2m", ["a", "b"], [0, 3]],
+      ["pages_1g", ["a", "b"], [0, 0]],
+    ]);
+    expect(() => series.record("c", { pages_4k: -1, pages_2m: 0, pages_1g: 0 })).toThrow(
+      "steps[2].pages_4k must be a non-negative integer count, got -1",
+    );
+  });
+});
