@@ -327,14 +327,36 @@ export function describeFlags(f) {
   return FLAG_NAMES.filter((_, i) => (f >>> i) & 1).join(" ") || "(none)";
 }
 
-/** Count legal cases for a MAXPHYADDR (19,169,280 at 46). */
+/** Flags that ac_test_legal() looks at; every other free flag doubles the count. */
+const LEGALITY_FLAGS = [
+  "cr4.smep",
+  "fetch",
+  "write",
+  "cr4.pke",
+  "pkru.ad",
+  "pkru.wd",
+  "pde.pse",
+  "pde.13",
+  "pde.51",
+  "pde.36",
+  "pte.51",
+  "pte.36",
+  "efer.nx",
+  "pde.nx",
+  "pte.nx",
+];
+
+/**
+ * Count legal cases for a MAXPHYADDR (19,169,280 at 46): enumerate the flags the legality rule
+ * reads and multiply by 2^(other free flags). The full-space script cross-checks this number
+ * against the cases it actually ran.
+ */
 export function countLegal(maxPhysAddrBits = 46) {
-  const pos = freeBits(maxPhysAddrBits);
-  const dep = makeDeposit(pos);
-  const n = 2 ** pos.length;
+  const free = freeBits(maxPhysAddrBits);
+  const rel = free.filter((b) => LEGALITY_FLAGS.includes(FLAG_NAMES[b]));
   let c = 0;
-  for (let r = 0; r < n; r++) if (isLegal(dep(r))) c++;
-  return c;
+  for (let r = 0; r < 2 ** rel.length; r++) if (isLegal(deposit(r, rel))) c++;
+  return c * 2 ** (free.length - rel.length);
 }
 
 /** Small seeded PRNG (xorshift32). */

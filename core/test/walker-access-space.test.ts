@@ -38,6 +38,35 @@ describe("access.c test space", () => {
     }, 120_000);
   }
 
+  for (const levels of [4, 5]) {
+    it(`${levels}-level at MAXPHYADDR 36: bit 36 is reserved too (50,000 seeded cases)`, () => {
+      const run = space.makeHarness(createVm, levels, 36);
+      const pos = space.freeBits(36);
+      expect(pos).toContain(space.FLAG_NAMES.indexOf("pte.36"));
+      const dep = space.makeDeposit(pos);
+      const n = 2 ** pos.length;
+      const rnd = space.xorshift32(SEED + 36 + levels);
+      const failures: string[] = [];
+      let cases = 0;
+      let withBit36 = 0;
+      while (cases < 50_000) {
+        const f = dep(rnd() % n);
+        if (!space.isLegal(f)) continue;
+        cases++;
+        if (
+          f &
+          ((1 << space.FLAG_NAMES.indexOf("pte.36")) | (1 << space.FLAG_NAMES.indexOf("pde.36")))
+        )
+          withBit36++;
+        const err = run(f);
+        if (err !== null && failures.length < 10)
+          failures.push(`[${space.describeFlags(f)}] ${err}`);
+      }
+      expect(failures).toEqual([]);
+      expect(withBit36).toBeGreaterThan(1000);
+    }, 120_000);
+  }
+
   it("the harness notices a wrong walker (error code without PK)", () => {
     // Guard against a harness that cannot fail: wrap access() to drop PFERR_PK and expect mismatches.
     const broken = (opts: Parameters<typeof createVm>[0]) => {
