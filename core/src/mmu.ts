@@ -299,6 +299,8 @@ export class TdpStage2 implements Stage2 {
    * by the host mapping level.
    */
   maxMappingLevel(slot: MemSlot, gfn: number, maxLevel: number): number {
+    // 4K host pages cap the result at 1 whatever lpage_info says: skip the lookups.
+    if (slot.backing === "4k") return 1;
     const arch = slotArch(slot);
     for (; maxLevel > 1; maxLevel--) {
       if (arch.disallowLpage(slot, gfn, maxLevel) === 0) break;
