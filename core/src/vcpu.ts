@@ -81,7 +81,8 @@ export interface AccessOptions {
   user?: boolean;
   /**
    * An implicit supervisor access (descriptor tables, ...): SMAP applies regardless of
-   * RFLAGS.AC. Requires `user` false.
+   * RFLAGS.AC. Requires `user` false. A supervisor access (`user: false`) made while the CPL is
+   * 3 is always implicit.
    */
   implicit?: boolean;
 }
@@ -450,11 +451,13 @@ export class Vcpu implements WalkerEnv {
         opts,
         "implicit accesses are supervisor accesses (user must be false)",
       );
+    // A supervisor-mode access made while CPL = 3 is implicit by definition (SDM vol. 3 §4.6).
+    const implicit = opts.implicit === true || (!user && this.cpl === 3);
     return (
       (opts.write ? PFERR_WRITE_MASK : 0) |
       (opts.fetch ? PFERR_FETCH_MASK : 0) |
       (user ? PFERR_USER_MASK : 0) |
-      (opts.implicit ? PFERR_IMPLICIT_ACCESS : 0)
+      (implicit ? PFERR_IMPLICIT_ACCESS : 0)
     );
   }
 

@@ -85,6 +85,18 @@ describe("SMAP (CR4.SMAP, RFLAGS.AC, implicit supervisor accesses)", () => {
     });
     expect(vcpu.access(0x400000)).toEqual({ fault: false, gpa: 0x200000 }); // default: user at CPL 3
   });
+  it("a supervisor access at CPL 3 is implicit even without the flag (AC does not lift SMAP)", () => {
+    const { vcpu } = setup();
+    vcpu.setRflags(AC | 2);
+    vcpu.setCpl(3);
+    expect(vcpu.access(0x400000, { user: false })).toEqual({
+      fault: true,
+      vector: 14,
+      errorCode: 0x1,
+    });
+    vcpu.setCpl(0);
+    expect(vcpu.access(0x400000, { user: false })).toEqual({ fault: false, gpa: 0x200000 });
+  });
   it("does not apply to user accesses, supervisor pages or instruction fetches", () => {
     const { vcpu } = setup();
     expect(vcpu.access(0x400000, { user: true })).toEqual({ fault: false, gpa: 0x200000 });
