@@ -369,29 +369,35 @@ describe("access API edges", () => {
     vcpu.setSregs({ cr0: CR0_PE });
     expect(vcpu.access(0x123456)).toEqual({ fault: false, gpa: 0x123456 });
   });
-  it("A/D are not written into page tables in a read-only slot, and the walk still succeeds", () => {
-    // mmu "none": the bare walker (FNAME(update_accessed_dirty_bits) skips !pte_writable levels).
-    const vm = createVm({ mmu: "none" });
-    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 16 * MiB, flags: 0 });
-    vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: 16 * MiB, memorySize: MiB, flags: 0 });
-    const b = new GuestPageTableBuilder(vm, { mode: "4-level", poolBase: 16 * MiB, poolSize: MiB });
-    b.map(0x400000, 0x100000, 0x1000);
-    const pte = b.entryAddress(0x400000, 1)!;
-    const before = vm.readPhys64(pte);
-    // Re-create slot 1 read-only over the same host memory: the tables stay (data lives at the hva).
-    const hva = vm.memslots.get(1)!.userspaceAddr;
-    vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: 16 * MiB, memorySize: 0, flags: 0 });
-    vm.setUserMemoryRegion({
-      slot: 1,
-      guestPhysAddr: 16 * MiB,
-      memorySize: MiB,
-      flags: 2,
-      userspaceAddr: hva,
+  for (const mmu of ["none", "tdp"] as const) {
+    it(`A/D are not written into page tables in a read-only slot, and the walk still succeeds (mmu ${mmu})`, () => {
+      // FNAME(update_accessed_dirty_bits) skips levels whose table is not writable.
+      const vm = createVm({ mmu });
+      vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 16 * MiB, flags: 0 });
+      vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: 16 * MiB, memorySize: MiB, flags: 0 });
+      const b = new GuestPageTableBuilder(vm, {
+        mode: "4-level",
+        poolBase: 16 * MiB,
+        poolSize: MiB,
+      });
+      b.map(0x400000, 0x100000, 0x1000);
+      const pte = b.entryAddress(0x400000, 1)!;
+      const before = vm.readPhys64(pte);
+      // Re-create slot 1 read-only over the same host memory: the tables stay (data lives at the hva).
+      const hva = vm.memslots.get(1)!.userspaceAddr;
+      vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: 16 * MiB, memorySize: 0, flags: 0 });
+      vm.setUserMemoryRegion({
+        slot: 1,
+        guestPhysAddr: 16 * MiB,
+        memorySize: MiB,
+        flags: 2,
+        userspaceAddr: hva,
+      });
+      const vcpu = vm.createVcpu();
+      vcpu.setSregs({ cr0: CR0_PE | CR0_PG, cr3: b.root, cr4: CR4_PAE, efer: EFER_LME });
+      expect(vcpu.access(0x400000, { write: true })).toEqual({ fault: false, gpa: 0x100000 });
+      expect(vm.readPhys64(pte)).toBe(before); // no A, no D written back
+      expect(before & 0x60n).toBe(0n);
     });
-    const vcpu = vm.createVcpu();
-    vcpu.setSregs({ cr0: CR0_PE | CR0_PG, cr3: b.root, cr4: CR4_PAE, efer: EFER_LME });
-    expect(vcpu.access(0x400000, { write: true })).toEqual({ fault: false, gpa: 0x100000 });
-    expect(vm.readPhys64(pte)).toBe(before); // no A, no D written back
-    expect(before & 0x60n).toBe(0n);
-  });
+  }
 });
