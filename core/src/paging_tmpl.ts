@@ -105,9 +105,9 @@ export class GuestWalker {
   readonly tableGfn: Float64Array = new Float64Array(5);
   readonly pteGpa: Float64Array = new Float64Array(5);
   readonly pteIndex: Uint16Array = new Uint16Array(5);
+  /** Low word of entries this walk changed, before the A/D write-back (valid where aSet|dSet). */
   readonly beforeLo: Uint32Array = new Uint32Array(5);
-  readonly beforeHi: Uint32Array = new Uint32Array(5);
-  /** Entry values after the A/D update. */
+  /** Entry values as read, updated by the A/D write-back (high words never change). */
   readonly ptesLo: Uint32Array = new Uint32Array(5);
   readonly ptesHi: Uint32Array = new Uint32Array(5);
   /** Host frame of each table, and whether it is writable (read-only slots get no A/D). */
@@ -198,8 +198,8 @@ export function walkAddrGeneric(
     w.tableGfn[2] = Math.floor(mmu.pdptGpa / 4096);
     w.pteGpa[2] = mmu.pdptGpa + i * 8;
     w.pteIndex[2] = i;
-    w.beforeLo[2] = w.ptesLo[2] = pteLo;
-    w.beforeHi[2] = w.ptesHi[2] = pteHi;
+    w.ptesLo[2] = pteLo;
+    w.ptesHi[2] = pteHi;
     if ((pteLo & PT_PRESENT_MASK) === 0) {
       w.level = 3;
       w.maxLevel = 3;
@@ -239,7 +239,7 @@ export function walkAddrGeneric(
     const hvfn = env.translate(tableGfn * 4096, nestedAccess, false);
     if (hvfn < 0) {
       // No memslot behind the table: KVM's walker fails with a not-present #PF.
-      w.beforeLo[li] = w.beforeHi[li] = w.ptesLo[li] = w.ptesHi[li] = 0;
+      w.ptesLo[li] = w.ptesHi[li] = 0;
       w.level = level;
       w.failure = WALK_NO_TABLE;
       return walkError(w, mmu, errcode, writeFault, userFault, fetchFault);
@@ -256,8 +256,8 @@ export function walkAddrGeneric(
       pteHi = wide ? slab[wi + (offset >>> 2) + 1]! : 0;
     }
     w.gpteReads++;
-    w.beforeLo[li] = w.ptesLo[li] = pteLo;
-    w.beforeHi[li] = w.ptesHi[li] = pteHi;
+    w.ptesLo[li] = pteLo;
+    w.ptesHi[li] = pteHi;
 
     // NX inverted into the P position (bit 0 = exec) so all rights combine by AND.
     pteAccess = ptAccess & ((pteLo & 7) ^ (pteHi >>> 31));
@@ -352,6 +352,7 @@ function updateAccessedDirtyBits(w: GuestWalker, env: WalkerEnv, write: boolean)
     if (!mem.cmpxchg32(w.tableHvfn[li]!, offset, orig, pte)) continue;
     w.gpteAdWrites++;
     env.markPageDirty(w.tableGfn[li]!);
+    w.beforeLo[li] = orig;
     w.ptesLo[li] = pte;
     if ((pte & PT_ACCESSED_MASK) !== (orig & PT_ACCESSED_MASK)) w.aSet |= 1 << li;
     if ((pte & PT_DIRTY_MASK) !== (orig & PT_DIRTY_MASK)) w.dSet |= 1 << li;
@@ -480,7 +481,9 @@ export class WalkResult {
           tableGfn: w.tableGfn[li]!,
           index: w.pteIndex[li]!,
           pteGpa: w.pteGpa[li]!,
-          before: (BigInt(wide ? w.beforeHi[li]! : 0) << 32n) | BigInt(w.beforeLo[li]!),
+          before:
+            (BigInt(wide ? w.ptesHi[li]! : 0) << 32n) |
+            BigInt(((w.aSet | w.dSet) >>> li) & 1 ? w.beforeLo[li]! : w.ptesLo[li]!),
           after: (BigInt(wide ? w.ptesHi[li]! : 0) << 32n) | BigInt(w.ptesLo[li]!),
           aSet: ((w.aSet >>> li) & 1) === 1,
           dSet: ((w.dSet >>> li) & 1) === 1,

@@ -59,11 +59,14 @@ export interface Stage2 {
 export class MemslotStage2 implements Stage2 {
   readonly name: string = "none";
   writable = false;
-  constructor(protected readonly vm: Vm) {}
+  private readonly slots: MemSlots;
+  constructor(protected readonly vm: Vm) {
+    this.slots = vm.memslots;
+  }
 
   translate(_vcpu: Vcpu | null, gpa: number, pfec: number, _final: boolean): number {
     const gfn = Math.floor(gpa / PAGE_SIZE);
-    const slot = this.vm.memslots.gfnToSlot(gfn);
+    const slot = this.slots.gfnToSlot(gfn);
     if (slot === undefined) return STAGE2_MMIO;
     const ro = (slot.flags & KVM_MEM_READONLY) !== 0;
     if (ro && (pfec & PFERR_WRITE_MASK) !== 0 && _final) return STAGE2_MMIO;
