@@ -75,13 +75,28 @@ export function toCellError(thrown: unknown): { error: CellError; interrupted: b
   };
 }
 
-/** Formats TypeScript diagnostics with 1-based line:column in the cell. */
-export function diagnosticsError(result: ConvertResult): CellError {
-  const lines = result.diagnostics.map((d) => {
+/**
+ * Formats TypeScript diagnostics with 1-based line:column in the cell. The evalue is the first
+ * diagnostic; the traceback lists each one followed by its source line and a caret under the
+ * column (diagnostics in other files, e.g. a module the cell imports, have no source line here).
+ */
+export function diagnosticsError(result: ConvertResult, code = ""): CellError {
+  const source = code.split("\n");
+  const heads: string[] = [];
+  const traceback: string[] = [];
+  for (const d of result.diagnostics) {
     const where = `${d.fileName ? `${d.fileName} ` : ""}${d.start.line + 1}:${d.start.character + 1}`;
-    return `${where} - error TS${d.code}: ${d.messageText}`;
-  });
-  return { ename: COMPILE_ERROR, evalue: lines[0] ?? "compile error", traceback: lines };
+    const head = `${where} - error TS${d.code}: ${d.messageText}`;
+    heads.push(head);
+    traceback.push(head);
+    const line = d.fileName ? undefined : source[d.start.line];
+    if (line !== undefined) {
+      const width =
+        d.end.line === d.start.line ? Math.max(1, d.end.character - d.start.character) : 1;
+      traceback.push(`    ${line}`, `    ${" ".repeat(d.start.character)}${"^".repeat(width)}`);
+    }
+  }
+  return { ename: COMPILE_ERROR, evalue: heads[0] ?? "compile error", traceback };
 }
 
 /** Result of a completion request in cell coordinates. */
@@ -159,7 +174,7 @@ export class Engine {
     if (!ok) {
       if (thrown !== undefined) return { ok: false, ...toCellError(thrown.thrown) };
       if (converted !== undefined && converted.diagnostics.length > 0) {
-        return { ok: false, error: diagnosticsError(converted), interrupted: false };
+        return { ok: false, error: diagnosticsError(converted, code), interrupted: false };
       }
       return {
         ok: false,

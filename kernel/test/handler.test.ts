@@ -131,6 +131,11 @@ describe("KernelHandler", () => {
     };
     expect(err.ename).toBe("TSCompileError");
     expect(err.evalue).toContain(`2:${column} - error TS2322`);
+    // the traceback shows the line and a caret under `wrong` (5 characters)
+    expect(err.traceback.slice(1, 3)).toEqual([
+      `    ${code.split("\n")[1]}`,
+      `    ${" ".repeat(column - 1)}^^^^^`,
+    ]);
     const reply = only(out, "execute_reply").content;
     expect(reply.status).toBe("error");
     expect(reply.ename).toBe("TSCompileError");
