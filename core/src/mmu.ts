@@ -61,7 +61,7 @@ export interface MmuFeatures {
   allocTranslationForDirect?: boolean;
   /** Store gfns for direct pages too (uncounted) and check the formula on every removal. */
   selfCheckGfns?: boolean;
-  /** TDP root level: 4 (default) or 5. */
+  /** TDP root level: 4 or 5 (default: 5 only when maxPhysAddrBits > 48, as kvm_mmu_get_tdp_level). */
   tdpLevels?: 4 | 5;
   /** MMU flavour: "tdp_mmu" (default) or "legacy_direct" (the rmap/hash MMU, `tdp_mmu=0`). */
   mmuFlavor?: "tdp_mmu" | "legacy_direct";
@@ -92,7 +92,8 @@ export function resolveMmuFeatures(
     if (typeof v !== "boolean") throw new InvalidArgumentError(`features.${k}`, v, "true or false");
     return v;
   };
-  const levels = f.tdpLevels ?? 4;
+  // kvm_mmu_get_tdp_level: 4-level EPT unless the guest MAXPHYADDR needs 5 levels.
+  const levels = f.tdpLevels ?? (maxPhysAddrBits > 48 ? 5 : 4);
   if (levels !== 4 && levels !== 5)
     throw new InvalidArgumentError("features.tdpLevels", levels, "4 or 5");
   if (levels === 4 && maxPhysAddrBits > 48) {
@@ -411,6 +412,7 @@ export class TdpStage2 implements Stage2 {
    * remote flush if anything was zapped. Returns whether it flushed.
    */
   zapGfnRange(start: number, end: number): boolean {
+    this.gfnRangeArgs(start, end);
     const flush = this.direct.zapLeafs(start, end);
     if (flush) this.flushRemoteTlbs();
     return flush;
@@ -426,7 +428,29 @@ export class TdpStage2 implements Stage2 {
 
   /** Zap the single leaf mapping `gfn` (atomic zap + its own flush). Returns leaves zapped. */
   zapSpte(gfn: number): number {
+    this.gfnRangeArgs(gfn, gfn + 1);
     return this.direct.zapSpte(gfn);
+  }
+
+  /** Validate a gfn range [start, end) against MAXPHYADDR; throws before anything changes. */
+  private gfnRangeArgs(start: number, end: number): void {
+    const limit = 2 ** (this.slots.maxPhysAddrBits - 12);
+    const ok = (v: unknown): v is number =>
+      typeof v === "number" && Number.isSafeInteger(v) && v >= 0 && v <= limit;
+    if (!ok(start) || start >= limit) {
+      throw new InvalidArgumentError(
+        "start",
+        start,
+        `a gfn (integer) in [0, 0x${limit.toString(16)}) (guest MAXPHYADDR ${this.slots.maxPhysAddrBits})`,
+      );
+    }
+    if (!ok(end) || end <= start) {
+      throw new InvalidArgumentError(
+        "end",
+        end,
+        `an exclusive end gfn in (start, 0x${limit.toString(16)}]`,
+      );
+    }
   }
 
   /** The TDP tree as a bounded, folded display.v1 snapshot (displayable in notebooks). */

@@ -220,3 +220,41 @@ describe("guest page tables in a read-only slot", () => {
     expect(vm.audit()).toEqual([]);
   });
 });
+
+describe("bad input to the zap entry points", () => {
+  it("names the bad value and leaves every mapping in place", () => {
+    const { vm, vcpu, mmu, s } = vmWith("4k", 2 * MIB);
+    touch(vcpu, 0, 2 * MIB);
+    const before = JSON.stringify(s);
+    expect(() => mmu.zapGfnRange(-1, 5)).toThrow(/invalid start: -1/);
+    expect(() => mmu.zapGfnRange(10, 10)).toThrow(/invalid end: 10/);
+    expect(() => mmu.zapGfnRange(0.5, 10)).toThrow(/invalid start/);
+    expect(() => mmu.mmuNotifierInvalidate(0, 2 ** 40)).toThrow(/invalid end/); // beyond MAXPHYADDR 46
+    expect(() => mmu.zapSpte(Number.NaN)).toThrow(/invalid start/);
+    expect(() => mmu.setNrMmuPages(10)).toThrow(/invalid nrMmuPages: 10/);
+    expect(() => createVm({ features: { tdpLevels: 3 as 4 } })).toThrow(/features.tdpLevels/);
+    expect(() => createVm({ features: { mmuFlavor: "shadow" as "tdp_mmu" } })).toThrow(
+      /features.mmuFlavor/,
+    );
+    expect(() => createVm({ maxPhysAddrBits: 52, features: { tdpLevels: 4 } })).toThrow(
+      /tdpLevels/,
+    );
+    expect(() => createVm({ mmu: "ept" as "tdp" })).toThrow(/invalid mmu/);
+    expect(JSON.stringify(s)).toBe(before);
+    expect(vm.audit()).toEqual([]);
+  });
+});
+
+describe("TDP level follows guest MAXPHYADDR (kvm_mmu_get_tdp_level)", () => {
+  it("4-level up to 48 bits, 5-level above", () => {
+    expect(createVm({ maxPhysAddrBits: 48 }).tdp!.rootLevel).toBe(4);
+    const vm = createVm({ maxPhysAddrBits: 52 });
+    expect(vm.tdp!.rootLevel).toBe(5);
+    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 2 ** 50, memorySize: 2 * MIB, flags: 0 });
+    const vcpu = vm.createVcpu();
+    // Non-paging guests cannot reach 2^50: map it through the stage 2 directly.
+    expect(vm.tdp!.translate(vcpu, 2 ** 50 + PAGE, 0, true)).toBeGreaterThan(0);
+    expect(vm.tdp!.walkGpa(2 ** 50 + PAGE).steps.map((x) => x.level)).toEqual([5, 4, 3, 2, 1]);
+    expect(vm.audit()).toEqual([]);
+  });
+});
