@@ -166,11 +166,12 @@ const DATA = 32 * 1024 * 1024;
 const TABLES = 33 * 1024 * 1024;
 
 /**
- * Build a harness over a VM made by `createVm` for `levels` (4 or 5). Returns run(flags) → null
+ * Build a harness over a VM made by `createVm` for `levels` (4 or 5), with the VM's default MMU
+ * unless `mmu` is given. Returns run(flags) → null
  * when the walker agrees with the oracle, or a string describing the first mismatch.
  */
-export function makeHarness(createVm, levels, maxPhysAddrBits = 46) {
-  const vm = createVm({ maxPhysAddrBits });
+export function makeHarness(createVm, levels, maxPhysAddrBits = 46, mmu = undefined) {
+  const vm = createVm(mmu === undefined ? { maxPhysAddrBits } : { maxPhysAddrBits, mmu });
   vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 64 * 1024 * 1024, flags: 0 });
   const idx = (l) => Number((GVA >> BigInt(12 + 9 * (l - 1))) & 511n);
   const pml5 = TABLES;

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Run the whole kvm-unit-tests access.c space (19,169,280 legal cases per paging mode at
 // MAXPHYADDR 46) against the built @mmulab/core, 4- and 5-level, and print timings.
-// Usage: node core/scripts/access-space.mjs [--levels 4|5|4,5] [--sample N --seed S] [--maxphyaddr B]
+// Usage: node core/scripts/access-space.mjs [--levels 4|5|4,5] [--sample N --seed S]
+//        [--maxphyaddr B] [--mmu none|tdp]
 // Build first: npm run build -w @mmulab/core
 import { createRequire } from "node:module";
 import {
@@ -26,13 +27,14 @@ const levelsList = String(opt("levels", "4,5")).split(",").map(Number);
 const sample = Number(opt("sample", "0"));
 const seed = Number(opt("seed", "2007"));
 const maxPhys = Number(opt("maxphyaddr", "46"));
+const mmu = opt("mmu", undefined); // default: the VM's default MMU
 
 const pos = freeBits(maxPhys);
 const dep = makeDeposit(pos);
 const space = 2 ** pos.length;
 let exitCode = 0;
 for (const levels of levelsList) {
-  const run = makeHarness(createVm, levels, maxPhys);
+  const run = makeHarness(createVm, levels, maxPhys, mmu);
   const t0 = process.hrtime.bigint();
   let cases = 0;
   let failures = 0;
@@ -62,7 +64,7 @@ for (const levels of levelsList) {
   }
   const secs = Number(process.hrtime.bigint() - t0) / 1e9;
   console.log(
-    `${levels}-level: ${cases} cases, ${failures} failures, ${secs.toFixed(1)} s (${(cases / secs / 1e3).toFixed(0)}k cases/s)`,
+    `${levels}-level${mmu ? ` (mmu ${mmu})` : ""}: ${cases} cases, ${failures} failures, ${secs.toFixed(1)} s (${(cases / secs / 1e3).toFixed(0)}k cases/s)`,
   );
   if (failures > 0) exitCode = 1;
   if (sample === 0 && cases !== countLegalCached()) {
