@@ -315,6 +315,7 @@ export class LegacyDirectMmu implements DirectMmu {
     spt[i * 2] = 0;
     spt[i * 2 + 1] = 0;
     s.parentSp[child] = -1;
+    s.unlinked();
   }
 
   /** `__link_shadow_page`: a present (large) leaf is dropped first with a flush. */

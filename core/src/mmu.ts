@@ -45,6 +45,7 @@ import {
   SPTE_HI_HOST_WRITABLE,
   SPTE_HI_MMU_WRITABLE,
   SPTE_MMU_PRESENT,
+  SPTE_PS,
   SPTE_R,
   SPTE_W,
   SPTE_X,
@@ -122,6 +123,9 @@ const KVM_MEMSLOT_PAGES_TO_MMU_PAGES_RATIO = 50;
 /** vCPU root slot used for stores not made by a vCPU. */
 const NO_VCPU = 0;
 const MAX_RETRIES = 8;
+/** Entries of the walk cache (direct-mapped by the low gfn bits). */
+const WALK_CACHE_SIZE = 1024;
+const WALK_CACHE_MASK = WALK_CACHE_SIZE - 1;
 
 /** The TDP MMU machine: EPT tables under the guest walk. */
 export class TdpStage2 implements Stage2 {
@@ -141,6 +145,13 @@ export class TdpStage2 implements Stage2 {
   mmuValidGen = 0;
   /** MMIO spte generation (low bits of the memslots generation). */
   mmioGen = 0;
+  // Walk cache (see translate): gfn, root, and the leaf's sp/index/level per slot.
+  private readonly wcGfn: Float64Array = new Float64Array(WALK_CACHE_SIZE).fill(-1);
+  private readonly wcRoot: Int32Array = new Int32Array(WALK_CACHE_SIZE);
+  private readonly wcSp: Int32Array = new Int32Array(WALK_CACHE_SIZE);
+  private readonly wcIdx: Int16Array = new Int16Array(WALK_CACHE_SIZE);
+  private readonly wcLevel: Uint8Array = new Uint8Array(WALK_CACHE_SIZE);
+  private wcEpoch = -1;
   /** Root per vCPU (index = vcpu.id + 1; index 0 for stores without a vCPU), -1 = none. */
   private vcpuRoot = new Int32Array(8).fill(-1);
   private readonly slots: MemSlots;
@@ -204,33 +215,61 @@ export class TdpStage2 implements Stage2 {
    */
   translate(vcpu: Vcpu | null, gpa: number, pfec: number, final: boolean): number {
     const gfn = Math.floor(gpa / PAGE_SIZE);
-    let write = (pfec & PFERR_WRITE_MASK) !== 0;
+    const write = (pfec & PFERR_WRITE_MASK) !== 0;
     const fetch = (pfec & PFERR_FETCH_MASK) !== 0;
     const tdp = this.direct;
+    const store = this.store;
+    // Walk cache: the leaf entry last found for this gfn under this root, re-read on every hit.
+    // Valid while no table was unlinked or freed (topologyEpoch), so a hit is exactly what the
+    // full walk would find; it is a simulator accelerator, not a model of the CPU's TLB.
+    if (store.topologyEpoch !== this.wcEpoch) {
+      this.wcGfn.fill(-1);
+      this.wcEpoch = store.topologyEpoch;
+    }
+    const c = gfn & WALK_CACHE_MASK;
+    let root = this.rootFor(vcpu);
+    if (this.wcGfn[c] === gfn && this.wcRoot[c] === root) {
+      const sp = this.wcSp[c]!;
+      const spt = store.spt[sp]!;
+      const i = this.wcIdx[c]! * 2;
+      const lo = spt[i]!;
+      const level = this.wcLevel[c]!;
+      if ((lo & SPTE_MMU_PRESENT) !== 0 && (level === 1 || (lo & SPTE_PS) !== 0)) {
+        const pfn = this.leafAccess(spt, i, lo, spt[i + 1]!, level, gfn, write, fetch, final);
+        if (pfn >= 0) return pfn;
+      }
+    }
     for (let tries = 0; tries < MAX_RETRIES; tries++) {
-      const root = this.rootFor(vcpu);
+      if (tries > 0) root = this.rootFor(vcpu);
       tdp.walkToLast(root, gfn);
-      let lo = tdp.lastLo;
+      const lo = tdp.lastLo;
       if ((lo & SPTE_MMU_PRESENT) !== 0) {
-        // The walker's own table accesses in a read-only slot get no A/D (no write).
-        if (write && !final && (tdp.lastHi & SPTE_HI_HOST_WRITABLE) === 0) write = false;
-        if (isAccessAllowed(lo, write, fetch)) {
-          // The CPU sets EPT A (and D on writes) itself when A/D bits are enabled.
-          const ad = write ? SPTE_A | SPTE_D : SPTE_A;
-          if ((lo & ad) !== ad) {
-            lo = (lo | ad) >>> 0;
-            this.store.spt[tdp.lastSp]![tdp.lastIdx * 2] = lo;
-          }
-          this.writable = (lo & SPTE_W) !== 0;
-          const level = tdp.lastLevel;
-          return sptePfn(lo, tdp.lastHi) + (level === 1 ? 0 : gfn % GFN_SPAN[level]!);
+        const spt = store.spt[tdp.lastSp]!;
+        const pfn = this.leafAccess(
+          spt,
+          tdp.lastIdx * 2,
+          lo,
+          tdp.lastHi,
+          tdp.lastLevel,
+          gfn,
+          write,
+          fetch,
+          final,
+        );
+        if (pfn >= 0) {
+          this.wcGfn[c] = gfn;
+          this.wcRoot[c] = root;
+          this.wcSp[c] = tdp.lastSp;
+          this.wcIdx[c] = tdp.lastIdx;
+          this.wcLevel[c] = tdp.lastLevel;
+          return pfn;
         }
       }
       // The guest walker's table accesses count as writes (EPT A/D); in a read-only slot it
       // reads the table and sets no A/D, as the memslot-only machine does.
-      if (write && !final && this.slots.gfnToSlot(gfn)?.readonly === true) write = false;
+      const w = write && !(!final && this.slots.gfnToSlot(gfn)?.readonly === true);
       // EPT violation error code (handle_ept_violation): reads report USER.
-      let err = write ? PFERR_WRITE_MASK : fetch ? PFERR_FETCH_MASK : PFERR_USER_MASK;
+      let err = w ? PFERR_WRITE_MASK : fetch ? PFERR_FETCH_MASK : PFERR_USER_MASK;
       if (isMmioSpte(lo)) err |= PFERR_RSVD_MASK;
       else if ((lo & (SPTE_R | SPTE_W | SPTE_X)) !== 0 && (lo & SPTE_MMU_PRESENT) !== 0)
         err |= PFERR_PRESENT_MASK;
@@ -241,6 +280,34 @@ export class TdpStage2 implements Stage2 {
       }
     }
     throw new Error(`tdp: gpa 0x${gpa.toString(16)} still faults after ${MAX_RETRIES} retries`);
+  }
+
+  /**
+   * The CPU's use of a present leaf (entry `i` of `spt`): -1 if the access is not allowed (EPT
+   * violation), else the 4 KiB frame, after setting EPT A (and D for writes) as the CPU does
+   * with A/D bits enabled. Sets {@link writable}.
+   */
+  private leafAccess(
+    spt: Uint32Array,
+    i: number,
+    lo: number,
+    hi: number,
+    level: number,
+    gfn: number,
+    write: boolean,
+    fetch: boolean,
+    final: boolean,
+  ): number {
+    // The walker's own table accesses in a read-only slot get no A/D (no write).
+    if (write && !final && (hi & SPTE_HI_HOST_WRITABLE) === 0) write = false;
+    if (!isAccessAllowed(lo, write, fetch)) return -1;
+    const ad = write ? SPTE_A | SPTE_D : SPTE_A;
+    if ((lo & ad) !== ad) {
+      lo = (lo | ad) >>> 0;
+      spt[i] = lo;
+    }
+    this.writable = (lo & SPTE_W) !== 0;
+    return sptePfn(lo, hi) + (level === 1 ? 0 : gfn % GFN_SPAN[level]!);
   }
 
   /**

@@ -139,9 +139,21 @@ export class MmuPageStore {
     return id;
   }
 
+  /**
+   * Incremented whenever a table is unlinked or freed: paths found earlier may no longer exist
+   * (the stage-2 walk cache keys on it).
+   */
+  topologyEpoch = 0;
+
+  /** Record that a table was unlinked from its parent (it may stay allocated: legacy orphans). */
+  unlinked(): void {
+    this.topologyEpoch++;
+  }
+
   /** Free a page (`tdp_mmu_free_sp` / `kvm_mmu_free_shadow_page`): its data pages go back. */
   free(id: number): void {
     if (!this.isLive(id)) throw new Error(`mmu_page: double free of sp ${id}`);
+    this.topologyEpoch++;
     this.counts.spt_pages_live--;
     this.counts.mmu_data_pages_live--;
     this.counts.mmu_data_pages_freed++;
