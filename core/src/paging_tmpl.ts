@@ -11,7 +11,7 @@
  * Hot path: integers and typed arrays only; results land in a reusable {@link GuestWalker}.
  */
 
-import { hexNum, hexU64 } from "./addr";
+import { hexNum } from "./addr";
 import {
   ACC_USER_MASK,
   ACC_WRITE_MASK,
@@ -604,6 +604,3 @@ export class WalkResult {
     return `walk ${this.mode} gva 0x${this.gva.toString(16)}: ${head}`;
   }
 }
-
-/** Hex of a 64-bit value as halves (re-exported helper for displays). */
-export const gpteHex = hexU64;

@@ -14,7 +14,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 
-const require = createRequire(import.meta.url);
+const require = createRequire(__filename);
 const coreDir = join(__dirname, "..");
 const repoRoot = join(coreDir, "..");
 

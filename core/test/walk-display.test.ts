@@ -39,7 +39,7 @@ describe("walk payload (definitions.walk)", () => {
       for (const w of cases) {
         const p = w.toPayload();
         const v = validateDisplayPayload(WALK, p);
-        expect(v.errors ?? []).toEqual([]);
+        expect(v.ok ? [] : v.errors).toEqual([]);
         expect(v.ok).toBe(true);
         expect(p.levels.map((l) => l.index)).toEqual(w.levels.map((l) => l.index));
         const bundle = (w as unknown as Record<symbol, () => Record<string, unknown>>)[
@@ -75,7 +75,7 @@ describe("guest page-table snapshot (definitions.pagetable, tree kind guest)", (
       const { b } = machine(mode);
       const snap = b.snapshot({ title: mode });
       const v = validateDisplayPayload(PT, snap.payload);
-      expect(v.errors ?? []).toEqual([]);
+      expect(v.ok ? [] : v.errors).toEqual([]);
       const leaves: string[] = [];
       const visit = (t: (typeof snap.payload.trees)[0]["root"]) => {
         for (const e of t.entries) {
