@@ -58,3 +58,38 @@ describe("FNAME(walk_addr_generic) — scenario S5", () => {
     });
   });
 });
+
+describe("FNAME(walk_addr_generic) accounting — S5 gpte reads and A/D writes", () => {
+  it("step 1 (user read): 4 reads, 4 A writes; step 2 (user write): 4 reads, 1 D write; failing walks write nothing", () => {
+    const { vm, vcpu } = setup();
+    const w = vcpu.walker;
+    const delta = (fn: () => void) => {
+      const r0 = w.gpteReads;
+      const a0 = w.gpteAdWrites;
+      fn();
+      return [w.gpteReads - r0, w.gpteAdWrites - a0];
+    };
+    expect(delta(() => vcpu.access(0x400000, { user: true }))).toEqual([4, 4]);
+    expect(delta(() => vcpu.access(0x400000, { user: true, write: true }))).toEqual([4, 1]);
+    expect(delta(() => vcpu.access(0x401000, { user: true }))).toEqual([4, 0]); // PT entry not present
+    vm.guestWrite64(0x103008, 0x201000n | 5n | 0x20n);
+    expect(delta(() => vcpu.access(0x401000, { user: true, write: true }))).toEqual([4, 0]); // RW=0
+  });
+  it("A/D write-backs mark the table pages dirty when the slot logs dirty pages", () => {
+    const vm = createVm({ maxPhysAddrBits: 46, mmu: "none" });
+    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 0x4000 * 4096, flags: 0 });
+    vm.guestWrite64(0x100000, 0x101000n | 7n);
+    vm.guestWrite64(0x101000, 0x102000n | 7n);
+    vm.guestWrite64(0x102000 + 2 * 8, 0x103000n | 7n);
+    vm.guestWrite64(0x103000, 0x200000n | 7n);
+    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 0x4000 * 4096, flags: 1 });
+    const vcpu = vm.createVcpu();
+    vcpu.setSregs({ cr0: 0x80010001, cr3: 0x100000, cr4: 0x20, efer: 0x900 });
+    vcpu.access(0x400000, { user: true, write: true });
+    const slot = vm.memslots.get(0)!;
+    const dirty = [0x100, 0x101, 0x102, 0x103, 0x200].filter((g) => slot.testDirty(g));
+    // The walker dirties the four table pages (A, and D on the PT); the data page itself is only
+    // written by the guest's store, which this access does not perform.
+    expect(dirty).toEqual([0x100, 0x101, 0x102, 0x103]);
+  });
+});
