@@ -116,6 +116,10 @@ describe("S9 reclaim order: KVM_SET_NR_MMU_PAGES 64, one touch per 2M region", (
     expect(vm.audit()).toEqual([]);
     // Fault 58: available 4 → zap 25 − 4 = 21 from the tail (L3, L2, PT0..PT18), one flush.
     const zap = REFILL - (64 - s.n_used_mmu_pages);
+    // Re-read region 20 (mapped: no fault) so that a cached translation of it would be fresh.
+    const taken20 = s.pf_taken;
+    touch(20);
+    expect(s.pf_taken).toBe(taken20);
     touch(k++);
     expect(s.mmu_recycled).toBe(zap);
     expect(s.remote_tlb_flush).toBe(1);
@@ -147,6 +151,39 @@ describe("S9 reclaim order: KVM_SET_NR_MMU_PAGES 64, one touch per 2M region", (
     // The 21 oldest are PT19..PT39: PT20 keeps its old place on the list (a hash hit does not
     // move a page), so 20 of them were orphans. 38 − 1 (PT20 relinked) − 20 = 17 remain.
     expect(mmu.legacy!.orphanCount()).toBe(57 - (zap - 2) - 1 - (zap - 1));
+    expect(vm.audit()).toEqual([]);
+  });
+});
+
+describe("legacy: a huge leaf over a page table orphans it (mmu_set_spte → drop_parent_pte)", () => {
+  it("the orphan keeps its rmapped leaves; translations go through the new leaf only", () => {
+    const MIB = 2 ** 20;
+    const vm = createVm({ features: { mmuFlavor: "legacy_direct", prefetch: false } });
+    vm.setUserMemoryRegion({
+      slot: 0,
+      guestPhysAddr: 0,
+      memorySize: 2 * MIB,
+      flags: 1,
+      backing: "thp",
+      userspaceAddr: 4 * GIB,
+    });
+    const vcpu = vm.createVcpu();
+    const s = vm.stats;
+    for (let gfn = 0; gfn < 256; gfn++) vcpu.access(gfn * PAGE, {}); // logging: 4K only
+    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 2 * MIB, flags: 0 });
+    vcpu.access(0, {}); // mapped: no fault
+    const taken = s.pf_taken;
+    vcpu.access(300 * PAGE, {}); // unmapped: 2M leaf replaces the PDE → PT orphaned, one flush
+    expect(s.pf_taken - taken).toBe(1);
+    expect([s.pages_2m, s.pages_4k]).toEqual([1, 256]); // the orphan's leaves stay counted
+    expect(vm.tdp!.legacy!.orphanCount()).toBe(1);
+    expect(s.remote_tlb_flush).toBe(1);
+    expect(vm.audit()).toEqual([]);
+    // Zap the 2M leaf: gfn 0 must fault again even though the orphan still maps it.
+    expect(vm.tdp!.zapSpte(0)).toBe(1);
+    vcpu.access(0, {});
+    expect(s.pf_taken - taken).toBe(2);
+    expect(s.pages_2m).toBe(1);
     expect(vm.audit()).toEqual([]);
   });
 });
