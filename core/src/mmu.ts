@@ -493,6 +493,31 @@ export class TdpStage2 implements Stage2 {
     return this.zapGfnRange(start, end);
   }
 
+  /**
+   * MMU notifier on a host virtual range [hvaStart, hvaEnd) (`kvm_mmu_notifier_invalidate_range_start`
+   * → `kvm_handle_hva_range`): every memslot whose userspace range overlaps has the matching gfns'
+   * leaves zapped; one remote flush for the whole event if anything was zapped.
+   */
+  mmuNotifierInvalidateHva(hvaStart: number, hvaEnd: number): boolean {
+    const ok = (v: unknown): v is number =>
+      typeof v === "number" && Number.isSafeInteger(v) && v >= 0 && v <= 2 ** 47;
+    if (!ok(hvaStart))
+      throw new InvalidArgumentError("hvaStart", hvaStart, "a host virtual address in [0, 2^47)");
+    if (!ok(hvaEnd) || hvaEnd <= hvaStart)
+      throw new InvalidArgumentError("hvaEnd", hvaEnd, "an exclusive end in (hvaStart, 2^47]");
+    let flush = false;
+    for (const slot of this.slots.list()) {
+      const lo = Math.max(hvaStart, slot.userspaceAddr);
+      const hi = Math.min(hvaEnd, slot.userspaceAddr + slot.npages * PAGE_SIZE);
+      if (lo >= hi) continue;
+      const start = slot.baseGfn + Math.floor((lo - slot.userspaceAddr) / PAGE_SIZE);
+      const end = slot.baseGfn + Math.ceil((hi - slot.userspaceAddr) / PAGE_SIZE);
+      if (this.direct.zapLeafs(start, end)) flush = true;
+    }
+    if (flush) this.flushRemoteTlbs();
+    return flush;
+  }
+
   /** Zap the single leaf mapping `gfn` (atomic zap + its own flush). Returns leaves zapped. */
   zapSpte(gfn: number): number {
     this.gfnRangeArgs(gfn, gfn + 1);

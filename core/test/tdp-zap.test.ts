@@ -258,3 +258,43 @@ describe("TDP level follows guest MAXPHYADDR (kvm_mmu_get_tdp_level)", () => {
     expect(vm.audit()).toEqual([]);
   });
 });
+
+describe("MMU notifier on host virtual addresses (kvm_handle_hva_range)", () => {
+  for (const flavor of ["tdp_mmu", "legacy_direct"] as const) {
+    it(`${flavor}: zaps the gfns backed by the hva range in every overlapping slot, one flush`, () => {
+      const vm = createVm({ features: { mmuFlavor: flavor, prefetch: false } });
+      // Two slots backed by adjacent host ranges: the hva range straddles both.
+      vm.setUserMemoryRegion({
+        slot: 0,
+        guestPhysAddr: 0,
+        memorySize: 2 * MIB,
+        flags: 0,
+        userspaceAddr: 8 * GIB,
+      });
+      vm.setUserMemoryRegion({
+        slot: 1,
+        guestPhysAddr: GIB,
+        memorySize: 2 * MIB,
+        flags: 0,
+        userspaceAddr: 8 * GIB + 2 * MIB,
+      });
+      const vcpu = vm.createVcpu();
+      touch(vcpu, 0, 2 * MIB);
+      touch(vcpu, GIB, GIB + 2 * MIB);
+      const s = vm.stats;
+      // Last 3 pages of slot 0 and first 2 pages of slot 1 (a partial page counts whole).
+      expect(
+        vm.tdp!.mmuNotifierInvalidateHva(
+          8 * GIB + 2 * MIB - 3 * PAGE,
+          8 * GIB + 2 * MIB + PAGE + 1,
+        ),
+      ).toBe(true);
+      expect(s.pages_4k).toBe(1024 - 5);
+      expect(s.remote_tlb_flush).toBe(1);
+      expect(vm.tdp!.mmuNotifierInvalidateHva(0, PAGE)).toBe(false); // no slot there
+      expect(s.remote_tlb_flush).toBe(1);
+      expect(() => vm.tdp!.mmuNotifierInvalidateHva(5, 5)).toThrow(/hvaEnd/);
+      expect(vm.audit()).toEqual([]);
+    });
+  }
+});
