@@ -64,12 +64,17 @@ function newestMtime(dir, skip = /node_modules|dist|labextension|\.git/) {
   return newest;
 }
 
-/** `npm ci` when node_modules is missing or older than the lockfile. */
+/**
+ * Installs npm dependencies when node_modules is missing or older than the lockfile. This is
+ * `npm install`, not `npm ci`: the registry reachable here lacks the other platforms' optional
+ * binaries of biome and rspack, so the lockfile cannot list them and `npm ci` rejects it as out of
+ * sync. `npm install` still takes every version from the lockfile.
+ */
 export function ensureNodeModules() {
   const marker = path.join(repo, "node_modules", ".package-lock.json");
   const lock = path.join(repo, "package-lock.json");
   if (existsSync(marker) && statSync(marker).mtimeMs >= statSync(lock).mtimeMs) return;
-  run("npm", ["ci", "--no-audit", "--no-fund"]);
+  run("npm", ["install", "--no-audit", "--no-fund"]);
 }
 
 /** Runs `npm run build` when any workspace source is newer than the last build. */
