@@ -30,7 +30,8 @@ export interface DirectMmu {
     goalLevel: number,
     pfn: number,
     slot: MemSlot | null,
-    write: boolean,
+    /** The fault's error code (PFERR_* bits). */
+    err: number,
     mmioGen: number,
   ): number;
   /** Zap every leaf mapping a gfn in [start, end); returns whether a flush is needed. */

@@ -8,7 +8,7 @@
  * Simplification (noted): a direct page has at most one parent entry here (true for every direct
  * page KVM builds; `parent_ptes` as a full pte_list is needed for indirect pages, later).
  */
-import { ACC_ALL } from "./constants";
+import { ACC_ALL, PFERR_WRITE_MASK } from "./constants";
 import type { DirectMmu } from "./direct_mmu";
 import { hostPfn } from "./host";
 import { slotArch } from "./lpage";
@@ -459,9 +459,10 @@ export class LegacyDirectMmu implements DirectMmu {
     goalLevel: number,
     pfn: number,
     slot: MemSlot | null,
-    write: boolean,
+    err: number,
     mmioGen: number,
   ): number {
+    const write = (err & PFERR_WRITE_MASK) !== 0;
     this.makeMmuPagesAvailable();
     const s = this.store;
     let sp = root;

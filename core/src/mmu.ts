@@ -352,14 +352,14 @@ export class TdpStage2 implements Stage2 {
     }
     // kvm_faultin_pfn
     const slot = this.slots.gfnToSlot(gfn) ?? null;
-    if (slot === null) return this.direct.map(root, gfn, 1, 0, null, write, this.mmioGen);
+    if (slot === null) return this.direct.map(root, gfn, 1, 0, null, err, this.mmioGen);
     if (write && slot.readonly) return RET_PF_EMULATE; // KVM_PFN_ERR_RO_FAULT
     // kvm_mmu_hugepage_adjust
     let level = 1;
     if ((slot.flags & KVM_MEM_LOG_DIRTY_PAGES) === 0) level = this.maxMappingLevel(slot, gfn, 3);
     const span = GFN_SPAN[level]!;
     const pfn = hostPfn(slot, gfn);
-    return this.direct.map(root, gfn, level, pfn - (pfn % span), slot, write, this.mmioGen);
+    return this.direct.map(root, gfn, level, pfn - (pfn % span), slot, err, this.mmioGen);
   }
 
   /**

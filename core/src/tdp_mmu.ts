@@ -10,7 +10,7 @@
  * which are counted through the `flushRemoteTlbs` callback.
  */
 
-import { ACC_ALL } from "./constants";
+import { ACC_ALL, PFERR_FETCH_MASK, PFERR_WRITE_MASK } from "./constants";
 import type { DirectMmu } from "./direct_mmu";
 import type { MemSlot } from "./memslot";
 import {
@@ -25,6 +25,7 @@ import {
 import { childRole, ROLE_INVALID, roleLevel } from "./role";
 import {
   GFN_SPAN,
+  isAccessAllowed,
   isLastSpte,
   isShadowPresent,
   makeMmioSpte,
@@ -252,9 +253,10 @@ export class TdpMmu implements DirectMmu {
     goalLevel: number,
     pfn: number,
     slot: MemSlot | null,
-    write: boolean,
+    err: number,
     mmioGen: number,
   ): number {
+    const write = (err & PFERR_WRITE_MASK) !== 0;
     const it = this.it;
     const store = this.store;
     it.start(root, this.opts.rootLevel, goalLevel, gfn, gfn + 1);
@@ -270,6 +272,14 @@ export class TdpMmu implements DirectMmu {
     const out = this.out;
     const oldLo = it.oldLo;
     const oldHi = it.oldHi;
+    // A leaf that already allows the access (another vCPU fixed it first) is left alone.
+    if (
+      isShadowPresent(oldLo) &&
+      isLastSpte(oldLo, it.level) &&
+      isAccessAllowed(oldLo, write, (err & PFERR_FETCH_MASK) !== 0)
+    ) {
+      return RET_PF_SPURIOUS;
+    }
     if (slot === null) makeMmioSpte(out, it.gfn, mmioGen);
     else makeSpte(out, it.level, ACC_ALL, pfn, oldLo, false, !slot.readonly, true);
     let ret = RET_PF_FIXED;

@@ -163,6 +163,23 @@ describe("fast page fault, A/D and spurious faults", () => {
     expect(vm.audit()).toEqual([]);
   });
 
+  it("a fault on a leaf that already allows the access is spurious and changes nothing", () => {
+    // Two vCPUs fault on the same gfn; the second handler finds the first one's leaf.
+    const { vm, vcpu, mmu, s } = vmWith("4k", 2 * MIB);
+    vcpu.access(3 * PAGE, { write: true });
+    const root = mmu.rootFor(vcpu);
+    mmu.direct.walkToLast(root, 3);
+    const before = [mmu.direct.lastLo, mmu.direct.lastHi];
+    const taken = s.pf_taken;
+    const RET_PF_SPURIOUS = 5;
+    expect(mmu.pageFault(root, 3, 0x4 /* read: USER */)).toBe(RET_PF_SPURIOUS);
+    expect(mmu.pageFault(root, 3, 0x2 /* write */)).toBe(RET_PF_SPURIOUS);
+    expect([s.pf_taken - taken, s.pf_spurious, s.pf_fixed]).toEqual([2, 2, 1]);
+    mmu.direct.walkToLast(root, 3);
+    expect([mmu.direct.lastLo, mmu.direct.lastHi]).toEqual(before);
+    expect(vm.audit()).toEqual([]);
+  });
+
   it("the CPU sets EPT A on access and D on write", () => {
     const { vcpu, mmu } = vmWith("4k", 2 * MIB);
     vcpu.access(PAGE, {});
