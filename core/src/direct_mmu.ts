@@ -40,6 +40,18 @@ export interface DirectMmu {
   zapSpte(gfn: number): number;
   /** `kvm_mmu_zap_all_fast` minus the generation toggle the owner does. */
   zapAllFast(validGen: number): void;
+  /** Eager split of huge leaves in [start, end) down to `targetLevel`; returns splits (legacy: 0). */
+  splitHugePages(start: number, end: number, targetLevel: number): number;
+  /** Clear W (keep MMU-writable) on leaves at level ≥ minLevel in [start, end); returns "changed". */
+  wrprotRange(start: number, end: number, minLevel: number): boolean;
+  /** Clear W on the 4K leaves of gfns `base + bit` for the set bits of a 64-bit mask. */
+  wrprotMasked(base: number, maskLo: number, maskHi: number): void;
+  /** Collapse on dirty-log disable; returns the number of zaps (flushes counted inside or by caller). */
+  zapCollapsible(
+    start: number,
+    end: number,
+    canBeHuge: (gfn: number, level: number) => boolean,
+  ): number;
   /** Seed-2010 self-check count (gfn comparisons performed). */
   readonly selfCheckCount: number;
 }

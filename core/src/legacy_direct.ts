@@ -22,7 +22,7 @@ import {
   RET_PF_SPURIOUS,
 } from "./mmu_page";
 import { PteListDescPool, pteListAdd, pteListForEach, pteListRemove, SlotRmap } from "./rmap";
-import { childRole, ROLE_INVALID, roleLevel } from "./role";
+import { childRole, ROLE_DIRECT, ROLE_INVALID, roleLevel } from "./role";
 import {
   GFN_SPAN,
   isLastSpte,
@@ -639,6 +639,115 @@ export class LegacyDirectMmu implements DirectMmu {
       sp = prev;
     }
     this.commitZapPage();
+  }
+
+  // ---- dirty logging (rmap walks) -------------------------------------------------------
+
+  /** Eager page splitting applies to the TDP MMU (and nested rmaps) only: nothing to split. */
+  splitHugePages(_start: number, _end: number, _targetLevel: number): number {
+    return 0;
+  }
+
+  /**
+   * `rmap_write_protect(pt_protect = false)`: clear W (keep MMU-writable) on every spte of the
+   * head; returns whether one changed.
+   */
+  private wrprotHead(heads: Uint32Array, i: number): boolean {
+    if (heads[i] === 0) return false;
+    let changed = false;
+    const s = this.store;
+    pteListForEach(this.rmapPool, heads, i, (sptep) => {
+      const spt = s.spt[Math.floor(sptep / 512)]!;
+      const o = (sptep % 512) * 2;
+      this.stats.sptes_visited++;
+      if ((spt[o]! & SPTE_W) === 0) return;
+      spt[o] = (spt[o]! & ~SPTE_W) >>> 0;
+      changed = true;
+    });
+    return changed;
+  }
+
+  /**
+   * `kvm_mmu_slot_remove_write_access` for rmaps (`walk_slot_rmaps`, levels minLevel..3) over the
+   * slots overlapping [start, end). Returns whether any spte changed.
+   */
+  wrprotRange(start: number, end: number, minLevel: number): boolean {
+    let changed = false;
+    for (const slot of this.slots.list()) {
+      const arch = slotArch(slot);
+      if (arch.rmap === null) continue;
+      const s = Math.max(start, slot.baseGfn);
+      const e = Math.min(end, slot.baseGfn + slot.npages);
+      if (s >= e) continue;
+      for (let level = minLevel; level <= 3; level++) {
+        const span = GFN_SPAN[level]!;
+        const base = Math.floor(slot.baseGfn / span);
+        const heads = arch.rmap.heads[level - 1]!;
+        for (let i = Math.floor(s / span) - base; i <= Math.floor((e - 1) / span) - base; i++) {
+          this.stats.rmap_heads_scanned++;
+          if (this.wrprotHead(heads, i)) changed = true;
+        }
+      }
+    }
+    return changed;
+  }
+
+  /** `kvm_mmu_write_protect_pt_masked`: level-1 rmaps of the set bits only. */
+  wrprotMasked(base: number, maskLo: number, maskHi: number): void {
+    const slot = this.slots.gfnToSlot(base);
+    if (slot === undefined) return;
+    const rmap = slotArch(slot).rmap;
+    if (rmap === null) return;
+    for (let bit = 0; bit < 64; bit++) {
+      if (((bit < 32 ? maskLo >>> bit : maskHi >>> (bit - 32)) & 1) === 0) continue;
+      const gfn = base + bit;
+      if (gfn >= slot.baseGfn + slot.npages) break;
+      this.wrprotHead(rmap.heads[0], gfn - slot.baseGfn);
+    }
+  }
+
+  /**
+   * `kvm_rmap_zap_collapsible_sptes` (modern criterion): walk the level-1 and level-2 rmaps of
+   * the range and zap every spte of a direct page whose region could be mapped one level higher
+   * (`sp.level < kvm_mmu_max_mapping_level(sp.gfn)`); one batched flush at the end. Page tables
+   * stay allocated (empty). Returns the number of sptes zapped.
+   */
+  zapCollapsible(
+    start: number,
+    end: number,
+    canBeHuge: (gfn: number, level: number) => boolean,
+  ): number {
+    let n = 0;
+    const s = this.store;
+    for (const slot of this.slots.list()) {
+      const arch = slotArch(slot);
+      if (arch.rmap === null) continue;
+      const a = Math.max(start, slot.baseGfn);
+      const b = Math.min(end, slot.baseGfn + slot.npages);
+      if (a >= b) continue;
+      for (let level = 1; level <= 2; level++) {
+        const span = GFN_SPAN[level]!;
+        const base = Math.floor(slot.baseGfn / span);
+        const heads = arch.rmap.heads[level - 1]!;
+        for (let i = Math.floor(a / span) - base; i <= Math.floor((b - 1) / span) - base; i++) {
+          if (heads[i] === 0) continue;
+          this.stats.rmap_heads_scanned++;
+          const victims: number[] = [];
+          pteListForEach(this.rmapPool, heads, i, (sptep) => {
+            const sp = Math.floor(sptep / 512);
+            if (
+              (s.role[sp]! & ROLE_DIRECT) !== 0 &&
+              canBeHuge(s.gfn[sp]!, roleLevel(s.role[sp]!) + 1)
+            )
+              victims.push(sptep);
+          });
+          for (const sptep of victims) this.dropLeaf(Math.floor(sptep / 512), sptep % 512, level);
+          n += victims.length;
+        }
+      }
+    }
+    if (n > 0) this.flushRemoteTlbs();
+    return n;
   }
 
   /** Parentless, non-root live pages (`orphan_sps`). */

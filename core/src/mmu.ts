@@ -68,6 +68,10 @@ export interface MmuFeatures {
   mmuFlavor?: "tdp_mmu" | "legacy_direct";
   /** Legacy flavour: `direct_pte_prefetch` of the aligned group of 8 (default true). */
   prefetch?: boolean;
+  /** Split huge leaves when dirty logging is enabled (`eager_page_split`, default true). */
+  eagerPageSplit?: boolean;
+  /** What disabling dirty logging does to 4K mappings: "zap" (v5.10–v6.12, default) or "none" (< v4.1). */
+  collapseOnLogDisable?: "zap" | "none";
 }
 
 /** Names of the MMU switches accepted in `createVm({ features })`. */
@@ -77,6 +81,8 @@ export const MMU_FEATURE_KEYS = [
   "tdpLevels",
   "mmuFlavor",
   "prefetch",
+  "eagerPageSplit",
+  "collapseOnLogDisable",
 ] as const;
 
 /** Resolved MMU switches. */
@@ -108,12 +114,18 @@ export function resolveMmuFeatures(
   if (flavor !== "tdp_mmu" && flavor !== "legacy_direct") {
     throw new InvalidArgumentError("features.mmuFlavor", flavor, '"tdp_mmu" | "legacy_direct"');
   }
+  const collapse = f.collapseOnLogDisable ?? "zap";
+  if (collapse !== "zap" && collapse !== "none") {
+    throw new InvalidArgumentError("features.collapseOnLogDisable", collapse, '"zap" | "none"');
+  }
   return {
     allocTranslationForDirect: bool("allocTranslationForDirect", false),
     selfCheckGfns: bool("selfCheckGfns", false),
     tdpLevels: levels,
     mmuFlavor: flavor,
     prefetch: bool("prefetch", true),
+    eagerPageSplit: bool("eagerPageSplit", true),
+    collapseOnLogDisable: collapse,
   };
 }
 
@@ -424,6 +436,8 @@ export class TdpStage2 implements Stage2 {
     nw: MemSlot | undefined,
   ): void {
     if (nw !== undefined && !(nw.arch instanceof SlotArch)) slotArch(nw);
+    if (change === "flagsOnly" && _old !== undefined && nw !== undefined)
+      this.slotApplyFlags(_old, nw);
     if (change !== "flagsOnly" && this.nRequestedMmuPages === 0) {
       const total = this.slots.totalPages();
       this.changeMmuPages(
@@ -435,6 +449,70 @@ export class TdpStage2 implements Stage2 {
     const gen = this.slots.generation & MMIO_SPTE_GEN_MASK;
     if (gen === 0 && this.mmioGen !== 0) this.zapAllFast();
     this.mmioGen = gen;
+  }
+
+  /**
+   * `kvm_mmu_slot_apply_flags` (x86.c, v6.12) for a flags-only change. Enabling
+   * KVM_MEM_LOG_DIRTY_PAGES: eager split of the slot's huge leaves (TDP MMU), then remove W from
+   * every leaf (no PML: start level 4K), then one remote flush, unconditionally. Disabling:
+   * collapse (`kvm_mmu_zap_collapsible_sptes`) so that refaults map huge pages again.
+   */
+  private slotApplyFlags(old: MemSlot, nw: MemSlot): void {
+    const wasLogging = (old.flags & KVM_MEM_LOG_DIRTY_PAGES) !== 0;
+    const logging = (nw.flags & KVM_MEM_LOG_DIRTY_PAGES) !== 0;
+    if (wasLogging === logging) return;
+    const start = nw.baseGfn;
+    const end = nw.baseGfn + nw.npages;
+    if (!logging) {
+      if (this.features.collapseOnLogDisable === "zap") {
+        this.direct.zapCollapsible(start, end, (gfn, level) => {
+          const slot = this.slots.gfnToSlot(gfn);
+          return slot !== undefined && this.maxMappingLevel(slot, gfn, 3) >= level;
+        });
+      }
+      return;
+    }
+    if (nw.readonly) return;
+    if (this.features.eagerPageSplit) this.direct.splitHugePages(start, end, 1);
+    this.direct.wrprotRange(start, end, 1);
+    this.flushRemoteTlbs();
+  }
+
+  /**
+   * `KVM_GET_DIRTY_LOG` without manual protect (`kvm_get_dirty_log_protect`): for every non-zero
+   * 64-bit word take and clear it into the snapshot, re-protect those 4K gfns
+   * (`kvm_arch_mmu_enable_log_dirty_pt_masked` → write-protect, no PML), one remote flush if any
+   * word was non-zero. Returns a copy of the snapshot (one bit per page, 32 pages per element).
+   */
+  getDirtyLog(slotId: number): Uint32Array {
+    const slot = this.slots.get(slotId);
+    if (slot === undefined)
+      throw new InvalidArgumentError("slot", slotId, "the id of an existing memslot", "ENOENT");
+    const bm = slot.dirtyBitmap;
+    if (bm === null)
+      throw new InvalidArgumentError(
+        "slot",
+        slotId,
+        "a memslot with KVM_MEM_LOG_DIRTY_PAGES set",
+        "ENOENT",
+      );
+    const words = bm.length / 2; // first half: the bitmap; second half: the snapshot buffer
+    const snap = bm.subarray(words);
+    snap.fill(0);
+    let flush = false;
+    for (let i = 0; i < words; i += 2) {
+      const lo = bm[i]!;
+      const hi = bm[i + 1]!;
+      if ((lo | hi) === 0) continue;
+      flush = true;
+      bm[i] = 0;
+      bm[i + 1] = 0;
+      snap[i] = lo;
+      snap[i + 1] = hi;
+      this.direct.wrprotMasked(slot.baseGfn + i * 32, lo, hi);
+    }
+    if (flush) this.flushRemoteTlbs();
+    return snap.slice();
   }
 
   /** `kvm_mmu_change_mmu_pages`: the legacy MMU reclaims down to the goal; TDP pages are not counted. */

@@ -369,6 +369,99 @@ export class TdpMmu implements DirectMmu {
     }
   }
 
+  // ---- dirty logging (tdp_mmu.c) ------------------------------------------------------------
+
+  /**
+   * `kvm_tdp_mmu_try_split_huge_pages`: split every huge leaf overlapping [start, end) down to
+   * `targetLevel` in every valid root (a 1G leaf becomes 512 2M leaves, which are then split in
+   * turn as the walk steps into the new table). No flush. Returns the number of splits.
+   */
+  splitHugePages(start: number, end: number, targetLevel: number): number {
+    const it = this.it;
+    let n = 0;
+    for (const root of this.roots) {
+      if (this.isInvalidRoot(root)) continue;
+      for (it.start(root, this.opts.rootLevel, targetLevel + 1, start, end); it.valid; it.next()) {
+        if (
+          it.level <= targetLevel ||
+          !isShadowPresent(it.oldLo) ||
+          !isLastSpte(it.oldLo, it.level)
+        )
+          continue;
+        const child = this.allocSp(childRole(this.store.role[it.sp]!, true, ACC_ALL), it.gfn);
+        this.splitHugePage(child);
+        n++;
+      }
+      this.stats.tdp_iter_steps += it.steps;
+    }
+    return n;
+  }
+
+  /**
+   * `wrprot_gfn_range` over every valid root: clear W (keep MMU-writable) on present leaves at
+   * level ≥ `minLevel` in [start, end). Returns whether any spte changed.
+   */
+  wrprotRange(start: number, end: number, minLevel: number): boolean {
+    const it = this.it;
+    let changed = false;
+    for (const root of this.roots) {
+      if (this.isInvalidRoot(root)) continue;
+      for (it.start(root, this.opts.rootLevel, minLevel, start, end); it.valid; it.next()) {
+        const lo = it.oldLo;
+        if (!isShadowPresent(lo) || !isLastSpte(lo, it.level) || (lo & SPTE_W) === 0) continue;
+        this.iterSet((lo & ~SPTE_W) >>> 0, it.oldHi);
+        changed = true;
+      }
+    }
+    return changed;
+  }
+
+  /**
+   * `clear_dirty_pt_masked` with wrprot (no PML): for each set bit of the 64-bit mask (lo, hi
+   * words) clear W on the 4K leaf of gfn `base + bit`; huge leaves are skipped.
+   */
+  wrprotMasked(base: number, maskLo: number, maskHi: number): void {
+    const it = this.it;
+    for (const root of this.roots) {
+      if (this.isInvalidRoot(root)) continue;
+      for (it.start(root, this.opts.rootLevel, 1, base, base + 64); it.valid; it.next()) {
+        const lo = it.oldLo;
+        if (it.level > 1 || !isShadowPresent(lo) || !isLastSpte(lo, 1)) continue;
+        const bit = it.gfn - base;
+        if (bit < 0 || ((bit < 32 ? maskLo >>> bit : maskHi >>> (bit - 32)) & 1) === 0) continue;
+        if ((lo & SPTE_W) === 0) continue;
+        this.iterSet((lo & ~SPTE_W) >>> 0, it.oldHi);
+      }
+    }
+  }
+
+  /**
+   * `zap_collapsible_spte_range` (v5.10–v6.12): in [start, end), zap each non-leaf entry at levels
+   * 2..3 whose region could be mapped at its own level (`canBeHuge(gfn, level)`), freeing the
+   * table below; each is an atomic zap with its own remote flush. Returns the number zapped.
+   */
+  zapCollapsible(
+    start: number,
+    end: number,
+    canBeHuge: (gfn: number, level: number) => boolean,
+  ): number {
+    const it = this.it;
+    let n = 0;
+    for (const root of this.roots) {
+      if (this.isInvalidRoot(root)) continue;
+      for (it.start(root, this.opts.rootLevel, 2, start, end); it.valid; it.next()) {
+        const lo = it.oldLo;
+        if (it.level > 3 || !isShadowPresent(lo) || isLastSpte(lo, it.level)) continue;
+        if (it.gfn < start || it.gfn >= end) continue;
+        if (!canBeHuge(it.gfn, it.level)) continue;
+        this.iterSet(0, 0);
+        this.flushRemoteTlbs();
+        n++;
+      }
+    }
+    return n;
+  }
+
   /** Fast zap: invalidate every root, then zap the invalidated ones. */
   zapAllFast(_validGen: number): void {
     this.invalidateAllRoots();

@@ -1,0 +1,176 @@
+/**
+ * Dirty-log cycles, scenarios S2 (TDP MMU, v6.12 defaults) and S3 (legacy direct MMU) of the
+ * spec: enable logging on a 1 GiB guest mapped with 2M pages, write every page, GET_DIRTY_LOG,
+ * disable. Expected counts derived from the geometry.
+ */
+import { describe, expect, it } from "vitest";
+import { createVm } from "../src/vm";
+import { GIB, PAGE, pagesPerEntry, tablesFor } from "./tdp-helpers";
+
+const PAGES = GIB / PAGE; // 262 144 4K pages
+const HUGE = PAGES / pagesPerEntry(2); // 512 2M regions
+const LOG = 1; // KVM_MEM_LOG_DIRTY_PAGES
+
+function popcount(a: Uint32Array): number {
+  let n = 0;
+  for (let v of a) {
+    v >>>= 0;
+    while (v !== 0) {
+      v &= v - 1;
+      n++;
+    }
+  }
+  return n;
+}
+
+function guest(features: Record<string, unknown>) {
+  const vm = createVm({ features });
+  const region = (flags: number) =>
+    vm.setUserMemoryRegion({
+      slot: 0,
+      guestPhysAddr: 0,
+      memorySize: GIB,
+      flags,
+      backing: "thp",
+      userspaceAddr: 4 * GIB,
+    });
+  region(0);
+  const vcpu = vm.createVcpu();
+  const pass = (write: boolean) => {
+    for (let gfn = 0; gfn < PAGES; gfn++) vcpu.access(gfn * PAGE, { write });
+  };
+  pass(false); // S1 2M row: 512 huge leaves
+  return { vm, s: vm.stats, mmu: vm.tdp!, region, pass };
+}
+
+/** Snapshot the counters that the steps change. */
+const snap = (s: ReturnType<typeof guest>["s"]) => ({ ...s.toJSON() });
+
+describe("S2: dirty-log cycle, TDP MMU (eager split, no PML, collapse by zap)", () => {
+  it("enable / write / GET / write+GET / disable / touch", () => {
+    const { vm, s, mmu, region, pass } = guest({});
+    expect(s.pages_2m).toBe(HUGE);
+    const sps2m = tablesFor(PAGES, 2, 4); // 3
+    const sps4k = tablesFor(PAGES, 1, 4); // 515
+
+    let b = snap(s);
+    region(LOG); // enable
+    expect(s.huge_splits - b.huge_splits!).toBe(HUGE);
+    expect([s.pages_2m, s.pages_4k]).toEqual([0, PAGES]);
+    expect([s.spt_pages_live, s.tdp_mmu_pages]).toEqual([sps4k, sps4k - 1]);
+    expect(s.remote_tlb_flush - b.remote_tlb_flush!).toBe(1);
+    // Every leaf lost W but kept MMU-writable (so writes can be fixed by the fast path).
+    const w = mmu.walkGpa(12345 * PAGE).steps.at(-1)!.flags;
+    expect(w).toContain("mmu-writable");
+    expect(w).not.toContain("writable");
+    expect(vm.audit()).toEqual([]);
+
+    for (let round = 0; round < 2; round++) {
+      b = snap(s);
+      pass(true); // write every 4K page: all fast faults
+      expect(s.pf_taken - b.pf_taken!).toBe(PAGES);
+      expect(s.pf_fast - b.pf_fast!).toBe(PAGES);
+      expect(s.pf_fixed - b.pf_fixed!).toBe(PAGES);
+      expect(s.remote_tlb_flush - b.remote_tlb_flush!).toBe(0);
+      expect(s.spt_pages_live).toBe(sps4k);
+      b = snap(s);
+      const bits = mmu.getDirtyLog(0);
+      expect(popcount(bits)).toBe(PAGES);
+      expect(s.remote_tlb_flush - b.remote_tlb_flush!).toBe(1);
+      // The bitmap was cleared: a second GET finds nothing and does not flush.
+      expect(popcount(mmu.getDirtyLog(0))).toBe(0);
+      expect(s.remote_tlb_flush - b.remote_tlb_flush!).toBe(1);
+      expect(vm.audit()).toEqual([]);
+    }
+
+    b = snap(s);
+    region(0); // disable: zap every collapsible PD entry, one flush per atomic zap
+    expect(s.remote_tlb_flush - b.remote_tlb_flush!).toBe(HUGE);
+    expect([s.spt_pages_live, s.tdp_mmu_pages, s.pages_4k]).toEqual([sps2m, sps2m - 1, 0]);
+    b = snap(s);
+    pass(false);
+    expect(s.pf_fixed - b.pf_fixed!).toBe(HUGE);
+    expect(s.pf_fast - b.pf_fast!).toBe(0);
+    expect(s.pages_2m).toBe(HUGE);
+    expect(vm.audit()).toEqual([]);
+  });
+
+  it("eager split off: the first write to each 2M region splits on fault, no flush", () => {
+    const { vm, s, region, pass } = guest({ eagerPageSplit: false });
+    let b = snap(s);
+    region(LOG);
+    expect(s.pages_2m).toBe(HUGE); // huge leaves only lost W
+    expect(s.remote_tlb_flush - b.remote_tlb_flush!).toBe(1);
+    b = snap(s);
+    pass(true);
+    expect(s.huge_splits - b.huge_splits!).toBe(HUGE);
+    expect(s.pf_fast - b.pf_fast!).toBe(PAGES - HUGE); // the 511 siblings of each split
+    expect(s.pf_fixed - b.pf_fixed!).toBe(PAGES);
+    expect(s.remote_tlb_flush - b.remote_tlb_flush!).toBe(0);
+    expect([s.pages_4k, s.spt_pages_live]).toEqual([PAGES, tablesFor(PAGES, 1, 4)]);
+    expect(vm.audit()).toEqual([]);
+  });
+
+  it("collapse 'none' (before v4.1): 4K mappings stay; reads do not fault, writes are fast", () => {
+    const { vm, s, mmu, region, pass } = guest({ collapseOnLogDisable: "none" });
+    region(LOG);
+    pass(true);
+    mmu.getDirtyLog(0);
+    let b = snap(s);
+    region(0);
+    expect([s.pages_4k, s.spt_pages_live]).toEqual([PAGES, tablesFor(PAGES, 1, 4)]);
+    expect(s.remote_tlb_flush - b.remote_tlb_flush!).toBe(0);
+    pass(false);
+    expect(s.pf_taken - b.pf_taken!).toBe(0);
+    b = snap(s);
+    pass(true);
+    expect(s.pf_fast - b.pf_fast!).toBe(PAGES);
+    expect(vm.audit()).toEqual([]);
+  });
+
+  it("GET_DIRTY_LOG refuses a slot without logging, naming it", () => {
+    const { mmu } = guest({});
+    expect(() => mmu.getDirtyLog(0)).toThrow(/KVM_MEM_LOG_DIRTY_PAGES/);
+    expect(() => mmu.getDirtyLog(7)).toThrow(/existing memslot/);
+  });
+});
+
+describe("S3: the same cycle on the legacy direct MMU", () => {
+  it("enable / write / GET / disable (rmap zap) / touch", () => {
+    const { vm, s, mmu, region, pass } = guest({ mmuFlavor: "legacy_direct" });
+    const sps2m = tablesFor(PAGES, 2, 4);
+    let b = snap(s);
+    region(LOG);
+    // rmap walk of levels 1..3 over the slot: 262144 + 512 + 1 heads.
+    expect(s.rmap_heads_scanned - b.rmap_heads_scanned!).toBe(PAGES + HUGE + 1);
+    expect(s.pages_2m).toBe(HUGE);
+    expect(s.remote_tlb_flush - b.remote_tlb_flush!).toBe(1);
+    b = snap(s);
+    pass(true);
+    // Per region: the fast path refuses the huge leaf, the slow path drops it (flush) under a
+    // new PT and maps 4K; the 511 others are not-present faults (no prefetch while logging).
+    expect(s.pf_taken - b.pf_taken!).toBe(PAGES);
+    expect(s.pf_fast - b.pf_fast!).toBe(0);
+    expect(s.mmu_cache_miss - b.mmu_cache_miss!).toBe(HUGE);
+    expect(s.remote_tlb_flush - b.remote_tlb_flush!).toBe(HUGE);
+    expect([s.pages_2m, s.pages_4k, s.n_used_mmu_pages]).toEqual([0, PAGES, sps2m + HUGE]);
+    b = snap(s);
+    expect(popcount(mmu.getDirtyLog(0))).toBe(PAGES);
+    expect(s.remote_tlb_flush - b.remote_tlb_flush!).toBe(1);
+    expect(vm.audit()).toEqual([]);
+    b = snap(s);
+    region(0); // rmap collapse: every 4K leaf zapped, one batched flush, PTs stay linked
+    expect(s.pages_4k).toBe(0);
+    expect(s.remote_tlb_flush - b.remote_tlb_flush!).toBe(1);
+    expect(s.n_used_mmu_pages).toBe(sps2m + HUGE);
+    b = snap(s);
+    pass(false);
+    // Each refault replaces a PDE pointing at an empty PT by a 2M leaf: PT orphaned, one flush.
+    expect(s.pf_fixed - b.pf_fixed!).toBe(HUGE);
+    expect(s.remote_tlb_flush - b.remote_tlb_flush!).toBe(HUGE);
+    expect(s.pages_2m).toBe(HUGE);
+    expect(mmu.legacy!.orphanCount()).toBe(HUGE);
+    expect(s.n_used_mmu_pages).toBe(sps2m + HUGE); // no reclaim: far below n_max
+    expect(vm.audit()).toEqual([]);
+  });
+});
