@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { expect, it } from "vitest";
 import { KERNEL_ROOT, PYTHON, run } from "./support";
 
-it("survives an interrupt through the server's REST API and answers the next cell within 2 s", () => {
+it("survives an interrupt through the server's REST API, answers the next cell within 2 s, restarts", () => {
   // Under kernel/ so cells resolve @mmulab/kernel through the workspace's node_modules.
   mkdirSync(join(KERNEL_ROOT, "test-artifacts"), { recursive: true });
   const nbDir = mkdtempSync(join(KERNEL_ROOT, "test-artifacts", "interrupt-"));
@@ -35,4 +35,12 @@ it("survives an interrupt through the server's REST API and answers the next cel
   // The progress display was updating, and its last state says it stopped.
   expect(result.progress_updates).toBeGreaterThan(1);
   expect(result.progress_last).toMatch(/^long simulation: \d+\/2000000000 \(\d+%\) interrupted$/);
+  // Restart through REST: a fresh kernel without the old cell's variables, counting from 1.
+  console.log(`restart via REST: next cell answered after ${result.restart_seconds.toFixed(2)} s`);
+  expect(result.after_restart_reply).toEqual({
+    status: "error",
+    ename: "TSCompileError",
+    evalue: "1:1 - error TS2304: Cannot find name 'acc'.",
+    execution_count: 1,
+  });
 });

@@ -4,9 +4,8 @@
  * behind a failing cell are all answered.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import * as zmq from "zeromq";
@@ -38,7 +37,9 @@ beforeAll(async () => {
   const ports = [];
   for (let i = 0; i < 5; i++) ports.push(await freePort());
   const [shellPort, iopubPort, stdinPort, controlPort, hbPort] = ports;
-  const dir = mkdtempSync(join(tmpdir(), "mmulab-wire-"));
+  // Under kernel/ so cells resolve @mmulab/kernel through the workspace's node_modules.
+  mkdirSync(join(KERNEL_ROOT, "test-artifacts"), { recursive: true });
+  const dir = mkdtempSync(join(KERNEL_ROOT, "test-artifacts", "wire-"));
   const connFile = join(dir, "kernel.json");
   writeFileSync(
     connFile,
@@ -174,6 +175,44 @@ describe("kernel over zeromq", () => {
     const err = errOut.find((m) => m.header.msg_type === "error")!;
     expect(err.content.ename).toBe("Error");
     expect(err.content.evalue).toBe("first fails");
+  });
+
+  it("SIGINT stops an awaiting cell, its progress display says so, and the next cell runs", async () => {
+    const code =
+      'import { progress } from "@mmulab/kernel";\n' +
+      "const bar = progress(1_000_000_000, 'async sim');\n" +
+      "for (let i = 1; i <= 1_000_000_000; i++) { bar.update(i); if (i % 1000 === 0) await new Promise((r) => setImmediate(r)); }";
+    const long = send(shell, "execute_request", { code, silent: false, store_history: true });
+    // wait until the progress display is updating, then interrupt as Jupyter does
+    const deadline = Date.now() + 30_000;
+    const mine = () =>
+      iopubMessages.filter(
+        (m) => (m.parent_header as { msg_id?: string }).msg_id === long.header.msg_id,
+      );
+    while (
+      !mine().some((m) => m.header.msg_type === "update_display_data") &&
+      Date.now() < deadline
+    ) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    kernel.kill("SIGINT");
+    const next = send(shell, "execute_request", {
+      code: "6 * 7",
+      silent: false,
+      store_history: true,
+    });
+    const replies = new Map<string, Message>();
+    while (replies.size < 2) {
+      const r = await receive(shell, 30_000);
+      replies.set((r.parent_header as { msg_id: string }).msg_id, r);
+    }
+    expect(replies.get(long.header.msg_id)!.content.ename).toBe("Interrupted");
+    expect(replies.get(next.header.msg_id)!.content.status).toBe("ok");
+    await outputsOf(long);
+    const updates = mine().filter((m) => m.header.msg_type === "update_display_data");
+    const last = updates[updates.length - 1]!.content.data as Record<string, string>;
+    expect(last["text/plain"]).toMatch(/^async sim: \d+\/1000000000 \(\d+%\) interrupted$/);
+    expect(kernel.exitCode).toBe(null);
   });
 
   it("shuts down on shutdown_request", async () => {

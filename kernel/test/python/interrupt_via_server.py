@@ -6,6 +6,7 @@ token, starts an mmulab kernel over REST, runs a long cell with a progress displ
 kernel's websocket, POSTs /api/kernels/<id>/interrupt, then runs `6 * 7`. Prints one JSON line
 with what happened and the times measured; the caller asserts.
 """
+import asyncio
 import json
 import os
 import secrets
@@ -44,7 +45,7 @@ def main():
             "--ip=127.0.0.1", f"--port={port}", f"--ServerApp.token={token}",
             f"--ServerApp.root_dir={nb_dir}", "--ServerApp.open_browser=False",
         ],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+        stdout=subprocess.DEVNULL, stderr=open(os.environ.get("SERVER_LOG", os.devnull), "w"), env=env,
     )
     result = {}
     try:
@@ -64,7 +65,7 @@ def main():
                 break
             except Exception:
                 if time.time() > deadline or server.poll() is not None:
-                    raise RuntimeError("jupyter server did not start: " + server.stderr.read().decode()[-2000:])
+                    raise RuntimeError("jupyter server did not start (set SERVER_LOG=<file> to see its log)")
                 time.sleep(0.2)
 
         kernel = rest("POST", "/api/kernels", {"name": "mmulab", "path": ""})
@@ -75,6 +76,14 @@ def main():
             url = f"ws://127.0.0.1:{port}/api/kernels/{kid}/channels?token={token}"
             ws = await websocket.websocket_connect(url)
             sess = uuid.uuid4().hex
+
+            # One outstanding read at a time; a timed-out read stays pending for the next wait.
+            reader = {"future": None}
+
+            def pending_read():
+                if reader["future"] is None:
+                    reader["future"] = asyncio.ensure_future(ws.read_message())
+                return reader["future"]
 
             def execute(code):
                 msg_id = uuid.uuid4().hex
@@ -90,7 +99,11 @@ def main():
             async def until(pred, timeout):
                 end = time.time() + timeout
                 while time.time() < end:
-                    raw = await ws.read_message()
+                    try:
+                        raw = await asyncio.wait_for(asyncio.shield(pending_read()), end - time.time())
+                    except asyncio.TimeoutError:
+                        break
+                    reader["future"] = None
                     if raw is None:
                         raise RuntimeError("websocket closed")
                     m = json.loads(raw)
@@ -138,6 +151,22 @@ def main():
             updates = [m for m in seen if m["msg_type"] == "update_display_data"]
             result["progress_updates"] = len(updates)
             result["progress_last"] = updates[-1]["content"]["data"]["text/plain"] if updates else None
+
+            # Restart through REST: the kernel is replaced, state is gone, cells run again.
+            t1 = time.time()
+            await ioloop.IOLoop.current().run_in_executor(None, lambda: rest("POST", f"/api/kernels/{kid}/restart"))
+            after_id = None
+            end = time.time() + 60
+            while time.time() < end:
+                # `acc` was declared by the long cell: a fresh kernel does not know it.
+                after_id = execute("acc")
+                try:
+                    m = await until(lambda m: m["msg_type"] == "execute_reply" and m["parent_header"].get("msg_id") == after_id, 5)
+                    result["after_restart_reply"] = {k: m["content"].get(k) for k in ("status", "ename", "evalue", "execution_count")}
+                    break
+                except TimeoutError:
+                    continue
+            result["restart_seconds"] = time.time() - t1
             ws.close()
 
         ioloop.IOLoop.current().run_sync(session, timeout=120)
