@@ -13,6 +13,7 @@ const SAFE_ATTRIBUTES = new Set([
   "aria-selected",
   "aria-label",
   "aria-level",
+  "aria-live",
   "type",
   "placeholder",
   "spellcheck",

@@ -523,7 +523,7 @@ function addressBits(format: Tree["format"]): number {
  * Walks `view`'s tree to the entry mapping `addr`, expanding tables along the way and selecting
  * the deepest entry found. Returns a sentence saying where the walk ended.
  */
-function searchTree(view: TableView, addr: bigint): string {
+function searchTree(view: TableView, addr: bigint, select: boolean): { text: string; hit: boolean } {
   const mask = (1n << BigInt(addressBits(view.tree.format))) - 1n;
   const a = addr & mask;
   let v: TableView | undefined = view;
@@ -542,15 +542,15 @@ function searchTree(view: TableView, addr: bigint): string {
     }
     if (!hit) {
       const idx = Number((a - (v.base & mask)) >> shift);
-      return `${found}${v.table.name}[${idx}] absent: not mapped`;
+      return { text: `${found}${v.table.name}[${idx}] absent: not mapped`, hit: false };
     }
     const index = hit.index + Number((a - (entryBase(v.tree.format, v.table, v.base, hit.index, hit.va) & mask)) >> shift);
-    v.selectIndex(hit.child ? hit.index : index);
-    found += `${v.table.name}[${hit.index}] → `;
-    if (!hit.child) return `${found}${hit.leaf ? "leaf" : "entry without table in snapshot"} ${hit.value}`;
+    if (select) v.selectIndex(hit.child ? hit.index : index);
+    found += `${v.table.name}[${index}] → `;
+    if (!hit.child) return { text: `${found}${hit.leaf ? "leaf" : "entry without table in snapshot"} ${hit.value}`, hit: true };
     v = v.children.get(hit.index);
   }
-  return found;
+  return { text: found, hit: false };
 }
 
 /** Renders a validated pagetable payload into `host`. */
@@ -590,7 +590,15 @@ export function renderPagetable(host: HTMLElement, payload: PagetablePayload): v
       return;
     }
     const addr = BigInt(raw);
-    result.textContent = roots.map((r) => `${r.tree.label ?? r.tree.kind}: ${searchTree(r, addr)}`).join(" | ");
+    // Every tree is walked and reported; the first tree that maps the address gets the selection
+    // (a guest tree translates gvas, a TDP tree gpas: the same number means different things).
+    let selected = false;
+    const parts = roots.map((r) => {
+      const found = searchTree(r, addr, !selected);
+      selected ||= found.hit;
+      return `${r.tree.label ?? r.tree.kind}: ${found.text}`;
+    });
+    result.textContent = parts.join(" | ");
   };
   go.addEventListener("click", run);
   input.addEventListener("keydown", (ev) => {

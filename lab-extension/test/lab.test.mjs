@@ -1,0 +1,204 @@
+// End to end: start what `npm start` starts (mmulab's JupyterLab on Debian's jupyterlab_server,
+// with the mmulab kernelspec), open a notebook in Chromium, run all cells with the mmulab kernel
+// and check the DOM the renderers drew against the payloads the cells sent.
+import assert from "node:assert/strict";
+import { copyFileSync, mkdirSync, rmSync } from "node:fs";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+import { startLab } from "../app/serve.mjs";
+import { artifacts, launchBrowser, newPage, repo, writeNotebook } from "./helpers.mjs";
+import { PTE, pagetablePayload, plotlyFigure, walkPayload } from "./payloads.mjs";
+
+const setup = await import(path.join(repo, "scripts", "setup.mjs"));
+const docsImg = path.join(repo, "docs", "img");
+
+const PT = pagetablePayload();
+const WALK = walkPayload();
+const FIG = plotlyFigure();
+
+/** The notebook: the mmulab kernel validates and sends each payload (displayBundle / plot). */
+const CELLS = [
+  { md: "# mmulab renderers — browser test notebook" },
+  'import { displayBundle, plot } from "@mmulab/kernel";\nimport { pagetableBundle, walkBundle } from "@mmulab/core";',
+  `const snapshot = ${JSON.stringify(PT)};\ndisplayBundle(pagetableBundle(snapshot as any));`,
+  `displayBundle(walkBundle(${JSON.stringify(WALK)} as any));`,
+  `plot(${JSON.stringify(FIG)} as any);`,
+];
+
+let lab;
+let browser;
+let page;
+let pageErrors;
+let external;
+const root = path.join(artifacts, "lab-root");
+
+before(async () => {
+  setup.ensureKernelspec();
+  rmSync(root, { recursive: true, force: true });
+  mkdirSync(root, { recursive: true });
+  // The root lies inside the repo so the kernel resolves @mmulab/* from the repo's node_modules.
+  writeNotebook(path.join(root, "renderers.ipynb"), CELLS);
+  lab = await startLab({ root, env: setup.jupyterEnv(), quiet: true });
+  browser = await launchBrowser();
+  ({ page, pageErrors, external } = await newPage(browser));
+});
+
+after(async () => {
+  await browser?.close();
+  await lab?.stop();
+});
+
+/** Output node of the `n`-th code cell (0-based among code cells) with a renderer's class. */
+const out = (cls) => page.locator(`.jp-OutputArea-output.mmulab-output .${cls}`);
+
+describe("JupyterLab from npm start, mmulab kernel, mmulab renderers", () => {
+  test("opens the notebook and runs all cells with the mmulab kernel", { timeout: 180000 }, async () => {
+    await page.goto(`${lab.base}/lab/tree/renderers.ipynb?token=${lab.token}`);
+    await page.waitForSelector("body[data-mmulab-ready=true]", { state: "attached", timeout: 60000 });
+    await page.waitForSelector(".jp-Notebook .jp-Cell", { timeout: 60000 });
+    // The kernel named in the notebook metadata starts; the status bar says so once it is idle.
+    await page.getByText(/TypeScript \(mmulab\) \| Idle/).waitFor({ timeout: 90000 });
+    await page.locator(".jp-Notebook .jp-Cell").first().click();
+    await page.locator(".lm-MenuBar-itemLabel", { hasText: /^Run$/ }).click();
+    await page.locator(".lm-Menu-itemLabel", { hasText: /^Run All Cells$/ }).click();
+    await out("mmulab-pagetable").waitFor({ timeout: 90000 });
+    await out("mmulab-walk").waitFor({ timeout: 30000 });
+    await page.waitForSelector(".mmulab-plotly.js-plotly-plot .main-svg", { timeout: 60000 });
+    // Every code cell ran (an execution count) and none produced an error output.
+    const counts = await page.locator(".jp-CodeCell .jp-InputArea-prompt").allInnerTexts();
+    assert.equal(counts.length, CELLS.filter((c) => typeof c === "string").length);
+    for (const c of counts) assert.match(c, /\[\d+\]/, `a cell did not run: prompt ${c}`);
+    assert.equal(await page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").count(), 0);
+    mkdirSync(artifacts, { recursive: true });
+    await page.screenshot({ path: path.join(artifacts, "lab-notebook.png") });
+  });
+
+  test("the tree's nodes and labels match the payload", async () => {
+    const trees = out("mmulab-pagetable").locator(".mmulab-pt-tree");
+    assert.equal(await trees.count(), PT.trees.length);
+    for (let i = 0; i < PT.trees.length; i++) {
+      const t = PT.trees[i];
+      const tree = trees.nth(i);
+      assert.equal(await tree.getAttribute("data-kind"), t.kind);
+      assert.match(await tree.locator(".mmulab-pt-tree-title").innerText(), new RegExp(t.label.replace(/[()]/g, "\\$&")));
+      const rootHead = tree.locator(`.mmulab-pt-table[data-path='${i}'] > .mmulab-pt-table-head`);
+      assert.equal(await rootHead.locator(".mmulab-pt-name").innerText(), t.root.name);
+      if (t.root.addr) assert.equal(await rootHead.locator(".mmulab-pt-addr").innerText(), `@${t.root.addr}`);
+    }
+    // The guest PT (PML4[0] → PDPT[0] → PD[2]): every payload entry is covered by a row or a
+    // folded run, and the absent rows account for the rest of the 512 slots.
+    const ptPayload = PT.trees[0].root.entries[0].child.entries[0].child.entries[0].child;
+    const pt = out("mmulab-pagetable").locator(".mmulab-pt-table[data-path='0.0.0.2']");
+    await pt.waitFor();
+    const body = pt.locator(":scope > .mmulab-pt-body");
+    const absent = await body.locator(":scope > .mmulab-pt-absent").evaluateAll((els) => els.map((e) => Number(e.dataset.count)));
+    const covered = new Set();
+    for (const r of await body.locator(":scope > .mmulab-pt-runwrap > .mmulab-pt-run").evaluateAll((els) => els.map((e) => [Number(e.dataset.first), Number(e.dataset.count)]))) {
+      for (let k = 0; k < r[1]; k++) covered.add(r[0] + k);
+    }
+    for (const idx of await body.locator(":scope > .mmulab-pt-entry").evaluateAll((els) => els.map((e) => Number(e.dataset.index)))) covered.add(idx);
+    assert.deepEqual([...covered].sort((a, b) => a - b), ptPayload.entries.map((e) => e.index).sort((a, b) => a - b));
+    assert.equal(absent.reduce((a, b) => a + b, 0), ptPayload.size - ptPayload.entries.length);
+    // Diff against `before`: PT[11] is new in this snapshot and is marked added.
+    const beforePt = PT.before[0].root.entries[0].child.entries[0].child.entries[0].child;
+    const added = ptPayload.entries.filter((e) => !beforePt.entries.some((b) => b.index === e.index)).map((e) => e.index);
+    assert.deepEqual(added, [11]);
+    const addedRows = await body.locator(".mmulab-diff-added").evaluateAll((els) => els.map((e) => Number(e.dataset.index)));
+    assert.deepEqual(addedRows, added);
+    // Colour by state: the dirty leaf carries the dirty state class.
+    assert.equal(await body.locator(".mmulab-pt-entry[data-index='10']").getAttribute("data-state"), "dirty");
+    await out("mmulab-pagetable").screenshot({ path: path.join(artifacts, "pagetable.png") });
+  });
+
+  test("a click expands and collapses a table", async () => {
+    const tdpPt = out("mmulab-pagetable").locator(".mmulab-pt-table[data-path='1.0.0.1']");
+    const toggle = tdpPt.locator(":scope > .mmulab-pt-table-head > .mmulab-toggle");
+    const body = tdpPt.locator(":scope > .mmulab-pt-body");
+    const was = await toggle.getAttribute("aria-expanded");
+    await toggle.click();
+    assert.equal(await toggle.getAttribute("aria-expanded"), was === "true" ? "false" : "true");
+    assert.equal(await body.isVisible(), was !== "true");
+    await toggle.click();
+    assert.equal(await toggle.getAttribute("aria-expanded"), was);
+    assert.equal(await body.isVisible(), was === "true");
+    // A folded run unfolds into its entries on click.
+    const run = out("mmulab-pagetable").locator(".mmulab-pt-table[data-path='0.0.0.2'] .mmulab-pt-run").first();
+    const n = Number(await run.getAttribute("data-count"));
+    await run.locator(".mmulab-run-toggle").click();
+    assert.equal(await run.locator("xpath=..").locator(".mmulab-pt-runbody > .mmulab-pt-entry").count(), n);
+  });
+
+  test("a selected entry shows its decoded bits, frame and range", async () => {
+    const row = out("mmulab-pagetable").locator(".mmulab-pt-table[data-path='0.0.0.2'] .mmulab-pt-entry[data-index='20']");
+    await row.click();
+    const detail = out("mmulab-pagetable").locator(".mmulab-detail");
+    const fields = await detail.locator("tr[data-field]").evaluateAll((els) => els.map((e) => e.dataset.field));
+    // PT[20] = frame 0x214 | P | U/S | A (built in payloads.mjs from the SDM's bit numbers).
+    const value = BigInt(PT.trees[0].root.entries[0].child.entries[0].child.entries[0].child.entries.find((e) => e.index === 20).value);
+    const expect = [];
+    if (value & (1n << BigInt(PTE.P))) expect.push("P");
+    if (value & (1n << BigInt(PTE.RW))) expect.push("R/W");
+    if (value & (1n << BigInt(PTE.US))) expect.push("U/S");
+    if (value & (1n << BigInt(PTE.A))) expect.push("A");
+    if (value & (1n << BigInt(PTE.D))) expect.push("D");
+    for (const f of expect) assert.ok(fields.includes(f), `field ${f} missing from ${fields}`);
+    assert.ok(!fields.includes("R/W"), "R/W shown for a read-only entry");
+    const text = await detail.innerText();
+    // The PT sits under PD[2]: it maps from 2 * 2 MiB; entry 20 maps 4 KiB at 20 * 4 KiB above that.
+    const start = 2n * 0x200000n + 20n * 0x1000n;
+    assert.match(text, new RegExp(`0x${start.toString(16)} – 0x${(start + 0xfffn).toString(16)}`));
+    assert.match(text, /gfn\s+0x214/);
+    // Text of a note stays text.
+    assert.match(text, /read-only <b>text<\/b>/);
+    await detail.screenshot({ path: path.join(artifacts, "pagetable-detail.png") });
+  });
+
+  test("search by address walks to the entry", async () => {
+    const pt = out("mmulab-pagetable");
+    await pt.locator(".mmulab-search-input").fill("0x40b123");
+    await pt.locator(".mmulab-search-go").click();
+    const title = await pt.locator(".mmulab-detail-title").innerText();
+    // 0x40b123: PD index (bits 29:21) = 2, PT index (bits 20:12) = 11.
+    assert.match(title, new RegExp(`PT\\[${(0x40b123 >> 12) & 511}\\]`));
+    assert.match(await pt.locator(".mmulab-search-result").innerText(), /PML4\[0\] → PDPT\[0\] → PD\[2\] → PT\[11\] → leaf/);
+  });
+
+  test("the walk trace lists every level and decodes the fault", async () => {
+    const w = out("mmulab-walk");
+    const levels = await w.locator(".mmulab-walk-level").evaluateAll((els) => els.map((e) => e.dataset.name));
+    assert.deepEqual(levels, WALK.levels.map((l) => l.name));
+    const bits = await w.locator(".mmulab-walk-bitfield").evaluateAll((els) => els.map((e) => e.innerText));
+    assert.equal(bits.length, WALK.indexBits.length);
+    for (let i = 0; i < bits.length; i++) assert.match(bits[i], new RegExp(`\\b${WALK.indexBits[i].value}\\b`));
+    // A/D: the walk set A on the three upper levels and nothing on the leaf.
+    const ad = await w.locator(".mmulab-walk-ad").allInnerTexts();
+    assert.deepEqual(ad, WALK.levels.map((l) => (l.aSet ? "A" : "—")));
+    // Error code 7 = P | W | U (SDM: bit 0 present, bit 1 write, bit 2 user).
+    const errs = await w.locator(".mmulab-walk-errbits li").evaluateAll((els) => Object.fromEntries(els.map((e) => [e.dataset.bit, e.dataset.set])));
+    assert.equal(errs.P, "true");
+    assert.equal(errs.W, "true");
+    assert.equal(errs.U, "true");
+    assert.match(await w.innerText(), /protection violation/);
+    await w.screenshot({ path: path.join(artifacts, "walk.png") });
+  });
+
+  test("the plotly plot has its traces", async () => {
+    const n = await page.locator(".mmulab-plotly.js-plotly-plot").evaluate((el) => el.data.length);
+    assert.equal(n, FIG.data.length);
+    assert.equal(await page.locator(".mmulab-plotly .scatterlayer .trace").count(), FIG.data.filter((t) => t.type === "scatter").length);
+    assert.equal(await page.locator(".mmulab-plotly .barlayer .trace").count(), FIG.data.filter((t) => t.type === "bar").length);
+    await page.locator(".mmulab-plotly").screenshot({ path: path.join(artifacts, "plotly.png") });
+  });
+
+  test("no uncaught exception and nothing fetched from outside 127.0.0.1", () => {
+    assert.deepEqual(pageErrors, []);
+    assert.deepEqual(external, []);
+  });
+
+  test("screenshots copied to docs/img for the README", () => {
+    mkdirSync(docsImg, { recursive: true });
+    for (const f of ["pagetable.png", "walk.png", "plotly.png", "pagetable-detail.png"]) {
+      copyFileSync(path.join(artifacts, f), path.join(docsImg, `lab-${f}`));
+    }
+  });
+});
