@@ -201,3 +201,23 @@ describe("validateDisplayPayload", () => {
     expect(r.ok || r.message).toMatch(/figure.data must be an array of traces, got 3/);
   });
 });
+
+describe("types.ts mirrors the schema's enums", () => {
+  const schema = JSON.parse(
+    readFileSync(join(__dirname, "../schema/display.v1.schema.json"), "utf8"),
+  );
+  const d = schema.definitions;
+  it("flags, level names, page sizes, tree kinds/formats, walk modes, error bits", async () => {
+    const t = await import("../src/display/types");
+    expect([...t.FLAGS]).toEqual(d.flag.enum);
+    expect([...t.TABLE_NAMES]).toEqual(d.table.properties.name.enum);
+    expect([...t.TABLE_NAMES]).toEqual(d.walkLevel.properties.name.enum);
+    expect([...t.PAGE_SIZES]).toEqual(d.entry.properties.pageSize.enum);
+    expect([...t.TREE_KINDS]).toEqual(d.tree.properties.kind.enum);
+    expect([...t.TREE_FORMATS]).toEqual(d.tree.properties.format.enum);
+    expect([...t.WALK_MODES]).toEqual(d.walk.properties.mode.enum);
+    expect([...t.ERROR_BITS]).toEqual(
+      d.walk.properties.result.oneOf[1].properties.errorBits.items.enum,
+    );
+  });
+});

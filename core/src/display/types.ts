@@ -20,31 +20,39 @@ export const DISPLAY_SCHEMA_VERSION = 1;
 /** Lower-case hex string `0x` + 1..16 hex digits. */
 export type Hex = string;
 
+/** Every entry state of the schema's `definitions.flag` enum, in schema order. */
+export const FLAGS = [
+  "present",
+  "writable",
+  "user",
+  "accessed",
+  "dirty",
+  "nx",
+  "exec",
+  "huge",
+  "global",
+  "pkey",
+  "mmio",
+  "host-writable",
+  "mmu-writable",
+  "write-protected",
+  "unsync",
+  "access-tracked",
+  "reserved",
+] as const;
+
 /** Entry state, for colouring (schema `definitions.flag`). */
-export type Flag =
-  | "present"
-  | "writable"
-  | "user"
-  | "accessed"
-  | "dirty"
-  | "nx"
-  | "exec"
-  | "huge"
-  | "global"
-  | "pkey"
-  | "mmio"
-  | "host-writable"
-  | "mmu-writable"
-  | "write-protected"
-  | "unsync"
-  | "access-tracked"
-  | "reserved";
+export type Flag = (typeof FLAGS)[number];
 
+/** Table names of the schema (`table.name`, `walkLevel.name`). */
+export const TABLE_NAMES = ["PML5", "PML4", "PDPT", "PD", "PT", "PDPTR"] as const;
 /** Name of a paging level's table. */
-export type LevelName = "PML5" | "PML4" | "PDPT" | "PD" | "PT" | "PDPTR";
+export type LevelName = (typeof TABLE_NAMES)[number];
 
+/** Page sizes of the schema (`entry.pageSize`, walk `result.pageSize`). */
+export const PAGE_SIZES = [4096, 2097152, 4194304, 1073741824] as const;
 /** Page sizes an entry may map. */
-export type PageSize = 4096 | 2097152 | 4194304 | 1073741824;
+export type PageSize = (typeof PAGE_SIZES)[number];
 
 /** Decoded kvm_mmu_page_role of a shadow page (TDP/shadow trees only). */
 export interface Role {
@@ -110,10 +118,22 @@ export interface Table {
   entries: Entry[];
 }
 
+/** Tree kinds of the schema (`tree.kind`). */
+export const TREE_KINDS = ["guest", "tdp", "shadow"] as const;
 /** Kind of tree. */
-export type TreeKind = "guest" | "tdp" | "shadow";
+export type TreeKind = (typeof TREE_KINDS)[number];
+/** Tree formats of the schema (`tree.format`). */
+export const TREE_FORMATS = [
+  "32-bit",
+  "pae",
+  "4-level",
+  "5-level",
+  "tdp-4",
+  "tdp-5",
+  "shadow",
+] as const;
 /** Paging format of a tree. */
-export type TreeFormat = "32-bit" | "pae" | "4-level" | "5-level" | "tdp-4" | "tdp-5" | "shadow";
+export type TreeFormat = (typeof TREE_FORMATS)[number];
 
 /** One page-table tree (schema `definitions.tree`). */
 export interface Tree {
@@ -177,8 +197,10 @@ export interface WalkOk {
   mmio?: boolean;
 }
 
+/** Fault error-code bit names of the schema (`result.errorBits`). */
+export const ERROR_BITS = ["P", "W", "U", "RSVD", "I", "PK", "SS", "SGX"] as const;
 /** Fault error-code bit names. */
-export type ErrorBit = "P" | "W" | "U" | "RSVD" | "I" | "PK" | "SS" | "SGX";
+export type ErrorBit = (typeof ERROR_BITS)[number];
 
 /** Faulting walk: the exception the guest receives. */
 export interface WalkFault {
@@ -190,8 +212,10 @@ export interface WalkFault {
   reason: string;
 }
 
+/** Walk modes of the schema (`walk.mode`). */
+export const WALK_MODES = ["32-bit", "pae", "4-level", "5-level", "none"] as const;
 /** Paging mode of a walk. */
-export type WalkMode = "32-bit" | "pae" | "4-level" | "5-level" | "none";
+export type WalkMode = (typeof WALK_MODES)[number];
 
 /** Payload of {@link WALK_MIME} (schema `definitions.walk`). */
 export interface WalkPayload {
