@@ -119,30 +119,38 @@ describe("huge leaves replacing tables and tables replacing huge leaves", () => 
     expect(vm.audit()).toEqual([]);
   });
 
-  it("a write to a write-protected 2M leaf in a dirty-logged slot splits it in place, no flush", () => {
-    const { vm, vcpu, mmu, s } = vmWith("thp", 2 * MIB);
+  it("eager split off: a write to a 2M leaf in a dirty-logged slot splits it in place, no flush", () => {
+    const vm = createVm({ features: { eagerPageSplit: false, selfCheckGfns: true } });
+    vm.setUserMemoryRegion({
+      slot: 0,
+      guestPhysAddr: 0,
+      memorySize: 2 * MIB,
+      flags: 0,
+      backing: "thp",
+      userspaceAddr: 8 * GIB,
+    });
+    const vcpu = vm.createVcpu();
+    const mmu = vm.tdp!;
+    const s = vm.stats;
     vcpu.access(0, { write: true });
     expect(s.pages_2m).toBe(1);
-    // Write-protect the leaf as kvm_mmu_slot_gfn_write_protect would (W and MMU-writable off),
-    // then turn logging on.
-    mmu.direct.walkToLast(mmu.rootFor(vcpu), 0);
-    const spt = mmu.store.spt[mmu.direct.lastSp]!;
-    spt[mmu.direct.lastIdx * 2]! &= ~SPTE_W;
-    spt[mmu.direct.lastIdx * 2 + 1]! &= ~SPTE_HI_MMU_WRITABLE;
+    // Enabling logging without eager split only removes W from the huge leaf (+1 flush).
     vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 2 * MIB, flags: 1 });
+    expect([s.pages_2m, s.remote_tlb_flush, s.huge_splits]).toEqual([1, 1, 0]);
     const tables = s.tdp_mmu_pages;
     vcpu.access(5 * PAGE, { write: true });
     expect(s.pages_2m).toBe(0);
     expect(s.pages_4k).toBe(512);
     expect(s.huge_splits).toBe(1);
     expect(s.tdp_mmu_pages).toBe(tables + 1);
-    expect(s.remote_tlb_flush).toBe(0);
-    expect(s.pf_fast).toBe(0); // MMU-writable was clear: the fast path gave up
+    expect(s.remote_tlb_flush).toBe(1); // the split itself does not flush
+    expect(s.pf_fast).toBe(0); // the fast path refuses a huge leaf while logging
     // Only the written page became writable; its siblings inherited the protected leaf.
     mmu.direct.walkToLast(mmu.rootFor(vcpu), 5);
     expect(mmu.direct.lastLo & SPTE_W).toBe(SPTE_W);
     mmu.direct.walkToLast(mmu.rootFor(vcpu), 6);
     expect(mmu.direct.lastLo & SPTE_W).toBe(0);
+    expect(mmu.direct.lastHi & SPTE_HI_MMU_WRITABLE).toBe(SPTE_HI_MMU_WRITABLE);
     expect(vm.memslots.get(0)!.testDirty(5)).toBe(true);
     expect(vm.audit()).toEqual([]);
   });
