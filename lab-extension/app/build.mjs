@@ -20,7 +20,11 @@ const assets = Build.ensureAssets({ packageNames, output: `${here}/build` });
 const config = {
   context: here,
   entry: ["./index.js"],
-  output: { path: `${here}/build`, filename: "bundle.js", chunkFilename: "[name].[contenthash:8].js" },
+  output: {
+    path: `${here}/build`,
+    filename: "bundle.js",
+    chunkFilename: "[name].[contenthash:8].js",
+  },
   bail: true,
   devtool: false,
   mode: "development",
@@ -46,7 +50,10 @@ const config = {
         issuer: /\.css$/,
         type: "asset/inline",
         generator: {
-          dataUrl: { content: (c) => miniSVGDataURI(c.content.toString()), mimetype: "image/svg+xml" },
+          dataUrl: {
+            content: (c) => miniSVGDataURI(c.content.toString()),
+            mimetype: "image/svg+xml",
+          },
         },
       },
       { test: /\.svg(\?v=\d+\.\d+\.\d+)?$/, issuer: /\.js$/, type: "asset/source" },

@@ -14,7 +14,7 @@ const styles = import("./build/style.js");
 const SKIP = [":announcements", ":language-server", ":toc", ":update-raw-mimetype"];
 
 function plugins(mod) {
-  const exported = Object.prototype.hasOwnProperty.call(mod, "__esModule") || mod.default ? mod.default : mod;
+  const exported = Object.hasOwn(mod, "__esModule") || mod.default ? mod.default : mod;
   const list = Array.isArray(exported) ? exported : [exported];
   return list.filter((p) => !SKIP.some((s) => p.id.includes(s)));
 }

@@ -36,14 +36,25 @@ export function freePort() {
  * @param {boolean} [o.quiet]  send server logs to the returned `log` array instead of stderr
  * @returns {Promise<{url: string, base: string, token: string, port: number, proc: import("node:child_process").ChildProcess, log: string[], stop: () => Promise<void>}>}
  */
-export async function startLab({ root, port, token, env = process.env, quiet = false, timeoutMs = 60000 }) {
+export async function startLab({
+  root,
+  port,
+  token,
+  env = process.env,
+  quiet = false,
+  timeoutMs = 60000,
+}) {
   if (!existsSync(path.join(BUILD_DIR, "bundle.js"))) {
-    throw new Error(`the JupyterLab front end is not built (${BUILD_DIR}/bundle.js missing): run npm run build`);
+    throw new Error(
+      `the JupyterLab front end is not built (${BUILD_DIR}/bundle.js missing): run npm run build`,
+    );
   }
   if (!existsSync(PYTHON)) {
-    throw new Error(`${PYTHON} not found: install Debian's python3-jupyterlab-server and jupyter-server`);
+    throw new Error(
+      `${PYTHON} not found: install Debian's python3-jupyterlab-server and jupyter-server`,
+    );
   }
-  const p = port ?? (await isFree(8888) ? 8888 : await freePort());
+  const p = port ?? ((await isFree(8888)) ? 8888 : await freePort());
   const t = token ?? randomBytes(24).toString("hex");
   const args = [
     SERVER_SCRIPT,
@@ -53,8 +64,11 @@ export async function startLab({ root, port, token, env = process.env, quiet = f
     "--ServerApp.port_retries=0",
     `--ServerApp.token=${t}`,
     "--ServerApp.open_browser=False",
+    // New notebooks get the mmulab kernel.
+    "--MappingKernelManager.default_kernel_name=mmulab",
   ];
-  if (typeof process.getuid === "function" && process.getuid() === 0) args.push("--ServerApp.allow_root=True");
+  if (typeof process.getuid === "function" && process.getuid() === 0)
+    args.push("--ServerApp.allow_root=True");
   const proc = spawn(PYTHON, args, {
     env: { PYDEVD_DISABLE_FILE_VALIDATION: "1", ...env },
     stdio: ["ignore", "pipe", "pipe"],
@@ -74,7 +88,9 @@ export async function startLab({ root, port, token, env = process.env, quiet = f
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (exited) {
-      throw new Error(`JupyterLab server exited (code ${exited.code}, signal ${exited.signal}) before answering:\n${log.join("").slice(-3000)}`);
+      throw new Error(
+        `JupyterLab server exited (code ${exited.code}, signal ${exited.signal}) before answering:\n${log.join("").slice(-3000)}`,
+      );
     }
     try {
       const r = await fetch(`${base}/api/status?token=${t}`);
@@ -84,7 +100,9 @@ export async function startLab({ root, port, token, env = process.env, quiet = f
     }
     if (Date.now() > deadline) {
       proc.kill("SIGTERM");
-      throw new Error(`JupyterLab server did not answer on ${base} within ${timeoutMs} ms:\n${log.join("").slice(-3000)}`);
+      throw new Error(
+        `JupyterLab server did not answer on ${base} within ${timeoutMs} ms:\n${log.join("").slice(-3000)}`,
+      );
     }
     await new Promise((r) => setTimeout(r, 200));
   }

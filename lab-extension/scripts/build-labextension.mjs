@@ -10,4 +10,7 @@ const here = dirname(dirname(fileURLToPath(import.meta.url)));
 const require = createRequire(join(here, "package.json"));
 const builder = require.resolve("@jupyter/builder/lib/build-labextension.js");
 const coreMeta = require.resolve("@jupyterlab/core-meta/core.package.json");
-execFileSync(process.execPath, [builder, "--core-package-file", coreMeta, here], { stdio: "inherit", cwd: here });
+execFileSync(process.execPath, [builder, "--core-package-file", coreMeta, here], {
+  stdio: "inherit",
+  cwd: here,
+});

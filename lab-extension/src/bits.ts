@@ -71,7 +71,10 @@ export interface U64 {
 export function parseHex64(s: string): U64 | null {
   if (!/^0x[0-9a-fA-F]{1,16}$/.test(s)) return null;
   const digits = s.slice(2).padStart(16, "0");
-  return { hi: Number.parseInt(digits.slice(0, 8), 16) >>> 0, lo: Number.parseInt(digits.slice(8), 16) >>> 0 };
+  return {
+    hi: Number.parseInt(digits.slice(0, 8), 16) >>> 0,
+    lo: Number.parseInt(digits.slice(8), 16) >>> 0,
+  };
 }
 
 /** Reads bits lo..hi (inclusive, hi - lo < 32) of a split 64-bit value. */
@@ -103,7 +106,13 @@ export function decodeEntry(tree: Pick<Tree, "kind" | "format">, value: string):
   const out: DecodedField[] = [];
   for (const f of fieldsFor(tree)) {
     const x = bitsOf(v, f.lo, f.hi);
-    if (x !== 0) out.push({ name: f.name, bits: f.lo === f.hi ? `${f.lo}` : `${f.hi}:${f.lo}`, value: x, meaning: f.meaning });
+    if (x !== 0)
+      out.push({
+        name: f.name,
+        bits: f.lo === f.hi ? `${f.lo}` : `${f.hi}:${f.lo}`,
+        value: x,
+        meaning: f.meaning,
+      });
   }
   return out;
 }
@@ -129,7 +138,13 @@ export function sizeName(shift: number): string {
  * First address an entry maps: its `va` if the payload has one, else computed from the table's
  * base address and the index (the table base is the parent entry's first address).
  */
-export function entryBase(format: Tree["format"], table: Table, tableBase: bigint, index: number, va?: string): bigint {
+export function entryBase(
+  format: Tree["format"],
+  table: Table,
+  tableBase: bigint,
+  index: number,
+  va?: string,
+): bigint {
   if (va !== undefined && /^0x[0-9a-f]{1,16}$/.test(va)) return BigInt(va);
   return tableBase + (BigInt(index) << BigInt(entryShift(format, table.level)));
 }

@@ -62,7 +62,8 @@ export function text(value: string): Text {
 export function preview(value: unknown, max = 120): string {
   let s: string;
   try {
-    s = typeof value === "string" ? JSON.stringify(value) : (JSON.stringify(value) ?? String(value));
+    s =
+      typeof value === "string" ? JSON.stringify(value) : (JSON.stringify(value) ?? String(value));
   } catch {
     s = String(value);
   }
@@ -73,7 +74,11 @@ export function preview(value: unknown, max = 120): string {
  * The readable error box drawn instead of a payload that failed validation or a renderer that
  * threw. `details` are shown as a list (each item as text).
  */
-export function errorBox(title: string, message: string, details: ReadonlyArray<string> = []): HTMLElement {
+export function errorBox(
+  title: string,
+  message: string,
+  details: ReadonlyArray<string> = [],
+): HTMLElement {
   const box = h("div", { cls: "mmulab-error", attrs: { role: "alert" } }, [
     h("div", { cls: "mmulab-error-title", text: title }),
     h("div", { cls: "mmulab-error-message", text: message }),
@@ -81,7 +86,8 @@ export function errorBox(title: string, message: string, details: ReadonlyArray<
   const shown = details.filter((d) => d !== message).slice(0, 20);
   if (shown.length > 0) {
     const list = h("ul", { cls: "mmulab-error-details" });
-    for (const d of shown) list.appendChild(h("li", { text: d.length > 300 ? `${d.slice(0, 297)}...` : d }));
+    for (const d of shown)
+      list.appendChild(h("li", { text: d.length > 300 ? `${d.slice(0, 297)}...` : d }));
     box.appendChild(list);
   }
   return box;

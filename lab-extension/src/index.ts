@@ -8,16 +8,23 @@
  * textContent only, so they may run on untrusted notebooks.
  */
 
-import { PAGETABLE_MIME, PLOTLY_MIME, type PagetablePayload, WALK_MIME, type WalkPayload, validateDisplayPayload } from "@mmulab/core";
 import type { IRenderMime } from "@jupyterlab/rendermime-interfaces";
 import { Widget } from "@lumino/widgets";
+import {
+  PAGETABLE_MIME,
+  type PagetablePayload,
+  PLOTLY_MIME,
+  validateDisplayPayload,
+  WALK_MIME,
+  type WalkPayload,
+} from "@mmulab/core";
 import { errorBox, h } from "./dom";
 import { renderPagetable } from "./pagetable";
 import { type Figure, purgePlotly, renderPlotly } from "./plotly";
 import { renderWalk } from "./walk";
 
-export { PAGETABLE_MIME, PLOTLY_MIME, WALK_MIME };
 export { decodePfErrorCode } from "./walk";
+export { PAGETABLE_MIME, PLOTLY_MIME, WALK_MIME };
 
 /** Rank below 50 (text/html's) so our view wins over the HTML fallback the kernel also sends. */
 const RANK = 20;
@@ -47,7 +54,13 @@ export class MmulabRenderer extends Widget implements IRenderMime.IRenderer {
     try {
       const check = validateDisplayPayload(this.mimeType, data);
       if (!check.ok) {
-        this.node.appendChild(errorBox(`Cannot show this ${TITLES[this.mimeType] ?? this.mimeType}`, check.message, check.errors));
+        this.node.appendChild(
+          errorBox(
+            `Cannot show this ${TITLES[this.mimeType] ?? this.mimeType}`,
+            check.message,
+            check.errors,
+          ),
+        );
         return;
       }
       const host = h("div", { cls: "mmulab-view" });
@@ -64,7 +77,10 @@ export class MmulabRenderer extends Widget implements IRenderMime.IRenderer {
       }
     } catch (err) {
       this.node.replaceChildren(
-        errorBox(`mmulab renderer failed on this ${TITLES[this.mimeType] ?? this.mimeType}`, err instanceof Error ? err.message : String(err)),
+        errorBox(
+          `mmulab renderer failed on this ${TITLES[this.mimeType] ?? this.mimeType}`,
+          err instanceof Error ? err.message : String(err),
+        ),
       );
     }
   }

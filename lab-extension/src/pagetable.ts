@@ -68,7 +68,11 @@ function byIndex(table: Table | undefined): Map<number, Entry> {
 }
 
 function sameEntry(a: Entry, b: Entry): boolean {
-  return a.value === b.value && a.flags.join(",") === b.flags.join(",") && (a.count ?? 1) === (b.count ?? 1);
+  return (
+    a.value === b.value &&
+    a.flags.join(",") === b.flags.join(",") &&
+    (a.count ?? 1) === (b.count ?? 1)
+  );
 }
 
 /** Number of entries that differ between two tables, counted through child tables. */
@@ -158,7 +162,12 @@ class TableView {
       "div",
       {
         cls: "mmulab-pt-table",
-        attrs: { "data-level": String(t.level), "data-name": t.name, "data-path": path, role: "treeitem" },
+        attrs: {
+          "data-level": String(t.level),
+          "data-name": t.name,
+          "data-path": path,
+          role: "treeitem",
+        },
       },
       [head, this.body],
     );
@@ -186,7 +195,11 @@ class TableView {
   autoExpand(depth: number): void {
     this.setExpanded(true);
     for (const [, child] of this.children) {
-      if (child.changes > 0 || (depth < 1 && this.ctx.rowsDrawn < INITIAL_ROW_BUDGET) || this.ctx.rowsDrawn + child.table.entries.length <= INITIAL_ROW_BUDGET) {
+      if (
+        child.changes > 0 ||
+        (depth < 1 && this.ctx.rowsDrawn < INITIAL_ROW_BUDGET) ||
+        this.ctx.rowsDrawn + child.table.entries.length <= INITIAL_ROW_BUDGET
+      ) {
         child.autoExpand(depth + 1);
       }
     }
@@ -219,7 +232,8 @@ class TableView {
           const q = entries[j];
           const pt = hexToNumber(p.target);
           const qt = hexToNumber(q.target);
-          const contiguous = pt === undefined || qt === undefined ? p.target === q.target : qt === pt + step;
+          const contiguous =
+            pt === undefined || qt === undefined ? p.target === q.target : qt === pt + step;
           if (
             q.index !== p.index + 1 ||
             !q.leaf ||
@@ -261,10 +275,17 @@ class TableView {
   private absentRow(first: number, last: number): HTMLElement {
     this.ctx.rowsDrawn++;
     const n = last - first + 1;
-    return h("div", { cls: "mmulab-pt-row mmulab-pt-absent", attrs: { "data-first": String(first), "data-count": String(n) } }, [
-      h("span", { cls: "mmulab-pt-idx", text: n === 1 ? `[${first}]` : `[${first}–${last}]` }),
-      h("span", { cls: "mmulab-pt-absent-label", text: `${n} absent` }),
-    ]);
+    return h(
+      "div",
+      {
+        cls: "mmulab-pt-row mmulab-pt-absent",
+        attrs: { "data-first": String(first), "data-count": String(n) },
+      },
+      [
+        h("span", { cls: "mmulab-pt-idx", text: n === 1 ? `[${first}]` : `[${first}–${last}]` }),
+        h("span", { cls: "mmulab-pt-absent-label", text: `${n} absent` }),
+      ],
+    );
   }
 
   private childView(e: Entry, old: Entry | undefined): TableView {
@@ -304,19 +325,30 @@ class TableView {
         },
       },
       [
-        e.child
-          ? this.childToggle(e.index)
-          : h("span", { cls: "mmulab-toggle-spacer" }),
-        h("span", { cls: "mmulab-pt-idx", text: n > 1 ? `[${e.index}–${e.index + n - 1}]` : `[${e.index}]` }),
+        e.child ? this.childToggle(e.index) : h("span", { cls: "mmulab-toggle-spacer" }),
+        h("span", {
+          cls: "mmulab-pt-idx",
+          text: n > 1 ? `[${e.index}–${e.index + n - 1}]` : `[${e.index}]`,
+        }),
         h("span", { cls: "mmulab-pt-value", text: e.value }),
         n > 1 ? h("span", { cls: "mmulab-pt-runcount", text: `×${n}` }) : null,
         flagChips(e.flags),
         e.target !== undefined
-          ? h("span", { cls: "mmulab-pt-target", text: `${this.tree.kind === "guest" ? "gfn" : "pfn"} ${e.target}` })
+          ? h("span", {
+              cls: "mmulab-pt-target",
+              text: `${this.tree.kind === "guest" ? "gfn" : "pfn"} ${e.target}`,
+            })
           : null,
         e.va !== undefined ? h("span", { cls: "mmulab-pt-va", text: `va ${e.va}` }) : null,
-        e.leaf && e.pageSize ? h("span", { cls: "mmulab-pt-size", text: sizeName(Math.log2(e.pageSize)) }) : null,
-        status !== "same" ? h("span", { cls: "mmulab-pt-diff", text: status === "changed" ? `was ${old?.value}` : status }) : null,
+        e.leaf && e.pageSize
+          ? h("span", { cls: "mmulab-pt-size", text: sizeName(Math.log2(e.pageSize)) })
+          : null,
+        status !== "same"
+          ? h("span", {
+              cls: "mmulab-pt-diff",
+              text: status === "changed" ? `was ${old?.value}` : status,
+            })
+          : null,
         e.note !== undefined ? h("span", { cls: "mmulab-pt-note", text: e.note }) : null,
       ],
     );
@@ -373,13 +405,21 @@ class TableView {
     const unfoldButton = h("button", {
       cls: "mmulab-toggle mmulab-run-toggle",
       text: "▸",
-      attrs: { type: "button", "aria-label": `unfold ${run.length} entries`, "aria-expanded": "false" },
+      attrs: {
+        type: "button",
+        "aria-label": `unfold ${run.length} entries`,
+        "aria-expanded": "false",
+      },
     });
     const row = h(
       "div",
       {
         cls: `mmulab-pt-row mmulab-pt-run mmulab-state-${state}`,
-        attrs: { "data-first": String(first.index), "data-count": String(run.length), "data-state": state },
+        attrs: {
+          "data-first": String(first.index),
+          "data-count": String(run.length),
+          "data-state": state,
+        },
       },
       [
         unfoldButton,
@@ -445,12 +485,16 @@ function roleSummary(role: Role): string {
 
 function flagChips(flags: ReadonlyArray<string>): HTMLElement {
   const wrap = h("span", { cls: "mmulab-flags" });
-  for (const f of flags) wrap.appendChild(h("span", { cls: `mmulab-flag mmulab-flag-${f}`, text: f }));
+  for (const f of flags)
+    wrap.appendChild(h("span", { cls: `mmulab-flag mmulab-flag-${f}`, text: f }));
   return wrap;
 }
 
 function kv(key: string, value: string): HTMLElement {
-  return h("div", { cls: "mmulab-kv" }, [h("span", { cls: "mmulab-k", text: key }), h("span", { cls: "mmulab-v", text: value })]);
+  return h("div", { cls: "mmulab-kv" }, [
+    h("span", { cls: "mmulab-k", text: key }),
+    h("span", { cls: "mmulab-v", text: value }),
+  ]);
 }
 
 /** Fills the selection panel with one entry decoded. */
@@ -468,18 +512,36 @@ function showDetail(panel: HTMLElement, s: Selection): void {
   );
   panel.appendChild(kv("value", e.value));
   if (s.status === "changed" && s.before) panel.appendChild(kv("before", s.before.value));
-  panel.appendChild(kv("maps", `${hex(s.base)} – ${hex(end)} (${n > 1 ? `${n} × ` : ""}${sizeName(shift)})`));
+  panel.appendChild(
+    kv("maps", `${hex(s.base)} – ${hex(end)} (${n > 1 ? `${n} × ` : ""}${sizeName(shift)})`),
+  );
   if (e.target !== undefined) {
     const frame = BigInt(e.target) << 12n;
-    panel.appendChild(kv(tree.kind === "guest" ? "gfn" : "pfn", `${e.target} (address ${hex(frame)})`));
+    panel.appendChild(
+      kv(tree.kind === "guest" ? "gfn" : "pfn", `${e.target} (address ${hex(frame)})`),
+    );
   }
-  panel.appendChild(kv("kind", e.leaf ? `leaf${e.pageSize ? `, ${sizeName(Math.log2(e.pageSize))} page` : ""}` : "points to a table"));
+  panel.appendChild(
+    kv(
+      "kind",
+      e.leaf
+        ? `leaf${e.pageSize ? `, ${sizeName(Math.log2(e.pageSize))} page` : ""}`
+        : "points to a table",
+    ),
+  );
   if (e.pkey !== undefined) panel.appendChild(kv("pkey", String(e.pkey)));
   if (e.note !== undefined) panel.appendChild(kv("note", e.note));
   panel.appendChild(h("div", { cls: "mmulab-detail-flags" }, [flagChips(e.flags)]));
   const fields = decodeEntry(tree, e.value);
   const grid = h("table", { cls: "mmulab-bits" }, [
-    h("thead", {}, [h("tr", {}, [h("th", { text: "bits" }), h("th", { text: "field" }), h("th", { text: "value" }), h("th", { text: "meaning" })])]),
+    h("thead", {}, [
+      h("tr", {}, [
+        h("th", { text: "bits" }),
+        h("th", { text: "field" }),
+        h("th", { text: "value" }),
+        h("th", { text: "meaning" }),
+      ]),
+    ]),
   ]);
   const body = h("tbody");
   for (const f of fields) {
@@ -503,9 +565,19 @@ function showDetail(panel: HTMLElement, s: Selection): void {
 function roleText(r: Role): string {
   const parts: string[] = [`level ${r.level}`, r.direct ? "direct" : "indirect"];
   if (r.word !== undefined) parts.unshift(`word ${r.word}`);
-  if (r.access !== undefined) parts.push(`access ${r.access} (${r.access & 4 ? "U" : "-"}${r.access & 2 ? "W" : "-"}${r.access & 1 ? "X" : "-"})`);
+  if (r.access !== undefined)
+    parts.push(
+      `access ${r.access} (${r.access & 4 ? "U" : "-"}${r.access & 2 ? "W" : "-"}${r.access & 1 ? "X" : "-"})`,
+    );
   if (r.quadrant !== undefined) parts.push(`quadrant ${r.quadrant}`);
-  for (const k of ["invalid", "hasFourByteGpte", "cr0Wp", "eferNx", "adDisabled", "guestMode"] as const) {
+  for (const k of [
+    "invalid",
+    "hasFourByteGpte",
+    "cr0Wp",
+    "eferNx",
+    "adDisabled",
+    "guestMode",
+  ] as const) {
     if (r[k]) parts.push(k);
   }
   if (r.smm) parts.push(`smm ${r.smm}`);
@@ -523,7 +595,11 @@ function addressBits(format: Tree["format"]): number {
  * Walks `view`'s tree to the entry mapping `addr`, expanding tables along the way and selecting
  * the deepest entry found. Returns a sentence saying where the walk ended.
  */
-function searchTree(view: TableView, addr: bigint, select: boolean): { text: string; hit: boolean } {
+function searchTree(
+  view: TableView,
+  addr: bigint,
+  select: boolean,
+): { text: string; hit: boolean } {
   const mask = (1n << BigInt(addressBits(view.tree.format))) - 1n;
   const a = addr & mask;
   let v: TableView | undefined = view;
@@ -544,10 +620,16 @@ function searchTree(view: TableView, addr: bigint, select: boolean): { text: str
       const idx = Number((a - (v.base & mask)) >> shift);
       return { text: `${found}${v.table.name}[${idx}] absent: not mapped`, hit: false };
     }
-    const index = hit.index + Number((a - (entryBase(v.tree.format, v.table, v.base, hit.index, hit.va) & mask)) >> shift);
+    const index =
+      hit.index +
+      Number((a - (entryBase(v.tree.format, v.table, v.base, hit.index, hit.va) & mask)) >> shift);
     if (select) v.selectIndex(hit.child ? hit.index : index);
     found += `${v.table.name}[${index}] → `;
-    if (!hit.child) return { text: `${found}${hit.leaf ? "leaf" : "entry without table in snapshot"} ${hit.value}`, hit: true };
+    if (!hit.child)
+      return {
+        text: `${found}${hit.leaf ? "leaf" : "entry without table in snapshot"} ${hit.value}`,
+        hit: true,
+      };
     v = v.children.get(hit.index);
   }
   return { text: found, hit: false };
@@ -558,7 +640,13 @@ export function renderPagetable(host: HTMLElement, payload: PagetablePayload): v
   const detail = h("div", { cls: "mmulab-detail", attrs: { "aria-live": "polite" } }, [
     h("div", { cls: "mmulab-detail-hint", text: "Select an entry to decode it." }),
   ]);
-  const ctx: Context = { payload, detail, selectedRow: null, rowsDrawn: 0, hasBefore: payload.before !== undefined };
+  const ctx: Context = {
+    payload,
+    detail,
+    selectedRow: null,
+    rowsDrawn: 0,
+    hasBefore: payload.before !== undefined,
+  };
   const roots: TableView[] = [];
   const treesEl = h("div", { cls: "mmulab-pt-trees" });
   payload.trees.forEach((tree, i) => {
@@ -567,19 +655,33 @@ export function renderPagetable(host: HTMLElement, payload: PagetablePayload): v
     const root = new TableView(ctx, tree, i, tree.root, beforeTree?.root, 0n, String(i), changes);
     roots.push(root);
     treesEl.appendChild(
-      h("div", { cls: "mmulab-pt-tree", attrs: { "data-kind": tree.kind, "data-tree": String(i), role: "tree" } }, [
-        h("div", { cls: "mmulab-pt-tree-title" }, [
-          text(`${tree.label ?? `${tree.kind} tree`}`),
-          h("span", { cls: "mmulab-pt-format", text: ` ${tree.format}` }),
-          ctx.hasBefore ? h("span", { cls: "mmulab-pt-changes", text: ` Δ ${changes} changed` }) : null,
-        ]),
-        root.el,
-      ]),
+      h(
+        "div",
+        {
+          cls: "mmulab-pt-tree",
+          attrs: { "data-kind": tree.kind, "data-tree": String(i), role: "tree" },
+        },
+        [
+          h("div", { cls: "mmulab-pt-tree-title" }, [
+            text(`${tree.label ?? `${tree.kind} tree`}`),
+            h("span", { cls: "mmulab-pt-format", text: ` ${tree.format}` }),
+            ctx.hasBefore
+              ? h("span", { cls: "mmulab-pt-changes", text: ` Δ ${changes} changed` })
+              : null,
+          ]),
+          root.el,
+        ],
+      ),
     );
   });
   const input = h("input", {
     cls: "mmulab-search-input",
-    attrs: { type: "text", placeholder: "find address, e.g. 0x7f0000001000", spellcheck: "false", "aria-label": "find address" },
+    attrs: {
+      type: "text",
+      placeholder: "find address, e.g. 0x7f0000001000",
+      spellcheck: "false",
+      "aria-label": "find address",
+    },
   });
   const result = h("span", { cls: "mmulab-search-result" });
   const go = h("button", { cls: "mmulab-search-go", text: "Find", attrs: { type: "button" } });
@@ -610,7 +712,12 @@ export function renderPagetable(host: HTMLElement, payload: PagetablePayload): v
   ]);
   host.appendChild(header);
   if (payload.truncated) {
-    host.appendChild(h("div", { cls: "mmulab-pt-truncated", text: "Snapshot truncated: some present entries were left out (see 'omitted' counts)." }));
+    host.appendChild(
+      h("div", {
+        cls: "mmulab-pt-truncated",
+        text: "Snapshot truncated: some present entries were left out (see 'omitted' counts).",
+      }),
+    );
   }
   host.appendChild(legend());
   host.appendChild(treesEl);

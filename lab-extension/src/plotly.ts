@@ -17,7 +17,7 @@ let plotly: Promise<PlotlyApi> | undefined;
 export function loadPlotly(): Promise<PlotlyApi> {
   if (!plotly) {
     plotly = import(/* webpackChunkName: "plotly" */ "plotly.js-dist-min").then(
-      (m: { default?: PlotlyApi } & Partial<PlotlyApi>) => (m.default ?? (m as PlotlyApi)),
+      (m: { default?: PlotlyApi } & Partial<PlotlyApi>) => m.default ?? (m as PlotlyApi),
     );
     plotly.catch(() => {
       plotly = undefined;

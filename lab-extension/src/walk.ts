@@ -9,7 +9,12 @@ import { h } from "./dom";
 
 /** Page-fault error code bits (Intel SDM vol. 3 §4.7): bit, short name, meaning when set / clear. */
 const PFERR_BITS: ReadonlyArray<{ bit: number; name: string; set: string; clear?: string }> = [
-  { bit: 0, name: "P", set: "protection violation on a present page", clear: "the page was not present" },
+  {
+    bit: 0,
+    name: "P",
+    set: "protection violation on a present page",
+    clear: "the page was not present",
+  },
   { bit: 1, name: "W", set: "caused by a write", clear: "caused by a read" },
   { bit: 2, name: "U", set: "user-mode access", clear: "supervisor-mode access" },
   { bit: 3, name: "RSVD", set: "a reserved bit was set in a paging-structure entry" },
@@ -32,7 +37,11 @@ export function decodePfErrorCode(code: number): { name: string; set: boolean; w
 
 /** Renders a validated walk payload into `host`. */
 export function renderWalk(host: HTMLElement, p: WalkPayload): void {
-  const acc = [p.access.write ? "write" : "read", p.access.user ? "user" : "supervisor", p.access.fetch ? "fetch" : null]
+  const acc = [
+    p.access.write ? "write" : "read",
+    p.access.user ? "user" : "supervisor",
+    p.access.fetch ? "fetch" : null,
+  ]
     .filter((x) => x !== null)
     .join(", ");
   host.appendChild(
@@ -46,11 +55,18 @@ export function renderWalk(host: HTMLElement, p: WalkPayload): void {
     const bits = h("div", { cls: "mmulab-walk-bits", attrs: { role: "list" } });
     for (const b of p.indexBits) {
       bits.appendChild(
-        h("div", { cls: "mmulab-walk-bitfield", attrs: { role: "listitem", "data-name": b.name } }, [
-          h("div", { cls: "mmulab-walk-bitname", text: b.name }),
-          h("div", { cls: "mmulab-walk-bitrange", text: `bits ${b.hi}:${b.lo}` }),
-          h("div", { cls: "mmulab-walk-bitvalue", text: `${b.value} (0x${b.value.toString(16)})` }),
-        ]),
+        h(
+          "div",
+          { cls: "mmulab-walk-bitfield", attrs: { role: "listitem", "data-name": b.name } },
+          [
+            h("div", { cls: "mmulab-walk-bitname", text: b.name }),
+            h("div", { cls: "mmulab-walk-bitrange", text: `bits ${b.hi}:${b.lo}` }),
+            h("div", {
+              cls: "mmulab-walk-bitvalue",
+              text: `${b.value} (0x${b.value.toString(16)})`,
+            }),
+          ],
+        ),
       );
     }
     host.appendChild(bits);
@@ -80,18 +96,26 @@ export function renderWalk(host: HTMLElement, p: WalkPayload): void {
       changed ? h("span", { cls: "mmulab-walk-after", text: l.after }) : null,
     ]);
     const flags = h("td", { cls: "mmulab-flags" });
-    for (const f of l.flags ?? []) flags.appendChild(h("span", { cls: `mmulab-flag mmulab-flag-${f}`, text: f }));
+    for (const f of l.flags ?? [])
+      flags.appendChild(h("span", { cls: `mmulab-flag mmulab-flag-${f}`, text: f }));
     body.appendChild(
-      h("tr", { cls: `mmulab-walk-level${l.leaf ? " mmulab-walk-leaf" : ""}`, attrs: { "data-level": String(l.level), "data-name": l.name } }, [
-        h("td", { text: `${l.name} (L${l.level})${l.leaf ? " leaf" : ""}` }),
-        h("td", { text: l.tableGfn ?? "" }),
-        h("td", { text: String(l.index) }),
-        h("td", { text: l.pteGpa }),
-        entry,
-        flags,
-        h("td", { cls: "mmulab-walk-ad", text: ad || "—" }),
-        h("td", { text: l.note ?? "" }),
-      ]),
+      h(
+        "tr",
+        {
+          cls: `mmulab-walk-level${l.leaf ? " mmulab-walk-leaf" : ""}`,
+          attrs: { "data-level": String(l.level), "data-name": l.name },
+        },
+        [
+          h("td", { text: `${l.name} (L${l.level})${l.leaf ? " leaf" : ""}` }),
+          h("td", { text: l.tableGfn ?? "" }),
+          h("td", { text: String(l.index) }),
+          h("td", { text: l.pteGpa }),
+          entry,
+          flags,
+          h("td", { cls: "mmulab-walk-ad", text: ad || "—" }),
+          h("td", { text: l.note ?? "" }),
+        ],
+      ),
     );
   }
   table.appendChild(body);
@@ -101,20 +125,36 @@ export function renderWalk(host: HTMLElement, p: WalkPayload): void {
     host.appendChild(
       h("div", { cls: "mmulab-walk-result mmulab-walk-ok" }, [
         h("span", { text: `→ gpa ${r.gpa}` }),
-        r.pageSize ? h("span", { text: ` · ${r.pageSize >= 1073741824 ? `${r.pageSize / 1073741824} GiB` : r.pageSize >= 1048576 ? `${r.pageSize / 1048576} MiB` : `${r.pageSize / 1024} KiB`} page` }) : null,
+        r.pageSize
+          ? h("span", {
+              text: ` · ${r.pageSize >= 1073741824 ? `${r.pageSize / 1073741824} GiB` : r.pageSize >= 1048576 ? `${r.pageSize / 1048576} MiB` : `${r.pageSize / 1024} KiB`} page`,
+            })
+          : null,
         r.mmio ? h("span", { text: " · MMIO" }) : null,
       ]),
     );
   } else {
     const name = r.vector === 14 ? "#PF page fault" : "#GP general protection fault";
-    const box = h("div", { cls: "mmulab-walk-result mmulab-walk-fault", attrs: { role: "status" } }, [
-      h("div", { cls: "mmulab-walk-fault-title", text: `${name} (vector ${r.vector}), error code 0x${r.errorCode.toString(16)}` }),
-      h("div", { cls: "mmulab-walk-reason", text: r.reason }),
-    ]);
+    const box = h(
+      "div",
+      { cls: "mmulab-walk-result mmulab-walk-fault", attrs: { role: "status" } },
+      [
+        h("div", {
+          cls: "mmulab-walk-fault-title",
+          text: `${name} (vector ${r.vector}), error code 0x${r.errorCode.toString(16)}`,
+        }),
+        h("div", { cls: "mmulab-walk-reason", text: r.reason }),
+      ],
+    );
     if (r.vector === 14) {
       const list = h("ul", { cls: "mmulab-walk-errbits" });
       for (const b of decodePfErrorCode(r.errorCode)) {
-        list.appendChild(h("li", { attrs: { "data-bit": b.name, "data-set": String(b.set) }, text: `${b.name}=${b.set ? 1 : 0}: ${b.words}` }));
+        list.appendChild(
+          h("li", {
+            attrs: { "data-bit": b.name, "data-set": String(b.set) },
+            text: `${b.name}=${b.set ? 1 : 0}: ${b.words}`,
+          }),
+        );
       }
       box.appendChild(list);
     }

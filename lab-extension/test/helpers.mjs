@@ -44,7 +44,8 @@ export async function newPage(browser, { width = 1400, height = 1000 } = {}) {
   });
   await context.route("**/*", (route) => {
     const url = new URL(route.request().url());
-    if (url.hostname === "127.0.0.1" || url.protocol === "data:" || url.protocol === "blob:") return route.continue();
+    if (url.hostname === "127.0.0.1" || url.protocol === "data:" || url.protocol === "blob:")
+      return route.continue();
     external.push(url.href);
     return route.abort();
   });
@@ -52,7 +53,11 @@ export async function newPage(browser, { width = 1400, height = 1000 } = {}) {
 }
 
 /** Writes an nbformat 4 notebook whose cells are `cells` (strings: code; {md}: markdown; {code, outputs}: code with saved outputs). */
-export function writeNotebook(file, cells, kernel = { name: "mmulab", display_name: "TypeScript (mmulab)", language: "typescript" }) {
+export function writeNotebook(
+  file,
+  cells,
+  kernel = { name: "mmulab", display_name: "TypeScript (mmulab)", language: "typescript" },
+) {
   mkdirSync(path.dirname(file), { recursive: true });
   const nb = {
     nbformat: 4,
@@ -78,7 +83,11 @@ export function writeNotebook(file, cells, kernel = { name: "mmulab", display_na
 
 /** A saved display_data output carrying one MIME payload plus text/plain. */
 export function displayOutput(mime, data) {
-  return { output_type: "display_data", metadata: {}, data: { [mime]: data, "text/plain": ["mmulab payload"] } };
+  return {
+    output_type: "display_data",
+    metadata: {},
+    data: { [mime]: data, "text/plain": ["mmulab payload"] },
+  };
 }
 
 /** Milliseconds since `t0`, one decimal. */

@@ -2,7 +2,7 @@
 // with the mmulab kernelspec), open a notebook in Chromium, run all cells with the mmulab kernel
 // and check the DOM the renderers drew against the payloads the cells sent.
 import assert from "node:assert/strict";
-import { copyFileSync, mkdirSync, rmSync } from "node:fs";
+import { copyFileSync, mkdirSync, rmSync, statSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { startLab } from "../app/serve.mjs";
@@ -52,9 +52,14 @@ after(async () => {
 const out = (cls) => page.locator(`.jp-OutputArea-output.mmulab-output .${cls}`);
 
 describe("JupyterLab from npm start, mmulab kernel, mmulab renderers", () => {
-  test("opens the notebook and runs all cells with the mmulab kernel", { timeout: 180000 }, async () => {
+  test("opens the notebook and runs all cells with the mmulab kernel", {
+    timeout: 180000,
+  }, async () => {
     await page.goto(`${lab.base}/lab/tree/renderers.ipynb?token=${lab.token}`);
-    await page.waitForSelector("body[data-mmulab-ready=true]", { state: "attached", timeout: 60000 });
+    await page.waitForSelector("body[data-mmulab-ready=true]", {
+      state: "attached",
+      timeout: 60000,
+    });
     await page.waitForSelector(".jp-Notebook .jp-Cell", { timeout: 60000 });
     // The kernel named in the notebook metadata starts; the status bar says so once it is idle.
     await page.getByText(/TypeScript \(mmulab\) \| Idle/).waitFor({ timeout: 90000 });
@@ -68,7 +73,12 @@ describe("JupyterLab from npm start, mmulab kernel, mmulab renderers", () => {
     const counts = await page.locator(".jp-CodeCell .jp-InputArea-prompt").allInnerTexts();
     assert.equal(counts.length, CELLS.filter((c) => typeof c === "string").length);
     for (const c of counts) assert.match(c, /\[\d+\]/, `a cell did not run: prompt ${c}`);
-    assert.equal(await page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").count(), 0);
+    assert.equal(
+      await page
+        .locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+        .count(),
+      0,
+    );
     mkdirSync(artifacts, { recursive: true });
     await page.screenshot({ path: path.join(artifacts, "lab-notebook.png") });
   });
@@ -80,10 +90,14 @@ describe("JupyterLab from npm start, mmulab kernel, mmulab renderers", () => {
       const t = PT.trees[i];
       const tree = trees.nth(i);
       assert.equal(await tree.getAttribute("data-kind"), t.kind);
-      assert.match(await tree.locator(".mmulab-pt-tree-title").innerText(), new RegExp(t.label.replace(/[()]/g, "\\$&")));
+      assert.match(
+        await tree.locator(".mmulab-pt-tree-title").innerText(),
+        new RegExp(t.label.replace(/[()]/g, "\\$&")),
+      );
       const rootHead = tree.locator(`.mmulab-pt-table[data-path='${i}'] > .mmulab-pt-table-head`);
       assert.equal(await rootHead.locator(".mmulab-pt-name").innerText(), t.root.name);
-      if (t.root.addr) assert.equal(await rootHead.locator(".mmulab-pt-addr").innerText(), `@${t.root.addr}`);
+      if (t.root.addr)
+        assert.equal(await rootHead.locator(".mmulab-pt-addr").innerText(), `@${t.root.addr}`);
     }
     // The guest PT (PML4[0] → PDPT[0] → PD[2]): every payload entry is covered by a row or a
     // folded run, and the absent rows account for the rest of the 512 slots.
@@ -91,22 +105,42 @@ describe("JupyterLab from npm start, mmulab kernel, mmulab renderers", () => {
     const pt = out("mmulab-pagetable").locator(".mmulab-pt-table[data-path='0.0.0.2']");
     await pt.waitFor();
     const body = pt.locator(":scope > .mmulab-pt-body");
-    const absent = await body.locator(":scope > .mmulab-pt-absent").evaluateAll((els) => els.map((e) => Number(e.dataset.count)));
+    const absent = await body
+      .locator(":scope > .mmulab-pt-absent")
+      .evaluateAll((els) => els.map((e) => Number(e.dataset.count)));
     const covered = new Set();
-    for (const r of await body.locator(":scope > .mmulab-pt-runwrap > .mmulab-pt-run").evaluateAll((els) => els.map((e) => [Number(e.dataset.first), Number(e.dataset.count)]))) {
+    for (const r of await body
+      .locator(":scope > .mmulab-pt-runwrap > .mmulab-pt-run")
+      .evaluateAll((els) => els.map((e) => [Number(e.dataset.first), Number(e.dataset.count)]))) {
       for (let k = 0; k < r[1]; k++) covered.add(r[0] + k);
     }
-    for (const idx of await body.locator(":scope > .mmulab-pt-entry").evaluateAll((els) => els.map((e) => Number(e.dataset.index)))) covered.add(idx);
-    assert.deepEqual([...covered].sort((a, b) => a - b), ptPayload.entries.map((e) => e.index).sort((a, b) => a - b));
-    assert.equal(absent.reduce((a, b) => a + b, 0), ptPayload.size - ptPayload.entries.length);
+    for (const idx of await body
+      .locator(":scope > .mmulab-pt-entry")
+      .evaluateAll((els) => els.map((e) => Number(e.dataset.index))))
+      covered.add(idx);
+    assert.deepEqual(
+      [...covered].sort((a, b) => a - b),
+      ptPayload.entries.map((e) => e.index).sort((a, b) => a - b),
+    );
+    assert.equal(
+      absent.reduce((a, b) => a + b, 0),
+      ptPayload.size - ptPayload.entries.length,
+    );
     // Diff against `before`: PT[11] is new in this snapshot and is marked added.
     const beforePt = PT.before[0].root.entries[0].child.entries[0].child.entries[0].child;
-    const added = ptPayload.entries.filter((e) => !beforePt.entries.some((b) => b.index === e.index)).map((e) => e.index);
+    const added = ptPayload.entries
+      .filter((e) => !beforePt.entries.some((b) => b.index === e.index))
+      .map((e) => e.index);
     assert.deepEqual(added, [11]);
-    const addedRows = await body.locator(".mmulab-diff-added").evaluateAll((els) => els.map((e) => Number(e.dataset.index)));
+    const addedRows = await body
+      .locator(".mmulab-diff-added")
+      .evaluateAll((els) => els.map((e) => Number(e.dataset.index)));
     assert.deepEqual(addedRows, added);
     // Colour by state: the dirty leaf carries the dirty state class.
-    assert.equal(await body.locator(".mmulab-pt-entry[data-index='10']").getAttribute("data-state"), "dirty");
+    assert.equal(
+      await body.locator(".mmulab-pt-entry[data-index='10']").getAttribute("data-state"),
+      "dirty",
+    );
     await out("mmulab-pagetable").screenshot({ path: path.join(artifacts, "pagetable.png") });
   });
 
@@ -122,19 +156,32 @@ describe("JupyterLab from npm start, mmulab kernel, mmulab renderers", () => {
     assert.equal(await toggle.getAttribute("aria-expanded"), was);
     assert.equal(await body.isVisible(), was === "true");
     // A folded run unfolds into its entries on click.
-    const run = out("mmulab-pagetable").locator(".mmulab-pt-table[data-path='0.0.0.2'] .mmulab-pt-run").first();
+    const run = out("mmulab-pagetable")
+      .locator(".mmulab-pt-table[data-path='0.0.0.2'] .mmulab-pt-run")
+      .first();
     const n = Number(await run.getAttribute("data-count"));
     await run.locator(".mmulab-run-toggle").click();
-    assert.equal(await run.locator("xpath=..").locator(".mmulab-pt-runbody > .mmulab-pt-entry").count(), n);
+    assert.equal(
+      await run.locator("xpath=..").locator(".mmulab-pt-runbody > .mmulab-pt-entry").count(),
+      n,
+    );
   });
 
   test("a selected entry shows its decoded bits, frame and range", async () => {
-    const row = out("mmulab-pagetable").locator(".mmulab-pt-table[data-path='0.0.0.2'] .mmulab-pt-entry[data-index='20']");
+    const row = out("mmulab-pagetable").locator(
+      ".mmulab-pt-table[data-path='0.0.0.2'] .mmulab-pt-entry[data-index='20']",
+    );
     await row.click();
     const detail = out("mmulab-pagetable").locator(".mmulab-detail");
-    const fields = await detail.locator("tr[data-field]").evaluateAll((els) => els.map((e) => e.dataset.field));
+    const fields = await detail
+      .locator("tr[data-field]")
+      .evaluateAll((els) => els.map((e) => e.dataset.field));
     // PT[20] = frame 0x214 | P | U/S | A (built in payloads.mjs from the SDM's bit numbers).
-    const value = BigInt(PT.trees[0].root.entries[0].child.entries[0].child.entries[0].child.entries.find((e) => e.index === 20).value);
+    const value = BigInt(
+      PT.trees[0].root.entries[0].child.entries[0].child.entries[0].child.entries.find(
+        (e) => e.index === 20,
+      ).value,
+    );
     const expect = [];
     if (value & (1n << BigInt(PTE.P))) expect.push("P");
     if (value & (1n << BigInt(PTE.RW))) expect.push("R/W");
@@ -160,21 +207,37 @@ describe("JupyterLab from npm start, mmulab kernel, mmulab renderers", () => {
     const title = await pt.locator(".mmulab-detail-title").innerText();
     // 0x40b123: PD index (bits 29:21) = 2, PT index (bits 20:12) = 11.
     assert.match(title, new RegExp(`PT\\[${(0x40b123 >> 12) & 511}\\]`));
-    assert.match(await pt.locator(".mmulab-search-result").innerText(), /PML4\[0\] → PDPT\[0\] → PD\[2\] → PT\[11\] → leaf/);
+    assert.match(
+      await pt.locator(".mmulab-search-result").innerText(),
+      /PML4\[0\] → PDPT\[0\] → PD\[2\] → PT\[11\] → leaf/,
+    );
   });
 
   test("the walk trace lists every level and decodes the fault", async () => {
     const w = out("mmulab-walk");
-    const levels = await w.locator(".mmulab-walk-level").evaluateAll((els) => els.map((e) => e.dataset.name));
-    assert.deepEqual(levels, WALK.levels.map((l) => l.name));
-    const bits = await w.locator(".mmulab-walk-bitfield").evaluateAll((els) => els.map((e) => e.innerText));
+    const levels = await w
+      .locator(".mmulab-walk-level")
+      .evaluateAll((els) => els.map((e) => e.dataset.name));
+    assert.deepEqual(
+      levels,
+      WALK.levels.map((l) => l.name),
+    );
+    const bits = await w
+      .locator(".mmulab-walk-bitfield")
+      .evaluateAll((els) => els.map((e) => e.innerText));
     assert.equal(bits.length, WALK.indexBits.length);
-    for (let i = 0; i < bits.length; i++) assert.match(bits[i], new RegExp(`\\b${WALK.indexBits[i].value}\\b`));
+    for (let i = 0; i < bits.length; i++)
+      assert.match(bits[i], new RegExp(`\\b${WALK.indexBits[i].value}\\b`));
     // A/D: the walk set A on the three upper levels and nothing on the leaf.
     const ad = await w.locator(".mmulab-walk-ad").allInnerTexts();
-    assert.deepEqual(ad, WALK.levels.map((l) => (l.aSet ? "A" : "—")));
+    assert.deepEqual(
+      ad,
+      WALK.levels.map((l) => (l.aSet ? "A" : "—")),
+    );
     // Error code 7 = P | W | U (SDM: bit 0 present, bit 1 write, bit 2 user).
-    const errs = await w.locator(".mmulab-walk-errbits li").evaluateAll((els) => Object.fromEntries(els.map((e) => [e.dataset.bit, e.dataset.set])));
+    const errs = await w
+      .locator(".mmulab-walk-errbits li")
+      .evaluateAll((els) => Object.fromEntries(els.map((e) => [e.dataset.bit, e.dataset.set])));
     assert.equal(errs.P, "true");
     assert.equal(errs.W, "true");
     assert.equal(errs.U, "true");
@@ -185,8 +248,14 @@ describe("JupyterLab from npm start, mmulab kernel, mmulab renderers", () => {
   test("the plotly plot has its traces", async () => {
     const n = await page.locator(".mmulab-plotly.js-plotly-plot").evaluate((el) => el.data.length);
     assert.equal(n, FIG.data.length);
-    assert.equal(await page.locator(".mmulab-plotly .scatterlayer .trace").count(), FIG.data.filter((t) => t.type === "scatter").length);
-    assert.equal(await page.locator(".mmulab-plotly .barlayer .trace").count(), FIG.data.filter((t) => t.type === "bar").length);
+    assert.equal(
+      await page.locator(".mmulab-plotly .scatterlayer .trace").count(),
+      FIG.data.filter((t) => t.type === "scatter").length,
+    );
+    assert.equal(
+      await page.locator(".mmulab-plotly .barlayer .trace").count(),
+      FIG.data.filter((t) => t.type === "bar").length,
+    );
     await page.locator(".mmulab-plotly").screenshot({ path: path.join(artifacts, "plotly.png") });
   });
 
@@ -195,10 +264,17 @@ describe("JupyterLab from npm start, mmulab kernel, mmulab renderers", () => {
     assert.deepEqual(external, []);
   });
 
-  test("screenshots copied to docs/img for the README", () => {
-    mkdirSync(docsImg, { recursive: true });
-    for (const f of ["pagetable.png", "walk.png", "plotly.png", "pagetable-detail.png"]) {
-      copyFileSync(path.join(artifacts, f), path.join(docsImg, `lab-${f}`));
+  test("screenshots saved; docs/img refreshed when MMULAB_UPDATE_DOCS_IMG=1", () => {
+    const shots = ["pagetable.png", "walk.png", "plotly.png", "pagetable-detail.png"];
+    for (const f of shots)
+      assert.ok(statSync(path.join(artifacts, f)).size > 1000, `${f} not written`);
+    if (process.env.MMULAB_UPDATE_DOCS_IMG === "1") {
+      mkdirSync(docsImg, { recursive: true });
+      for (const f of shots) copyFileSync(path.join(artifacts, f), path.join(docsImg, `lab-${f}`));
+    } else {
+      console.log(
+        `# screenshots in ${artifacts}; set MMULAB_UPDATE_DOCS_IMG=1 to copy them to docs/img`,
+      );
     }
   });
 });

@@ -35,8 +35,13 @@ function guestLeaf(index, gfn, extra = [], flags = ["present", "writable", "user
 export function smallSnapshot({ after = false } = {}) {
   const ptEntries = [];
   for (let i = 0; i < 10; i++) ptEntries.push(guestLeaf(i, 0x200 + i));
-  ptEntries.push(guestLeaf(10, 0x20a, [PTE.D], ["present", "writable", "user", "accessed", "dirty"]));
-  if (after) ptEntries.push(guestLeaf(11, 0x20b, [PTE.D], ["present", "writable", "user", "accessed", "dirty"]));
+  ptEntries.push(
+    guestLeaf(10, 0x20a, [PTE.D], ["present", "writable", "user", "accessed", "dirty"]),
+  );
+  if (after)
+    ptEntries.push(
+      guestLeaf(11, 0x20b, [PTE.D], ["present", "writable", "user", "accessed", "dirty"]),
+    );
   ptEntries.push({
     index: 20,
     value: entryValue(0x214, [PTE.P, PTE.US, PTE.A]),
@@ -90,7 +95,14 @@ export function smallSnapshot({ after = false } = {}) {
                       leaf: false,
                       target: "0x4",
                       va: "0x400000",
-                      child: { level: 1, name: "PT", addr: "0x4000", size: 512, present: ptEntries.length, entries: ptEntries },
+                      child: {
+                        level: 1,
+                        name: "PT",
+                        addr: "0x4000",
+                        size: 512,
+                        present: ptEntries.length,
+                        entries: ptEntries,
+                      },
                     },
                     {
                       index: 3,
@@ -272,7 +284,9 @@ export function stressPayload(leaves = 100000) {
       entries.push({
         index: i,
         value: entryValue(gfn, [PTE.P, PTE.RW, PTE.A, ...(dirty ? [PTE.D] : [])]),
-        flags: dirty ? ["present", "writable", "accessed", "dirty"] : ["present", "writable", "accessed"],
+        flags: dirty
+          ? ["present", "writable", "accessed", "dirty"]
+          : ["present", "writable", "accessed"],
         leaf: true,
         target: hex(gfn),
         pageSize: 4096,
@@ -307,7 +321,14 @@ export function stressPayload(leaves = 100000) {
           level: 4,
           name: "PML4",
           size: 512,
-          entries: [nonLeaf(0x8000, { level: 3, name: "PDPT", size: 512, entries: [nonLeaf(0x8001, { level: 2, name: "PD", size: 512, entries: pd })] })],
+          entries: [
+            nonLeaf(0x8000, {
+              level: 3,
+              name: "PDPT",
+              size: 512,
+              entries: [nonLeaf(0x8001, { level: 2, name: "PD", size: 512, entries: pd })],
+            }),
+          ],
         },
       },
     ],
@@ -317,7 +338,7 @@ export function stressPayload(leaves = 100000) {
 /** Strings that would run script or load something if any renderer turned them into HTML. */
 export const HOSTILE_STRINGS = [
   "<script>window.__mmulabPwned = (window.__mmulabPwned || 0) + 1</script>",
-  "<img src=x onerror=\"window.__mmulabPwned = (window.__mmulabPwned || 0) + 1\">",
+  '<img src=x onerror="window.__mmulabPwned = (window.__mmulabPwned || 0) + 1">',
   "javascript:window.__mmulabPwned=1",
   '"><svg onload="window.__mmulabPwned=1">',
 ];
@@ -337,21 +358,43 @@ export function hostilePayloads() {
   labelled.title = HOSTILE_STRINGS[0];
   labelled.trees[0].label = HOSTILE_STRINGS[1];
   labelled.trees[0].root.entries[0].note = HOSTILE_STRINGS[2];
-  out.push({ name: "markup in title/label/note", mime: pt, data: labelled, expect: "render", texts: [HOSTILE_STRINGS[0], HOSTILE_STRINGS[1]] });
+  out.push({
+    name: "markup in title/label/note",
+    mime: pt,
+    data: labelled,
+    expect: "render",
+    texts: [HOSTILE_STRINGS[0], HOSTILE_STRINGS[1]],
+  });
   const w = walkPayload();
   w.result.reason = HOSTILE_STRINGS[1];
   w.levels[0].note = HOSTILE_STRINGS[3];
-  out.push({ name: "markup in walk reason/note", mime: walk, data: w, expect: "render", texts: [HOSTILE_STRINGS[1], HOSTILE_STRINGS[3]] });
+  out.push({
+    name: "markup in walk reason/note",
+    mime: walk,
+    data: w,
+    expect: "render",
+    texts: [HOSTILE_STRINGS[1], HOSTILE_STRINGS[3]],
+  });
   // Invalid payloads: an error box each.
   const badHex = structuredClone(good);
   badHex.trees[0].root.entries[0].value = HOSTILE_STRINGS[0];
   out.push({ name: "script tag as an entry value", mime: pt, data: badHex, expect: "error" });
-  out.push({ name: "wrong type: string payload", mime: pt, data: HOSTILE_STRINGS[1], expect: "error" });
+  out.push({
+    name: "wrong type: string payload",
+    mime: pt,
+    data: HOSTILE_STRINGS[1],
+    expect: "error",
+  });
   out.push({ name: "wrong type: array payload", mime: walk, data: [1, 2, 3], expect: "error" });
   const wrongTypes = structuredClone(good);
   wrongTypes.trees[0].root.entries[0].index = "0";
   wrongTypes.trees[0].root.size = "512";
-  out.push({ name: "wrong types: index and size as strings", mime: pt, data: wrongTypes, expect: "error" });
+  out.push({
+    name: "wrong types: index and size as strings",
+    mime: pt,
+    data: wrongTypes,
+    expect: "error",
+  });
   const missing = structuredClone(good);
   delete missing.trees[0].root.entries[0].flags;
   delete missing.trees[1].root;
@@ -362,7 +405,13 @@ export function hostilePayloads() {
   const future = structuredClone(good);
   future.version = 2;
   future.trees[0].newField = "from the future";
-  out.push({ name: "future version", mime: pt, data: future, expect: "error", message: /version 2/ });
+  out.push({
+    name: "future version",
+    mime: pt,
+    data: future,
+    expect: "error",
+    message: /version 2/,
+  });
   const bigLabel = structuredClone(good);
   bigLabel.title = `${HOSTILE_STRINGS[1]}${"A".repeat(10 * 1024 * 1024)}`;
   out.push({ name: "10 MB title", mime: pt, data: bigLabel, expect: "error" });
@@ -375,6 +424,11 @@ export function hostilePayloads() {
     note: HOSTILE_STRINGS[0],
   }));
   out.push({ name: "10 MB entries array", mime: pt, data: bigEntries, expect: "error" });
-  out.push({ name: "plotly figure without data", mime: plotly, data: { layout: { title: HOSTILE_STRINGS[0] } }, expect: "error" });
+  out.push({
+    name: "plotly figure without data",
+    mime: plotly,
+    data: { layout: { title: HOSTILE_STRINGS[0] } },
+    expect: "error",
+  });
   return out;
 }
