@@ -1,6 +1,7 @@
-// Builds the JupyterLab front end into build/: rspack bundles index.js, and @jupyter/builder's
+// Builds the JupyterLab front end into dist/: rspack bundles index.js, and @jupyter/builder's
 // Build.ensureAssets copies each extension's settings schemas and theme files and writes
-// build/style.js (the CSS imports of every package).
+// dist/style.js (the CSS imports of every package).
+import { mkdirSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -15,13 +16,13 @@ const pkg = require("./package.json");
 const packageNames = Object.keys(pkg.dependencies).filter(
   (n) => n.endsWith("-extension") || n === "@mmulab/lab-extension",
 );
-const assets = Build.ensureAssets({ packageNames, output: `${here}/build` });
+const assets = Build.ensureAssets({ packageNames, output: `${here}/dist` });
 
 const config = {
   context: here,
   entry: ["./index.js"],
   output: {
-    path: `${here}/build`,
+    path: `${here}/dist`,
     filename: "bundle.js",
     chunkFilename: "[name].[contenthash:8].js",
   },
@@ -67,6 +68,36 @@ const config = {
   infrastructureLogging: { level: "warn" },
 };
 
+// The page jupyterlab_server renders (a Jinja template). Written here rather than kept as an
+// .html file so HTML linters never parse Jinja syntax.
+const TEMPLATE = `<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>{{page_config['appName'] | e}}</title>
+</head>
+<body>
+  {# page_config is copied so the template adds base and websocket URLs without changing it. #}
+  {% set page_config_full = page_config.copy() %}
+  {% set _ = page_config_full.update(baseUrl=base_url, wsUrl=ws_url) %}
+  <script id="jupyter-config-data" type="application/json">{{ page_config_full | tojson }}</script>
+  <script src="{{page_config['fullStaticUrl'] | e}}/bundle.js"></script>
+  <script>
+    // Drop the token from the address bar once the page has it (it is kept in a cookie).
+    (function () {
+      var url = new URL(window.location.href);
+      if (url.searchParams.get("token")) {
+        url.searchParams.delete("token");
+        window.history.replaceState({}, "", url.href);
+      }
+    })();
+  </script>
+</body>
+</html>
+`;
+mkdirSync(`${here}/dist/templates`, { recursive: true });
+writeFileSync(`${here}/dist/templates/index.html`, TEMPLATE);
+
 const t0 = Date.now();
 rspack([config, ...[].concat(assets)], (err, stats) => {
   if (err) {
@@ -77,5 +108,5 @@ rspack([config, ...[].concat(assets)], (err, stats) => {
     console.error(stats.toString({ all: false, errors: true }));
     process.exit(1);
   }
-  console.log(`lab app built into ${here}/build in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  console.log(`lab app built into ${here}/dist in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 });

@@ -4,11 +4,10 @@
 import { JupyterLab } from "@jupyterlab/application";
 import { PageConfig } from "@jupyterlab/coreutils";
 
-// Chunks and CSS assets load relative to where the server publishes build/.
-// biome-ignore lint: rspack's public-path global
+// Chunks and CSS assets load relative to where the server publishes dist/.
 __webpack_public_path__ = `${PageConfig.getOption("fullStaticUrl")}/`;
 
-const styles = import("./build/style.js");
+const styles = import("./dist/style.js");
 
 /** Plugin ids left out: they need server endpoints jupyter_server 1.23 does not have. */
 const SKIP = [":announcements", ":language-server", ":toc", ":update-raw-mimetype"];

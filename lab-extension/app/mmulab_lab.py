@@ -1,4 +1,4 @@
-"""Serves mmulab's JupyterLab 4 front end (build/) on Debian's jupyterlab_server.
+"""Serves mmulab's JupyterLab 4 front end (dist/) on Debian's jupyterlab_server.
 
 Run with /usr/bin/python3 (Debian's jupyter_server 1.23 and jupyterlab_server 2.16); options are
 jupyter_server's, e.g. --ServerApp.root_dir=notebooks --ServerApp.ip=127.0.0.1.
@@ -13,7 +13,7 @@ from jupyterlab_server import LabServerApp
 from tornado import web, websocket
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BUILD = os.path.join(HERE, "build")
+BUILD = os.path.join(HERE, "dist")
 
 with open(os.path.join(HERE, "package.json")) as f:
     VERSION = json.load(f)["version"]
@@ -67,14 +67,14 @@ class MmulabLabApp(LabServerApp):
     default_url = "/lab"
     load_other_extensions = False
     static_dir = BUILD
-    templates_dir = os.path.join(HERE, "templates")
+    templates_dir = os.path.join(BUILD, "templates")
     app_settings_dir = os.path.join(BUILD, "application_settings")
     schemas_dir = os.path.join(BUILD, "schemas")
     themes_dir = os.path.join(BUILD, "themes")
 
     def initialize_settings(self):
         # User settings and workspaces live under the repo-local Jupyter prefix, not in the repo.
-        data = os.environ.get("JUPYTER_DATA_DIR") or os.path.join(HERE, "build")
+        data = os.environ.get("JUPYTER_DATA_DIR") or os.path.join(HERE, "dist")
         self.user_settings_dir = os.path.join(data, "lab", "user-settings")
         self.workspaces_dir = os.path.join(data, "lab", "workspaces")
         super().initialize_settings()

@@ -11,7 +11,7 @@ import { fileURLToPath } from "node:url";
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const PYTHON = "/usr/bin/python3";
 export const SERVER_SCRIPT = path.join(here, "mmulab_lab.py");
-export const BUILD_DIR = path.join(here, "build");
+export const BUILD_DIR = path.join(here, "dist");
 
 /** A free TCP port on 127.0.0.1 (asks the kernel for one). */
 export function freePort() {
