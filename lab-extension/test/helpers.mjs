@@ -44,7 +44,7 @@ export async function newPage(browser, { width = 1400, height = 1000 } = {}) {
   });
   await context.route("**/*", (route) => {
     const url = new URL(route.request().url());
-    if (url.hostname === "127.0.0.1" || url.protocol === "data:" || url.protocol === "blob:")
+    if (url.hostname === "127.0.0.1" || ["data:", "blob:", "file:"].includes(url.protocol))
       return route.continue();
     external.push(url.href);
     return route.abort();
