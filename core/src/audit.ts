@@ -10,8 +10,8 @@ import { kvmPageTableHashfn } from "./legacy_direct";
 import { gfnToIndex, SlotArch } from "./lpage";
 import type { MemSlots } from "./memslot";
 import type { TdpStage2 } from "./mmu";
-import { directEntryGfn, SP_TRANSLATION_ACCOUNTED } from "./mmu_page";
-import { pteListForEach } from "./rmap";
+import { directEntryGfn, kvmMmuPageGetGfn, SP_TRANSLATION_ACCOUNTED } from "./mmu_page";
+import { pteListContains, pteListForEach } from "./rmap";
 import { roleDirect, roleInvalid, roleLevel } from "./role";
 import {
   GFN_SPAN,
@@ -41,29 +41,6 @@ export function auditTdp(mmu: TdpStage2, slots: MemSlots): string[] {
   const leaves = [0, 0, 0, 0];
   let nonRoot = 0;
   const legacy = mmu.legacy;
-  // Legacy flavour: every rmap entry, keyed by sptep, with the (slot, level, head) it is on.
-  const rmapOf = new Map<number, string>();
-  let rmapEntries = 0;
-  if (legacy !== null) {
-    for (const slot of slots.list()) {
-      const arch = slot.arch instanceof SlotArch ? slot.arch : null;
-      if (!arch?.rmap) continue;
-      for (let l = 1; l <= 3; l++) {
-        const heads = arch.rmap.heads[l - 1]!;
-        for (let i = 0; i < heads.length; i++) {
-          if (heads[i] === 0) continue;
-          pteListForEach(legacy.rmapPool, heads, i, (sptep) => {
-            rmapEntries++;
-            const key = `${slot.id}/${l}/${i}`;
-            if (rmapOf.has(sptep))
-              report(`sptep ${sptep} is on rmap ${rmapOf.get(sptep)} and ${key}`);
-            rmapOf.set(sptep, key);
-          });
-        }
-      }
-    }
-  }
-
   const hex = (n: number) => `0x${n.toString(16)}`;
 
   const visit = (sp: number, level: number, base: number): void => {
@@ -148,15 +125,15 @@ export function auditTdp(mmu: TdpStage2, slots: MemSlots): string[] {
         if (t[i] !== f)
           report(`${where}: stored gfn ${hex(t[i]!)} differs from formula ${hex(f)} (seed 2010)`);
       }
-      if (legacy !== null) {
-        const key = `${slot.id}/${level}/${gfnToIndex(gfn, slot.baseGfn, level)}`;
-        const have = rmapOf.get(sp * 512 + i);
-        if (have !== key)
+      const arch = slot.arch instanceof SlotArch ? slot.arch : null;
+      if (legacy !== null && arch?.rmap) {
+        const head = gfnToIndex(gfn, slot.baseGfn, level);
+        if (!pteListContains(legacy.rmapPool, arch.rmap.heads[level - 1]!, head, sp * 512 + i)) {
           report(
-            `${where}: leaf for gfn ${hex(gfn)} is on rmap ${have ?? "none"}, expected ${key}`,
+            `${where}: leaf for gfn ${hex(gfn)} is not on its rmap ${slot.id}/${level}/${head}`,
           );
-        rmapOf.delete(sp * 512 + i);
-      }
+        }
+      } else if (legacy !== null) report(`${where}: leaf in slot ${slot.id} which has no rmaps`);
     }
   };
 
@@ -201,11 +178,36 @@ export function auditTdp(mmu: TdpStage2, slots: MemSlots): string[] {
     if (store.isLive(sp) && !seen[sp])
       report(`sp ${sp} records parent sp ${store.parentSp[sp]} but no entry links it`);
   }
+  // Reverse direction: every rmap entry is a present leaf of the gfn its head stands for.
+  let rmapEntries = 0;
   if (legacy !== null) {
-    for (const [sptep, key] of rmapOf) {
-      report(
-        `rmap ${key} holds sptep ${sptep} (sp ${Math.floor(sptep / 512)} entry ${sptep % 512}) which is not a present leaf of that gfn`,
-      );
+    for (const slot of slots.list()) {
+      const arch = slot.arch instanceof SlotArch ? slot.arch : null;
+      if (!arch?.rmap) continue;
+      for (let l = 1; l <= 3; l++) {
+        const heads = arch.rmap.heads[l - 1]!;
+        for (let i = 0; i < heads.length; i++) {
+          if (heads[i] === 0) continue;
+          pteListForEach(legacy.rmapPool, heads, i, (sptep) => {
+            rmapEntries++;
+            const sp = Math.floor(sptep / 512);
+            const idx = sptep % 512;
+            const lo = store.isLive(sp) ? store.spt[sp]![idx * 2]! : 0;
+            const ok =
+              store.isLive(sp) &&
+              roleLevel(store.role[sp]!) === l &&
+              isShadowPresent(lo) &&
+              isLastSpte(lo, l) &&
+              gfnToIndex(kvmMmuPageGetGfn(store, sp, idx, false), slot.baseGfn, l) === i &&
+              slots.gfnToSlot(kvmMmuPageGetGfn(store, sp, idx, false)) === slot;
+            if (!ok) {
+              report(
+                `rmap ${slot.id}/${l}/${i} holds sptep ${sptep} (sp ${sp} entry ${idx}) which is not a present leaf of that gfn`,
+              );
+            }
+          });
+        }
+      }
     }
   }
 

@@ -137,6 +137,24 @@ export function pteListRemove(
   return false;
 }
 
+/** Whether `sptep` is on the list at `heads[i]` (audits; no allocation). */
+export function pteListContains(
+  pool: PteListDescPool,
+  heads: Uint32Array,
+  i: number,
+  sptep: number,
+): boolean {
+  const h = heads[i]!;
+  if (h === 0) return false;
+  if ((h & 1) === 0) return h / 2 === sptep;
+  for (let d = (h - 1) / 2; d >= 0; d = pool.desc[d * 16]!) {
+    const o = d * 16;
+    const c = pool.desc[o + 1]!;
+    for (let j = 0; j < c; j++) if (pool.desc[o + 2 + j] === sptep) return true;
+  }
+  return false;
+}
+
 /** Visit every sptep on the list at `heads[i]`; returns how many were visited. */
 export function pteListForEach(
   pool: PteListDescPool,

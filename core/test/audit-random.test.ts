@@ -254,7 +254,7 @@ describe("vm.audit() reports corrupted legacy-MMU state", () => {
   it("a leaf missing from its rmap head", () => {
     const { vm, rmap } = legacyPopulated();
     rmap.heads[0][9] = 0;
-    expect(vm.audit().join("\n")).toMatch(/leaf for gfn 0x9 is on rmap none, expected 0\/1\/9/);
+    expect(vm.audit().join("\n")).toMatch(/leaf for gfn 0x9 is not on its rmap 0\/1\/9/);
   });
 
   it("an rmap entry that points at no leaf", () => {
