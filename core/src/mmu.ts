@@ -71,7 +71,7 @@ export interface MmuFeatures {
   /** Split huge leaves when dirty logging is enabled (`eager_page_split`, default true). */
   eagerPageSplit?: boolean;
   /** What disabling dirty logging does to 4K mappings: "zap" (v5.10–v6.12, default) or "none" (< v4.1). */
-  collapseOnLogDisable?: "zap" | "none";
+  collapseOnLogDisable?: "zap" | "recover" | "none";
 }
 
 /** Names of the MMU switches accepted in `createVm({ features })`. */
@@ -115,8 +115,12 @@ export function resolveMmuFeatures(
     throw new InvalidArgumentError("features.mmuFlavor", flavor, '"tdp_mmu" | "legacy_direct"');
   }
   const collapse = f.collapseOnLogDisable ?? "zap";
-  if (collapse !== "zap" && collapse !== "none") {
-    throw new InvalidArgumentError("features.collapseOnLogDisable", collapse, '"zap" | "none"');
+  if (collapse !== "zap" && collapse !== "recover" && collapse !== "none") {
+    throw new InvalidArgumentError(
+      "features.collapseOnLogDisable",
+      collapse,
+      '"zap" | "recover" | "none"',
+    );
   }
   return {
     allocTranslationForDirect: bool("allocTranslationForDirect", false),
@@ -464,11 +468,17 @@ export class TdpStage2 implements Stage2 {
     const start = nw.baseGfn;
     const end = nw.baseGfn + nw.npages;
     if (!logging) {
-      if (this.features.collapseOnLogDisable === "zap") {
-        this.direct.zapCollapsible(start, end, (gfn, level) => {
-          const slot = this.slots.gfnToSlot(gfn);
-          return slot !== undefined && this.maxMappingLevel(slot, gfn, 3) >= level;
-        });
+      const canBeHuge = (gfn: number, level: number): boolean => {
+        const slot = this.slots.gfnToSlot(gfn);
+        return slot !== undefined && this.maxMappingLevel(slot, gfn, 3) >= level;
+      };
+      const mode = this.features.collapseOnLogDisable;
+      if (mode === "recover" && this.direct instanceof TdpMmu) {
+        // v6.13 kvm_mmu_recover_huge_pages: huge leaves installed in place, one batched flush.
+        if (this.direct.recoverHugePages(start, end, canBeHuge) > 0) this.flushRemoteTlbs();
+      } else if (mode !== "none") {
+        // "zap" (and "recover" on the legacy MMU, whose rmap part still zaps).
+        this.direct.zapCollapsible(start, end, canBeHuge);
       }
       return;
     }

@@ -32,6 +32,9 @@ import {
   makeNonleafSpte,
   makeSplitSpte,
   makeSpte,
+  pfnHi,
+  pfnLo,
+  SPTE_HI_PFN_MASK,
   SPTE_MMU_PRESENT,
   SPTE_PS,
   SPTE_W,
@@ -460,6 +463,57 @@ export class TdpMmu implements DirectMmu {
       }
     }
     return n;
+  }
+
+  /**
+   * `recover_huge_pages_range` (v6.13+): in [start, end), replace each non-leaf entry at levels
+   * 2..3 whose region may be mapped at its level by a huge leaf made from the first present leaf
+   * below it (`make_huge_spte`: PS set, address aligned down, flags kept); the table below is
+   * freed. Returns the number installed; the caller flushes once (batched).
+   */
+  recoverHugePages(
+    start: number,
+    end: number,
+    canBeHuge: (gfn: number, level: number) => boolean,
+  ): number {
+    const it = this.it;
+    const out = this.out;
+    let n = 0;
+    for (const root of this.roots) {
+      if (this.isInvalidRoot(root)) continue;
+      for (it.start(root, this.opts.rootLevel, 2, start, end); it.valid; it.next()) {
+        const lo = it.oldLo;
+        if (it.level > 3 || !isShadowPresent(lo) || isLastSpte(lo, it.level)) continue;
+        if (it.gfn < start || it.gfn >= end || !canBeHuge(it.gfn, it.level)) continue;
+        if (!this.firstLeafBelow(this.store.pfnToSp(sptePfn(lo, it.oldHi)), it.level - 1)) continue;
+        const span = GFN_SPAN[it.level]!;
+        const pfn = sptePfn(out.lo, out.hi);
+        const huge = pfn - (pfn % span);
+        this.iterSet(
+          ((out.lo & 0xfff) | SPTE_PS | pfnLo(huge)) >>> 0,
+          ((out.hi & ~SPTE_HI_PFN_MASK) | pfnHi(huge)) >>> 0,
+        );
+        n++;
+      }
+    }
+    return n;
+  }
+
+  /** `tdp_mmu_make_huge_spte`'s search: the first present leaf under table `sp`, into `out`. */
+  private firstLeafBelow(sp: number, level: number): boolean {
+    const spt = this.store.spt[sp]!;
+    for (let i = 0; i < 512; i++) {
+      const lo = spt[i * 2]!;
+      if (!isShadowPresent(lo)) continue;
+      if (isLastSpte(lo, level)) {
+        this.out.lo = lo;
+        this.out.hi = spt[i * 2 + 1]!;
+        return true;
+      }
+      if (this.firstLeafBelow(this.store.pfnToSp(sptePfn(lo, spt[i * 2 + 1]!)), level - 1))
+        return true;
+    }
+    return false;
   }
 
   /** Fast zap: invalidate every root, then zap the invalidated ones. */

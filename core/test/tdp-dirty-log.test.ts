@@ -174,3 +174,26 @@ describe("S3: the same cycle on the legacy direct MMU", () => {
     expect(vm.audit()).toEqual([]);
   });
 });
+
+describe("S2 variant: disable with collapse 'recover' (v6.13+)", () => {
+  it("huge leaves installed in place: pages_4k 0, pages_2m 512, SPs 3, one flush, no refault", () => {
+    const { vm, s, mmu, region, pass } = guest({ collapseOnLogDisable: "recover" });
+    region(LOG);
+    pass(true);
+    mmu.getDirtyLog(0);
+    let b = snap(s);
+    region(0);
+    expect([s.pages_4k, s.pages_2m]).toEqual([0, HUGE]);
+    expect([s.spt_pages_live, s.tdp_mmu_pages]).toEqual([
+      tablesFor(PAGES, 2, 4),
+      tablesFor(PAGES, 2, 4) - 1,
+    ]);
+    expect(s.remote_tlb_flush - b.remote_tlb_flush!).toBe(1);
+    expect(vm.audit()).toEqual([]);
+    // The recovered leaves map the same frames: a read pass takes no fault.
+    b = snap(s);
+    pass(false);
+    expect(s.pf_taken - b.pf_taken!).toBe(0);
+    expect(mmu.walkGpa(777 * PAGE).pfn).toBe((4 * GIB) / PAGE + 777);
+  });
+});
