@@ -44,6 +44,8 @@ export interface DirectMmu {
   splitHugePages(start: number, end: number, targetLevel: number): number;
   /** Clear W (keep MMU-writable) on leaves at level ≥ minLevel in [start, end); returns "changed". */
   wrprotRange(start: number, end: number, minLevel: number): boolean;
+  /** Clear W and MMU-writable on leaves at level ≥ minLevel mapping `gfn` (page-table protection). */
+  writeProtectGfn(gfn: number, minLevel: number): boolean;
   /** Clear W on the 4K leaves of gfns `base + bit` for the set bits of a 64-bit mask. */
   wrprotMasked(base: number, maskLo: number, maskHi: number): void;
   /** Collapse on dirty-log disable; returns the number of zaps (flushes counted inside or by caller). */

@@ -692,6 +692,32 @@ export class LegacyDirectMmu implements DirectMmu {
     return changed;
   }
 
+  /**
+   * `kvm_mmu_slot_gfn_write_protect` for rmaps: `rmap_write_protect(pt_protect = true)` on the
+   * heads of `gfn` at levels minLevel..3 — clears W and MMU-writable. Returns whether one changed.
+   */
+  writeProtectGfn(gfn: number, minLevel: number): boolean {
+    const slot = this.slots.gfnToSlot(gfn);
+    if (slot === undefined) return false;
+    const rmap = slotArch(slot).rmap;
+    if (rmap === null) return false;
+    const st = this.store;
+    let changed = false;
+    for (let level = minLevel; level <= 3; level++) {
+      const heads = rmap.heads[level - 1]!;
+      const i = Math.floor(gfn / GFN_SPAN[level]!) - Math.floor(slot.baseGfn / GFN_SPAN[level]!);
+      pteListForEach(this.rmapPool, heads, i, (sptep) => {
+        const spt = st.spt[Math.floor(sptep / 512)]!;
+        const o = (sptep % 512) * 2;
+        if ((spt[o]! & SPTE_W) === 0 && (spt[o + 1]! & SPTE_HI_MMU_WRITABLE) === 0) return;
+        spt[o] = (spt[o]! & ~SPTE_W) >>> 0;
+        spt[o + 1] = (spt[o + 1]! & ~SPTE_HI_MMU_WRITABLE) >>> 0;
+        changed = true;
+      });
+    }
+    return changed;
+  }
+
   /** `kvm_mmu_write_protect_pt_masked`: level-1 rmaps of the set bits only. */
   wrprotMasked(base: number, maskLo: number, maskHi: number): void {
     const slot = this.slots.gfnToSlot(base);

@@ -72,6 +72,10 @@ export interface MmuFeatures {
   eagerPageSplit?: boolean;
   /** What disabling dirty logging does to 4K mappings: "zap" (v5.10–v6.12, default) or "none" (< v4.1). */
   collapseOnLogDisable?: "zap" | "recover" | "none";
+  /** `KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2` bit 0: GET does not clear/protect; CLEAR does. */
+  manualDirtyLogProtect?: boolean;
+  /** Bit 1 `KVM_DIRTY_LOG_INITIALLY_SET` (needs manual protect): bitmap starts all ones, lazy protection. */
+  dirtyLogInitiallySet?: boolean;
 }
 
 /** Names of the MMU switches accepted in `createVm({ features })`. */
@@ -83,6 +87,8 @@ export const MMU_FEATURE_KEYS = [
   "prefetch",
   "eagerPageSplit",
   "collapseOnLogDisable",
+  "manualDirtyLogProtect",
+  "dirtyLogInitiallySet",
 ] as const;
 
 /** Resolved MMU switches. */
@@ -122,6 +128,15 @@ export function resolveMmuFeatures(
       '"zap" | "recover" | "none"',
     );
   }
+  const manual = bool("manualDirtyLogProtect", false);
+  const initSet = bool("dirtyLogInitiallySet", false);
+  if (initSet && !manual) {
+    throw new InvalidArgumentError(
+      "features.dirtyLogInitiallySet",
+      initSet,
+      "false unless manualDirtyLogProtect is true (KVM_DIRTY_LOG_INITIALLY_SET needs MANUAL_PROTECT_ENABLE)",
+    );
+  }
   return {
     allocTranslationForDirect: bool("allocTranslationForDirect", false),
     selfCheckGfns: bool("selfCheckGfns", false),
@@ -130,6 +145,8 @@ export function resolveMmuFeatures(
     prefetch: bool("prefetch", true),
     eagerPageSplit: bool("eagerPageSplit", true),
     collapseOnLogDisable: collapse,
+    manualDirtyLogProtect: manual,
+    dirtyLogInitiallySet: initSet,
   };
 }
 
@@ -483,6 +500,12 @@ export class TdpStage2 implements Stage2 {
       return;
     }
     if (nw.readonly) return;
+    if (this.features.dirtyLogInitiallySet) {
+      // kvm_dirty_log_manual_protect_and_init_set: every page starts dirty, protection is lazy.
+      const bm = nw.dirtyBitmap;
+      if (bm !== null) for (let g = 0; g < nw.npages; g++) bm[g >>> 5]! |= 1 << (g & 31);
+      return;
+    }
     if (this.features.eagerPageSplit) this.direct.splitHugePages(start, end, 1);
     this.direct.wrprotRange(start, end, 1);
     this.flushRemoteTlbs();
@@ -495,18 +518,11 @@ export class TdpStage2 implements Stage2 {
    * word was non-zero. Returns a copy of the snapshot (one bit per page, 32 pages per element).
    */
   getDirtyLog(slotId: number): Uint32Array {
-    const slot = this.slots.get(slotId);
-    if (slot === undefined)
-      throw new InvalidArgumentError("slot", slotId, "the id of an existing memslot", "ENOENT");
-    const bm = slot.dirtyBitmap;
-    if (bm === null)
-      throw new InvalidArgumentError(
-        "slot",
-        slotId,
-        "a memslot with KVM_MEM_LOG_DIRTY_PAGES set",
-        "ENOENT",
-      );
+    const slot = this.loggedSlot(slotId);
+    const bm = slot.dirtyBitmap!;
     const words = bm.length / 2; // first half: the bitmap; second half: the snapshot buffer
+    // Manual protect: a plain copy; clearing and protection are CLEAR_DIRTY_LOG's job.
+    if (this.features.manualDirtyLogProtect) return bm.slice(0, words);
     const snap = bm.subarray(words);
     snap.fill(0);
     let flush = false;
@@ -519,10 +535,102 @@ export class TdpStage2 implements Stage2 {
       bm[i + 1] = 0;
       snap[i] = lo;
       snap[i + 1] = hi;
-      this.direct.wrprotMasked(slot.baseGfn + i * 32, lo, hi);
+      this.enableLogDirtyPtMasked(slot.baseGfn + i * 32, lo, hi);
     }
     if (flush) this.flushRemoteTlbs();
     return snap.slice();
+  }
+
+  private loggedSlot(slotId: number): MemSlot {
+    const slot = this.slots.get(slotId);
+    if (slot === undefined)
+      throw new InvalidArgumentError("slot", slotId, "the id of an existing memslot", "ENOENT");
+    if (slot.dirtyBitmap === null) {
+      throw new InvalidArgumentError(
+        "slot",
+        slotId,
+        "a memslot with KVM_MEM_LOG_DIRTY_PAGES set",
+        "ENOENT",
+      );
+    }
+    return slot;
+  }
+
+  /**
+   * `kvm_arch_mmu_enable_log_dirty_pt_masked` (no PML): with INITIALLY_SET, first split and
+   * write-protect (W and MMU-writable) the huge pages holding the first and last set bit; then
+   * remove W from the 4K leaves of the set bits.
+   */
+  private enableLogDirtyPtMasked(base: number, lo: number, hi: number): void {
+    if (this.features.dirtyLogInitiallySet) {
+      const first = lo !== 0 ? 31 - Math.clz32(lo & -lo) : 32 + 31 - Math.clz32(hi & -hi);
+      const last = hi !== 0 ? 32 + 31 - Math.clz32(hi) : 31 - Math.clz32(lo);
+      const start = base + first;
+      const end = base + last;
+      if (this.features.eagerPageSplit) this.direct.splitHugePages(start, end + 1, 1);
+      this.direct.writeProtectGfn(start, 2);
+      if (Math.floor(start / 512) !== Math.floor(end / 512)) this.direct.writeProtectGfn(end, 2);
+    }
+    this.direct.wrprotMasked(base, lo, hi);
+  }
+
+  /**
+   * `KVM_CLEAR_DIRTY_LOG` (`kvm_clear_dirty_log_protect`): `firstPage` a multiple of 64,
+   * `numPages` a multiple of 64 unless the range ends at the slot's end; `bitmap` holds one bit
+   * per page from `firstPage` (32 per element). The bits that were really set are cleared and
+   * their pages re-protected; one remote flush if any was. Returns the number of pages cleared.
+   */
+  clearDirtyLog(slotId: number, firstPage: number, numPages: number, bitmap: Uint32Array): number {
+    const slot = this.loggedSlot(slotId);
+    const int = (v: unknown): v is number =>
+      typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
+    if (!int(firstPage) || firstPage % 64 !== 0 || firstPage >= slot.npages) {
+      throw new InvalidArgumentError(
+        "firstPage",
+        firstPage,
+        `a multiple of 64 below the slot's ${slot.npages} pages`,
+        "EINVAL",
+      );
+    }
+    const left = slot.npages - firstPage;
+    if (
+      !int(numPages) ||
+      numPages === 0 ||
+      numPages > left ||
+      (numPages < left && numPages % 64 !== 0)
+    ) {
+      throw new InvalidArgumentError(
+        "numPages",
+        numPages,
+        `a multiple of 64 up to ${left}, or exactly ${left} (to the slot's end)`,
+        "EINVAL",
+      );
+    }
+    if (!(bitmap instanceof Uint32Array) || bitmap.length < Math.ceil(numPages / 32)) {
+      throw new InvalidArgumentError(
+        "bitmap",
+        bitmap,
+        `a Uint32Array of at least ${Math.ceil(numPages / 32)} elements`,
+        "EINVAL",
+      );
+    }
+    const bm = slot.dirtyBitmap!;
+    let flush = false;
+    let cleared = 0;
+    for (let k = 0; k * 64 < numPages; k++) {
+      const w = firstPage / 32 + k * 2;
+      const mlo = bitmap[k * 2]! & bm[w]!;
+      const mhi = (bitmap[k * 2 + 1] ?? 0) & bm[w + 1]!;
+      if ((mlo | mhi) === 0) continue;
+      bm[w] = (bm[w]! & ~mlo) >>> 0;
+      bm[w + 1] = (bm[w + 1]! & ~mhi) >>> 0;
+      flush = true;
+      for (let v = mlo; v !== 0; v &= v - 1) cleared++;
+      for (let v = mhi; v !== 0; v &= v - 1) cleared++;
+      this.enableLogDirtyPtMasked(slot.baseGfn + firstPage + k * 64, mlo >>> 0, mhi >>> 0);
+    }
+    if (flush) this.flushRemoteTlbs();
+    return cleared;
   }
 
   /** `kvm_mmu_change_mmu_pages`: the legacy MMU reclaims down to the goal; TDP pages are not counted. */

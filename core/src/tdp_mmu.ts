@@ -34,6 +34,7 @@ import {
   makeSpte,
   pfnHi,
   pfnLo,
+  SPTE_HI_MMU_WRITABLE,
   SPTE_HI_PFN_MASK,
   SPTE_MMU_PRESENT,
   SPTE_PS,
@@ -413,6 +414,27 @@ export class TdpMmu implements DirectMmu {
         const lo = it.oldLo;
         if (!isShadowPresent(lo) || !isLastSpte(lo, it.level) || (lo & SPTE_W) === 0) continue;
         this.iterSet((lo & ~SPTE_W) >>> 0, it.oldHi);
+        changed = true;
+      }
+    }
+    return changed;
+  }
+
+  /**
+   * `kvm_tdp_mmu_write_protect_gfn`: clear W and MMU-writable (page-table style protection) on
+   * every leaf at level ≥ `minLevel` that maps `gfn`. Returns whether one changed.
+   */
+  writeProtectGfn(gfn: number, minLevel: number): boolean {
+    const it = this.it;
+    let changed = false;
+    for (const root of this.roots) {
+      if (this.isInvalidRoot(root)) continue;
+      for (it.start(root, this.opts.rootLevel, minLevel, gfn, gfn + 1); it.valid; it.next()) {
+        const lo = it.oldLo;
+        if (!isShadowPresent(lo) || !isLastSpte(lo, it.level)) continue;
+        const hi = it.oldHi;
+        if ((lo & SPTE_W) === 0 && (hi & SPTE_HI_MMU_WRITABLE) === 0) continue;
+        this.iterSet((lo & ~SPTE_W) >>> 0, (hi & ~SPTE_HI_MMU_WRITABLE) >>> 0);
         changed = true;
       }
     }

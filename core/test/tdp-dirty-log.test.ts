@@ -197,3 +197,87 @@ describe("S2 variant: disable with collapse 'recover' (v6.13+)", () => {
     expect(mmu.walkGpa(777 * PAGE).pfn).toBe((4 * GIB) / PAGE + 777);
   });
 });
+
+describe("S11: manual protect with KVM_DIRTY_LOG_INITIALLY_SET, CLEAR_DIRTY_LOG", () => {
+  const ones = (n: number) => new Uint32Array(Math.ceil(n / 32)).fill(0xffffffff);
+
+  it("enabling logging changes nothing; the bitmap starts all ones; new faults map 4K", () => {
+    const { vm, s, mmu, region } = guest({
+      manualDirtyLogProtect: true,
+      dirtyLogInitiallySet: true,
+    });
+    const b = snap(s);
+    region(LOG);
+    expect([s.pages_2m, s.huge_splits, s.remote_tlb_flush - b.remote_tlb_flush!]).toEqual([
+      HUGE,
+      0,
+      0,
+    ]);
+    expect(mmu.walkGpa(0).steps.at(-1)!.flags).toContain("writable");
+    expect(popcount(mmu.getDirtyLog(0))).toBe(PAGES);
+    expect(popcount(mmu.getDirtyLog(0))).toBe(PAGES); // GET neither clears nor protects
+    mmu.zapGfnRange(0, 512);
+    vm.vcpus[0]!.access(0, {});
+    expect([s.pages_2m, s.pages_4k]).toEqual([HUGE - 1, 1]);
+    expect(vm.audit()).toEqual([]);
+  });
+
+  it("CLEAR(0, 64) with eager split: the 2M leaf splits, the 64 pages lose W, one flush", () => {
+    const { vm, s, mmu, region } = guest({
+      manualDirtyLogProtect: true,
+      dirtyLogInitiallySet: true,
+    });
+    region(LOG);
+    const b = snap(s);
+    expect(mmu.clearDirtyLog(0, 0, 64, ones(64))).toBe(64);
+    expect([s.pages_2m, s.pages_4k, s.huge_splits - b.huge_splits!]).toEqual([HUGE - 1, 512, 1]);
+    expect(s.remote_tlb_flush - b.remote_tlb_flush!).toBe(1);
+    expect(mmu.walkGpa(63 * PAGE).steps.at(-1)!.flags).not.toContain("writable");
+    expect(mmu.walkGpa(64 * PAGE).steps.at(-1)!.flags).toContain("writable");
+    expect(popcount(mmu.getDirtyLog(0))).toBe(PAGES - 64);
+    // Clearing the same bits again clears nothing and does not flush.
+    expect(mmu.clearDirtyLog(0, 0, 64, ones(64))).toBe(0);
+    expect(s.remote_tlb_flush - b.remote_tlb_flush!).toBe(1);
+    expect(vm.audit()).toEqual([]);
+  });
+
+  it("CLEAR(0, 64) without eager split: W and MMU-writable go, every later write is a slow fault", () => {
+    const { vm, s, mmu, region } = guest({
+      manualDirtyLogProtect: true,
+      dirtyLogInitiallySet: true,
+      eagerPageSplit: false,
+    });
+    region(LOG);
+    mmu.clearDirtyLog(0, 0, 64, ones(64));
+    expect(s.pages_2m).toBe(HUGE);
+    const f = mmu.walkGpa(0).steps.at(-1)!.flags;
+    expect(f).not.toContain("writable");
+    expect(f).not.toContain("mmu-writable");
+    const b = snap(s);
+    const vcpu = vm.vcpus[0]!;
+    vcpu.access(0, { write: true }); // split on fault
+    vcpu.access(PAGE, { write: true }); // a sibling: inherited no MMU-writable → slow too
+    vcpu.access(100 * PAGE, { write: true });
+    expect([
+      s.pf_taken - b.pf_taken!,
+      s.pf_fast - b.pf_fast!,
+      s.huge_splits - b.huge_splits!,
+    ]).toEqual([3, 0, 1]);
+    expect(vm.audit()).toEqual([]);
+  });
+
+  it("validates its arguments like the ioctl (-EINVAL), changing nothing", () => {
+    const { s, mmu, region } = guest({ manualDirtyLogProtect: true, dirtyLogInitiallySet: true });
+    expect(() => mmu.clearDirtyLog(0, 0, 64, ones(64))).toThrow(/KVM_MEM_LOG_DIRTY_PAGES/);
+    region(LOG);
+    const b = snap(s);
+    expect(() => mmu.clearDirtyLog(0, 3, 64, ones(64))).toThrow(/invalid firstPage: 3/);
+    expect(() => mmu.clearDirtyLog(0, 0, 10, ones(64))).toThrow(/invalid numPages: 10/);
+    expect(() => mmu.clearDirtyLog(0, 0, 128, new Uint32Array(2))).toThrow(/invalid bitmap/);
+    expect(() => createVm({ features: { dirtyLogInitiallySet: true } })).toThrow(
+      /dirtyLogInitiallySet/,
+    );
+    expect(snap(s)).toEqual(b);
+    expect(popcount(mmu.getDirtyLog(0))).toBe(PAGES);
+  });
+});
