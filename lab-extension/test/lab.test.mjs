@@ -15,6 +15,8 @@ const docsImg = path.join(repo, "docs", "img");
 const PT = pagetablePayload();
 const WALK = walkPayload();
 const FIG = plotlyFigure();
+/** What the simulator cells map: gva 0x400000.. → gpa 0x100000.., 3 pages of 4 KiB; a walk at +0x1234. */
+const SIM = { gva: 0x400000, gpa: 0x100000, pages: 3, walkOffset: 0x1234 };
 
 /** The notebook: the mmulab kernel validates and sends each payload (displayBundle / plot). */
 const CELLS = [
@@ -23,6 +25,21 @@ const CELLS = [
   `const snapshot = ${JSON.stringify(PT)};\ndisplayBundle(pagetableBundle(snapshot as any));`,
   `displayBundle(walkBundle(${JSON.stringify(WALK)} as any));`,
   `plot(${JSON.stringify(FIG)} as any);`,
+  // The simulator itself: guest page tables built through guest stores, a snapshot and a walk,
+  // each shown through its [Symbol.for("Jupyter.display")]() bundle.
+  [
+    'import { display } from "@mmulab/kernel";',
+    'import { createVm, GuestPageTableBuilder } from "@mmulab/core";',
+    "const MiB = 2 ** 20;",
+    'const vm = createVm({ mmu: "none" });',
+    "vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 64 * MiB, flags: 0 });",
+    'const b = new GuestPageTableBuilder(vm, { mode: "4-level", poolBase: 32 * MiB, poolSize: 4 * MiB });',
+    `b.map(${SIM.gva}, ${SIM.gpa}, ${SIM.pages} * 4096);`,
+    "const vcpu = vm.createVcpu();",
+    "vcpu.setSregs(b.sregs({ nx: true }));",
+    'display(b.snapshot({ title: "simulated guest tables" }));',
+  ].join("\n"),
+  `display(vcpu.walk(${SIM.gva + SIM.walkOffset}, { write: true, user: true }));`,
 ];
 
 let lab;
@@ -49,7 +66,7 @@ after(async () => {
 });
 
 /** Output node of the `n`-th code cell (0-based among code cells) with a renderer's class. */
-const out = (cls) => page.locator(`.jp-OutputArea-output.mmulab-output .${cls}`);
+const out = (cls, n = 0) => page.locator(`.jp-OutputArea-output.mmulab-output .${cls}`).nth(n);
 
 describe("JupyterLab from npm start, mmulab kernel, mmulab renderers", () => {
   test("opens the notebook and runs all cells with the mmulab kernel", {
@@ -69,6 +86,7 @@ describe("JupyterLab from npm start, mmulab kernel, mmulab renderers", () => {
     await out("mmulab-pagetable").waitFor({ timeout: 90000 });
     await out("mmulab-walk").waitFor({ timeout: 30000 });
     await page.waitForSelector(".mmulab-plotly.js-plotly-plot .main-svg", { timeout: 60000 });
+    await out("mmulab-walk", 1).waitFor({ timeout: 60000 });
     // Every code cell ran (an execution count) and none produced an error output.
     const counts = await page.locator(".jp-CodeCell .jp-InputArea-prompt").allInnerTexts();
     assert.equal(counts.length, CELLS.filter((c) => typeof c === "string").length);
@@ -259,13 +277,49 @@ describe("JupyterLab from npm start, mmulab kernel, mmulab renderers", () => {
     await page.locator(".mmulab-plotly").screenshot({ path: path.join(artifacts, "plotly.png") });
   });
 
+  test("the simulator's own snapshot and walk render", async () => {
+    const tree = out("mmulab-pagetable", 1);
+    await tree.locator(".mmulab-search-input").fill(`0x${(SIM.gva + SIM.walkOffset).toString(16)}`);
+    await tree.locator(".mmulab-search-go").click();
+    // 4-level paging: gva bits 20:12 index the PT; the leaf points at the frame mapped there.
+    const va = SIM.gva + SIM.walkOffset;
+    const ptIndex = Math.floor(va / 4096) % 512;
+    const gfn = (SIM.gpa + (va - SIM.gva)) >>> 12;
+    assert.match(
+      await tree.locator(".mmulab-detail-title").textContent(),
+      new RegExp(`PT\\[${ptIndex}\\]`),
+    );
+    assert.match(
+      await tree.locator(".mmulab-detail").textContent(),
+      new RegExp(`gfn0x${gfn.toString(16)}\\b`),
+    );
+    // The PT holds exactly the mapped pages: a run or rows covering SIM.pages indices.
+    const walk = out("mmulab-walk", 1);
+    const levels = await walk
+      .locator(".mmulab-walk-level")
+      .evaluateAll((els) => els.map((e) => e.dataset.name));
+    assert.deepEqual(levels, ["PML4", "PDPT", "PD", "PT"]);
+    const gpa = SIM.gpa + SIM.walkOffset;
+    assert.match(
+      await walk.locator(".mmulab-walk-ok").textContent(),
+      new RegExp(`gpa 0x${gpa.toString(16)}\\b`),
+    );
+    await tree.screenshot({ path: path.join(artifacts, "simulated-pagetable.png") });
+  });
+
   test("no uncaught exception and nothing fetched from outside 127.0.0.1", () => {
     assert.deepEqual(pageErrors, []);
     assert.deepEqual(external, []);
   });
 
   test("screenshots saved; docs/img refreshed when MMULAB_UPDATE_DOCS_IMG=1", () => {
-    const shots = ["pagetable.png", "walk.png", "plotly.png", "pagetable-detail.png"];
+    const shots = [
+      "pagetable.png",
+      "walk.png",
+      "plotly.png",
+      "pagetable-detail.png",
+      "simulated-pagetable.png",
+    ];
     for (const f of shots)
       assert.ok(statSync(path.join(artifacts, f)).size > 1000, `${f} not written`);
     if (process.env.MMULAB_UPDATE_DOCS_IMG === "1") {

@@ -97,7 +97,7 @@ test(`renders ${LEAVES} present leaves and expands a table (times printed, not a
     new RegExp(`PT\\[${(LEAVES - 1) % 512}\\]`),
   );
   console.log(
-    `# stress: expand one PT ${expandMs.toFixed(0)} ms, unfold a run ${unfoldMs.toFixed(0)} ms, collapse ${collapseMs.toFixed(0)} ms, search to the last leaf ${searchMs.toFixed(0)} ms`,
+    `stress: expand one PT ${expandMs.toFixed(0)} ms, unfold a run ${unfoldMs.toFixed(0)} ms, collapse ${collapseMs.toFixed(0)} ms, search to the last leaf ${searchMs.toFixed(0)} ms`,
   );
   assert.deepEqual(pageErrors, []);
   await page.screenshot({ path: path.join(artifacts, "stress.png") });
