@@ -2,7 +2,8 @@
 // Jupyter environment, and notebooks written for the tests.
 import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { build } from "esbuild";
 import { chromium } from "playwright-core";
 
 export const here = path.dirname(fileURLToPath(import.meta.url));
@@ -93,4 +94,28 @@ export function displayOutput(mime, data) {
 /** Milliseconds since `t0`, one decimal. */
 export function ms(t0) {
   return Math.round((performance.now() - t0) * 10) / 10;
+}
+
+/**
+ * Builds the standalone renderer page (test/page-entry.mjs bundled by esbuild with the
+ * extension's lib/ and style) and opens it in `page`; resolves when window.mmulabTest is ready.
+ */
+export async function openRendererPage(page) {
+  const pageDir = path.join(artifacts, "page");
+  mkdirSync(pageDir, { recursive: true });
+  await build({
+    entryPoints: [path.join(extDir, "test", "page-entry.mjs")],
+    bundle: true,
+    format: "iife",
+    outfile: path.join(pageDir, "bundle.js"),
+    loader: { ".css": "css" },
+    external: ["plotly.js-dist-min"],
+    logLevel: "warning",
+  });
+  writeFileSync(
+    path.join(pageDir, "index.html"),
+    '<!doctype html><html lang="en"><head><meta charset="utf-8"><link rel="stylesheet" href="bundle.css"></head><body><script src="bundle.js"></script></body></html>',
+  );
+  await page.goto(pathToFileURL(path.join(pageDir, "index.html")).href);
+  await page.waitForFunction(() => window.mmulabTest !== undefined);
 }

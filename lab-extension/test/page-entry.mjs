@@ -3,10 +3,10 @@
 import { Widget } from "@lumino/widgets";
 import "../style/base.css";
 import { MmulabRenderer, PAGETABLE_MIME } from "../lib/index.js";
-import { stressPayload } from "./payloads.mjs";
+import * as payloads from "./payloads.mjs";
 
 window.mmulabTest = {
-  stressPayload,
+  ...payloads,
   /** Renders `payload` into a new widget attached to the page; resolves with timings (ms). */
   async render(payload, mime = PAGETABLE_MIME) {
     const r = new MmulabRenderer({
@@ -17,6 +17,7 @@ window.mmulabTest = {
       latexTypesetter: null,
     });
     Widget.attach(r, document.body);
+    r.node.dataset.testId = String(document.querySelectorAll(".mmulab-output").length - 1);
     const t0 = performance.now();
     await r.renderModel({ data: { [mime]: payload }, metadata: {}, trusted: false, setData() {} });
     const built = performance.now() - t0;

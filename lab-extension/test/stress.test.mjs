@@ -1,38 +1,19 @@
 // Renderer stress: a snapshot with 100,000 present 4 KiB leaves (196 full PTs under one PD).
 // Times are printed (goal: first paint < 1 s), never asserted; the test checks what was drawn.
 import assert from "node:assert/strict";
-import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { after, before, test } from "node:test";
-import { pathToFileURL } from "node:url";
-import { build } from "esbuild";
-import { artifacts, extDir, launchBrowser, newPage } from "./helpers.mjs";
+import { artifacts, launchBrowser, newPage, openRendererPage } from "./helpers.mjs";
 
 const LEAVES = 100000;
-const pageDir = path.join(artifacts, "page");
 let browser;
 let page;
 let pageErrors;
 
 before(async () => {
-  mkdirSync(pageDir, { recursive: true });
-  await build({
-    entryPoints: [path.join(extDir, "test", "page-entry.mjs")],
-    bundle: true,
-    format: "iife",
-    outfile: path.join(pageDir, "bundle.js"),
-    loader: { ".css": "css" },
-    external: ["plotly.js-dist-min"],
-    logLevel: "warning",
-  });
-  writeFileSync(
-    path.join(pageDir, "index.html"),
-    '<!doctype html><html lang="en"><head><meta charset="utf-8"><link rel="stylesheet" href="bundle.css"></head><body><script src="bundle.js"></script></body></html>',
-  );
   browser = await launchBrowser();
   ({ page, pageErrors } = await newPage(browser));
-  await page.goto(pathToFileURL(path.join(pageDir, "index.html")).href);
-  await page.waitForFunction(() => window.mmulabTest !== undefined);
+  await openRendererPage(page);
 });
 
 after(async () => {
