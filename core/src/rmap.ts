@@ -5,7 +5,8 @@
  * An "sptep" is the 32-bit number `sp * 512 + index` (sp < 2^22).
  * ```
  *  head word (Uint32Array per level)   0            empty
- *                                      (sptep<<1)   exactly one spte        (bit 0 clear)
+ *                                      (sptep+1)<<1 exactly one spte        (bit 0 clear; +1 so that
+ *                                                   sptep 0 is not mistaken for empty)
  *                                      (desc<<1)|1  a pte_list_desc chain   (bit 0 set)
  *  pte_list_desc (Int32Array, stride 16): [0] more (next desc or -1), [1] spte_count,
  *                                         [2..15] sptes[PTE_LIST_EXT = 14]
@@ -69,14 +70,14 @@ export function pteListAdd(
 ): number {
   const h = heads[i]!;
   if (h === 0) {
-    heads[i] = sptep * 2;
+    heads[i] = (sptep + 1) * 2;
     return 0;
   }
   if ((h & 1) === 0) {
     const d = pool.alloc();
     const o = d * DESC_STRIDE;
     pool.desc[o + 1] = 2;
-    pool.desc[o + 2] = h / 2;
+    pool.desc[o + 2] = h / 2 - 1;
     pool.desc[o + 3] = sptep;
     heads[i] = d * 2 + 1;
     return 1;
@@ -109,7 +110,7 @@ export function pteListRemove(
   const h = heads[i]!;
   if (h === 0) return false;
   if ((h & 1) === 0) {
-    if (h / 2 !== sptep) return false;
+    if (h / 2 - 1 !== sptep) return false;
     heads[i] = 0;
     return true;
   }
@@ -146,7 +147,7 @@ export function pteListContains(
 ): boolean {
   const h = heads[i]!;
   if (h === 0) return false;
-  if ((h & 1) === 0) return h / 2 === sptep;
+  if ((h & 1) === 0) return h / 2 - 1 === sptep;
   for (let d = (h - 1) / 2; d >= 0; d = pool.desc[d * 16]!) {
     const o = d * 16;
     const c = pool.desc[o + 1]!;
@@ -165,7 +166,7 @@ export function pteListForEach(
   const h = heads[i]!;
   if (h === 0) return 0;
   if ((h & 1) === 0) {
-    fn(h / 2);
+    fn(h / 2 - 1);
     return 1;
   }
   let n = 0;

@@ -73,6 +73,14 @@ function randomRun(seed: number, steps: number, features: Record<string, unknown
     } else if (r < 0.79) {
       op = "zapAllFast";
       mmu.zapAllFast();
+    } else if (r < 0.83) {
+      // KVM_GET_DIRTY_LOG on a dirty-logged slot (re-protects what was dirty).
+      const logged = slots.filter((x) => x.dirtyBitmap !== null);
+      if (logged.length === 0) op = "getDirtyLog-none";
+      else {
+        op = "getDirtyLog";
+        mmu.getDirtyLog(pick(logged).id);
+      }
     } else {
       // Memslot change: create / delete / move / flags; rejected requests must change nothing.
       const id = Math.floor(rand() * 4);
@@ -153,7 +161,14 @@ describe("vm.audit() after fixed-seed random sequences", () => {
       const { ops, failures, stats, maxHuge } = randomRun(seed, 400, features);
       expect(failures).toEqual([]);
       // The sequence really exercised every kind of operation.
-      for (const k of ["fault", "zapGfnRange", "mmuNotifierInvalidate", "zapSpte", "create"])
+      for (const k of [
+        "fault",
+        "zapGfnRange",
+        "mmuNotifierInvalidate",
+        "zapSpte",
+        "create",
+        "getDirtyLog",
+      ])
         expect(ops[k] ?? 0).toBeGreaterThan(0);
       expect(stats.pf_fixed).toBeGreaterThan(0);
       expect(maxHuge).toBeGreaterThan(0);
