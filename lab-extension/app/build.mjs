@@ -18,8 +18,14 @@ const packageNames = Object.keys(pkg.dependencies).filter(
 );
 const assets = Build.ensureAssets({ packageNames, output: `${here}/dist` });
 
+// @microsoft/fast-foundation 2.50.0 loops in its design-token store (RangeError: maximum call
+// stack size, logged dozens of times at startup). This workspace pins 2.49.4; the alias makes
+// every importer (@jupyter/web-components among them) use that copy, whichever one npm hoisted.
+const fastFoundation = dirname(require.resolve("@microsoft/fast-foundation/package.json"));
+
 const config = {
   context: here,
+  resolve: { alias: { "@microsoft/fast-foundation": fastFoundation } },
   entry: ["./index.js"],
   output: {
     path: `${here}/dist`,

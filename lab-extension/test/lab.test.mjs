@@ -46,6 +46,7 @@ let lab;
 let browser;
 let page;
 let pageErrors;
+let consoleErrors;
 let external;
 const root = path.join(artifacts, "lab-root");
 
@@ -57,7 +58,7 @@ before(async () => {
   writeNotebook(path.join(root, "renderers.ipynb"), CELLS);
   lab = await startLab({ root, env: setup.jupyterEnv(), quiet: true });
   browser = await launchBrowser();
-  ({ page, pageErrors, external } = await newPage(browser));
+  ({ page, pageErrors, consoleErrors, external } = await newPage(browser));
 });
 
 after(async () => {
@@ -307,8 +308,9 @@ describe("JupyterLab from npm start, mmulab kernel, mmulab renderers", () => {
     await tree.screenshot({ path: path.join(artifacts, "simulated-pagetable.png") });
   });
 
-  test("no uncaught exception and nothing fetched from outside 127.0.0.1", () => {
+  test("no uncaught exception, no console error, nothing fetched from outside 127.0.0.1", () => {
     assert.deepEqual(pageErrors, []);
+    assert.deepEqual(consoleErrors, []);
     assert.deepEqual(external, []);
   });
 
