@@ -325,7 +325,11 @@ export class Vcpu implements WalkerEnv {
     const pdLo = new Uint32Array(4);
     const pdHi = new Uint32Array(4);
     const pdptGpa = (cr3Lo & ~31) >>> 0;
-    if (mode === "pae") {
+    // A CPL-only change loads no control register, so the PDPTE registers keep their values.
+    const loadsControlRegs =
+      s.cr0 !== undefined || s.cr3 !== undefined || s.cr4 !== undefined || s.efer !== undefined;
+    const reloadPdptrs = mode === "pae" && loadsControlRegs;
+    if (reloadPdptrs) {
       const rsvd = pdptrReservedMask(maxPhys);
       const hvfn = this.vm.stage2.translate(this, pdptGpa, 0, false);
       if (hvfn === STAGE2_MMIO) {
@@ -358,9 +362,11 @@ export class Vcpu implements WalkerEnv {
     this.cr3Lo = cr3Lo;
     this.cpl = cpl;
     this.rebuildMmu();
-    this.mmu.pdptrLo.set(pdLo);
-    this.mmu.pdptrHi.set(pdHi);
-    this.mmu.pdptGpa = pdptGpa;
+    if (reloadPdptrs || mode !== "pae") {
+      this.mmu.pdptrLo.set(pdLo);
+      this.mmu.pdptrHi.set(pdHi);
+      this.mmu.pdptGpa = pdptGpa;
+    }
   }
 
   /** MOV to CR3: same checks as the CR3 part of {@link setSregs} (PAE reloads the PDPTEs). */

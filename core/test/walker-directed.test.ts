@@ -235,6 +235,9 @@ describe("PAE paging", () => {
     load();
     vm.guestWrite64(b.root, 0n); // guest clears PDPTE 0 in memory
     expect(vcpu.access(0x1000)).toEqual({ fault: false, gpa: 0x5000 });
+    vcpu.setCpl(3); // no control-register load: PDPTEs stay cached
+    expect(vcpu.access(0x1000)).toEqual({ fault: false, gpa: 0x5000 });
+    vcpu.setCpl(0);
     vcpu.movCr3(b.root);
     expect(vcpu.access(0x1000)).toEqual({ fault: true, vector: 14, errorCode: 0 });
     expect(vcpu.access(0x1000, { user: true, write: true })).toEqual({
