@@ -78,8 +78,18 @@ function randomRun(seed: number, steps: number, features: Record<string, unknown
       const logged = slots.filter((x) => x.dirtyBitmap !== null);
       if (logged.length === 0) op = "getDirtyLog-none";
       else {
-        op = "getDirtyLog";
-        mmu.getDirtyLog(pick(logged).id);
+        const slot = pick(logged);
+        if (mmu.features.manualDirtyLogProtect && rand() < 0.5) {
+          // KVM_CLEAR_DIRTY_LOG of a random 64-aligned window with a random mask.
+          op = "clearDirtyLog";
+          const first = Math.floor(rand() * Math.ceil(slot.npages / 64)) * 64;
+          const num = Math.min(slot.npages - first, 64 * (1 + Math.floor(rand() * 8)));
+          const mask = new Uint32Array(Math.ceil(num / 32)).map(() => Math.floor(rand() * 2 ** 32));
+          mmu.clearDirtyLog(slot.id, first, num, mask);
+        } else {
+          op = "getDirtyLog";
+          mmu.getDirtyLog(slot.id);
+        }
       }
     } else {
       // Memslot change: create / delete / move / flags; rejected requests must change nothing.
@@ -156,6 +166,11 @@ describe("vm.audit() after fixed-seed random sequences", () => {
       },
     ],
     [7, { mmuFlavor: "legacy_direct", nrMmuPages: 64 }],
+    [
+      8,
+      { manualDirtyLogProtect: true, dirtyLogInitiallySet: true, collapseOnLogDisable: "recover" },
+    ],
+    [9, { mmuFlavor: "legacy_direct", manualDirtyLogProtect: true, dirtyLogInitiallySet: true }],
   ] as const) {
     it(`seed ${seed} ${JSON.stringify(features)}: no violation after 400 steps`, () => {
       const { ops, failures, stats, maxHuge } = randomRun(seed, 400, features);
