@@ -142,14 +142,7 @@ export function tdpTreeSnapshot(
       const pfn = mmio ? mmioSpteGfn(lo, hi) : sptePfn(lo, hi);
       const key = flags.join(",");
       // Fold a leaf into the previous run when it is alike and its frame continues the run.
-      if (
-        leaf &&
-        run !== null &&
-        run.leaf &&
-        key === runFlags &&
-        pfn === runNextPfn &&
-        (run.count ?? 1) < 1024
-      ) {
+      if (leaf && run?.leaf && key === runFlags && pfn === runNextPfn && (run.count ?? 1) < 1024) {
         run.count = (run.count ?? 1) + 1;
         runNextPfn += mmio ? 1 : span;
         continue;
