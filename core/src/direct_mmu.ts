@@ -9,7 +9,7 @@ export interface DirectMmu {
   /** Root sp ids (valid and invalid) the flavour keeps (`tdp_mmu_roots` / vCPU roots). */
   readonly roots: number[];
   /** Counts one remote TLB flush; set by the owner. */
-  flushRemoteTlbs: () => void;
+  flushRemoteTlbs: (reason: string) => void;
   /** `kvm_mmu_load`: a root for a vCPU (one more reference). */
   getVcpuRoot(): number;
   /** Drop a vCPU's reference to a root (`kvm_mmu_free_roots`). */

@@ -103,7 +103,7 @@ export class LegacyDirectMmu implements DirectMmu {
   readonly rmapPool = new PteListDescPool();
   /** `kvm->arch.mmu_valid_gen`. */
   validGen = 0;
-  flushRemoteTlbs: () => void = () => {};
+  flushRemoteTlbs: (reason: string) => void = () => {};
   selfCheckCount = 0;
   lastSp = -1;
   lastIdx = 0;
@@ -254,7 +254,7 @@ export class LegacyDirectMmu implements DirectMmu {
     if (count > this.stats.max_mmu_rmap_size) this.stats.max_mmu_rmap_size = count;
     if (count > RMAP_RECYCLE_THRESHOLD) {
       this.zapRmapHead(heads, hi, level);
-      this.flushRemoteTlbs();
+      this.flushRemoteTlbs("rmap_recycle");
     }
   }
 
@@ -324,7 +324,7 @@ export class LegacyDirectMmu implements DirectMmu {
     const lo = s.spt[sp]![idx * 2]!;
     if (isShadowPresent(lo)) {
       this.dropLeaf(sp, idx, level);
-      this.flushRemoteTlbs();
+      this.flushRemoteTlbs("drop_large_spte");
     }
     makeNonleafSpte(this.out, s.spPfn(child));
     s.spt[sp]![idx * 2] = this.out.lo;
@@ -377,7 +377,7 @@ export class LegacyDirectMmu implements DirectMmu {
   /** `kvm_mmu_commit_zap_page`: one remote flush if the list is non-empty, then free. */
   private commitZapPage(): void {
     if (this.invalidList.length === 0) return;
-    this.flushRemoteTlbs();
+    this.flushRemoteTlbs("commit_zap_page");
     for (const sp of this.invalidList) {
       this.hashDel(sp);
       this.store.free(sp);
@@ -540,7 +540,7 @@ export class LegacyDirectMmu implements DirectMmu {
       spt[idx * 2 + 1] = out.hi;
     }
     if (out.wrprot && write) ret = RET_PF_EMULATE;
-    if (flush) this.flushRemoteTlbs();
+    if (flush) this.flushRemoteTlbs("mmu_set_spte");
     if (!wasRmapped) this.rmapAdd(slot, sp, idx, gfn, level);
     if ((out.lo & SPTE_W) !== 0 && slot.dirtyBitmap !== null) slot.markDirty(gfn);
     return ret;
@@ -615,7 +615,7 @@ export class LegacyDirectMmu implements DirectMmu {
       this.walkToLast(root, gfn);
       if (!isShadowPresent(this.lastLo)) continue;
       this.dropLeaf(this.lastSp, this.lastIdx, this.lastLevel);
-      this.flushRemoteTlbs();
+      this.flushRemoteTlbs("zap_spte");
       n++;
     }
     return n;
@@ -772,7 +772,7 @@ export class LegacyDirectMmu implements DirectMmu {
         }
       }
     }
-    if (n > 0) this.flushRemoteTlbs();
+    if (n > 0) this.flushRemoteTlbs("zap_collapsible_sptes");
     return n;
   }
 

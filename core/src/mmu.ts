@@ -150,6 +150,20 @@ export function resolveMmuFeatures(
   };
 }
 
+/** One MMU trace event (spec §14, a subset): a handled fault or a counted remote TLB flush. */
+export type MmuTraceEvent =
+  | { ev: "fault"; gfn: number; err: number; path: "fast" | "slow" | "mmio"; ret: string }
+  | { ev: "tlb_flush"; reason: string };
+
+const RET_PF_NAMES: Record<number, string> = {
+  0: "continue",
+  1: "retry",
+  2: "emulate",
+  3: "invalid",
+  4: "fixed",
+  5: "spurious",
+};
+
 /** KVM_MIN_ALLOC_MMU_PAGES and KVM_MEMSLOT_PAGES_TO_MMU_PAGES_RATIO. */
 const KVM_MIN_ALLOC_MMU_PAGES = 64;
 const KVM_MEMSLOT_PAGES_TO_MMU_PAGES_RATIO = 50;
@@ -207,7 +221,7 @@ export class TdpStage2 implements Stage2 {
           })
         : null;
     this.direct = this.legacy ?? new TdpMmu(this.store, this.kvmStats, common);
-    this.direct.flushRemoteTlbs = () => this.flushRemoteTlbs();
+    this.direct.flushRemoteTlbs = (reason) => this.flushRemoteTlbs(reason);
     this.kvmStats.n_max_mmu_pages = KVM_MIN_ALLOC_MMU_PAGES;
   }
 
@@ -217,9 +231,38 @@ export class TdpStage2 implements Stage2 {
   }
 
   /** `kvm_flush_remote_tlbs`: count one remote flush (§11). */
-  flushRemoteTlbs(): void {
+  flushRemoteTlbs(reason: string): void {
     this.kvmStats.remote_tlb_flush++;
     this.kvmStats.remote_tlb_flush_requests++;
+    if (this.traceBuf !== null) this.trace({ ev: "tlb_flush", reason });
+  }
+
+  /** Trace buffer while tracing (startTrace), else null: the hot path pays one null check. */
+  private traceBuf: MmuTraceEvent[] | null = null;
+  private traceLimit = 0;
+  /** Events dropped because the buffer was full. */
+  traceDropped = 0;
+
+  /** Start recording MMU trace events (faults, remote TLB flushes), keeping at most `limit`. */
+  startTrace(limit = 10000): void {
+    if (!Number.isInteger(limit) || limit < 1)
+      throw new InvalidArgumentError("limit", limit, "a positive integer");
+    this.traceBuf = [];
+    this.traceLimit = limit;
+    this.traceDropped = 0;
+  }
+
+  /** Stop recording and return the events, in order. */
+  stopTrace(): MmuTraceEvent[] {
+    const t = this.traceBuf ?? [];
+    this.traceBuf = null;
+    return t;
+  }
+
+  private trace(e: MmuTraceEvent): void {
+    const b = this.traceBuf!;
+    if (b.length < this.traceLimit) b.push(e);
+    else this.traceDropped++;
   }
 
   /** `kvm_mmu_load` / `kvm_mmu_free_obsolete_roots`: the vCPU's current valid root. */
@@ -351,13 +394,27 @@ export class TdpStage2 implements Stage2 {
     const s = this.kvmStats;
     if ((err & PFERR_RSVD_MASK) !== 0) {
       const r = this.handleMmioPageFault(root, gfn);
-      if (r !== RET_PF_INVALID) return r;
+      if (r !== RET_PF_INVALID) {
+        if (this.traceBuf !== null)
+          this.trace({ ev: "fault", gfn, err, path: "mmio", ret: RET_PF_NAMES[r] ?? String(r) });
+        return r;
+      }
     }
     s.pf_taken++;
+    const fast = s.pf_fast;
     const r = this.directPageFault(root, gfn, err);
     if (r === RET_PF_FIXED) s.pf_fixed++;
     else if (r === RET_PF_EMULATE) s.pf_emulate++;
     else if (r === RET_PF_SPURIOUS) s.pf_spurious++;
+    if (this.traceBuf !== null) {
+      this.trace({
+        ev: "fault",
+        gfn,
+        err,
+        path: s.pf_fast !== fast ? "fast" : "slow",
+        ret: RET_PF_NAMES[r] ?? String(r),
+      });
+    }
     return r;
   }
 
@@ -492,7 +549,8 @@ export class TdpStage2 implements Stage2 {
       const mode = this.features.collapseOnLogDisable;
       if (mode === "recover" && this.direct instanceof TdpMmu) {
         // v6.13 kvm_mmu_recover_huge_pages: huge leaves installed in place, one batched flush.
-        if (this.direct.recoverHugePages(start, end, canBeHuge) > 0) this.flushRemoteTlbs();
+        if (this.direct.recoverHugePages(start, end, canBeHuge) > 0)
+          this.flushRemoteTlbs("recover_huge_pages");
       } else if (mode !== "none") {
         // "zap" (and "recover" on the legacy MMU, whose rmap part still zaps).
         this.direct.zapCollapsible(start, end, canBeHuge);
@@ -508,7 +566,7 @@ export class TdpStage2 implements Stage2 {
     }
     if (this.features.eagerPageSplit) this.direct.splitHugePages(start, end, 1);
     this.direct.wrprotRange(start, end, 1);
-    this.flushRemoteTlbs();
+    this.flushRemoteTlbs("slot_apply_flags");
   }
 
   /**
@@ -537,7 +595,7 @@ export class TdpStage2 implements Stage2 {
       snap[i + 1] = hi;
       this.enableLogDirtyPtMasked(slot.baseGfn + i * 32, lo, hi);
     }
-    if (flush) this.flushRemoteTlbs();
+    if (flush) this.flushRemoteTlbs("get_dirty_log");
     return snap.slice();
   }
 
@@ -629,7 +687,7 @@ export class TdpStage2 implements Stage2 {
       for (let v = mhi; v !== 0; v &= v - 1) cleared++;
       this.enableLogDirtyPtMasked(slot.baseGfn + firstPage + k * 64, mlo >>> 0, mhi >>> 0);
     }
-    if (flush) this.flushRemoteTlbs();
+    if (flush) this.flushRemoteTlbs("clear_dirty_log");
     return cleared;
   }
 
@@ -677,7 +735,7 @@ export class TdpStage2 implements Stage2 {
   zapGfnRange(start: number, end: number): boolean {
     this.gfnRangeArgs(start, end);
     const flush = this.direct.zapLeafs(start, end);
-    if (flush) this.flushRemoteTlbs();
+    if (flush) this.flushRemoteTlbs("zap_gfn_range");
     return flush;
   }
 
@@ -710,7 +768,7 @@ export class TdpStage2 implements Stage2 {
       const end = slot.baseGfn + Math.ceil((hi - slot.userspaceAddr) / PAGE_SIZE);
       if (this.direct.zapLeafs(start, end)) flush = true;
     }
-    if (flush) this.flushRemoteTlbs();
+    if (flush) this.flushRemoteTlbs("mmu_notifier_invalidate");
     return flush;
   }
 

@@ -67,7 +67,7 @@ export class TdpMmu implements DirectMmu {
   /** `kvm->arch.tdp_mmu_roots`: root sp ids, valid and invalid. */
   readonly roots: number[] = [];
   /** Counts one remote TLB flush (kvm_flush_remote_tlbs*). */
-  flushRemoteTlbs: () => void = () => {};
+  flushRemoteTlbs: (reason: string) => void = () => {};
   /** Gfn checks performed by the self-check (proves it ran). */
   selfCheckCount = 0;
 
@@ -292,7 +292,8 @@ export class TdpMmu implements DirectMmu {
     } else {
       this.iterSet(out.lo, out.hi);
       // A huge leaf replacing a table: the old translations must go (kvm_flush_remote_tlbs_gfn).
-      if (isShadowPresent(oldLo) && !isLastSpte(oldLo, it.level)) this.flushRemoteTlbs();
+      if (isShadowPresent(oldLo) && !isLastSpte(oldLo, it.level))
+        this.flushRemoteTlbs("huge_leaf_over_table");
     }
     if (out.wrprot && write) ret = RET_PF_EMULATE;
     if (slot === null) {
@@ -357,7 +358,7 @@ export class TdpMmu implements DirectMmu {
       const level = this.lastLevel;
       const base = gfn - (gfn % GFN_SPAN[level]!);
       this.setSpte(this.lastSp, this.lastIdx, level, base, 0, 0);
-      this.flushRemoteTlbs();
+      this.flushRemoteTlbs("zap_spte_atomic");
       n++;
     }
     return n;
@@ -480,7 +481,7 @@ export class TdpMmu implements DirectMmu {
         if (it.gfn < start || it.gfn >= end) continue;
         if (!canBeHuge(it.gfn, it.level)) continue;
         this.iterSet(0, 0);
-        this.flushRemoteTlbs();
+        this.flushRemoteTlbs("zap_collapsible_spte");
         n++;
       }
     }

@@ -160,3 +160,35 @@ describe("shadow-page list", () => {
     expect(Object.keys(vm.stats.toJSON())).toContain("pf_fixed");
   });
 });
+
+describe("MMU trace (faults and remote TLB flushes)", () => {
+  it("records each fault with its path and result, and each counted flush with its reason", () => {
+    const vm = createVm();
+    vm.setUserMemoryRegion({
+      slot: 0,
+      guestPhysAddr: 0,
+      memorySize: 2 * MIB,
+      flags: 0,
+      userspaceAddr: HVA4K,
+    });
+    const vcpu = vm.createVcpu();
+    const mmu = vm.tdp!;
+    mmu.startTrace(5);
+    vcpu.access(0, {}); // slow fixed
+    vcpu.access(GIB, {}); // no slot: MMIO spte created (slow, emulate)
+    vcpu.access(GIB, {}); // MMIO spte hit (mmio, emulate)
+    mmu.zapGfnRange(0, 1); // one flush
+    vcpu.access(PAGE, {});
+    vcpu.access(2 * PAGE, {}); // 6th event: dropped
+    expect(mmu.stopTrace()).toEqual([
+      { ev: "fault", gfn: 0, err: 0x4, path: "slow", ret: "fixed" },
+      { ev: "fault", gfn: GIB / PAGE, err: 0x4, path: "slow", ret: "emulate" },
+      { ev: "fault", gfn: GIB / PAGE, err: 0xc, path: "mmio", ret: "emulate" },
+      { ev: "tlb_flush", reason: "zap_gfn_range" },
+      { ev: "fault", gfn: 1, err: 0x4, path: "slow", ret: "fixed" },
+    ]);
+    expect(mmu.traceDropped).toBe(1);
+    expect(vm.stats.remote_tlb_flush).toBe(1);
+    expect(() => mmu.startTrace(0)).toThrow(/limit/);
+  });
+});
