@@ -801,6 +801,31 @@ export class TdpStage2 implements Stage2 {
 
   /** The TDP tree as a bounded, folded display.v1 snapshot (displayable in notebooks). */
   snapshot(opts?: TdpSnapshotOptions): TdpTreeView {
+    if (opts !== undefined) {
+      if (opts === null || typeof opts !== "object") {
+        throw new InvalidArgumentError(
+          "opts",
+          opts,
+          "an object { maxEntriesPerTable?, maxTables?, root?, label? }",
+        );
+      }
+      for (const k of ["maxEntriesPerTable", "maxTables"] as const) {
+        const v = opts[k];
+        if (v !== undefined && (!Number.isInteger(v) || v < 1 || v > 1024 * 1024)) {
+          throw new InvalidArgumentError(k, v, "an integer from 1 to 1048576");
+        }
+      }
+      if (opts.root !== undefined && !this.direct.roots.includes(opts.root)) {
+        throw new InvalidArgumentError(
+          "root",
+          opts.root,
+          `one of the roots [${this.direct.roots.join(", ")}]`,
+        );
+      }
+      if (opts.label !== undefined && (typeof opts.label !== "string" || opts.label.length > 200)) {
+        throw new InvalidArgumentError("label", opts.label, "a string of at most 200 characters");
+      }
+    }
     return new TdpTreeView(this, opts);
   }
 

@@ -192,3 +192,14 @@ describe("MMU trace (faults and remote TLB flushes)", () => {
     expect(() => mmu.startTrace(0)).toThrow(/limit/);
   });
 });
+
+describe("snapshot options are validated", () => {
+  it("names the bad option", () => {
+    const { mmu } = populated();
+    expect(() => mmu.snapshot({ maxEntriesPerTable: 0 })).toThrow(/invalid maxEntriesPerTable: 0/);
+    expect(() => mmu.snapshot({ maxTables: 1.5 })).toThrow(/invalid maxTables/);
+    expect(() => mmu.snapshot({ root: 12345 })).toThrow(/invalid root: 12345/);
+    expect(() => mmu.snapshot({ label: "x".repeat(201) })).toThrow(/invalid label/);
+    expect(mmu.snapshot({ maxTables: 1 }).truncated).toBe(true);
+  });
+});
