@@ -32,7 +32,7 @@ const STATE_ORDER: Flag[] = [
 ];
 
 /** Rows drawn at most when a snapshot is first shown; deeper tables wait for a click. */
-const INITIAL_ROW_BUDGET = 200;
+const INITIAL_ROW_BUDGET = 300;
 /** Adjacent alike leaves fold into a run from this many on. */
 const MIN_FOLD = 3;
 
@@ -108,7 +108,6 @@ interface Selection {
 
 /** Shared state of one rendered snapshot. */
 interface Context {
-  payload: PagetablePayload;
   detail: HTMLElement;
   selectedRow: HTMLElement | null;
   rowsDrawn: number;
@@ -191,17 +190,15 @@ class TableView {
     this.unfold.get(index)?.();
   }
 
-  /** Expands this table and, within the row budget, the children worth showing first. */
-  autoExpand(depth: number): void {
+  /**
+   * Expands this table, then each child table that holds changes or still fits the first-paint
+   * row budget (depth first), so small snapshots open fully and big ones stop at the budget.
+   */
+  autoExpand(): void {
     this.setExpanded(true);
-    for (const [, child] of this.children) {
-      if (
-        child.changes > 0 ||
-        (depth < 1 && this.ctx.rowsDrawn < INITIAL_ROW_BUDGET) ||
-        this.ctx.rowsDrawn + child.table.entries.length <= INITIAL_ROW_BUDGET
-      ) {
-        child.autoExpand(depth + 1);
-      }
+    for (const child of this.children.values()) {
+      const fits = this.ctx.rowsDrawn + child.table.entries.length <= INITIAL_ROW_BUDGET;
+      if (child.changes > 0 || fits) child.autoExpand();
     }
   }
 
@@ -641,7 +638,6 @@ export function renderPagetable(host: HTMLElement, payload: PagetablePayload): v
     h("div", { cls: "mmulab-detail-hint", text: "Select an entry to decode it." }),
   ]);
   const ctx: Context = {
-    payload,
     detail,
     selectedRow: null,
     rowsDrawn: 0,
@@ -722,7 +718,7 @@ export function renderPagetable(host: HTMLElement, payload: PagetablePayload): v
   host.appendChild(legend());
   host.appendChild(treesEl);
   host.appendChild(detail);
-  for (const r of roots) r.autoExpand(0);
+  for (const r of roots) r.autoExpand();
 }
 
 function legend(): HTMLElement {

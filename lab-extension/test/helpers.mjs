@@ -39,6 +39,10 @@ export async function newPage(browser, { width = 1400, height = 1000 } = {}) {
   const pageErrors = [];
   const consoleErrors = [];
   const external = [];
+  const httpErrors = [];
+  page.on("response", (r) => {
+    if (r.status() >= 400) httpErrors.push(`${r.status()} ${r.url()}`);
+  });
   page.on("pageerror", (e) => pageErrors.push(String(e?.stack ?? e)));
   page.on("console", (m) => {
     if (m.type() === "error") consoleErrors.push(m.text());
@@ -50,7 +54,7 @@ export async function newPage(browser, { width = 1400, height = 1000 } = {}) {
     external.push(url.href);
     return route.abort();
   });
-  return { context, page, pageErrors, consoleErrors, external };
+  return { context, page, pageErrors, consoleErrors, external, httpErrors };
 }
 
 /** Writes an nbformat 4 notebook whose cells are `cells` (strings: code; {md}: markdown; {code, outputs}: code with saved outputs). */
@@ -118,4 +122,13 @@ export async function openRendererPage(page) {
   );
   await page.goto(pathToFileURL(path.join(pageDir, "index.html")).href);
   await page.waitForFunction(() => window.mmulabTest !== undefined);
+}
+
+/**
+ * Jupyter environment for a test server: the repo's kernelspecs (JUPYTER_PATH) but its own data
+ * dir, so JupyterLab workspaces saved by one test (open tabs) never leak into another.
+ */
+export function testJupyterEnv(setup, name) {
+  const env = setup.jupyterEnv();
+  return { ...env, JUPYTER_DATA_DIR: path.join(artifacts, `jupyter-data-${name}`) };
 }

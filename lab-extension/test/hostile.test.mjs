@@ -13,6 +13,7 @@ import {
   launchBrowser,
   newPage,
   repo,
+  testJupyterEnv,
   writeNotebook,
 } from "./helpers.mjs";
 import { HOSTILE_STRINGS, hostilePayloads } from "./payloads.mjs";
@@ -35,7 +36,7 @@ before(async () => {
     path.join(root, "hostile.ipynb"),
     CASES.map((c) => ({ code: `// ${c.name}`, outputs: [displayOutput(c.mime, c.data)] })),
   );
-  lab = await startLab({ root, env: setup.jupyterEnv(), quiet: true });
+  lab = await startLab({ root, env: testJupyterEnv(setup, "hostile"), quiet: true });
   browser = await launchBrowser();
   ({ page, pageErrors, external } = await newPage(browser));
 });

@@ -6,7 +6,14 @@ import { copyFileSync, mkdirSync, rmSync, statSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { startLab } from "../app/serve.mjs";
-import { artifacts, launchBrowser, newPage, repo, writeNotebook } from "./helpers.mjs";
+import {
+  artifacts,
+  launchBrowser,
+  newPage,
+  repo,
+  testJupyterEnv,
+  writeNotebook,
+} from "./helpers.mjs";
 import { PTE, pagetablePayload, plotlyFigure, walkPayload } from "./payloads.mjs";
 
 const setup = await import(path.join(repo, "scripts", "setup.mjs"));
@@ -47,6 +54,7 @@ let browser;
 let page;
 let pageErrors;
 let consoleErrors;
+let httpErrors;
 let external;
 const root = path.join(artifacts, "lab-root");
 
@@ -56,9 +64,9 @@ before(async () => {
   mkdirSync(root, { recursive: true });
   // The root lies inside the repo so the kernel resolves @mmulab/* from the repo's node_modules.
   writeNotebook(path.join(root, "renderers.ipynb"), CELLS);
-  lab = await startLab({ root, env: setup.jupyterEnv(), quiet: true });
+  lab = await startLab({ root, env: testJupyterEnv(setup, "lab"), quiet: true });
   browser = await launchBrowser();
-  ({ page, pageErrors, consoleErrors, external } = await newPage(browser));
+  ({ page, pageErrors, consoleErrors, external, httpErrors } = await newPage(browser));
 });
 
 after(async () => {
@@ -310,6 +318,7 @@ describe("JupyterLab from npm start, mmulab kernel, mmulab renderers", () => {
 
   test("no uncaught exception, no console error, nothing fetched from outside 127.0.0.1", () => {
     assert.deepEqual(pageErrors, []);
+    assert.deepEqual(httpErrors, []);
     assert.deepEqual(consoleErrors, []);
     assert.deepEqual(external, []);
   });
