@@ -75,6 +75,18 @@ test("hostile payloads render as text or an error box; nothing runs", {
     assert.equal(await outNode.count(), 1, `${c.name}: not drawn by the mmulab renderer`);
     const errorBoxes = await outNode.locator(".mmulab-error").count();
     const text = await outNode.textContent();
+    if (c.expect === "plot") {
+      await outNode.locator(".main-svg").first().waitFor({ timeout: 60000 });
+      assert.equal(errorBoxes, 0, `${c.name}: error box for a valid figure: ${text.slice(0, 300)}`);
+      // Plotly's own SVG is expected here; what must not exist is anything live from the labels.
+      const live = await outNode
+        .locator(
+          "script, img, iframe, object, embed, [onerror], [onload], a[href^='javascript'], a[*|href^='javascript']",
+        )
+        .count();
+      assert.equal(live, 0, `${c.name}: live elements from plotly labels`);
+      continue;
+    }
     if (c.expect === "render") {
       assert.equal(
         errorBoxes,
