@@ -22,6 +22,7 @@ import {
 import type { TdpStage2 } from "./mmu";
 import { SP_TDP, SP_TRANSLATION_ACCOUNTED } from "./mmu_page";
 import { type DecodedRole, decodeRole, roleLevel } from "./role";
+import { LeafRunFolder } from "./snapshot_fold";
 import {
   GFN_SPAN,
   isLastSpte,
@@ -124,49 +125,38 @@ export function tdpTreeSnapshot(
     const span = GFN_SPAN[level]!;
     let present = 0;
     let omitted = 0;
-    let run: Entry | null = null;
-    let runNextPfn = -1;
-    let runFlags = "";
+    const runs = new LeafRunFolder();
     for (let i = 0; i < 512; i++) {
       const lo = spt[i * 2]!;
       const hi = spt[i * 2 + 1]!;
       if (lo === 0 && hi === 0) {
-        run = null;
+        runs.close();
         continue;
       }
       const mmio = isMmioSpte(lo);
       if (!mmio && !isShadowPresent(lo)) continue;
       if (!mmio) present++;
       const leaf = mmio || isLastSpte(lo, level);
-      const flags = spteFlags(lo, hi, level) as Flag[];
       const pfn = mmio ? mmioSpteGfn(lo, hi) : sptePfn(lo, hi);
-      const key = flags.join(",");
-      // Fold a leaf into the previous run when it is alike and its frame continues the run.
-      if (leaf && run?.leaf && key === runFlags && pfn === runNextPfn && (run.count ?? 1) < 1024) {
-        run.count = (run.count ?? 1) + 1;
-        runNextPfn += mmio ? 1 : span;
-        continue;
-      }
-      if (table.entries.length >= maxEntries) {
-        omitted++;
-        truncated = true;
-        run = null;
-        continue;
-      }
       const e: Entry = {
         index: i,
         value: spteHex(lo, hi),
-        flags,
+        flags: spteFlags(lo, hi, level) as Flag[],
         leaf,
         target: hex(pfn),
         va: hex((base + i * span) * 4096),
       };
       if (leaf && !mmio && level <= 3) e.pageSize = PAGE_SIZE_OF[level] as PageSize;
       if (mmio) e.note = "MMIO spte";
+      if (runs.fold(e, pfn)) continue;
+      if (table.entries.length >= maxEntries) {
+        omitted++;
+        truncated = true;
+        runs.close();
+        continue;
+      }
       table.entries.push(e);
-      run = e;
-      runFlags = key;
-      runNextPfn = pfn + (mmio ? 1 : span);
+      runs.open(e, pfn, mmio ? 1 : span);
       if (!leaf) {
         const child = store.pfnToSp(pfn);
         if (tablesLeft > 0 && store.isLive(child)) {
@@ -182,8 +172,6 @@ export function tdpTreeSnapshot(
     }
     table.present = present;
     if (omitted > 0) table.omitted = omitted;
-    // Folded runs have count > 1 only; drop count 1.
-    for (const e of table.entries) if (e.count === 1) delete e.count;
   }
   return {
     kind: "tdp",

@@ -45,6 +45,7 @@ import {
   rootLevelOf,
 } from "./guest_pte";
 import { pt32Index, pt64Index } from "./paging_tmpl";
+import { LeafRunFolder } from "./snapshot_fold";
 import type { SregsInput } from "./vcpu";
 import type { Vm } from "./vm";
 
@@ -430,7 +431,10 @@ export class GuestPageTableBuilder {
     return missing;
   }
 
-  /** Snapshot of the tables as a `pagetable` display (tree kind "guest"), bounded to `maxEntries` entries. */
+  /**
+   * Snapshot of the tables as a `pagetable` display (tree kind "guest"): runs of alike leaves
+   * folded into one entry with `count` (snapshot_fold.ts), at most `maxEntries` entries listed.
+   */
   snapshot(opts: { maxEntries?: number; title?: string } = {}): GuestPageTableSnapshot {
     return new GuestPageTableSnapshot(
       this.vm,
@@ -463,16 +467,14 @@ export class GuestPageTableSnapshot {
       let present = 0;
       let omitted = 0;
       const span = wide ? 2 ** (12 + 9 * (level - 1)) : 2 ** (12 + 10 * (level - 1));
+      const runs = new LeafRunFolder();
       for (let i = 0; i < size; i++) {
         const e = read(tableGpa + i * (wide ? 8 : 4));
-        if ((e.lo & PT_PRESENT_MASK) === 0) continue;
-        present++;
-        if (budget <= 0) {
-          omitted++;
-          truncated = true;
+        if ((e.lo & PT_PRESENT_MASK) === 0) {
+          runs.close();
           continue;
         }
-        budget--;
+        present++;
         const leaf =
           level === 1 ||
           ((e.lo & PT_PAGE_SIZE_MASK) !== 0 && !pae3 && (wide ? level <= 3 : level === 2));
@@ -482,14 +484,15 @@ export class GuestPageTableSnapshot {
         const target = wide
           ? gpte64Gfn(e.hi, e.lo)
           : (e.lo >>> 12) + (leaf && level === 2 ? ((e.lo >>> 13) & 15) * 1048576 : 0);
+        // Frames one entry of this level spans: a leaf's target is its page's first gfn.
+        const frames = wide ? 2 ** (9 * (level - 1)) : level === 2 ? 1024 : 1;
+        const frame = leaf && level > 1 ? target - (target % frames) : target;
         const entry: Entry = {
           index: i,
           value: wide ? `0x${((BigInt(e.hi) << 32n) | BigInt(e.lo)).toString(16)}` : hexNum(e.lo),
           flags: gpteFlags(e.hi, e.lo, level, leaf, wide) as Flag[],
           leaf,
-          target: hexNum(
-            leaf && level > 1 ? target - (target % (wide ? 2 ** (9 * (level - 1)) : 1024)) : target,
-          ),
+          target: hexNum(frame),
           va: `0x${BigInt(Math.min(va, 2 ** 64 - 1)).toString(16)}`.slice(0, 18),
         };
         if (leaf)
@@ -497,6 +500,15 @@ export class GuestPageTableSnapshot {
             wide ? 2 ** (12 + 9 * (level - 1)) : level === 2 ? 4194304 : 4096
           ) as Entry["pageSize"];
         if (leaf && wide && gptePkey(e.hi) !== 0) entry.pkey = gptePkey(e.hi);
+        if (runs.fold(entry, frame)) continue;
+        if (budget <= 0) {
+          omitted++;
+          truncated = true;
+          runs.close();
+          continue;
+        }
+        budget--;
+        runs.open(entry, frame, frames);
         if (!leaf && level > 1)
           entry.child = build(
             wide ? gpte64Gfn(e.hi, e.lo) * PAGE_SIZE : (e.lo >>> 12) * PAGE_SIZE,

@@ -1,0 +1,62 @@
+/**
+ * The run-folding rule of display.v1 page-table snapshots (`definitions.entry.count`), shared by
+ * the guest snapshot (pgtable_builder.ts) and the TDP snapshot (mmu_introspect.ts): a leaf folds
+ * into the run before it when it sits at the next index, shows the same flags, page size, pkey
+ * and note, and its frame continues the run's frames. Only runs of two or more carry `count`.
+ */
+import type { Entry } from "./display/types";
+
+/** Largest run one entry may stand for (schema `entry.count` maximum). */
+const MAX_RUN = 1024;
+
+function sameFlags(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** Folds alike leaves of ONE table while its entries are listed in index order. */
+export class LeafRunFolder {
+  private run: Entry | null = null;
+  private nextFrame = 0;
+  private step = 0;
+
+  /**
+   * Adds leaf `e` (frame `frame`) to the open run when it continues it; returns true if folded
+   * (then `e` must not be listed). A false return leaves the run open: call {@link open} or
+   * {@link close} next.
+   */
+  fold(e: Entry, frame: number): boolean {
+    const r = this.run;
+    if (r === null || !e.leaf || frame !== this.nextFrame) return false;
+    const count = r.count ?? 1;
+    if (
+      count >= MAX_RUN ||
+      e.index !== r.index + count ||
+      e.pageSize !== r.pageSize ||
+      e.pkey !== r.pkey ||
+      e.note !== r.note ||
+      !sameFlags(e.flags, r.flags)
+    )
+      return false;
+    r.count = count + 1;
+    this.nextFrame += this.step;
+    return true;
+  }
+
+  /** `e` was listed: a leaf opens a run whose next frame is `frame + step`; a non-leaf closes it. */
+  open(e: Entry, frame: number, step: number): void {
+    if (!e.leaf) {
+      this.run = null;
+      return;
+    }
+    this.run = e;
+    this.nextFrame = frame + step;
+    this.step = step;
+  }
+
+  /** Ends the open run (an absent entry, or one left out of a bounded snapshot). */
+  close(): void {
+    this.run = null;
+  }
+}
