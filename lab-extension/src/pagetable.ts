@@ -104,6 +104,8 @@ interface Selection {
   base: bigint;
   status: DiffStatus | "removed";
   before?: Entry;
+  /** For a folded run (count > 1): the one index within it that was asked for (search). */
+  at?: number;
 }
 
 /** Shared state of one rendered snapshot. */
@@ -124,6 +126,8 @@ class TableView {
   readonly rows = new Map<number, HTMLElement>();
   /** Child views by entry index, created on expand. */
   readonly children = new Map<number, TableView>();
+  /** Selects the entry row covering an index (for a payload run: that index within the run). */
+  private readonly selectors = new Map<number, (at?: number) => void>();
   /** Unfold callbacks for folded runs by each covered index. */
   private readonly unfold = new Map<number, () => void>();
 
@@ -349,7 +353,7 @@ class TableView {
         e.note !== undefined ? h("span", { cls: "mmulab-pt-note", text: e.note }) : null,
       ],
     );
-    const select = (): void =>
+    const select = (at?: number): void =>
       this.select(row, {
         tree: this.tree,
         treeIndex: this.treeIndex,
@@ -358,7 +362,9 @@ class TableView {
         base: entryBase(this.tree.format, this.table, this.base, e.index, e.va),
         status,
         before: old,
+        at,
       });
+    if (status !== "removed") for (let c = 0; c < n; c++) this.selectors.set(e.index + c, select);
     row.addEventListener("click", (ev) => {
       if ((ev.target as HTMLElement).classList.contains("mmulab-toggle")) return;
       select();
@@ -466,9 +472,8 @@ class TableView {
   /** Selects the row of `index` (unfolding its run first). */
   selectIndex(index: number): HTMLElement | undefined {
     this.unfoldAt(index);
-    const row = this.rows.get(index);
-    if (row?.classList.contains("mmulab-pt-entry")) row.click();
-    return row;
+    this.selectors.get(index)?.(index);
+    return this.rows.get(index);
   }
 }
 
@@ -504,10 +509,26 @@ function showDetail(panel: HTMLElement, s: Selection): void {
   panel.appendChild(
     h("div", {
       cls: "mmulab-detail-title",
-      text: `${tree.label ?? tree.kind} · ${table.name}[${e.index}${n > 1 ? `–${e.index + n - 1}` : ""}]${s.status !== "same" ? ` · ${s.status}` : ""}`,
+      text: `${tree.label ?? tree.kind} · ${table.name}[${e.index}${n > 1 ? `–${e.index + n - 1}` : ""}]${s.at !== undefined && n > 1 ? ` · entry [${s.at}]` : ""}${s.status !== "same" ? ` · ${s.status}` : ""}`,
     }),
   );
-  panel.appendChild(kv("value", e.value));
+  if (s.at !== undefined && n > 1 && s.at !== e.index) {
+    // One entry inside a folded run: alike entries differ only in their frame, which continues
+    // the run's first frame (core's folding rule), so its frame and range follow from the offset.
+    const k = BigInt(s.at - e.index);
+    const start = s.base + (k << BigInt(shift));
+    panel.appendChild(
+      kv(
+        `[${s.at}] maps`,
+        `${hex(start)} – ${hex(start + (1n << BigInt(shift)) - 1n)} (${sizeName(shift)})`,
+      ),
+    );
+    if (e.target !== undefined) {
+      const frame = BigInt(e.target) + (k << BigInt(shift - 12));
+      panel.appendChild(kv(`[${s.at}] ${tree.kind === "guest" ? "gfn" : "pfn"}`, hex(frame)));
+    }
+  }
+  panel.appendChild(kv(n > 1 ? "value (first)" : "value", e.value));
   if (s.status === "changed" && s.before) panel.appendChild(kv("before", s.before.value));
   panel.appendChild(
     kv("maps", `${hex(s.base)} – ${hex(end)} (${n > 1 ? `${n} × ` : ""}${sizeName(shift)})`),

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { mkdirSync, rmSync } from "node:fs";
 import path from "node:path";
 import { after, before, test } from "node:test";
-import { startLab } from "../app/serve.mjs";
+import { freePort, startLab } from "../app/serve.mjs";
 import {
   artifacts,
   displayOutput,
@@ -36,7 +36,12 @@ before(async () => {
     path.join(root, "hostile.ipynb"),
     CASES.map((c) => ({ code: `// ${c.name}`, outputs: [displayOutput(c.mime, c.data)] })),
   );
-  lab = await startLab({ root, env: testJupyterEnv(setup, "hostile"), quiet: true });
+  lab = await startLab({
+    root,
+    port: await freePort(),
+    env: testJupyterEnv(setup, "hostile"),
+    quiet: true,
+  });
   browser = await launchBrowser();
   ({ page, pageErrors, external } = await newPage(browser));
 });
