@@ -126,6 +126,10 @@ class TableView {
   readonly rows = new Map<number, HTMLElement>();
   /** Child views by entry index, created on expand. */
   readonly children = new Map<number, TableView>();
+  /** Toggle on the parent table's entry row that points at this table. */
+  parentToggle: HTMLButtonElement | undefined;
+  /** Toggles of this table's entry rows that have a child table, by entry index. */
+  private readonly entryToggles = new Map<number, HTMLButtonElement>();
   /** Selects the entry row covering an index (for a payload run: that index within the run). */
   private readonly selectors = new Map<number, (at?: number) => void>();
   /** Unfold callbacks for folded runs by each covered index. */
@@ -184,9 +188,13 @@ class TableView {
   setExpanded(on: boolean): void {
     if (on && !this.built) this.build();
     this.body.hidden = !on;
-    this.toggle.textContent = on ? "▾" : "▸";
-    this.toggle.setAttribute("aria-expanded", on ? "true" : "false");
-    this.toggle.setAttribute("aria-label", `${on ? "collapse" : "expand"} ${this.table.name}`);
+    // The table's own toggle and its parent entry's toggle show the same state.
+    for (const t of [this.toggle, this.parentToggle]) {
+      if (!t) continue;
+      t.textContent = on ? "▾" : "▸";
+      t.setAttribute("aria-expanded", on ? "true" : "false");
+      t.setAttribute("aria-label", `${on ? "collapse" : "expand"} ${this.table.name}`);
+    }
   }
 
   /** Unfolds the folded run covering `index`, if any. */
@@ -304,6 +312,7 @@ class TableView {
       this.ctx.hasBefore ? diffCount(child, oldChild) : 0,
     );
     view.el.classList.add("mmulab-pt-child");
+    view.parentToggle = this.entryToggles.get(e.index);
     this.children.set(e.index, view);
     return view;
   }
@@ -391,11 +400,9 @@ class TableView {
     });
     b.addEventListener("click", () => {
       const v = this.children.get(index);
-      if (!v) return;
-      v.setExpanded(!v.expanded);
-      b.textContent = v.expanded ? "▾" : "▸";
-      b.setAttribute("aria-expanded", v.expanded ? "true" : "false");
+      if (v) v.setExpanded(!v.expanded);
     });
+    this.entryToggles.set(index, b);
     return b;
   }
 

@@ -198,3 +198,22 @@ test("a renderer failure is drawn in the widget (plotly cannot load in this page
   );
   assert.deepEqual(pageErrors, []);
 });
+
+test("an entry's toggle and its child table's toggle expand and collapse the same table", async () => {
+  const { guest } = smallSnapshot();
+  const w = await render({ version: 1, kind: "pagetable", trees: [guest] });
+  const entryToggle = w.locator(".mmulab-pt-entry[data-path='0.0.0.2'] > .mmulab-entry-toggle");
+  const table = w.locator(".mmulab-pt-table[data-path='0.0.0.2']");
+  const headToggle = table.locator(":scope > .mmulab-pt-table-head > .mmulab-toggle");
+  const body = table.locator(":scope > .mmulab-pt-body");
+  // A small snapshot opens fully.
+  assert.equal(await body.isVisible(), true);
+  assert.equal(await entryToggle.getAttribute("aria-expanded"), "true");
+  await entryToggle.click();
+  assert.equal(await body.isVisible(), false);
+  assert.equal(await headToggle.getAttribute("aria-expanded"), "false");
+  assert.equal(await entryToggle.getAttribute("aria-expanded"), "false");
+  await headToggle.click();
+  assert.equal(await body.isVisible(), true);
+  assert.equal(await entryToggle.getAttribute("aria-expanded"), "true");
+});
