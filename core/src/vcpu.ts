@@ -39,8 +39,10 @@ import {
   X86_CR4_SMEP,
   X86_EFLAGS_FIXED,
 } from "./constants";
+import { JUPYTER_DISPLAY, type MimeBundle } from "./display";
 import { GeneralProtectionError, InvalidArgumentError } from "./errors";
 import { type PagingMode, pdptrReservedMask, reservedMasks, rootLevelOf } from "./guest_pte";
+import { vcpuBundle, vcpuString } from "./machine_display";
 import {
   GuestMmuContext,
   GuestWalker,
@@ -580,5 +582,15 @@ export class Vcpu implements WalkerEnv {
     const g = splitU64("gva", gva, this.scratch);
     this.stat.invlpg++;
     this.vm.stage2.invlpg?.(this, g.hi, g.lo);
+  }
+
+  /** One line: id, paging mode, CPL, CR3. */
+  toString(): string {
+    return vcpuString(this);
+  }
+
+  /** Jupyter display: paging mode, CR0/CR3/CR4/EFER with set bits named, CPL, RFLAGS.AC, PKRU. */
+  [JUPYTER_DISPLAY](): MimeBundle {
+    return vcpuBundle(this);
   }
 }

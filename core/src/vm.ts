@@ -9,7 +9,9 @@
 import { splitU64, toUnsigned, type U64Parts } from "./addr";
 import { auditTdp } from "./audit";
 import { KVM_MEM_READONLY, PAGE_SIZE, PFERR_WRITE_MASK } from "./constants";
+import { JUPYTER_DISPLAY, type MimeBundle } from "./display";
 import { InvalidArgumentError } from "./errors";
+import { vmBundle, vmString } from "./machine_display";
 import { GuestMemory } from "./memory";
 import { type MemSlot, MemSlots, type MemslotChange, type UserMemoryRegion } from "./memslot";
 import { MMU_FEATURE_KEYS, type MmuFeatures, resolveMmuFeatures, TdpStage2 } from "./mmu";
@@ -324,6 +326,16 @@ export class Vm {
     const v = new Vcpu(this, this.vcpus.length);
     this.vcpus.push(v);
     return v;
+  }
+
+  /** One line: MMU, memslots, vCPUs and the leaf counts. */
+  toString(): string {
+    return vmString(this);
+  }
+
+  /** Jupyter display: MMU selection and features, memslots, key KVM stats. */
+  [JUPYTER_DISPLAY](): MimeBundle {
+    return vmBundle(this);
   }
 }
 

@@ -1,0 +1,170 @@
+/**
+ * Jupyter displays and one-line summaries of a VM and a vCPU: MMU selection, memslots and the
+ * key KVM stats of a VM; paging registers decoded by bit name for a vCPU. Not used on hot paths.
+ */
+import { htmlTableBundle, type MimeBundle, type TableRow } from "./display";
+import {
+  CR0_BIT_NAMES,
+  CR4_BIT_NAMES,
+  EFER_BIT_NAMES,
+  KVM_MEM_FLAG_NAMES,
+  setBitNames,
+} from "./reg_names";
+import type { Vcpu } from "./vcpu";
+import type { Vm } from "./vm";
+
+const hex = (n: number): string => `0x${n.toString(16)}`;
+const X86_EFLAGS_AC = 1 << 18;
+
+/** Bytes as the largest binary unit that divides them ("64 MiB", "12 KiB", "100 B"). */
+export function sizeText(bytes: number): string {
+  for (const [unit, n] of [
+    ["TiB", 2 ** 40],
+    ["GiB", 2 ** 30],
+    ["MiB", 2 ** 20],
+    ["KiB", 2 ** 10],
+  ] as const) {
+    if (bytes >= n && bytes % n === 0) return `${bytes / n} ${unit}`;
+  }
+  return `${bytes} B`;
+}
+
+const plural = (n: number, what: string): string => `${n} ${what}${n === 1 ? "" : "s"}`;
+
+/** "tdp (tdp_mmu, 4-level EPT)" or "none". */
+function mmuText(vm: Vm): string {
+  const t = vm.tdp;
+  return t === null ? vm.mmu : `${vm.mmu} (${t.features.mmuFlavor}, ${t.rootLevel}-level EPT)`;
+}
+
+function guestFeaturesText(vm: Vm): string {
+  const on = Object.entries(vm.features).filter(([, v]) => v);
+  const off = Object.entries(vm.features).filter(([, v]) => !v);
+  return `${on.map(([k]) => k).join(" ") || "-"}${off.length ? `; off: ${off.map(([k]) => k).join(" ")}` : ""}`;
+}
+
+function mmuSwitchesText(vm: Vm): string {
+  const t = vm.tdp;
+  if (t === null) return "-";
+  return Object.entries(t.features)
+    .filter(([k]) => k !== "mmuFlavor" && k !== "tdpLevels")
+    .map(([k, v]) => `${k}=${v}`)
+    .join(" ");
+}
+
+function slotRows(vm: Vm): TableRow[] {
+  return vm.memslots.list().map((s) => {
+    const gpa = s.baseGfn * 4096;
+    const size = s.npages * 4096;
+    return {
+      slot: s.id,
+      gpa: `${hex(gpa)}-${hex(gpa + size - 1)}`,
+      size: sizeText(size),
+      flags: setBitNames(s.flags, KVM_MEM_FLAG_NAMES).join("|") || "-",
+      backing: s.backing,
+      hva: hex(s.userspaceAddr),
+    };
+  });
+}
+
+/** The KVM stats a VM display shows, under their kernel names. */
+const KEY_STATS = ["pages_4k", "pages_2m", "pages_1g", "pf_taken", "pf_fixed"] as const;
+
+function statPairs(vm: Vm): [string, number][] {
+  const s = vm.stats;
+  const out: [string, number][] = KEY_STATS.map((k) => [k, s[k]]);
+  out.push(["spt pages", s.spt_pages_live]);
+  return out;
+}
+
+/** One line: `Vm(mmu tdp/tdp_mmu, 1 memslot 64 MiB, 1 vCPU, pages_4k 512)`. */
+export function vmString(vm: Vm): string {
+  const slots = vm.memslots.list();
+  const bytes = slots.reduce((a, s) => a + s.npages * 4096, 0);
+  const t = vm.tdp;
+  const mmu = t === null ? vm.mmu : `${vm.mmu}/${t.features.mmuFlavor}`;
+  const s = vm.stats;
+  return `Vm(mmu ${mmu}, ${plural(slots.length, "memslot")} ${sizeText(bytes)}, ${plural(vm.vcpus.length, "vCPU")}, pages_4k ${s.pages_4k} pages_2m ${s.pages_2m} pages_1g ${s.pages_1g})`;
+}
+
+/** Jupyter bundle of a VM: summary, memslots and key stats as HTML tables; a short text form. */
+export function vmBundle(vm: Vm): MimeBundle {
+  const summary = htmlTableBundle("VM", [
+    { field: "mmu", value: mmuText(vm) },
+    { field: "MAXPHYADDR", value: vm.maxPhysAddrBits },
+    { field: "guest features", value: guestFeaturesText(vm) },
+    { field: "MMU switches", value: mmuSwitchesText(vm) },
+    { field: "vCPUs", value: vm.vcpus.length },
+  ]);
+  const rows = slotRows(vm);
+  const slots = htmlTableBundle(`Memslots (${rows.length})`, rows);
+  const stats = htmlTableBundle(
+    "KVM stats",
+    statPairs(vm).map(([stat, value]) => ({ stat, value })),
+  );
+  const html = `<div class="mmulab-vm" style="display:flex;flex-wrap:wrap;gap:1.5em;align-items:flex-start">${summary["text/html"]}${slots["text/html"]}${stats["text/html"]}</div>`;
+  const text = [
+    `VM: mmu ${mmuText(vm)}, MAXPHYADDR ${vm.maxPhysAddrBits}, ${plural(vm.vcpus.length, "vCPU")}, ${plural(rows.length, "memslot")}`,
+    ...rows.map(
+      (r) => `  slot ${r.slot}: gpa ${r.gpa} (${r.size}) flags ${r.flags} backing ${r.backing}`,
+    ),
+    `  ${statPairs(vm)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(", ")}`,
+  ];
+  return { "text/html": html, "text/plain": text.join("\n") };
+}
+
+/** PKRU decoded: the keys whose AD (access disable) or WD (write disable) bit is set. */
+function pkruText(pkru: number): string {
+  const keys: string[] = [];
+  for (let k = 0; k < 16; k++) {
+    const bits = (pkru >>> (2 * k)) & 3;
+    if (bits === 0) continue;
+    keys.push(
+      `key ${k}: ${[bits & 1 ? "AD" : "", bits & 2 ? "WD" : ""].filter(Boolean).join("+")}`,
+    );
+  }
+  return keys.join(", ") || "no key restricted";
+}
+
+function vcpuRows(v: Vcpu): { register: string; value: string; decoded: string }[] {
+  const s = v.getSregs();
+  const ac = (v.rflags & X86_EFLAGS_AC) !== 0;
+  return [
+    { register: "paging mode", value: v.pagingMode, decoded: "" },
+    { register: "CR0", value: hex(s.cr0), decoded: setBitNames(s.cr0, CR0_BIT_NAMES).join(" ") },
+    { register: "CR3", value: hex(s.cr3), decoded: "" },
+    { register: "CR4", value: hex(s.cr4), decoded: setBitNames(s.cr4, CR4_BIT_NAMES).join(" ") },
+    {
+      register: "EFER",
+      value: hex(s.efer),
+      decoded: setBitNames(s.efer, EFER_BIT_NAMES).join(" "),
+    },
+    { register: "CPL", value: String(s.cpl), decoded: s.cpl === 3 ? "user" : "supervisor" },
+    { register: "RFLAGS.AC", value: ac ? "1" : "0", decoded: `RFLAGS ${hex(v.rflags)}` },
+    { register: "PKRU", value: hex(v.pkru), decoded: pkruText(v.pkru) },
+  ];
+}
+
+/** One line: `Vcpu 0 (4-level, CPL 0, CR3 0x1000)`. */
+export function vcpuString(v: Vcpu): string {
+  const s = v.getSregs();
+  return `Vcpu ${v.id} (${v.pagingMode}, CPL ${s.cpl}, CR3 ${hex(s.cr3)})`;
+}
+
+/** Jupyter bundle of a vCPU: the paging registers with the names of their set bits. */
+export function vcpuBundle(v: Vcpu): MimeBundle {
+  const rows = vcpuRows(v);
+  const b = htmlTableBundle(`vCPU ${v.id}`, rows);
+  const text = [
+    vcpuString(v),
+    ...rows
+      .slice(1)
+      .map((r) => `  ${r.register.padEnd(9)} ${r.value}${r.decoded ? `  ${r.decoded}` : ""}`),
+  ];
+  return {
+    "text/html": `<div class="mmulab-vcpu">${b["text/html"]}</div>`,
+    "text/plain": text.join("\n"),
+  };
+}
