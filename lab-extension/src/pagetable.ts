@@ -15,7 +15,7 @@
 
 import type { Entry, Flag, PagetablePayload, Role, Table, Tree } from "@mmulab/core";
 import { decodeEntry, entryBase, entryShift, hex, sizeName } from "./bits";
-import { h, text } from "./dom";
+import { errorBox, h, text } from "./dom";
 
 /** Flags drawn as a row's main colour, strongest first. */
 const STATE_ORDER: Flag[] = [
@@ -116,6 +116,22 @@ interface Context {
   hasBefore: boolean;
 }
 
+/**
+ * Runs a UI event handler; an exception is drawn as an error box in the selection panel instead
+ * of escaping to the page (handlers run after renderModel has returned, outside its try/catch).
+ */
+function guarded<E extends Event>(ctx: Context, fn: (ev: E) => void): (ev: E) => void {
+  return (ev) => {
+    try {
+      fn(ev);
+    } catch (err) {
+      ctx.detail.replaceChildren(
+        errorBox("mmulab renderer failed", err instanceof Error ? err.message : String(err)),
+      );
+    }
+  };
+}
+
 /** One table on screen. */
 class TableView {
   readonly el: HTMLElement;
@@ -151,7 +167,10 @@ class TableView {
       text: "▸",
       attrs: { "aria-expanded": "false", "aria-label": `expand ${t.name}`, type: "button" },
     });
-    this.toggle.addEventListener("click", () => this.setExpanded(!this.expanded));
+    this.toggle.addEventListener(
+      "click",
+      guarded(ctx, () => this.setExpanded(!this.expanded)),
+    );
     const present = t.present ?? t.entries.reduce((s, e) => s + (e.count ?? 1), 0);
     const head = h("div", { cls: "mmulab-pt-table-head" }, [
       this.toggle,
@@ -374,16 +393,22 @@ class TableView {
         at,
       });
     if (status !== "removed") for (let c = 0; c < n; c++) this.selectors.set(e.index + c, select);
-    row.addEventListener("click", (ev) => {
-      if ((ev.target as HTMLElement).classList.contains("mmulab-toggle")) return;
-      select();
-    });
-    row.addEventListener("keydown", (ev) => {
-      if (ev.key === "Enter" || ev.key === " ") {
-        ev.preventDefault();
+    row.addEventListener(
+      "click",
+      guarded(this.ctx, (ev: MouseEvent) => {
+        if ((ev.target as HTMLElement).classList.contains("mmulab-toggle")) return;
         select();
-      }
-    });
+      }),
+    );
+    row.addEventListener(
+      "keydown",
+      guarded(this.ctx, (ev: KeyboardEvent) => {
+        if (ev.key === "Enter" || ev.key === " ") {
+          ev.preventDefault();
+          select();
+        }
+      }),
+    );
     if (status !== "removed") for (let c = 0; c < n; c++) this.rows.set(e.index + c, row);
     return row;
   }
@@ -398,10 +423,13 @@ class TableView {
       text: "▸",
       attrs: { type: "button", "aria-label": "expand child table", "aria-expanded": "false" },
     });
-    b.addEventListener("click", () => {
-      const v = this.children.get(index);
-      if (v) v.setExpanded(!v.expanded);
-    });
+    b.addEventListener(
+      "click",
+      guarded(this.ctx, () => {
+        const v = this.children.get(index);
+        if (v) v.setExpanded(!v.expanded);
+      }),
+    );
     this.entryToggles.set(index, b);
     return b;
   }
@@ -456,7 +484,10 @@ class TableView {
       unfoldButton.textContent = open ? "▾" : "▸";
       unfoldButton.setAttribute("aria-expanded", open ? "true" : "false");
     };
-    unfoldButton.addEventListener("click", () => setOpen(inner.hidden));
+    unfoldButton.addEventListener(
+      "click",
+      guarded(this.ctx, () => setOpen(inner.hidden)),
+    );
     for (const e of run) {
       this.unfold.set(e.index, () => setOpen(true));
       if (!this.rows.has(e.index)) this.rows.set(e.index, row);
@@ -726,10 +757,13 @@ export function renderPagetable(host: HTMLElement, payload: PagetablePayload): v
     });
     result.textContent = parts.join(" | ");
   };
-  go.addEventListener("click", run);
-  input.addEventListener("keydown", (ev) => {
-    if (ev.key === "Enter") run();
-  });
+  go.addEventListener("click", guarded(ctx, run));
+  input.addEventListener(
+    "keydown",
+    guarded(ctx, (ev: KeyboardEvent) => {
+      if (ev.key === "Enter") run();
+    }),
+  );
   const header = h("div", { cls: "mmulab-pt-header" }, [
     payload.title !== undefined ? h("span", { cls: "mmulab-pt-title", text: payload.title }) : null,
     h("span", { cls: "mmulab-search" }, [input, go, result]),
