@@ -43,8 +43,8 @@ export class GuestMemory {
     );
   }
 
-  private leafFor(hvfn: number): Int32Array | undefined {
-    const key = Math.floor(hvfn / LEAF_ENTRIES);
+  /** Leaf of directory key `key` (= floor(hvfn / LEAF_ENTRIES)), through the leaf cache. */
+  private leafFor(key: number): Int32Array | undefined {
     const c = key & (CACHE_SIZE - 1);
     if (this.cacheKey[c] === key) return this.cacheLeaf[c]!;
     const leaf = this.directory.get(key);
@@ -57,22 +57,25 @@ export class GuestMemory {
 
   /** Frame index + 1 for `hvfn`, or 0 if it has never been written. */
   private frameOf(hvfn: number): number {
-    const leaf = this.leafFor(hvfn);
-    return leaf === undefined ? 0 : leaf[hvfn % LEAF_ENTRIES]!;
+    // hvfn may exceed int32 (hva up to 2^47), so no `& 63`; and `%` on a non-Smi number is an
+    // fmod call in V8: take the remainder by multiply and subtract instead.
+    const key = Math.floor(hvfn / LEAF_ENTRIES);
+    const leaf = this.leafFor(key);
+    return leaf === undefined ? 0 : leaf[hvfn - key * LEAF_ENTRIES]!;
   }
 
   /** Frame index + 1 for `hvfn`, allocating backing if needed. */
   private frameForWrite(hvfn: number): number {
-    let leaf = this.leafFor(hvfn);
+    const key = Math.floor(hvfn / LEAF_ENTRIES);
+    let leaf = this.leafFor(key);
     if (leaf === undefined) {
       leaf = new Int32Array(LEAF_ENTRIES);
-      this.directory.set(Math.floor(hvfn / LEAF_ENTRIES), leaf);
-      const key = Math.floor(hvfn / LEAF_ENTRIES);
+      this.directory.set(key, leaf);
       const c = key & (CACHE_SIZE - 1);
       this.cacheKey[c] = key;
       this.cacheLeaf[c] = leaf;
     }
-    const i = hvfn % LEAF_ENTRIES;
+    const i = hvfn - key * LEAF_ENTRIES;
     let f = leaf[i]!;
     if (f === 0) {
       const frame = this.frames++;

@@ -115,8 +115,6 @@ const CR4_BASE =
 const EFER_KNOWN =
   EFER_SCE | EFER_LME | EFER_LMA | EFER_NX | (1 << 12) | (1 << 13) | (1 << 14) | (1 << 15);
 
-const ACCESS_KEYS = ["write", "fetch", "user", "implicit"];
-
 /** A virtual CPU. Create with `vm.createVcpu()`. */
 export class Vcpu implements WalkerEnv {
   readonly vm: Vm;
@@ -443,8 +441,10 @@ export class Vcpu implements WalkerEnv {
         opts,
         "an object { write?, fetch?, user?, implicit? }",
       );
-    for (const k of Object.keys(opts)) {
-      if (!ACCESS_KEYS.includes(k))
+    // for-in over own keys: the same checks as Object.keys without an array per access.
+    for (const k in opts) {
+      if (!Object.hasOwn(opts, k)) continue;
+      if (k !== "write" && k !== "fetch" && k !== "user" && k !== "implicit")
         throw new InvalidArgumentError("access", k, "keys write, fetch, user, implicit");
       const v = (opts as Record<string, unknown>)[k];
       if (v !== undefined && typeof v !== "boolean")
