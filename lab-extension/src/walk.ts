@@ -95,9 +95,10 @@ export function renderWalk(host: HTMLElement, p: WalkPayload): void {
       changed ? h("span", { cls: "mmulab-walk-arrow", text: " → " }) : null,
       changed ? h("span", { cls: "mmulab-walk-after", text: l.after }) : null,
     ]);
-    const flags = h("td", { cls: "mmulab-flags" });
+    const chips = h("span", { cls: "mmulab-flags" });
     for (const f of l.flags ?? [])
-      flags.appendChild(h("span", { cls: `mmulab-flag mmulab-flag-${f}`, text: f }));
+      chips.appendChild(h("span", { cls: `mmulab-flag mmulab-flag-${f}`, text: f }));
+    const flags = h("td", {}, [chips]);
     body.appendChild(
       h(
         "tr",
