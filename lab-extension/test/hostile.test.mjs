@@ -90,6 +90,12 @@ test("hostile payloads render as text or an error box; nothing runs", {
         )
         .count();
       assert.equal(live, 0, `${c.name}: live elements from plotly labels`);
+      const links = await outNode
+        .locator("a")
+        .evaluateAll((els) =>
+          els.map((a) => a.getAttribute("href") ?? a.getAttribute("xlink:href")),
+        );
+      console.log(`${c.name}: plotly drew ${links.length} link(s): ${JSON.stringify(links)}`);
       continue;
     }
     if (c.expect === "render") {

@@ -424,6 +424,19 @@ export function hostilePayloads() {
     note: HOSTILE_STRINGS[0],
   }));
   out.push({ name: "10 MB entries array", mime: pt, data: bigEntries, expect: "error" });
+  // A valid figure whose labels carry markup: plotly draws its own small tag subset as SVG text;
+  // links with a javascript: scheme and unknown tags must not survive as live elements.
+  out.push({
+    name: "markup in plotly labels",
+    mime: plotly,
+    data: {
+      data: [{ type: "bar", name: HOSTILE_STRINGS[1], x: [HOSTILE_STRINGS[0], "b"], y: [1, 2] }],
+      layout: {
+        title: { text: `<a href="${HOSTILE_STRINGS[2]}">click</a> ${HOSTILE_STRINGS[3]}` },
+      },
+    },
+    expect: "plot",
+  });
   out.push({
     name: "plotly figure without data",
     mime: plotly,
