@@ -21,6 +21,7 @@ const LEAF_ENTRIES = 64;
 const SLAB_FRAMES = 64;
 const FRAME_WORDS = 1024;
 const CACHE_SIZE = 16;
+const FRAME_CACHE_SIZE = 64;
 const EMPTY_SLAB = new Uint32Array(0);
 
 /** Sparse, lazily backed memory. Offsets are byte offsets inside a 4 KiB frame. */
@@ -30,6 +31,10 @@ export class GuestMemory {
   private frames = 0;
   private readonly cacheKey = new Float64Array(CACHE_SIZE).fill(-1);
   private readonly cacheLeaf: (Int32Array | null)[] = new Array(CACHE_SIZE).fill(null);
+  // Direct-mapped cache of backed frames for wordIndex: hvfn -> (slab, word index).
+  private readonly frameCacheKey: Float64Array = new Float64Array(FRAME_CACHE_SIZE).fill(-1);
+  private readonly frameCacheSlab: Uint32Array[] = new Array(FRAME_CACHE_SIZE).fill(EMPTY_SLAB);
+  private readonly frameCacheWord: Int32Array = new Int32Array(FRAME_CACHE_SIZE);
 
   /** Number of 4 KiB frames that have backing (were written at least once). */
   get framesAllocated(): number {
@@ -98,10 +103,21 @@ export class GuestMemory {
    * (reads as zeros).
    */
   wordIndex(hvfn: number): number {
+    // Frames are never freed or moved, so a backed frame's place can be remembered for good.
+    const c = (hvfn | 0) & (FRAME_CACHE_SIZE - 1);
+    if (this.frameCacheKey[c] === hvfn) {
+      this.slab = this.frameCacheSlab[c]!;
+      return this.frameCacheWord[c]!;
+    }
     const f = this.frameOf(hvfn) - 1;
     if (f < 0) return -1;
-    this.slab = this.slabs[f >>> 6]!;
-    return (f & 63) << 10;
+    const slab = this.slabs[f >>> 6]!;
+    const wi = (f & 63) << 10;
+    this.frameCacheKey[c] = hvfn;
+    this.frameCacheSlab[c] = slab;
+    this.frameCacheWord[c] = wi;
+    this.slab = slab;
+    return wi;
   }
 
   /** Whether the frame has backing. */

@@ -170,7 +170,7 @@ const KVM_MEMSLOT_PAGES_TO_MMU_PAGES_RATIO = 50;
 /** vCPU root slot used for stores not made by a vCPU. */
 const NO_VCPU = 0;
 const MAX_RETRIES = 8;
-/** Entries of the walk cache (direct-mapped by the low gfn bits). */
+/** Entries of the walk cache (direct-mapped by the low bits of gfn / 512, one per 2 MiB region). */
 const WALK_CACHE_SIZE = 1024;
 const WALK_CACHE_MASK = WALK_CACHE_SIZE - 1;
 
@@ -192,7 +192,7 @@ export class TdpStage2 implements Stage2 {
   mmuValidGen = 0;
   /** MMIO spte generation (low bits of the memslots generation). */
   mmioGen = 0;
-  // Walk cache (see translate): gfn, root, and the leaf's sp/index/level per slot.
+  // Walk cache (see translate): 2 MiB region, root, and the leaf table sp/index/level per slot.
   private readonly wcGfn: Float64Array = new Float64Array(WALK_CACHE_SIZE).fill(-1);
   private readonly wcRoot: Int32Array = new Int32Array(WALK_CACHE_SIZE);
   private readonly wcSp: Int32Array = new Int32Array(WALK_CACHE_SIZE);
@@ -295,21 +295,23 @@ export class TdpStage2 implements Stage2 {
     const fetch = (pfec & PFERR_FETCH_MASK) !== 0;
     const tdp = this.direct;
     const store = this.store;
-    // Walk cache: the leaf entry last found for this gfn under this root, re-read on every hit.
+    // Walk cache: per 2 MiB region under this root, the table holding the last leaf found (a PT:
+    // the entry is at gfn's index; a PD/PDPT: the huge leaf's index), re-read on every hit.
     // Valid while no table was unlinked or freed (topologyEpoch), so a hit is exactly what the
     // full walk would find; it is a simulator accelerator, not a model of the CPU's TLB.
     if (store.topologyEpoch !== this.wcEpoch) {
       this.wcGfn.fill(-1);
       this.wcEpoch = store.topologyEpoch;
     }
-    const c = gfn & WALK_CACHE_MASK;
+    const region = Math.floor(gfn / 512);
+    const c = region & WALK_CACHE_MASK;
     let root = this.rootFor(vcpu);
-    if (this.wcGfn[c] === gfn && this.wcRoot[c] === root) {
+    if (this.wcGfn[c] === region && this.wcRoot[c] === root) {
       const sp = this.wcSp[c]!;
       const spt = store.spt[sp]!;
-      const i = this.wcIdx[c]! * 2;
-      const lo = spt[i]!;
       const level = this.wcLevel[c]!;
+      const i = (level === 1 ? gfn & 511 : this.wcIdx[c]!) * 2;
+      const lo = spt[i]!;
       if ((lo & SPTE_MMU_PRESENT) !== 0 && (level === 1 || (lo & SPTE_PS) !== 0)) {
         const pfn = this.leafAccess(spt, i, lo, spt[i + 1]!, level, gfn, write, fetch, final);
         if (pfn >= 0) return pfn;
@@ -333,7 +335,7 @@ export class TdpStage2 implements Stage2 {
           final,
         );
         if (pfn >= 0) {
-          this.wcGfn[c] = gfn;
+          this.wcGfn[c] = region;
           this.wcRoot[c] = root;
           this.wcSp[c] = tdp.lastSp;
           this.wcIdx[c] = tdp.lastIdx;
