@@ -221,3 +221,32 @@ describe("types.ts mirrors the schema's enums", () => {
     );
   });
 });
+
+describe("validateDisplayPayload on very large payloads", () => {
+  it("reports the first problem of a huge bad payload and says the rest is not listed", () => {
+    const p = guestTree();
+    // 70,000 bad entries: too many for one table (maxItems 1024) and each with a bad value.
+    p.trees[0]!.root.entries = Array.from({ length: 70_000 }, (_, i) => ({
+      index: i % 1024,
+      value: "<script>",
+      flags: ["present"],
+      leaf: true,
+    }));
+    const r = validateDisplayPayload(PAGETABLE_MIME, p);
+    expect(r.ok).toBe(false);
+    if (r.ok) return;
+    expect(r.errors).toHaveLength(1);
+    expect(r.message).toMatch(
+      /^invalid application\/vnd\.mmulab\.pagetable\+json payload: payload\.trees\[0\]\.root\.entries/,
+    );
+    expect(r.message).toMatch(/further problems of a payload this large are not listed/);
+  });
+  it("still lists every problem of a small bad payload", () => {
+    const p = guestTree();
+    p.trees[0]!.root.entries = p.trees[0]!.root.entries.map((e) => ({ ...e, value: "nothex" }));
+    const r = validateDisplayPayload(PAGETABLE_MIME, p);
+    expect(r.ok).toBe(false);
+    if (r.ok) return;
+    expect(r.errors.length).toBe(p.trees[0]!.root.entries.length);
+  });
+});

@@ -30,22 +30,50 @@ const DEFINITION_OF: Readonly<Record<string, { definition: string; kind: string 
 /** At most this many schema errors are reported; beyond that they only repeat the cause. */
 const MAX_ERRORS = 20;
 
-let compiled: Map<string, ValidateFunction> | undefined;
+/**
+ * Payloads with more JSON nodes than this get only the first problem reported: collecting every
+ * error of a hostile 10 MB payload (70,000 bad entries) takes ajv many seconds, and a person needs
+ * the first few problems, not seventy thousand.
+ */
+const FULL_REPORT_MAX_NODES = 20_000;
+
+/** Two compilations of the schema: stop at the first error (every payload), or collect all. */
+let compiled:
+  | { first: Map<string, ValidateFunction>; all: Map<string, ValidateFunction> }
+  | undefined;
 
 /** Compiles the schema once, on first use (ajv compilation costs milliseconds, not worth paying at import). */
-function validatorFor(definition: string): ValidateFunction {
+function validatorFor(definition: string, allErrors: boolean): ValidateFunction {
   if (compiled === undefined) {
-    const ajv = new Ajv({ allErrors: true, strict: true });
-    ajv.addSchema(schema as object);
-    compiled = new Map();
     const id = (schema as { $id: string }).$id;
-    for (const { definition: name } of Object.values(DEFINITION_OF)) {
-      const fn = ajv.getSchema(`${id}#/definitions/${name}`);
-      if (fn === undefined) throw new Error(`display schema has no definitions.${name}`);
-      compiled.set(name, fn);
+    const build = (all: boolean) => {
+      const ajv = new Ajv({ allErrors: all, strict: true });
+      ajv.addSchema(schema as object);
+      const fns = new Map<string, ValidateFunction>();
+      for (const { definition: name } of Object.values(DEFINITION_OF)) {
+        const fn = ajv.getSchema(`${id}#/definitions/${name}`);
+        if (fn === undefined) throw new Error(`display schema has no definitions.${name}`);
+        fns.set(name, fn);
+      }
+      return fns;
+    };
+    compiled = { first: build(false), all: build(true) };
+  }
+  return (allErrors ? compiled.all : compiled.first).get(definition)!;
+}
+
+/** Whether `data` has at most `limit` JSON nodes (stops counting past the limit). */
+function hasAtMostNodes(data: unknown, limit: number): boolean {
+  let budget = limit;
+  const stack: unknown[] = [data];
+  while (stack.length > 0) {
+    const node = stack.pop();
+    if (--budget < 0) return false;
+    if (node !== null && typeof node === "object") {
+      for (const v of Array.isArray(node) ? node : Object.values(node)) stack.push(v);
     }
   }
-  return compiled.get(definition)!;
+  return true;
 }
 
 /** Short, single-line rendering of a value for error messages. */
@@ -150,10 +178,19 @@ export function validateDisplayPayload(mime: string, data: unknown): ValidationR
   if (kind !== target.kind) {
     return fail(`${mime} payload.kind must be "${target.kind}", got ${show(kind)}`);
   }
-  const validate = validatorFor(target.definition);
-  if (validate(data)) return { ok: true };
+  const first = validatorFor(target.definition, false);
+  if (first(data)) return { ok: true };
+  if (!hasAtMostNodes(data, FULL_REPORT_MAX_NODES)) {
+    const error = describe(data, first.errors![0]!);
+    return fail(
+      `invalid ${mime} payload: ${error} (further problems of a payload this large are not listed)`,
+      [error],
+    );
+  }
+  const all = validatorFor(target.definition, true);
+  all(data);
   // allErrors reports every problem; oneOf branches can repeat one, so drop exact repeats.
-  const errors = [...new Set((validate.errors ?? []).map((e) => describe(data, e)))];
+  const errors = [...new Set((all.errors ?? []).map((e) => describe(data, e)))];
   const shown = errors.slice(0, MAX_ERRORS);
   const rest = errors.length > 1 ? ` (and ${errors.length - 1} more problem(s))` : "";
   return fail(`invalid ${mime} payload: ${shown[0]}${rest}`, shown);
