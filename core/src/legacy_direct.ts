@@ -9,9 +9,9 @@
  * page KVM builds; `parent_ptes` as a full pte_list is needed for indirect pages, later).
  */
 import { ACC_ALL, PFERR_WRITE_MASK } from "./constants";
-import type { DirectMmu } from "./direct_mmu";
+import { type DirectMmu, DirectMmuBase, type DirectMmuOptions } from "./direct_mmu";
 import { hostPfn } from "./host";
-import { slotArch } from "./lpage";
+import { gfnToIndex, slotArch } from "./lpage";
 import type { MemSlot, MemSlots } from "./memslot";
 import {
   kvmMmuPageGetGfn,
@@ -21,7 +21,14 @@ import {
   RET_PF_FIXED,
   RET_PF_SPURIOUS,
 } from "./mmu_page";
-import { PteListDescPool, pteListAdd, pteListForEach, pteListRemove, SlotRmap } from "./rmap";
+import {
+  PteListDescPool,
+  pteListAdd,
+  pteListForEach,
+  pteListRemove,
+  SlotRmap,
+  SlotRmapWalkIterator,
+} from "./rmap";
 import { childRole, ROLE_DIRECT, ROLE_INVALID, roleLevel } from "./role";
 import {
   GFN_SPAN,
@@ -34,10 +41,7 @@ import {
   SPTE_A,
   SPTE_D,
   SPTE_HI_MMU_WRITABLE,
-  SPTE_MMU_PRESENT,
-  SPTE_PS,
   SPTE_W,
-  SpteOut,
   sptePfn,
 } from "./spte";
 import { type KvmStats, updatePageStats } from "./stats";
@@ -79,21 +83,14 @@ export function kvmPageTableHashfn(gfn: number): number {
 }
 
 /** Options of the legacy direct MMU. */
-export interface LegacyDirectOptions {
-  rootLevel: number;
-  rootRole: number;
-  allocTranslationForDirect: boolean;
-  selfCheckGfns: boolean;
+export interface LegacyDirectOptions extends DirectMmuOptions {
+  /** `direct_pte_prefetch` of the aligned group of 8 around a 4K fault. */
   prefetch: boolean;
 }
 
-export class LegacyDirectMmu implements DirectMmu {
-  readonly store: MmuPageStore;
-  readonly stats: KvmStats;
-  readonly opts: LegacyDirectOptions;
+/** `roots`: roots handed to vCPUs (pages with root_count > 0, plus invalid ones still pinned). */
+export class LegacyDirectMmu extends DirectMmuBase<LegacyDirectOptions> implements DirectMmu {
   readonly slots: MemSlots;
-  /** Roots handed to vCPUs (pages with root_count > 0, plus invalid ones still pinned). */
-  readonly roots: number[] = [];
   /** `mmu_page_hash`: bucket heads (sp id or -1); chains through store.hashNext. */
   readonly hash: Int32Array = new Int32Array(1 << KVM_MMU_HASH_SHIFT).fill(-1);
   /** `active_mmu_pages`: head = newest, tail = oldest. */
@@ -103,21 +100,11 @@ export class LegacyDirectMmu implements DirectMmu {
   readonly rmapPool = new PteListDescPool();
   /** `kvm->arch.mmu_valid_gen`. */
   validGen = 0;
-  flushRemoteTlbs: (reason: string) => void = () => {};
-  selfCheckCount = 0;
-  lastSp = -1;
-  lastIdx = 0;
-  lastLevel = 0;
-  lastLo = 0;
-  lastHi = 0;
-  private readonly out = new SpteOut();
   private readonly invalidList: number[] = [];
 
   constructor(store: MmuPageStore, stats: KvmStats, slots: MemSlots, opts: LegacyDirectOptions) {
-    this.store = store;
-    this.stats = stats;
+    super(store, stats, opts);
     this.slots = slots;
-    this.opts = opts;
   }
 
   // ---- active list and hash -------------------------------------------------------------
@@ -194,14 +181,7 @@ export class LegacyDirectMmu implements DirectMmu {
     if (collisions > this.stats.max_mmu_page_hash_collisions)
       this.stats.max_mmu_page_hash_collisions = collisions;
     this.stats.mmu_cache_miss++;
-    const o = this.opts;
-    const sp = s.alloc(
-      role,
-      gfn,
-      false,
-      o.allocTranslationForDirect || o.selfCheckGfns,
-      o.allocTranslationForDirect,
-    );
+    const sp = this.allocDirectSp(role, gfn, false);
     s.validGen[sp] = this.validGen;
     this.listAddHead(sp);
     this.hashAdd(sp);
@@ -249,7 +229,7 @@ export class LegacyDirectMmu implements DirectMmu {
     if (this.store.translation[sp]) kvmMmuPageSetGfn(this.store, sp, idx, gfn);
     updatePageStats(this.stats, level, 1);
     const heads = this.slotRmap(slot).heads[level - 1]!;
-    const hi = Math.floor(gfn / GFN_SPAN[level]!) - Math.floor(slot.baseGfn / GFN_SPAN[level]!);
+    const hi = gfnToIndex(gfn, slot.baseGfn, level);
     const count = pteListAdd(this.rmapPool, heads, hi, sp * 512 + idx);
     if (count > this.stats.max_mmu_rmap_size) this.stats.max_mmu_rmap_size = count;
     if (count > RMAP_RECYCLE_THRESHOLD) {
@@ -285,7 +265,7 @@ export class LegacyDirectMmu implements DirectMmu {
     const arch = slot ? slotArch(slot) : null;
     if (slot === undefined || arch?.rmap == null)
       throw new Error(`rmap_remove: no rmap for gfn 0x${gfn.toString(16)}`);
-    const hi = Math.floor(gfn / GFN_SPAN[level]!) - Math.floor(slot.baseGfn / GFN_SPAN[level]!);
+    const hi = gfnToIndex(gfn, slot.baseGfn, level);
     if (!pteListRemove(this.rmapPool, arch.rmap.heads[level - 1]!, hi, sp * 512 + idx)) {
       throw new Error(
         `rmap_remove: sp ${sp} entry ${idx} not on the rmap of gfn 0x${gfn.toString(16)}`,
@@ -431,27 +411,6 @@ export class LegacyDirectMmu implements DirectMmu {
 
   // ---- fault path -----------------------------------------------------------------------
 
-  walkToLast(root: number, gfn: number): void {
-    const store = this.store;
-    let sp = root;
-    let level = this.opts.rootLevel;
-    for (;;) {
-      const spt = store.spt[sp]!;
-      const i = ((gfn / GFN_SPAN[level]!) & 511) * 2;
-      const lo = spt[i]!;
-      if ((lo & SPTE_MMU_PRESENT) === 0 || level === 1 || (lo & SPTE_PS) !== 0) {
-        this.lastSp = sp;
-        this.lastIdx = i >>> 1;
-        this.lastLevel = level;
-        this.lastLo = lo;
-        this.lastHi = spt[i + 1]!;
-        return;
-      }
-      sp = store.pfnToSp(sptePfn(lo, spt[i + 1]!));
-      level--;
-    }
-  }
-
   /** `direct_map` (preceded by `make_mmu_pages_available`), then `direct_pte_prefetch`. */
   map(
     root: number,
@@ -586,23 +545,10 @@ export class LegacyDirectMmu implements DirectMmu {
    */
   zapLeafs(start: number, end: number): boolean {
     let flush = false;
-    for (const slot of this.slots.list()) {
-      const arch = slotArch(slot);
-      if (arch.rmap === null) continue;
-      const s = Math.max(start, slot.baseGfn);
-      const e = Math.min(end, slot.baseGfn + slot.npages);
-      if (s >= e) continue;
-      for (let level = 1; level <= 3; level++) {
-        const span = GFN_SPAN[level]!;
-        const base = Math.floor(slot.baseGfn / span);
-        const heads = arch.rmap.heads[level - 1]!;
-        const from = Math.floor(s / span) - base;
-        const to = Math.floor((e - 1) / span) - base;
-        for (let i = from; i <= to; i++) {
-          this.stats.rmap_heads_scanned++;
-          if (this.zapRmapHead(heads, i, level)) flush = true;
-        }
-      }
+    const w = new SlotRmapWalkIterator();
+    for (w.init(this.slots.list(), start, end, 1, 3); w.valid; w.next()) {
+      this.stats.rmap_heads_scanned++;
+      if (this.zapRmapHead(w.heads, w.index, w.level)) flush = true;
     }
     return flush;
   }
@@ -673,21 +619,10 @@ export class LegacyDirectMmu implements DirectMmu {
    */
   wrprotRange(start: number, end: number, minLevel: number): boolean {
     let changed = false;
-    for (const slot of this.slots.list()) {
-      const arch = slotArch(slot);
-      if (arch.rmap === null) continue;
-      const s = Math.max(start, slot.baseGfn);
-      const e = Math.min(end, slot.baseGfn + slot.npages);
-      if (s >= e) continue;
-      for (let level = minLevel; level <= 3; level++) {
-        const span = GFN_SPAN[level]!;
-        const base = Math.floor(slot.baseGfn / span);
-        const heads = arch.rmap.heads[level - 1]!;
-        for (let i = Math.floor(s / span) - base; i <= Math.floor((e - 1) / span) - base; i++) {
-          this.stats.rmap_heads_scanned++;
-          if (this.wrprotHead(heads, i)) changed = true;
-        }
-      }
+    const w = new SlotRmapWalkIterator();
+    for (w.init(this.slots.list(), start, end, minLevel, 3); w.valid; w.next()) {
+      this.stats.rmap_heads_scanned++;
+      if (this.wrprotHead(w.heads, w.index)) changed = true;
     }
     return changed;
   }
@@ -705,7 +640,7 @@ export class LegacyDirectMmu implements DirectMmu {
     let changed = false;
     for (let level = minLevel; level <= 3; level++) {
       const heads = rmap.heads[level - 1]!;
-      const i = Math.floor(gfn / GFN_SPAN[level]!) - Math.floor(slot.baseGfn / GFN_SPAN[level]!);
+      const i = gfnToIndex(gfn, slot.baseGfn, level);
       pteListForEach(this.rmapPool, heads, i, (sptep) => {
         const spt = st.spt[Math.floor(sptep / 512)]!;
         const o = (sptep % 512) * 2;
@@ -745,32 +680,18 @@ export class LegacyDirectMmu implements DirectMmu {
   ): number {
     let n = 0;
     const s = this.store;
-    for (const slot of this.slots.list()) {
-      const arch = slotArch(slot);
-      if (arch.rmap === null) continue;
-      const a = Math.max(start, slot.baseGfn);
-      const b = Math.min(end, slot.baseGfn + slot.npages);
-      if (a >= b) continue;
-      for (let level = 1; level <= 2; level++) {
-        const span = GFN_SPAN[level]!;
-        const base = Math.floor(slot.baseGfn / span);
-        const heads = arch.rmap.heads[level - 1]!;
-        for (let i = Math.floor(a / span) - base; i <= Math.floor((b - 1) / span) - base; i++) {
-          if (heads[i] === 0) continue;
-          this.stats.rmap_heads_scanned++;
-          const victims: number[] = [];
-          pteListForEach(this.rmapPool, heads, i, (sptep) => {
-            const sp = Math.floor(sptep / 512);
-            if (
-              (s.role[sp]! & ROLE_DIRECT) !== 0 &&
-              canBeHuge(s.gfn[sp]!, roleLevel(s.role[sp]!) + 1)
-            )
-              victims.push(sptep);
-          });
-          for (const sptep of victims) this.dropLeaf(Math.floor(sptep / 512), sptep % 512, level);
-          n += victims.length;
-        }
-      }
+    const w = new SlotRmapWalkIterator();
+    for (w.init(this.slots.list(), start, end, 1, 2); w.valid; w.next()) {
+      if (w.heads[w.index] === 0) continue;
+      this.stats.rmap_heads_scanned++;
+      const victims: number[] = [];
+      pteListForEach(this.rmapPool, w.heads, w.index, (sptep) => {
+        const sp = Math.floor(sptep / 512);
+        if ((s.role[sp]! & ROLE_DIRECT) !== 0 && canBeHuge(s.gfn[sp]!, roleLevel(s.role[sp]!) + 1))
+          victims.push(sptep);
+      });
+      for (const sptep of victims) this.dropLeaf(Math.floor(sptep / 512), sptep % 512, w.level);
+      n += victims.length;
     }
     if (n > 0) this.flushRemoteTlbs("zap_collapsible_sptes");
     return n;

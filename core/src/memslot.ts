@@ -122,6 +122,22 @@ export class MemSlot {
   }
 }
 
+/**
+ * A memory-region field: an unsigned below 2^bits (else `InvalidArgumentError` with `allowed`)
+ * that is a multiple of the page size (else EINVAL with `alignedAllowed`).
+ */
+function toPageAligned(
+  name: string,
+  value: unknown,
+  bits: number,
+  allowed: string,
+  alignedAllowed: string,
+): number {
+  const n = toUnsigned(name, value, bits, allowed);
+  if (n % PAGE_SIZE !== 0) throw new InvalidArgumentError(name, value, alignedAllowed, "EINVAL");
+  return n;
+}
+
 /** Words of `dirtyBitmap` for `npages` pages: two buffers of ALIGN(npages, 64) bits. */
 export function dirtyBitmapWords(npages: number): number {
   return (Math.ceil(npages / 64) * 64 * 2) / 32;
@@ -258,50 +274,29 @@ export class MemSlots {
         "EINVAL",
       );
     }
-    const size = toUnsigned(
+    const size = toPageAligned(
       "memorySize",
       req.memorySize,
       53,
       "a multiple of 4096 bytes, at most (2^31 - 1) pages",
+      "a multiple of 4096 bytes",
     );
-    if (size % PAGE_SIZE !== 0) {
-      throw new InvalidArgumentError(
-        "memorySize",
-        req.memorySize,
-        "a multiple of 4096 bytes",
-        "EINVAL",
-      );
-    }
-    const gpa = toUnsigned(
+    const gpa = toPageAligned(
       "guestPhysAddr",
       req.guestPhysAddr,
       53,
       "a 4 KiB-aligned guest-physical address",
+      "a 4 KiB-aligned guest-physical address",
     );
-    if (gpa % PAGE_SIZE !== 0) {
-      throw new InvalidArgumentError(
-        "guestPhysAddr",
-        req.guestPhysAddr,
-        "a 4 KiB-aligned guest-physical address",
-        "EINVAL",
-      );
-    }
     let hva: number | undefined;
     if (req.userspaceAddr !== undefined) {
-      hva = toUnsigned(
+      hva = toPageAligned(
         "userspaceAddr",
         req.userspaceAddr,
         47,
         "a 4 KiB-aligned host address below 2^47",
+        "a 4 KiB-aligned host address",
       );
-      if (hva % PAGE_SIZE !== 0) {
-        throw new InvalidArgumentError(
-          "userspaceAddr",
-          req.userspaceAddr,
-          "a 4 KiB-aligned host address",
-          "EINVAL",
-        );
-      }
       if (hva + size > 2 ** 47) {
         throw new InvalidArgumentError(
           "userspaceAddr",

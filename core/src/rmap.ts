@@ -14,7 +14,8 @@
  * As in the modern kernel, a new descriptor becomes the head when the head is full (so every
  * tail descriptor is full) and removal fills the hole with the head descriptor's last entry.
  */
-import { slotLpages } from "./lpage";
+import { gfnToIndex, slotArch, slotLpages } from "./lpage";
+import type { MemSlot } from "./memslot";
 
 /** `PTE_LIST_EXT` (modern). */
 export const PTE_LIST_EXT = 14;
@@ -196,5 +197,96 @@ export class SlotRmap {
 
   bytes(): number {
     return this.heads[0].byteLength + this.heads[1].byteLength + this.heads[2].byteLength;
+  }
+}
+
+/**
+ * `slot_rmap_walk_iterator` (`for_each_slot_rmap_range` over every memslot): visits the rmap
+ * head of every (slot, level, gfn index) whose range overlaps [start, end), for levels
+ * minLevel..maxLevel, slot by slot, level by level; slots without rmaps are skipped. Empty heads
+ * are visited too (callers count `rmap_heads_scanned`). Closure-free:
+ * `for (w.init(...); w.valid; w.next()) use(w.heads, w.index, w.level)`.
+ */
+export class SlotRmapWalkIterator {
+  /** Heads of the current (slot, level); `heads[index]` is the current head. */
+  heads: Uint32Array = new Uint32Array(0);
+  index = 0;
+  level = 0;
+  /** The current slot. */
+  slot: MemSlot | null = null;
+  valid = false;
+  private slots: readonly MemSlot[] = [];
+  private slotPos = 0;
+  private start = 0;
+  private end = 0;
+  private minLevel = 1;
+  private maxLevel = 3;
+  private lastIndex = -1;
+  private rmap: SlotRmap | null = null;
+
+  /** Position on the first head of [start, end) at levels minLevel..maxLevel of `slots`. */
+  init(
+    slots: readonly MemSlot[],
+    start: number,
+    end: number,
+    minLevel: number,
+    maxLevel: number,
+  ): void {
+    this.slots = slots;
+    this.start = start;
+    this.end = end;
+    this.minLevel = minLevel;
+    this.maxLevel = maxLevel;
+    this.slotPos = -1;
+    this.level = maxLevel;
+    this.index = 0;
+    this.lastIndex = -1;
+    this.slot = null;
+    this.valid = minLevel <= maxLevel;
+    if (this.valid) this.next();
+  }
+
+  /** Step to the next head (next index, else next level, else next slot with rmaps). */
+  next(): void {
+    if (++this.index <= this.lastIndex) return;
+    for (;;) {
+      if (this.level < this.maxLevel && this.slot !== null) {
+        this.enterLevel(this.level + 1);
+        if (this.index <= this.lastIndex) return;
+        continue;
+      }
+      if (!this.nextSlot()) {
+        this.valid = false;
+        this.slot = null;
+        return;
+      }
+      this.enterLevel(this.minLevel);
+      if (this.index <= this.lastIndex) return;
+    }
+  }
+
+  /** Advance to the next slot that has rmaps and overlaps [start, end). */
+  private nextSlot(): boolean {
+    while (++this.slotPos < this.slots.length) {
+      const slot = this.slots[this.slotPos]!;
+      const rmap = slotArch(slot).rmap;
+      if (rmap === null) continue;
+      if (Math.max(this.start, slot.baseGfn) >= Math.min(this.end, slot.baseGfn + slot.npages))
+        continue;
+      this.slot = slot;
+      this.rmap = rmap;
+      return true;
+    }
+    return false;
+  }
+
+  private enterLevel(level: number): void {
+    const slot = this.slot!;
+    const s = Math.max(this.start, slot.baseGfn);
+    const e = Math.min(this.end, slot.baseGfn + slot.npages);
+    this.level = level;
+    this.heads = this.rmap!.heads[level - 1]!;
+    this.index = gfnToIndex(s, slot.baseGfn, level);
+    this.lastIndex = gfnToIndex(e - 1, slot.baseGfn, level);
   }
 }

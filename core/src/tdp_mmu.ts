@@ -11,7 +11,7 @@
  */
 
 import { ACC_ALL, PFERR_FETCH_MASK, PFERR_WRITE_MASK } from "./constants";
-import type { DirectMmu } from "./direct_mmu";
+import { type DirectMmu, DirectMmuBase, type DirectMmuOptions } from "./direct_mmu";
 import type { MemSlot } from "./memslot";
 import {
   kvmMmuPageGetGfn,
@@ -36,66 +36,30 @@ import {
   pfnLo,
   SPTE_HI_MMU_WRITABLE,
   SPTE_HI_PFN_MASK,
-  SPTE_MMU_PRESENT,
   SPTE_PS,
   SPTE_W,
-  SpteOut,
   sptePfn,
 } from "./spte";
 import { type KvmStats, updatePageStats } from "./stats";
 import { TdpIter } from "./tdp_iter";
 
-/** Construction options of the TDP MMU. */
-export interface TdpMmuOptions {
-  /** Root level: 4 or 5. */
-  rootLevel: number;
-  /** Root role word (`kvm_calc_tdp_mmu_root_page_role`). */
-  rootRole: number;
-  /** Seed 2010 "before": direct pages also get a (counted) gfn array. */
-  allocTranslationForDirect: boolean;
-  /** Keep an uncounted gfn array on every page and check the formula on every removal. */
-  selfCheckGfns: boolean;
-}
+/** Construction options of the TDP MMU (the common ones). */
+export type TdpMmuOptions = DirectMmuOptions;
 
 /** Violation found by the seed-2010 self-check. */
 export class GfnSelfCheckError extends Error {}
 
-export class TdpMmu implements DirectMmu {
-  readonly store: MmuPageStore;
-  readonly stats: KvmStats;
-  readonly opts: TdpMmuOptions;
-  /** `kvm->arch.tdp_mmu_roots`: root sp ids, valid and invalid. */
-  readonly roots: number[] = [];
-  /** Counts one remote TLB flush (kvm_flush_remote_tlbs*). */
-  flushRemoteTlbs: (reason: string) => void = () => {};
-  /** Gfn checks performed by the self-check (proves it ran). */
-  selfCheckCount = 0;
-
+/** `roots` is `kvm->arch.tdp_mmu_roots`: root sp ids, valid and invalid. */
+export class TdpMmu extends DirectMmuBase<TdpMmuOptions> implements DirectMmu {
   private readonly it: TdpIter;
-  private readonly out = new SpteOut();
-  // Result of walkToLast (kvm_tdp_mmu_fast_pf_get_last_sptep), kept in fields: no allocation.
-  lastSp = -1;
-  lastIdx = 0;
-  lastLevel = 0;
-  lastLo = 0;
-  lastHi = 0;
 
   constructor(store: MmuPageStore, stats: KvmStats, opts: TdpMmuOptions) {
-    this.store = store;
-    this.stats = stats;
-    this.opts = opts;
+    super(store, stats, opts);
     this.it = new TdpIter(store);
   }
 
   private allocSp(role: number, gfn: number): number {
-    const o = this.opts;
-    return this.store.alloc(
-      role,
-      gfn,
-      true,
-      o.allocTranslationForDirect || o.selfCheckGfns,
-      o.allocTranslationForDirect,
-    );
+    return this.allocDirectSp(role, gfn, true);
   }
 
   /**
@@ -305,32 +269,6 @@ export class TdpMmu implements DirectMmu {
     return ret;
   }
 
-  /**
-   * Walk the tables of `root` towards `gfn` and stop at the last entry (a leaf or a
-   * non-present entry): `kvm_tdp_mmu_fast_pf_get_last_sptep` and the hardware's EPT walk.
-   * Result in lastSp/lastIdx/lastLevel/lastLo/lastHi.
-   */
-  walkToLast(root: number, gfn: number): void {
-    const store = this.store;
-    let sp = root;
-    let level = this.opts.rootLevel;
-    for (;;) {
-      const spt = store.spt[sp]!;
-      const i = ((gfn / GFN_SPAN[level]!) & 511) * 2;
-      const lo = spt[i]!;
-      if ((lo & SPTE_MMU_PRESENT) === 0 || level === 1 || (lo & SPTE_PS) !== 0) {
-        this.lastSp = sp;
-        this.lastIdx = i >>> 1;
-        this.lastLevel = level;
-        this.lastLo = lo;
-        this.lastHi = spt[i + 1]!;
-        return;
-      }
-      sp = store.pfnToSp(sptePfn(lo, spt[i + 1]!));
-      level--;
-    }
-  }
-
   /** `tdp_mmu_zap_leafs` over every root: zero every present leaf in [start, end). */
   zapLeafs(start: number, end: number): boolean {
     let flush = false;
@@ -471,21 +409,7 @@ export class TdpMmu implements DirectMmu {
     end: number,
     canBeHuge: (gfn: number, level: number) => boolean,
   ): number {
-    const it = this.it;
-    let n = 0;
-    for (const root of this.roots) {
-      if (this.isInvalidRoot(root)) continue;
-      for (it.start(root, this.opts.rootLevel, 2, start, end); it.valid; it.next()) {
-        const lo = it.oldLo;
-        if (it.level > 3 || !isShadowPresent(lo) || isLastSpte(lo, it.level)) continue;
-        if (it.gfn < start || it.gfn >= end) continue;
-        if (!canBeHuge(it.gfn, it.level)) continue;
-        this.iterSet(0, 0);
-        this.flushRemoteTlbs("zap_collapsible_spte");
-        n++;
-      }
-    }
-    return n;
+    return this.collapseRange(start, end, canBeHuge, false);
   }
 
   /**
@@ -499,6 +423,20 @@ export class TdpMmu implements DirectMmu {
     end: number,
     canBeHuge: (gfn: number, level: number) => boolean,
   ): number {
+    return this.collapseRange(start, end, canBeHuge, true);
+  }
+
+  /**
+   * The walk both collapse strategies share: every non-leaf entry at levels 2..3 of a valid root
+   * whose gfn lies in [start, end) and whose region `canBeHuge` at its own level is either
+   * replaced by a huge leaf (`recover`) or zapped with its own remote flush.
+   */
+  private collapseRange(
+    start: number,
+    end: number,
+    canBeHuge: (gfn: number, level: number) => boolean,
+    recover: boolean,
+  ): number {
     const it = this.it;
     const out = this.out;
     let n = 0;
@@ -508,6 +446,12 @@ export class TdpMmu implements DirectMmu {
         const lo = it.oldLo;
         if (it.level > 3 || !isShadowPresent(lo) || isLastSpte(lo, it.level)) continue;
         if (it.gfn < start || it.gfn >= end || !canBeHuge(it.gfn, it.level)) continue;
+        if (!recover) {
+          this.iterSet(0, 0);
+          this.flushRemoteTlbs("zap_collapsible_spte");
+          n++;
+          continue;
+        }
         if (!this.firstLeafBelow(this.store.pfnToSp(sptePfn(lo, it.oldHi)), it.level - 1)) continue;
         const span = GFN_SPAN[it.level]!;
         const pfn = sptePfn(out.lo, out.hi);
