@@ -161,6 +161,40 @@ export function oracleAccess(f, acc, st, maxPhysAddrBits) {
   return { fault: false, errorCode: 0 };
 }
 
+/** Entry bits both the PTE and the PDE take from flags named `<level>.<bit>`. */
+const ENTRY_FLAG_BITS = [
+  ["p", 1n],
+  ["rw", 2n],
+  ["user", 4n],
+  ["a", PTE_A],
+  ["d", PTE_D],
+  ["nx", 1n << 63n],
+  ["51", 1n << 51n],
+  ["36", 1n << 36n],
+];
+
+/** The bits of ENTRY_FLAG_BITS whose flag `<prefix>.<bit>` is set in `f`. */
+function entryFlagBits(f, prefix) {
+  let v = 0n;
+  for (const [name, bit] of ENTRY_FLAG_BITS) if (has(f, `${prefix}.${name}`)) v |= bit;
+  return v;
+}
+
+/** `build(f)` cached by the flags it reads (`names`), so the hot loop does no BigInt math. */
+function memoByFlags(names, build) {
+  const cache = new Map();
+  return (f) => {
+    let key = 0;
+    for (const n of names) key = key * 2 + (has(f, n) ? 1 : 0);
+    let v = cache.get(key);
+    if (v === undefined) {
+      v = build(f);
+      cache.set(key, v);
+    }
+    return v;
+  };
+}
+
 const GVA = 0xffff923400000000n;
 const DATA = 32 * 1024 * 1024;
 const TABLES = 33 * 1024 * 1024;
@@ -207,41 +241,12 @@ export function makeHarness(createVm, levels, maxPhysAddrBits = 46, mmu = undefi
     opts.push({ user: (k & 1) === 1, write: (k & 2) === 2, fetch: (k & 4) === 4 });
 
   // Entry values by the bits that matter (no BigInt math in the loop).
-  const pteVals = new Map();
-  const pdeVals = new Map();
-  const pteVal = (f) => {
-    let key = 0;
-    for (const n of [
-      "pte.rw",
-      "pte.user",
-      "pte.a",
-      "pte.d",
-      "pte.nx",
-      "pte.p",
-      "pte.51",
-      "pte.36",
-      "pkey=1",
-    ])
-      key = key * 2 + (has(f, n) ? 1 : 0);
-    let v = pteVals.get(key);
-    if (v === undefined) {
-      v = BigInt(DATA);
-      if (has(f, "pte.p")) v |= 1n;
-      if (has(f, "pte.rw")) v |= 2n;
-      if (has(f, "pte.user")) v |= 4n;
-      if (has(f, "pte.a")) v |= PTE_A;
-      if (has(f, "pte.d")) v |= PTE_D;
-      if (has(f, "pte.nx")) v |= 1n << 63n;
-      if (has(f, "pte.51")) v |= 1n << 51n;
-      if (has(f, "pte.36")) v |= 1n << 36n;
-      if (has(f, "pkey=1")) v |= 1n << 59n;
-      pteVals.set(key, v);
-    }
-    return v;
-  };
-  const pdeVal = (f) => {
-    let key = 0;
-    for (const n of [
+  const pteVal = memoByFlags(
+    ["pte.rw", "pte.user", "pte.a", "pte.d", "pte.nx", "pte.p", "pte.51", "pte.36", "pkey=1"],
+    (f) => BigInt(DATA) | entryFlagBits(f, "pte") | (has(f, "pkey=1") ? 1n << 59n : 0n),
+  );
+  const pdeVal = memoByFlags(
+    [
       "pde.rw",
       "pde.user",
       "pde.a",
@@ -253,27 +258,16 @@ export function makeHarness(createVm, levels, maxPhysAddrBits = 46, mmu = undefi
       "pde.36",
       "pde.13",
       "pkey=1",
-    ])
-      key = key * 2 + (has(f, n) ? 1 : 0);
-    let v = pdeVals.get(key);
-    if (v === undefined) {
+    ],
+    (f) => {
       const pse = has(f, "pde.pse");
-      v = pse ? BigInt(DATA) | 0x80n : BigInt(pt);
+      let v = pse ? BigInt(DATA) | 0x80n : BigInt(pt);
       // The key of a non-leaf PDE (2 here: AD2=WD2=1) must be ignored; a leaf PDE carries key 1.
       if (has(f, "pkey=1")) v |= pse ? 1n << 59n : 2n << 59n;
-      if (has(f, "pde.p")) v |= 1n;
-      if (has(f, "pde.rw")) v |= 2n;
-      if (has(f, "pde.user")) v |= 4n;
-      if (has(f, "pde.a")) v |= PTE_A;
-      if (has(f, "pde.d")) v |= PTE_D;
-      if (has(f, "pde.nx")) v |= 1n << 63n;
-      if (has(f, "pde.51")) v |= 1n << 51n;
-      if (has(f, "pde.36")) v |= 1n << 36n;
       if (has(f, "pde.13")) v |= 1n << 13n;
-      pdeVals.set(key, v);
-    }
-    return v;
-  };
+      return v | entryFlagBits(f, "pde");
+    },
+  );
   const pdpteRw = BigInt(pd) | 7n;
   const pdpteRo = BigInt(pd) | 5n;
   const pml4Val = BigInt(pdpt) | 7n;
@@ -321,6 +315,29 @@ export function makeHarness(createVm, levels, maxPhysAddrBits = 46, mmu = undefi
     if (pdeNow !== pdeExp) return `pde 0x${pdeNow.toString(16)} expected 0x${pdeExp.toString(16)}`;
     return null;
   };
+}
+
+/**
+ * Run `count` legal cases drawn with xorshift32(seed) from the flags free at MAXPHYADDR
+ * `maxPhysAddrBits` through `run` (a makeHarness result); `onCase(f)` sees each case before it
+ * runs. Returns the first 10 failures as "[flags] message".
+ */
+export function runSeededSample(run, maxPhysAddrBits, seed, count, onCase = undefined) {
+  const pos = freeBits(maxPhysAddrBits);
+  const dep = makeDeposit(pos);
+  const n = 2 ** pos.length;
+  const rnd = xorshift32(seed);
+  const failures = [];
+  let cases = 0;
+  while (cases < count) {
+    const f = dep(rnd() % n);
+    if (!isLegal(f)) continue;
+    cases++;
+    onCase?.(f);
+    const err = run(f);
+    if (err !== null && failures.length < 10) failures.push(`[${describeFlags(f)}] ${err}`);
+  }
+  return failures;
 }
 
 /** Describe a flag set by name. */

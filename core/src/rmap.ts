@@ -149,8 +149,8 @@ export function pteListContains(
   const h = heads[i]!;
   if (h === 0) return false;
   if ((h & 1) === 0) return h / 2 - 1 === sptep;
-  for (let d = (h - 1) / 2; d >= 0; d = pool.desc[d * 16]!) {
-    const o = d * 16;
+  for (let d = (h - 1) / 2; d >= 0; d = pool.desc[d * DESC_STRIDE]!) {
+    const o = d * DESC_STRIDE;
     const c = pool.desc[o + 1]!;
     for (let j = 0; j < c; j++) if (pool.desc[o + 2 + j] === sptep) return true;
   }

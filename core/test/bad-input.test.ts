@@ -9,21 +9,20 @@ import {
   GeneralProtectionError,
   GuestPageTableBuilder,
   InvalidArgumentError,
+  type UserMemoryRegion,
 } from "../src";
 
 const MiB = 2 ** 20;
 const GiB = 2 ** 30;
 
 function slotsOf(vm: ReturnType<typeof createVm>) {
-  return vm.memslots
-    .list()
-    .map((s) => ({
-      id: s.id,
-      baseGfn: s.baseGfn,
-      npages: s.npages,
-      flags: s.flags,
-      hva: s.userspaceAddr,
-    }));
+  return vm.memslots.list().map((s) => ({
+    id: s.id,
+    baseGfn: s.baseGfn,
+    npages: s.npages,
+    flags: s.flags,
+    hva: s.userspaceAddr,
+  }));
 }
 
 /** Expect `fn` to throw an InvalidArgumentError whose message matches every pattern. */
@@ -39,6 +38,11 @@ function expectRejected(fn: () => unknown, ...patterns: RegExp[]): InvalidArgume
   return err as InvalidArgumentError;
 }
 
+/** The 1 MiB slot-1 request at 2 GiB the memslot cases vary, with `over` replacing fields. */
+function slot1(over: Partial<UserMemoryRegion> = {}): UserMemoryRegion {
+  return { slot: 1, guestPhysAddr: 2 * GiB, memorySize: MiB, flags: 0, ...over };
+}
+
 function vmWithSlot() {
   const vm = createVm({ maxPhysAddrBits: 46 });
   vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: GiB, flags: 0 });
@@ -51,8 +55,7 @@ describe("memslots (KVM_SET_USER_MEMORY_REGION)", () => {
     const vm = vmWithSlot();
     const before = slotsOf(vm);
     const e = expectRejected(
-      () =>
-        vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: GiB - 4096, memorySize: 8192, flags: 0 }),
+      () => vm.setUserMemoryRegion(slot1({ guestPhysAddr: GiB - 4096, memorySize: 8192 })),
       /guestPhysAddr/,
       /0x3ffff000/,
       /slot 0/,
@@ -62,10 +65,10 @@ describe("memslots (KVM_SET_USER_MEMORY_REGION)", () => {
   });
   it("moving a slot onto another: EEXIST, both unchanged", () => {
     const vm = vmWithSlot();
-    vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: 2 * GiB, memorySize: MiB, flags: 0 });
+    vm.setUserMemoryRegion(slot1());
     const before = slotsOf(vm);
     expectRejected(
-      () => vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: 0x100000, memorySize: MiB, flags: 0 }),
+      () => vm.setUserMemoryRegion(slot1({ guestPhysAddr: 0x100000 })),
       /0x100000/,
       /slot 0/,
     );
@@ -75,13 +78,7 @@ describe("memslots (KVM_SET_USER_MEMORY_REGION)", () => {
     const vm = vmWithSlot();
     const before = slotsOf(vm);
     expectRejected(
-      () =>
-        vm.setUserMemoryRegion({
-          slot: 1,
-          guestPhysAddr: 2 * GiB + 0x800,
-          memorySize: MiB,
-          flags: 0,
-        }),
+      () => vm.setUserMemoryRegion(slot1({ guestPhysAddr: 2 * GiB + 0x800 })),
       /guestPhysAddr/,
       /0x80000800/,
       /4 KiB-aligned/,
@@ -91,7 +88,7 @@ describe("memslots (KVM_SET_USER_MEMORY_REGION)", () => {
   it("memory_size not a multiple of 4 KiB", () => {
     const vm = vmWithSlot();
     expectRejected(
-      () => vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: 2 * GiB, memorySize: 5000, flags: 0 }),
+      () => vm.setUserMemoryRegion(slot1({ memorySize: 5000 })),
       /memorySize/,
       /5000/,
       /multiple of 4096/,
@@ -101,14 +98,7 @@ describe("memslots (KVM_SET_USER_MEMORY_REGION)", () => {
   it("misaligned userspace_addr", () => {
     const vm = vmWithSlot();
     expectRejected(
-      () =>
-        vm.setUserMemoryRegion({
-          slot: 1,
-          guestPhysAddr: 2 * GiB,
-          memorySize: MiB,
-          flags: 0,
-          userspaceAddr: 0x10000123,
-        }),
+      () => vm.setUserMemoryRegion(slot1({ userspaceAddr: 0x10000123 })),
       /userspaceAddr/,
       /0x10000123/,
     );
@@ -117,41 +107,24 @@ describe("memslots (KVM_SET_USER_MEMORY_REGION)", () => {
   it("slot id out of range and address space other than 0", () => {
     const vm = vmWithSlot();
     expectRejected(
-      () =>
-        vm.setUserMemoryRegion({ slot: 32764, guestPhysAddr: 2 * GiB, memorySize: MiB, flags: 0 }),
+      () => vm.setUserMemoryRegion(slot1({ slot: 32764 })),
       /slot/,
       /32764/,
       /\[0, 32764\)/,
     );
     expectRejected(
-      () =>
-        vm.setUserMemoryRegion({
-          slot: 0x10000,
-          guestPhysAddr: 2 * GiB,
-          memorySize: MiB,
-          flags: 0,
-        }),
+      () => vm.setUserMemoryRegion(slot1({ slot: 0x10000 })),
       /slot/,
       /65536/,
       /address space 0/,
     );
-    expectRejected(
-      () => vm.setUserMemoryRegion({ slot: -1, guestPhysAddr: 2 * GiB, memorySize: MiB, flags: 0 }),
-      /slot/,
-      /-1/,
-    );
+    expectRejected(() => vm.setUserMemoryRegion(slot1({ slot: -1 })), /slot/, /-1/);
     expect(vm.memslots.list()).toHaveLength(1);
   });
   it("range beyond MAXPHYADDR", () => {
     const vm = vmWithSlot();
     expectRejected(
-      () =>
-        vm.setUserMemoryRegion({
-          slot: 1,
-          guestPhysAddr: 2 ** 46 - MiB,
-          memorySize: 2 * MiB,
-          flags: 0,
-        }),
+      () => vm.setUserMemoryRegion(slot1({ guestPhysAddr: 2 ** 46 - MiB, memorySize: 2 * MiB })),
       /guestPhysAddr/,
       /2\^46/,
     );
@@ -160,7 +133,7 @@ describe("memslots (KVM_SET_USER_MEMORY_REGION)", () => {
   it("unknown flag bits", () => {
     const vm = vmWithSlot();
     expectRejected(
-      () => vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: 2 * GiB, memorySize: MiB, flags: 4 }),
+      () => vm.setUserMemoryRegion(slot1({ flags: 4 })),
       /flags/,
       /4/,
       /KVM_MEM_LOG_DIRTY_PAGES/,
@@ -195,14 +168,7 @@ describe("memslots (KVM_SET_USER_MEMORY_REGION)", () => {
   it("unknown backing", () => {
     const vm = vmWithSlot();
     expectRejected(
-      () =>
-        vm.setUserMemoryRegion({
-          slot: 1,
-          guestPhysAddr: 2 * GiB,
-          memorySize: MiB,
-          flags: 0,
-          backing: "2m" as never,
-        }),
+      () => vm.setUserMemoryRegion(slot1({ backing: "2m" as never })),
       /backing/,
       /"2m"/,
       /hugetlb-2m/,

@@ -3,7 +3,7 @@
  * with each host backing; counts derived from the paging geometry, with seed 2010 on and off.
  */
 import { describe, expect, it } from "vitest";
-import { GIB, PAGE, pagesPerEntry, tablesFor, tdpVm } from "./tdp-helpers";
+import { addS1Slot, GIB, PAGE, pagesPerEntry, tablesFor, tdpVm } from "./tdp-helpers";
 
 const GUEST_PAGES = GIB / PAGE; // 262 144
 
@@ -13,14 +13,7 @@ const LEAF_LEVEL: Record<Backing, number> = { "4k": 1, thp: 2, "hugetlb-2m": 2, 
 
 function faultIn(backing: Backing, features: Record<string, unknown>) {
   const { vm, mmu } = tdpVm(features);
-  vm.setUserMemoryRegion({
-    slot: 0,
-    guestPhysAddr: 0,
-    memorySize: GIB,
-    flags: 0,
-    backing,
-    userspaceAddr: 4 * GIB,
-  });
+  addS1Slot(vm, backing);
   const vcpu = vm.createVcpu(); // CR0.PG = 0 after reset: gva = gpa
   for (let gfn = 0; gfn < GUEST_PAGES; gfn++) {
     const r = vcpu.access(gfn * PAGE, {});
@@ -81,14 +74,7 @@ describe("S1 spec numbers", () => {
 
   it("5-level TDP adds exactly one table (the PML5 root)", () => {
     const { vm, mmu } = tdpVm({ tdpLevels: 5 });
-    vm.setUserMemoryRegion({
-      slot: 0,
-      guestPhysAddr: 0,
-      memorySize: GIB,
-      flags: 0,
-      backing: "thp",
-      userspaceAddr: 4 * GIB,
-    });
+    addS1Slot(vm, "thp");
     const vcpu = vm.createVcpu();
     for (let gfn = 0; gfn < GUEST_PAGES; gfn += 512) vcpu.access(gfn * PAGE, {});
     expect(mmu.stats.pages_2m).toBe(GUEST_PAGES / 512);

@@ -7,20 +7,13 @@ import { describe, expect, it } from "vitest";
 import { kvmPageTableHashfn } from "../src/legacy_direct";
 import type { SlotArch } from "../src/lpage";
 import { createVm } from "../src/vm";
-import { GIB, PAGE, pagesPerEntry, tablesFor } from "./tdp-helpers";
+import { addS1Slot, GIB, PAGE, pagesPerEntry, tablesFor } from "./tdp-helpers";
 
 const GUEST_PAGES = GIB / PAGE;
 
 function legacyVm(features: Record<string, unknown>, backing: "4k" | "thp") {
   const vm = createVm({ mmu: "tdp", features: { mmuFlavor: "legacy_direct", ...features } });
-  vm.setUserMemoryRegion({
-    slot: 0,
-    guestPhysAddr: 0,
-    memorySize: GIB,
-    flags: 0,
-    backing,
-    userspaceAddr: 4 * GIB,
-  });
+  addS1Slot(vm, backing);
   return vm;
 }
 

@@ -12,6 +12,21 @@ export interface TdpVm {
   mmu: TdpStage2;
 }
 
+/**
+ * Scenario S1's memslot: slot 0, 1 GiB at gpa 0 with `backing`, at hva 4 GiB (1 GiB-aligned, so
+ * every backing can map its largest page size).
+ */
+export function addS1Slot(vm: Vm, backing: "4k" | "thp" | "hugetlb-2m" | "hugetlb-1g"): void {
+  vm.setUserMemoryRegion({
+    slot: 0,
+    guestPhysAddr: 0,
+    memorySize: GIB,
+    flags: 0,
+    backing,
+    userspaceAddr: 4 * GIB,
+  });
+}
+
 /** A VM whose stage 2 is the TDP MMU, with the given MMU switches. */
 export function tdpVm(features: Record<string, unknown> = {}, maxPhysAddrBits = 46): TdpVm {
   const vm = createVm({ maxPhysAddrBits });

@@ -38,6 +38,19 @@ function populated(features = {}) {
   return { vm, mmu: vm.tdp! };
 }
 
+/** 2 MiB at gpa 0 at HVA4K (default backing), nothing touched. */
+function vmWith2MiB() {
+  const vm = createVm();
+  vm.setUserMemoryRegion({
+    slot: 0,
+    guestPhysAddr: 0,
+    memorySize: 2 * MIB,
+    flags: 0,
+    userspaceAddr: HVA4K,
+  });
+  return vm;
+}
+
 type AnyTable = {
   level: number;
   entries: { count?: number; leaf: boolean; child?: AnyTable }[];
@@ -79,14 +92,7 @@ describe("TDP tree snapshot (display.v1 definitions.tree)", () => {
 
   it("is bounded: entries capped per table with `omitted`, tables capped, truncated flagged", () => {
     // Alternate read-only/writable flags so that runs cannot fold: 4K pages at even gfns only.
-    const vm = createVm();
-    vm.setUserMemoryRegion({
-      slot: 0,
-      guestPhysAddr: 0,
-      memorySize: 2 * MIB,
-      flags: 0,
-      userspaceAddr: HVA4K,
-    });
+    const vm = vmWith2MiB();
     const vcpu = vm.createVcpu();
     for (let gfn = 0; gfn < 512; gfn += 2) vcpu.access(gfn * PAGE, {});
     const view = vm.tdp!.snapshot({ maxEntriesPerTable: 8, maxTables: 10 });
@@ -163,14 +169,7 @@ describe("shadow-page list", () => {
 
 describe("MMU trace (faults and remote TLB flushes)", () => {
   it("records each fault with its path and result, and each counted flush with its reason", () => {
-    const vm = createVm();
-    vm.setUserMemoryRegion({
-      slot: 0,
-      guestPhysAddr: 0,
-      memorySize: 2 * MIB,
-      flags: 0,
-      userspaceAddr: HVA4K,
-    });
+    const vm = vmWith2MiB();
     const vcpu = vm.createVcpu();
     const mmu = vm.tdp!;
     mmu.startTrace(5);

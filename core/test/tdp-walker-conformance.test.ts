@@ -25,20 +25,7 @@ describe('access.c sample with mmu: "tdp"', () => {
         return vm;
       };
       const run = space.makeHarness(tdpVm, levels, 46);
-      const pos = space.freeBits(46);
-      const dep = space.makeDeposit(pos);
-      const n = 2 ** pos.length;
-      const rnd = space.xorshift32(3 + levels);
-      const failures: string[] = [];
-      let cases = 0;
-      while (cases < SAMPLE) {
-        const f = dep(rnd() % n);
-        if (!space.isLegal(f)) continue;
-        cases++;
-        const err = run(f);
-        if (err !== null && failures.length < 10)
-          failures.push(`[${space.describeFlags(f)}] ${err}`);
-      }
+      const failures: string[] = space.runSeededSample(run, 46, 3 + levels, SAMPLE);
       expect(failures).toEqual([]);
       expect(made.length).toBeGreaterThan(0);
       for (const vm of made) {

@@ -25,20 +25,8 @@ describe("access.c test space", () => {
   ] as const) {
     it(`${levels}-level, mmu ${mmu ?? "default"}: ${sample} seeded cases agree with the oracle (fault, error code, PTE/PDE A/D)`, () => {
       const run = space.makeHarness(createVm, levels, 46, mmu);
-      const pos = space.freeBits(46);
-      const dep = space.makeDeposit(pos);
-      const n = 2 ** pos.length;
-      const rnd = space.xorshift32(SEED + levels + (mmu === undefined ? 0 : 100));
-      const failures: string[] = [];
-      let cases = 0;
-      while (cases < sample) {
-        const f = dep(rnd() % n);
-        if (!space.isLegal(f)) continue;
-        cases++;
-        const err = run(f);
-        if (err !== null && failures.length < 10)
-          failures.push(`[${space.describeFlags(f)}] ${err}`);
-      }
+      const seed = SEED + levels + (mmu === undefined ? 0 : 100);
+      const failures: string[] = space.runSeededSample(run, 46, seed, sample);
       expect(failures).toEqual([]);
     }, 120_000);
   }
@@ -46,27 +34,19 @@ describe("access.c test space", () => {
   for (const levels of [4, 5]) {
     it(`${levels}-level at MAXPHYADDR 36: bit 36 is reserved too (50,000 seeded cases)`, () => {
       const run = space.makeHarness(createVm, levels, 36);
-      const pos = space.freeBits(36);
-      expect(pos).toContain(space.FLAG_NAMES.indexOf("pte.36"));
-      const dep = space.makeDeposit(pos);
-      const n = 2 ** pos.length;
-      const rnd = space.xorshift32(SEED + 36 + levels);
-      const failures: string[] = [];
-      let cases = 0;
+      expect(space.freeBits(36)).toContain(space.FLAG_NAMES.indexOf("pte.36"));
+      const bit36 =
+        (1 << space.FLAG_NAMES.indexOf("pte.36")) | (1 << space.FLAG_NAMES.indexOf("pde.36"));
       let withBit36 = 0;
-      while (cases < 50_000) {
-        const f = dep(rnd() % n);
-        if (!space.isLegal(f)) continue;
-        cases++;
-        if (
-          f &
-          ((1 << space.FLAG_NAMES.indexOf("pte.36")) | (1 << space.FLAG_NAMES.indexOf("pde.36")))
-        )
-          withBit36++;
-        const err = run(f);
-        if (err !== null && failures.length < 10)
-          failures.push(`[${space.describeFlags(f)}] ${err}`);
-      }
+      const failures: string[] = space.runSeededSample(
+        run,
+        36,
+        SEED + 36 + levels,
+        50_000,
+        (f: number) => {
+          if (f & bit36) withBit36++;
+        },
+      );
       expect(failures).toEqual([]);
       expect(withBit36).toBeGreaterThan(1000);
     }, 120_000);
