@@ -2,6 +2,7 @@
 // pages spread over the whole range (seeded), plus 100,000 reads of never-written pages.
 // Prints RSS before, after and the difference, and the bytes the store holds.
 import { createRequire } from "node:module";
+import { xorshift32 } from "../scripts/access-space-lib.mjs";
 
 const require = createRequire(import.meta.url);
 const { createVm } = require("../dist/cjs/index.js");
@@ -20,15 +21,7 @@ for (const mmu of process.argv.includes("--tdp") ? ["tdp"] : ["none"]) {
       memorySize: 256 * GiB,
       flags: 0,
     });
-  let x = 2007;
-  const rnd = () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x;
-  };
+  const rnd = xorshift32(2007);
   const pages = 2 ** 28; // 1 TiB / 4 KiB
   const t0 = process.hrtime.bigint();
   for (let i = 0; i < 10_000; i++) {

@@ -180,6 +180,11 @@ function entryFlagBits(f, prefix) {
   return v;
 }
 
+/** The flags of one paging level (`pte.*` or `pde.*`), in FLAG_NAMES order. */
+function levelFlags(prefix) {
+  return FLAG_NAMES.filter((n) => n.startsWith(`${prefix}.`));
+}
+
 /** `build(f)` cached by the flags it reads (`names`), so the hot loop does no BigInt math. */
 function memoByFlags(names, build) {
   const cache = new Map();
@@ -242,32 +247,17 @@ export function makeHarness(createVm, levels, maxPhysAddrBits = 46, mmu = undefi
 
   // Entry values by the bits that matter (no BigInt math in the loop).
   const pteVal = memoByFlags(
-    ["pte.rw", "pte.user", "pte.a", "pte.d", "pte.nx", "pte.p", "pte.51", "pte.36", "pkey=1"],
+    [...levelFlags("pte"), "pkey=1"],
     (f) => BigInt(DATA) | entryFlagBits(f, "pte") | (has(f, "pkey=1") ? 1n << 59n : 0n),
   );
-  const pdeVal = memoByFlags(
-    [
-      "pde.rw",
-      "pde.user",
-      "pde.a",
-      "pde.d",
-      "pde.pse",
-      "pde.nx",
-      "pde.p",
-      "pde.51",
-      "pde.36",
-      "pde.13",
-      "pkey=1",
-    ],
-    (f) => {
-      const pse = has(f, "pde.pse");
-      let v = pse ? BigInt(DATA) | 0x80n : BigInt(pt);
-      // The key of a non-leaf PDE (2 here: AD2=WD2=1) must be ignored; a leaf PDE carries key 1.
-      if (has(f, "pkey=1")) v |= pse ? 1n << 59n : 2n << 59n;
-      if (has(f, "pde.13")) v |= 1n << 13n;
-      return v | entryFlagBits(f, "pde");
-    },
-  );
+  const pdeVal = memoByFlags([...levelFlags("pde"), "pkey=1"], (f) => {
+    const pse = has(f, "pde.pse");
+    let v = pse ? BigInt(DATA) | 0x80n : BigInt(pt);
+    // The key of a non-leaf PDE (2 here: AD2=WD2=1) must be ignored; a leaf PDE carries key 1.
+    if (has(f, "pkey=1")) v |= pse ? 1n << 59n : 2n << 59n;
+    if (has(f, "pde.13")) v |= 1n << 13n;
+    return v | entryFlagBits(f, "pde");
+  });
   const pdpteRw = BigInt(pd) | 7n;
   const pdpteRo = BigInt(pd) | 5n;
   const pml4Val = BigInt(pdpt) | 7n;
