@@ -54,6 +54,23 @@ export async function startLab({
       `${PYTHON} not found: install Debian's python3-jupyterlab-server and jupyter-server`,
     );
   }
+  const HIDDEN_IN_FILE_BROWSER = [
+    "__pycache__",
+    "*.pyc",
+    "*.pyo",
+    ".DS_Store",
+    "*.so",
+    "*.dylib",
+    "*~",
+    "node_modules",
+    "dist",
+    "lib",
+    "tools",
+    "test",
+    "src",
+    "package.json",
+    "tsconfig*.json",
+  ];
   const p = port ?? ((await isFree(8888)) ? 8888 : await freePort());
   const t = token ?? randomBytes(24).toString("hex");
   const args = [
@@ -66,6 +83,9 @@ export async function startLab({
     "--ServerApp.open_browser=False",
     // New notebooks get the mmulab kernel.
     "--MappingKernelManager.default_kernel_name=mmulab",
+    // notebooks/ is also an npm workspace: keep its build plumbing out of the file browser
+    // (jupyter_server's defaults first, then ours; the files stay reachable by path).
+    ...HIDDEN_IN_FILE_BROWSER.map((g) => `--ContentsManager.hide_globs=${g}`),
   ];
   if (typeof process.getuid === "function" && process.getuid() === 0)
     args.push("--ServerApp.allow_root=True");
