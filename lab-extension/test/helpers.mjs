@@ -1,16 +1,22 @@
 // Shared pieces of the browser tests: Debian's Chromium via playwright-core, the repo-local
 // Jupyter environment, and notebooks written for the tests.
-import { mkdirSync, writeFileSync } from "node:fs";
+import assert from "node:assert/strict";
+import { copyFileSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { build } from "esbuild";
 import { chromium } from "playwright-core";
+import { freePort, startLab } from "../app/serve.mjs";
 
 export const here = path.dirname(fileURLToPath(import.meta.url));
 export const extDir = path.resolve(here, "..");
 export const repo = path.resolve(extDir, "..");
 /** Screenshots and notebooks of a run (gitignored). */
 export const artifacts = path.join(repo, "test-artifacts", "lab-extension");
+/** Where MMULAB_UPDATE_DOCS_IMG=1 copies screenshots for the docs. */
+export const docsImg = path.join(repo, "docs", "img");
+/** scripts/setup.mjs (kernelspec install and the repo-local Jupyter environment). */
+export const setup = await import(path.join(repo, "scripts", "setup.mjs"));
 
 export const CHROMIUM = "/usr/bin/chromium";
 export const CHROMIUM_ARGS = [
@@ -131,4 +137,144 @@ export async function openRendererPage(page) {
 export function testJupyterEnv(setup, name) {
   const env = setup.jupyterEnv();
   return { ...env, JUPYTER_DATA_DIR: path.join(artifacts, `jupyter-data-${name}`) };
+}
+
+/**
+ * Starts what `npm start` starts (mmulab's JupyterLab with the mmulab kernelspec) on a free port,
+ * serving `root`, with the test's own Jupyter data dir (see {@link testJupyterEnv}), fresh each
+ * run. `userSettings` maps a plugin id (`@jupyterlab/docmanager-extension:plugin`) to settings
+ * written to that data dir before the server starts.
+ */
+export async function startTestLab({ root, name, userSettings = {} }) {
+  setup.ensureKernelspec();
+  const env = testJupyterEnv(setup, name);
+  rmSync(env.JUPYTER_DATA_DIR, { recursive: true, force: true });
+  for (const [id, settings] of Object.entries(userSettings)) {
+    const [pkg, plugin] = id.split(":");
+    const dir = path.join(env.JUPYTER_DATA_DIR, "lab", "user-settings", pkg);
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(path.join(dir, `${plugin}.jupyterlab-settings`), JSON.stringify(settings));
+  }
+  return startLab({ root, port: await freePort(), env, quiet: true });
+}
+
+/** Shuts down every session (and its kernel) of a test server; errors are reported, not thrown. */
+export async function deleteSessions(lab) {
+  try {
+    const r = await fetch(`${lab.base}/api/sessions?token=${lab.token}`);
+    for (const s of await r.json()) {
+      await fetch(`${lab.base}/api/sessions/${s.id}?token=${lab.token}`, { method: "DELETE" });
+    }
+  } catch (e) {
+    console.log(`# could not delete the sessions of ${lab.base}: ${e.message}`);
+  }
+}
+
+/** The notebook panel JupyterLab shows in front (other open notebooks are hidden). */
+export function activeNotebook(page) {
+  return page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)");
+}
+
+/**
+ * Opens `nbPath` (relative to the server root) in the JupyterLab UI, waits until it is the notebook
+ * in front and its kernel (the one named in the notebook) is idle, and runs all cells from the Run
+ * menu. Resolves once they are queued.
+ */
+export async function openAndRunAll(page, lab, nbPath) {
+  await page.goto(`${lab.base}/lab/tree/${nbPath}?token=${lab.token}`);
+  await page.waitForSelector("body[data-mmulab-ready=true]", { state: "attached", timeout: 60000 });
+  // The current main-area tab carries the notebook's file name (earlier notebooks may stay open).
+  await page.waitForFunction(
+    (name) =>
+      document.querySelector(
+        "#jp-main-dock-panel .lm-TabBar-tab.lm-mod-current .lm-TabBar-tabLabel",
+      )?.textContent === name,
+    path.basename(nbPath),
+    { timeout: 60000 },
+  );
+  const nb = activeNotebook(page);
+  await nb.locator(".jp-Notebook .jp-Cell").first().waitFor({ timeout: 60000 });
+  // The kernel named in the notebook metadata starts; the toolbar names it and says when it is idle.
+  await nb
+    .locator(".jp-KernelName", { hasText: "TypeScript (mmulab)" })
+    .waitFor({ timeout: 60000 });
+  await nb
+    .locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
+    .waitFor({ state: "attached", timeout: 90000 });
+  await nb.locator(".jp-Notebook .jp-Cell").first().click();
+  await page.locator(".lm-MenuBar-itemLabel", { hasText: /^Run$/ }).click();
+  await page.locator(".lm-Menu-itemLabel", { hasText: /^Run All Cells$/ }).click();
+}
+
+/** Fails on any uncaught exception, HTTP error, console error or request leaving 127.0.0.1. */
+export function assertCleanPage({ pageErrors, httpErrors, consoleErrors, external }) {
+  assert.deepEqual(pageErrors, []);
+  assert.deepEqual(httpErrors, []);
+  assert.deepEqual(consoleErrors, []);
+  assert.deepEqual(external, []);
+}
+
+/**
+ * With MMULAB_UPDATE_DOCS_IMG=1, copies screenshots from the artifacts dir to docs/img
+ * (`shots` maps an artifact file name to its docs/img name); otherwise says where they are.
+ */
+export function publishScreenshots(shots) {
+  if (process.env.MMULAB_UPDATE_DOCS_IMG === "1") {
+    mkdirSync(docsImg, { recursive: true });
+    for (const [from, to] of Object.entries(shots))
+      copyFileSync(path.join(artifacts, from), path.join(docsImg, to));
+  } else {
+    console.log(
+      `# screenshots in ${artifacts}; set MMULAB_UPDATE_DOCS_IMG=1 to copy them to docs/img`,
+    );
+  }
+}
+
+/**
+ * Decodes a kernel websocket frame: JSON text (the legacy protocol) or the binary
+ * v1.kernel.websocket.jupyter.org layout (a uint64 count n, n uint64 offsets, then channel,
+ * header, parent header, metadata, content and buffers between successive offsets).
+ */
+export function decodeKernelFrame(payload) {
+  try {
+    if (typeof payload === "string") return JSON.parse(payload);
+    const n = Number(payload.readBigUInt64LE(0));
+    const at = (i) => Number(payload.readBigUInt64LE(8 * (i + 1)));
+    const part = (i) => payload.subarray(at(i), i + 1 < n ? at(i + 1) : payload.length).toString();
+    return {
+      channel: part(0),
+      header: JSON.parse(part(1)),
+      parent_header: JSON.parse(part(2)),
+      content: JSON.parse(part(4)),
+    };
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Records what the kernel sends to `page`: a Map from the code of each execute_request to the
+ * data bundles of the display_data / execute_result messages answering it — the kernel's output
+ * before any renderer saw it.
+ */
+export function recordKernelOutputs(page) {
+  const outputs = new Map();
+  const codeOf = new Map();
+  page.on("websocket", (ws) => {
+    if (!ws.url().includes("/channels")) return;
+    ws.on("framesent", (f) => {
+      const m = decodeKernelFrame(f.payload);
+      if (m?.header?.msg_type === "execute_request") codeOf.set(m.header.msg_id, m.content.code);
+    });
+    ws.on("framereceived", (f) => {
+      const m = decodeKernelFrame(f.payload);
+      const type = m?.header?.msg_type;
+      if (type !== "display_data" && type !== "execute_result") return;
+      const code = codeOf.get(m.parent_header?.msg_id);
+      if (code === undefined) return;
+      if (!outputs.has(code)) outputs.set(code, []);
+      outputs.get(code).push(m.content.data);
+    });
+  });
+  return outputs;
 }

@@ -6,19 +6,16 @@ import assert from "node:assert/strict";
 import { mkdirSync, rmSync } from "node:fs";
 import path from "node:path";
 import { after, before, test } from "node:test";
-import { freePort, startLab } from "../app/serve.mjs";
 import {
   artifacts,
   displayOutput,
   launchBrowser,
   newPage,
-  repo,
-  testJupyterEnv,
+  startTestLab,
   writeNotebook,
 } from "./helpers.mjs";
 import { HOSTILE_STRINGS, hostilePayloads } from "./payloads.mjs";
 
-const setup = await import(path.join(repo, "scripts", "setup.mjs"));
 const CASES = hostilePayloads();
 const root = path.join(artifacts, "hostile-root");
 let lab;
@@ -28,7 +25,6 @@ let pageErrors;
 let external;
 
 before(async () => {
-  setup.ensureKernelspec();
   rmSync(root, { recursive: true, force: true });
   mkdirSync(root, { recursive: true });
   // One code cell per case with the payload as a saved output; never run, never trusted.
@@ -36,12 +32,7 @@ before(async () => {
     path.join(root, "hostile.ipynb"),
     CASES.map((c) => ({ code: `// ${c.name}`, outputs: [displayOutput(c.mime, c.data)] })),
   );
-  lab = await startLab({
-    root,
-    port: await freePort(),
-    env: testJupyterEnv(setup, "hostile"),
-    quiet: true,
-  });
+  lab = await startTestLab({ root, name: "hostile" });
   browser = await launchBrowser();
   ({ page, pageErrors, external } = await newPage(browser));
 });

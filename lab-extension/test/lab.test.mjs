@@ -2,22 +2,20 @@
 // with the mmulab kernelspec), open a notebook in Chromium, run all cells with the mmulab kernel
 // and check the DOM the renderers drew against the payloads the cells sent.
 import assert from "node:assert/strict";
-import { copyFileSync, mkdirSync, rmSync, statSync } from "node:fs";
+import { mkdirSync, rmSync, statSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { freePort, startLab } from "../app/serve.mjs";
 import {
   artifacts,
+  assertCleanPage,
   launchBrowser,
   newPage,
-  repo,
-  testJupyterEnv,
+  openAndRunAll,
+  publishScreenshots,
+  startTestLab,
   writeNotebook,
 } from "./helpers.mjs";
 import { PTE, pagetablePayload, plotlyFigure, walkPayload } from "./payloads.mjs";
-
-const setup = await import(path.join(repo, "scripts", "setup.mjs"));
-const docsImg = path.join(repo, "docs", "img");
 
 const PT = pagetablePayload();
 const WALK = walkPayload();
@@ -59,17 +57,11 @@ let external;
 const root = path.join(artifacts, "lab-root");
 
 before(async () => {
-  setup.ensureKernelspec();
   rmSync(root, { recursive: true, force: true });
   mkdirSync(root, { recursive: true });
   // The root lies inside the repo so the kernel resolves @mmulab/* from the repo's node_modules.
   writeNotebook(path.join(root, "renderers.ipynb"), CELLS);
-  lab = await startLab({
-    root,
-    port: await freePort(),
-    env: testJupyterEnv(setup, "lab"),
-    quiet: true,
-  });
+  lab = await startTestLab({ root, name: "lab" });
   browser = await launchBrowser();
   ({ page, pageErrors, consoleErrors, external, httpErrors } = await newPage(browser));
 });
@@ -86,17 +78,7 @@ describe("JupyterLab from npm start, mmulab kernel, mmulab renderers", () => {
   test("opens the notebook and runs all cells with the mmulab kernel", {
     timeout: 180000,
   }, async () => {
-    await page.goto(`${lab.base}/lab/tree/renderers.ipynb?token=${lab.token}`);
-    await page.waitForSelector("body[data-mmulab-ready=true]", {
-      state: "attached",
-      timeout: 60000,
-    });
-    await page.waitForSelector(".jp-Notebook .jp-Cell", { timeout: 60000 });
-    // The kernel named in the notebook metadata starts; the status bar says so once it is idle.
-    await page.getByText(/TypeScript \(mmulab\) \| Idle/).waitFor({ timeout: 90000 });
-    await page.locator(".jp-Notebook .jp-Cell").first().click();
-    await page.locator(".lm-MenuBar-itemLabel", { hasText: /^Run$/ }).click();
-    await page.locator(".lm-Menu-itemLabel", { hasText: /^Run All Cells$/ }).click();
+    await openAndRunAll(page, lab, "renderers.ipynb");
     await out("mmulab-pagetable").waitFor({ timeout: 90000 });
     await out("mmulab-walk").waitFor({ timeout: 30000 });
     await page.waitForSelector(".mmulab-plotly.js-plotly-plot .main-svg", { timeout: 60000 });
@@ -323,10 +305,7 @@ describe("JupyterLab from npm start, mmulab kernel, mmulab renderers", () => {
   });
 
   test("no uncaught exception, no console error, nothing fetched from outside 127.0.0.1", () => {
-    assert.deepEqual(pageErrors, []);
-    assert.deepEqual(httpErrors, []);
-    assert.deepEqual(consoleErrors, []);
-    assert.deepEqual(external, []);
+    assertCleanPage({ pageErrors, httpErrors, consoleErrors, external });
   });
 
   test("screenshots saved; docs/img refreshed when MMULAB_UPDATE_DOCS_IMG=1", () => {
@@ -339,13 +318,6 @@ describe("JupyterLab from npm start, mmulab kernel, mmulab renderers", () => {
     ];
     for (const f of shots)
       assert.ok(statSync(path.join(artifacts, f)).size > 1000, `${f} not written`);
-    if (process.env.MMULAB_UPDATE_DOCS_IMG === "1") {
-      mkdirSync(docsImg, { recursive: true });
-      for (const f of shots) copyFileSync(path.join(artifacts, f), path.join(docsImg, `lab-${f}`));
-    } else {
-      console.log(
-        `# screenshots in ${artifacts}; set MMULAB_UPDATE_DOCS_IMG=1 to copy them to docs/img`,
-      );
-    }
+    publishScreenshots(Object.fromEntries(shots.map((f) => [f, `lab-${f}`])));
   });
 });
