@@ -161,9 +161,13 @@ export async function startTestLab({ root, name, userSettings = {} }) {
 /** Shuts down every session (and its kernel) of a test server; errors are reported, not thrown. */
 export async function deleteSessions(lab) {
   try {
-    const r = await fetch(`${lab.base}/api/sessions?token=${lab.token}`);
+    const signal = AbortSignal.timeout(10000);
+    const r = await fetch(`${lab.base}/api/sessions?token=${lab.token}`, { signal });
     for (const s of await r.json()) {
-      await fetch(`${lab.base}/api/sessions/${s.id}?token=${lab.token}`, { method: "DELETE" });
+      await fetch(`${lab.base}/api/sessions/${s.id}?token=${lab.token}`, {
+        method: "DELETE",
+        signal,
+      });
     }
   } catch (e) {
     console.log(`# could not delete the sessions of ${lab.base}: ${e.message}`);
