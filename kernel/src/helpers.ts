@@ -184,11 +184,12 @@ function countsOf(step: SpteStep, i: number): SpteLevelCounts {
 
 /**
  * The plotly figure of spte counts by level (pages_4k, pages_2m, pages_1g) across the steps of an
- * experiment; x is each step's `label`/`step`, or its index.
+ * experiment; x is each step's `label`/`step`, or its index, and `xTitle` names it.
  */
 export function spteLevelFigure(
   steps: ReadonlyArray<SpteStep>,
   title = "SPTEs by level",
+  xTitle = "step",
 ): PlotlyFigure {
   if (!Array.isArray(steps) || steps.length === 0) {
     throw new DisplayError(
@@ -210,7 +211,7 @@ export function spteLevelFigure(
     })),
     layout: {
       title: { text: title },
-      xaxis: { title: { text: "step" } },
+      xaxis: { title: { text: xTitle } },
       yaxis: { title: { text: "sptes" } },
     },
   };
@@ -240,8 +241,12 @@ export class SpteSeries {
 }
 
 /** Plots {@link spteLevelFigure} of an array of steps or a {@link SpteSeries}. */
-export function plotSpteLevels(steps: ReadonlyArray<SpteStep> | SpteSeries, title?: string): void {
-  plot(spteLevelFigure(steps instanceof SpteSeries ? steps.steps : steps, title));
+export function plotSpteLevels(
+  steps: ReadonlyArray<SpteStep> | SpteSeries,
+  title?: string,
+  xTitle?: string,
+): void {
+  plot(spteLevelFigure(steps instanceof SpteSeries ? steps.steps : steps, title, xTitle));
 }
 
 /** Thrown by {@link Progress.update} after the user interrupted the kernel. */
