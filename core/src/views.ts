@@ -58,10 +58,11 @@ export class PagetableView {
  */
 export function sideBySide(...sources: PagetableSource[]): PagetableView {
   const trees = treesOf(sources, "sources");
-  const titles = sources.map((s) => payloadOf(s, "sources").title).filter((t) => t !== undefined);
+  // One title per source or none: a title borrowed from one tree would mislabel the others.
+  const titles = sources.map((s) => payloadOf(s, "sources").title);
   const truncated = sources.some((s) => payloadOf(s, "sources").truncated === true);
   const payload: PagetablePayload = { version: 1, kind: "pagetable", trees };
-  if (titles.length > 0) payload.title = titles.join(" | ");
+  if (titles.every((t) => t !== undefined)) payload.title = titles.join(" | ");
   if (truncated) payload.truncated = true;
   return new PagetableView(payload);
 }
