@@ -8,13 +8,14 @@
  * - three or more adjacent leaves that are alike (same flags, same page size, frames contiguous)
  *   fold into one run row that can be unfolded;
  * - an entry with a child table has a toggle that expands the child below it.
- * With a `before` snapshot each entry is compared by index with the table at the same path in the
- * earlier tree: added, changed and removed entries are marked and never folded away, and tables
- * holding changes start expanded.
+ * With a `before` snapshot each index is compared with the table at the same path in the earlier
+ * tree, member by member through folded runs (diff.ts): added, changed and removed entries are
+ * marked, changed ones are never folded away, and tables holding changes start expanded.
  */
 
 import type { Entry, Flag, PagetablePayload, Role, Table, Tree } from "@mmulab/core";
 import { decodeEntry, entryBase, entryShift, hex, sizeName } from "./bits";
+import { Differ, type DiffStatus, frameStep, type Piece } from "./diff";
 import { errorBox, h, text } from "./dom";
 
 /** Flags drawn as a row's main colour, strongest first. */
@@ -36,63 +37,16 @@ const INITIAL_ROW_BUDGET = 300;
 /** Adjacent alike leaves fold into a run from this many on. */
 const MIN_FOLD = 3;
 
-/** Diff status of an entry against the `before` snapshot. */
-type DiffStatus = "same" | "added" | "changed";
-
 /** The strongest state flag of an entry, or "none". */
 export function primaryState(flags: ReadonlyArray<string>): string {
   for (const f of STATE_ORDER) if (flags.includes(f)) return f;
   return "none";
 }
 
-/** Number of frames (4 KiB) one entry of `table` maps: 1 at level 1, 512 at level 2, ... */
-function framesPerEntry(format: Tree["format"], level: number): number {
-  return 2 ** (entryShift(format, level) - 12);
-}
-
 function hexToNumber(s: string | undefined): number | undefined {
   if (s === undefined) return undefined;
   const n = Number.parseInt(s.slice(2), 16);
   return Number.isSafeInteger(n) ? n : undefined;
-}
-
-/** Entries of a table by index (a folded run answers for every index it covers). */
-function byIndex(table: Table | undefined): Map<number, Entry> {
-  const m = new Map<number, Entry>();
-  if (!table) return m;
-  for (const e of table.entries) {
-    const n = e.count ?? 1;
-    for (let i = 0; i < n; i++) m.set(e.index + i, e);
-  }
-  return m;
-}
-
-function sameEntry(a: Entry, b: Entry): boolean {
-  return (
-    a.value === b.value &&
-    a.flags.join(",") === b.flags.join(",") &&
-    (a.count ?? 1) === (b.count ?? 1)
-  );
-}
-
-/** Number of entries that differ between two tables, counted through child tables. */
-export function diffCount(now: Table | undefined, before: Table | undefined): number {
-  if (!now && !before) return 0;
-  const a = byIndex(now);
-  const b = byIndex(before);
-  let n = 0;
-  for (const [i, e] of a) {
-    const old = b.get(i);
-    if (!old || !sameEntry(e, old)) n++;
-    if (e.child && i === e.index) n += diffCount(e.child, old?.child);
-  }
-  for (const [i, old] of b) {
-    if (!a.has(i)) {
-      n++;
-      if (old.child && i === old.index) n += diffCount(undefined, old.child);
-    }
-  }
-  return n;
 }
 
 /** What the selection panel shows about one entry. */
@@ -114,6 +68,8 @@ interface Context {
   selectedRow: HTMLElement | null;
   rowsDrawn: number;
   hasBefore: boolean;
+  /** Diff of each tree against its `before` tree (by tree index). */
+  differs: Differ[];
 }
 
 /**
@@ -236,67 +192,56 @@ class TableView {
   private build(): void {
     this.built = true;
     const { table, before } = this;
-    const entries = [...table.entries].sort((a, b) => a.index - b.index);
-    const old = byIndex(before);
-    const covered = new Set<number>();
-    const status = (e: Entry): DiffStatus => {
-      if (!this.ctx.hasBefore) return "same";
-      const o = old.get(e.index);
-      return !o ? "added" : sameEntry(e, o) ? "same" : "changed";
-    };
+    const { rows, removed } = this.ctx.hasBefore
+      ? this.ctx.differs[this.treeIndex].pieces(table, before)
+      : {
+          rows: [...table.entries]
+            .sort((a, b) => a.index - b.index)
+            .map((entry): Piece => ({ entry, status: "same" })),
+          removed: [],
+        };
     const frag = document.createDocumentFragment();
     let next = 0;
     let i = 0;
-    while (i < entries.length) {
-      const e = entries[i];
+    while (i < rows.length) {
+      const { entry: e, status, old } = rows[i];
       if (e.index > next) frag.appendChild(this.absentRow(next, e.index - 1));
-      // Gather adjacent alike leaves into a foldable run.
+      // Gather adjacent alike unchanged leaves into a foldable run.
       let j = i + 1;
-      if (e.leaf && !e.child && (e.count ?? 1) === 1 && status(e) === "same") {
+      if (foldable(rows[i])) {
         const key = `${e.flags.join(",")}|${e.pageSize ?? ""}`;
-        const step = framesPerEntry(this.tree.format, table.level);
-        while (j < entries.length) {
-          const p = entries[j - 1];
-          const q = entries[j];
+        const step = frameStep(this.tree.format, table.level, e);
+        while (j < rows.length) {
+          const p = rows[j - 1].entry;
+          const q = rows[j].entry;
           const pt = hexToNumber(p.target);
           const qt = hexToNumber(q.target);
           const contiguous =
             pt === undefined || qt === undefined ? p.target === q.target : qt === pt + step;
           if (
+            !foldable(rows[j]) ||
             q.index !== p.index + 1 ||
-            !q.leaf ||
-            q.child ||
-            (q.count ?? 1) !== 1 ||
             `${q.flags.join(",")}|${q.pageSize ?? ""}` !== key ||
-            !contiguous ||
-            status(q) !== "same"
+            !contiguous
           )
             break;
           j++;
         }
       }
       if (j - i >= MIN_FOLD) {
-        frag.appendChild(this.runRow(entries.slice(i, j), status));
+        frag.appendChild(this.runRow(rows.slice(i, j)));
       } else {
         j = i + 1;
-        frag.appendChild(this.entryRow(e, status(e), old.get(e.index)));
-        if (e.child) frag.appendChild(this.childView(e, old.get(e.index)).el);
+        frag.appendChild(this.entryRow(e, status, old));
+        if (e.child) frag.appendChild(this.childView(e, old).el);
       }
-      for (let k = i; k < j; k++) {
-        const n = entries[k].count ?? 1;
-        for (let c = 0; c < n; c++) covered.add(entries[k].index + c);
-      }
-      const last = entries[j - 1];
+      const last = rows[j - 1].entry;
       next = last.index + (last.count ?? 1);
       i = j;
     }
     if (next < table.size) frag.appendChild(this.absentRow(next, table.size - 1));
     // Entries present before and gone now: drawn as ghost rows after the table's rows.
-    if (before && this.ctx.hasBefore) {
-      for (const o of [...before.entries].sort((a, b) => a.index - b.index)) {
-        if (!covered.has(o.index)) frag.appendChild(this.removedRow(o));
-      }
-    }
+    for (const r of removed) frag.appendChild(this.entryRow(r.entry, "removed", r.old));
     this.body.appendChild(frag);
   }
 
@@ -328,7 +273,7 @@ class TableView {
       oldChild,
       base,
       `${this.path}.${e.index}`,
-      this.ctx.hasBefore ? diffCount(child, oldChild) : 0,
+      this.ctx.hasBefore ? this.ctx.differs[this.treeIndex].count(child, oldChild) : 0,
     );
     view.el.classList.add("mmulab-pt-child");
     view.parentToggle = this.entryToggles.get(e.index);
@@ -346,6 +291,7 @@ class TableView {
         cls: `mmulab-pt-row mmulab-pt-entry mmulab-state-${state}${status !== "same" ? ` mmulab-diff-${status}` : ""}`,
         attrs: {
           "data-index": String(e.index),
+          "data-count": String(n),
           "data-path": `${this.path}.${e.index}`,
           "data-state": state,
           role: "treeitem",
@@ -413,10 +359,6 @@ class TableView {
     return row;
   }
 
-  private removedRow(o: Entry): HTMLElement {
-    return this.entryRow(o, "removed", o);
-  }
-
   private childToggle(index: number): HTMLButtonElement {
     const b = h("button", {
       cls: "mmulab-toggle mmulab-entry-toggle",
@@ -434,8 +376,9 @@ class TableView {
     return b;
   }
 
-  private runRow(run: Entry[], status: (e: Entry) => DiffStatus): HTMLElement {
+  private runRow(pieces: Piece[]): HTMLElement {
     this.ctx.rowsDrawn++;
+    const run = pieces.map((p) => p.entry);
     const first = run[0];
     const last = run[run.length - 1];
     const state = primaryState(first.flags);
@@ -477,7 +420,7 @@ class TableView {
       if (open && !built) {
         built = true;
         const frag = document.createDocumentFragment();
-        for (const e of run) frag.appendChild(this.entryRow(e, status(e), undefined));
+        for (const p of pieces) frag.appendChild(this.entryRow(p.entry, p.status, p.old));
         inner.appendChild(frag);
       }
       inner.hidden = !open;
@@ -513,6 +456,12 @@ class TableView {
     this.selectors.get(index)?.(index);
     return this.rows.get(index);
   }
+}
+
+/** A single unchanged leaf without a child table: may fold into a run row with its neighbours. */
+function foldable(p: Piece): boolean {
+  const e = p.entry;
+  return p.status === "same" && e.leaf && !e.child && (e.count ?? 1) === 1;
 }
 
 function roleSummary(role: Role): string {
@@ -562,7 +511,7 @@ function showDetail(panel: HTMLElement, s: Selection): void {
       ),
     );
     if (e.target !== undefined) {
-      const frame = BigInt(e.target) + (k << BigInt(shift - 12));
+      const frame = BigInt(e.target) + k * BigInt(frameStep(tree.format, table.level, e));
       panel.appendChild(kv(`[${s.at}] ${tree.kind === "guest" ? "gfn" : "pfn"}`, hex(frame)));
     }
   }
@@ -701,12 +650,13 @@ export function renderPagetable(host: HTMLElement, payload: PagetablePayload): v
     selectedRow: null,
     rowsDrawn: 0,
     hasBefore: payload.before !== undefined,
+    differs: payload.trees.map((t) => new Differ(t.format)),
   };
   const roots: TableView[] = [];
   const treesEl = h("div", { cls: "mmulab-pt-trees" });
   payload.trees.forEach((tree, i) => {
     const beforeTree = payload.before?.[i];
-    const changes = ctx.hasBefore ? diffCount(tree.root, beforeTree?.root) : 0;
+    const changes = ctx.hasBefore ? ctx.differs[i].count(tree.root, beforeTree?.root) : 0;
     const root = new TableView(ctx, tree, i, tree.root, beforeTree?.root, 0n, String(i), changes);
     roots.push(root);
     treesEl.appendChild(

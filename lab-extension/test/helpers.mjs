@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import { copyFileSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import { after, before } from "node:test";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { build } from "esbuild";
 import { chromium } from "playwright-core";
@@ -128,6 +129,36 @@ export async function openRendererPage(page) {
   );
   await page.goto(pathToFileURL(path.join(pageDir, "index.html")).href);
   await page.waitForFunction(() => window.mmulabTest !== undefined);
+}
+
+/**
+ * Registers node:test hooks for a file of renderer-page tests: before them Chromium starts and
+ * opens the standalone renderer page ({@link openRendererPage}), after them it closes. Returns
+ * the object whose `page` and `pageErrors` the `before` hook fills in.
+ */
+export function rendererPageFixture() {
+  const fx = { browser: undefined, page: undefined, pageErrors: undefined };
+  before(async () => {
+    fx.browser = await launchBrowser();
+    ({ page: fx.page, pageErrors: fx.pageErrors } = await newPage(fx.browser));
+    await openRendererPage(fx.page);
+  });
+  after(async () => {
+    await fx.browser?.close();
+  });
+  return fx;
+}
+
+/** Renders `payload` as `mime` in a fresh widget of the renderer page; resolves with its locator. */
+export async function renderWidget(page, payload, mime = "application/vnd.mmulab.pagetable+json") {
+  const id = await page.evaluate(
+    async ([p, m]) => {
+      await window.mmulabTest.render(p, m);
+      return document.querySelectorAll(".mmulab-output").length - 1;
+    },
+    [payload, mime],
+  );
+  return page.locator(`.mmulab-output[data-test-id='${id}']`);
 }
 
 /**

@@ -16,6 +16,18 @@ export function entryValue(frame, bits) {
 
 const hex = (n) => `0x${BigInt(n).toString(16)}`;
 
+/** A 4 KiB EPT leaf (R, W, X, A and KVM's MMU-present, host- and MMU-writable bits) at `pfn`. */
+export function tdpLeaf(index, pfn) {
+  return {
+    index,
+    value: entryValue(pfn, [EPT.R, EPT.W, EPT.X, EPT.A, EPT.MMU_P, EPT.HOST_W, EPT.MMU_W]),
+    flags: ["present", "writable", "accessed", "host-writable", "mmu-writable"],
+    leaf: true,
+    target: hex(pfn),
+    pageSize: 4096,
+  };
+}
+
 function guestLeaf(index, gfn, extra = [], flags = ["present", "writable", "user", "accessed"]) {
   return {
     index,
@@ -123,14 +135,6 @@ export function smallSnapshot({ after = false } = {}) {
     },
   };
   const role = (level) => ({ word: hex(0x1000 * level + 0x3c0), level, direct: true, access: 7 });
-  const tdpLeaf = (index, pfn) => ({
-    index,
-    value: entryValue(pfn, [EPT.R, EPT.W, EPT.X, EPT.A, EPT.MMU_P, EPT.HOST_W, EPT.MMU_W]),
-    flags: ["present", "writable", "accessed", "host-writable", "mmu-writable"],
-    leaf: true,
-    target: hex(pfn),
-    pageSize: 4096,
-  });
   const tdpPt = [tdpLeaf(0x200 % 512, 0x9200), tdpLeaf(0x201 % 512, 0x9201)];
   if (after) tdpPt.push(tdpLeaf(0x20b % 512, 0x920b));
   const tdpNonLeaf = (index, pfn, child) => ({

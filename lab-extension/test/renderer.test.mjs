@@ -2,37 +2,16 @@
 // diffs with removed and changed entries, 32-bit tables of 1024 entries, search misses, EPT
 // decoding, walk results, and a renderer failure drawn inside the widget.
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
-import { launchBrowser, newPage, openRendererPage } from "./helpers.mjs";
+import { test } from "node:test";
+import { rendererPageFixture, renderWidget } from "./helpers.mjs";
 import { EPT, entryValue, PTE, smallSnapshot, walkPayload } from "./payloads.mjs";
 
 const PT_MIME = "application/vnd.mmulab.pagetable+json";
 const WALK_MIME = "application/vnd.mmulab.walk+json";
-let browser;
-let page;
-let pageErrors;
-
-before(async () => {
-  browser = await launchBrowser();
-  ({ page, pageErrors } = await newPage(browser));
-  await openRendererPage(page);
-});
-
-after(async () => {
-  await browser?.close();
-});
+const fx = rendererPageFixture();
 
 /** Renders `payload` in a fresh widget and returns a locator of that widget. */
-async function render(payload, mime = PT_MIME) {
-  const id = await page.evaluate(
-    async ([p, m]) => {
-      await window.mmulabTest.render(p, m);
-      return document.querySelectorAll(".mmulab-output").length - 1;
-    },
-    [payload, mime],
-  );
-  return page.locator(`.mmulab-output[data-test-id='${id}']`);
-}
+const render = (payload, mime = PT_MIME) => renderWidget(fx.page, payload, mime);
 
 const guestPt = (tree) => tree.root.entries[0].child.entries[0].child.entries[0].child;
 
@@ -196,7 +175,7 @@ test("a renderer failure is drawn in the widget (plotly cannot load in this page
     await w.locator(".mmulab-error-title").textContent(),
     /renderer failed on this plotly figure/,
   );
-  assert.deepEqual(pageErrors, []);
+  assert.deepEqual(fx.pageErrors, []);
 });
 
 test("an entry's toggle and its child table's toggle expand and collapse the same table", async () => {

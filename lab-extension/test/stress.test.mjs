@@ -2,27 +2,16 @@
 // Times are printed (goal: first paint < 1 s), never asserted; the test checks what was drawn.
 import assert from "node:assert/strict";
 import path from "node:path";
-import { after, before, test } from "node:test";
-import { artifacts, launchBrowser, newPage, openRendererPage } from "./helpers.mjs";
+import { test } from "node:test";
+import { artifacts, rendererPageFixture } from "./helpers.mjs";
 
 const LEAVES = 100000;
-let browser;
-let page;
-let pageErrors;
-
-before(async () => {
-  browser = await launchBrowser();
-  ({ page, pageErrors } = await newPage(browser));
-  await openRendererPage(page);
-});
-
-after(async () => {
-  await browser?.close();
-});
+const fx = rendererPageFixture();
 
 test(`renders ${LEAVES} present leaves and expands a table (times printed, not asserted)`, {
   timeout: 120000,
 }, async () => {
+  const { page, pageErrors } = fx;
   const t = await page.evaluate(async (n) => {
     const payload = window.mmulabTest.stressPayload(n);
     return window.mmulabTest.render(payload);
