@@ -7,7 +7,7 @@
 // runs, and an added and a removed child table.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { rendererPageFixture, renderWidget } from "./helpers.mjs";
+import { rendererPageFixture, renderWidget, TIMEOUT } from "./helpers.mjs";
 import { EPT, entryValue, PTE, tdpLeaf } from "./payloads.mjs";
 
 const hex = (n) => `0x${BigInt(n).toString(16)}`;
@@ -350,7 +350,7 @@ function drawnMarks(body) {
 }
 
 test("diff: runs folded differently before and after are compared index by index", {
-  timeout: 60000,
+  timeout: TIMEOUT.page,
 }, async () => {
   const payload = {
     version: 1,

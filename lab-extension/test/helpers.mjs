@@ -19,6 +19,59 @@ export const docsImg = path.join(repo, "docs", "img");
 /** scripts/setup.mjs (kernelspec install and the repo-local Jupyter environment). */
 export const setup = await import(path.join(repo, "scripts", "setup.mjs"));
 
+/**
+ * Time limits of the browser tests, in ms. CI runs them on 2 cores, often loaded by other jobs,
+ * where JupyterLab's start-up alone has taken over a minute, so waits on start-up and on
+ * notebooks are generous. They only bound waits: no test asserts how long anything took, and
+ * every hook and test has a node:test timeout built from them, so a file that hangs still ends.
+ */
+export const LIMITS = {
+  /** Starting one process: the Jupyter server answering, Chromium launching. */
+  start: 180_000,
+  /** Opening a notebook: page load, JupyterLab's shell ready, the notebook's tab and cells, its kernel idle (one budget for all steps). */
+  open: 180_000,
+  /** Running a notebook's cells (or drawing its saved outputs) until the outputs are there (one budget). */
+  run: 180_000,
+  /** Any other single Playwright wait or action (set as the pages' default timeout). */
+  action: 60_000,
+};
+
+/** node:test timeouts: of a `before` hook starting a server and a browser, of a test that opens and runs a notebook. */
+export const TIMEOUT = {
+  setup: 2 * LIMITS.start + LIMITS.action,
+  notebook: LIMITS.open + LIMITS.run + 2 * LIMITS.action,
+  /** A test of the standalone renderer page (a render and a few actions). */
+  page: 3 * LIMITS.action,
+};
+
+/**
+ * A time budget shared by consecutive waits: `left()` is what remains of `ms` (at least 1 s, so
+ * a late step still fails with its own message), `left.over()` whether it is spent.
+ */
+export function budget(ms) {
+  const end = Date.now() + ms;
+  const left = () => Math.max(1000, end - Date.now());
+  left.over = () => Date.now() >= end;
+  return left;
+}
+
+/**
+ * For tests that build on an earlier test (the notebook it opened and ran): `check()` fails at
+ * once when that test did not finish, instead of each later test waiting out its own limits on
+ * a page that never loaded; the earlier test calls `done()` as its last step.
+ */
+export function prerequisite(what) {
+  let ok = false;
+  return {
+    done() {
+      ok = true;
+    },
+    check() {
+      assert.ok(ok, `${what} did not finish (see the first failure)`);
+    },
+  };
+}
+
 export const CHROMIUM = "/usr/bin/chromium";
 export const CHROMIUM_ARGS = [
   "--headless",
@@ -33,7 +86,12 @@ export const CHROMIUM_ARGS = [
 
 /** Launches Debian's Chromium (never a downloaded browser). */
 export function launchBrowser() {
-  return chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true });
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    args: CHROMIUM_ARGS,
+    headless: true,
+    timeout: LIMITS.start,
+  });
 }
 
 /**
@@ -42,6 +100,9 @@ export function launchBrowser() {
  */
 export async function newPage(browser, { width = 1400, height = 1000 } = {}) {
   const context = await browser.newContext({ viewport: { width, height } });
+  // Playwright's own defaults (30 s) are too short on a loaded 2-core machine.
+  context.setDefaultTimeout(LIMITS.action);
+  context.setDefaultNavigationTimeout(LIMITS.open);
   const page = await context.newPage();
   const pageErrors = [];
   const consoleErrors = [];
@@ -138,14 +199,20 @@ export async function openRendererPage(page) {
  */
 export function rendererPageFixture() {
   const fx = { browser: undefined, page: undefined, pageErrors: undefined };
-  before(async () => {
-    fx.browser = await launchBrowser();
-    ({ page: fx.page, pageErrors: fx.pageErrors } = await newPage(fx.browser));
-    await openRendererPage(fx.page);
-  });
-  after(async () => {
-    await fx.browser?.close();
-  });
+  before(
+    async () => {
+      fx.browser = await launchBrowser();
+      ({ page: fx.page, pageErrors: fx.pageErrors } = await newPage(fx.browser));
+      await openRendererPage(fx.page);
+    },
+    { timeout: LIMITS.start + 2 * LIMITS.action },
+  );
+  after(
+    async () => {
+      await fx.browser?.close();
+    },
+    { timeout: LIMITS.action },
+  );
   return fx;
 }
 
@@ -186,13 +253,22 @@ export async function startTestLab({ root, name, userSettings = {} }) {
     mkdirSync(dir, { recursive: true });
     writeFileSync(path.join(dir, `${plugin}.jupyterlab-settings`), JSON.stringify(settings));
   }
-  return startLab({ root, port: await freePort(), env, quiet: true });
+  return startLab({ root, port: await freePort(), env, quiet: true, timeoutMs: LIMITS.start });
+}
+
+/** Closes the browser, then stops the server (also when closing the browser failed). */
+export async function shutDown(browser, lab) {
+  try {
+    await browser?.close();
+  } finally {
+    await lab?.stop();
+  }
 }
 
 /** Shuts down every session (and its kernel) of a test server; errors are reported, not thrown. */
 export async function deleteSessions(lab) {
   try {
-    const signal = AbortSignal.timeout(10000);
+    const signal = AbortSignal.timeout(LIMITS.action);
     const r = await fetch(`${lab.base}/api/sessions?token=${lab.token}`, { signal });
     for (const s of await r.json()) {
       await fetch(`${lab.base}/api/sessions/${s.id}?token=${lab.token}`, {
@@ -211,13 +287,25 @@ export function activeNotebook(page) {
 }
 
 /**
+ * Loads JupyterLab at `nbPath` (relative to the server root) and waits until its shell is ready,
+ * within the `left` budget (see {@link budget}).
+ */
+export async function openLab(page, lab, nbPath, left = budget(LIMITS.open)) {
+  await page.goto(`${lab.base}/lab/tree/${nbPath}?token=${lab.token}`, { timeout: left() });
+  await page.waitForSelector("body[data-mmulab-ready=true]", {
+    state: "attached",
+    timeout: left(),
+  });
+}
+
+/**
  * Opens `nbPath` (relative to the server root) in the JupyterLab UI, waits until it is the notebook
  * in front and its kernel (the one named in the notebook) is idle, and runs all cells from the Run
- * menu. Resolves once they are queued.
+ * menu, all within one {@link LIMITS}.open budget. Resolves once they are queued.
  */
 export async function openAndRunAll(page, lab, nbPath) {
-  await page.goto(`${lab.base}/lab/tree/${nbPath}?token=${lab.token}`);
-  await page.waitForSelector("body[data-mmulab-ready=true]", { state: "attached", timeout: 60000 });
+  const left = budget(LIMITS.open);
+  await openLab(page, lab, nbPath, left);
   // The current main-area tab carries the notebook's file name (earlier notebooks may stay open).
   await page.waitForFunction(
     (name) =>
@@ -225,17 +313,17 @@ export async function openAndRunAll(page, lab, nbPath) {
         "#jp-main-dock-panel .lm-TabBar-tab.lm-mod-current .lm-TabBar-tabLabel",
       )?.textContent === name,
     path.basename(nbPath),
-    { timeout: 60000 },
+    { timeout: left() },
   );
   const nb = activeNotebook(page);
-  await nb.locator(".jp-Notebook .jp-Cell").first().waitFor({ timeout: 60000 });
+  await nb.locator(".jp-Notebook .jp-Cell").first().waitFor({ timeout: left() });
   // The kernel named in the notebook metadata starts; the toolbar names it and says when it is idle.
   await nb
     .locator(".jp-KernelName", { hasText: "TypeScript (mmulab)" })
-    .waitFor({ timeout: 60000 });
+    .waitFor({ timeout: left() });
   await nb
     .locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
-    .waitFor({ state: "attached", timeout: 90000 });
+    .waitFor({ state: "attached", timeout: left() });
   await nb.locator(".jp-Notebook .jp-Cell").first().click();
   await page.locator(".lm-MenuBar-itemLabel", { hasText: /^Run$/ }).click();
   await page.locator(".lm-Menu-itemLabel", { hasText: /^Run All Cells$/ }).click();

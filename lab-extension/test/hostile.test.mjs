@@ -8,10 +8,16 @@ import path from "node:path";
 import { after, before, test } from "node:test";
 import {
   artifacts,
+  budget,
   displayOutput,
+  LIMITS,
   launchBrowser,
   newPage,
+  openLab,
+  prerequisite,
+  shutDown,
   startTestLab,
+  TIMEOUT,
   writeNotebook,
 } from "./helpers.mjs";
 import { HOSTILE_STRINGS, hostilePayloads } from "./payloads.mjs";
@@ -23,45 +29,48 @@ let browser;
 let page;
 let pageErrors;
 let external;
+const drawn = prerequisite("drawing the hostile notebook");
 
-before(async () => {
-  rmSync(root, { recursive: true, force: true });
-  mkdirSync(root, { recursive: true });
-  // One code cell per case with the payload as a saved output; never run, never trusted.
-  writeNotebook(
-    path.join(root, "hostile.ipynb"),
-    CASES.map((c) => ({ code: `// ${c.name}`, outputs: [displayOutput(c.mime, c.data)] })),
-  );
-  lab = await startTestLab({ root, name: "hostile" });
-  browser = await launchBrowser();
-  ({ page, pageErrors, external } = await newPage(browser));
-});
+before(
+  async () => {
+    rmSync(root, { recursive: true, force: true });
+    mkdirSync(root, { recursive: true });
+    // One code cell per case with the payload as a saved output; never run, never trusted.
+    writeNotebook(
+      path.join(root, "hostile.ipynb"),
+      CASES.map((c) => ({ code: `// ${c.name}`, outputs: [displayOutput(c.mime, c.data)] })),
+    );
+    lab = await startTestLab({ root, name: "hostile" });
+    browser = await launchBrowser();
+    ({ page, pageErrors, external } = await newPage(browser));
+  },
+  { timeout: TIMEOUT.setup },
+);
 
-after(async () => {
-  await browser?.close();
-  await lab?.stop();
-});
+after(() => shutDown(browser, lab), { timeout: LIMITS.action });
 
 test("hostile payloads render as text or an error box; nothing runs", {
-  timeout: 240000,
+  timeout: TIMEOUT.notebook,
 }, async () => {
   const t0 = Date.now();
-  await page.goto(`${lab.base}/lab/tree/hostile.ipynb?token=${lab.token}`);
-  await page.waitForSelector("body[data-mmulab-ready=true]", { state: "attached", timeout: 60000 });
+  const opening = budget(LIMITS.open);
+  await openLab(page, lab, "hostile.ipynb", opening);
   const cells = page.locator(".jp-Notebook .jp-CodeCell");
   await page.waitForFunction(
     (n) => document.querySelectorAll(".jp-Notebook .jp-CodeCell").length === n,
     CASES.length,
-    { timeout: 120000 },
+    { timeout: opening() },
   );
-  // Every output settles into our view or our error box.
+  // Every output settles into our view or our error box (two of them validate about 10 MB).
+  const drawing = budget(LIMITS.run);
   await page.waitForFunction(
     (n) =>
       document.querySelectorAll(".mmulab-output .mmulab-view, .mmulab-output .mmulab-error")
         .length >= n,
     CASES.length,
-    { timeout: 120000 },
+    { timeout: drawing() },
   );
+  drawn.done();
   console.log(
     `hostile notebook (${CASES.length} outputs, two of about 10 MB) drawn in ${Date.now() - t0} ms`,
   );
@@ -72,7 +81,7 @@ test("hostile payloads render as text or an error box; nothing runs", {
     const errorBoxes = await outNode.locator(".mmulab-error").count();
     const text = await outNode.textContent();
     if (c.expect === "plot") {
-      await outNode.locator(".main-svg").first().waitFor({ timeout: 60000 });
+      await outNode.locator(".main-svg").first().waitFor({ timeout: drawing() });
       assert.equal(errorBoxes, 0, `${c.name}: error box for a valid figure: ${text.slice(0, 300)}`);
       // Plotly's own SVG is expected here; what must not exist is anything live from the labels.
       const live = await outNode
@@ -123,6 +132,7 @@ test("hostile payloads render as text or an error box; nothing runs", {
 });
 
 test("the future-version payload is rejected with a clear message", async () => {
+  drawn.check();
   const i = CASES.findIndex((c) => c.name === "future version");
   const msg = await page
     .locator(".jp-Notebook .jp-CodeCell")

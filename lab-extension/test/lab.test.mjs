@@ -8,11 +8,16 @@ import { after, before, describe, test } from "node:test";
 import {
   artifacts,
   assertCleanPage,
+  budget,
+  LIMITS,
   launchBrowser,
   newPage,
   openAndRunAll,
+  prerequisite,
   publishScreenshots,
+  shutDown,
   startTestLab,
+  TIMEOUT,
   writeNotebook,
 } from "./helpers.mjs";
 import { PTE, pagetablePayload, plotlyFigure, walkPayload } from "./payloads.mjs";
@@ -55,37 +60,53 @@ let consoleErrors;
 let httpErrors;
 let external;
 const root = path.join(artifacts, "lab-root");
+const ran = prerequisite("opening and running the notebook");
 
-before(async () => {
-  rmSync(root, { recursive: true, force: true });
-  mkdirSync(root, { recursive: true });
-  // The root lies inside the repo so the kernel resolves @mmulab/* from the repo's node_modules.
-  writeNotebook(path.join(root, "renderers.ipynb"), CELLS);
-  lab = await startTestLab({ root, name: "lab" });
-  browser = await launchBrowser();
-  ({ page, pageErrors, consoleErrors, external, httpErrors } = await newPage(browser));
-});
+before(
+  async () => {
+    rmSync(root, { recursive: true, force: true });
+    mkdirSync(root, { recursive: true });
+    // The root lies inside the repo so the kernel resolves @mmulab/* from the repo's node_modules.
+    writeNotebook(path.join(root, "renderers.ipynb"), CELLS);
+    lab = await startTestLab({ root, name: "lab" });
+    browser = await launchBrowser();
+    ({ page, pageErrors, consoleErrors, external, httpErrors } = await newPage(browser));
+  },
+  { timeout: TIMEOUT.setup },
+);
 
-after(async () => {
-  await browser?.close();
-  await lab?.stop();
-});
+after(() => shutDown(browser, lab), { timeout: LIMITS.action });
 
 /** Output node of the `n`-th code cell (0-based among code cells) with a renderer's class. */
 const out = (cls, n = 0) => page.locator(`.jp-OutputArea-output.mmulab-output .${cls}`).nth(n);
 
 describe("JupyterLab from npm start, mmulab kernel, mmulab renderers", () => {
   test("opens the notebook and runs all cells with the mmulab kernel", {
-    timeout: 180000,
+    timeout: TIMEOUT.notebook,
   }, async () => {
     await openAndRunAll(page, lab, "renderers.ipynb");
-    await out("mmulab-pagetable").waitFor({ timeout: 90000 });
-    await out("mmulab-walk").waitFor({ timeout: 30000 });
-    await page.waitForSelector(".mmulab-plotly.js-plotly-plot .main-svg", { timeout: 60000 });
-    await out("mmulab-walk", 1).waitFor({ timeout: 60000 });
-    // Every code cell ran (an execution count) and none produced an error output.
-    const counts = await page.locator(".jp-CodeCell .jp-InputArea-prompt").allInnerTexts();
-    assert.equal(counts.length, CELLS.filter((c) => typeof c === "string").length);
+    // The cells run in order; the first output includes the kernel's TypeScript start-up.
+    const left = budget(LIMITS.run);
+    await out("mmulab-pagetable").waitFor({ timeout: left() });
+    await out("mmulab-walk").waitFor({ timeout: left() });
+    await page.waitForSelector(".mmulab-plotly.js-plotly-plot .main-svg", { timeout: left() });
+    await out("mmulab-walk", 1).waitFor({ timeout: left() });
+    ran.done();
+    // Every code cell ran (an execution count) and none produced an error output. A cell's output
+    // arrives before its execute_reply, so the last prompt may still say [*] for a moment.
+    const nCode = CELLS.filter((c) => typeof c === "string").length;
+    await page
+      .waitForFunction(
+        (n) => {
+          const prompts = [...document.querySelectorAll(".jp-CodeCell .jp-InputArea-prompt")];
+          return prompts.length === n && prompts.every((e) => /\[\d+\]/.test(e.textContent));
+        },
+        nCode,
+        { timeout: left(), polling: 250 },
+      )
+      .catch(() => {}); // the assertions below say which prompt is missing
+    const counts = await page.locator(".jp-CodeCell .jp-InputArea-prompt").allTextContents();
+    assert.equal(counts.length, nCode);
     for (const c of counts) assert.match(c, /\[\d+\]/, `a cell did not run: prompt ${c}`);
     assert.equal(
       await page
@@ -98,6 +119,7 @@ describe("JupyterLab from npm start, mmulab kernel, mmulab renderers", () => {
   });
 
   test("the tree's nodes and labels match the payload", async () => {
+    ran.check();
     const trees = out("mmulab-pagetable").locator(".mmulab-pt-tree");
     assert.equal(await trees.count(), PT.trees.length);
     for (let i = 0; i < PT.trees.length; i++) {
@@ -105,13 +127,13 @@ describe("JupyterLab from npm start, mmulab kernel, mmulab renderers", () => {
       const tree = trees.nth(i);
       assert.equal(await tree.getAttribute("data-kind"), t.kind);
       assert.match(
-        await tree.locator(".mmulab-pt-tree-title").innerText(),
+        await tree.locator(".mmulab-pt-tree-title").textContent(),
         new RegExp(t.label.replace(/[()]/g, "\\$&")),
       );
       const rootHead = tree.locator(`.mmulab-pt-table[data-path='${i}'] > .mmulab-pt-table-head`);
-      assert.equal(await rootHead.locator(".mmulab-pt-name").innerText(), t.root.name);
+      assert.equal(await rootHead.locator(".mmulab-pt-name").textContent(), t.root.name);
       if (t.root.addr)
-        assert.equal(await rootHead.locator(".mmulab-pt-addr").innerText(), `@${t.root.addr}`);
+        assert.equal(await rootHead.locator(".mmulab-pt-addr").textContent(), `@${t.root.addr}`);
     }
     // The guest PT (PML4[0] → PDPT[0] → PD[2]): every payload entry is covered by a row or a
     // folded run, and the absent rows account for the rest of the 512 slots.
@@ -159,6 +181,7 @@ describe("JupyterLab from npm start, mmulab kernel, mmulab renderers", () => {
   });
 
   test("a click expands and collapses a table", async () => {
+    ran.check();
     const tdpPt = out("mmulab-pagetable").locator(".mmulab-pt-table[data-path='1.0.0.1']");
     const toggle = tdpPt.locator(":scope > .mmulab-pt-table-head > .mmulab-toggle");
     const body = tdpPt.locator(":scope > .mmulab-pt-body");
@@ -182,6 +205,7 @@ describe("JupyterLab from npm start, mmulab kernel, mmulab renderers", () => {
   });
 
   test("a selected entry shows its decoded bits, frame and range", async () => {
+    ran.check();
     const row = out("mmulab-pagetable").locator(
       ".mmulab-pt-table[data-path='0.0.0.2'] .mmulab-pt-entry[data-index='20']",
     );
@@ -204,6 +228,7 @@ describe("JupyterLab from npm start, mmulab kernel, mmulab renderers", () => {
     if (value & (1n << BigInt(PTE.D))) expect.push("D");
     for (const f of expect) assert.ok(fields.includes(f), `field ${f} missing from ${fields}`);
     assert.ok(!fields.includes("R/W"), "R/W shown for a read-only entry");
+    // biome-ignore lint/performance/useDomNodeTextContent: the patterns need the breaks between fields
     const text = await detail.innerText();
     // The PT sits under PD[2]: it maps from 2 * 2 MiB; entry 20 maps 4 KiB at 20 * 4 KiB above that.
     const start = 2n * 0x200000n + 20n * 0x1000n;
@@ -215,19 +240,21 @@ describe("JupyterLab from npm start, mmulab kernel, mmulab renderers", () => {
   });
 
   test("search by address walks to the entry", async () => {
+    ran.check();
     const pt = out("mmulab-pagetable");
     await pt.locator(".mmulab-search-input").fill("0x40b123");
     await pt.locator(".mmulab-search-go").click();
-    const title = await pt.locator(".mmulab-detail-title").innerText();
+    const title = await pt.locator(".mmulab-detail-title").textContent();
     // 0x40b123: PD index (bits 29:21) = 2, PT index (bits 20:12) = 11.
     assert.match(title, new RegExp(`PT\\[${(0x40b123 >> 12) & 511}\\]`));
     assert.match(
-      await pt.locator(".mmulab-search-result").innerText(),
+      await pt.locator(".mmulab-search-result").textContent(),
       /PML4\[0\] → PDPT\[0\] → PD\[2\] → PT\[11\] → leaf/,
     );
   });
 
   test("the walk trace lists every level and decodes the fault", async () => {
+    ran.check();
     const w = out("mmulab-walk");
     const levels = await w
       .locator(".mmulab-walk-level")
@@ -238,6 +265,7 @@ describe("JupyterLab from npm start, mmulab kernel, mmulab renderers", () => {
     );
     const bits = await w
       .locator(".mmulab-walk-bitfield")
+      // biome-ignore lint/performance/useDomNodeTextContent: \b needs the breaks between name and value
       .evaluateAll((els) => els.map((e) => e.innerText));
     assert.equal(bits.length, WALK.indexBits.length);
     for (let i = 0; i < bits.length; i++)
@@ -255,11 +283,12 @@ describe("JupyterLab from npm start, mmulab kernel, mmulab renderers", () => {
     assert.equal(errs.P, "true");
     assert.equal(errs.W, "true");
     assert.equal(errs.U, "true");
-    assert.match(await w.innerText(), /protection violation/);
+    assert.match(await w.textContent(), /protection violation/);
     await w.screenshot({ path: path.join(artifacts, "walk.png") });
   });
 
   test("the plotly plot has its traces", async () => {
+    ran.check();
     const n = await page.locator(".mmulab-plotly.js-plotly-plot").evaluate((el) => el.data.length);
     assert.equal(n, FIG.data.length);
     assert.equal(
@@ -274,6 +303,7 @@ describe("JupyterLab from npm start, mmulab kernel, mmulab renderers", () => {
   });
 
   test("the simulator's own snapshot and walk render", async () => {
+    ran.check();
     const tree = out("mmulab-pagetable", 1);
     await tree.locator(".mmulab-search-input").fill(`0x${(SIM.gva + SIM.walkOffset).toString(16)}`);
     await tree.locator(".mmulab-search-go").click();

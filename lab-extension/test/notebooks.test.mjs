@@ -12,14 +12,18 @@ import {
   activeNotebook,
   artifacts,
   assertCleanPage,
+  budget,
   deleteSessions,
+  LIMITS,
   launchBrowser,
   newPage,
   openAndRunAll,
+  prerequisite,
   publishScreenshots,
   recordKernelOutputs,
   repo,
   startTestLab,
+  TIMEOUT,
 } from "./helpers.mjs";
 
 const root = path.join(repo, "notebooks");
@@ -106,29 +110,36 @@ let ctx;
 /** Output bundles the kernel sent, by the code of the execute_request they answer. */
 let kernelOutputs;
 const t0 = performance.now();
+const tourRan = prerequisite("opening and running 00-tour.ipynb");
 
-before(async () => {
-  // Autosave off: running the cells must not write outputs into notebooks/ (owned by the lead).
-  lab = await startTestLab({
-    root,
-    name: "notebooks",
-    userSettings: { "@jupyterlab/docmanager-extension:plugin": { autosave: false } },
-  });
-  browser = await launchBrowser();
-  ctx = await newPage(browser, { width: 1200, height: 900 });
-  kernelOutputs = recordKernelOutputs(ctx.page);
-});
+before(
+  async () => {
+    // Autosave off: running the cells must not write outputs into notebooks/ (owned by the lead).
+    lab = await startTestLab({
+      root,
+      name: "notebooks",
+      userSettings: { "@jupyterlab/docmanager-extension:plugin": { autosave: false } },
+    });
+    browser = await launchBrowser();
+    ctx = await newPage(browser, { width: 1200, height: 900 });
+    kernelOutputs = recordKernelOutputs(ctx.page);
+  },
+  { timeout: TIMEOUT.setup },
+);
 
-after(async () => {
-  // Each step runs even if the one before failed: sessions (kernels) first, then the server.
-  try {
-    if (lab) await deleteSessions(lab);
-    await browser?.close();
-  } finally {
-    await lab?.stop();
-    console.log(`# notebooks test: ${Math.round(performance.now() - t0)} ms`);
-  }
-});
+after(
+  async () => {
+    // Each step runs even if the one before failed: sessions (kernels) first, then the server.
+    try {
+      if (lab) await deleteSessions(lab);
+      await browser?.close();
+    } finally {
+      await lab?.stop();
+      console.log(`# notebooks test: ${Math.round(performance.now() - t0)} ms`);
+    }
+  },
+  { timeout: 2 * LIMITS.action },
+);
 
 /** The payloads of `mime` the kernel sent for the cell with source `code`. */
 function sent(code, mime) {
@@ -152,10 +163,10 @@ async function shootOutput(loc, file, maxHeight) {
   const scroller = panel().locator(".jp-WindowedPanel-outer");
   await loc.scrollIntoViewIfNeeded();
   const view = await scroller.boundingBox();
-  // The windowed notebook re-measures cells as they paint, so positions move for a few frames:
-  // scroll until the output's top stays at the view's top.
+  // The windowed notebook re-measures cells as they paint, so positions move for a few frames
+  // (many more on a loaded machine): scroll until the output's top stays at the view's top.
   let box = await loc.boundingBox();
-  for (let i = 0; i < 20 && Math.abs(box.y - view.y) >= 1; i++) {
+  for (const left = budget(LIMITS.action); Math.abs(box.y - view.y) >= 1 && !left.over(); ) {
     await scroller.evaluate((el, dy) => {
       el.scrollTop += dy;
     }, box.y - view.y);
@@ -173,7 +184,7 @@ async function shootOutput(loc, file, maxHeight) {
 }
 
 /** Waits until every code cell of the active notebook shows an execution count. */
-async function waitAllRan(nCode, timeout) {
+async function waitAllRan(nCode, timeout = LIMITS.run) {
   await ctx.page.waitForFunction(
     (n) => {
       const p = document.querySelector(".jp-NotebookPanel:not(.lm-mod-hidden)");
@@ -193,12 +204,16 @@ async function waitAllRan(nCode, timeout) {
 }
 
 describe("00-tour.ipynb in JupyterLab", () => {
-  test("opens and runs all cells with the mmulab kernel", { timeout: 90000 }, async () => {
+  test("opens and runs all cells with the mmulab kernel", {
+    timeout: TIMEOUT.notebook,
+  }, async () => {
     await openAndRunAll(ctx.page, lab, TOUR);
-    await waitAllRan(tourCells.length, 80000);
+    await waitAllRan(tourCells.length);
+    tourRan.done();
   });
 
   test("the walk trace lists the 4 levels and the gpa of the tour's walk", async () => {
+    tourRan.check();
     const cell = cellMatching(tourCells, /^vcpu\.walk\(/m);
     assert.equal(tour.mode, "4-level");
     const idx = indices4(tour.walkGva);
@@ -241,6 +256,7 @@ describe("00-tour.ipynb in JupyterLab", () => {
   });
 
   test("the side-by-side view shows a guest tree and a TDP tree", async () => {
+    tourRan.check();
     const cell = cellMatching(tourCells, /^sideBySide\(/m);
     const out = cellOutput(cell.index).locator(".mmulab-pagetable");
     const kinds = await out
@@ -287,6 +303,7 @@ describe("00-tour.ipynb in JupyterLab", () => {
   };
 
   test("the changes(...) view marks what the 8 MiB sweep changed", async () => {
+    tourRan.check();
     const cell = cellMatching(tourCells, /^changes\(/m);
     const out = cellOutput(cell.index).locator(".mmulab-pagetable");
     const [payload] = sent(cell.source, PAGETABLE);
@@ -315,6 +332,7 @@ describe("00-tour.ipynb in JupyterLab", () => {
   });
 
   test("the TDP tree's Δ count matches the entries that changed", async () => {
+    tourRan.check();
     const cell = cellMatching(tourCells, /^changes\(/m);
     const title = await cellOutput(cell.index)
       .locator(".mmulab-pt-tree[data-kind='tdp'] .mmulab-pt-tree-title")
@@ -323,6 +341,7 @@ describe("00-tour.ipynb in JupyterLab", () => {
   });
 
   test("each plot has the three leaf-size traces with KVM's counts", async () => {
+    tourRan.check();
     const cells = tourCells
       .map((source, index) => ({ source, index }))
       .filter((c) => /plotSpteLevels\(/.test(c.source));
@@ -337,7 +356,7 @@ describe("00-tour.ipynb in JupyterLab", () => {
         y: xs.map((x) => expectedLeaves(backing, x * MiB)[k]),
       }));
       const plot = cellOutput(c.index).locator(".mmulab-plotly.js-plotly-plot");
-      await plot.locator(".main-svg").first().waitFor();
+      await plot.locator(".main-svg").first().waitFor({ timeout: LIMITS.run });
       // What plotly drew: one trace group per series and a legend entry per name.
       assert.equal(await plot.locator(".scatterlayer .trace, .barlayer .trace").count(), 3);
       assert.deepEqual(
@@ -363,6 +382,7 @@ describe("00-tour.ipynb in JupyterLab", () => {
   });
 
   test("the summary cell gives KVM's fault and shadow-page counts", async () => {
+    tourRan.check();
     const cell = cellMatching(tourCells, /faults: small\.vm\.stats\.pf_fixed/);
     const text = await cellOutput(cell.index).textContent();
     // One EPT violation per leaf; TDP pages: a PML4 root, one PDPT, one PD for the 1 GiB region,
@@ -382,11 +402,11 @@ describe("00-tour.ipynb in JupyterLab", () => {
 });
 
 describe("teacher/01-page-walk-lab.ipynb in JupyterLab", () => {
-  test("every check(...) says Right", { timeout: 60000 }, async () => {
+  test("every check(...) says Right", { timeout: TIMEOUT.notebook }, async () => {
     const checks = labCells.filter((c) => /^check\("ex\d+", ex\d+\)$/m.test(c)).length;
     assert.equal(checks, 10);
     await openAndRunAll(ctx.page, lab, LAB);
-    await waitAllRan(labCells.length, 50000);
+    await waitAllRan(labCells.length);
     const boxes = panel().locator(".mmulab-check");
     assert.equal(await boxes.count(), checks);
     const heads = await boxes.locator("b").allTextContents();

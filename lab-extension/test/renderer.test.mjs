@@ -3,7 +3,7 @@
 // decoding, walk results, and a renderer failure drawn inside the widget.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { rendererPageFixture, renderWidget } from "./helpers.mjs";
+import { rendererPageFixture, renderWidget, TIMEOUT } from "./helpers.mjs";
 import { EPT, entryValue, PTE, smallSnapshot, walkPayload } from "./payloads.mjs";
 
 const PT_MIME = "application/vnd.mmulab.pagetable+json";
@@ -15,7 +15,9 @@ const render = (payload, mime = PT_MIME) => renderWidget(fx.page, payload, mime)
 
 const guestPt = (tree) => tree.root.entries[0].child.entries[0].child.entries[0].child;
 
-test("diff: added, changed and removed entries are marked and counted", async () => {
+test("diff: added, changed and removed entries are marked and counted", {
+  timeout: TIMEOUT.page,
+}, async () => {
   const now = smallSnapshot({ after: true });
   const before = smallSnapshot({ after: false });
   // Changed: PT[20] becomes dirty. Removed: PT[30] existed before only.
@@ -51,7 +53,9 @@ test("diff: added, changed and removed entries are marked and counted", async ()
   assert.match(detail, new RegExp(`before${entryValue(0x214, [PTE.P, PTE.US, PTE.A])}`));
 });
 
-test("32-bit paging: 1024-entry tables, 4 MiB per PD entry, search lands on the PT entry", async () => {
+test("32-bit paging: 1024-entry tables, 4 MiB per PD entry, search lands on the PT entry", {
+  timeout: TIMEOUT.page,
+}, async () => {
   const va = 0x00c05123;
   const pdIndex = Math.floor(va / 2 ** 22); // bits 31:22
   const ptIndex = Math.floor(va / 4096) % 1024; // bits 21:12
@@ -115,7 +119,7 @@ test("32-bit paging: 1024-entry tables, 4 MiB per PD entry, search lands on the 
   assert.match(await w.locator(".mmulab-search-result").textContent(), /not an address/);
 });
 
-test("EPT entries decode to EPT field names", async () => {
+test("EPT entries decode to EPT field names", { timeout: TIMEOUT.page }, async () => {
   const { tdp } = smallSnapshot();
   const w = await render({ version: 1, kind: "pagetable", trees: [tdp] });
   const leaf = tdp.root.entries[0].child.entries[0].child.entries[0].child.entries[0];
@@ -147,7 +151,7 @@ test("EPT entries decode to EPT field names", async () => {
   );
 });
 
-test("walk: a successful 2 MiB translation and a #GP", async () => {
+test("walk: a successful 2 MiB translation and a #GP", { timeout: TIMEOUT.page }, async () => {
   const ok = walkPayload();
   ok.levels = ok.levels.slice(0, 3);
   ok.levels[2].leaf = true;
@@ -165,7 +169,9 @@ test("walk: a successful 2 MiB translation and a #GP", async () => {
   );
 });
 
-test("a renderer failure is drawn in the widget (plotly cannot load in this page)", async () => {
+test("a renderer failure is drawn in the widget (plotly cannot load in this page)", {
+  timeout: TIMEOUT.page,
+}, async () => {
   const w = await render(
     { data: [{ type: "bar", x: [1], y: [2] }] },
     "application/vnd.plotly.v1+json",
@@ -178,7 +184,9 @@ test("a renderer failure is drawn in the widget (plotly cannot load in this page
   assert.deepEqual(fx.pageErrors, []);
 });
 
-test("an entry's toggle and its child table's toggle expand and collapse the same table", async () => {
+test("an entry's toggle and its child table's toggle expand and collapse the same table", {
+  timeout: TIMEOUT.page,
+}, async () => {
   const { guest } = smallSnapshot();
   const w = await render({ version: 1, kind: "pagetable", trees: [guest] });
   const entryToggle = w.locator(".mmulab-pt-entry[data-path='0.0.0.2'] > .mmulab-entry-toggle");

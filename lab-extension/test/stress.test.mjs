@@ -3,13 +3,13 @@
 import assert from "node:assert/strict";
 import path from "node:path";
 import { test } from "node:test";
-import { artifacts, rendererPageFixture } from "./helpers.mjs";
+import { artifacts, rendererPageFixture, TIMEOUT } from "./helpers.mjs";
 
 const LEAVES = 100000;
 const fx = rendererPageFixture();
 
 test(`renders ${LEAVES} present leaves and expands a table (times printed, not asserted)`, {
-  timeout: 120000,
+  timeout: TIMEOUT.page,
 }, async () => {
   const { page, pageErrors } = fx;
   const t = await page.evaluate(async (n) => {
@@ -41,7 +41,7 @@ test(`renders ${LEAVES} present leaves and expands a table (times printed, not a
   for (let i = 0; i < 512; i++) if ((150 * 512 + i) % 7 === 0) dirty++;
   const covered = await ptRows.evaluate((body) => {
     let n = 0;
-    for (const r of body.querySelectorAll(":scope > .mmulab-pt-entry")) n += 1;
+    n += body.querySelectorAll(":scope > .mmulab-pt-entry").length;
     for (const r of body.querySelectorAll(":scope > .mmulab-pt-runwrap > .mmulab-pt-run"))
       n += Number(r.dataset.count);
     return n;
