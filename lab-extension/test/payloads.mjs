@@ -339,6 +339,29 @@ export function stressPayload(leaves = 100000) {
   };
 }
 
+/**
+ * The same entries with each stretch of alike 4 KiB leaves (next index, same flags, next frame)
+ * folded into one entry with `count`, as core's snapshots fold them.
+ */
+export function foldLeafRuns(entries) {
+  const out = [];
+  for (const e of entries) {
+    const r = out[out.length - 1];
+    const n = r?.count ?? 1;
+    const continues =
+      r?.leaf &&
+      e.leaf &&
+      r.pageSize === 4096 &&
+      e.pageSize === 4096 &&
+      e.index === r.index + n &&
+      e.flags.join() === r.flags.join() &&
+      BigInt(e.target) === BigInt(r.target) + BigInt(n);
+    if (continues) r.count = n + 1;
+    else out.push({ ...e });
+  }
+  return out;
+}
+
 /** Strings that would run script or load something if any renderer turned them into HTML. */
 export const HOSTILE_STRINGS = [
   "<script>window.__mmulabPwned = (window.__mmulabPwned || 0) + 1</script>",

@@ -72,3 +72,37 @@ test(`renders ${LEAVES} present leaves and expands a table (times printed, not a
   assert.deepEqual(pageErrors, []);
   await page.screenshot({ path: path.join(artifacts, "stress.png") });
 });
+
+test(`diff of ${LEAVES} leaves against the same leaves folded into runs (time printed, not asserted)`, {
+  timeout: TIMEOUT.page,
+}, async () => {
+  const { page, pageErrors } = fx;
+  // One clean leaf of PT 150 becomes dirty (D set); `before` holds every leaf, folded into runs.
+  let at = 0;
+  while ((150 * 512 + at) % 7 === 0) at++;
+  const t = await page.evaluate(
+    async ([n, at]) => {
+      const { stressPayload, foldLeafRuns, render } = window.mmulabTest;
+      const now = stressPayload(n);
+      const before = stressPayload(n);
+      for (const pt of before.trees[0].root.entries[0].child.entries[0].child.entries)
+        pt.child.entries = foldLeafRuns(pt.child.entries);
+      const leaf =
+        now.trees[0].root.entries[0].child.entries[0].child.entries[150].child.entries[at];
+      leaf.value = `0x${(BigInt(leaf.value) | (1n << 6n)).toString(16)}`;
+      leaf.flags = [...leaf.flags, "dirty"];
+      return render({ ...now, before: before.trees });
+    },
+    [LEAVES, at],
+  );
+  console.log(
+    `stress: diff against a folded before — validate+diff+build ${t.built.toFixed(0)} ms, first paint ${t.painted.toFixed(0)} ms`,
+  );
+  const w = page.locator(".mmulab-output").last();
+  assert.match(await w.locator(".mmulab-pt-tree-title").textContent(), /Δ 1 changed$/);
+  const changed = await w
+    .locator(".mmulab-pt-entry.mmulab-diff-changed")
+    .evaluateAll((els) => els.map((e) => e.dataset.path));
+  assert.deepEqual(changed, [`0.0.0.150.${at}`]);
+  assert.deepEqual(pageErrors, []);
+});
