@@ -8,6 +8,9 @@
  * against the precomputed permission table; A (every level) and D (leaf, writes) are written back
  * with cmpxchg only after the whole walk succeeded.
  *
+ * The pre-2008 flavours of the seed-2007 switch (`features.guestWalker: "w07b" | "w07a"`) live in
+ * paging_tmpl_w07.ts and share the per-level pieces below; the vCPU picks its walk function once.
+ *
  * Hot path: integers and typed arrays only; results land in a reusable {@link GuestWalker}.
  */
 
@@ -60,6 +63,8 @@ export class GuestMmuContext {
   nx = false;
   /** CR4.SMEP (selects whether a fetch sets PFERR_FETCH when EFER.NXE is clear). */
   smep = false;
+  /** CR0.WP (the 2007 walkers test it per level; the modern one through `permissions`). */
+  wp = false;
   /** CR4.PSE (32-bit paging: 4 MiB pages). */
   pse = false;
   /** Guest has PSE-36 (32-bit 4 MiB pages reach 36-bit addresses). */
@@ -93,6 +98,11 @@ export interface WalkerEnv {
   /** RFLAGS (for AC) and PKRU at the time of the access. */
   readonly rflags: number;
   readonly pkru: number;
+  /**
+   * The 2.6.23–25 walker's `kvm_mmu_pte_write` after it set D in a gpte (`bytes` = gpte size):
+   * the MMU beneath hears of the guest-table write as it hears of guest stores. Optional.
+   */
+  notifyPteWrite?(gpa: number, bytes: number): void;
 }
 
 /** Result/state of one walk (`struct guest_walker`); reused across walks. */
@@ -134,6 +144,20 @@ export class GuestWalker {
   /** Counters (`gpte_reads`, `gpte_ad_writes`). */
   gpteReads = 0;
   gpteAdWrites = 0;
+  /**
+   * Of `gpteAdWrites`, the D bits the 2.6.21/22 walker flavour ("w07a") left to the step after
+   * the walk (`FNAME(fix_write_pf)` time).
+   */
+  gpteDWritesAfterWalk = 0;
+  /**
+   * Most guest-table mappings held across walker levels (`mappings_held_max`): 1 for "w07a",
+   * which kept the current table mapped from level to level and returned it to its caller;
+   * 0 for "w07b" and "modern", which map a table only to touch one gpte.
+   */
+  mappingsHeldMax = 0;
+  /** The entry the walk starts from: CR3, or for PAE the PDPTE register (set by the walk). */
+  rootLo = 0;
+  rootHi = 0;
 }
 
 /** Walk failure kinds (GuestWalker.failure). */
@@ -164,6 +188,27 @@ export function pt32Index(lo: number, level: number): number {
   return level === 2 ? lo >>> 22 : (lo >>> 12) & 1023;
 }
 
+/** pfec of the walker's own table accesses: W|U, as KVM's `nested_access` (A/D may be written). */
+const NESTED_ACCESS = PFERR_WRITE_MASK | PFERR_USER_MASK;
+
+/** Guest walker flavours of the seed-2007 switch `features.guestWalker` (spec §13.2, §16). */
+export const GUEST_WALKER_FLAVOURS = ["modern", "w07b", "w07a"] as const;
+/** "modern": `walk_addr_generic`; "w07b": 2.6.23–25 walker; "w07a": 2.6.21/22 walker. */
+export type GuestWalkerFlavour = (typeof GUEST_WALKER_FLAVOURS)[number];
+
+/**
+ * A walk function (`walkAddrGeneric`, `walkAddrW07b`, `walkAddrW07a`). The vCPU picks one when it
+ * is created, so the modern loop carries no flavour branches.
+ */
+export type WalkAddrFn = (
+  w: GuestWalker,
+  mmu: GuestMmuContext,
+  env: WalkerEnv,
+  hi: number,
+  lo: number,
+  access: number,
+) => boolean;
+
 /**
  * Walk the guest tables for gva (`hi`:`lo`) and access `access` (PFERR_W/U/F, plus
  * PFERR_IMPLICIT_ACCESS). Returns true on success (w.gfn, w.gpa, w.pteAccess set) or false with
@@ -177,47 +222,31 @@ export function walkAddrGeneric(
   lo: number,
   access: number,
 ): boolean {
-  const writeFault = access & PFERR_WRITE_MASK;
-  const userFault = access & PFERR_USER_MASK;
-  const fetchFault = access & PFERR_FETCH_MASK;
-  const mem = env.memory;
-  let errcode = 0;
   let level = mmu.rootLevel;
-  const wide = level !== 2;
   let pteLo: number;
   let pteHi: number;
-  w.aSet = 0;
-  w.dSet = 0;
-  w.failure = WALK_OK;
-
   if (level === 3) {
-    // PAE: the PDPTE comes from the registers loaded at CR3 load, not from memory.
-    const i = lo >>> 30;
-    pteLo = mmu.pdptrLo[i]!;
-    pteHi = mmu.pdptrHi[i]!;
-    w.tableGfn[2] = Math.floor(mmu.pdptGpa / 4096);
-    w.pteGpa[2] = mmu.pdptGpa + i * 8;
-    w.pteIndex[2] = i;
-    w.ptesLo[2] = pteLo;
-    w.ptesHi[2] = pteHi;
-    if ((pteLo & PT_PRESENT_MASK) === 0) {
-      w.level = 3;
-      w.maxLevel = 3;
-      w.failure = WALK_NOT_PRESENT;
-      return walkError(w, mmu, errcode, writeFault, userFault, fetchFault);
-    }
-    level = 2;
+    level = walkStart(w, mmu, lo);
+    if (level === 0) return walkError(w, mmu, 0, access);
+    pteLo = w.rootLo;
+    pteHi = w.rootHi;
   } else {
+    w.aSet = 0;
+    w.dSet = 0;
+    w.failure = WALK_OK;
+    w.maxLevel = level;
     pteLo = mmu.cr3Lo;
     pteHi = mmu.cr3Hi;
   }
-  w.maxLevel = level;
+  const wide = mmu.rootLevel !== 2;
 
   // Effective rights so far, as ACC bits: exec (= P xor NX) | W | U.
   let pteAccess = 7;
   let ptAccess = 7;
   let accessedAll = PT_ACCESSED_MASK;
-  const nestedAccess = PFERR_WRITE_MASK | PFERR_USER_MASK;
+  const mem = env.memory;
+  // The level loop inlines readGpte / gpteFailure / isLastGpte (the 2007 walkers call them):
+  // as calls they cost the modern walk 15-20 % in core/bench/walker.bench.mjs.
   for (;;) {
     ptAccess = pteAccess;
     let index: number;
@@ -236,19 +265,18 @@ export function walkAddrGeneric(
     w.tableGfn[li] = tableGfn;
     w.pteGpa[li] = tableGfn * 4096 + offset;
     w.pteIndex[li] = index;
-    const hvfn = env.translate(tableGfn * 4096, nestedAccess, false);
+    const hvfn = env.translate(tableGfn * 4096, NESTED_ACCESS, false);
     if (hvfn < 0) {
-      // No memslot behind the table: KVM's walker fails with a not-present #PF.
       w.ptesLo[li] = w.ptesHi[li] = 0;
       w.level = level;
       w.failure = WALK_NO_TABLE;
-      return walkError(w, mmu, errcode, writeFault, userFault, fetchFault);
+      return walkError(w, mmu, 0, access);
     }
     w.tableHvfn[li] = hvfn;
     w.pteWritable[li] = env.writable ? 1 : 0;
     const wi = mem.wordIndex(hvfn);
     if (wi < 0) {
-      pteLo = 0; // never-written frame: zeros
+      pteLo = 0;
       pteHi = 0;
     } else {
       const slab = mem.slab;
@@ -261,26 +289,169 @@ export function walkAddrGeneric(
 
     // NX inverted into the P position (bit 0 = exec) so all rights combine by AND.
     pteAccess = ptAccess & ((pteLo & 7) ^ (pteHi >>> 31));
-    if ((pteLo & PT_PRESENT_MASK) === 0) {
-      w.level = level;
-      w.failure = WALK_NOT_PRESENT;
-      return walkError(w, mmu, errcode, writeFault, userFault, fetchFault);
-    }
+    if ((pteLo & PT_PRESENT_MASK) === 0) return failWalk(w, mmu, level, WALK_NOT_PRESENT, access);
     const ri = ((pteLo >>> 7) & 1) * 5 + li;
-    if (((pteLo & mmu.rsvdLo[ri]!) | (pteHi & mmu.rsvdHi[ri]!)) !== 0) {
-      w.level = level;
-      w.failure = WALK_RSVD;
-      errcode = PFERR_RSVD_MASK | PFERR_PRESENT_MASK;
-      return walkError(w, mmu, errcode, writeFault, userFault, fetchFault);
-    }
+    if (((pteLo & mmu.rsvdLo[ri]!) | (pteHi & mmu.rsvdHi[ri]!)) !== 0)
+      return failWalk(w, mmu, level, WALK_RSVD, access);
     w.ptAccess[li] = ptAccess;
     accessedAll &= pteLo;
-    // FNAME(is_last_gpte): level 1 ends; bit 7 ends where it is a page-size bit (in 32-bit
-    // paging only with CR4.PSE; at PML4/PML5 it was a reserved-bit fault above).
     if (level === 1) break;
     if ((pteLo & PT_PAGE_SIZE_MASK) !== 0 && (wide || mmu.pse)) break;
     level--;
   }
+  if (!finishWalk(w, mmu, env, level, wide, pteLo, pteHi, lo, access, pteAccess)) return false;
+  if (accessedAll === 0 || ((access & PFERR_WRITE_MASK) !== 0 && (pteLo & PT_DIRTY_MASK) === 0)) {
+    updateAccessedDirtyBits(w, env, (access & PFERR_WRITE_MASK) !== 0);
+  }
+  return true;
+}
+
+/**
+ * @internal Start of a walk: reset the per-walk state and load the entry the loop starts from
+ * into `w.rootLo/rootHi` (CR3, or for PAE the PDPTE register of the gva's quarter). Returns the
+ * first level to read from memory, or 0 when a PAE PDPTE is not present (failure recorded).
+ */
+export function walkStart(w: GuestWalker, mmu: GuestMmuContext, lo: number): number {
+  w.aSet = 0;
+  w.dSet = 0;
+  w.failure = WALK_OK;
+  if (mmu.rootLevel !== 3) {
+    w.rootLo = mmu.cr3Lo;
+    w.rootHi = mmu.cr3Hi;
+    w.maxLevel = mmu.rootLevel;
+    return mmu.rootLevel;
+  }
+  // PAE: the PDPTE comes from the registers loaded at CR3 load, not from memory.
+  const i = lo >>> 30;
+  const pteLo = mmu.pdptrLo[i]!;
+  const pteHi = mmu.pdptrHi[i]!;
+  w.tableGfn[2] = Math.floor(mmu.pdptGpa / 4096);
+  w.pteGpa[2] = mmu.pdptGpa + i * 8;
+  w.pteIndex[2] = i;
+  w.ptesLo[2] = w.rootLo = pteLo;
+  w.ptesHi[2] = w.rootHi = pteHi;
+  if ((pteLo & PT_PRESENT_MASK) === 0) {
+    w.level = 3;
+    w.maxLevel = 3;
+    w.failure = WALK_NOT_PRESENT;
+    return 0;
+  }
+  w.maxLevel = 2;
+  return 2;
+}
+
+/**
+ * @internal Read the gpte of `level` from the table the parent entry (`pteHi`:`pteLo`) points
+ * to: records table gfn, entry gpa and index, takes the table through stage 2 (a nested access
+ * with W|U as KVM's `nested_access`, since A/D may be written) and stores the entry in
+ * `w.ptesLo/ptesHi`. Returns false (failure recorded) when no memslot backs the table.
+ */
+export function readGpte(
+  w: GuestWalker,
+  env: WalkerEnv,
+  level: number,
+  hi: number,
+  lo: number,
+  wide: boolean,
+  pteHi: number,
+  pteLo: number,
+): boolean {
+  let index: number;
+  let tableGfn: number;
+  let offset: number;
+  if (wide) {
+    index = pt64Index(hi, lo, level);
+    tableGfn = (pteHi & 0xfffff) * 1048576 + (pteLo >>> 12);
+    offset = index << 3;
+  } else {
+    index = level === 2 ? lo >>> 22 : (lo >>> 12) & 1023;
+    tableGfn = pteLo >>> 12;
+    offset = index << 2;
+  }
+  const li = level - 1;
+  w.tableGfn[li] = tableGfn;
+  w.pteGpa[li] = tableGfn * 4096 + offset;
+  w.pteIndex[li] = index;
+  const hvfn = env.translate(tableGfn * 4096, NESTED_ACCESS, false);
+  if (hvfn < 0) {
+    // No memslot behind the table: KVM's walker fails with a not-present #PF.
+    w.ptesLo[li] = w.ptesHi[li] = 0;
+    w.level = level;
+    w.failure = WALK_NO_TABLE;
+    return false;
+  }
+  w.tableHvfn[li] = hvfn;
+  w.pteWritable[li] = env.writable ? 1 : 0;
+  const mem = env.memory;
+  const wi = mem.wordIndex(hvfn);
+  if (wi < 0) {
+    w.ptesLo[li] = 0; // never-written frame: zeros
+    w.ptesHi[li] = 0;
+  } else {
+    const slab = mem.slab;
+    w.ptesLo[li] = slab[wi + (offset >>> 2)]!;
+    w.ptesHi[li] = wide ? slab[wi + (offset >>> 2) + 1]! : 0;
+  }
+  w.gpteReads++;
+  return true;
+}
+
+/** @internal Present and reserved-bit checks of one gpte: WALK_OK, WALK_NOT_PRESENT or WALK_RSVD. */
+export function gpteFailure(
+  mmu: GuestMmuContext,
+  li: number,
+  pteLo: number,
+  pteHi: number,
+): number {
+  if ((pteLo & PT_PRESENT_MASK) === 0) return WALK_NOT_PRESENT;
+  const ri = ((pteLo >>> 7) & 1) * 5 + li;
+  return ((pteLo & mmu.rsvdLo[ri]!) | (pteHi & mmu.rsvdHi[ri]!)) !== 0 ? WALK_RSVD : WALK_OK;
+}
+
+/**
+ * @internal `FNAME(is_last_gpte)`: level 1 ends; bit 7 ends where it is a page-size bit (in
+ * 32-bit paging only with CR4.PSE; at PML4/PML5 it was a reserved-bit fault already).
+ */
+export function isLastGpte(level: number, pteLo: number, wide: boolean, pse: boolean): boolean {
+  return level === 1 || ((pteLo & PT_PAGE_SIZE_MASK) !== 0 && (wide || pse));
+}
+
+/** @internal Fail the walk at `level` for `failure` (not present / reserved / access rights). */
+export function failWalk(
+  w: GuestWalker,
+  mmu: GuestMmuContext,
+  level: number,
+  failure: number,
+  access: number,
+): false {
+  w.level = level;
+  w.failure = failure;
+  const errcode =
+    failure === WALK_RSVD
+      ? PFERR_RSVD_MASK | PFERR_PRESENT_MASK
+      : failure === WALK_ACCESS
+        ? PFERR_PRESENT_MASK
+        : 0;
+  return walkError(w, mmu, errcode, access);
+}
+
+/**
+ * @internal End of a walk that reached its leaf at `level`: `permission_fault` (permission
+ * table, SMAP with RFLAGS.AC, protection keys), the leaf gfn and gpa, `protect_clean_gpte`.
+ * Returns false (error code set) on an access-rights fault. Writes no A/D bits.
+ */
+export function finishWalk(
+  w: GuestWalker,
+  mmu: GuestMmuContext,
+  env: WalkerEnv,
+  level: number,
+  wide: boolean,
+  pteLo: number,
+  pteHi: number,
+  lo: number,
+  access: number,
+  pteAccess: number,
+): boolean {
   w.level = level;
   const pkey = wide ? (pteHi >>> 27) & 15 : 0;
   w.pkey = pkey;
@@ -289,7 +460,7 @@ export function walkAddrGeneric(
   const notSmap = (env.rflags & X86_EFLAGS_AC) !== 0 && (access & PFERR_IMPLICIT_ACCESS) === 0;
   const pfec = access & (PFERR_WRITE_MASK | PFERR_USER_MASK | PFERR_FETCH_MASK);
   let fault = (mmu.permissions[(pfec | (notSmap ? PFERR_RSVD_MASK : 0)) >>> 1]! >>> pteAccess) & 1;
-  errcode = PFERR_PRESENT_MASK;
+  let errcode = PFERR_PRESENT_MASK;
   if (mmu.pkruMask !== 0) {
     let pkruBits = (env.pkru >>> (pkey * 2)) & 3;
     const off = (pfec & ~1) + ((pteAccess & ACC_USER_MASK) << 1);
@@ -302,7 +473,7 @@ export function walkAddrGeneric(
   if (fault !== 0) {
     w.pteAccess = pteAccess;
     w.failure = WALK_ACCESS;
-    return walkError(w, mmu, errcode, writeFault, userFault, fetchFault);
+    return walkError(w, mmu, errcode, access);
   }
 
   // Leaf frame: large pages add the gva's offset inside the page (gpte_to_gfn_lvl).
@@ -326,12 +497,9 @@ export function walkAddrGeneric(
 
   // FNAME(protect_clean_gpte): a read through a clean leaf does not grant write, so the first
   // write traps and D can be set.
-  if (writeFault === 0 && (pteLo & PT_DIRTY_MASK) === 0) pteAccess &= ~ACC_WRITE_MASK;
+  if ((access & PFERR_WRITE_MASK) === 0 && (pteLo & PT_DIRTY_MASK) === 0)
+    pteAccess &= ~ACC_WRITE_MASK;
   w.pteAccess = pteAccess;
-
-  if (accessedAll === 0 || (writeFault !== 0 && (pteLo & PT_DIRTY_MASK) === 0)) {
-    updateAccessedDirtyBits(w, env, writeFault !== 0);
-  }
   return true;
 }
 
@@ -350,25 +518,39 @@ function updateAccessedDirtyBits(w: GuestWalker, env: WalkerEnv, write: boolean)
     const gpa = w.pteGpa[li]!;
     const offset = gpa % 4096;
     if (!mem.cmpxchg32(w.tableHvfn[li]!, offset, orig, pte)) continue;
-    w.gpteAdWrites++;
-    env.markPageDirty(w.tableGfn[li]!);
-    w.beforeLo[li] = orig;
-    w.ptesLo[li] = pte;
-    if ((pte & PT_ACCESSED_MASK) !== (orig & PT_ACCESSED_MASK)) w.aSet |= 1 << li;
-    if ((pte & PT_DIRTY_MASK) !== (orig & PT_DIRTY_MASK)) w.dSet |= 1 << li;
+    recordAdWrite(w, env, li, orig, pte);
   }
 }
 
-function walkError(
+/**
+ * @internal Account one gpte A/D write-back at level index `li` (old low word `orig`, new
+ * `pte`): counter, dirty log of the table page, trace bits. `beforeLo` keeps the value the walk
+ * first read, so an entry written twice in one walk (old walkers: A, then D) shows both.
+ */
+export function recordAdWrite(
+  w: GuestWalker,
+  env: WalkerEnv,
+  li: number,
+  orig: number,
+  pte: number,
+): void {
+  w.gpteAdWrites++;
+  env.markPageDirty(w.tableGfn[li]!);
+  if ((((w.aSet | w.dSet) >>> li) & 1) === 0) w.beforeLo[li] = orig;
+  w.ptesLo[li] = pte;
+  if ((pte & PT_ACCESSED_MASK) !== (orig & PT_ACCESSED_MASK)) w.aSet |= 1 << li;
+  if ((pte & PT_DIRTY_MASK) !== (orig & PT_DIRTY_MASK)) w.dSet |= 1 << li;
+}
+
+/** @internal Error exit: W and U of the access; FETCH if a fetch and (EFER.NX or CR4.SMEP). */
+export function walkError(
   w: GuestWalker,
   mmu: GuestMmuContext,
   errcode: number,
-  writeFault: number,
-  userFault: number,
-  fetchFault: number,
+  access: number,
 ): false {
-  errcode |= writeFault | userFault;
-  if (fetchFault !== 0 && (mmu.nx || mmu.smep)) errcode |= PFERR_FETCH_MASK;
+  errcode |= access & (PFERR_WRITE_MASK | PFERR_USER_MASK);
+  if ((access & PFERR_FETCH_MASK) !== 0 && (mmu.nx || mmu.smep)) errcode |= PFERR_FETCH_MASK;
   w.errorCode = errcode;
   return false;
 }

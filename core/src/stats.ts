@@ -32,6 +32,12 @@ export class KvmStats {
   pf_fast = 0;
   pf_mmio_spte_created = 0;
   pf_guest = 0;
+  // --- guest walker (spec §13.2), summed over vCPUs by vm.stats; mappings_held_max is a max ---
+  gpte_reads = 0;
+  gpte_ad_writes = 0;
+  walk_not_present = 0;
+  walk_access_error = 0;
+  mappings_held_max = 0;
   // --- kvm->arch gauges (not stats in KVM, exposed as §14 asks) ---
   n_used_mmu_pages = 0;
   n_max_mmu_pages = 0;

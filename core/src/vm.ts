@@ -15,7 +15,7 @@ import { vmBundle, vmString } from "./machine_display";
 import { GuestMemory } from "./memory";
 import { type MemSlot, MemSlots, type MemslotChange, type UserMemoryRegion } from "./memslot";
 import { MMU_FEATURE_KEYS, type MmuFeatures, resolveMmuFeatures, TdpStage2 } from "./mmu";
-import { STAGE2_MMIO } from "./paging_tmpl";
+import { GUEST_WALKER_FLAVOURS, type GuestWalkerFlavour, STAGE2_MMIO } from "./paging_tmpl";
 import { KvmStats } from "./stats";
 import { Vcpu } from "./vcpu";
 
@@ -95,6 +95,13 @@ export interface VmFeatures {
   smap?: boolean;
   /** Protection keys (CR4.PKE). */
   pku?: boolean;
+  /**
+   * Guest walker (seed 2007, spec §13.2): "modern" (default, `walk_addr_generic`), "w07b"
+   * (2.6.23–25: A set level by level while walking, D at the end of the walk) or "w07a"
+   * (2.6.21/22: D set after the walk, one table mapping held across levels). Not a CPUID bit:
+   * kept in {@link Vm.guestWalker}, not in {@link Vm.features}.
+   */
+  guestWalker?: GuestWalkerFlavour;
 }
 
 /** Options of {@link createVm}. */
@@ -122,7 +129,7 @@ const ONE_GIB = 2 ** 30;
 const HVA_POOL_START = 2 ** 40;
 
 /** Resolved features (all booleans). */
-export type ResolvedFeatures = Required<VmFeatures>;
+export type ResolvedFeatures = Required<Omit<VmFeatures, "guestWalker">>;
 
 /** A virtual machine. Create with {@link createVm}. */
 export class Vm {
@@ -137,6 +144,8 @@ export class Vm {
   stage2: Stage2;
   /** Name of the selected MMU. */
   readonly mmu: string;
+  /** Guest walker flavour of every vCPU (`features.guestWalker`). */
+  readonly guestWalker: GuestWalkerFlavour;
   readonly vcpus: Vcpu[] = [];
   /** Counters of guest-physical activity. */
   readonly stat = { guestStores: 0, mmioExits: 0, dirtyPagesMarked: 0 };
@@ -163,10 +172,22 @@ export class Vm {
       throw new InvalidArgumentError("features", f, "an object of booleans");
     const known = ["nx", "gbpages", "pse36", "la57", "smep", "smap", "pku"];
     const mmuFeatures = resolveMmuFeatures(f as Record<string, unknown>, bits);
+    const guestWalker = f.guestWalker === undefined ? "modern" : f.guestWalker;
+    if (!(GUEST_WALKER_FLAVOURS as readonly unknown[]).includes(guestWalker)) {
+      throw new InvalidArgumentError(
+        "features.guestWalker",
+        guestWalker,
+        GUEST_WALKER_FLAVOURS.map((n) => `"${n}"`).join(" | "),
+      );
+    }
     for (const [k, v] of Object.entries(f)) {
-      if ((MMU_FEATURE_KEYS as readonly string[]).includes(k)) continue;
+      if ((MMU_FEATURE_KEYS as readonly string[]).includes(k) || k === "guestWalker") continue;
       if (!known.includes(k))
-        throw new InvalidArgumentError("features", k, [...known, ...MMU_FEATURE_KEYS].join(", "));
+        throw new InvalidArgumentError(
+          "features",
+          k,
+          [...known, "guestWalker", ...MMU_FEATURE_KEYS].join(", "),
+        );
       if (typeof v !== "boolean")
         throw new InvalidArgumentError(`features.${k}`, v, "true or false");
     }
@@ -182,6 +203,7 @@ export class Vm {
     this.maxPhysAddrBits = bits;
     this.memslots = new MemSlots(bits);
     this.mmu = mmu;
+    this.guestWalker = guestWalker;
     this.stage2 =
       mmu === "tdp" ? new TdpStage2(this.memslots, mmuFeatures) : new MemslotStage2(this);
   }
@@ -191,9 +213,15 @@ export class Vm {
     return this.stage2 instanceof TdpStage2 ? this.stage2 : null;
   }
 
-  /** KVM statistics (`kvm_vm_stat` + summed `kvm_vcpu_stat`) as plain numbers; zeros for "none". */
+  /**
+   * KVM statistics (`kvm_vm_stat` + summed `kvm_vcpu_stat`) as plain numbers; MMU ones are zero
+   * for "none". The guest-walker counters (`gpte_reads`, ...) are summed over the vCPUs (max for
+   * `mappings_held_max`) when this getter runs.
+   */
   get stats(): KvmStats {
-    return this.tdp?.stats ?? new KvmStats();
+    const s = this.tdp?.stats ?? new KvmStats();
+    sumWalkerStats(s, this.vcpus);
+    return s;
   }
 
   /** MMU self-audit (spec §14): list of violated invariants, empty when consistent. */
@@ -336,6 +364,20 @@ export class Vm {
   /** Jupyter display: MMU selection and features, memslots, key KVM stats. */
   [JUPYTER_DISPLAY](): MimeBundle {
     return vmBundle(this);
+  }
+}
+
+/** Fill the summed guest-walker counters of `s` from the vCPUs' `stat`. */
+function sumWalkerStats(s: KvmStats, vcpus: readonly Vcpu[]): void {
+  s.gpte_reads = s.gpte_ad_writes = s.walk_not_present = s.walk_access_error = 0;
+  s.mappings_held_max = 0;
+  for (const v of vcpus) {
+    const t = v.stat;
+    s.gpte_reads += t.gpte_reads;
+    s.gpte_ad_writes += t.gpte_ad_writes;
+    s.walk_not_present += t.walk_not_present;
+    s.walk_access_error += t.walk_access_error;
+    s.mappings_held_max = Math.max(s.mappings_held_max, t.mappings_held_max);
   }
 }
 
