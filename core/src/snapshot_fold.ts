@@ -2,7 +2,10 @@
  * The run-folding rule of display.v1 page-table snapshots (`definitions.entry.count`), shared by
  * the guest snapshot (pgtable_builder.ts) and the TDP snapshot (mmu_introspect.ts): a leaf folds
  * into the run before it when it sits at the next index, shows the same flags, page size, pkey
- * and note, and its frame continues the run's frames. Only runs of two or more carry `count`.
+ * and note, its frame continues the run's frames, and its whole value is the run's first value
+ * plus k pages (so bits no flag names — PWT, PCD, PAT, ignored bits, memory type — match too,
+ * and a renderer can recompute every member). Only runs of two or more carry `count`.
+ * Snapshots are built on request for display, never on a hot path, so BigInt is fine here.
  */
 import type { Entry } from "./display/types";
 
@@ -20,6 +23,8 @@ export class LeafRunFolder {
   private run: Entry | null = null;
   private nextFrame = 0;
   private step = 0;
+  /** Value the next member must have: first value + count × step pages. */
+  private nextValue = 0n;
 
   /**
    * Adds leaf `e` (frame `frame`) to the open run when it continues it; returns true if folded
@@ -28,7 +33,8 @@ export class LeafRunFolder {
    */
   fold(e: Entry, frame: number): boolean {
     const r = this.run;
-    if (r === null || !e.leaf || frame !== this.nextFrame) return false;
+    if (r === null || !e.leaf || frame !== this.nextFrame || BigInt(e.value) !== this.nextValue)
+      return false;
     const count = r.count ?? 1;
     if (
       count >= MAX_RUN ||
@@ -41,6 +47,7 @@ export class LeafRunFolder {
       return false;
     r.count = count + 1;
     this.nextFrame += this.step;
+    this.nextValue += BigInt(this.step) * 4096n;
     return true;
   }
 
@@ -53,6 +60,7 @@ export class LeafRunFolder {
     this.run = e;
     this.nextFrame = frame + step;
     this.step = step;
+    this.nextValue = BigInt(e.value) + BigInt(step) * 4096n;
   }
 
   /** Ends the open run (an absent entry, or one left out of a bounded snapshot). */

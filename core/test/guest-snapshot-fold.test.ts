@@ -112,6 +112,32 @@ describe("guest snapshot folds runs of alike leaves", () => {
     expect(pt.present).toBe(16 + 8 + 4 + 4);
   });
 
+  it("bits no flag names (PWT, PCD, available bits) end runs too: members differ only by k pages", () => {
+    const { b } = machine();
+    b.map(gva, gpa, 16 * KiB4);
+    const pte = (i: number) => (gpa + i * KiB4) | P | US | 2; // P|RW|US
+    b.setEntry(gva + 5 * KiB4, 1, pte(5) | (1 << 3)); // PWT
+    b.setEntry(gva + 9 * KiB4, 1, pte(9) | (1 << 9)); // an available (ignored) bit
+    const p = b.snapshot().payload;
+    valid(p);
+    const pt = tableAt(p, [0, 1, 0]);
+    expect(runs(pt)).toEqual([
+      [0, 5],
+      [5, 1],
+      [6, 3],
+      [9, 1],
+      [10, 6],
+    ]);
+    // Every member of every run is its first value plus k pages.
+    for (const e of pt.entries) {
+      for (let k = 0; k < (e.count ?? 1); k++) {
+        expect(BigInt(e.value) + BigInt(k * KiB4)).toBe(
+          BigInt(pte(e.index + k) | (e.index + k === 5 ? 8 : 0) | (e.index + k === 9 ? 512 : 0)),
+        );
+      }
+    }
+  });
+
   it("large leaves fold too: 8 MiB of 2 MiB pages is one PD run of 4", () => {
     const { b } = machine();
     b.map(gva, gpa, size, { pageSize: 2 * MiB });

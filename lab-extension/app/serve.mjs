@@ -113,10 +113,13 @@ export async function startLab({
       );
     }
     try {
-      const r = await fetch(`${base}/api/status?token=${t}`);
+      // Bounded, so a server that accepts connections but never answers cannot outlive the deadline.
+      const r = await fetch(`${base}/api/status?token=${t}`, {
+        signal: AbortSignal.timeout(Math.max(1000, Math.min(10_000, deadline - Date.now()))),
+      });
       if (r.ok) break;
     } catch {
-      // not listening yet
+      // not listening yet, or no answer within the bound
     }
     if (Date.now() > deadline) {
       proc.kill("SIGTERM");
