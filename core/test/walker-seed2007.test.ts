@@ -305,6 +305,31 @@ describe("features.guestWalker: other paging modes and counters", () => {
     }
   });
 
+  it("PAE, PT entry not present, user read: the PDPTE comes from its register (no read, no A); PD read and, for the 2007 walkers, given A", () => {
+    for (const flavour of FLAVOURS) {
+      const vm = createVm({ maxPhysAddrBits: 46, features: { guestWalker: flavour } });
+      vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 16 << 20, flags: 0 });
+      // PDPT at 0x10000 (entry 0 -> PD 0x11000), PD entry 2 -> PT 0x12000, PT entry 0 absent.
+      vm.guestWrite64(0x10000, 0x11000n | 1n);
+      vm.guestWrite64(0x11000 + 2 * 8, 0x12000n | 7n);
+      const vcpu = vm.createVcpu();
+      vcpu.setSregs({ cr0: 0x80010001, cr3: 0x10000, cr4: 0x20, efer: 0x800, cpl: 3 });
+      const chain = [
+        { level: 2, e: { ...PRU } },
+        { level: 1, e: { ...PRU, p: false } },
+      ];
+      const exp = rules(flavour, chain, { user: true });
+      const got = measure(vm, vcpu, 0x400000, { user: true }, { 2: 0x11010, 1: 0x12000 });
+      expect([got.reads, got.writes, got.err, got.aLevels]).toEqual([
+        exp.reads,
+        exp.writes,
+        exp.err,
+        exp.aLevels,
+      ]);
+      expect(vm.readPhys64(0x10000)).toBe(0x11000n | 1n);
+    }
+  });
+
   it("vm.stats sums the walker counters over vCPUs (max for mappings_held_max)", () => {
     const { vm, vcpu } = s5("w07a");
     const other = vm.createVcpu();
