@@ -94,6 +94,7 @@ export function vmBundle(vm: Vm): MimeBundle {
     { field: "MAXPHYADDR", value: vm.maxPhysAddrBits },
     { field: "guest features", value: guestFeaturesText(vm) },
     { field: "MMU switches", value: mmuSwitchesText(vm) },
+    { field: "guest walker", value: vm.guestWalker },
     { field: "vCPUs", value: vm.vcpus.length },
   ]);
   const rows = slotRows(vm);

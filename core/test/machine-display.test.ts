@@ -110,6 +110,15 @@ describe("Vm display and toString", () => {
     );
   });
 
+  it("names the guest walker flavour it was created with (seed 2007 switch)", () => {
+    for (const flavour of ["modern", "w07b", "w07a"] as const) {
+      const vm = createVm({ mmu: "none", features: { guestWalker: flavour } });
+      expect(htmlText(bundleOf(vm)["text/html"]!)).toMatch(
+        new RegExp(`guest walker\\s+${flavour}`),
+      );
+    }
+  });
+
   it("escapes every string it shows", () => {
     const { vm } = setup();
     (vm as unknown as { mmu: string }).mmu = `<img src=x onerror="alert('&')">`;
