@@ -4,9 +4,8 @@
 // Prints p50/p95 over 50 cells after 5 warm-up cells. Needs `npm run build` first.
 // Usage: node kernel/bench/roundtrip.mjs [cells=50]
 import { spawn } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
 import { createRequire } from "node:module";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -15,39 +14,15 @@ const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const require = createRequire(join(root, "package.json"));
 const zmq = require("zeromq");
 const { decode, encode, makeHeader } = require("./dist/wire.js");
+const { writeConnectionFile } = require("./dist/transport.js");
 
 const CELLS = Number(process.argv[2] ?? 50);
 const WARMUP = 5;
 const KEY = "bench-key";
 
-const freePort = () =>
-  new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-
-const ports = [];
-for (let i = 0; i < 5; i++) ports.push(await freePort());
-const [shellPort, iopubPort, stdinPort, controlPort, hbPort] = ports;
 const dir = mkdtempSync(join(tmpdir(), "mmulab-bench-"));
 const conn = join(dir, "conn.json");
-writeFileSync(
-  conn,
-  JSON.stringify({
-    transport: "tcp",
-    ip: "127.0.0.1",
-    shell_port: shellPort,
-    iopub_port: iopubPort,
-    stdin_port: stdinPort,
-    control_port: controlPort,
-    hb_port: hbPort,
-    key: KEY,
-    signature_scheme: "hmac-sha256",
-  }),
-);
+const { shell_port: shellPort, iopub_port: iopubPort } = await writeConnectionFile(conn, KEY);
 const started = Date.now();
 const kernel = spawn(
   process.execPath,

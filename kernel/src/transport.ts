@@ -5,7 +5,8 @@
  */
 
 import { randomUUID } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
 import * as zmq from "zeromq";
 import type { Channel, KernelHandler, Outbox } from "./handler";
 import { decode, encode, type Message, makeHeader, type WireError } from "./wire";
@@ -31,6 +32,39 @@ export function readConnectionFile(path: string): ConnectionInfo {
     if (!Number.isInteger(info[k]))
       throw new Error(`connection file ${path}: ${k} must be an integer port, got ${info[k]}`);
   }
+  return info;
+}
+
+/** A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.listen(0, "127.0.0.1", () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => resolve(port));
+    });
+    srv.on("error", reject);
+  });
+}
+
+/**
+ * Writes a connection file on 127.0.0.1 with five free ports, signed with HMAC-SHA256 and `key`,
+ * as a Jupyter client would before starting a kernel (used by the wire-level test and the
+ * round-trip benchmark). Returns what it wrote.
+ */
+export async function writeConnectionFile(path: string, key: string): Promise<ConnectionInfo> {
+  const info: ConnectionInfo = {
+    transport: "tcp",
+    ip: "127.0.0.1",
+    shell_port: await freePort(),
+    iopub_port: await freePort(),
+    stdin_port: await freePort(),
+    control_port: await freePort(),
+    hb_port: await freePort(),
+    key,
+    signature_scheme: "hmac-sha256",
+  };
+  writeFileSync(path, JSON.stringify(info));
   return info;
 }
 

@@ -4,26 +4,15 @@
  * behind a failing cell are all answered.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
+import { mkdirSync, mkdtempSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import * as zmq from "zeromq";
+import { writeConnectionFile } from "../src/transport";
 import { decode, encode, type Message, makeHeader } from "../src/wire";
 import { KERNEL_ROOT } from "./support";
 
 const KEY = "9f1c2d3e-wire-level-test-key";
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.listen(0, "127.0.0.1", () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(port));
-    });
-    srv.on("error", reject);
-  });
-}
 
 let kernel: ChildProcess;
 let shell: zmq.Dealer;
@@ -34,27 +23,15 @@ const session = "wire-level-client";
 let stderr = "";
 
 beforeAll(async () => {
-  const ports = [];
-  for (let i = 0; i < 5; i++) ports.push(await freePort());
-  const [shellPort, iopubPort, stdinPort, controlPort, hbPort] = ports;
   // Under kernel/ so cells resolve @mmulab/kernel through the workspace's node_modules.
   mkdirSync(join(KERNEL_ROOT, "test-artifacts"), { recursive: true });
   const dir = mkdtempSync(join(KERNEL_ROOT, "test-artifacts", "wire-"));
   const connFile = join(dir, "kernel.json");
-  writeFileSync(
-    connFile,
-    JSON.stringify({
-      transport: "tcp",
-      ip: "127.0.0.1",
-      shell_port: shellPort,
-      iopub_port: iopubPort,
-      stdin_port: stdinPort,
-      control_port: controlPort,
-      hb_port: hbPort,
-      key: KEY,
-      signature_scheme: "hmac-sha256",
-    }),
-  );
+  const {
+    shell_port: shellPort,
+    control_port: controlPort,
+    iopub_port: iopubPort,
+  } = await writeConnectionFile(connFile, KEY);
   kernel = spawn(
     process.execPath,
     [join(KERNEL_ROOT, "bin", "mmulab-kernel.js"), "kernel", "--connection-file", connFile],
