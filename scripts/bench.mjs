@@ -8,7 +8,11 @@ await setup();
 let failed = 0;
 for (const ws of ["@mmulab/core", "@mmulab/kernel"]) {
   console.log(`\n=== ${ws}: npm run bench ===`);
-  const r = spawnSync("npm", ["run", "bench", "-w", ws], { cwd: repo, stdio: "inherit", env: process.env });
+  const r = spawnSync("npm", ["run", "bench", "-w", ws], {
+    cwd: repo,
+    stdio: "inherit",
+    env: process.env,
+  });
   if (r.status !== 0) failed++;
 }
 process.exit(failed ? 1 : 0);

@@ -21,11 +21,12 @@ function freshVm() {
 /** MMU only: the EPT-violation handler called once per gfn (kvm_mmu_page_fault). */
 function runHandler() {
   const vm = freshVm();
-  const mmu = vm.tdp;
-  const root = mmu.rootFor(null);
+  const mmu = vm.mmu;
+  const vcpu = vm.createVcpu();
+  vcpu.enterGuest(); // loads the root
   const err = core.PFERR_USER_MASK; // a read EPT violation on a not-present entry
   const t0 = process.hrtime.bigint();
-  for (let gfn = 0; gfn < PAGES; gfn++) mmu.pageFault(root, gfn, err);
+  for (let gfn = 0; gfn < PAGES; gfn++) mmu.pageFault(vcpu.mmu, 0, gfn * 4096, err);
   const ns = Number(process.hrtime.bigint() - t0);
   return { vm, ns };
 }
@@ -41,12 +42,14 @@ function runVcpu() {
   return { vm, ns };
 }
 
-/** Stage 2 alone: mmu.translate (EPT walk + violation + retry) for every gpa. */
+/** Stage 2 alone: the CPU's EPT walk (walk + violation + retry) for every gpa. */
 function runTranslate() {
   const vm = freshVm();
-  const mmu = vm.tdp;
+  const vcpu = vm.createVcpu();
+  vcpu.enterGuest();
+  const cpu = vcpu.cpu;
   const t0 = process.hrtime.bigint();
-  for (let gfn = 0; gfn < PAGES; gfn++) mmu.translate(null, gfn * 4096, 0, true);
+  for (let gfn = 0; gfn < PAGES; gfn++) cpu.stage2(gfn, 0, true);
   const ns = Number(process.hrtime.bigint() - t0);
   return { vm, ns };
 }
@@ -78,7 +81,7 @@ for (const [name, fn] of [
   );
   if (fn === runHandler) {
     const s = vm.stats;
-    const bytes = vm.tdp.bytes();
+    const bytes = vm.mmu.bytes();
     console.log(
       `  shadow pages ${s.spt_pages_live}, pages_4k ${fmt(s.pages_4k)}, tdp_mmu_pages ${s.tdp_mmu_pages}`,
     );
@@ -97,7 +100,7 @@ features = { mmuFlavor: "legacy_direct", prefetch: false };
 {
   const { bestNs, vm } = best(runHandler);
   const s = vm.stats;
-  const bytes = vm.tdp.bytes();
+  const bytes = vm.mmu.bytes();
   console.log(
     `  legacy_direct fault handler (prefetch off)          ${fmt(PAGES / (bestNs / 1e9) / 1e6)} M faults/s  (${fmt(bestNs / PAGES)} ns/fault)`,
   );

@@ -67,3 +67,21 @@ export class GeneralProtectionError extends InvalidArgumentError {
   /** Always 13 (#GP). */
   readonly vector = 13;
 }
+
+/**
+ * A broken MMU invariant: the simulator's counterpart of KVM's `WARN_ON` / `KVM_BUG_ON` (which
+ * mark the VM dead). Never caused by bad input; it means the simulator (or a test that corrupted
+ * its state on purpose) left KVM's rules. `where` names the kernel function whose rule broke.
+ */
+export class MmuBugError extends MmuLabError {
+  /** Kernel function (or check) where the invariant broke, e.g. `"handle_changed_spte"`. */
+  readonly where: string;
+  /** What broke, in words. */
+  readonly what: string;
+
+  constructor(where: string, what: string) {
+    super(`KVM_BUG_ON in ${where}: ${what}`);
+    this.where = where;
+    this.what = what;
+  }
+}

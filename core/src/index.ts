@@ -1,34 +1,90 @@
 /**
- * @mmulab/core public API: a simulator of the Linux KVM x86 MMU.
+ * `@mmulab/core`: a simulator of the Linux KVM x86 MMU, for notebooks.
  *
- * Start with {@link createVm}: add memslots, write guest page tables (see
- * {@link GuestPageTableBuilder}), create a vCPU, load its registers and make accesses.
+ * Start with {@link createVm}: add memslots ({@link Vm.setUserMemoryRegion}), write guest page
+ * tables ({@link GuestPageTableBuilder}), create a vCPU ({@link Vm.createVcpu}), load its
+ * registers and make accesses ({@link Vcpu.access}, {@link Vcpu.walk}). KVM's counters are in
+ * {@link Vm.stats}; the VM-level ioctls (`getDirtyLog`, `clearDirtyLog`, `setNrMmuPages`,
+ * `enableCap`, zaps) are methods of the VM; {@link Vm.snapshot} draws the MMU's tables.
+ *
+ * This entry point is the curated API. The model's internals (shadow-page store, spte format,
+ * the MMUs, the simulated CPU) are reachable through `@mmulab/core/internal`; the display payload
+ * protocol alone is `@mmulab/core/display`.
+ *
+ * @example
+ * ```ts
+ * import { createVm, GuestPageTableBuilder } from "@mmulab/core";
+ * const vm = createVm();
+ * vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 2 ** 30, flags: 0 });
+ * const tables = new GuestPageTableBuilder(vm, { mode: "4-level", poolBase: 0x100000, poolSize: 0x100000 });
+ * tables.map(0x400000, 0x2000000, 0x200000, { user: true });
+ * const vcpu = vm.createVcpu();
+ * vcpu.setSregs({ ...tables.sregs({ nx: true }), cpl: 3 });
+ * vcpu.access(0x401000, { write: true, user: true });  // { fault: false, gpa: 0x2001000 }
+ * ```
  */
-export * from "./addr";
-// TDP MMU (issue 3)
-export * from "./audit";
-export * from "./constants";
-export * from "./display";
-export * from "./direct_mmu";
-export * from "./errors";
-export * from "./guest_pte";
-export * from "./host";
-export * from "./legacy_direct";
-export * from "./lpage";
-export * from "./memory";
-export * from "./memslot";
-export * from "./mmu";
-export * from "./mmu_introspect";
-export * from "./mmu_page";
-export * from "./paging_tmpl";
-export * from "./permission";
-export * from "./pgtable_builder";
-export * from "./rmap";
-export * from "./role";
-export * from "./spte";
-export * from "./stats";
-export * from "./tdp_iter";
-export * from "./tdp_mmu";
-export * from "./vcpu";
-export * from "./vm";
-export * from "./views";
+
+// Architectural constants (PAGE_SIZE, PFERR_*, X86_CR0_*, X86_CR4_*, EFER_*, KVM_MEM_*, ACC_*).
+export * from "./arch/constants";
+// The display helpers notebooks build their own outputs with (the protocol: @mmulab/core/display).
+export {
+  escapeHtml,
+  htmlTableBundle,
+  JUPYTER_DISPLAY,
+  type MimeBundle,
+  type PlotlyFigure,
+  plotlyBundle,
+} from "./display";
+// Behaviour switches (guest CPUID and KVM eras).
+export {
+  type FeatureOptions,
+  type Features,
+  SWITCHES,
+  type SwitchName,
+} from "./era/features";
+// Errors.
+export {
+  GeneralProtectionError,
+  InvalidArgumentError,
+  MmuBugError,
+  MmuLabError,
+} from "./errors";
+// Guest page tables.
+export {
+  type BuilderMode,
+  type BuilderOptions,
+  GuestPageTableBuilder,
+  type MapOptions,
+} from "./guest/pgtable_builder";
+export {
+  type ShadowPageInfo,
+  ShadowPageList,
+  type TdpSnapshotOptions,
+  TdpTreeView,
+  TdpWalk,
+  type TdpWalkStep,
+} from "./inspect/mmu_introspect";
+export { changes, type PagetableSource, PagetableView, sideBySide } from "./inspect/views";
+// Views.
+export { WalkResult, type WalkTraceLevel } from "./inspect/walk";
+export {
+  type GuestStoreResult,
+  KVM_DIRTY_LOG_INITIALLY_SET,
+  KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE,
+} from "./kvm/kvm_main";
+export {
+  type MemSlot,
+  type MemslotChange,
+  SLOT_BACKINGS,
+  type SlotBacking,
+  type UserMemoryRegion,
+} from "./kvm/memslot";
+// Counters.
+export { KvmStats, VcpuStat } from "./kvm/stats";
+export type { DecodedRole } from "./mmu/mmu_internal";
+export type { MmuTraceEvent } from "./mmu/mmutrace";
+export { Vcpu } from "./vcpu";
+// The VM and its vCPUs.
+export { createVm, Vm } from "./vm";
+export type { AccessOptions, AccessResult, Sregs, SregsInput } from "./x86/vcpu";
+export type { MmuMode, VmOptions } from "./x86/x86";

@@ -3,11 +3,12 @@
  * invalidations and memslot changes; and it reports deliberately corrupted state.
  */
 import { describe, expect, it } from "vitest";
-import type { SlotArch } from "../src/lpage";
-import { pteListAdd } from "../src/rmap";
-import { pfnHi, pfnLo, SPTE_HI_HOST_WRITABLE } from "../src/spte";
-import { GfnSelfCheckError } from "../src/tdp_mmu";
+import { MmuBugError } from "../src/errors";
+import { pteListAdd } from "../src/mmu/mmu";
+import type { SlotArch } from "../src/mmu/mmu_internal";
+import { pfnHi, pfnLo, SPTE_HI_HOST_WRITABLE } from "../src/mmu/spte";
 import { createVm } from "../src/vm";
+import { lastSpte } from "./tdp-helpers";
 
 const PAGE = 4096;
 const MIB = 2 ** 20;
@@ -33,9 +34,9 @@ function randomRun(seed: number, steps: number, features: Record<string, unknown
   const { nrMmuPages, ...mmuFeatures } = features as Record<string, unknown>;
   const vm = createVm({ mmu: "tdp", features: mmuFeatures });
   // A tiny KVM_SET_NR_MMU_PAGES makes the legacy MMU recycle pages all the time.
-  if (typeof nrMmuPages === "number") vm.tdp!.setNrMmuPages(nrMmuPages);
+  if (typeof nrMmuPages === "number") vm.setNrMmuPages(nrMmuPages);
   const vcpus = [vm.createVcpu(), vm.createVcpu()];
-  const mmu = vm.tdp!;
+  const mmu = vm.mmu!;
   // Guest-physical space used: [0, 4 GiB) in 64 MiB units, slots of 1..16 units.
   const UNIT = 64 * MIB;
   const ops: Record<string, number> = {};
@@ -62,33 +63,33 @@ function randomRun(seed: number, steps: number, features: Record<string, unknown
     } else if (r < 0.65) {
       op = "zapGfnRange";
       const start = Math.floor(rand() * ((4 * GIB) / PAGE));
-      mmu.zapGfnRange(start, start + 1 + Math.floor(rand() * 4096));
+      vm.zapGfnRange(start, start + 1 + Math.floor(rand() * 4096));
     } else if (r < 0.72) {
       op = "mmuNotifierInvalidate";
       const start = Math.floor(rand() * ((4 * GIB) / PAGE));
-      mmu.mmuNotifierInvalidate(start, start + 1 + Math.floor(rand() * 600000));
+      vm.mmuNotifierInvalidate(start, start + 1 + Math.floor(rand() * 600000));
     } else if (r < 0.77) {
       op = "zapSpte";
-      mmu.zapSpte(Math.floor(rand() * ((4 * GIB) / PAGE)));
+      vm.zapSpte(Math.floor(rand() * ((4 * GIB) / PAGE)));
     } else if (r < 0.79) {
       op = "zapAllFast";
-      mmu.zapAllFast();
+      vm.zapAllFast();
     } else if (r < 0.83) {
       // KVM_GET_DIRTY_LOG on a dirty-logged slot (re-protects what was dirty).
       const logged = slots.filter((x) => x.dirtyBitmap !== null);
       if (logged.length === 0) op = "getDirtyLog-none";
       else {
         const slot = pick(logged);
-        if (mmu.features.manualDirtyLogProtect && rand() < 0.5) {
+        if (vm.features.manualDirtyLogProtect && rand() < 0.5) {
           // KVM_CLEAR_DIRTY_LOG of a random 64-aligned window with a random mask.
           op = "clearDirtyLog";
           const first = Math.floor(rand() * Math.ceil(slot.npages / 64)) * 64;
           const num = Math.min(slot.npages - first, 64 * (1 + Math.floor(rand() * 8)));
           const mask = new Uint32Array(Math.ceil(num / 32)).map(() => Math.floor(rand() * 2 ** 32));
-          mmu.clearDirtyLog(slot.id, first, num, mask);
+          vm.clearDirtyLog(slot.id, first, num, mask);
         } else {
           op = "getDirtyLog";
-          mmu.getDirtyLog(slot.id);
+          vm.getDirtyLog(slot.id);
         }
       }
     } else {
@@ -214,9 +215,9 @@ function populated(features: Record<string, unknown> = {}) {
     vcpu.access(GIB + off, {});
   }
   expect(vm.audit()).toEqual([]);
-  const mmu = vm.tdp!;
-  mmu.direct.walkToLast(mmu.rootFor(vcpu), 5); // the 4K leaf of gfn 5
-  return { vm, mmu, vcpu, sp: mmu.direct.lastSp, idx: mmu.direct.lastIdx };
+  const mmu = vm.mmu!;
+  const leaf = lastSpte(vm, vcpu, 5); // the 4K leaf of gfn 5
+  return { vm, mmu, vcpu, sp: leaf.sp, idx: leaf.idx };
 }
 
 describe("vm.audit() reports corrupted state", () => {
@@ -260,7 +261,7 @@ describe("vm.audit() reports corrupted state", () => {
     });
     mmu.store.translation[sp]![idx] = 0x777;
     expect(vm.audit().join("\n")).toMatch(/stored gfn 0x777 differs from formula 0x5/);
-    expect(() => mmu.zapGfnRange(5, 6)).toThrow(GfnSelfCheckError);
+    expect(() => vm.zapGfnRange(5, 6)).toThrow(MmuBugError);
   });
 });
 
@@ -278,7 +279,7 @@ describe("vm.audit() reports corrupted legacy-MMU state", () => {
     for (let off = 0; off < 4 * MIB; off += PAGE) vcpu.access(off, {});
     expect(vm.audit()).toEqual([]);
     const rmap = (vm.memslots.get(0)!.arch as SlotArch).rmap!;
-    return { vm, legacy: vm.tdp!.legacy!, rmap };
+    return { vm, legacy: vm.mmu!.shadow!, rmap };
   }
 
   it("a leaf missing from its rmap head", () => {

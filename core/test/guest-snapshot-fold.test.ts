@@ -5,8 +5,9 @@
  * table geometry), and every payload validates against the schema.
  */
 import { describe, expect, it } from "vitest";
-import { createVm, GuestPageTableBuilder, validateDisplayPayload } from "../src";
+import { createVm, GuestPageTableBuilder } from "../src";
 import type { Entry, PagetablePayload, Table } from "../src/display";
+import { validateDisplayPayload } from "../src/display";
 
 const PT_MIME = "application/vnd.mmulab.pagetable+json";
 const KiB4 = 4096;

@@ -121,7 +121,7 @@ describe("Vm display and toString", () => {
 
   it("escapes every string it shows", () => {
     const { vm } = setup();
-    (vm as unknown as { mmu: string }).mmu = `<img src=x onerror="alert('&')">`;
+    (vm as unknown as { mmuMode: string }).mmuMode = `<img src=x onerror="alert('&')">`;
     const html = bundleOf(vm)["text/html"]!;
     expectSafeHtml(html);
     expect(htmlText(html)).toContain(`<img src=x onerror="alert('&')">`);

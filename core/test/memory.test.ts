@@ -1,6 +1,7 @@
 /** Sparse guest memory: backing on first write, zero reads allocate nothing. */
 import { describe, expect, it } from "vitest";
-import { createVm, GuestMemory } from "../src";
+import { createVm } from "../src";
+import { GuestMemory } from "../src/internal";
 
 describe("GuestMemory", () => {
   it("reads never-written memory as zero without allocating", () => {

@@ -1,6 +1,7 @@
 /** Memslot semantics (kvm_main.c __kvm_set_memory_region) and gfn lookup. */
 import { describe, expect, it } from "vitest";
-import { createVm, KVM_MEM_LOG_DIRTY_PAGES, MemSlots } from "../src";
+import { createVm, KVM_MEM_LOG_DIRTY_PAGES } from "../src";
+import { MemSlots } from "../src/internal";
 
 const GiB = 2 ** 30;
 

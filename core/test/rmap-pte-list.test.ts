@@ -11,7 +11,7 @@ import {
   pteListContains,
   pteListForEach,
   pteListRemove,
-} from "../src/rmap";
+} from "../src/mmu/mmu";
 
 function contents(pool: PteListDescPool, heads: Uint32Array, i: number): number[] {
   const out: number[] = [];

@@ -5,9 +5,9 @@
  * each index once, in slot, level, index order.
  */
 import { describe, expect, it } from "vitest";
-import { slotArch } from "../src/lpage";
-import { MemSlot } from "../src/memslot";
-import { SlotRmap, SlotRmapWalkIterator } from "../src/rmap";
+import { MemSlot } from "../src/kvm/memslot";
+import { SlotRmapWalkIterator } from "../src/mmu/mmu";
+import { SlotRmap, slotArch } from "../src/mmu/mmu_internal";
 
 const GB_PAGES = 512 * 512;
 

@@ -50,7 +50,7 @@ for (const seed2010Before of [false, true]) {
         expect(stats.mmu_data_pages_live).toBe(seed2010Before ? 2 * sps : sps);
         // TDP MMU pages are not in n_used_mmu_pages; no flush during fault-in.
         expect(stats.n_used_mmu_pages).toBe(0);
-        expect(stats.remote_tlb_flush).toBe(0);
+        expect(stats.remote_tlb_flush_requests).toBe(0);
         expect(stats.mmu_cache_miss).toBe(0);
       });
     }

@@ -4,8 +4,8 @@
  * counts in n_used, reclaim zaps 25 − available pages from the tail of active_mmu_pages).
  */
 import { describe, expect, it } from "vitest";
-import { kvmPageTableHashfn } from "../src/legacy_direct";
-import type { SlotArch } from "../src/lpage";
+import { kvmPageTableHashfn } from "../src/mmu/mmu";
+import type { SlotArch } from "../src/mmu/mmu_internal";
 import { createVm } from "../src/vm";
 import { addS1Slot, GIB, PAGE, pagesPerEntry, tablesFor } from "./tdp-helpers";
 
@@ -49,7 +49,7 @@ describe("S1 fault-in, legacy direct MMU", () => {
       expect(s.mmu_cache_miss).toBe(sps); // every page came from a hash miss
       expect(s.tdp_mmu_pages).toBe(0);
       expect(s.mmu_data_pages_live).toBe(before ? 2 * sps : sps);
-      expect(s.remote_tlb_flush).toBe(0);
+      expect(s.remote_tlb_flush_requests).toBe(0);
       expect(s.n_max_mmu_pages).toBe(Math.floor(GUEST_PAGES / 50)); // 5242: no reclaim needed
       expect(vm.audit()).toEqual([]);
     });
@@ -90,9 +90,9 @@ describe("S1 fault-in, legacy direct MMU", () => {
 describe("S9 reclaim order: KVM_SET_NR_MMU_PAGES 64, one touch per 2M region", () => {
   it("zaps 21 oldest non-root pages at fault 58 and again at fault 77", () => {
     const vm = legacyVm({ prefetch: false }, "4k");
-    const mmu = vm.tdp!;
-    expect(() => mmu.setNrMmuPages(63)).toThrow(/nrMmuPages/);
-    mmu.setNrMmuPages(64);
+    const mmu = vm.mmu!;
+    expect(() => vm.setNrMmuPages(63)).toThrow(/nrMmuPages/);
+    vm.setNrMmuPages(64);
     const vcpu = vm.createVcpu();
     const s = vm.stats;
     const MIN_FREE = 5;
@@ -115,12 +115,12 @@ describe("S9 reclaim order: KVM_SET_NR_MMU_PAGES 64, one touch per 2M region", (
     expect(s.pf_taken).toBe(taken20);
     touch(k++);
     expect(s.mmu_recycled).toBe(zap);
-    expect(s.remote_tlb_flush).toBe(1);
+    expect(s.remote_tlb_flush_requests).toBe(1);
     // PT0..PT18 lost their leaf; PT19..PT56 survive as orphans with theirs; PT57 + L3 + L2 new.
     expect(s.pages_4k).toBe(58 - (zap - 2));
     expect(s.n_used_mmu_pages).toBe(60 - zap + 3);
     expect(s.mmu_cache_miss).toBe(1 + 3 * 1 + 56 + 3); // root, first L3/L2/PT0, PT1..PT56, L3/L2/PT57
-    expect(mmu.legacy!.orphanCount()).toBe(57 - (zap - 2));
+    expect(mmu.orphanCount()).toBe(57 - (zap - 2));
     expect(vm.audit()).toEqual([]);
     // Region 20 is still mapped by the orphan PT20, but no path from the root reaches it: the
     // access faults, the hash finds PT20 (same gfn and role) and relinks it with its leaf.
@@ -131,19 +131,19 @@ describe("S9 reclaim order: KVM_SET_NR_MMU_PAGES 64, one touch per 2M region", (
     expect(s.pf_taken - taken).toBe(1);
     expect(s.pages_4k).toBe(leaves);
     expect(s.mmu_cache_miss - misses).toBe(0);
-    expect(mmu.legacy!.orphanCount()).toBe(57 - (zap - 2) - 1);
+    expect(mmu.orphanCount()).toBe(57 - (zap - 2) - 1);
     expect(vm.audit()).toEqual([]);
     k = 58; // region 20 was not a new region: continue with region 58
     // Faults 59..76 add one PT each until n_used is 60 again; fault 77 zaps PT19..PT39.
     while (s.n_used_mmu_pages < 60) touch(k++);
     expect(k).toBe(76);
-    const flushes = s.remote_tlb_flush;
+    const flushes = s.remote_tlb_flush_requests;
     touch(k++);
     expect(s.mmu_recycled).toBe(2 * zap);
-    expect(s.remote_tlb_flush - flushes).toBe(1);
+    expect(s.remote_tlb_flush_requests - flushes).toBe(1);
     // The 21 oldest are PT19..PT39: PT20 keeps its old place on the list (a hash hit does not
     // move a page), so 20 of them were orphans. 38 − 1 (PT20 relinked) − 20 = 17 remain.
-    expect(mmu.legacy!.orphanCount()).toBe(57 - (zap - 2) - 1 - (zap - 1));
+    expect(mmu.orphanCount()).toBe(57 - (zap - 2) - 1 - (zap - 1));
     expect(vm.audit()).toEqual([]);
   });
 });
@@ -173,11 +173,11 @@ describe("legacy: a huge leaf over a page table orphans it (mmu_set_spte → dro
     vcpu.access(300 * PAGE, {}); // unmapped: 2M leaf replaces the PDE → PT orphaned, one flush
     expect(s.pf_taken - taken).toBe(1);
     expect([s.pages_2m, s.pages_4k]).toEqual([1, 256]); // the orphan's leaves stay counted
-    expect(vm.tdp!.legacy!.orphanCount()).toBe(1);
-    expect(s.remote_tlb_flush).toBe(1);
+    expect(vm.mmu!.orphanCount()).toBe(1);
+    expect(s.remote_tlb_flush_requests).toBe(1);
     expect(vm.audit()).toEqual([]);
     // Zap the 2M leaf: gfn 0 must fault again even though the orphan still maps it.
-    expect(vm.tdp!.zapSpte(0)).toBe(1);
+    expect(vm.zapSpte(0)).toBe(1);
     vcpu.access(0, {});
     expect(s.pf_taken - taken).toBe(2);
     expect(s.pages_2m).toBe(1);

@@ -40,7 +40,7 @@ function guest(features: Record<string, unknown>) {
     for (let gfn = 0; gfn < PAGES; gfn++) vcpu.access(gfn * PAGE, { write });
   };
   pass(false); // S1 2M row: 512 huge leaves
-  return { vm, s: vm.stats, mmu: vm.tdp!, region, pass };
+  return { vm, s: vm.stats, region, pass };
 }
 
 /** Snapshot the counters that the steps change. */
@@ -48,7 +48,7 @@ const snap = (s: ReturnType<typeof guest>["s"]) => ({ ...s.toJSON() });
 
 describe("S2: dirty-log cycle, TDP MMU (eager split, no PML, collapse by zap)", () => {
   it("enable / write / GET / write+GET / disable / touch", () => {
-    const { vm, s, mmu, region, pass } = guest({});
+    const { vm, s, region, pass } = guest({});
     expect(s.pages_2m).toBe(HUGE);
     const sps2m = tablesFor(PAGES, 2, 4); // 3
     const sps4k = tablesFor(PAGES, 1, 4); // 515
@@ -58,9 +58,9 @@ describe("S2: dirty-log cycle, TDP MMU (eager split, no PML, collapse by zap)", 
     expect(s.huge_splits - b.huge_splits!).toBe(HUGE);
     expect([s.pages_2m, s.pages_4k]).toEqual([0, PAGES]);
     expect([s.spt_pages_live, s.tdp_mmu_pages]).toEqual([sps4k, sps4k - 1]);
-    expect(s.remote_tlb_flush - b.remote_tlb_flush!).toBe(1);
+    expect(s.remote_tlb_flush_requests - b.remote_tlb_flush_requests!).toBe(1);
     // Every leaf lost W but kept MMU-writable (so writes can be fixed by the fast path).
-    const w = mmu.walkGpa(12345 * PAGE).steps.at(-1)!.flags;
+    const w = vm.walkGpa(12345 * PAGE).steps.at(-1)!.flags;
     expect(w).toContain("mmu-writable");
     expect(w).not.toContain("writable");
     expect(vm.audit()).toEqual([]);
@@ -71,21 +71,21 @@ describe("S2: dirty-log cycle, TDP MMU (eager split, no PML, collapse by zap)", 
       expect(s.pf_taken - b.pf_taken!).toBe(PAGES);
       expect(s.pf_fast - b.pf_fast!).toBe(PAGES);
       expect(s.pf_fixed - b.pf_fixed!).toBe(PAGES);
-      expect(s.remote_tlb_flush - b.remote_tlb_flush!).toBe(0);
+      expect(s.remote_tlb_flush_requests - b.remote_tlb_flush_requests!).toBe(0);
       expect(s.spt_pages_live).toBe(sps4k);
       b = snap(s);
-      const bits = mmu.getDirtyLog(0);
+      const bits = vm.getDirtyLog(0);
       expect(popcount(bits)).toBe(PAGES);
-      expect(s.remote_tlb_flush - b.remote_tlb_flush!).toBe(1);
+      expect(s.remote_tlb_flush_requests - b.remote_tlb_flush_requests!).toBe(1);
       // The bitmap was cleared: a second GET finds nothing and does not flush.
-      expect(popcount(mmu.getDirtyLog(0))).toBe(0);
-      expect(s.remote_tlb_flush - b.remote_tlb_flush!).toBe(1);
+      expect(popcount(vm.getDirtyLog(0))).toBe(0);
+      expect(s.remote_tlb_flush_requests - b.remote_tlb_flush_requests!).toBe(1);
       expect(vm.audit()).toEqual([]);
     }
 
     b = snap(s);
     region(0); // disable: zap every collapsible PD entry, one flush per atomic zap
-    expect(s.remote_tlb_flush - b.remote_tlb_flush!).toBe(HUGE);
+    expect(s.remote_tlb_flush_requests - b.remote_tlb_flush_requests!).toBe(HUGE);
     expect([s.spt_pages_live, s.tdp_mmu_pages, s.pages_4k]).toEqual([sps2m, sps2m - 1, 0]);
     b = snap(s);
     pass(false);
@@ -100,26 +100,26 @@ describe("S2: dirty-log cycle, TDP MMU (eager split, no PML, collapse by zap)", 
     let b = snap(s);
     region(LOG);
     expect(s.pages_2m).toBe(HUGE); // huge leaves only lost W
-    expect(s.remote_tlb_flush - b.remote_tlb_flush!).toBe(1);
+    expect(s.remote_tlb_flush_requests - b.remote_tlb_flush_requests!).toBe(1);
     b = snap(s);
     pass(true);
     expect(s.huge_splits - b.huge_splits!).toBe(HUGE);
     expect(s.pf_fast - b.pf_fast!).toBe(PAGES - HUGE); // the 511 siblings of each split
     expect(s.pf_fixed - b.pf_fixed!).toBe(PAGES);
-    expect(s.remote_tlb_flush - b.remote_tlb_flush!).toBe(0);
+    expect(s.remote_tlb_flush_requests - b.remote_tlb_flush_requests!).toBe(0);
     expect([s.pages_4k, s.spt_pages_live]).toEqual([PAGES, tablesFor(PAGES, 1, 4)]);
     expect(vm.audit()).toEqual([]);
   });
 
   it("collapse 'none' (before v4.1): 4K mappings stay; reads do not fault, writes are fast", () => {
-    const { vm, s, mmu, region, pass } = guest({ collapseOnLogDisable: "none" });
+    const { vm, s, region, pass } = guest({ collapseOnLogDisable: "none" });
     region(LOG);
     pass(true);
-    mmu.getDirtyLog(0);
+    vm.getDirtyLog(0);
     let b = snap(s);
     region(0);
     expect([s.pages_4k, s.spt_pages_live]).toEqual([PAGES, tablesFor(PAGES, 1, 4)]);
-    expect(s.remote_tlb_flush - b.remote_tlb_flush!).toBe(0);
+    expect(s.remote_tlb_flush_requests - b.remote_tlb_flush_requests!).toBe(0);
     pass(false);
     expect(s.pf_taken - b.pf_taken!).toBe(0);
     b = snap(s);
@@ -129,22 +129,22 @@ describe("S2: dirty-log cycle, TDP MMU (eager split, no PML, collapse by zap)", 
   });
 
   it("GET_DIRTY_LOG refuses a slot without logging, naming it", () => {
-    const { mmu } = guest({});
-    expect(() => mmu.getDirtyLog(0)).toThrow(/KVM_MEM_LOG_DIRTY_PAGES/);
-    expect(() => mmu.getDirtyLog(7)).toThrow(/existing memslot/);
+    const { vm } = guest({});
+    expect(() => vm.getDirtyLog(0)).toThrow(/KVM_MEM_LOG_DIRTY_PAGES/);
+    expect(() => vm.getDirtyLog(7)).toThrow(/existing memslot/);
   });
 });
 
 describe("S3: the same cycle on the legacy direct MMU", () => {
   it("enable / write / GET / disable (rmap zap) / touch", () => {
-    const { vm, s, mmu, region, pass } = guest({ mmuFlavor: "legacy_direct" });
+    const { vm, s, region, pass } = guest({ mmuFlavor: "legacy_direct" });
     const sps2m = tablesFor(PAGES, 2, 4);
     let b = snap(s);
     region(LOG);
     // rmap walk of levels 1..3 over the slot: 262144 + 512 + 1 heads.
     expect(s.rmap_heads_scanned - b.rmap_heads_scanned!).toBe(PAGES + HUGE + 1);
     expect(s.pages_2m).toBe(HUGE);
-    expect(s.remote_tlb_flush - b.remote_tlb_flush!).toBe(1);
+    expect(s.remote_tlb_flush_requests - b.remote_tlb_flush_requests!).toBe(1);
     b = snap(s);
     pass(true);
     // Per region: the fast path refuses the huge leaf, the slow path drops it (flush) under a
@@ -152,24 +152,24 @@ describe("S3: the same cycle on the legacy direct MMU", () => {
     expect(s.pf_taken - b.pf_taken!).toBe(PAGES);
     expect(s.pf_fast - b.pf_fast!).toBe(0);
     expect(s.mmu_cache_miss - b.mmu_cache_miss!).toBe(HUGE);
-    expect(s.remote_tlb_flush - b.remote_tlb_flush!).toBe(HUGE);
+    expect(s.remote_tlb_flush_requests - b.remote_tlb_flush_requests!).toBe(HUGE);
     expect([s.pages_2m, s.pages_4k, s.n_used_mmu_pages]).toEqual([0, PAGES, sps2m + HUGE]);
     b = snap(s);
-    expect(popcount(mmu.getDirtyLog(0))).toBe(PAGES);
-    expect(s.remote_tlb_flush - b.remote_tlb_flush!).toBe(1);
+    expect(popcount(vm.getDirtyLog(0))).toBe(PAGES);
+    expect(s.remote_tlb_flush_requests - b.remote_tlb_flush_requests!).toBe(1);
     expect(vm.audit()).toEqual([]);
     b = snap(s);
     region(0); // rmap collapse: every 4K leaf zapped, one batched flush, PTs stay linked
     expect(s.pages_4k).toBe(0);
-    expect(s.remote_tlb_flush - b.remote_tlb_flush!).toBe(1);
+    expect(s.remote_tlb_flush_requests - b.remote_tlb_flush_requests!).toBe(1);
     expect(s.n_used_mmu_pages).toBe(sps2m + HUGE);
     b = snap(s);
     pass(false);
     // Each refault replaces a PDE pointing at an empty PT by a 2M leaf: PT orphaned, one flush.
     expect(s.pf_fixed - b.pf_fixed!).toBe(HUGE);
-    expect(s.remote_tlb_flush - b.remote_tlb_flush!).toBe(HUGE);
+    expect(s.remote_tlb_flush_requests - b.remote_tlb_flush_requests!).toBe(HUGE);
     expect(s.pages_2m).toBe(HUGE);
-    expect(mmu.legacy!.orphanCount()).toBe(HUGE);
+    expect(vm.mmu!.orphanCount()).toBe(HUGE);
     expect(s.n_used_mmu_pages).toBe(sps2m + HUGE); // no reclaim: far below n_max
     expect(vm.audit()).toEqual([]);
   });
@@ -177,10 +177,10 @@ describe("S3: the same cycle on the legacy direct MMU", () => {
 
 describe("S2 variant: disable with collapse 'recover' (v6.13+)", () => {
   it("huge leaves installed in place: pages_4k 0, pages_2m 512, SPs 3, one flush, no refault", () => {
-    const { vm, s, mmu, region, pass } = guest({ collapseOnLogDisable: "recover" });
+    const { vm, s, region, pass } = guest({ collapseOnLogDisable: "recover" });
     region(LOG);
     pass(true);
-    mmu.getDirtyLog(0);
+    vm.getDirtyLog(0);
     let b = snap(s);
     region(0);
     expect([s.pages_4k, s.pages_2m]).toEqual([0, HUGE]);
@@ -188,13 +188,13 @@ describe("S2 variant: disable with collapse 'recover' (v6.13+)", () => {
       tablesFor(PAGES, 2, 4),
       tablesFor(PAGES, 2, 4) - 1,
     ]);
-    expect(s.remote_tlb_flush - b.remote_tlb_flush!).toBe(1);
+    expect(s.remote_tlb_flush_requests - b.remote_tlb_flush_requests!).toBe(1);
     expect(vm.audit()).toEqual([]);
     // The recovered leaves map the same frames: a read pass takes no fault.
     b = snap(s);
     pass(false);
     expect(s.pf_taken - b.pf_taken!).toBe(0);
-    expect(mmu.walkGpa(777 * PAGE).pfn).toBe((4 * GIB) / PAGE + 777);
+    expect(vm.walkGpa(777 * PAGE).pfn).toBe((4 * GIB) / PAGE + 777);
   });
 });
 
@@ -202,55 +202,55 @@ describe("S11: manual protect with KVM_DIRTY_LOG_INITIALLY_SET, CLEAR_DIRTY_LOG"
   const ones = (n: number) => new Uint32Array(Math.ceil(n / 32)).fill(0xffffffff);
 
   it("enabling logging changes nothing; the bitmap starts all ones; new faults map 4K", () => {
-    const { vm, s, mmu, region } = guest({
+    const { vm, s, region } = guest({
       manualDirtyLogProtect: true,
       dirtyLogInitiallySet: true,
     });
     const b = snap(s);
     region(LOG);
-    expect([s.pages_2m, s.huge_splits, s.remote_tlb_flush - b.remote_tlb_flush!]).toEqual([
-      HUGE,
-      0,
-      0,
-    ]);
-    expect(mmu.walkGpa(0).steps.at(-1)!.flags).toContain("writable");
-    expect(popcount(mmu.getDirtyLog(0))).toBe(PAGES);
-    expect(popcount(mmu.getDirtyLog(0))).toBe(PAGES); // GET neither clears nor protects
-    mmu.zapGfnRange(0, 512);
+    expect([
+      s.pages_2m,
+      s.huge_splits,
+      s.remote_tlb_flush_requests - b.remote_tlb_flush_requests!,
+    ]).toEqual([HUGE, 0, 0]);
+    expect(vm.walkGpa(0).steps.at(-1)!.flags).toContain("writable");
+    expect(popcount(vm.getDirtyLog(0))).toBe(PAGES);
+    expect(popcount(vm.getDirtyLog(0))).toBe(PAGES); // GET neither clears nor protects
+    vm.zapGfnRange(0, 512);
     vm.vcpus[0]!.access(0, {});
     expect([s.pages_2m, s.pages_4k]).toEqual([HUGE - 1, 1]);
     expect(vm.audit()).toEqual([]);
   });
 
   it("CLEAR(0, 64) with eager split: the 2M leaf splits, the 64 pages lose W, one flush", () => {
-    const { vm, s, mmu, region } = guest({
+    const { vm, s, region } = guest({
       manualDirtyLogProtect: true,
       dirtyLogInitiallySet: true,
     });
     region(LOG);
     const b = snap(s);
-    expect(mmu.clearDirtyLog(0, 0, 64, ones(64))).toBe(64);
+    expect(vm.clearDirtyLog(0, 0, 64, ones(64))).toBe(64);
     expect([s.pages_2m, s.pages_4k, s.huge_splits - b.huge_splits!]).toEqual([HUGE - 1, 512, 1]);
-    expect(s.remote_tlb_flush - b.remote_tlb_flush!).toBe(1);
-    expect(mmu.walkGpa(63 * PAGE).steps.at(-1)!.flags).not.toContain("writable");
-    expect(mmu.walkGpa(64 * PAGE).steps.at(-1)!.flags).toContain("writable");
-    expect(popcount(mmu.getDirtyLog(0))).toBe(PAGES - 64);
+    expect(s.remote_tlb_flush_requests - b.remote_tlb_flush_requests!).toBe(1);
+    expect(vm.walkGpa(63 * PAGE).steps.at(-1)!.flags).not.toContain("writable");
+    expect(vm.walkGpa(64 * PAGE).steps.at(-1)!.flags).toContain("writable");
+    expect(popcount(vm.getDirtyLog(0))).toBe(PAGES - 64);
     // Clearing the same bits again clears nothing and does not flush.
-    expect(mmu.clearDirtyLog(0, 0, 64, ones(64))).toBe(0);
-    expect(s.remote_tlb_flush - b.remote_tlb_flush!).toBe(1);
+    expect(vm.clearDirtyLog(0, 0, 64, ones(64))).toBe(0);
+    expect(s.remote_tlb_flush_requests - b.remote_tlb_flush_requests!).toBe(1);
     expect(vm.audit()).toEqual([]);
   });
 
   it("CLEAR(0, 64) without eager split: W and MMU-writable go, every later write is a slow fault", () => {
-    const { vm, s, mmu, region } = guest({
+    const { vm, s, region } = guest({
       manualDirtyLogProtect: true,
       dirtyLogInitiallySet: true,
       eagerPageSplit: false,
     });
     region(LOG);
-    mmu.clearDirtyLog(0, 0, 64, ones(64));
+    vm.clearDirtyLog(0, 0, 64, ones(64));
     expect(s.pages_2m).toBe(HUGE);
-    const f = mmu.walkGpa(0).steps.at(-1)!.flags;
+    const f = vm.walkGpa(0).steps.at(-1)!.flags;
     expect(f).not.toContain("writable");
     expect(f).not.toContain("mmu-writable");
     const b = snap(s);
@@ -267,17 +267,17 @@ describe("S11: manual protect with KVM_DIRTY_LOG_INITIALLY_SET, CLEAR_DIRTY_LOG"
   });
 
   it("validates its arguments like the ioctl (-EINVAL), changing nothing", () => {
-    const { s, mmu, region } = guest({ manualDirtyLogProtect: true, dirtyLogInitiallySet: true });
-    expect(() => mmu.clearDirtyLog(0, 0, 64, ones(64))).toThrow(/KVM_MEM_LOG_DIRTY_PAGES/);
+    const { vm, s, region } = guest({ manualDirtyLogProtect: true, dirtyLogInitiallySet: true });
+    expect(() => vm.clearDirtyLog(0, 0, 64, ones(64))).toThrow(/KVM_MEM_LOG_DIRTY_PAGES/);
     region(LOG);
     const b = snap(s);
-    expect(() => mmu.clearDirtyLog(0, 3, 64, ones(64))).toThrow(/invalid firstPage: 3/);
-    expect(() => mmu.clearDirtyLog(0, 0, 10, ones(64))).toThrow(/invalid numPages: 10/);
-    expect(() => mmu.clearDirtyLog(0, 0, 128, new Uint32Array(2))).toThrow(/invalid bitmap/);
+    expect(() => vm.clearDirtyLog(0, 3, 64, ones(64))).toThrow(/invalid firstPage: 3/);
+    expect(() => vm.clearDirtyLog(0, 0, 10, ones(64))).toThrow(/invalid numPages: 10/);
+    expect(() => vm.clearDirtyLog(0, 0, 128, new Uint32Array(2))).toThrow(/invalid bitmap/);
     expect(() => createVm({ features: { dirtyLogInitiallySet: true } })).toThrow(
       /dirtyLogInitiallySet/,
     );
     expect(snap(s)).toEqual(b);
-    expect(popcount(mmu.getDirtyLog(0))).toBe(PAGES);
+    expect(popcount(vm.getDirtyLog(0))).toBe(PAGES);
   });
 });

@@ -1,5 +1,7 @@
-/** Helpers shared by the TDP MMU tests: a VM with the TDP MMU plugged in, geometry helpers. */
-import { resolveMmuFeatures, TdpStage2 } from "../src/mmu";
+/** Helpers shared by the TDP MMU tests: a VM with KVM's MMU, geometry helpers. */
+import type { VmMmu } from "../src/mmu/mmu";
+import { LastSpte, walkToLastSpte } from "../src/mmu/mmu_internal";
+import type { Vcpu } from "../src/vcpu";
 import { createVm, type Vm } from "../src/vm";
 
 export const PAGE = 4096;
@@ -9,7 +11,7 @@ export const pagesPerEntry = (level: number): number => 512 ** (level - 1);
 
 export interface TdpVm {
   vm: Vm;
-  mmu: TdpStage2;
+  mmu: VmMmu;
 }
 
 /**
@@ -27,12 +29,20 @@ export function addS1Slot(vm: Vm, backing: "4k" | "thp" | "hugetlb-2m" | "hugetl
   });
 }
 
-/** A VM whose stage 2 is the TDP MMU, with the given MMU switches. */
+/** A VM with KVM's MMU beneath (EPT), with the given switches. */
 export function tdpVm(features: Record<string, unknown> = {}, maxPhysAddrBits = 46): TdpVm {
-  const vm = createVm({ maxPhysAddrBits });
-  const mmu = new TdpStage2(vm.memslots, resolveMmuFeatures(features, maxPhysAddrBits));
-  vm.stage2 = mmu;
-  return { vm, mmu };
+  const vm = createVm({ maxPhysAddrBits, features });
+  return { vm, mmu: vm.mmu! };
+}
+
+/**
+ * The last spte on `gfn`'s path under the vCPU's root (the entry the CPU would use), after the
+ * vCPU has entered the guest at least once.
+ */
+export function lastSpte(vm: Vm, vcpu: Vcpu, gfn: number): LastSpte {
+  const out = new LastSpte();
+  walkToLastSpte(vm.mmu!.store, vcpu.mmu.root, vm.mmu!.rootLevel, gfn, out);
+  return out;
 }
 
 /**

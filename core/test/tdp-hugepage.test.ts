@@ -3,7 +3,7 @@
  * dirty_log_page_splitting_test first assertion and scenario S10 (memslot edges).
  */
 import { describe, expect, it } from "vitest";
-import { gfnToIndex, SlotArch } from "../src/lpage";
+import { gfnToIndex, SlotArch } from "../src/mmu/mmu_internal";
 import { GIB, PAGE, pagesPerEntry, tdpVm } from "./tdp-helpers";
 
 const MIB = 2 ** 20;

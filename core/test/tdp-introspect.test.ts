@@ -35,7 +35,7 @@ function populated(features = {}) {
   const vcpu = vm.createVcpu();
   for (let off = 0; off < 2 * MIB; off += PAGE) vcpu.access(off, {});
   for (let off = 0; off < 8 * MIB; off += PAGE) vcpu.access(GIB + off, {});
-  return { vm, mmu: vm.tdp! };
+  return { vm, mmu: vm };
 }
 
 /** 2 MiB at gpa 0 at HVA4K (default backing), nothing touched. */
@@ -95,7 +95,7 @@ describe("TDP tree snapshot (display.v1 definitions.tree)", () => {
     const vm = vmWith2MiB();
     const vcpu = vm.createVcpu();
     for (let gfn = 0; gfn < 512; gfn += 2) vcpu.access(gfn * PAGE, {});
-    const view = vm.tdp!.snapshot({ maxEntriesPerTable: 8, maxTables: 10 });
+    const view = vm.snapshot({ maxEntriesPerTable: 8, maxTables: 10 });
     const p = view.payload();
     expect(validateDisplayPayload(PAGETABLE_MIME, p)).toEqual({ ok: true });
     const pt = (p.trees[0]!.root as AnyTable).entries[0]!.child!.entries[0]!.child!.entries[0]!
@@ -171,7 +171,7 @@ describe("MMU trace (faults and remote TLB flushes)", () => {
   it("records each fault with its path and result, and each counted flush with its reason", () => {
     const vm = vmWith2MiB();
     const vcpu = vm.createVcpu();
-    const mmu = vm.tdp!;
+    const mmu = vm;
     mmu.startTrace(5);
     vcpu.access(0, {}); // slow fixed
     vcpu.access(GIB, {}); // no slot: MMIO spte created (slow, emulate)
@@ -186,8 +186,8 @@ describe("MMU trace (faults and remote TLB flushes)", () => {
       { ev: "tlb_flush", reason: "zap_gfn_range" },
       { ev: "fault", gfn: 1, err: 0x4, path: "slow", ret: "fixed" },
     ]);
-    expect(mmu.traceDropped).toBe(1);
-    expect(vm.stats.remote_tlb_flush).toBe(1);
+    expect(vm.mmu!.trace.dropped).toBe(1);
+    expect(vm.stats.remote_tlb_flush_requests).toBe(1);
     expect(() => mmu.startTrace(0)).toThrow(/limit/);
   });
 });

@@ -29,7 +29,7 @@ describe('access.c sample with mmu: "tdp"', () => {
       expect(failures).toEqual([]);
       expect(made.length).toBeGreaterThan(0);
       for (const vm of made) {
-        expect(vm.tdp).not.toBeNull();
+        expect(vm.mmu).not.toBeNull();
         expect(vm.stats.pf_fixed).toBeGreaterThan(0); // the guest walk really ran over EPT
         expect(vm.audit()).toEqual([]);
       }

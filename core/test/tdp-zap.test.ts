@@ -4,8 +4,9 @@
  * faults that only add translations or for splits.
  */
 import { describe, expect, it } from "vitest";
-import { SPTE_A, SPTE_D, SPTE_HI_MMU_WRITABLE, SPTE_W } from "../src/spte";
+import { SPTE_A, SPTE_D, SPTE_HI_MMU_WRITABLE, SPTE_W } from "../src/mmu/spte";
 import { createVm } from "../src/vm";
+import { lastSpte } from "./tdp-helpers";
 
 const PAGE = 4096;
 const MIB = 2 ** 20;
@@ -22,8 +23,8 @@ function vmWith(backing: "4k" | "thp", size: number, flags = 0) {
     userspaceAddr: 8 * GIB,
   });
   const vcpu = vm.createVcpu();
-  const mmu = vm.tdp!;
-  return { vm, vcpu, mmu, s: mmu.stats };
+  const mmu = vm.mmu!;
+  return { vm, vcpu, mmu, s: vm.stats };
 }
 
 function touch(vcpu: ReturnType<typeof vmWith>["vcpu"], from: number, to: number, write = false) {
@@ -32,45 +33,45 @@ function touch(vcpu: ReturnType<typeof vmWith>["vcpu"], from: number, to: number
 
 describe("kvm_zap_gfn_range / MMU-notifier invalidate", () => {
   it("zaps the leaves in range, keeps the tables, counts one flush; a second pass finds nothing", () => {
-    const { vm, vcpu, mmu, s } = vmWith("4k", 4 * MIB);
+    const { vm, vcpu, s } = vmWith("4k", 4 * MIB);
     touch(vcpu, 0, 4 * MIB);
     const tables = s.tdp_mmu_pages;
     expect(s.pages_4k).toBe((4 * MIB) / PAGE);
-    expect(mmu.zapGfnRange(0, 512)).toBe(true);
+    expect(vm.zapGfnRange(0, 512)).toBe(true);
     expect(s.pages_4k).toBe((4 * MIB) / PAGE - 512);
     expect(s.tdp_mmu_pages).toBe(tables); // leaf zaps leave empty tables linked
-    expect(s.remote_tlb_flush).toBe(1);
-    expect(mmu.zapGfnRange(0, 512)).toBe(false);
-    expect(s.remote_tlb_flush).toBe(1);
-    expect(mmu.mmuNotifierInvalidate(600, 700)).toBe(true);
+    expect(s.remote_tlb_flush_requests).toBe(1);
+    expect(vm.zapGfnRange(0, 512)).toBe(false);
+    expect(s.remote_tlb_flush_requests).toBe(1);
+    expect(vm.mmuNotifierInvalidate(600, 700)).toBe(true);
     expect(s.pages_4k).toBe((4 * MIB) / PAGE - 512 - 100);
-    expect(s.remote_tlb_flush).toBe(2);
+    expect(s.remote_tlb_flush_requests).toBe(2);
     expect(vm.audit()).toEqual([]);
     // Refault: the zapped gfns fault again, each once.
     const before = s.pf_fixed;
     touch(vcpu, 0, 4 * MIB);
     expect(s.pf_fixed - before).toBe(612);
-    expect(s.remote_tlb_flush).toBe(2);
+    expect(s.remote_tlb_flush_requests).toBe(2);
   });
 
   it("a range partly covering a 2M leaf zaps the whole leaf", () => {
-    const { vm, vcpu, mmu, s } = vmWith("thp", 4 * MIB);
+    const { vm, vcpu, s } = vmWith("thp", 4 * MIB);
     touch(vcpu, 0, 4 * MIB);
     expect(s.pages_2m).toBe(2);
-    expect(mmu.mmuNotifierInvalidate(511, 513)).toBe(true); // straddles both leaves
+    expect(vm.mmuNotifierInvalidate(511, 513)).toBe(true); // straddles both leaves
     expect(s.pages_2m).toBe(0);
-    expect(s.remote_tlb_flush).toBe(1);
+    expect(s.remote_tlb_flush_requests).toBe(1);
     expect(vm.audit()).toEqual([]);
   });
 
   it("zapSpte: one atomic zap, one flush each", () => {
-    const { vcpu, mmu, s } = vmWith("4k", 2 * MIB);
+    const { vm, vcpu, s } = vmWith("4k", 2 * MIB);
     touch(vcpu, 0, 2 * MIB);
-    expect(mmu.zapSpte(7)).toBe(1);
-    expect(mmu.zapSpte(8)).toBe(1);
-    expect(mmu.zapSpte(7)).toBe(0);
+    expect(vm.zapSpte(7)).toBe(1);
+    expect(vm.zapSpte(8)).toBe(1);
+    expect(vm.zapSpte(7)).toBe(0);
     expect(s.pages_4k).toBe(510);
-    expect(s.remote_tlb_flush).toBe(2);
+    expect(s.remote_tlb_flush_requests).toBe(2);
   });
 });
 
@@ -85,7 +86,7 @@ describe("memslot delete/move: kvm_mmu_zap_all_fast", () => {
     expect(s.tdp_mmu_pages).toBe(0);
     // The vCPU still pins its (now empty, invalid) root until it next enters the guest.
     expect(s.spt_pages_live).toBe(1);
-    expect(s.remote_tlb_flush).toBe(0);
+    expect(s.remote_tlb_flush_requests).toBe(0);
     expect(vm.audit()).toEqual([]);
     vcpu.access(0, {});
     expect(s.spt_pages_live).toBe(4); // new root + PDPT + PD + PT
@@ -115,7 +116,7 @@ describe("huge leaves replacing tables and tables replacing huge leaves", () => 
     expect(s.pages_4k).toBe(0);
     expect(s.pages_2m).toBe(1);
     expect(s.tdp_mmu_pages).toBe(tables - 1);
-    expect(s.remote_tlb_flush).toBe(1);
+    expect(s.remote_tlb_flush_requests).toBe(1);
     expect(vm.audit()).toEqual([]);
   });
 
@@ -130,27 +131,25 @@ describe("huge leaves replacing tables and tables replacing huge leaves", () => 
       userspaceAddr: 8 * GIB,
     });
     const vcpu = vm.createVcpu();
-    const mmu = vm.tdp!;
     const s = vm.stats;
     vcpu.access(0, { write: true });
     expect(s.pages_2m).toBe(1);
     // Enabling logging without eager split only removes W from the huge leaf (+1 flush).
     vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 2 * MIB, flags: 1 });
-    expect([s.pages_2m, s.remote_tlb_flush, s.huge_splits]).toEqual([1, 1, 0]);
+    expect([s.pages_2m, s.remote_tlb_flush_requests, s.huge_splits]).toEqual([1, 1, 0]);
     const tables = s.tdp_mmu_pages;
     vcpu.access(5 * PAGE, { write: true });
     expect(s.pages_2m).toBe(0);
     expect(s.pages_4k).toBe(512);
     expect(s.huge_splits).toBe(1);
     expect(s.tdp_mmu_pages).toBe(tables + 1);
-    expect(s.remote_tlb_flush).toBe(1); // the split itself does not flush
+    expect(s.remote_tlb_flush_requests).toBe(1); // the split itself does not flush
     expect(s.pf_fast).toBe(0); // the fast path refuses a huge leaf while logging
     // Only the written page became writable; its siblings inherited the protected leaf.
-    mmu.direct.walkToLast(mmu.rootFor(vcpu), 5);
-    expect(mmu.direct.lastLo & SPTE_W).toBe(SPTE_W);
-    mmu.direct.walkToLast(mmu.rootFor(vcpu), 6);
-    expect(mmu.direct.lastLo & SPTE_W).toBe(0);
-    expect(mmu.direct.lastHi & SPTE_HI_MMU_WRITABLE).toBe(SPTE_HI_MMU_WRITABLE);
+    expect(lastSpte(vm, vcpu, 5).lo & SPTE_W).toBe(SPTE_W);
+    const six = lastSpte(vm, vcpu, 6);
+    expect(six.lo & SPTE_W).toBe(0);
+    expect(six.hi & SPTE_HI_MMU_WRITABLE).toBe(SPTE_HI_MMU_WRITABLE);
     expect(vm.memslots.get(0)!.testDirty(5)).toBe(true);
     expect(vm.audit()).toEqual([]);
   });
@@ -160,8 +159,8 @@ describe("fast page fault, A/D and spurious faults", () => {
   it("a write to an MMU-writable but write-protected leaf is fixed by the fast path", () => {
     const { vm, vcpu, mmu, s } = vmWith("4k", 2 * MIB, 1);
     vcpu.access(0, {});
-    mmu.direct.walkToLast(mmu.rootFor(vcpu), 0);
-    mmu.store.spt[mmu.direct.lastSp]![mmu.direct.lastIdx * 2]! &= ~SPTE_W; // dirty-log style: W only
+    const leaf = lastSpte(vm, vcpu, 0);
+    mmu.store.spt[leaf.sp]![leaf.idx * 2]! &= ~SPTE_W; // dirty-log style: W only
     const taken = s.pf_taken;
     vcpu.access(0, { write: true });
     expect(s.pf_taken - taken).toBe(1);
@@ -175,25 +174,24 @@ describe("fast page fault, A/D and spurious faults", () => {
     // Two vCPUs fault on the same gfn; the second handler finds the first one's leaf.
     const { vm, vcpu, mmu, s } = vmWith("4k", 2 * MIB);
     vcpu.access(3 * PAGE, { write: true });
-    const root = mmu.rootFor(vcpu);
-    mmu.direct.walkToLast(root, 3);
-    const before = [mmu.direct.lastLo, mmu.direct.lastHi];
+    const leaf = lastSpte(vm, vcpu, 3);
+    const before = [leaf.lo, leaf.hi];
     const taken = s.pf_taken;
     const RET_PF_SPURIOUS = 5;
-    expect(mmu.pageFault(root, 3, 0x4 /* read: USER */)).toBe(RET_PF_SPURIOUS);
-    expect(mmu.pageFault(root, 3, 0x2 /* write */)).toBe(RET_PF_SPURIOUS);
+    expect(mmu.pageFault(vcpu.mmu, 0, 3 * PAGE, 0x4 /* read: USER */)).toBe(RET_PF_SPURIOUS);
+    expect(mmu.pageFault(vcpu.mmu, 0, 3 * PAGE, 0x2 /* write */)).toBe(RET_PF_SPURIOUS);
     expect([s.pf_taken - taken, s.pf_spurious, s.pf_fixed]).toEqual([2, 2, 1]);
-    mmu.direct.walkToLast(root, 3);
-    expect([mmu.direct.lastLo, mmu.direct.lastHi]).toEqual(before);
+    const after = lastSpte(vm, vcpu, 3);
+    expect([after.lo, after.hi]).toEqual(before);
     expect(vm.audit()).toEqual([]);
   });
 
   it("the CPU sets EPT A on access and D on write", () => {
-    const { vcpu, mmu } = vmWith("4k", 2 * MIB);
+    const { vm, vcpu, mmu } = vmWith("4k", 2 * MIB);
     vcpu.access(PAGE, {});
-    mmu.direct.walkToLast(mmu.rootFor(vcpu), 1);
-    const idx = mmu.direct.lastIdx;
-    const spt = mmu.store.spt[mmu.direct.lastSp]!;
+    const leaf = lastSpte(vm, vcpu, 1);
+    const idx = leaf.idx;
+    const spt = mmu.store.spt[leaf.sp]!;
     // make_spte gives a writable leaf A and D already; clear them to watch the CPU set them.
     spt[idx * 2]! &= ~(SPTE_A | SPTE_D);
     vcpu.access(PAGE, {});
@@ -207,8 +205,7 @@ describe("MMIO sptes and read-only slots", () => {
   it("no memslot: MMIO spte created once, then emulated without pf_taken; rebuilt after a slot change", () => {
     const vm = createVm();
     const vcpu = vm.createVcpu();
-    const mmu = vm.tdp!;
-    const s = mmu.stats;
+    const s = vm.stats;
     expect(vcpu.access(GIB, {})).toEqual({ fault: false, gpa: GIB, mmio: true });
     expect([s.pf_taken, s.pf_emulate, s.pf_mmio_spte_created]).toEqual([1, 1, 1]);
     expect(vcpu.access(GIB, {})).toMatchObject({ mmio: true });
@@ -236,27 +233,28 @@ describe("guest page tables in a read-only slot", () => {
   it("the walker's table reads map read-only (no MMIO exit), data writes there exit", () => {
     const vm = createVm();
     vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 2 * MIB, flags: 2 });
-    const mmu = vm.tdp!;
+    const vcpu = vm.createVcpu();
+    vcpu.enterGuest();
     // A walker table access is a write with final = false (PFERR_GUEST_PAGE).
-    const hvfn = mmu.translate(null, 0x3000, 0x2, false);
+    const hvfn = vcpu.cpu.stage2(3, 0x2, false);
     expect(hvfn).toBeGreaterThan(0);
-    expect(mmu.writable).toBe(false);
-    expect(mmu.translate(null, 0x3000, 0x2, true)).toBe(-1);
+    expect(vcpu.cpu.writable).toBe(false);
+    expect(vcpu.cpu.stage2(3, 0x2, true)).toBe(-1);
     expect(vm.audit()).toEqual([]);
   });
 });
 
 describe("bad input to the zap entry points", () => {
   it("names the bad value and leaves every mapping in place", () => {
-    const { vm, vcpu, mmu, s } = vmWith("4k", 2 * MIB);
+    const { vm, vcpu, s } = vmWith("4k", 2 * MIB);
     touch(vcpu, 0, 2 * MIB);
     const before = JSON.stringify(s);
-    expect(() => mmu.zapGfnRange(-1, 5)).toThrow(/invalid start: -1/);
-    expect(() => mmu.zapGfnRange(10, 10)).toThrow(/invalid end: 10/);
-    expect(() => mmu.zapGfnRange(0.5, 10)).toThrow(/invalid start/);
-    expect(() => mmu.mmuNotifierInvalidate(0, 2 ** 40)).toThrow(/invalid end/); // beyond MAXPHYADDR 46
-    expect(() => mmu.zapSpte(Number.NaN)).toThrow(/invalid start/);
-    expect(() => mmu.setNrMmuPages(10)).toThrow(/invalid nrMmuPages: 10/);
+    expect(() => vm.zapGfnRange(-1, 5)).toThrow(/invalid start: -1/);
+    expect(() => vm.zapGfnRange(10, 10)).toThrow(/invalid end: 10/);
+    expect(() => vm.zapGfnRange(0.5, 10)).toThrow(/invalid start/);
+    expect(() => vm.mmuNotifierInvalidate(0, 2 ** 40)).toThrow(/invalid end/); // beyond MAXPHYADDR 46
+    expect(() => vm.zapSpte(Number.NaN)).toThrow(/invalid start/);
+    expect(() => vm.setNrMmuPages(10)).toThrow(/invalid nrMmuPages: 10/);
     expect(() => createVm({ features: { tdpLevels: 3 as 4 } })).toThrow(/features.tdpLevels/);
     expect(() => createVm({ features: { mmuFlavor: "shadow" as "tdp_mmu" } })).toThrow(
       /features.mmuFlavor/,
@@ -272,14 +270,15 @@ describe("bad input to the zap entry points", () => {
 
 describe("TDP level follows guest MAXPHYADDR (kvm_mmu_get_tdp_level)", () => {
   it("4-level up to 48 bits, 5-level above", () => {
-    expect(createVm({ maxPhysAddrBits: 48 }).tdp!.rootLevel).toBe(4);
+    expect(createVm({ maxPhysAddrBits: 48 }).mmu!.rootLevel).toBe(4);
     const vm = createVm({ maxPhysAddrBits: 52 });
-    expect(vm.tdp!.rootLevel).toBe(5);
+    expect(vm.mmu!.rootLevel).toBe(5);
     vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 2 ** 50, memorySize: 2 * MIB, flags: 0 });
     const vcpu = vm.createVcpu();
     // Non-paging guests cannot reach 2^50: map it through the stage 2 directly.
-    expect(vm.tdp!.translate(vcpu, 2 ** 50 + PAGE, 0, true)).toBeGreaterThan(0);
-    expect(vm.tdp!.walkGpa(2 ** 50 + PAGE).steps.map((x) => x.level)).toEqual([5, 4, 3, 2, 1]);
+    vcpu.enterGuest();
+    expect(vcpu.cpu.stage2(2 ** 38 + 1, 0, true)).toBeGreaterThan(0);
+    expect(vm.walkGpa(2 ** 50 + PAGE).steps.map((x) => x.level)).toEqual([5, 4, 3, 2, 1]);
     expect(vm.audit()).toEqual([]);
   });
 });
@@ -309,16 +308,13 @@ describe("MMU notifier on host virtual addresses (kvm_handle_hva_range)", () => 
       const s = vm.stats;
       // Last 3 pages of slot 0 and first 2 pages of slot 1 (a partial page counts whole).
       expect(
-        vm.tdp!.mmuNotifierInvalidateHva(
-          8 * GIB + 2 * MIB - 3 * PAGE,
-          8 * GIB + 2 * MIB + PAGE + 1,
-        ),
+        vm.mmuNotifierInvalidateHva(8 * GIB + 2 * MIB - 3 * PAGE, 8 * GIB + 2 * MIB + PAGE + 1),
       ).toBe(true);
       expect(s.pages_4k).toBe(1024 - 5);
-      expect(s.remote_tlb_flush).toBe(1);
-      expect(vm.tdp!.mmuNotifierInvalidateHva(0, PAGE)).toBe(false); // no slot there
-      expect(s.remote_tlb_flush).toBe(1);
-      expect(() => vm.tdp!.mmuNotifierInvalidateHva(5, 5)).toThrow(/hvaEnd/);
+      expect(s.remote_tlb_flush_requests).toBe(1);
+      expect(vm.mmuNotifierInvalidateHva(0, PAGE)).toBe(false); // no slot there
+      expect(s.remote_tlb_flush_requests).toBe(1);
+      expect(() => vm.mmuNotifierInvalidateHva(5, 5)).toThrow(/hvaEnd/);
       expect(vm.audit()).toEqual([]);
     });
   }

@@ -1,14 +1,7 @@
 // sideBySide() and changes(): composing page-table snapshots for notebooks.
 import { describe, expect, it } from "vitest";
-import {
-  changes,
-  createVm,
-  GuestPageTableBuilder,
-  InvalidArgumentError,
-  PAGETABLE_MIME,
-  sideBySide,
-  validateDisplayPayload,
-} from "../src";
+import { changes, createVm, GuestPageTableBuilder, InvalidArgumentError, sideBySide } from "../src";
+import { PAGETABLE_MIME, validateDisplayPayload } from "../src/display";
 
 const MiB = 2 ** 20;
 
@@ -26,7 +19,7 @@ describe("sideBySide", () => {
   it("puts the trees of each source next to each other, in order, as one valid payload", () => {
     const { vm, tables, vcpu } = machine();
     vcpu.access(0x400000, { user: true });
-    const view = sideBySide(tables.snapshot(), vm.tdp!.snapshot());
+    const view = sideBySide(tables.snapshot(), vm.snapshot());
     expect(view.payload.trees.map((t) => t.kind)).toEqual(["guest", "tdp"]);
     expect(validateDisplayPayload(PAGETABLE_MIME, view.payload)).toEqual({ ok: true });
     const bundle = view[Symbol.for("Jupyter.display") as never] as unknown as () => Record<
@@ -37,8 +30,8 @@ describe("sideBySide", () => {
   });
   it("titles the view only when every source has a title", () => {
     const { vm, tables } = machine();
-    expect(sideBySide(tables.snapshot(), vm.tdp!.snapshot()).payload.title).toBeUndefined();
-    expect(sideBySide(tables.snapshot({ title: "guest" }), vm.tdp!.snapshot()).payload.title).toBe(
+    expect(sideBySide(tables.snapshot(), vm.snapshot()).payload.title).toBeUndefined();
+    expect(sideBySide(tables.snapshot({ title: "guest" }), vm.snapshot()).payload.title).toBe(
       "guest | TDP MMU",
     );
   });
@@ -72,7 +65,7 @@ describe("changes", () => {
   });
   it("refuses snapshots of different trees", () => {
     const { vm, tables } = machine();
-    expect(() => changes(tables.snapshot(), vm.tdp!.snapshot())).toThrow(
+    expect(() => changes(tables.snapshot(), vm.snapshot())).toThrow(
       /snapshots of the same trees as after \(tdp\/tdp-4\)/,
     );
   });

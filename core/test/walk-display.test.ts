@@ -3,7 +3,8 @@
  * core/schema/display.v1.schema.json, and the Jupyter display hook returns the MIME bundle.
  */
 import { describe, expect, it } from "vitest";
-import { createVm, GuestPageTableBuilder, validateDisplayPayload } from "../src";
+import { createVm, GuestPageTableBuilder } from "../src";
+import { validateDisplayPayload } from "../src/display";
 
 const WALK = "application/vnd.mmulab.walk+json";
 const PT = "application/vnd.mmulab.pagetable+json";

@@ -10,7 +10,8 @@
 import { describe, expect, it } from "vitest";
 // @ts-expect-error -- plain JS module shared with the full-space script
 import * as space from "../scripts/access-space-lib.mjs";
-import { createVm, InvalidArgumentError, type Vcpu, type Vm } from "../src";
+import { createVm, InvalidArgumentError, SWITCHES, type Vcpu, type Vm } from "../src";
+import { switchNames } from "../src/era/features";
 
 type Flavour = "modern" | "w07b" | "w07a";
 const FLAVOURS: readonly Flavour[] = ["modern", "w07b", "w07a"];
@@ -259,7 +260,9 @@ describe("features.guestWalker: S5 steps 1-4 under each flavour", () => {
       vm.guestWrite64(0x103008, 0x201000n | 5n | 0x20n);
       const ro = { level: 1, e: { ...PRU, rw: false, a: true } };
       expect(step(0x401000, { user: true, write: true }, [...upper, ro], gpas3).err).toBe(0x7);
-      expect(vcpu.stat.pf_guest).toBe(2);
+      // Two #PFs for the guest; under EPT the CPU delivers them, KVM injects none (pf_guest 0).
+      expect(vcpu.stat.walk_faults).toBe(2);
+      expect(vcpu.stat.pf_guest).toBe(0);
       expect(vcpu.stat.walk_not_present).toBe(1);
       expect(vcpu.stat.walk_access_error).toBe(1);
       expect(vcpu.stat.mappings_held_max).toBe(flavour === "w07a" ? 1 : 0);
@@ -362,11 +365,14 @@ describe("features.guestWalker: bad values", () => {
       expect(e.message).toMatch(/"modern" \| "w07b" \| "w07a"/);
     });
   }
-  it("defaults to modern; the flavour is kept on vm.guestWalker, not among the CPUID booleans", () => {
-    expect(createVm().guestWalker).toBe("modern");
+  it("defaults to modern; the flavour is a KVM switch in vm.features, not a CPUID boolean", () => {
+    expect(createVm().features.guestWalker).toBe("modern");
     const vm = createVm({ features: { guestWalker: "w07b" } });
-    expect(vm.guestWalker).toBe("w07b");
-    expect(Object.values(vm.features).every((v) => typeof v === "boolean")).toBe(true);
+    expect(vm.features.guestWalker).toBe("w07b");
+    expect(SWITCHES.guestWalker.kind).toBe("kvm");
+    const cpuid = switchNames("cpuid");
+    expect(cpuid).not.toContain("guestWalker");
+    expect(cpuid.every((k) => typeof vm.features[k] === "boolean")).toBe(true);
   });
 });
 

@@ -3,7 +3,7 @@
  * requests and gives it an {@link Outbox} to reply and publish through, so the whole protocol is
  * unit-tested by calling {@link KernelHandler.handle} and reading what was sent.
  */
-import type { MimeBundle } from "@mmulab/core";
+import type { MimeBundle } from "@mmulab/core/display";
 import type { CellError, Engine } from "./engine";
 import { bundleOf, DisplayError } from "./helpers";
 import { History, type HistoryRequest } from "./history";

@@ -21,7 +21,7 @@ import {
   validateDisplayPayload,
   WALK_MIME,
   walkBundle,
-} from "@mmulab/core";
+} from "@mmulab/core/display";
 import { currentSession, type DisplayOptions } from "./session";
 
 /** Thrown for a value or bundle that cannot be displayed. */

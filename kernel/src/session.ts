@@ -5,7 +5,7 @@
  * load a different copy of `@mmulab/kernel` than the one running the kernel process (another
  * install, a symlink resolved differently), and both copies must reach the same kernel.
  */
-import type { MimeBundle } from "@mmulab/core";
+import type { MimeBundle } from "@mmulab/core/display";
 
 /** Options of one display message. */
 export interface DisplayOptions {

@@ -11,7 +11,7 @@
  *   PS, A, D, MMU-present 11, host-writable 57, MMU-writable 58).
  */
 
-import type { Table, Tree } from "@mmulab/core";
+import type { Table, Tree } from "@mmulab/core/display";
 
 /** One named field of an entry value. */
 export interface BitField {

@@ -13,7 +13,7 @@
  * differ inside it (see {@link Differ.pieces}).
  */
 
-import type { Entry, Table, Tree } from "@mmulab/core";
+import type { Entry, Table, Tree } from "@mmulab/core/display";
 import { entryShift, parseHex64 } from "./bits";
 
 /** Diff status of an entry against the `before` snapshot. */

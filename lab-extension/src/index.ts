@@ -17,7 +17,7 @@ import {
   validateDisplayPayload,
   WALK_MIME,
   type WalkPayload,
-} from "@mmulab/core";
+} from "@mmulab/core/display";
 import { errorBox, h } from "./dom";
 import { renderPagetable } from "./pagetable";
 import { type Figure, purgePlotly, renderPlotly } from "./plotly";

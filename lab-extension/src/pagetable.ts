@@ -13,7 +13,7 @@
  * marked, changed ones are never folded away, and tables holding changes start expanded.
  */
 
-import type { Entry, Flag, PagetablePayload, Role, Table, Tree } from "@mmulab/core";
+import type { Entry, Flag, PagetablePayload, Role, Table, Tree } from "@mmulab/core/display";
 import { decodeEntry, entryBase, entryShift, hex, sizeName } from "./bits";
 import { Differ, type DiffStatus, frameStep, type Piece } from "./diff";
 import { errorBox, h, text } from "./dom";

@@ -4,7 +4,7 @@
  * the translated gpa or the fault with its error code decoded in words.
  */
 
-import type { WalkPayload } from "@mmulab/core";
+import type { WalkPayload } from "@mmulab/core/display";
 import { h } from "./dom";
 
 /** Page-fault error code bits (Intel SDM vol. 3 §4.7): bit, short name, meaning when set / clear. */

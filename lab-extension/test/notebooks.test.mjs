@@ -262,7 +262,7 @@ describe("00-tour.ipynb in JupyterLab", () => {
     const kinds = await out
       .locator(".mmulab-pt-tree")
       .evaluateAll((els) => els.map((e) => e.dataset.kind));
-    // sideBySide(tables.snapshot(), vm.tdp.snapshot()): the guest's tables, then KVM's TDP tables.
+    // sideBySide(tables.snapshot(), vm.snapshot()): the guest's tables, then KVM's TDP tables.
     assert.deepEqual(kinds, ["guest", "tdp"]);
     const [payload] = sent(cell.source, PAGETABLE);
     assert.ok(payload, "the kernel sent no pagetable payload");

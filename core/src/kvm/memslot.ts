@@ -6,15 +6,15 @@
  * anything is modified, so a rejected request leaves every slot as it was. Lookup by gfn is a
  * binary search over slots sorted by base gfn (O(log n)) behind a one-entry cache.
  */
-import { toUnsigned } from "./addr";
+import { toUnsigned } from "../arch/addr";
 import {
   KVM_MEM_LOG_DIRTY_PAGES,
   KVM_MEM_MAX_NR_PAGES,
   KVM_MEM_READONLY,
   KVM_USER_MEM_SLOTS,
   PAGE_SIZE,
-} from "./constants";
-import { InvalidArgumentError } from "./errors";
+} from "../arch/constants";
+import { InvalidArgumentError } from "../errors";
 
 /** Host backing of a slot (issue 3 models it; stored and validated here). */
 export type SlotBacking = "4k" | "thp" | "hugetlb-2m" | "hugetlb-1g";
@@ -67,8 +67,7 @@ export class MemSlot {
   dirtyBitmap: Uint32Array | null = null;
   /**
    * Per-slot MMU metadata (x86 `slot->arch`: rmaps, lpage_info, write tracking). Owned and filled
-   * by the MMU (Stage2) in `prepareMemoryRegion`/`commitMemoryRegion`; the memslot layer never
-   * reads it.
+   * by the MMU (`kvm_arch_prepare_memory_region`); the memslot layer never reads it.
    */
   arch: unknown = undefined;
 
@@ -111,6 +110,16 @@ export class MemSlot {
     const rel = gfn - this.baseGfn;
     bm[rel >>> 5]! |= 1 << (rel & 31);
     return true;
+  }
+
+  /** Set every page's bit (`bitmap_set(dirty_bitmap, 0, npages)`, for KVM_DIRTY_LOG_INITIALLY_SET). */
+  markAllDirty(): void {
+    const bm = this.dirtyBitmap;
+    if (bm === null) return;
+    const full = Math.floor(this.npages / 32);
+    bm.fill(0xffffffff, 0, full);
+    const rest = this.npages % 32;
+    if (rest !== 0) bm[full] = (bm[full]! | ((1 << rest) - 1)) >>> 0;
   }
 
   /** Whether `gfn` is set in the dirty bitmap. */
@@ -160,7 +169,12 @@ export class MemSlots {
   private bases = new Float64Array(0);
   private ends = new Float64Array(0);
   private last: MemSlot | undefined = undefined;
-  /** Incremented on every applied change (`kvm_memslots::generation`). */
+  /**
+   * `kvm_memslots::generation` of address space 0. x86 has two address spaces (SMM), and
+   * `kvm_swap_active_memslots` adds their number, 2, per swap; DELETE and MOVE swap twice (first
+   * an invalid copy of the slot, `kvm_invalidate_memslot`, then the final one), so they add 4.
+   * Address space 0's generation is therefore always even.
+   */
   generation = 0;
 
   constructor(
@@ -423,6 +437,6 @@ export class MemSlots {
     this.bases = Float64Array.from(this.sorted, (s) => s.baseGfn);
     this.ends = Float64Array.from(this.sorted, (s) => s.baseGfn + s.npages);
     this.last = undefined;
-    this.generation++;
+    this.generation += u.change === "delete" || u.change === "move" ? 4 : 2;
   }
 }

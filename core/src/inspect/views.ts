@@ -3,14 +3,14 @@
  * TDP tree) and "what changed" between two snapshots of the same trees. The renderer and the
  * static HTML fallback draw the `before` trees as a diff.
  */
-import { pagetableBundle } from "./display/bundle";
+import { pagetableBundle } from "../display/bundle";
 import {
   JUPYTER_DISPLAY,
   type MimeBundle,
   type PagetablePayload,
   type Tree,
-} from "./display/types";
-import { InvalidArgumentError } from "./errors";
+} from "../display/types";
+import { InvalidArgumentError } from "../errors";
 
 /** Anything that carries a pagetable payload: a guest snapshot, a TDP view, or a payload. */
 export type PagetableSource =
@@ -27,7 +27,7 @@ function payloadOf(src: PagetableSource, name: string): PagetablePayload {
     throw new InvalidArgumentError(
       name,
       src,
-      "a page-table snapshot (builder.snapshot(), vm.tdp.snapshot()) or a pagetable payload",
+      "a page-table snapshot (builder.snapshot(), vm.snapshot()) or a pagetable payload",
     );
   }
   return p as PagetablePayload;
@@ -53,7 +53,7 @@ export class PagetableView {
 }
 
 /**
- * Shows the trees of `sources` side by side, e.g. `sideBySide(tables.snapshot(), vm.tdp.snapshot())`.
+ * Shows the trees of `sources` side by side, e.g. `sideBySide(tables.snapshot(), vm.snapshot())`.
  * @throws InvalidArgumentError for a value that is not a snapshot, or more than 4 trees.
  */
 export function sideBySide(...sources: PagetableSource[]): PagetableView {

@@ -1,14 +1,16 @@
 /**
  * Lays out guest page tables in guest memory for 32-bit (4 KiB and 4 MiB PSE/PSE-36 pages), PAE,
- * 4-level and 5-level paging. Every entry is written with an ordinary guest store
- * (`vm.guestWrite64/32` path), so an MMU beneath sees the writes exactly as guest writes.
+ * 4-level and 5-level paging. Every entry is written as userspace writes guest memory
+ * (`vm.guestWrite64/32`, KVM's `kvm_write_guest`): no vCPU and no EPT fault, but the dirty log
+ * sees the pages.
  *
  * Tables come from a pool of guest-physical pages given by the caller (bump allocation).
  */
-import { hexNum, splitU64, toUnsigned, type U64Parts } from "./addr";
+import { hexNum, splitU64, toUnsigned, type U64Parts } from "../arch/addr";
 import {
   EFER_LME,
   EFER_NX,
+  LEVEL_NAMES,
   PAGE_SIZE,
   X86_CR0_PE,
   X86_CR0_PG,
@@ -17,18 +19,7 @@ import {
   X86_CR4_PAE,
   X86_CR4_PKE,
   X86_CR4_PSE,
-} from "./constants";
-import { pagetableBundle } from "./display/bundle";
-import type {
-  Entry,
-  Flag,
-  LevelName,
-  MimeBundle,
-  PagetablePayload,
-  Table,
-  Tree,
-} from "./display/types";
-import { InvalidArgumentError } from "./errors";
+} from "../arch/constants";
 import {
   gpte64Gfn,
   gpteFlags,
@@ -43,11 +34,14 @@ import {
   PT_WRITABLE_MASK,
   PT64_NX_HI,
   rootLevelOf,
-} from "./guest_pte";
-import { pt32Index, pt64Index } from "./paging_tmpl";
-import { LeafRunFolder } from "./snapshot_fold";
-import type { SregsInput } from "./vcpu";
-import type { Vm } from "./vm";
+} from "../arch/guest_pte";
+import { pagetableBundle } from "../display/bundle";
+import type { Entry, Flag, MimeBundle, PagetablePayload, Table, Tree } from "../display/types";
+import { InvalidArgumentError } from "../errors";
+import { LeafRunFolder } from "../inspect/snapshot_fold";
+import { pt32Index, pt64Index } from "../mmu/paging_tmpl";
+import type { SregsInput } from "../x86/vcpu";
+import type { KvmX86 as Vm } from "../x86/x86";
 
 /** Paging modes the builder lays out. */
 export type BuilderMode = Exclude<PagingMode, "none">;
@@ -88,7 +82,6 @@ const SIZE_NAMES: Record<number, string> = {
   4194304: "4M",
   1073741824: "1G",
 };
-const NAMES: readonly LevelName[] = ["PT", "PT", "PD", "PDPT", "PML4", "PML5"];
 
 /** Builds guest page tables through guest stores. */
 export class GuestPageTableBuilder {
@@ -202,8 +195,8 @@ export class GuestPageTableBuilder {
   }
 
   private writeEntry(gpa: number, hi: number, lo: number): void {
-    if (this.wide) this.vm.storeHalves(null, gpa, hi >>> 0, lo >>> 0, 8);
-    else this.vm.storeHalves(null, gpa, 0, lo >>> 0, 4);
+    if (this.wide) this.vm.writeGuest(gpa, hi >>> 0, lo >>> 0, 8);
+    else this.vm.writeGuest(gpa, 0, lo >>> 0, 4);
   }
 
   /** A present entry at `level` (> 1) that maps a large page (PS where PS means page size). */
@@ -519,7 +512,7 @@ export class GuestPageTableSnapshot {
       }
       const t: Table = {
         level,
-        name: pae3 ? "PDPTR" : NAMES[level]!,
+        name: pae3 ? "PDPTR" : LEVEL_NAMES[level]!,
         addr: hexNum(tableGpa),
         size: size as Table["size"],
         present,

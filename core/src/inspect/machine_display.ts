@@ -2,19 +2,19 @@
  * Jupyter displays and one-line summaries of a VM and a vCPU: MMU selection, memslots and the
  * key KVM stats of a VM; paging registers decoded by bit name for a vCPU. Not used on hot paths.
  */
-import { htmlTableBundle, type MimeBundle, type TableRow } from "./display";
+import { hexNum as hex } from "../arch/addr";
+import { X86_EFLAGS_AC } from "../arch/constants";
 import {
   CR0_BIT_NAMES,
   CR4_BIT_NAMES,
   EFER_BIT_NAMES,
   KVM_MEM_FLAG_NAMES,
   setBitNames,
-} from "./reg_names";
-import type { Vcpu } from "./vcpu";
-import type { Vm } from "./vm";
-
-const hex = (n: number): string => `0x${n.toString(16)}`;
-const X86_EFLAGS_AC = 1 << 18;
+} from "../arch/reg_names";
+import { htmlTableBundle, type MimeBundle, type TableRow } from "../display";
+import { switchNames } from "../era/features";
+import type { KvmVcpu as Vcpu } from "../x86/vcpu";
+import type { KvmX86 as Vm } from "../x86/x86";
 
 /** Bytes as the largest binary unit that divides them ("64 MiB", "12 KiB", "100 B"). */
 export function sizeText(bytes: number): string {
@@ -33,22 +33,26 @@ const plural = (n: number, what: string): string => `${n} ${what}${n === 1 ? "" 
 
 /** "tdp (tdp_mmu, 4-level EPT)" or "none". */
 function mmuText(vm: Vm): string {
-  const t = vm.tdp;
-  return t === null ? vm.mmu : `${vm.mmu} (${t.features.mmuFlavor}, ${t.rootLevel}-level EPT)`;
+  const t = vm.mmu;
+  return t === null
+    ? vm.mmuMode
+    : `${vm.mmuMode} (${vm.features.mmuFlavor}, ${t.rootLevel}-level EPT)`;
 }
 
 function guestFeaturesText(vm: Vm): string {
-  const on = Object.entries(vm.features).filter(([, v]) => v);
-  const off = Object.entries(vm.features).filter(([, v]) => !v);
-  return `${on.map(([k]) => k).join(" ") || "-"}${off.length ? `; off: ${off.map(([k]) => k).join(" ")}` : ""}`;
+  const f = vm.features as Readonly<Record<string, unknown>>;
+  const names = switchNames("cpuid");
+  const on = names.filter((k) => f[k] === true);
+  const off = names.filter((k) => f[k] !== true);
+  return `${on.join(" ") || "-"}${off.length ? `; off: ${off.join(" ")}` : ""}`;
 }
 
 function mmuSwitchesText(vm: Vm): string {
-  const t = vm.tdp;
-  if (t === null) return "-";
-  return Object.entries(t.features)
-    .filter(([k]) => k !== "mmuFlavor" && k !== "tdpLevels")
-    .map(([k, v]) => `${k}=${v}`)
+  if (vm.mmu === null) return "-";
+  const f = vm.features as Readonly<Record<string, unknown>>;
+  return switchNames("kvm")
+    .filter((k) => k !== "mmuFlavor" && k !== "tdpLevels" && k !== "guestWalker")
+    .map((k) => `${k}=${f[k]}`)
     .join(" ");
 }
 
@@ -81,8 +85,7 @@ function statPairs(vm: Vm): [string, number][] {
 export function vmString(vm: Vm): string {
   const slots = vm.memslots.list();
   const bytes = slots.reduce((a, s) => a + s.npages * 4096, 0);
-  const t = vm.tdp;
-  const mmu = t === null ? vm.mmu : `${vm.mmu}/${t.features.mmuFlavor}`;
+  const mmu = vm.mmu === null ? vm.mmuMode : `${vm.mmuMode}/${vm.features.mmuFlavor}`;
   const s = vm.stats;
   return `Vm(mmu ${mmu}, ${plural(slots.length, "memslot")} ${sizeText(bytes)}, ${plural(vm.vcpus.length, "vCPU")}, pages_4k ${s.pages_4k} pages_2m ${s.pages_2m} pages_1g ${s.pages_1g})`;
 }
@@ -94,7 +97,7 @@ export function vmBundle(vm: Vm): MimeBundle {
     { field: "MAXPHYADDR", value: vm.maxPhysAddrBits },
     { field: "guest features", value: guestFeaturesText(vm) },
     { field: "MMU switches", value: mmuSwitchesText(vm) },
-    { field: "guest walker", value: vm.guestWalker },
+    { field: "guest walker", value: vm.features.guestWalker },
     { field: "vCPUs", value: vm.vcpus.length },
   ]);
   const rows = slotRows(vm);

@@ -5,35 +5,41 @@
  * keeps its contents, and two slots over the same hva alias. A 4 KiB frame gets backing on its
  * first write; reading a never-written frame returns zeros and allocates nothing.
  *
- * Layout (all typed arrays, nothing per frame but one Int32 slot):
+ * Layout (typed arrays, nothing per frame but one Int32 slot):
  *
  *   directory: Map<leafKey, Int32Array(64)>    leafKey = floor(hvfn / 64)
  *     leaf[hvfn % 64] = frame index + 1        (0 = never written)
- *   slabs[frame >>> 6]: Uint32Array(64 * 1024) 64 frames of 1024 uint32 words each
- *     word w of frame f = slabs[f >>> 6][((f & 63) << 10) + w]
+ *   arena: Uint32Array                         every backed frame's 1024 words, frame f at
+ *                                              word f * 1024 (`frameWord`)
  *
- * A 16-entry direct-mapped cache of leaves keeps the walk hot path off the Map. Leaves of 64
+ * One arena rather than a slab per few frames: a reader holding the arena and a frame's word
+ * index reaches an entry in one load, which is what the guest walk does per level. The arena
+ * grows by doubling (frames keep their word index) up to {@link MAX_FRAMES}; only the pages the
+ * host touches count in RSS. A 16-entry cache of leaves keeps lookups off the Map; leaves of 64
  * entries (256 B) keep scattered touches cheap: 10,000 pages spread over 1 TiB cost at most
  * 10,000 leaves = 2.5 MB of directory on top of 40 MB of data.
  */
+import { MmuLabError } from "../errors";
 
 const LEAF_ENTRIES = 64;
-const SLAB_FRAMES = 64;
 const FRAME_WORDS = 1024;
 const CACHE_SIZE = 16;
 const FRAME_CACHE_SIZE = 64;
-const EMPTY_SLAB = new Uint32Array(0);
+/** Frames the arena starts with (1 MiB). */
+const INITIAL_FRAMES = 256;
+/** At most 2^21 frames (8 GiB of written guest memory): word indices stay below 2^31. */
+export const MAX_FRAMES = 2 ** 21;
 
 /** Sparse, lazily backed memory. Offsets are byte offsets inside a 4 KiB frame. */
 export class GuestMemory {
   private readonly directory = new Map<number, Int32Array>();
-  private readonly slabs: Uint32Array[] = [];
   private frames = 0;
+  /** Every backed frame's words; frame f at word f * 1024. Replaced (copied) when it grows. */
+  arena: Uint32Array = new Uint32Array(INITIAL_FRAMES * FRAME_WORDS);
   private readonly cacheKey = new Float64Array(CACHE_SIZE).fill(-1);
   private readonly cacheLeaf: (Int32Array | null)[] = new Array(CACHE_SIZE).fill(null);
-  // Direct-mapped cache of backed frames for wordIndex: hvfn -> (slab, word index).
+  // Direct-mapped cache of backed frames for frameWord: hvfn -> word index.
   private readonly frameCacheKey: Float64Array = new Float64Array(FRAME_CACHE_SIZE).fill(-1);
-  private readonly frameCacheSlab: Uint32Array[] = new Array(FRAME_CACHE_SIZE).fill(EMPTY_SLAB);
   private readonly frameCacheWord: Int32Array = new Int32Array(FRAME_CACHE_SIZE);
 
   /** Number of 4 KiB frames that have backing (were written at least once). */
@@ -41,11 +47,9 @@ export class GuestMemory {
     return this.frames;
   }
 
-  /** Bytes held by frame slabs plus directory leaves (an estimate of the backing cost). */
+  /** Bytes of backed frames plus directory leaves (the backing cost). */
   get bytesAllocated(): number {
-    return (
-      this.slabs.length * SLAB_FRAMES * FRAME_WORDS * 4 + this.directory.size * LEAF_ENTRIES * 4
-    );
+    return this.frames * FRAME_WORDS * 4 + this.directory.size * LEAF_ENTRIES * 4;
   }
 
   /** Leaf of directory key `key` (= floor(hvfn / LEAF_ENTRIES)), through the leaf cache. */
@@ -83,40 +87,39 @@ export class GuestMemory {
     const i = hvfn - key * LEAF_ENTRIES;
     let f = leaf[i]!;
     if (f === 0) {
-      const frame = this.frames++;
-      if ((frame & (SLAB_FRAMES - 1)) === 0)
-        this.slabs.push(new Uint32Array(SLAB_FRAMES * FRAME_WORDS));
+      const frame = this.frames;
+      if (frame >= MAX_FRAMES) {
+        throw new MmuLabError(
+          `guest memory: ${MAX_FRAMES} frames (8 GiB) are backed already; the simulator keeps at most that much written guest memory`,
+        );
+      }
+      if ((frame + 1) * FRAME_WORDS > this.arena.length) this.grow();
+      this.frames = frame + 1;
       f = frame + 1;
       leaf[i] = f;
     }
     return f;
   }
 
-  /**
-   * Slab holding the frame found by the last {@link wordIndex} call (hot-path accessor: one
-   * directory lookup, then the caller reads words directly).
-   */
-  slab: Uint32Array = EMPTY_SLAB;
+  private grow(): void {
+    const next = new Uint32Array(Math.min(this.arena.length * 2, MAX_FRAMES * FRAME_WORDS));
+    next.set(this.arena);
+    this.arena = next;
+  }
 
   /**
-   * Index of word 0 of frame `hvfn` in {@link slab}, or -1 if the frame has never been written
-   * (reads as zeros).
+   * Index of word 0 of frame `hvfn` in {@link arena}, or -1 if the frame has never been written
+   * (it reads as zeros). The index stays valid when the arena grows.
    */
-  wordIndex(hvfn: number): number {
+  frameWord(hvfn: number): number {
     // Frames are never freed or moved, so a backed frame's place can be remembered for good.
     const c = (hvfn | 0) & (FRAME_CACHE_SIZE - 1);
-    if (this.frameCacheKey[c] === hvfn) {
-      this.slab = this.frameCacheSlab[c]!;
-      return this.frameCacheWord[c]!;
-    }
+    if (this.frameCacheKey[c] === hvfn) return this.frameCacheWord[c]!;
     const f = this.frameOf(hvfn) - 1;
     if (f < 0) return -1;
-    const slab = this.slabs[f >>> 6]!;
-    const wi = (f & 63) << 10;
+    const wi = f * FRAME_WORDS;
     this.frameCacheKey[c] = hvfn;
-    this.frameCacheSlab[c] = slab;
     this.frameCacheWord[c] = wi;
-    this.slab = slab;
     return wi;
   }
 
@@ -129,14 +132,14 @@ export class GuestMemory {
   read32(hvfn: number, offset: number): number {
     const f = this.frameOf(hvfn) - 1;
     if (f < 0) return 0;
-    return this.slabs[f >>> 6]![((f & 63) << 10) + (offset >>> 2)]!;
+    return this.arena[f * FRAME_WORDS + (offset >>> 2)]!;
   }
 
   /** Write the aligned uint32 at byte `offset` (multiple of 4) of frame `hvfn`. */
   write32(hvfn: number, offset: number, value: number): void {
     if (value === 0 && this.frameOf(hvfn) === 0) return; // storing zero into zeros needs no backing
     const f = this.frameForWrite(hvfn) - 1;
-    this.slabs[f >>> 6]![((f & 63) << 10) + (offset >>> 2)] = value;
+    this.arena[f * FRAME_WORDS + (offset >>> 2)] = value;
   }
 
   /**

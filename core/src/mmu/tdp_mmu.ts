@@ -1,28 +1,36 @@
 /**
  * The TDP MMU (tdp_mmu.c): roots found by role and refcounted, children created on demand by
  * `kvm_tdp_mmu_map`, huge leaves split in place, leaves zapped by range, roots invalidated and
- * zapped by the fast zap. Every spte change goes through {@link TdpMmu.handleChangedSpte}, the
- * one place that updates pages_4k/2m/1g and tdp_mmu_pages, tears down child tables and runs the
- * seed-2010 self-check.
+ * zapped by the fast zap.
+ *
+ * Every spte change goes through {@link TdpMmu.handleChangedSpte}, the one sink of this MMU: it
+ * updates pages_4k/2m/1g and tdp_mmu_pages, marks a page dirty when a 4K leaf becomes writable
+ * (as v5.10–v6.x's `handle_changed_spte_dirty_log`), tears down child tables, runs the seed-2010
+ * self-check and tells the simulated CPU that cached translations went stale.
  *
  * A TLB flush is a returned boolean; only the operations at the top (mmu.ts) count them, except
- * the flushes KVM performs inside the fault path itself (replacing a non-leaf by a huge leaf),
- * which are counted through the `flushRemoteTlbs` callback.
+ * the flushes KVM performs inside an operation (replacing a non-leaf by a huge leaf, atomic zaps
+ * of v5.10–v6.12), which call `kvm_flush_remote_tlbs` themselves.
  */
 
-import { ACC_ALL, PFERR_FETCH_MASK, PFERR_WRITE_MASK } from "./constants";
-import { type DirectMmu, DirectMmuBase, type DirectMmuOptions } from "./direct_mmu";
-import type { MemSlot } from "./memslot";
+import { ACC_ALL } from "../arch/constants";
+import { MmuBugError } from "../errors";
+import { updatePageStats } from "../kvm/stats";
 import {
-  kvmMmuPageGetGfn,
+  childRole,
+  type KvmPageFault,
   kvmMmuPageSetGfn,
+  LastSpte,
+  type MmuCore,
   type MmuPageStore,
   RET_PF_EMULATE,
   RET_PF_FIXED,
   RET_PF_SPURIOUS,
+  ROLE_INVALID,
+  roleLevel,
   SP_ROOT_ZAPPED,
-} from "./mmu_page";
-import { childRole, ROLE_INVALID, roleLevel } from "./role";
+  walkToLastSpte,
+} from "./mmu_internal";
 import {
   GFN_SPAN,
   isAccessAllowed,
@@ -38,28 +46,32 @@ import {
   SPTE_HI_PFN_MASK,
   SPTE_PS,
   SPTE_W,
+  SpteOut,
   sptePfn,
 } from "./spte";
-import { type KvmStats, updatePageStats } from "./stats";
 import { TdpIter } from "./tdp_iter";
 
-/** Construction options of the TDP MMU (the common ones). */
-export type TdpMmuOptions = DirectMmuOptions;
-
-/** Violation found by the seed-2010 self-check. */
-export class GfnSelfCheckError extends Error {}
-
-/** `roots` is `kvm->arch.tdp_mmu_roots`: root sp ids, valid and invalid. */
-export class TdpMmu extends DirectMmuBase<TdpMmuOptions> implements DirectMmu {
+/** `kvm->arch.tdp_mmu_roots` and the functions of tdp_mmu.c. */
+export class TdpMmu {
+  readonly core: MmuCore;
+  readonly store: MmuPageStore;
+  /** TDP root level (4 or 5). */
+  readonly rootLevel: number;
+  /** Role of every root (`kvm_calc_tdp_mmu_root_page_role`). */
+  readonly rootRole: number;
+  /** `tdp_mmu_roots`: root sp ids, valid and invalid. */
+  readonly roots: number[] = [];
   private readonly it: TdpIter;
+  /** Scratch output of the make_*_spte helpers. */
+  private readonly out = new SpteOut();
+  private readonly last = new LastSpte();
 
-  constructor(store: MmuPageStore, stats: KvmStats, opts: TdpMmuOptions) {
-    super(store, stats, opts);
-    this.it = new TdpIter(store);
-  }
-
-  private allocSp(role: number, gfn: number): number {
-    return this.allocDirectSp(role, gfn, true);
+  constructor(core: MmuCore, rootLevel: number, rootRole: number) {
+    this.core = core;
+    this.store = core.store;
+    this.rootLevel = rootLevel;
+    this.rootRole = rootRole;
+    this.it = new TdpIter(core.store);
   }
 
   /**
@@ -68,12 +80,12 @@ export class TdpMmu extends DirectMmuBase<TdpMmuOptions> implements DirectMmu {
    */
   getVcpuRoot(): number {
     for (const r of this.roots) {
-      if (this.store.role[r] === this.opts.rootRole) {
+      if (this.store.role[r] === this.rootRole) {
         this.store.rootCount[r]!++;
         return r;
       }
     }
-    const r = this.allocSp(this.opts.rootRole, 0);
+    const r = this.core.allocDirectSp(this.rootRole, 0, true);
     this.store.rootCount[r] = 2;
     this.roots.push(r);
     return r;
@@ -93,6 +105,11 @@ export class TdpMmu extends DirectMmuBase<TdpMmuOptions> implements DirectMmu {
     return (this.store.role[root]! & ROLE_INVALID) !== 0;
   }
 
+  /** The first valid root, or undefined (for views). */
+  firstValidRoot(): number | undefined {
+    return this.roots.find((r) => !this.isInvalidRoot(r));
+  }
+
   /**
    * `handle_changed_spte`: bookkeeping for one spte transition at `level` mapping `gfn`, found
    * at entry `idx` of `sp`. Forbids replacing a present leaf by a present leaf of another pfn.
@@ -107,38 +124,38 @@ export class TdpMmu extends DirectMmuBase<TdpMmuOptions> implements DirectMmu {
     newHi: number,
     level: number,
   ): void {
+    const store = this.store;
+    store.spteEpoch++;
     const wasPresent = isShadowPresent(oldLo);
     const isPresent = isShadowPresent(newLo);
     const wasLeaf = wasPresent && isLastSpte(oldLo, level);
     const isLeaf = isPresent && isLastSpte(newLo, level);
     const pfnChanged = sptePfn(oldLo, oldHi) !== sptePfn(newLo, newHi);
     if (wasLeaf && isLeaf && pfnChanged) {
-      throw new Error(
-        `handle_changed_spte: present leaf for gfn 0x${gfn.toString(16)} at level ${level} replaced by another pfn`,
+      throw new MmuBugError(
+        "handle_changed_spte",
+        `present leaf for gfn 0x${gfn.toString(16)} at level ${level} replaced by another pfn`,
       );
     }
     if (wasLeaf !== isLeaf) {
-      updatePageStats(this.stats, level, isLeaf ? 1 : -1);
-      if (this.store.translation[sp]) {
-        if (wasLeaf) this.checkGfn(sp, idx, gfn);
-        else kvmMmuPageSetGfn(this.store, sp, idx, gfn);
+      updatePageStats(this.core.stats, level, isLeaf ? 1 : -1);
+      if (store.translation[sp]) {
+        if (wasLeaf) this.core.checkGfn(sp, idx, gfn);
+        else kvmMmuPageSetGfn(store, sp, idx, gfn);
       }
     }
-    if (wasPresent && !wasLeaf && (isLeaf || !isPresent || pfnChanged)) {
-      this.handleRemovedPt(this.store.pfnToSp(sptePfn(oldLo, oldHi)));
+    // handle_changed_spte_dirty_log: a 4K leaf that becomes writable will be written.
+    if (
+      level === 1 &&
+      isLeaf &&
+      (newLo & SPTE_W) !== 0 &&
+      ((oldLo & SPTE_W) === 0 || !wasLeaf || pfnChanged)
+    ) {
+      const slot = this.core.slots.gfnToSlot(gfn);
+      if (slot !== undefined) this.core.markPageDirtyInSlot(slot, gfn);
     }
-  }
-
-  /** Seed-2010 self-check: stored gfn (set at install) equals the direct-page formula. */
-  private checkGfn(sp: number, idx: number, gfn: number): void {
-    if (!this.opts.selfCheckGfns) return;
-    this.selfCheckCount++;
-    const stored = kvmMmuPageGetGfn(this.store, sp, idx, true);
-    const computed = kvmMmuPageGetGfn(this.store, sp, idx, false);
-    if (stored !== computed || stored !== gfn) {
-      throw new GfnSelfCheckError(
-        `seed-2010 self-check: sp ${sp} entry ${idx}: stored gfn 0x${stored.toString(16)}, formula 0x${computed.toString(16)}, walk 0x${gfn.toString(16)}`,
-      );
+    if (wasPresent && !wasLeaf && (isLeaf || !isPresent || pfnChanged)) {
+      this.handleRemovedPt(store.pfnToSp(sptePfn(oldLo, oldHi)));
     }
   }
 
@@ -149,7 +166,7 @@ export class TdpMmu extends DirectMmuBase<TdpMmuOptions> implements DirectMmu {
     const base = store.gfn[sp]!;
     const span = GFN_SPAN[level]!;
     const spt = store.spt[sp]!;
-    this.stats.tdp_mmu_pages--;
+    this.core.stats.tdp_mmu_pages--;
     for (let i = 0; i < 512; i++) {
       const lo = spt[i * 2]!;
       if (lo === 0) continue;
@@ -185,12 +202,13 @@ export class TdpMmu extends DirectMmuBase<TdpMmuOptions> implements DirectMmu {
     this.store.parentSp[child] = this.it.sp;
     this.store.parentIdx[child] = this.it.index;
     this.iterSet(this.out.lo, this.out.hi);
-    this.stats.tdp_mmu_pages++;
+    this.core.stats.tdp_mmu_pages++;
   }
 
   /**
    * `tdp_mmu_split_huge_page`: fill `child` with the 512 pieces of the huge leaf at the
-   * iterator and link it in its place; no flush (the translation does not change).
+   * iterator and link it in its place; no flush (the translation does not change). The pieces
+   * are written directly and counted at once (`kvm_update_page_stats`), as KVM does.
    */
   private splitHugePage(child: number): void {
     const it = this.it;
@@ -205,33 +223,28 @@ export class TdpMmu extends DirectMmuBase<TdpMmuOptions> implements DirectMmu {
       if (this.store.translation[child]) kvmMmuPageSetGfn(this.store, child, i, it.gfn + i * span);
     }
     this.linkSp(child);
-    updatePageStats(this.stats, level - 1, 512);
-    this.stats.huge_splits++;
+    updatePageStats(this.core.stats, level - 1, 512);
+    this.core.stats.huge_splits++;
   }
 
   /**
-   * `kvm_tdp_mmu_map`: descend along `gfn` creating (or splitting into) child tables down to
-   * `goalLevel`, then install the leaf (`tdp_mmu_map_handle_target_level`).
-   * @param slot the gfn's memslot, or null for an MMIO spte
+   * `kvm_tdp_mmu_map`: descend along `fault.gfn` creating (or splitting into) child tables down
+   * to `fault.goalLevel`, then install the leaf (`tdp_mmu_map_handle_target_level`).
    * @returns RET_PF_FIXED, RET_PF_SPURIOUS or RET_PF_EMULATE
    */
-  map(
-    root: number,
-    gfn: number,
-    goalLevel: number,
-    pfn: number,
-    slot: MemSlot | null,
-    err: number,
-    mmioGen: number,
-  ): number {
-    const write = (err & PFERR_WRITE_MASK) !== 0;
+  map(root: number, fault: KvmPageFault): number {
+    const goalLevel = fault.goalLevel;
     const it = this.it;
     const store = this.store;
-    it.start(root, this.opts.rootLevel, goalLevel, gfn, gfn + 1);
+    it.start(root, this.rootLevel, goalLevel, fault.gfn, fault.gfn + 1);
     while (it.level > goalLevel) {
       const lo = it.oldLo;
       if (!isShadowPresent(lo) || isLastSpte(lo, it.level)) {
-        const child = this.allocSp(childRole(store.role[it.sp]!, true, ACC_ALL), it.gfn);
+        const child = this.core.allocDirectSp(
+          childRole(store.role[it.sp]!, true, ACC_ALL),
+          it.gfn,
+          true,
+        );
         if (isShadowPresent(lo)) this.splitHugePage(child);
         else this.linkSp(child);
       }
@@ -244,12 +257,13 @@ export class TdpMmu extends DirectMmuBase<TdpMmuOptions> implements DirectMmu {
     if (
       isShadowPresent(oldLo) &&
       isLastSpte(oldLo, it.level) &&
-      isAccessAllowed(oldLo, write, (err & PFERR_FETCH_MASK) !== 0)
+      isAccessAllowed(oldLo, fault.write, fault.exec)
     ) {
       return RET_PF_SPURIOUS;
     }
-    if (slot === null) makeMmioSpte(out, it.gfn, mmioGen);
-    else makeSpte(out, it.level, ACC_ALL, pfn, oldLo, false, !slot.readonly, true);
+    const slot = fault.slot;
+    if (slot === null) makeMmioSpte(out, it.gfn, this.core.mmioGen);
+    else makeSpte(out, it.level, ACC_ALL, fault.pfn, oldLo, false, fault.mapWritable, true);
     let ret = RET_PF_FIXED;
     if (out.lo === oldLo && out.hi === oldHi) {
       ret = RET_PF_SPURIOUS;
@@ -257,14 +271,12 @@ export class TdpMmu extends DirectMmuBase<TdpMmuOptions> implements DirectMmu {
       this.iterSet(out.lo, out.hi);
       // A huge leaf replacing a table: the old translations must go (kvm_flush_remote_tlbs_gfn).
       if (isShadowPresent(oldLo) && !isLastSpte(oldLo, it.level))
-        this.flushRemoteTlbs("huge_leaf_over_table");
+        this.core.flushRemoteTlbs("huge_leaf_over_table");
     }
-    if (out.wrprot && write) ret = RET_PF_EMULATE;
+    if (out.wrprot && fault.write) ret = RET_PF_EMULATE;
     if (slot === null) {
-      this.stats.pf_mmio_spte_created++;
+      this.core.stats.pf_mmio_spte_created++;
       ret = RET_PF_EMULATE;
-    } else if ((out.lo & SPTE_W) !== 0 && slot.dirtyBitmap !== null) {
-      slot.markDirty(gfn);
     }
     return ret;
   }
@@ -274,12 +286,12 @@ export class TdpMmu extends DirectMmuBase<TdpMmuOptions> implements DirectMmu {
     let flush = false;
     const it = this.it;
     for (const root of this.roots) {
-      for (it.start(root, this.opts.rootLevel, 1, start, end); it.valid; it.next()) {
+      for (it.start(root, this.rootLevel, 1, start, end); it.valid; it.next()) {
         if (!isShadowPresent(it.oldLo) || !isLastSpte(it.oldLo, it.level)) continue;
         this.iterSet(0, 0);
         flush = true;
       }
-      this.stats.tdp_iter_steps += it.steps;
+      this.core.stats.tdp_iter_steps += it.steps;
     }
     return flush;
   }
@@ -290,13 +302,13 @@ export class TdpMmu extends DirectMmuBase<TdpMmuOptions> implements DirectMmu {
    */
   zapSpte(gfn: number): number {
     let n = 0;
+    const last = this.last;
     for (const root of this.roots) {
-      this.walkToLast(root, gfn);
-      if (!isShadowPresent(this.lastLo)) continue;
-      const level = this.lastLevel;
-      const base = gfn - (gfn % GFN_SPAN[level]!);
-      this.setSpte(this.lastSp, this.lastIdx, level, base, 0, 0);
-      this.flushRemoteTlbs("zap_spte_atomic");
+      walkToLastSpte(this.store, root, this.rootLevel, gfn, last);
+      if (!isShadowPresent(last.lo)) continue;
+      const base = gfn - (gfn % GFN_SPAN[last.level]!);
+      this.setSpte(last.sp, last.idx, last.level, base, 0, 0);
+      this.core.flushRemoteTlbs("zap_spte_atomic");
       n++;
     }
     return n;
@@ -304,7 +316,7 @@ export class TdpMmu extends DirectMmuBase<TdpMmuOptions> implements DirectMmu {
 
   /** `tdp_mmu_zap_root`: zero every top-level entry (tearing the tree down); no flush. */
   private zapRoot(root: number): void {
-    const level = this.opts.rootLevel;
+    const level = this.rootLevel;
     const spt = this.store.spt[root]!;
     for (let i = 0; i < 512; i++) {
       if (spt[i * 2] === 0) continue;
@@ -324,18 +336,22 @@ export class TdpMmu extends DirectMmuBase<TdpMmuOptions> implements DirectMmu {
     let n = 0;
     for (const root of this.roots) {
       if (this.isInvalidRoot(root)) continue;
-      for (it.start(root, this.opts.rootLevel, targetLevel + 1, start, end); it.valid; it.next()) {
+      for (it.start(root, this.rootLevel, targetLevel + 1, start, end); it.valid; it.next()) {
         if (
           it.level <= targetLevel ||
           !isShadowPresent(it.oldLo) ||
           !isLastSpte(it.oldLo, it.level)
         )
           continue;
-        const child = this.allocSp(childRole(this.store.role[it.sp]!, true, ACC_ALL), it.gfn);
+        const child = this.core.allocDirectSp(
+          childRole(this.store.role[it.sp]!, true, ACC_ALL),
+          it.gfn,
+          true,
+        );
         this.splitHugePage(child);
         n++;
       }
-      this.stats.tdp_iter_steps += it.steps;
+      this.core.stats.tdp_iter_steps += it.steps;
     }
     return n;
   }
@@ -349,7 +365,7 @@ export class TdpMmu extends DirectMmuBase<TdpMmuOptions> implements DirectMmu {
     let changed = false;
     for (const root of this.roots) {
       if (this.isInvalidRoot(root)) continue;
-      for (it.start(root, this.opts.rootLevel, minLevel, start, end); it.valid; it.next()) {
+      for (it.start(root, this.rootLevel, minLevel, start, end); it.valid; it.next()) {
         const lo = it.oldLo;
         if (!isShadowPresent(lo) || !isLastSpte(lo, it.level) || (lo & SPTE_W) === 0) continue;
         this.iterSet((lo & ~SPTE_W) >>> 0, it.oldHi);
@@ -368,7 +384,7 @@ export class TdpMmu extends DirectMmuBase<TdpMmuOptions> implements DirectMmu {
     let changed = false;
     for (const root of this.roots) {
       if (this.isInvalidRoot(root)) continue;
-      for (it.start(root, this.opts.rootLevel, minLevel, gfn, gfn + 1); it.valid; it.next()) {
+      for (it.start(root, this.rootLevel, minLevel, gfn, gfn + 1); it.valid; it.next()) {
         const lo = it.oldLo;
         if (!isShadowPresent(lo) || !isLastSpte(lo, it.level)) continue;
         const hi = it.oldHi;
@@ -388,7 +404,7 @@ export class TdpMmu extends DirectMmuBase<TdpMmuOptions> implements DirectMmu {
     const it = this.it;
     for (const root of this.roots) {
       if (this.isInvalidRoot(root)) continue;
-      for (it.start(root, this.opts.rootLevel, 1, base, base + 64); it.valid; it.next()) {
+      for (it.start(root, this.rootLevel, 1, base, base + 64); it.valid; it.next()) {
         const lo = it.oldLo;
         if (it.level > 1 || !isShadowPresent(lo) || !isLastSpte(lo, 1)) continue;
         const bit = it.gfn - base;
@@ -442,13 +458,13 @@ export class TdpMmu extends DirectMmuBase<TdpMmuOptions> implements DirectMmu {
     let n = 0;
     for (const root of this.roots) {
       if (this.isInvalidRoot(root)) continue;
-      for (it.start(root, this.opts.rootLevel, 2, start, end); it.valid; it.next()) {
+      for (it.start(root, this.rootLevel, 2, start, end); it.valid; it.next()) {
         const lo = it.oldLo;
         if (it.level > 3 || !isShadowPresent(lo) || isLastSpte(lo, it.level)) continue;
         if (it.gfn < start || it.gfn >= end || !canBeHuge(it.gfn, it.level)) continue;
         if (!recover) {
           this.iterSet(0, 0);
-          this.flushRemoteTlbs("zap_collapsible_spte");
+          this.core.flushRemoteTlbs("zap_collapsible_spte");
           n++;
           continue;
         }
@@ -483,8 +499,17 @@ export class TdpMmu extends DirectMmuBase<TdpMmuOptions> implements DirectMmu {
     return false;
   }
 
+  /**
+   * The fast path's cmpxchg of a leaf found by a lockless walk (`fast_pf_fix_direct_spte`),
+   * through this MMU's sink so that the dirty mark and the CPU's caches follow.
+   */
+  fastPfFixSpte(last: LastSpte, gfn: number, newLo: number): void {
+    const base = gfn - (gfn % GFN_SPAN[last.level]!);
+    this.setSpte(last.sp, last.idx, last.level, base, newLo, last.hi);
+  }
+
   /** Fast zap: invalidate every root, then zap the invalidated ones. */
-  zapAllFast(_validGen: number): void {
+  zapAllFast(): void {
     this.invalidateAllRoots();
     this.zapInvalidatedRoots();
   }

@@ -3,7 +3,7 @@
  * restricted to a gfn range, visiting each entry once. One instance is reused; stepping
  * allocates nothing. Each step function returns whether it moved.
  */
-import type { MmuPageStore } from "./mmu_page";
+import type { MmuPageStore } from "./mmu_internal";
 import { GFN_SPAN, isLastSpte, isShadowPresent, sptePfn } from "./spte";
 
 export class TdpIter {

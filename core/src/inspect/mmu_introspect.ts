@@ -1,9 +1,11 @@
 /**
- * Views of the TDP MMU for notebooks and renderers (never used on hot paths): the TDP tree as a
+ * Views of the VM's MMU for notebooks and renderers (never used on hot paths): the TDP tree as a
  * bounded, folded snapshot conforming to display.v1 `definitions.tree` (kind "tdp"), a gpa walk
  * through the TDP tables with a per-level trace, and the list of shadow pages with decoded roles.
  * Each result object implements `[Symbol.for("Jupyter.display")]()`.
  */
+import { hexNum } from "../arch/addr";
+import { LEVEL_NAMES } from "../arch/constants";
 import {
   type Entry,
   type Flag,
@@ -18,11 +20,15 @@ import {
   type Tree,
   type WalkPayload,
   walkBundle,
-} from "./display";
-import type { TdpStage2 } from "./mmu";
-import { SP_TDP, SP_TRANSLATION_ACCOUNTED } from "./mmu_page";
-import { type DecodedRole, decodeRole, roleLevel } from "./role";
-import { LeafRunFolder } from "./snapshot_fold";
+} from "../display";
+import type { VmMmu } from "../mmu/mmu";
+import {
+  type DecodedRole,
+  decodeRole,
+  roleLevel,
+  SP_TDP,
+  SP_TRANSLATION_ACCOUNTED,
+} from "../mmu/mmu_internal";
 import {
   GFN_SPAN,
   isLastSpte,
@@ -32,11 +38,11 @@ import {
   spteFlags,
   spteHex,
   sptePfn,
-} from "./spte";
+} from "../mmu/spte";
+import { LeafRunFolder } from "./snapshot_fold";
 
-const LEVEL_NAME: readonly LevelName[] = ["PT", "PT", "PD", "PDPT", "PML4", "PML5"];
 const PAGE_SIZE_OF: readonly number[] = [0, 4096, 2097152, 1073741824];
-const hex = (n: number): string => `0x${n.toString(16)}`;
+const hex = hexNum;
 
 /** Bounds of a tree snapshot. */
 export interface TdpSnapshotOptions {
@@ -73,18 +79,18 @@ function schemaRole(r: DecodedRole): Table["role"] {
  * `maxTables` tables expanded; what was left out is counted in each table's `omitted`.
  */
 export function tdpTreeSnapshot(
-  mmu: TdpStage2,
+  mmu: VmMmu,
   opts: TdpSnapshotOptions = {},
 ): Tree & { truncated: boolean } {
   const maxEntries = opts.maxEntriesPerTable ?? 16;
   let tablesLeft = opts.maxTables ?? 64;
   let truncated = false;
   const store = mmu.store;
-  const root = opts.root ?? mmu.direct.roots.find((r) => !mmu.direct.isInvalidRoot(r));
+  const root = opts.root ?? mmu.firstValidRoot();
   const format = mmu.rootLevel === 5 ? "tdp-5" : "tdp-4";
   const emptyRoot: Table = {
     level: mmu.rootLevel,
-    name: LEVEL_NAME[mmu.rootLevel]!,
+    name: LEVEL_NAMES[mmu.rootLevel]!,
     size: 512,
     present: 0,
     entries: [],
@@ -105,7 +111,7 @@ export function tdpTreeSnapshot(
     const level = roleLevel(store.role[sp]!);
     return {
       level,
-      name: LEVEL_NAME[level]!,
+      name: LEVEL_NAMES[level]!,
       addr: hex(store.spPfn(sp) * 4096),
       gfn: hex(store.gfn[sp]!),
       role: schemaRole(decodeRole(store.role[sp]!)),
@@ -186,7 +192,7 @@ export function tdpTreeSnapshot(
 export class TdpTreeView {
   readonly tree: Tree;
   readonly truncated: boolean;
-  constructor(mmu: TdpStage2, opts: TdpSnapshotOptions = {}) {
+  constructor(mmu: VmMmu, opts: TdpSnapshotOptions = {}) {
     const { truncated, ...tree } = tdpTreeSnapshot(mmu, opts);
     this.tree = tree;
     this.truncated = truncated;
@@ -230,11 +236,11 @@ export class TdpWalk {
   /** Why the walk stopped ("mapped", "not present", "mmio"). */
   readonly outcome: "mapped" | "not present" | "mmio";
 
-  constructor(mmu: TdpStage2, gpa: number, root?: number) {
+  constructor(mmu: VmMmu, gpa: number, root?: number) {
     this.gpa = gpa;
     const store = mmu.store;
     const gfn = Math.floor(gpa / 4096);
-    let sp = root ?? mmu.direct.roots.find((r) => !mmu.direct.isInvalidRoot(r)) ?? -1;
+    let sp = root ?? mmu.firstValidRoot() ?? -1;
     let level = mmu.rootLevel;
     let pfn = -1;
     let size = 0;
@@ -246,7 +252,7 @@ export class TdpWalk {
       const leaf = isMmioSpte(lo) || (isShadowPresent(lo) && isLastSpte(lo, level));
       this.steps.push({
         level,
-        name: LEVEL_NAME[level]!,
+        name: LEVEL_NAMES[level]!,
         sp,
         index: idx,
         sptepHpa: store.spPfn(sp) * 4096 + idx * 8,
@@ -331,9 +337,9 @@ export interface ShadowPageInfo {
 /** Every live shadow page with its decoded role, in id order. */
 export class ShadowPageList {
   readonly pages: ShadowPageInfo[] = [];
-  constructor(mmu: TdpStage2) {
+  constructor(mmu: VmMmu) {
     const store = mmu.store;
-    const roots = new Set(mmu.direct.roots);
+    const roots = new Set(mmu.roots);
     for (let sp = 0; sp < store.created; sp++) {
       if (!store.isLive(sp)) continue;
       const role = store.role[sp]!;

@@ -1,18 +1,24 @@
 /**
- * MMU self-audit in the spirit of KVM's mmu_audit.c and spec §14: walks every root and checks
+ * MMU self-audit in the spirit of KVM's mmu_audit.c (v2.6.36–v5.12): walks every root and checks
  * spte invariants, parent/child links, that every leaf maps the host frame backing its gfn at an
  * allowed level, the seed-2010 gfn formula against stored arrays, rmap ⇔ leaf agreement where
  * rmaps exist, and that every gauge equals a recount. Returns the violations (empty = clean).
- * Not for hot paths.
+ * Reads the model; the model never calls it. Not for hot paths.
  */
-import { hostPfn } from "./host";
-import { kvmPageTableHashfn } from "./legacy_direct";
-import { gfnToIndex, SlotArch } from "./lpage";
-import type { MemSlots } from "./memslot";
-import type { TdpStage2 } from "./mmu";
-import { directEntryGfn, kvmMmuPageGetGfn, SP_TRANSLATION_ACCOUNTED } from "./mmu_page";
-import { pteListContains, pteListForEach } from "./rmap";
-import { roleDirect, roleInvalid, roleLevel } from "./role";
+import { hexNum as hex } from "../arch/addr";
+import { hostPfn } from "../kvm/host";
+import type { MemSlots } from "../kvm/memslot";
+import { kvmPageTableHashfn, pteListContains, pteListForEach, type VmMmu } from "./mmu";
+import {
+  directEntryGfn,
+  gfnToIndex,
+  kvmMmuPageGetGfn,
+  roleDirect,
+  roleInvalid,
+  roleLevel,
+  SlotArch,
+  SP_TRANSLATION_ACCOUNTED,
+} from "./mmu_internal";
 import {
   GFN_SPAN,
   isHostWritable,
@@ -27,21 +33,19 @@ import {
 
 const MAX_REPORTS = 200;
 
-/** Audit the TDP MMU of a VM; returns human-readable violations. */
-export function auditTdp(mmu: TdpStage2, slots: MemSlots): string[] {
+/** Audit the MMU of a VM; returns human-readable violations. */
+export function auditMmu(mmu: VmMmu, slots: MemSlots): string[] {
   const out: string[] = [];
   const report = (msg: string) => {
     if (out.length < MAX_REPORTS) out.push(msg);
   };
   const store = mmu.store;
-  const tdp = mmu.direct;
   const stats = mmu.stats;
   const rootLevel = mmu.rootLevel;
   const seen = new Uint8Array(store.created);
   const leaves = [0, 0, 0, 0];
   let nonRoot = 0;
-  const legacy = mmu.legacy;
-  const hex = (n: number) => `0x${n.toString(16)}`;
+  const legacy = mmu.shadow;
 
   const visit = (sp: number, level: number, base: number): void => {
     const spt = store.spt[sp]!;
@@ -137,7 +141,7 @@ export function auditTdp(mmu: TdpStage2, slots: MemSlots): string[] {
     }
   };
 
-  for (const root of tdp.roots) {
+  for (const root of mmu.roots) {
     if (!store.isLive(root)) {
       report(`root sp ${root} is on tdp_mmu_roots but not allocated`);
       continue;
@@ -221,7 +225,7 @@ export function auditTdp(mmu: TdpStage2, slots: MemSlots): string[] {
   gauge("tdp_mmu_pages", stats.tdp_mmu_pages, legacy === null ? nonRoot : 0);
   gauge("spt_pages_live", stats.spt_pages_live, store.live);
   if (legacy === null)
-    gauge("spt_pages_live (reachable)", stats.spt_pages_live, nonRoot + tdp.roots.length);
+    gauge("spt_pages_live (reachable)", stats.spt_pages_live, nonRoot + mmu.roots.length);
   let accounted = 0;
   for (let sp = 0; sp < store.created; sp++)
     if (store.isLive(sp) && store.flags[sp]! & SP_TRANSLATION_ACCOUNTED) accounted++;

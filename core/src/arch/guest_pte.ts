@@ -12,7 +12,14 @@
  * A 32-bit entry (non-PAE) is one uint32: the same low 9 bits, address 31:12 (4K / table) or
  * 31:22 (4 MiB PDE) with PSE-36 address bits 35:32 in bits 16:13.
  */
-import { PT32_ROOT_LEVEL, PT32E_ROOT_LEVEL } from "./constants";
+import {
+  EFER_LMA,
+  PT32_ROOT_LEVEL,
+  PT32E_ROOT_LEVEL,
+  X86_CR0_PG,
+  X86_CR4_LA57,
+  X86_CR4_PAE,
+} from "./constants";
 
 export const PT_PRESENT_MASK = 1 << 0;
 export const PT_WRITABLE_MASK = 1 << 1;
@@ -145,6 +152,14 @@ export function pdptrReservedMask(maxPhysAddrBits: number): { lo: number; hi: nu
   const b = rsvdBits(5, 8);
   const c = rsvdBits(maxPhysAddrBits, 63);
   return { lo: (a.lo | b.lo | c.lo) >>> 0, hi: (a.hi | b.hi | c.hi) >>> 0 };
+}
+
+/** The paging mode CR0.PG, CR4.PAE, EFER.LMA and CR4.LA57 select. */
+export function pagingModeOf(cr0: number, cr4: number, efer: number): PagingMode {
+  if ((cr0 & X86_CR0_PG) === 0) return "none";
+  if ((cr4 & X86_CR4_PAE) === 0) return "32-bit";
+  if ((efer & EFER_LMA) === 0) return "pae";
+  return (cr4 & X86_CR4_LA57) !== 0 ? "5-level" : "4-level";
 }
 
 /** Root level of a paging mode (0 for paging off). */

@@ -5,7 +5,7 @@
  * keep only 32 bits. Guest-physical addresses and frame numbers stay below 2^52 and are held in
  * plain numbers (exact in a double).
  */
-import { InvalidArgumentError } from "./errors";
+import { InvalidArgumentError } from "../errors";
 
 /** 2^32 as a number. */
 export const TWO32 = 4294967296;

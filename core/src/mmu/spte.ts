@@ -22,7 +22,7 @@
  *
  * pfn is a number (< 2^40); index arithmetic never uses BigInt.
  */
-import { ACC_EXEC_MASK, ACC_USER_MASK, ACC_WRITE_MASK } from "./constants";
+import { ACC_EXEC_MASK, ACC_USER_MASK, ACC_WRITE_MASK } from "../arch/constants";
 
 /** R: EPT read permission; KVM uses it as `shadow_user_mask` (VMX reads report USER). */
 export const SPTE_R = 1 << 0;

@@ -7,7 +7,7 @@
  * and a renderer can recompute every member). Only runs of two or more carry `count`.
  * Snapshots are built on request for display, never on a hot path, so BigInt is fine here.
  */
-import type { Entry } from "./display/types";
+import type { Entry } from "../display/types";
 
 /** Largest run one entry may stand for (schema `entry.count` maximum). */
 const MAX_RUN = 1024;

@@ -87,5 +87,5 @@ export const X86_EFLAGS_AC = 1 << 18;
 /** RFLAGS bit 1 always reads as 1. */
 export const X86_EFLAGS_FIXED = 1 << 1;
 
-/** Table names per paging level, for traces and displays. */
-export const LEVEL_NAMES: readonly string[] = ["", "PT", "PD", "PDPT", "PML4", "PML5"];
+/** Table names by paging level (index 1..5; index 0 is never a level and repeats "PT"). */
+export const LEVEL_NAMES = ["PT", "PT", "PD", "PDPT", "PML4", "PML5"] as const;

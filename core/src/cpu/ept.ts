@@ -1,0 +1,211 @@
+/**
+ * The CPU's EPT walk (Intel TDP, A/D bits enabled): a guest-physical address is translated through
+ * the tables KVM built, and the CPU sets the EPT A bit (and D for writes) in the leaf it used. A
+ * walk that finds no leaf allowing the access is an EPT violation — or, for an MMIO spte, an EPT
+ * misconfiguration — which exits to KVM (vmx.c `handle_ept_violation`: an error code from the
+ * exit qualification, then `kvm_mmu_page_fault`); the CPU then retries the access.
+ *
+ * A per-vCPU walk cache remembers, for each 2 MiB region, the table holding the last leaf found
+ * there and re-reads that leaf on every use; it is dropped whenever a table is unlinked or freed
+ * (`MmuPageStore.topologyEpoch`) or the vCPU loads another root. A hit is what the full walk
+ * would find: an accelerator of the simulator, not a model of the CPU's TLB.
+ */
+import {
+  PFERR_FETCH_MASK,
+  PFERR_PRESENT_MASK,
+  PFERR_RSVD_MASK,
+  PFERR_USER_MASK,
+  PFERR_WRITE_MASK,
+} from "../arch/constants";
+import { MmuBugError } from "../errors";
+import type { KvmVcpuCommon } from "../kvm/kvm_main";
+import type { MemSlots } from "../kvm/memslot";
+import type { VmMmu } from "../mmu/mmu";
+import {
+  type KvmMmu,
+  LastSpte,
+  type MmuPageStore,
+  RET_PF_EMULATE,
+  walkToLastSpte,
+} from "../mmu/mmu_internal";
+import {
+  GFN_SPAN,
+  isAccessAllowed,
+  isMmioSpte,
+  SPTE_A,
+  SPTE_D,
+  SPTE_HI_HOST_WRITABLE,
+  SPTE_MMU_PRESENT,
+  SPTE_PS,
+  SPTE_R,
+  SPTE_W,
+  SPTE_X,
+  sptePfn,
+} from "../mmu/spte";
+
+/** A translation that ends in userspace: no memslot, or a write to a read-only one. */
+export const STAGE2_MMIO = -1;
+
+/** Tries before a fault that keeps coming back is declared a bug (KVM would loop forever). */
+const MAX_RETRIES = 8;
+/** Entries of the walk cache (direct-mapped by the low bits of gfn / 512). */
+const WALK_CACHE_SIZE = 1024;
+const WALK_CACHE_MASK = WALK_CACHE_SIZE - 1;
+const NO_TABLE = new Uint32Array(0);
+
+/** One vCPU's EPT walker. */
+export class EptWalker {
+  /** After {@link translate}: whether the frame may be written. */
+  writable = false;
+  private readonly vm: VmMmu;
+  private readonly mmu: KvmMmu;
+  private readonly vcpu: KvmVcpuCommon;
+  private readonly store: MmuPageStore;
+  private readonly slots: MemSlots;
+  private readonly rootLevel: number;
+  private readonly last = new LastSpte();
+  // Walk cache: per 2 MiB region, the table holding the last leaf found (a PT: the entry is at
+  // gfn's index; a PD/PDPT: the huge leaf's index), for the root `cacheRoot`.
+  private readonly wcRegion: Float64Array = new Float64Array(WALK_CACHE_SIZE).fill(-1);
+  private readonly wcSpt: Uint32Array[] = new Array<Uint32Array>(WALK_CACHE_SIZE).fill(NO_TABLE);
+  private readonly wcIdx: Int16Array = new Int16Array(WALK_CACHE_SIZE);
+  private readonly wcLevel: Uint8Array = new Uint8Array(WALK_CACHE_SIZE);
+  private cacheTopology = -1;
+  private cacheRoot = -1;
+
+  constructor(vm: VmMmu, mmu: KvmMmu, vcpu: KvmVcpuCommon) {
+    this.vm = vm;
+    this.mmu = mmu;
+    this.vcpu = vcpu;
+    this.store = vm.store;
+    this.slots = vm.kvm.memslots;
+    this.rootLevel = vm.rootLevel;
+  }
+
+  /**
+   * The EPT walk of `gfn` for `pfec` (W, U, F): returns the host frame (pfn = hva >> 12 in this
+   * host model) or {@link STAGE2_MMIO}, and sets {@link writable}. `final` is false for the guest
+   * walker's own table accesses; in a read-only slot those read the table and set no A/D.
+   */
+  translate(gfn: number, pfec: number, final: boolean): number {
+    const write = (pfec & PFERR_WRITE_MASK) !== 0;
+    const fetch = (pfec & PFERR_FETCH_MASK) !== 0;
+    const store = this.store;
+    if (store.topologyEpoch !== this.cacheTopology || this.mmu.root !== this.cacheRoot) {
+      this.wcRegion.fill(-1);
+      this.cacheTopology = store.topologyEpoch;
+      this.cacheRoot = this.mmu.root;
+    }
+    const region = Math.floor(gfn / 512);
+    const c = region & WALK_CACHE_MASK;
+    if (this.wcRegion[c] === region) {
+      const spt = this.wcSpt[c]!;
+      const level = this.wcLevel[c]!;
+      const i = (level === 1 ? gfn - region * 512 : this.wcIdx[c]!) * 2;
+      const lo = spt[i]!;
+      if ((lo & SPTE_MMU_PRESENT) !== 0 && (level === 1 || (lo & SPTE_PS) !== 0)) {
+        // The common case first: the leaf allows the access and already has A (and D).
+        const need = write ? SPTE_W | SPTE_A | SPTE_D : fetch ? SPTE_X | SPTE_A : SPTE_R | SPTE_A;
+        if ((lo & need) === need) {
+          this.writable = (lo & SPTE_W) !== 0;
+          const pfn = sptePfn(lo, spt[i + 1]!);
+          if (level === 1) return pfn;
+          const span = GFN_SPAN[level]!;
+          return pfn + (gfn - Math.floor(gfn / span) * span);
+        }
+        const pfn = this.leafAccess(spt, i, lo, spt[i + 1]!, level, gfn, write, fetch, final);
+        if (pfn >= 0) return pfn;
+      }
+    }
+    const last = this.last;
+    for (let tries = 0; tries < MAX_RETRIES; tries++) {
+      walkToLastSpte(store, this.mmu.root, this.rootLevel, gfn, last);
+      const lo = last.lo;
+      if ((lo & SPTE_MMU_PRESENT) !== 0) {
+        const spt = store.spt[last.sp]!;
+        const pfn = this.leafAccess(
+          spt,
+          last.idx * 2,
+          lo,
+          last.hi,
+          last.level,
+          gfn,
+          write,
+          fetch,
+          final,
+        );
+        if (pfn >= 0) {
+          if (store.topologyEpoch === this.cacheTopology && this.mmu.root === this.cacheRoot) {
+            this.wcRegion[c] = region;
+            this.wcSpt[c] = spt;
+            this.wcIdx[c] = last.idx;
+            this.wcLevel[c] = last.level;
+          }
+          return pfn;
+        }
+      }
+      // The walker's table accesses are writes for EPT A/D; in a read-only slot they read the
+      // table and set no A/D, as the memslot-only machine does.
+      const w = write && !(!final && this.slots.gfnToSlot(gfn)?.readonly === true);
+      // handle_ept_violation's error code: reads report USER; PRESENT if the entry allowed any
+      // access; an MMIO spte is a misconfiguration (RSVD).
+      let err = w ? PFERR_WRITE_MASK : fetch ? PFERR_FETCH_MASK : PFERR_USER_MASK;
+      if (isMmioSpte(lo)) err |= PFERR_RSVD_MASK;
+      else if ((lo & (SPTE_R | SPTE_W | SPTE_X)) !== 0 && (lo & SPTE_MMU_PRESENT) !== 0)
+        err |= PFERR_PRESENT_MASK;
+      if (this.exit(gfn, err) === RET_PF_EMULATE) {
+        this.writable = false;
+        return STAGE2_MMIO;
+      }
+    }
+    throw new MmuBugError(
+      "kvm_mmu_page_fault",
+      `gpa 0x${(gfn * 4096).toString(16)} still faults after ${MAX_RETRIES} retries`,
+    );
+  }
+
+  /** The VM exit: KVM handles the fault for this vCPU, then the vCPU re-enters the guest. */
+  private exit(gfn: number, err: number): number {
+    const kvm = this.vm.kvm;
+    const prev = kvm.running;
+    kvm.running = this.vcpu;
+    try {
+      const gpa = gfn * 4096;
+      const r = this.vm.pageFault(this.mmu, Math.floor(gpa / 4294967296), gpa >>> 0, err);
+      this.vm.enterGuest(this.vcpu, this.mmu);
+      return r;
+    } finally {
+      kvm.running = prev;
+    }
+  }
+
+  /**
+   * The CPU's use of a present leaf (entry `i` of `spt`): -1 if the access is not allowed (an EPT
+   * violation), else the 4 KiB frame, after setting EPT A (and D for writes). Sets
+   * {@link writable}.
+   */
+  private leafAccess(
+    spt: Uint32Array,
+    i: number,
+    lo: number,
+    hi: number,
+    level: number,
+    gfn: number,
+    write: boolean,
+    fetch: boolean,
+    final: boolean,
+  ): number {
+    // The walker's own table accesses in a read-only slot get no A/D (no write).
+    if (write && !final && (hi & SPTE_HI_HOST_WRITABLE) === 0) write = false;
+    if (!isAccessAllowed(lo, write, fetch)) return -1;
+    const ad = write ? SPTE_A | SPTE_D : SPTE_A;
+    if ((lo & ad) !== ad) {
+      lo = (lo | ad) >>> 0;
+      spt[i] = lo;
+    }
+    this.writable = (lo & SPTE_W) !== 0;
+    if (level === 1) return sptePfn(lo, hi);
+    const span = GFN_SPAN[level]!;
+    return sptePfn(lo, hi) + (gfn - Math.floor(gfn / span) * span);
+  }
+}

@@ -1,0 +1,205 @@
+/**
+ * Every behaviour switch of the simulator in one typed, documented table, validated once when a
+ * VM is created (`createVm({ features })`). Two kinds live here:
+ *
+ * - **cpuid**: features of the guest CPU (what CPUID would report) that change paging rules;
+ * - **kvm**: how KVM behaves — the seed-patch switches (before/after a historic commit), the MMU
+ *   flavour, and the choices where kernel versions disagree.
+ *
+ * A switch is a row of {@link SWITCHES}: its accepted values, its default (possibly computed from
+ * the VM's MAXPHYADDR), and the kernel behaviour each value stands for. Rules that tie two switches
+ * together are checked after every row ({@link resolveFeatures}). Era presets (named bundles of
+ * values, e.g. "v4.2") are built on this table.
+ *
+ * Nothing on a hot path reads this table: the MMU copies the resolved values into plain fields.
+ */
+import { InvalidArgumentError } from "../errors";
+
+/** One row of {@link SWITCHES}. */
+interface SwitchSpec {
+  /** "cpuid": guest CPU feature; "kvm": KVM behaviour. */
+  readonly kind: "cpuid" | "kvm";
+  /** Accepted values (booleans are `[false, true]`). */
+  readonly values: readonly (string | number | boolean)[];
+  /** The default, or a function of the VM's MAXPHYADDR. */
+  readonly default: string | number | boolean | ((maxPhysAddrBits: number) => number);
+  /** What the switch does, with the kernel code behind each value. */
+  readonly doc: string;
+}
+
+const BOOL = [false, true] as const;
+
+/**
+ * The switches. Keys are the names accepted in `createVm({ features })`; see each `doc`.
+ * Defaults describe KVM v6.12 on an Intel host with EPT and A/D bits.
+ */
+export const SWITCHES = {
+  // ---- guest CPUID ------------------------------------------------------------------------
+  nx: { kind: "cpuid", values: BOOL, default: true, doc: "EFER.NXE may be set (execute-disable)" },
+  gbpages: { kind: "cpuid", values: BOOL, default: true, doc: "1 GiB pages (Page1GB)" },
+  pse36: {
+    kind: "cpuid",
+    values: BOOL,
+    default: true,
+    doc: "PSE-36: 32-bit 4 MiB pages reach 36-bit addresses",
+  },
+  la57: { kind: "cpuid", values: BOOL, default: true, doc: "5-level paging (CR4.LA57)" },
+  smep: { kind: "cpuid", values: BOOL, default: true, doc: "CR4.SMEP" },
+  smap: { kind: "cpuid", values: BOOL, default: true, doc: "CR4.SMAP" },
+  pku: { kind: "cpuid", values: BOOL, default: true, doc: "protection keys (CR4.PKE)" },
+
+  // ---- KVM behaviour -------------------------------------------------------------------------
+  guestWalker: {
+    kind: "kvm",
+    values: ["modern", "w07b", "w07a"],
+    default: "modern",
+    doc:
+      "Seed 2007 (paging_tmpl.h, commit 42bf3f0a): 'modern' = FNAME(walk_addr_generic), rights " +
+      "ANDed and checked once, A/D written after a successful walk; 'w07b' = 2.6.23-25, rights " +
+      "checked level by level, A set while walking, leaf D at the end of the walk; 'w07a' = " +
+      "2.6.21/22, D set when the shadow entry is made writable, one table mapping held across levels",
+  },
+  allocTranslationForDirect: {
+    kind: "kvm",
+    values: BOOL,
+    default: false,
+    doc:
+      "Seed 2010 (commit 2032a93d): true = before the patch, every shadow page allocates a gfn " +
+      "array (sp->gfns); false = after, only pages with guest PTEs do (kvm_mmu_alloc_page)",
+  },
+  selfCheckGfns: {
+    kind: "kvm",
+    values: BOOL,
+    default: false,
+    doc:
+      "Keep an uncounted gfn array on direct pages too and check kvm_mmu_page_get_gfn's formula " +
+      "against it on every removal (proves the seed-2010 formula)",
+  },
+  tdpLevels: {
+    kind: "kvm",
+    values: [4, 5],
+    default: (maxPhysAddrBits: number) => (maxPhysAddrBits > 48 ? 5 : 4),
+    doc: "TDP root level (kvm_mmu_get_tdp_level: 5 only when the guest MAXPHYADDR exceeds 48)",
+  },
+  mmuFlavor: {
+    kind: "kvm",
+    values: ["tdp_mmu", "legacy_direct"],
+    default: "tdp_mmu",
+    doc:
+      "Which MMU builds the EPT tables: 'tdp_mmu' (tdp_mmu.c, default since ~v5.15) or " +
+      "'legacy_direct' (the rmap/hash MMU of mmu.c, tdp_mmu=0)",
+  },
+  prefetch: {
+    kind: "kvm",
+    values: BOOL,
+    default: true,
+    doc: "rmap MMU: direct_pte_prefetch of the aligned group of 8 around a 4K fault",
+  },
+  eagerPageSplit: {
+    kind: "kvm",
+    values: BOOL,
+    default: true,
+    doc:
+      "Split huge leaves when dirty logging is enabled (eager_page_split, v5.18+; TDP MMU " +
+      "only, kvm_mmu_slot_try_split_huge_pages)",
+  },
+  collapseOnLogDisable: {
+    kind: "kvm",
+    values: ["zap", "recover", "none"],
+    default: "zap",
+    doc:
+      "What disabling dirty logging does to 4K mappings: 'zap' = v5.10-v6.12 " +
+      "kvm_mmu_zap_collapsible_sptes (TDP: one flush per zap), 'recover' = v6.13 " +
+      "kvm_mmu_recover_huge_pages (huge leaves in place, one flush), 'none' = before v4.1",
+  },
+  manualDirtyLogProtect: {
+    kind: "kvm",
+    values: BOOL,
+    default: false,
+    doc:
+      "KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 bit 0 at creation: GET_DIRTY_LOG neither clears nor " +
+      "protects; CLEAR_DIRTY_LOG does (also vm.enableCap)",
+  },
+  dirtyLogInitiallySet: {
+    kind: "kvm",
+    values: BOOL,
+    default: false,
+    doc:
+      "KVM_DIRTY_LOG_INITIALLY_SET (bit 1, needs manual protect): the bitmap starts all ones " +
+      "and protection is applied lazily by CLEAR_DIRTY_LOG",
+  },
+} as const satisfies Record<string, SwitchSpec>;
+
+/** Names of every switch. */
+export type SwitchName = keyof typeof SWITCHES;
+
+type ValueOf<K extends SwitchName> = (typeof SWITCHES)[K]["values"][number];
+
+/** Resolved switches: every key present, every value validated. */
+export type Features = { readonly [K in SwitchName]: ValueOf<K> };
+
+/** What `createVm({ features })` accepts: any subset of the switches. */
+export type FeatureOptions = { [K in SwitchName]?: ValueOf<K> };
+
+/** The guest CPUID switches. */
+export type CpuidFeatures = Pick<
+  Features,
+  "nx" | "gbpages" | "pse36" | "la57" | "smep" | "smap" | "pku"
+>;
+
+/** Names of the switches of one kind. */
+export function switchNames(kind: "cpuid" | "kvm"): SwitchName[] {
+  return (Object.keys(SWITCHES) as SwitchName[]).filter((k) => SWITCHES[k].kind === kind);
+}
+
+function allowedText(values: readonly unknown[]): string {
+  if (values.length === 2 && values[0] === false && values[1] === true) return "true or false";
+  return values.map((v) => (typeof v === "string" ? `"${v}"` : String(v))).join(" | ");
+}
+
+/**
+ * Validate `input` against {@link SWITCHES} and fill in defaults. Throws
+ * {@link InvalidArgumentError} naming the first bad key or value; nothing is clamped.
+ */
+export function resolveFeatures(input: unknown, maxPhysAddrBits: number): Features {
+  if (input === undefined) input = {};
+  if (input === null || typeof input !== "object" || Array.isArray(input)) {
+    throw new InvalidArgumentError("features", input, "an object of switches (see SWITCHES)");
+  }
+  const given = input as Record<string, unknown>;
+  const out: Record<string, unknown> = {};
+  for (const k of Object.keys(given)) {
+    if (!Object.hasOwn(SWITCHES, k)) {
+      throw new InvalidArgumentError("features", k, Object.keys(SWITCHES).join(", "));
+    }
+  }
+  for (const k of Object.keys(SWITCHES) as SwitchName[]) {
+    const spec: SwitchSpec = SWITCHES[k];
+    const v = given[k];
+    if (v === undefined) {
+      out[k] = typeof spec.default === "function" ? spec.default(maxPhysAddrBits) : spec.default;
+      continue;
+    }
+    if (!spec.values.includes(v as never)) {
+      throw new InvalidArgumentError(`features.${k}`, v, allowedText(spec.values));
+    }
+    out[k] = v;
+  }
+  const f = out as Features;
+  // Rules between switches.
+  if (f.tdpLevels === 4 && maxPhysAddrBits > 48) {
+    throw new InvalidArgumentError(
+      "features.tdpLevels",
+      4,
+      `5 when maxPhysAddrBits (${maxPhysAddrBits}) exceeds 48`,
+    );
+  }
+  if (f.dirtyLogInitiallySet && !f.manualDirtyLogProtect) {
+    throw new InvalidArgumentError(
+      "features.dirtyLogInitiallySet",
+      true,
+      "false unless manualDirtyLogProtect is true (KVM_DIRTY_LOG_INITIALLY_SET needs MANUAL_PROTECT_ENABLE)",
+    );
+  }
+  return Object.freeze(f);
+}

@@ -1,0 +1,1611 @@
+/**
+ * The x86 MMU of one VM (mmu.c): the page-fault entry (`kvm_mmu_page_fault`,
+ * `kvm_mmu_do_page_fault`), the TDP handler (`kvm_tdp_page_fault`: `fast_page_fault`,
+ * `kvm_faultin_pfn`, `kvm_mmu_hugepage_adjust`), MMIO sptes, loading roots (`kvm_mmu_load`),
+ * `kvm_init_mmu`'s choice of handlers, the VM-wide operations (zaps, write protection for dirty
+ * logging, collapse, `kvm_mmu_change_mmu_pages`), and the rmap/hash MMU KVM calls the shadow MMU:
+ * rmaps (`pte_list_*`), shadow pages found by (gfn, role) in `mmu_page_hash`, kept on
+ * `active_mmu_pages`, counted in `n_used_mmu_pages` and reclaimed from the oldest.
+ *
+ * Like mmu.c, VM-wide operations run each MMU's part: the TDP MMU's (tdp_mmu.ts) when it is on,
+ * the shadow MMU's when the memslots have rmaps (`kvm_memslots_have_rmaps`).
+ *
+ * KVM's layout keeps all of this in mmu.c; so does this file (a 2023 series split the shadow MMU
+ * into shadow_mmu.c, but it was not merged).
+ */
+import {
+  ACC_ALL,
+  EFER_NX,
+  KVM_MEM_LOG_DIRTY_PAGES,
+  PFERR_RSVD_MASK,
+  X86_CR0_WP,
+  X86_CR4_PKE,
+  X86_CR4_PSE,
+  X86_CR4_SMAP,
+  X86_CR4_SMEP,
+} from "../arch/constants";
+import { pagingModeOf, reservedMasks, rootLevelOf } from "../arch/guest_pte";
+import { updatePermissionBitmask, updatePkruBitmask } from "../arch/permission";
+import type { Features } from "../era/features";
+import { MmuBugError } from "../errors";
+import { hostMappingLevel, hostPfn } from "../kvm/host";
+import {
+  KVM_REQ_MMU_FREE_OBSOLETE_ROOTS,
+  KVM_REQ_TLB_FLUSH,
+  type Kvm,
+  type KvmVcpuCommon,
+} from "../kvm/kvm_main";
+import type { MemSlot } from "../kvm/memslot";
+import { type KvmStats, updatePageStats } from "../kvm/stats";
+import {
+  childRole,
+  gfnToIndex,
+  type KvmMmu,
+  type KvmPageFault,
+  kvmMmuPageGetGfn,
+  kvmMmuPageSetGfn,
+  LastSpte,
+  type MmuCore,
+  MmuPageStore,
+  RET_PF_CONTINUE,
+  RET_PF_EMULATE,
+  RET_PF_FIXED,
+  RET_PF_INVALID,
+  RET_PF_NAMES,
+  RET_PF_RETRY,
+  RET_PF_SPURIOUS,
+  ROLE_DIRECT,
+  ROLE_INVALID,
+  roleLevel,
+  SlotArch,
+  type SlotRmap,
+  slotArch,
+  tdpRootRole,
+  walkToLastSpte,
+} from "./mmu_internal";
+import { MmuTrace } from "./mmutrace";
+import {
+  GFN_SPAN,
+  isAccessAllowed,
+  isLastSpte,
+  isMmioSpte,
+  isShadowPresent,
+  MMIO_SPTE_GEN_MASK,
+  makeMmioSpte,
+  makeNonleafSpte,
+  makeSpte,
+  mmioSpteGen,
+  SPTE_A,
+  SPTE_D,
+  SPTE_HI_MMU_WRITABLE,
+  SPTE_W,
+  SpteOut,
+  sptePfn,
+} from "./spte";
+import { TdpMmu } from "./tdp_mmu";
+
+/** `KVM_MMU_HASH_SHIFT` (modern). */
+export const KVM_MMU_HASH_SHIFT = 12;
+/** `KVM_MIN_FREE_MMU_PAGES` / `KVM_REFILL_PAGES`. */
+export const KVM_MIN_FREE_MMU_PAGES = 5;
+export const KVM_REFILL_PAGES = 25;
+/** `PTE_PREFETCH_NUM`. */
+export const PTE_PREFETCH_NUM = 8;
+/** `RMAP_RECYCLE_THRESHOLD`. */
+export const RMAP_RECYCLE_THRESHOLD = 1000;
+/** `KVM_MIN_ALLOC_MMU_PAGES`: the least `KVM_SET_NR_MMU_PAGES` accepts, and the default floor. */
+export const KVM_MIN_ALLOC_MMU_PAGES = 64;
+/** `KVM_MEMSLOT_PAGES_TO_MMU_PAGES_RATIO`: default n_max_mmu_pages = slot pages / 50. */
+export const KVM_MEMSLOT_PAGES_TO_MMU_PAGES_RATIO = 50;
+
+// ---- rmaps: pte_list (mmu.c) -------------------------------------------------------------------
+
+/*
+ * Reverse maps: for each (slot, level, gfn index) the list of sptes that map it, in KVM's
+ * encoding, on typed arrays. An "sptep" is the 32-bit number `sp * 512 + index` (sp < 2^22).
+ *
+ *  head word (Uint32Array per level)   0            empty
+ *                                      (sptep+1)<<1 exactly one spte        (bit 0 clear; +1 so that
+ *                                                   sptep 0 is not mistaken for empty)
+ *                                      (desc<<1)|1  a pte_list_desc chain   (bit 0 set)
+ *  pte_list_desc (Int32Array, stride 16): [0] more (next desc or -1), [1] spte_count,
+ *                                         [2..15] sptes[PTE_LIST_EXT = 14]
+ *
+ * As in the modern kernel, a new descriptor becomes the head when the head is full (so every
+ * tail descriptor is full) and removal fills the hole with the head descriptor's last entry.
+ */
+
+/** `PTE_LIST_EXT` (modern). */
+export const PTE_LIST_EXT = 14;
+const DESC_STRIDE = 16;
+
+/** Descriptor pool shared by all rmaps of a VM (`pte_list_desc_cache`). */
+export class PteListDescPool {
+  desc: Int32Array = new Int32Array(DESC_STRIDE * 64);
+  private freeHead = -1;
+  private nextNew = 0;
+  /** Live descriptors. */
+  live = 0;
+
+  alloc(): number {
+    let d: number;
+    if (this.freeHead >= 0) {
+      d = this.freeHead;
+      this.freeHead = this.desc[d * DESC_STRIDE]!;
+    } else {
+      d = this.nextNew++;
+      if ((d + 1) * DESC_STRIDE > this.desc.length) {
+        const n = new Int32Array(this.desc.length * 2);
+        n.set(this.desc);
+        this.desc = n;
+      }
+    }
+    this.desc[d * DESC_STRIDE] = -1;
+    this.desc[d * DESC_STRIDE + 1] = 0;
+    this.live++;
+    return d;
+  }
+
+  release(d: number): void {
+    this.desc[d * DESC_STRIDE] = this.freeHead;
+    this.freeHead = d;
+    this.live--;
+  }
+
+  bytes(): number {
+    return this.desc.byteLength;
+  }
+}
+
+/**
+ * `pte_list_add`: add `sptep` to the list at `heads[i]`; returns the number of entries before
+ * the add (KVM uses it for `max_mmu_rmap_size` and the recycle threshold).
+ */
+export function pteListAdd(
+  pool: PteListDescPool,
+  heads: Uint32Array,
+  i: number,
+  sptep: number,
+): number {
+  const h = heads[i]!;
+  if (h === 0) {
+    heads[i] = (sptep + 1) * 2;
+    return 0;
+  }
+  if ((h & 1) === 0) {
+    const d = pool.alloc();
+    const o = d * DESC_STRIDE;
+    pool.desc[o + 1] = 2;
+    pool.desc[o + 2] = h / 2 - 1;
+    pool.desc[o + 3] = sptep;
+    heads[i] = d * 2 + 1;
+    return 1;
+  }
+  let d = (h - 1) / 2;
+  let o = d * DESC_STRIDE;
+  // Count = head's entries + PTE_LIST_EXT per (full) tail descriptor.
+  let count = pool.desc[o + 1]!;
+  for (let t = pool.desc[o]!; t >= 0; t = pool.desc[t * DESC_STRIDE]!) count += PTE_LIST_EXT;
+  if (pool.desc[o + 1] === PTE_LIST_EXT) {
+    const nd = pool.alloc();
+    pool.desc[nd * DESC_STRIDE] = d;
+    d = nd;
+    o = d * DESC_STRIDE;
+    heads[i] = d * 2 + 1;
+  }
+  const c = pool.desc[o + 1]!;
+  pool.desc[o + 2 + c] = sptep;
+  pool.desc[o + 1] = c + 1;
+  return count;
+}
+
+/** `pte_list_remove`: remove `sptep`; returns false if it was not on the list. */
+export function pteListRemove(
+  pool: PteListDescPool,
+  heads: Uint32Array,
+  i: number,
+  sptep: number,
+): boolean {
+  const h = heads[i]!;
+  if (h === 0) return false;
+  if ((h & 1) === 0) {
+    if (h / 2 - 1 !== sptep) return false;
+    heads[i] = 0;
+    return true;
+  }
+  const head = (h - 1) / 2;
+  const ho = head * DESC_STRIDE;
+  for (let d = head; d >= 0; d = pool.desc[d * DESC_STRIDE]!) {
+    const o = d * DESC_STRIDE;
+    const n = pool.desc[o + 1]!;
+    for (let j = 0; j < n; j++) {
+      if (pool.desc[o + 2 + j] !== sptep) continue;
+      // Fill the hole with the head descriptor's last entry.
+      const hc = pool.desc[ho + 1]! - 1;
+      pool.desc[o + 2 + j] = pool.desc[ho + 2 + hc]!;
+      pool.desc[ho + 1] = hc;
+      if (hc === 0) {
+        const more = pool.desc[ho]!;
+        pool.release(head);
+        if (more < 0) heads[i] = 0;
+        else heads[i] = more * 2 + 1;
+      }
+      // A chain left with a single entry stays a descriptor, as in KVM.
+      return true;
+    }
+  }
+  return false;
+}
+
+/** Whether `sptep` is on the list at `heads[i]` (audits; no allocation). */
+export function pteListContains(
+  pool: PteListDescPool,
+  heads: Uint32Array,
+  i: number,
+  sptep: number,
+): boolean {
+  const h = heads[i]!;
+  if (h === 0) return false;
+  if ((h & 1) === 0) return h / 2 - 1 === sptep;
+  for (let d = (h - 1) / 2; d >= 0; d = pool.desc[d * DESC_STRIDE]!) {
+    const o = d * DESC_STRIDE;
+    const c = pool.desc[o + 1]!;
+    for (let j = 0; j < c; j++) if (pool.desc[o + 2 + j] === sptep) return true;
+  }
+  return false;
+}
+
+/** Visit every sptep on the list at `heads[i]`; returns how many were visited. */
+export function pteListForEach(
+  pool: PteListDescPool,
+  heads: Uint32Array,
+  i: number,
+  fn: (sptep: number) => void,
+): number {
+  const h = heads[i]!;
+  if (h === 0) return 0;
+  if ((h & 1) === 0) {
+    fn(h / 2 - 1);
+    return 1;
+  }
+  let n = 0;
+  for (let d = (h - 1) / 2; d >= 0; d = pool.desc[d * DESC_STRIDE]!) {
+    const o = d * DESC_STRIDE;
+    const c = pool.desc[o + 1]!;
+    for (let j = 0; j < c; j++) {
+      fn(pool.desc[o + 2 + j]!);
+      n++;
+    }
+  }
+  return n;
+}
+
+/**
+ * `slot_rmap_walk_iterator` (`for_each_slot_rmap_range` over every memslot): visits the rmap
+ * head of every (slot, level, gfn index) whose range overlaps [start, end), for levels
+ * minLevel..maxLevel, slot by slot, level by level; slots without rmaps are skipped. Empty heads
+ * are visited too (callers count `rmap_heads_scanned`). Closure-free:
+ * `for (w.init(...); w.valid; w.next()) use(w.heads, w.index, w.level)`.
+ */
+export class SlotRmapWalkIterator {
+  /** Heads of the current (slot, level); `heads[index]` is the current head. */
+  heads: Uint32Array = new Uint32Array(0);
+  index = 0;
+  level = 0;
+  /** The current slot. */
+  slot: MemSlot | null = null;
+  valid = false;
+  private slots: readonly MemSlot[] = [];
+  private slotPos = 0;
+  private start = 0;
+  private end = 0;
+  private minLevel = 1;
+  private maxLevel = 3;
+  private lastIndex = -1;
+  private rmap: SlotRmap | null = null;
+
+  /** Position on the first head of [start, end) at levels minLevel..maxLevel of `slots`. */
+  init(
+    slots: readonly MemSlot[],
+    start: number,
+    end: number,
+    minLevel: number,
+    maxLevel: number,
+  ): void {
+    this.slots = slots;
+    this.start = start;
+    this.end = end;
+    this.minLevel = minLevel;
+    this.maxLevel = maxLevel;
+    this.slotPos = -1;
+    this.level = maxLevel;
+    this.index = 0;
+    this.lastIndex = -1;
+    this.slot = null;
+    this.valid = minLevel <= maxLevel;
+    if (this.valid) this.next();
+  }
+
+  /** Step to the next head (next index, else next level, else next slot with rmaps). */
+  next(): void {
+    if (++this.index <= this.lastIndex) return;
+    for (;;) {
+      if (this.level < this.maxLevel && this.slot !== null) {
+        this.enterLevel(this.level + 1);
+        if (this.index <= this.lastIndex) return;
+        continue;
+      }
+      if (!this.nextSlot()) {
+        this.valid = false;
+        this.slot = null;
+        return;
+      }
+      this.enterLevel(this.minLevel);
+      if (this.index <= this.lastIndex) return;
+    }
+  }
+
+  /** Advance to the next slot that has rmaps and overlaps [start, end). */
+  private nextSlot(): boolean {
+    while (++this.slotPos < this.slots.length) {
+      const slot = this.slots[this.slotPos]!;
+      const rmap = slotArch(slot).rmap;
+      if (rmap === null) continue;
+      if (Math.max(this.start, slot.baseGfn) >= Math.min(this.end, slot.baseGfn + slot.npages))
+        continue;
+      this.slot = slot;
+      this.rmap = rmap;
+      return true;
+    }
+    return false;
+  }
+
+  private enterLevel(level: number): void {
+    const slot = this.slot!;
+    const s = Math.max(this.start, slot.baseGfn);
+    const e = Math.min(this.end, slot.baseGfn + slot.npages);
+    this.level = level;
+    this.heads = this.rmap!.heads[level - 1]!;
+    this.index = gfnToIndex(s, slot.baseGfn, level);
+    this.lastIndex = gfnToIndex(e - 1, slot.baseGfn, level);
+  }
+}
+
+// ---- mmu_page_hash ---------------------------------------------------------------------------
+
+/** 32×32→64-bit product, high 32 bits, exact in doubles via 16-bit halves. */
+function mulHi32(a: number, b: number): number {
+  const a0 = a & 0xffff;
+  const a1 = a >>> 16;
+  const b0 = b & 0xffff;
+  const b1 = b >>> 16;
+  const lo = a0 * b0;
+  const mid1 = a1 * b0;
+  const mid2 = a0 * b1;
+  const carry = Math.floor(((lo >>> 16) + (mid1 & 0xffff) + (mid2 & 0xffff)) / 65536);
+  return (a1 * b1 + Math.floor(mid1 / 65536) + Math.floor(mid2 / 65536) + carry) >>> 0;
+}
+
+/**
+ * `kvm_page_table_hashfn` = `hash_64(gfn, 12)`: the top 12 bits of (gfn × 0x61C8864680B583EB
+ * mod 2^64), without BigInt: the top word of the product is hi32(gl·Cl) + gl·Ch + gh·Cl (mod 2^32).
+ */
+export function kvmPageTableHashfn(gfn: number): number {
+  const gl = gfn >>> 0;
+  const gh = Math.floor(gfn / 4294967296) >>> 0;
+  const cl = 0x80b583eb;
+  const ch = 0x61c88646;
+  const top = (mulHi32(gl, cl) + Math.imul(gl, ch) + Math.imul(gh, cl)) >>> 0;
+  return top >>> (32 - KVM_MMU_HASH_SHIFT);
+}
+
+// ---- the shadow MMU (rmap/hash) ------------------------------------------------------------------
+
+/**
+ * The shadow MMU's state (`kvm->arch.mmu_page_hash`, `active_mmu_pages`, the rmap descriptor
+ * cache, `mmu_valid_gen`) and its functions. Here it builds direct pages for TDP with
+ * `tdp_mmu=0`; shadow paging adds indirect pages.
+ *
+ * Every spte of its pages changes in {@link ShadowMmu.setSpte}, the one sink of this MMU.
+ *
+ * Simplification (noted): a direct page has at most one parent entry here (true for every direct
+ * page KVM builds; `parent_ptes` as a full pte_list is needed for indirect pages).
+ */
+export class ShadowMmu {
+  readonly core: MmuCore;
+  readonly store: MmuPageStore;
+  readonly stats: KvmStats;
+  /** Root level (4 or 5) and role of the direct roots. */
+  readonly rootLevel: number;
+  readonly rootRole: number;
+  /** `direct_pte_prefetch` of the aligned group of 8 around a 4K fault. */
+  readonly prefetch: boolean;
+  /** Roots handed to vCPUs (pages with root_count > 0, plus invalid ones still pinned). */
+  readonly roots: number[] = [];
+  /** `mmu_page_hash`: bucket heads (sp id or -1); chains through store.hashNext. */
+  readonly hash: Int32Array = new Int32Array(1 << KVM_MMU_HASH_SHIFT).fill(-1);
+  /** `active_mmu_pages`: head = newest, tail = oldest. */
+  listHead = -1;
+  listTail = -1;
+  /** `pte_list_desc` pool for the rmaps. */
+  readonly rmapPool = new PteListDescPool();
+  /** `kvm->arch.mmu_valid_gen`. */
+  validGen = 0;
+  private readonly invalidList: number[] = [];
+  private readonly out = new SpteOut();
+  private readonly last = new LastSpte();
+
+  constructor(core: MmuCore, rootLevel: number, rootRole: number, prefetch: boolean) {
+    this.core = core;
+    this.store = core.store;
+    this.stats = core.stats;
+    this.rootLevel = rootLevel;
+    this.rootRole = rootRole;
+    this.prefetch = prefetch;
+  }
+
+  // ---- active list and hash -------------------------------------------------------------
+
+  private listAddHead(sp: number): void {
+    const s = this.store;
+    s.prev[sp] = -1;
+    s.next[sp] = this.listHead;
+    if (this.listHead >= 0) s.prev[this.listHead] = sp;
+    this.listHead = sp;
+    if (this.listTail < 0) this.listTail = sp;
+  }
+
+  private listDel(sp: number): void {
+    const s = this.store;
+    const p = s.prev[sp]!;
+    const n = s.next[sp]!;
+    if (p >= 0) s.next[p] = n;
+    else if (this.listHead === sp) this.listHead = n;
+    if (n >= 0) s.prev[n] = p;
+    else if (this.listTail === sp) this.listTail = p;
+    s.prev[sp] = -1;
+    s.next[sp] = -1;
+  }
+
+  /** Whether `sp` is on the active list. */
+  onActiveList(sp: number): boolean {
+    return this.listHead === sp || this.store.prev[sp] !== -1;
+  }
+
+  private hashAdd(sp: number): void {
+    const b = kvmPageTableHashfn(this.store.gfn[sp]!);
+    this.store.hashNext[sp] = this.hash[b]!;
+    this.hash[b] = sp;
+  }
+
+  private hashDel(sp: number): void {
+    const b = kvmPageTableHashfn(this.store.gfn[sp]!);
+    let cur = this.hash[b]!;
+    let prev = -1;
+    while (cur >= 0 && cur !== sp) {
+      prev = cur;
+      cur = this.store.hashNext[cur]!;
+    }
+    if (cur < 0) return;
+    if (prev < 0) this.hash[b] = this.store.hashNext[sp]!;
+    else this.store.hashNext[prev] = this.store.hashNext[sp]!;
+    this.store.hashNext[sp] = -1;
+  }
+
+  /** A page from an older generation (`is_obsolete_sp`). */
+  isObsolete(sp: number): boolean {
+    return this.store.validGen[sp] !== this.validGen;
+  }
+
+  /**
+   * `kvm_mmu_find_shadow_page`: the valid page with this gfn and role, or -1. Other gfns in the
+   * bucket count as collisions (`max_mmu_page_hash_collisions`).
+   */
+  private findShadowPage(gfn: number, role: number): number {
+    const s = this.store;
+    let collisions = 0;
+    let found = -1;
+    for (let sp = this.hash[kvmPageTableHashfn(gfn)]!; sp >= 0; sp = s.hashNext[sp]!) {
+      if (this.isObsolete(sp) || (s.role[sp]! & ROLE_INVALID) !== 0) continue;
+      if (s.gfn[sp] !== gfn) {
+        collisions++;
+        continue;
+      }
+      if (s.role[sp] !== role) continue;
+      found = sp;
+      break;
+    }
+    if (collisions > this.stats.max_mmu_page_hash_collisions)
+      this.stats.max_mmu_page_hash_collisions = collisions;
+    return found;
+  }
+
+  /**
+   * `kvm_mmu_alloc_shadow_page`: a new page at the head of `active_mmu_pages`, in the hash, in
+   * `n_used_mmu_pages`, of the current generation.
+   */
+  private allocShadowPage(gfn: number, role: number): number {
+    const sp = this.core.allocDirectSp(role, gfn, false);
+    this.store.validGen[sp] = this.validGen;
+    this.listAddHead(sp);
+    this.hashAdd(sp);
+    this.stats.n_used_mmu_pages++;
+    return sp;
+  }
+
+  /** `kvm_mmu_get_shadow_page`: find, else allocate (`mmu_cache_miss`). */
+  private getShadowPage(gfn: number, role: number): number {
+    const sp = this.findShadowPage(gfn, role);
+    if (sp >= 0) return sp;
+    this.stats.mmu_cache_miss++;
+    return this.allocShadowPage(gfn, role);
+  }
+
+  // ---- roots ----------------------------------------------------------------------------
+
+  /** `mmu_alloc_direct_roots` → `mmu_alloc_root`: the root page for gfn 0, root_count++. */
+  getVcpuRoot(): number {
+    this.makeMmuPagesAvailable();
+    const r = this.getShadowPage(0, this.rootRole);
+    this.store.rootCount[r]!++;
+    if (!this.roots.includes(r)) this.roots.push(r);
+    return r;
+  }
+
+  /** `mmu_free_root_page`: the last reference to an invalid root zaps and frees it. */
+  putRoot(root: number): void {
+    const s = this.store;
+    if (--s.rootCount[root]! > 0) return;
+    const i = this.roots.indexOf(root);
+    if (i >= 0) this.roots.splice(i, 1);
+    if ((s.role[root]! & ROLE_INVALID) !== 0) {
+      this.prepareZapPage(root);
+      this.commitZapPage();
+    }
+  }
+
+  /** The root was invalidated or is obsolete and must be reloaded. */
+  isInvalidRoot(root: number): boolean {
+    return (this.store.role[root]! & ROLE_INVALID) !== 0 || this.isObsolete(root);
+  }
+
+  // ---- the one spte sink ------------------------------------------------------------------
+
+  /**
+   * The one place a shadow-MMU spte changes (`mmu_spte_set`, `mmu_spte_update`,
+   * `mmu_spte_clear_track_bits`, `mmu_spte_clear_no_track`): entry `idx` of `sp`, at `level`,
+   * mapping `gfn`, becomes (`newLo`, `newHi`). It owns, for leaves, the page stats and the rmap
+   * (`rmap_add` when a leaf appears, `rmap_remove` when one goes), the dirty mark (a 4K leaf that
+   * becomes writable in a logged slot) and the flush decision, which it returns: true when a
+   * present leaf went away or lost a translation bit the CPU may have cached (W while
+   * MMU-writable, A, D: `mmu_spte_update`), or a table was unlinked.
+   */
+  private setSpte(
+    sp: number,
+    idx: number,
+    level: number,
+    gfn: number,
+    newLo: number,
+    newHi: number,
+  ): boolean {
+    const store = this.store;
+    const spt = store.spt[sp]!;
+    const oldLo = spt[idx * 2]!;
+    const oldHi = spt[idx * 2 + 1]!;
+    spt[idx * 2] = newLo;
+    spt[idx * 2 + 1] = newHi;
+    store.spteEpoch++;
+    const wasPresent = isShadowPresent(oldLo);
+    const wasLeaf = wasPresent && isLastSpte(oldLo, level);
+    const isLeaf = isShadowPresent(newLo) && isLastSpte(newLo, level);
+    let flush = false;
+    if (wasLeaf && isLeaf) {
+      if (sptePfn(oldLo, oldHi) !== sptePfn(newLo, newHi)) {
+        throw new MmuBugError(
+          "mmu_spte_update",
+          `sp ${sp} entry ${idx}: a present leaf for gfn 0x${gfn.toString(16)} changed its pfn`,
+        );
+      }
+      if ((oldHi & SPTE_HI_MMU_WRITABLE) !== 0 && (newLo & SPTE_W) === 0) flush = true;
+      if ((oldLo & SPTE_A) !== 0 && (newLo & SPTE_A) === 0) flush = true;
+      if ((oldLo & SPTE_D) !== 0 && (newLo & SPTE_D) === 0) flush = true;
+    } else {
+      if (wasPresent) flush = true;
+      if (wasLeaf) this.rmapRemove(sp, idx, level);
+      if (isLeaf) this.rmapAdd(sp, idx, gfn, level);
+    }
+    if (level === 1 && isLeaf && (newLo & SPTE_W) !== 0 && !(wasLeaf && (oldLo & SPTE_W) !== 0)) {
+      const slot = this.core.slots.gfnToSlot(gfn);
+      if (slot !== undefined) this.core.markPageDirtyInSlot(slot, gfn);
+    }
+    return flush;
+  }
+
+  // ---- rmaps ----------------------------------------------------------------------------
+
+  /** `rmap_add`: translation, page stats, rmap head; recycle a head beyond the threshold. */
+  private rmapAdd(sp: number, idx: number, gfn: number, level: number): void {
+    const slot = this.core.slots.gfnToSlot(gfn);
+    if (slot === undefined)
+      throw new MmuBugError(
+        "rmap_add",
+        `sp ${sp} entry ${idx}: gfn 0x${gfn.toString(16)} has no memslot`,
+      );
+    if (this.store.translation[sp]) kvmMmuPageSetGfn(this.store, sp, idx, gfn);
+    updatePageStats(this.stats, level, 1);
+    const heads = slotArch(slot).rmapFor(slot).heads[level - 1]!;
+    const hi = gfnToIndex(gfn, slot.baseGfn, level);
+    const count = pteListAdd(this.rmapPool, heads, hi, sp * 512 + idx);
+    if (count > this.stats.max_mmu_rmap_size) this.stats.max_mmu_rmap_size = count;
+    if (count > RMAP_RECYCLE_THRESHOLD) {
+      this.zapRmapHead(heads, hi, level);
+      this.core.flushRemoteTlbs("rmap_recycle");
+    }
+  }
+
+  /** gfn mapped by leaf entry `idx` of `sp` (`kvm_mmu_page_get_gfn`, with the seed-2010 check). */
+  private entryGfn(sp: number, idx: number): number {
+    const g = kvmMmuPageGetGfn(this.store, sp, idx, this.store.translationAccounted(sp));
+    this.core.checkGfn(sp, idx, g);
+    return g;
+  }
+
+  /** `rmap_remove`: page stats, and the spte off the rmap head of the gfn it mapped. */
+  private rmapRemove(sp: number, idx: number, level: number): void {
+    updatePageStats(this.stats, level, -1);
+    const gfn = this.entryGfn(sp, idx);
+    const slot = this.core.slots.gfnToSlot(gfn);
+    const rmap = slot === undefined ? null : slotArch(slot).rmap;
+    if (slot === undefined || rmap === null)
+      throw new MmuBugError("rmap_remove", `no rmap for gfn 0x${gfn.toString(16)}`);
+    const hi = gfnToIndex(gfn, slot.baseGfn, level);
+    if (!pteListRemove(this.rmapPool, rmap.heads[level - 1]!, hi, sp * 512 + idx)) {
+      throw new MmuBugError(
+        "rmap_remove",
+        `sp ${sp} entry ${idx} is not on the rmap of gfn 0x${gfn.toString(16)}`,
+      );
+    }
+  }
+
+  /** `drop_spte` of a present leaf: clear it (the sink removes it from its rmap). */
+  private dropSpte(sp: number, idx: number, level: number): boolean {
+    return this.setSpte(sp, idx, level, this.entryGfnFormula(sp, idx), 0, 0);
+  }
+
+  /** `kvm_zap_rmap`: zap every spte on one head; returns whether any was zapped. */
+  private zapRmapHead(heads: Uint32Array, i: number, level: number): boolean {
+    if (heads[i] === 0) return false;
+    const victims: number[] = [];
+    pteListForEach(this.rmapPool, heads, i, (sptep) => victims.push(sptep));
+    this.stats.sptes_visited += victims.length;
+    for (const sptep of victims) this.dropSpte(Math.floor(sptep / 512), sptep % 512, level);
+    return victims.length > 0;
+  }
+
+  // ---- linking, zapping -----------------------------------------------------------------
+
+  /** `drop_parent_pte`: clear the parent entry; the child becomes parentless (not freed). */
+  private dropParentPte(child: number): boolean {
+    const s = this.store;
+    const p = s.parentSp[child]!;
+    if (p < 0) return false;
+    const i = s.parentIdx[child]!;
+    const level = roleLevel(s.role[p]!);
+    const flush = this.setSpte(p, i, level, this.entryGfnFormula(p, i), 0, 0);
+    s.parentSp[child] = -1;
+    s.unlinked();
+    return flush;
+  }
+
+  /** `__link_shadow_page`: a present (large) leaf is dropped first with a flush. */
+  private linkShadowPage(sp: number, idx: number, level: number, child: number): void {
+    const s = this.store;
+    const lo = s.spt[sp]![idx * 2]!;
+    if (isShadowPresent(lo)) {
+      this.dropSpte(sp, idx, level);
+      this.core.flushRemoteTlbs("drop_large_spte");
+    }
+    makeNonleafSpte(this.out, s.spPfn(child));
+    this.setSpte(sp, idx, level, s.gfn[child]!, this.out.lo, this.out.hi);
+    s.parentSp[child] = sp;
+    s.parentIdx[child] = idx;
+  }
+
+  /**
+   * `__kvm_mmu_prepare_zap_page`: drop every leaf, orphan every child, unlink the parent, mark
+   * invalid; pages with no root reference leave n_used and go to the invalid list. A pinned root
+   * stays until its vCPU reloads (KVM_REQ_MMU_FREE_OBSOLETE_ROOTS). Returns the number of pages
+   * put on the list.
+   */
+  private prepareZapPage(sp: number): number {
+    const s = this.store;
+    this.stats.mmu_shadow_zapped++;
+    const level = roleLevel(s.role[sp]!);
+    const spt = s.spt[sp]!;
+    for (let i = 0; i < 512; i++) {
+      const lo = spt[i * 2]!;
+      if (lo === 0) continue;
+      if (isShadowPresent(lo)) {
+        if (isLastSpte(lo, level)) this.dropSpte(sp, i, level);
+        else this.dropParentPte(s.pfnToSp(sptePfn(lo, spt[i * 2 + 1]!)));
+      } else if (isMmioSpte(lo)) {
+        this.setSpte(sp, i, level, this.entryGfnFormula(sp, i), 0, 0);
+      }
+    }
+    this.dropParentPte(sp);
+    let zapped = 0;
+    if (s.rootCount[sp] === 0) {
+      zapped = 1;
+      if (this.onActiveList(sp)) this.listDel(sp);
+      if ((s.role[sp]! & ROLE_INVALID) === 0 || !this.invalidList.includes(sp))
+        this.invalidList.push(sp);
+      this.stats.n_used_mmu_pages--;
+      // A zapped root that nobody pins any more leaves the roots list too.
+      const r = this.roots.indexOf(sp);
+      if (r >= 0) this.roots.splice(r, 1);
+    } else {
+      // A pinned root leaves the active list (still counted in n_used) and is freed when its
+      // root_count reaches 0; its vCPUs must load another.
+      if (this.onActiveList(sp)) this.listDel(sp);
+      this.core.requestRootReload();
+    }
+    s.role[sp] = (s.role[sp]! | ROLE_INVALID) >>> 0;
+    return zapped;
+  }
+
+  /** `kvm_mmu_commit_zap_page`: one remote flush if the list is non-empty, then free. */
+  private commitZapPage(): void {
+    if (this.invalidList.length === 0) return;
+    this.core.flushRemoteTlbs("commit_zap_page");
+    for (const sp of this.invalidList) {
+      this.hashDel(sp);
+      this.store.free(sp);
+    }
+    this.invalidList.length = 0;
+  }
+
+  /** `kvm_mmu_available_pages`. */
+  availablePages(): number {
+    return this.stats.n_max_mmu_pages > this.stats.n_used_mmu_pages
+      ? this.stats.n_max_mmu_pages - this.stats.n_used_mmu_pages
+      : 0;
+  }
+
+  /**
+   * `make_mmu_pages_available`: below KVM_MIN_FREE_MMU_PAGES, zap the oldest unpinned pages
+   * until KVM_REFILL_PAGES − available are gone (`kvm_mmu_zap_oldest_mmu_pages`).
+   */
+  makeMmuPagesAvailable(): void {
+    const avail = this.availablePages();
+    if (avail >= KVM_MIN_FREE_MMU_PAGES) return;
+    this.zapOldestMmuPages(KVM_REFILL_PAGES - avail);
+  }
+
+  /** `kvm_mmu_zap_oldest_mmu_pages`: from the tail, skipping roots; `mmu_recycled` += zapped. */
+  zapOldestMmuPages(nrToZap: number): number {
+    const s = this.store;
+    let total = 0;
+    let sp = this.listTail;
+    while (sp >= 0) {
+      const prev = s.prev[sp]!;
+      if (s.rootCount[sp]! > 0) {
+        sp = prev;
+        continue;
+      }
+      total += this.prepareZapPage(sp);
+      if (total >= nrToZap) break;
+      sp = prev;
+    }
+    this.commitZapPage();
+    this.stats.mmu_recycled += total;
+    return total;
+  }
+
+  /** `kvm_mmu_change_mmu_pages`: zap the oldest until n_used ≤ goal, then n_max = goal. */
+  changeMmuPages(goal: number): void {
+    if (this.stats.n_used_mmu_pages > goal)
+      this.zapOldestMmuPages(this.stats.n_used_mmu_pages - goal);
+    this.stats.n_max_mmu_pages = goal;
+  }
+
+  // ---- fault path -----------------------------------------------------------------------
+
+  /** `direct_map` (preceded by `make_mmu_pages_available`), then `direct_pte_prefetch`. */
+  directMap(root: number, fault: KvmPageFault): number {
+    const gfn = fault.gfn;
+    const goalLevel = fault.goalLevel;
+    this.makeMmuPagesAvailable();
+    const s = this.store;
+    let sp = root;
+    let level = this.rootLevel;
+    while (level > goalLevel) {
+      const idx = (gfn / GFN_SPAN[level]!) & 511;
+      const lo = s.spt[sp]![idx * 2]!;
+      if (isShadowPresent(lo) && !isLastSpte(lo, level)) {
+        sp = s.pfnToSp(sptePfn(lo, s.spt[sp]![idx * 2 + 1]!));
+        level--;
+        continue;
+      }
+      const span = GFN_SPAN[level]!;
+      const child = this.getShadowPage(gfn - (gfn % span), childRole(s.role[sp]!, true, ACC_ALL));
+      this.linkShadowPage(sp, idx, level, child);
+      sp = child;
+      level--;
+    }
+    const idx = (gfn / GFN_SPAN[level]!) & 511;
+    const base = gfn - (gfn % GFN_SPAN[level]!);
+    const slot = fault.slot;
+    if (slot === null) {
+      makeMmioSpte(this.out, base, this.core.mmioGen);
+      this.setSpte(sp, idx, level, base, this.out.lo, this.out.hi);
+      this.stats.pf_mmio_spte_created++;
+      return RET_PF_EMULATE;
+    }
+    const ret = this.mmuSetSpte(
+      sp,
+      idx,
+      level,
+      base,
+      fault.pfn,
+      fault.write,
+      false,
+      fault.mapWritable,
+    );
+    if (ret === RET_PF_SPURIOUS) return ret;
+    if (this.prefetch && level === 1) this.directPtePrefetch(sp, idx);
+    return ret;
+  }
+
+  /** `mmu_set_spte` for a direct leaf. */
+  private mmuSetSpte(
+    sp: number,
+    idx: number,
+    level: number,
+    gfn: number,
+    pfn: number,
+    write: boolean,
+    prefetch: boolean,
+    hostWritable: boolean,
+  ): number {
+    const spt = this.store.spt[sp]!;
+    let lo = spt[idx * 2]!;
+    let flush = false;
+    if (isShadowPresent(lo)) {
+      const hi = spt[idx * 2 + 1]!;
+      if (level > 1 && !isLastSpte(lo, level)) {
+        this.dropParentPte(this.store.pfnToSp(sptePfn(lo, hi)));
+        flush = true;
+      } else if (pfn !== sptePfn(lo, hi)) {
+        this.dropSpte(sp, idx, level);
+        flush = true;
+      }
+      lo = spt[idx * 2]!;
+    }
+    const out = this.out;
+    makeSpte(out, level, ACC_ALL, pfn, lo, prefetch, hostWritable, true);
+    let ret = RET_PF_FIXED;
+    if (out.lo === lo && out.hi === spt[idx * 2 + 1]) ret = RET_PF_SPURIOUS;
+    else if (this.setSpte(sp, idx, level, gfn, out.lo, out.hi)) flush = true;
+    if (out.wrprot && write) ret = RET_PF_EMULATE;
+    if (flush) this.core.flushRemoteTlbs("mmu_set_spte");
+    return ret;
+  }
+
+  /** `__direct_pte_prefetch`: map the non-present runs of the aligned group of 8. */
+  private directPtePrefetch(sp: number, faultIdx: number): void {
+    const spt = this.store.spt[sp]!;
+    const first = faultIdx & ~(PTE_PREFETCH_NUM - 1);
+    let start = -1;
+    for (let i = first; i < first + PTE_PREFETCH_NUM; i++) {
+      if (isShadowPresent(spt[i * 2]!) || i === faultIdx) {
+        if (start < 0) continue;
+        if (!this.prefetchMany(sp, start, i)) return;
+        start = -1;
+      } else if (start < 0) start = i;
+    }
+    if (start >= 0) this.prefetchMany(sp, start, first + PTE_PREFETCH_NUM);
+  }
+
+  /** `direct_pte_prefetch_many`: entries [start, end) if their slot allows it; false to stop. */
+  private prefetchMany(sp: number, start: number, end: number): boolean {
+    const gfn = this.entryGfnFormula(sp, start);
+    const slot = this.core.slots.gfnToSlot(gfn);
+    // gfn_to_memslot_dirty_bitmap: no slot, or a dirty-logged one → no prefetch.
+    if (slot === undefined || slot.dirtyBitmap !== null || slot.readonly) return false;
+    // kvm_prefetch_pages: all pages must lie inside the slot.
+    if (gfn + (end - start) > slot.baseGfn + slot.npages) return false;
+    for (let i = start; i < end; i++) {
+      const g = gfn + (i - start);
+      this.mmuSetSpte(sp, i, 1, g, hostPfn(slot, g), false, true, true);
+    }
+    return true;
+  }
+
+  private entryGfnFormula(sp: number, idx: number): number {
+    return kvmMmuPageGetGfn(this.store, sp, idx, false);
+  }
+
+  /** The fast path's cmpxchg of a leaf found by a lockless walk (`fast_pf_fix_direct_spte`). */
+  fastPfFixSpte(last: LastSpte, gfn: number, newLo: number): void {
+    const base = gfn - (gfn % GFN_SPAN[last.level]!);
+    this.setSpte(last.sp, last.idx, last.level, base, newLo, last.hi);
+  }
+
+  /**
+   * `kvm_rmap_zap_gfn_range` / `kvm_unmap_gfn_range` for rmaps: zap all sptes on every rmap head
+   * (levels 1..3) of each slot overlapping [start, end).
+   */
+  zapLeafs(start: number, end: number): boolean {
+    let flush = false;
+    const w = new SlotRmapWalkIterator();
+    for (w.init(this.core.slots.list(), start, end, 1, 3); w.valid; w.next()) {
+      this.stats.rmap_heads_scanned++;
+      if (this.zapRmapHead(w.heads, w.index, w.level)) flush = true;
+    }
+    return flush;
+  }
+
+  /** Drop the leaf mapping `gfn` under each root, each with its own flush (`kvm_flush_remote_tlbs_sptep`). */
+  zapSpte(gfn: number): number {
+    let n = 0;
+    const last = this.last;
+    for (const root of this.roots) {
+      if (this.isInvalidRoot(root)) continue;
+      walkToLastSpte(this.store, root, this.rootLevel, gfn, last);
+      if (!isShadowPresent(last.lo)) continue;
+      this.dropSpte(last.sp, last.idx, last.level);
+      this.core.flushRemoteTlbs("zap_spte");
+      n++;
+    }
+    return n;
+  }
+
+  /**
+   * `kvm_mmu_zap_all_fast` with the new generation: zap obsolete pages from the tail
+   * (`kvm_zap_obsolete_pages`), one commit (one flush if any page was listed). Pinned roots stay
+   * until their vCPU reloads.
+   */
+  zapAllFast(validGen: number): void {
+    this.validGen = validGen & 1;
+    const s = this.store;
+    let sp = this.listTail;
+    while (sp >= 0) {
+      const prev = s.prev[sp]!;
+      if (!this.isObsolete(sp)) break;
+      // Zapping a page orphans its children but removes only the page itself from the list,
+      // so the previous (newer) page is still on it.
+      this.prepareZapPage(sp);
+      sp = prev;
+    }
+    this.commitZapPage();
+  }
+
+  // ---- dirty logging (rmap walks) -------------------------------------------------------
+
+  /**
+   * `rmap_write_protect(pt_protect = false)`: clear W (keep MMU-writable) on every spte of the
+   * head; returns whether one changed.
+   */
+  private wrprotHead(heads: Uint32Array, i: number, level: number): boolean {
+    if (heads[i] === 0) return false;
+    let changed = false;
+    const s = this.store;
+    pteListForEach(this.rmapPool, heads, i, (sptep) => {
+      const sp = Math.floor(sptep / 512);
+      const idx = sptep % 512;
+      const lo = s.spt[sp]![idx * 2]!;
+      this.stats.sptes_visited++;
+      if ((lo & SPTE_W) === 0) return;
+      this.setSpte(
+        sp,
+        idx,
+        level,
+        this.entryGfnFormula(sp, idx),
+        (lo & ~SPTE_W) >>> 0,
+        s.spt[sp]![idx * 2 + 1]!,
+      );
+      changed = true;
+    });
+    return changed;
+  }
+
+  /**
+   * `kvm_mmu_slot_remove_write_access` for rmaps (`walk_slot_rmaps`, levels minLevel..3) over the
+   * slots overlapping [start, end). Returns whether any spte changed.
+   */
+  wrprotRange(start: number, end: number, minLevel: number): boolean {
+    let changed = false;
+    const w = new SlotRmapWalkIterator();
+    for (w.init(this.core.slots.list(), start, end, minLevel, 3); w.valid; w.next()) {
+      this.stats.rmap_heads_scanned++;
+      if (this.wrprotHead(w.heads, w.index, w.level)) changed = true;
+    }
+    return changed;
+  }
+
+  /**
+   * `kvm_mmu_slot_gfn_write_protect` for rmaps: `rmap_write_protect(pt_protect = true)` on the
+   * heads of `gfn` at levels minLevel..3 — clears W and MMU-writable. Returns whether one changed.
+   */
+  writeProtectGfn(gfn: number, minLevel: number): boolean {
+    const slot = this.core.slots.gfnToSlot(gfn);
+    if (slot === undefined) return false;
+    const rmap = slotArch(slot).rmap;
+    if (rmap === null) return false;
+    const st = this.store;
+    let changed = false;
+    for (let level = minLevel; level <= 3; level++) {
+      const heads = rmap.heads[level - 1]!;
+      const i = gfnToIndex(gfn, slot.baseGfn, level);
+      pteListForEach(this.rmapPool, heads, i, (sptep) => {
+        const sp = Math.floor(sptep / 512);
+        const idx = sptep % 512;
+        const lo = st.spt[sp]![idx * 2]!;
+        const hi = st.spt[sp]![idx * 2 + 1]!;
+        if ((lo & SPTE_W) === 0 && (hi & SPTE_HI_MMU_WRITABLE) === 0) return;
+        this.setSpte(
+          sp,
+          idx,
+          level,
+          this.entryGfnFormula(sp, idx),
+          (lo & ~SPTE_W) >>> 0,
+          (hi & ~SPTE_HI_MMU_WRITABLE) >>> 0,
+        );
+        changed = true;
+      });
+    }
+    return changed;
+  }
+
+  /** `kvm_mmu_write_protect_pt_masked`: level-1 rmaps of the set bits only. */
+  wrprotMasked(base: number, maskLo: number, maskHi: number): void {
+    const slot = this.core.slots.gfnToSlot(base);
+    if (slot === undefined) return;
+    const rmap = slotArch(slot).rmap;
+    if (rmap === null) return;
+    for (let bit = 0; bit < 64; bit++) {
+      if (((bit < 32 ? maskLo >>> bit : maskHi >>> (bit - 32)) & 1) === 0) continue;
+      const gfn = base + bit;
+      if (gfn >= slot.baseGfn + slot.npages) break;
+      this.wrprotHead(rmap.heads[0], gfn - slot.baseGfn, 1);
+    }
+  }
+
+  /**
+   * `kvm_rmap_zap_collapsible_sptes` (modern criterion): walk the level-1 and level-2 rmaps of
+   * the range and zap every spte of a direct page whose region could be mapped one level higher
+   * (`sp.level < kvm_mmu_max_mapping_level(sp.gfn)`); one batched flush at the end. Page tables
+   * stay allocated (empty). Returns the number of sptes zapped.
+   */
+  zapCollapsible(
+    start: number,
+    end: number,
+    canBeHuge: (gfn: number, level: number) => boolean,
+  ): number {
+    let n = 0;
+    const s = this.store;
+    const w = new SlotRmapWalkIterator();
+    for (w.init(this.core.slots.list(), start, end, 1, 2); w.valid; w.next()) {
+      if (w.heads[w.index] === 0) continue;
+      this.stats.rmap_heads_scanned++;
+      const victims: number[] = [];
+      pteListForEach(this.rmapPool, w.heads, w.index, (sptep) => {
+        const sp = Math.floor(sptep / 512);
+        if ((s.role[sp]! & ROLE_DIRECT) !== 0 && canBeHuge(s.gfn[sp]!, roleLevel(s.role[sp]!) + 1))
+          victims.push(sptep);
+      });
+      for (const sptep of victims) this.dropSpte(Math.floor(sptep / 512), sptep % 512, w.level);
+      n += victims.length;
+    }
+    if (n > 0) this.core.flushRemoteTlbs("zap_collapsible_sptes");
+    return n;
+  }
+
+  /** Parentless, non-root live pages (`orphan_sps`). */
+  orphanCount(): number {
+    let n = 0;
+    const s = this.store;
+    for (let sp = 0; sp < s.created; sp++) {
+      if (
+        s.isLive(sp) &&
+        s.parentSp[sp] === -1 &&
+        s.rootCount[sp] === 0 &&
+        !this.roots.includes(sp)
+      )
+        n++;
+    }
+    return n;
+  }
+}
+
+// ---- the VM's MMU ----------------------------------------------------------------------------
+
+/**
+ * One VM's MMU: `kvm->arch`'s MMU fields and the functions of mmu.c that act on the whole VM, plus
+ * the per-vCPU entry points (`kvm_mmu_page_fault`, `kvm_mmu_load`, `kvm_init_mmu`). It is what
+ * `vm.mmu` shows; the VM-level ioctls that reach it live on the VM.
+ */
+export class VmMmu implements MmuCore {
+  /** The generic VM (memslots, stats, vCPUs, remote flushes). */
+  readonly kvm: Kvm;
+  readonly store: MmuPageStore;
+  readonly stats: KvmStats;
+  readonly trace = new MmuTrace();
+  /** `tdp_mmu_enabled`: the TDP MMU builds the tables (features.mmuFlavor "tdp_mmu"). */
+  readonly tdpMmuEnabled: boolean;
+  /** The TDP MMU, or null with `tdp_mmu=0`. */
+  readonly tdp: TdpMmu | null;
+  /** The shadow (rmap/hash) MMU, or null while the memslots have no rmaps. */
+  readonly shadow: ShadowMmu | null;
+  /** TDP root level (4 or 5). */
+  readonly rootLevel: number;
+  /** Role word of the vCPUs' roots. */
+  readonly rootRole: number;
+  /** `kvm->arch.mmu_valid_gen` (toggles 0/1). */
+  mmuValidGen = 0;
+  /** The MMIO generation: the memslot generation, masked to the bits an MMIO spte holds. */
+  mmioGen = 0;
+  /** `kvm->arch.n_requested_mmu_pages` (0: default sizing). */
+  private nRequestedMmuPages = 0;
+  private readonly features: Features;
+  private readonly last = new LastSpte();
+
+  constructor(kvm: Kvm) {
+    const f = kvm.features;
+    this.kvm = kvm;
+    this.features = f;
+    this.stats = kvm.vmStat;
+    this.store = new MmuPageStore(kvm.vmStat);
+    this.rootLevel = f.tdpLevels;
+    this.rootRole = tdpRootRole(this.rootLevel, true);
+    this.tdpMmuEnabled = f.mmuFlavor === "tdp_mmu";
+    this.tdp = this.tdpMmuEnabled ? new TdpMmu(this, this.rootLevel, this.rootRole) : null;
+    this.shadow = this.tdpMmuEnabled
+      ? null
+      : new ShadowMmu(this, this.rootLevel, this.rootRole, f.prefetch);
+    this.stats.n_max_mmu_pages = KVM_MIN_ALLOC_MMU_PAGES;
+  }
+
+  // ---- MmuCore ---------------------------------------------------------------------------
+
+  get slots() {
+    return this.kvm.memslots;
+  }
+
+  /** `kvm_flush_remote_tlbs` (counted by the VM; see `Kvm.flushRemoteTlbs`). */
+  flushRemoteTlbs(reason: string): void {
+    this.kvm.flushRemoteTlbs(reason);
+  }
+
+  markPageDirtyInSlot(slot: MemSlot, gfn: number): void {
+    this.kvm.markPageDirtyInSlot(slot, gfn);
+  }
+
+  /** Ask every vCPU to drop an invalidated root before its next entry (KVM_REQ_MMU_FREE_OBSOLETE_ROOTS). */
+  requestRootReload(): void {
+    this.kvm.makeAllCpusRequest(KVM_REQ_MMU_FREE_OBSOLETE_ROOTS);
+  }
+
+  allocDirectSp(role: number, gfn: number, tdpMmuPage: boolean): number {
+    const f = this.features;
+    return this.store.alloc(
+      role,
+      gfn,
+      tdpMmuPage,
+      f.allocTranslationForDirect || f.selfCheckGfns,
+      f.allocTranslationForDirect,
+    );
+  }
+
+  checkGfn(sp: number, idx: number, gfn: number): void {
+    if (!this.features.selfCheckGfns || !this.store.translation[sp]) return;
+    this.stats.gfn_self_checks++;
+    const stored = kvmMmuPageGetGfn(this.store, sp, idx, true);
+    const computed = kvmMmuPageGetGfn(this.store, sp, idx, false);
+    if (stored !== computed || stored !== gfn) {
+      throw new MmuBugError(
+        "kvm_mmu_page_get_gfn",
+        `seed-2010 self-check: sp ${sp} entry ${idx}: stored gfn 0x${stored.toString(16)}, formula 0x${computed.toString(16)}, expected 0x${gfn.toString(16)}`,
+      );
+    }
+  }
+
+  /**
+   * `kvm_mmu_max_mapping_level`: highest level ≤ maxLevel whose `disallow_lpage` is 0, capped
+   * by the host mapping level.
+   */
+  maxMappingLevel(slot: MemSlot, gfn: number, maxLevel: number): number {
+    // 4K host pages cap the result at 1 whatever lpage_info says: skip the lookups.
+    if (slot.backing === "4k") return 1;
+    const arch = slotArch(slot);
+    for (; maxLevel > 1; maxLevel--) {
+      if (arch.disallowLpage(slot, gfn, maxLevel) === 0) break;
+    }
+    if (maxLevel === 1) return 1;
+    return Math.min(hostMappingLevel(slot, gfn), maxLevel);
+  }
+
+  // ---- per-vCPU: kvm_init_mmu, roots ------------------------------------------------------
+
+  /**
+   * `kvm_init_mmu`'s MMU half for a TDP VM (`init_kvm_tdp_mmu`): the root role and the handler.
+   * (The guest-walk half — `cpu_role`, permission tables — is filled by the vCPU, which owns the
+   * registers.)
+   */
+  initMmu(mmu: KvmMmu): void {
+    mmu.rootRole = this.rootRole;
+    mmu.pageFault = kvmTdpPageFault;
+  }
+
+  /** `kvm_mmu_load`: give the vCPU a root when it has none. */
+  mmuLoad(mmu: KvmMmu): void {
+    if (mmu.root >= 0) return;
+    mmu.root = this.tdp !== null ? this.tdp.getVcpuRoot() : this.shadow!.getVcpuRoot();
+  }
+
+  /**
+   * What `vcpu_enter_guest` does for the MMU before the vCPU runs guest code again:
+   * KVM_REQ_MMU_FREE_OBSOLETE_ROOTS, KVM_REQ_TLB_FLUSH (the vCPU flushes its own TLB:
+   * `tlb_flush`), then `kvm_mmu_reload` (load a root when it has none).
+   */
+  enterGuest(vcpu: KvmVcpuCommon, mmu: KvmMmu): void {
+    const req = vcpu.requests;
+    if (req !== 0) {
+      vcpu.requests = 0;
+      if ((req & KVM_REQ_MMU_FREE_OBSOLETE_ROOTS) !== 0) this.freeObsoleteRoots(mmu);
+      if ((req & KVM_REQ_TLB_FLUSH) !== 0) vcpu.stat.tlb_flush++;
+    }
+    if (mmu.root < 0) this.mmuLoad(mmu);
+  }
+
+  /** `kvm_mmu_free_obsolete_roots`: drop the vCPU's root if it was invalidated. */
+  freeObsoleteRoots(mmu: KvmMmu): void {
+    const root = mmu.root;
+    if (root < 0) return;
+    if (this.tdp !== null) {
+      if (!this.tdp.isInvalidRoot(root)) return;
+      this.tdp.putRoot(root);
+    } else {
+      if (!this.shadow!.isInvalidRoot(root)) return;
+      this.shadow!.putRoot(root);
+    }
+    mmu.root = -1;
+  }
+
+  // ---- the page-fault entry ----------------------------------------------------------------
+
+  /**
+   * `kvm_mmu_page_fault` → `kvm_mmu_do_page_fault` for a fault at `addrHi:addrLo` with error code
+   * `err`, on the vCPU whose context is `mmu`. Returns a RET_PF_* value and keeps the pf_*
+   * statistics as the kernel does (pf_fixed, pf_emulate, pf_spurious by return code).
+   */
+  pageFault(mmu: KvmMmu, addrHi: number, addrLo: number, err: number): number {
+    const s = this.stats;
+    if ((err & PFERR_RSVD_MASK) !== 0) {
+      const r = this.handleMmioPageFault(mmu, addrHi * 4294967296 + addrLo);
+      if (r !== RET_PF_INVALID) {
+        if (this.trace.on) this.traceFault(addrHi, addrLo, err, "mmio", r);
+        return r;
+      }
+    }
+    const fault = mmu.fault;
+    fault.init(addrHi, addrLo, err, false, mmu.pageFault === kvmTdpPageFault);
+    s.pf_taken++;
+    const fast = s.pf_fast;
+    const r = mmu.pageFault!(this, mmu, fault);
+    if (r === RET_PF_FIXED) s.pf_fixed++;
+    else if (r === RET_PF_EMULATE) s.pf_emulate++;
+    else if (r === RET_PF_SPURIOUS) s.pf_spurious++;
+    if (this.trace.on)
+      this.traceFault(addrHi, addrLo, err, s.pf_fast !== fast ? "fast" : "slow", r);
+    return r;
+  }
+
+  private traceFault(
+    hi: number,
+    lo: number,
+    err: number,
+    path: "fast" | "slow" | "mmio",
+    r: number,
+  ): void {
+    const gfn = Math.floor((hi * 4294967296 + lo) / 4096);
+    this.trace.emit({ ev: "fault", gfn, err, path, ret: RET_PF_NAMES[r] ?? String(r) });
+  }
+
+  /** `handle_mmio_page_fault`: a current-generation MMIO spte is emulated right away. */
+  private handleMmioPageFault(mmu: KvmMmu, gpa: number): number {
+    const last = this.last;
+    walkToLastSpte(this.store, mmu.root, this.rootLevel, Math.floor(gpa / 4096), last);
+    if (!isMmioSpte(last.lo)) return RET_PF_RETRY;
+    if (mmioSpteGen(last.lo, last.hi) !== this.mmioGen) return RET_PF_INVALID;
+    return RET_PF_EMULATE;
+  }
+
+  /**
+   * `fast_page_fault`: restore W on an MMU-writable leaf without taking mmu_lock. A huge leaf in
+   * a dirty-logged slot is refused (the slow path must split it so logging stays 4K-granular).
+   */
+  fastPageFault(mmu: KvmMmu, fault: KvmPageFault): number {
+    const last = this.last;
+    walkToLastSpte(this.store, mmu.root, this.rootLevel, fault.gfn, last);
+    const lo = last.lo;
+    if (!isShadowPresent(lo) || !isLastSpte(lo, last.level)) return RET_PF_INVALID;
+    if (isAccessAllowed(lo, fault.write, fault.exec)) return RET_PF_SPURIOUS;
+    let nlo = lo;
+    if (fault.write && (last.hi & SPTE_HI_MMU_WRITABLE) !== 0) {
+      nlo = (lo | SPTE_W) >>> 0;
+      if (
+        last.level > 1 &&
+        fault.slot !== null &&
+        (fault.slot.flags & KVM_MEM_LOG_DIRTY_PAGES) !== 0
+      )
+        return RET_PF_INVALID;
+    }
+    if (nlo === lo || !isAccessAllowed(nlo, fault.write, fault.exec)) return RET_PF_INVALID;
+    if (this.tdp !== null) this.tdp.fastPfFixSpte(last, fault.gfn, nlo);
+    else this.shadow!.fastPfFixSpte(last, fault.gfn, nlo);
+    return RET_PF_FIXED;
+  }
+
+  /**
+   * `kvm_faultin_pfn` and `kvm_mmu_hugepage_adjust` for a direct MMU: the host frame, whether it
+   * may be written, and the mapping level. Returns RET_PF_CONTINUE, or RET_PF_EMULATE for a
+   * write to a read-only slot (KVM_PFN_ERR_RO_FAULT).
+   */
+  faultinPfn(fault: KvmPageFault): number {
+    const slot = fault.slot;
+    if (slot === null) return RET_PF_CONTINUE;
+    if (fault.write && slot.readonly) return RET_PF_EMULATE;
+    fault.mapWritable = !slot.readonly;
+    // kvm_mmu_hugepage_adjust: dirty logging keeps every mapping at 4K.
+    let level = 1;
+    if ((slot.flags & KVM_MEM_LOG_DIRTY_PAGES) === 0)
+      level = this.maxMappingLevel(slot, fault.gfn, fault.maxLevel);
+    fault.reqLevel = level;
+    fault.goalLevel = level;
+    const span = GFN_SPAN[level]!;
+    const pfn = hostPfn(slot, fault.gfn);
+    fault.pfn = pfn - (pfn % span);
+    return RET_PF_CONTINUE;
+  }
+
+  // ---- memslot changes (called by the x86 hooks) -------------------------------------------
+
+  /** `kvm_mmu_invalidate_mmio_sptes`: a wrapped MMIO generation would make stale sptes current. */
+  invalidateMmioSptes(generation: number): void {
+    const gen = generation & MMIO_SPTE_GEN_MASK;
+    if (gen === 0 && this.mmioGen !== 0) this.zapAllFast();
+    this.mmioGen = gen;
+  }
+
+  /**
+   * `kvm_mmu_zap_all_fast`: toggle the valid generation, invalidate every TDP root and zap the
+   * obsolete shadow pages; vCPUs load a new root at their next entry. No remote flush is counted
+   * for TDP roots: invalid roots are unreachable.
+   */
+  zapAllFast(): void {
+    this.mmuValidGen ^= 1;
+    this.requestRootReload();
+    if (this.shadow !== null) this.shadow.zapAllFast(this.mmuValidGen);
+    if (this.tdp !== null) this.tdp.zapAllFast();
+  }
+
+  /** Default `n_max_mmu_pages` (`kvm_mmu_calculate_default_mmu_pages`), unless set by ioctl. */
+  recalculateMmuPages(): void {
+    if (this.nRequestedMmuPages !== 0) return;
+    const total = this.kvm.memslots.totalPages();
+    this.changeMmuPages(
+      Math.max(Math.floor(total / KVM_MEMSLOT_PAGES_TO_MMU_PAGES_RATIO), KVM_MIN_ALLOC_MMU_PAGES),
+    );
+  }
+
+  /** `kvm_mmu_change_mmu_pages`: the shadow MMU reclaims down to the goal; TDP pages are not counted. */
+  changeMmuPages(goal: number): void {
+    if (this.shadow !== null) this.shadow.changeMmuPages(goal);
+    else this.stats.n_max_mmu_pages = goal;
+  }
+
+  /** `KVM_SET_NR_MMU_PAGES` after validation: fix n_max and reclaim down to it. */
+  setNrMmuPages(n: number): void {
+    this.nRequestedMmuPages = n;
+    this.changeMmuPages(n);
+  }
+
+  // ---- dirty logging (kvm_mmu_slot_apply_flags' MMU calls) ----------------------------------
+
+  /**
+   * Logging turned on for `slot` (`kvm_mmu_slot_apply_flags`, v6.12, no PML): eager split of
+   * huge leaves (TDP MMU), remove W from every leaf (start level 4K), one remote flush —
+   * unconditionally. With INITIALLY_SET nothing is protected now (CLEAR_DIRTY_LOG does it).
+   */
+  slotEnableLog(slot: MemSlot): void {
+    if (this.kvm.dirtyLogInitiallySet) return;
+    const start = slot.baseGfn;
+    const end = slot.baseGfn + slot.npages;
+    if (this.features.eagerPageSplit && this.tdp !== null) this.tdp.splitHugePages(start, end, 1);
+    if (this.shadow !== null) this.shadow.wrprotRange(start, end, 1);
+    if (this.tdp !== null) this.tdp.wrprotRange(start, end, 1);
+    this.flushRemoteTlbs("slot_apply_flags");
+  }
+
+  /**
+   * Logging turned off: collapse (`kvm_mmu_zap_collapsible_sptes`, or v6.13's
+   * `kvm_mmu_recover_huge_pages`) so that the slot gets huge mappings back.
+   */
+  slotDisableLog(slot: MemSlot): void {
+    const mode = this.features.collapseOnLogDisable;
+    if (mode === "none") return;
+    const start = slot.baseGfn;
+    const end = slot.baseGfn + slot.npages;
+    const canBeHuge = (gfn: number, level: number): boolean => {
+      const s = this.kvm.memslots.gfnToSlot(gfn);
+      return s !== undefined && this.maxMappingLevel(s, gfn, 3) >= level;
+    };
+    // The rmap part zaps in every era ("recover" too: only the TDP MMU recovers in place).
+    if (this.shadow !== null) this.shadow.zapCollapsible(start, end, canBeHuge);
+    if (this.tdp !== null) {
+      if (mode === "recover") {
+        if (this.tdp.recoverHugePages(start, end, canBeHuge) > 0)
+          this.flushRemoteTlbs("recover_huge_pages");
+      } else this.tdp.zapCollapsible(start, end, canBeHuge);
+    }
+  }
+
+  /**
+   * `kvm_arch_mmu_enable_log_dirty_pt_masked` (no PML): with INITIALLY_SET, first split and
+   * write-protect (W and MMU-writable) the huge pages holding the first and last set bit; then
+   * remove W from the 4K leaves of the set bits.
+   */
+  enableLogDirtyPtMasked(base: number, lo: number, hi: number): void {
+    if (this.kvm.dirtyLogInitiallySet) {
+      const first = lo !== 0 ? 31 - Math.clz32(lo & -lo) : 32 + 31 - Math.clz32(hi & -hi);
+      const last = hi !== 0 ? 32 + 31 - Math.clz32(hi) : 31 - Math.clz32(lo);
+      const start = base + first;
+      const end = base + last;
+      if (this.features.eagerPageSplit && this.tdp !== null)
+        this.tdp.splitHugePages(start, end + 1, 1);
+      this.writeProtectGfn(start, 2);
+      if (Math.floor(start / 512) !== Math.floor(end / 512)) this.writeProtectGfn(end, 2);
+    }
+    if (this.shadow !== null) this.shadow.wrprotMasked(base, lo, hi);
+    if (this.tdp !== null) this.tdp.wrprotMasked(base, lo, hi);
+  }
+
+  /** `kvm_mmu_slot_gfn_write_protect` (W and MMU-writable) at levels ≥ minLevel. */
+  private writeProtectGfn(gfn: number, minLevel: number): boolean {
+    let changed = false;
+    if (this.shadow?.writeProtectGfn(gfn, minLevel)) changed = true;
+    if (this.tdp?.writeProtectGfn(gfn, minLevel)) changed = true;
+    return changed;
+  }
+
+  // ---- zaps ------------------------------------------------------------------------------
+
+  /** `kvm_unmap_gfn_range` / `kvm_zap_gfn_range`'s work: zap every leaf mapping [start, end). */
+  unmapGfnRange(start: number, end: number): boolean {
+    let flush = false;
+    if (this.shadow?.zapLeafs(start, end)) flush = true;
+    if (this.tdp?.zapLeafs(start, end)) flush = true;
+    return flush;
+  }
+
+  /**
+   * `kvm_zap_gfn_range(start, end)`: zap every leaf mapping a gfn in [start, end); one ranged
+   * remote flush if anything was zapped. Returns whether it flushed.
+   */
+  zapGfnRange(start: number, end: number): boolean {
+    const flush = this.unmapGfnRange(start, end);
+    if (flush) this.flushRemoteTlbs("zap_gfn_range");
+    return flush;
+  }
+
+  /** Zap the single leaf mapping `gfn` (an atomic zap with its own flush). Returns leaves zapped. */
+  zapSpte(gfn: number): number {
+    return this.tdp !== null ? this.tdp.zapSpte(gfn) : this.shadow!.zapSpte(gfn);
+  }
+
+  // ---- views for the layers above ----------------------------------------------------------
+
+  /** Every root the VM's MMU holds (valid and invalid). */
+  get roots(): readonly number[] {
+    return this.tdp !== null ? this.tdp.roots : this.shadow!.roots;
+  }
+
+  /** Whether `root` was invalidated (or, for the shadow MMU, is obsolete). */
+  isInvalidRoot(root: number): boolean {
+    return this.tdp !== null ? this.tdp.isInvalidRoot(root) : this.shadow!.isInvalidRoot(root);
+  }
+
+  /** The first valid root, or undefined. */
+  firstValidRoot(): number | undefined {
+    return this.roots.find((r) => !this.isInvalidRoot(r));
+  }
+
+  /** Parentless, non-root live pages of the shadow MMU (`orphan_sps`; 0 for the TDP MMU). */
+  orphanCount(): number {
+    return this.shadow?.orphanCount() ?? 0;
+  }
+
+  /** Bytes of simulator memory held by the MMU (spt store, columns, slot metadata). */
+  bytes(): number {
+    let b = this.store.bytes();
+    for (const s of this.kvm.memslots.list()) if (s.arch instanceof SlotArch) b += s.arch.bytes();
+    return b;
+  }
+}
+
+/**
+ * `kvm_tdp_page_fault`: the handler of a TDP vCPU (`direct_page_fault`, or
+ * `kvm_tdp_mmu_page_fault` with the TDP MMU): the fast path for write-protection faults, then
+ * the host page and mapping level, then the map.
+ */
+export function kvmTdpPageFault(core: MmuCore, mmu: KvmMmu, fault: KvmPageFault): number {
+  // Handlers are installed by VmMmu.initMmu and called by VmMmu.pageFault only.
+  const vm = core as VmMmu;
+  const gfn = Math.floor((fault.addrHi * 4294967296 + fault.addrLo) / 4096);
+  fault.gfn = gfn;
+  fault.slot = vm.kvm.memslots.gfnToSlot(gfn) ?? null;
+  if (fault.present && fault.write && !fault.rsvd) {
+    const r = vm.fastPageFault(mmu, fault);
+    if (r !== RET_PF_INVALID) {
+      vm.stats.pf_fast++;
+      return r;
+    }
+  }
+  const r = vm.faultinPfn(fault);
+  if (r !== RET_PF_CONTINUE) return r;
+  return vm.tdp !== null ? vm.tdp.map(mmu.root, fault) : vm.shadow!.directMap(mmu.root, fault);
+}
+
+/** The paging registers `kvm_init_mmu` reads. */
+export interface PagingRegs {
+  readonly cr0: number;
+  readonly cr3Hi: number;
+  readonly cr3Lo: number;
+  readonly cr4: number;
+  readonly efer: number;
+}
+
+/**
+ * `kvm_init_mmu`: rebuild a vCPU's MMU context from its paging registers. The cpu role — root
+ * level, CR3, NX/SMEP/WP/PSE, reserved-bit masks (`reset_guest_rsvds_bits_mask`), the permission
+ * and PKRU tables (`update_permission_bitmask`, `update_pkru_bitmask`) — and, on a TDP VM
+ * (`init_kvm_tdp_mmu`), the root role and page-fault handler. PAE PDPTE registers are loaded by
+ * the caller (`load_pdptrs`), which owns guest memory access.
+ */
+export function kvmInitMmu(
+  mmu: KvmMmu,
+  regs: PagingRegs,
+  features: Features,
+  maxPhysAddrBits: number,
+  vm: VmMmu | null,
+): void {
+  const mode = pagingModeOf(regs.cr0, regs.cr4, regs.efer);
+  mmu.rootLevel = rootLevelOf(mode);
+  mmu.cr3Hi = regs.cr3Hi;
+  mmu.cr3Lo = regs.cr3Lo;
+  // KVM keeps efer_nx in the cpu role for every paging mode (it decides PFERR_FETCH even for
+  // 32-bit paging); the 32-bit PTE format simply has no NX bit to check.
+  const nx = (regs.efer & EFER_NX) !== 0 && mode !== "none";
+  mmu.nx = nx;
+  mmu.smep = (regs.cr4 & X86_CR4_SMEP) !== 0;
+  mmu.pse = (regs.cr4 & X86_CR4_PSE) !== 0;
+  mmu.pse36 = features.pse36;
+  const r = reservedMasks(mode, maxPhysAddrBits, nx, mmu.pse, features);
+  mmu.rsvdLo.set(r.lo);
+  mmu.rsvdHi.set(r.hi);
+  const wp = (regs.cr0 & X86_CR0_WP) !== 0;
+  mmu.wp = wp;
+  updatePermissionBitmask(mmu.permissions, {
+    cr0Wp: wp,
+    efeNx: nx,
+    smep: mmu.smep,
+    smap: (regs.cr4 & X86_CR4_SMAP) !== 0,
+  });
+  mmu.pkruMask = updatePkruBitmask(
+    (regs.cr4 & X86_CR4_PKE) !== 0,
+    mode === "4-level" || mode === "5-level",
+    wp,
+  );
+  if (vm !== null) vm.initMmu(mmu);
+}

@@ -1,0 +1,804 @@
+/**
+ * The guest page-table walker: KVM's `FNAME(walk_addr_generic)` (paging_tmpl.h) for 32-bit, PAE,
+ * 4-level and 5-level guest tables, in the shape the 2007 rewrite gave it (seed 2007): the loop
+ * carries only the current entry (`pte`) from level to level, derives the next table's gfn from
+ * it, reads one entry per level and keeps no mapping across iterations.
+ *
+ * Modern semantics: rights are ANDed (NX inverted so it ANDs too) and checked once at the end
+ * against the precomputed permission table; A (every level) and D (leaf, writes) are written back
+ * with cmpxchg only after the whole walk succeeded.
+ *
+ * The pre-2008 walkers of the seed-2007 switch (`features.guestWalker: "w07b" | "w07a"`), as
+ * paging_tmpl.h was in 2.6.21–25, are at the end of this file; they share the per-level pieces.
+ * The vCPU picks its walk function once ({@link walkAddrFor}).
+ *
+ * The same walk serves the simulated CPU (the hardware walk under TDP and on the bare machine)
+ * and, under shadow paging, KVM's own walker: what differs is where table frames come from, a
+ * {@link TableSource} behind the {@link GuestTables} cache.
+ *
+ * Hot path: integers and typed arrays only; results land in a reusable {@link GuestWalker}.
+ */
+
+import {
+  ACC_USER_MASK,
+  ACC_WRITE_MASK,
+  PFERR_FETCH_MASK,
+  PFERR_IMPLICIT_ACCESS,
+  PFERR_PK_MASK,
+  PFERR_PRESENT_MASK,
+  PFERR_RSVD_MASK,
+  PFERR_USER_MASK,
+  PFERR_WRITE_MASK,
+  X86_EFLAGS_AC,
+} from "../arch/constants";
+import {
+  PT_ACCESSED_MASK,
+  PT_DIRTY_MASK,
+  PT_PAGE_SIZE_MASK,
+  PT_PRESENT_MASK,
+  PT_USER_MASK,
+  PT_WRITABLE_MASK,
+} from "../arch/guest_pte";
+import type { GuestMemory } from "../kvm/memory";
+import type { WalkerCounters } from "../kvm/stats";
+import type { KvmMmu } from "./mmu_internal";
+
+/** Registers the walk's permission check reads (RFLAGS.AC for SMAP, PKRU for protection keys). */
+export interface WalkRegs {
+  readonly rflags: number;
+  readonly pkru: number;
+}
+
+/**
+ * Where guest page-table frames come from, behind {@link GuestTables}: the CPU's (through EPT
+ * under TDP, straight over the memslots on the bare machine) or KVM's (`kvm_vcpu_read_guest_page`
+ * under shadow paging).
+ */
+export interface TableSource {
+  /**
+   * Make table frame `gfn` readable for the walker and load it into entry `c` of `t`
+   * (with {@link GuestTables.set}). Returns false when no memslot backs the frame
+   * (the walk fails like KVM's: a not-present #PF). The walker's table accesses are W|U accesses,
+   * as KVM's `nested_access` (A/D may be written); under TDP they may take EPT violations.
+   */
+  fillTable(t: GuestTables, gfn: number, c: number): boolean;
+  /** `kvm_vcpu_mark_page_dirty` for an A/D write-back into table frame `gfn` (or nothing). */
+  markTableDirty(gfn: number): void;
+  /** The 2.6.23–25 walker's `kvm_mmu_pte_write` after it set D in a gpte (or nothing). */
+  notifyPteWrite(gpa: number, bytes: number): void;
+}
+
+/** Entries of {@link GuestTables} (direct-mapped by the low bits of the table gfn). */
+export const GUEST_TABLES_SIZE = 4096;
+const GUEST_TABLES_MASK = GUEST_TABLES_SIZE - 1;
+
+/**
+ * The walker's view of guest page tables: a direct-mapped cache, table gfn → where the frame's
+ * words are in the memory arena, in front of a {@link TableSource}. The key is the gfn in the two
+ * halves a 64-bit gpte holds it in (bits 51:32 and 31:12 of the address), so that the walk
+ * compares integers it already has. The owner drops every entry ({@link invalidate}) whenever a
+ * cached frame may have moved or lost its rights (a memslot change; under TDP any spte change);
+ * a frame without backing is never kept. So a hit gives exactly what the source would: this is a
+ * simulator accelerator, not a model of a TLB or of the paging-structure caches (the guest walk
+ * still reads every level's entry).
+ */
+export class GuestTables {
+  /** Address bits 31:12 of each entry's table (`gfn & 0xfffff`). */
+  readonly keyLo: Int32Array = new Int32Array(GUEST_TABLES_SIZE);
+  /** Address bits 51:32 (`gfn >> 20`), -1 when the entry is empty. */
+  readonly keyHi: Int32Array = new Int32Array(GUEST_TABLES_SIZE).fill(-1);
+  /** Arena index of the frame's word 0 (see `GuestMemory.frameWord`). */
+  readonly word: Int32Array = new Int32Array(GUEST_TABLES_SIZE);
+  /** Whether the walker may write A/D into the frame (its slot is not read-only). */
+  readonly writable: Uint8Array = new Uint8Array(GUEST_TABLES_SIZE);
+  /** Entries filled since the last {@link invalidate} (so that it empties only those). */
+  private readonly filled: Int32Array = new Int32Array(GUEST_TABLES_SIZE);
+  private nFilled = 0;
+  readonly source: TableSource;
+  readonly regs: WalkRegs;
+  /** The memory whose arena the words index. */
+  readonly memory: GuestMemory;
+  /** The words of a frame without backing (read as zeros, never written through). */
+  private readonly zeros = new Uint32Array(1024);
+  /** After {@link lookup}: the array the entry's words are in (the arena, or zeros). */
+  words: Uint32Array;
+
+  constructor(source: TableSource, regs: WalkRegs, memory: GuestMemory) {
+    this.source = source;
+    this.regs = regs;
+    this.memory = memory;
+    this.words = memory.arena;
+  }
+
+  /**
+   * Entry index holding table frame `gfn`, filled from the source on a miss, or -1 when no
+   * memslot backs it; {@link words} is where its words are.
+   */
+  lookup(gfn: number): number {
+    const lo = gfn % 1048576;
+    const c = lo & GUEST_TABLES_MASK;
+    this.words = this.memory.arena;
+    if (this.keyLo[c] === lo && this.keyHi[c] === (gfn - lo) / 1048576) return c;
+    if (!this.source.fillTable(this, gfn, c)) return -1;
+    if (this.keyHi[c] === -1) this.words = this.zeros;
+    return c;
+  }
+
+  /**
+   * Store a frame in entry `c` (for sources): `word` is its index in the arena, or -1 when the
+   * frame has no backing — it reads as zeros for this walk and is not kept (once written it gets
+   * a place of its own).
+   */
+  set(c: number, gfn: number, word: number, writable: boolean): void {
+    this.writable[c] = writable ? 1 : 0;
+    if (word < 0) {
+      this.keyHi[c] = -1;
+      this.word[c] = 0;
+      return;
+    }
+    if (this.keyHi[c] === -1 && this.nFilled < GUEST_TABLES_SIZE) this.filled[this.nFilled++] = c;
+    const lo = gfn % 1048576;
+    this.keyLo[c] = lo;
+    this.keyHi[c] = (gfn - lo) / 1048576;
+    this.word[c] = word;
+  }
+
+  /** Drop every entry. */
+  invalidate(): void {
+    const keyHi = this.keyHi;
+    if (this.nFilled >= GUEST_TABLES_SIZE) keyHi.fill(-1);
+    else for (let i = 0; i < this.nFilled; i++) keyHi[this.filled[i]!] = -1;
+    this.nFilled = 0;
+  }
+}
+
+/** Result/state of one walk (`struct guest_walker`); reused across walks. */
+export class GuestWalker implements WalkerCounters {
+  /** Level the walk ended at (leaf level on success, faulting level on failure). */
+  level = 0;
+  /** Top level read from memory (root level, or 2 for PAE). */
+  maxLevel = 0;
+  /** Per level (index level - 1): gfn of the table, gpa of the entry, entry value read. */
+  readonly tableGfn: Float64Array = new Float64Array(5);
+  readonly pteGpa: Float64Array = new Float64Array(5);
+  readonly pteIndex: Uint16Array = new Uint16Array(5);
+  /** Low word of entries this walk changed, before the A/D write-back (valid where aSet|dSet). */
+  readonly beforeLo: Uint32Array = new Uint32Array(5);
+  /** Entry values as read, updated by the A/D write-back (high words never change). */
+  readonly ptesLo: Uint32Array = new Uint32Array(5);
+  readonly ptesHi: Uint32Array = new Uint32Array(5);
+  /** Where each table's words are (arena index of word 0; -1: no backing, zeros), and whether
+   *  the walker may write it (tables in a read-only slot get no A/D). */
+  readonly tableWord: Int32Array = new Int32Array(5);
+  readonly pteWritable: Uint8Array = new Uint8Array(5);
+  /** Rights of the parents at each level (ACC bits). */
+  readonly ptAccess: Uint8Array = new Uint8Array(5);
+  /** Bit (level - 1) set if A / D was set by this walk. */
+  aSet = 0;
+  dSet = 0;
+  /** Final effective rights (ACC bits, after `protect_clean_gpte`). */
+  pteAccess = 0;
+  /** Protection key of the leaf. */
+  pkey = 0;
+  /** Leaf gfn and gpa of the access. */
+  gfn = 0;
+  gpa = 0;
+  /** log2 of the leaf page size (12, 21, 22, 30). */
+  pageShift = 12;
+  /** #PF error code when the walk failed. */
+  errorCode = 0;
+  /** Why the walk failed: 0 ok, 1 not present, 2 reserved bit, 3 access rights, 4 table outside memslots. */
+  failure = 0;
+  /** Counters (`gpte_reads`, `gpte_ad_writes`). */
+  gpteReads = 0;
+  gpteAdWrites = 0;
+  /**
+   * Of `gpteAdWrites`, the D bits the 2.6.21/22 walker flavour ("w07a") left to the step after
+   * the walk (`FNAME(fix_write_pf)` time).
+   */
+  gpteDWritesAfterWalk = 0;
+  /**
+   * Most guest-table mappings held across walker levels (`mappings_held_max`): 1 for "w07a",
+   * which kept the current table mapped from level to level and returned it to its caller;
+   * 0 for "w07b" and "modern", which map a table only to touch one gpte.
+   */
+  mappingsHeldMax = 0;
+  /** PAE: the PDPTE register the walk started from (set by walkStart). */
+  rootLo = 0;
+  rootHi = 0;
+  /** The per-level arrays above hold this walk's levels (see `recordLevels`). */
+  recorded = false;
+}
+
+/** Walk failure kinds (GuestWalker.failure). */
+export const WALK_OK = 0;
+export const WALK_NOT_PRESENT = 1;
+export const WALK_RSVD = 2;
+export const WALK_ACCESS = 3;
+export const WALK_NO_TABLE = 4;
+
+/** 9-bit index of a 64-bit-format table at `level` for gva halves (`PT64_INDEX`). */
+export function pt64Index(hi: number, lo: number, level: number): number {
+  switch (level) {
+    case 1:
+      return (lo >>> 12) & 511;
+    case 2:
+      return (lo >>> 21) & 511;
+    case 3:
+      return ((lo >>> 30) | (hi << 2)) & 511;
+    case 4:
+      return (hi >>> 7) & 511;
+    default:
+      return (hi >>> 16) & 511;
+  }
+}
+
+/** 10-bit index of a 32-bit table (`PT32_INDEX`). */
+export function pt32Index(lo: number, level: number): number {
+  return level === 2 ? lo >>> 22 : (lo >>> 12) & 1023;
+}
+
+/** Guest walker flavours of the seed-2007 switch `features.guestWalker` (spec §13.2, §16). */
+export const GUEST_WALKER_FLAVOURS = ["modern", "w07b", "w07a"] as const;
+/** "modern": `walk_addr_generic`; "w07b": 2.6.23–25 walker; "w07a": 2.6.21/22 walker. */
+export type GuestWalkerFlavour = (typeof GUEST_WALKER_FLAVOURS)[number];
+
+/**
+ * A walk function (`walkAddrGeneric`, `walkAddrW07b`, `walkAddrW07a`). The vCPU picks one when it
+ * is created, so the modern loop carries no flavour branches.
+ */
+export type WalkAddrFn = (
+  w: GuestWalker,
+  mmu: KvmMmu,
+  t: GuestTables,
+  hi: number,
+  lo: number,
+  access: number,
+) => boolean;
+
+/**
+ * Walk the guest tables for gva (`hi`:`lo`) and access `access` (PFERR_W/U/F, plus
+ * PFERR_IMPLICIT_ACCESS). Returns true on success (w.gfn, w.gpa, w.pteAccess set) or false with
+ * w.errorCode set. A/D bits are written back only on success.
+ *
+ * The level loop keeps the walk's per-level state in locals: what a trace or an A/D write-back
+ * needs is recorded by {@link recordLevels}, which reads the same levels again, only when needed.
+ */
+export function walkAddrGeneric(
+  w: GuestWalker,
+  mmu: KvmMmu,
+  t: GuestTables,
+  hi: number,
+  lo: number,
+  access: number,
+): boolean {
+  let level = mmu.rootLevel;
+  let pteLo: number;
+  let pteHi: number;
+  w.recorded = false;
+  if (level === 3) {
+    level = walkStart(w, mmu, lo);
+    if (level === 0) return walkError(w, mmu, 0, access);
+    pteLo = w.rootLo;
+    pteHi = w.rootHi;
+  } else {
+    w.failure = WALK_OK;
+    w.maxLevel = level;
+    pteLo = mmu.cr3Lo;
+    pteHi = mmu.cr3Hi;
+  }
+  const wide = mmu.rootLevel !== 2;
+
+  // Effective rights so far, as ACC bits: exec (= P xor NX) | W | U.
+  let pteAccess = 7;
+  let accessedAll = PT_ACCESSED_MASK;
+  const keyLo = t.keyLo;
+  const keyHi = t.keyHi;
+  const words = t.word;
+  let arena = t.memory.arena;
+  const rsvdLo = mmu.rsvdLo;
+  const rsvdHi = mmu.rsvdHi;
+  let reads = 0;
+  // The level loop inlines readGpte / gpteFailure / isLastGpte (the 2007 walkers call them):
+  // as calls they cost the modern walk ~5 % (none 4K translateGva, core/bench/walker.bench.mjs).
+  // The table's gfn stays in the two integer halves the gpte holds it in (address bits 31:12 and
+  // 51:32), so a cache hit costs integer compares only.
+  for (;;) {
+    let offset: number;
+    let gfnLo: number;
+    let gfnHi: number;
+    if (wide) {
+      offset = pt64Index(hi, lo, level) << 1;
+      gfnLo = pteLo >>> 12;
+      gfnHi = pteHi & 0xfffff;
+    } else {
+      offset = level === 2 ? lo >>> 22 : (lo >>> 12) & 1023;
+      gfnLo = pteLo >>> 12;
+      gfnHi = 0;
+    }
+    const c = gfnLo & GUEST_TABLES_MASK;
+    let wi: number;
+    if (keyLo[c] === gfnLo && keyHi[c] === gfnHi) {
+      wi = words[c]! + offset;
+    } else {
+      const tableGfn = gfnHi * 1048576 + gfnLo;
+      if (!t.source.fillTable(t, tableGfn, c)) {
+        w.gpteReads += reads;
+        w.level = level;
+        w.failure = WALK_NO_TABLE;
+        return walkError(w, mmu, 0, access);
+      }
+      // The fill may have backed nothing (zeros) or grown the arena.
+      arena = t.memory.arena;
+      if (keyHi[c] === -1) {
+        pteLo = 0;
+        pteHi = 0;
+        reads++;
+        w.gpteReads += reads;
+        return failWalk(w, mmu, level, WALK_NOT_PRESENT, access);
+      }
+      wi = words[c]! + offset;
+    }
+    pteLo = arena[wi]!;
+    pteHi = wide ? arena[wi + 1]! : 0;
+    reads++;
+
+    // NX inverted into the P position (bit 0 = exec) so all rights combine by AND.
+    pteAccess &= (pteLo & 7) ^ (pteHi >>> 31);
+    if ((pteLo & PT_PRESENT_MASK) === 0) {
+      w.gpteReads += reads;
+      return failWalk(w, mmu, level, WALK_NOT_PRESENT, access);
+    }
+    const ri = ((pteLo >>> 7) & 1) * 5 + level - 1;
+    if (((pteLo & rsvdLo[ri]!) | (pteHi & rsvdHi[ri]!)) !== 0) {
+      w.gpteReads += reads;
+      return failWalk(w, mmu, level, WALK_RSVD, access);
+    }
+    accessedAll &= pteLo;
+    if (level === 1) break;
+    if ((pteLo & PT_PAGE_SIZE_MASK) !== 0 && (wide || mmu.pse)) break;
+    level--;
+  }
+  w.gpteReads += reads;
+  if (!finishWalk(w, mmu, t, level, wide, pteLo, pteHi, lo, access, pteAccess)) return false;
+  if (accessedAll === 0 || ((access & PFERR_WRITE_MASK) !== 0 && (pteLo & PT_DIRTY_MASK) === 0)) {
+    recordLevels(w, mmu, t, hi, lo);
+    updateAccessedDirtyBits(w, t, (access & PFERR_WRITE_MASK) !== 0);
+  }
+  return true;
+}
+
+/**
+ * Record the per-level state of the walk just made — table gfn, index and entry gpa, where each
+ * table's words are, the entries as read, the parents' rights — by reading its levels again
+ * (without counting the reads again). The modern walk calls it before writing A/D; a trace
+ * (`vcpu.walk()`) and shadow paging's `FNAME(fetch)` call it after a walk. Nothing changes
+ * guest memory in between, so it sees what the walk saw. Runs once per walk (`w.recorded`).
+ */
+export function recordLevels(
+  w: GuestWalker,
+  mmu: KvmMmu,
+  t: GuestTables,
+  hi: number,
+  lo: number,
+): void {
+  if (w.recorded) return;
+  w.recorded = true;
+  w.aSet = 0;
+  w.dSet = 0;
+  const wide = mmu.rootLevel !== 2;
+  // The walk starts from CR3, or for PAE from the PDPTE register walkStart loaded.
+  let pteLo = mmu.rootLevel === 3 ? w.rootLo : mmu.cr3Lo;
+  let pteHi = mmu.rootLevel === 3 ? w.rootHi : mmu.cr3Hi;
+  let pteAccess = 7;
+  // PAE: the PDPTE register (level 3) was recorded by walkStart; it carries no rights.
+  const top = mmu.rootLevel === 3 ? Math.min(w.maxLevel, 2) : w.maxLevel;
+  for (let level = top; level >= w.level; level--) {
+    const li = level - 1;
+    let index: number;
+    let tableGfn: number;
+    let offset: number;
+    if (wide) {
+      index = pt64Index(hi, lo, level);
+      tableGfn = (pteHi & 0xfffff) * 1048576 + (pteLo >>> 12);
+      offset = index << 3;
+    } else {
+      index = level === 2 ? lo >>> 22 : (lo >>> 12) & 1023;
+      tableGfn = pteLo >>> 12;
+      offset = index << 2;
+    }
+    w.tableGfn[li] = tableGfn;
+    w.pteGpa[li] = tableGfn * 4096 + offset;
+    w.pteIndex[li] = index;
+    w.ptAccess[li] = pteAccess;
+    const c = t.lookup(tableGfn);
+    if (c < 0) {
+      w.ptesLo[li] = w.ptesHi[li] = 0;
+      return;
+    }
+    const words = t.words;
+    const word = t.word[c]!;
+    w.tableWord[li] = t.keyHi[c] === -1 ? -1 : word;
+    w.pteWritable[li] = t.writable[c]!;
+    pteLo = w.ptesLo[li] = words[word + (offset >>> 2)]!;
+    pteHi = w.ptesHi[li] = wide ? words[word + (offset >>> 2) + 1]! : 0;
+    pteAccess &= (pteLo & 7) ^ (pteHi >>> 31);
+  }
+}
+
+/**
+ * @internal Start of a walk: reset the per-walk state and load the entry the loop starts from
+ * into `w.rootLo/rootHi` (CR3, or for PAE the PDPTE register of the gva's quarter). Returns the
+ * first level to read from memory, or 0 when a PAE PDPTE is not present (failure recorded).
+ */
+export function walkStart(w: GuestWalker, mmu: KvmMmu, lo: number): number {
+  w.recorded = false;
+  w.aSet = 0;
+  w.dSet = 0;
+  w.failure = WALK_OK;
+  if (mmu.rootLevel !== 3) {
+    w.rootLo = mmu.cr3Lo;
+    w.rootHi = mmu.cr3Hi;
+    w.maxLevel = mmu.rootLevel;
+    return mmu.rootLevel;
+  }
+  // PAE: the PDPTE comes from the registers loaded at CR3 load, not from memory.
+  const i = lo >>> 30;
+  const pteLo = mmu.pdptrLo[i]!;
+  const pteHi = mmu.pdptrHi[i]!;
+  w.tableGfn[2] = Math.floor(mmu.pdptGpa / 4096);
+  w.pteGpa[2] = mmu.pdptGpa + i * 8;
+  w.pteIndex[2] = i;
+  w.ptesLo[2] = w.rootLo = pteLo;
+  w.ptesHi[2] = w.rootHi = pteHi;
+  if ((pteLo & PT_PRESENT_MASK) === 0) {
+    w.level = 3;
+    w.maxLevel = 3;
+    w.failure = WALK_NOT_PRESENT;
+    return 0;
+  }
+  w.maxLevel = 2;
+  return 2;
+}
+
+/**
+ * @internal Read the gpte of `level` from the table the parent entry (`pteHi`:`pteLo`) points
+ * to: records table gfn, entry gpa and index, takes the table from `t` (a W|U access, as KVM's
+ * `nested_access`, since A/D may be written) and stores the entry in `w.ptesLo/ptesHi`. Returns
+ * false (failure recorded) when no memslot backs the table.
+ */
+export function readGpte(
+  w: GuestWalker,
+  t: GuestTables,
+  level: number,
+  hi: number,
+  lo: number,
+  wide: boolean,
+  pteHi: number,
+  pteLo: number,
+): boolean {
+  let index: number;
+  let tableGfn: number;
+  let offset: number;
+  if (wide) {
+    index = pt64Index(hi, lo, level);
+    tableGfn = (pteHi & 0xfffff) * 1048576 + (pteLo >>> 12);
+    offset = index << 3;
+  } else {
+    index = level === 2 ? lo >>> 22 : (lo >>> 12) & 1023;
+    tableGfn = pteLo >>> 12;
+    offset = index << 2;
+  }
+  const li = level - 1;
+  w.tableGfn[li] = tableGfn;
+  w.pteGpa[li] = tableGfn * 4096 + offset;
+  w.pteIndex[li] = index;
+  const c = t.lookup(tableGfn);
+  if (c < 0) {
+    // No memslot behind the table: KVM's walker fails with a not-present #PF.
+    w.ptesLo[li] = w.ptesHi[li] = 0;
+    w.level = level;
+    w.failure = WALK_NO_TABLE;
+    return false;
+  }
+  const words = t.words;
+  const word = t.word[c]!;
+  w.tableWord[li] = t.keyHi[c] === -1 ? -1 : word;
+  w.pteWritable[li] = t.writable[c]!;
+  w.ptesLo[li] = words[word + (offset >>> 2)]!;
+  w.ptesHi[li] = wide ? words[word + (offset >>> 2) + 1]! : 0;
+  w.gpteReads++;
+  return true;
+}
+
+/** @internal Present and reserved-bit checks of one gpte: WALK_OK, WALK_NOT_PRESENT or WALK_RSVD. */
+export function gpteFailure(mmu: KvmMmu, li: number, pteLo: number, pteHi: number): number {
+  if ((pteLo & PT_PRESENT_MASK) === 0) return WALK_NOT_PRESENT;
+  const ri = ((pteLo >>> 7) & 1) * 5 + li;
+  return ((pteLo & mmu.rsvdLo[ri]!) | (pteHi & mmu.rsvdHi[ri]!)) !== 0 ? WALK_RSVD : WALK_OK;
+}
+
+/**
+ * @internal `FNAME(is_last_gpte)`: level 1 ends; bit 7 ends where it is a page-size bit (in
+ * 32-bit paging only with CR4.PSE; at PML4/PML5 it was a reserved-bit fault already).
+ */
+export function isLastGpte(level: number, pteLo: number, wide: boolean, pse: boolean): boolean {
+  return level === 1 || ((pteLo & PT_PAGE_SIZE_MASK) !== 0 && (wide || pse));
+}
+
+/** @internal Fail the walk at `level` for `failure` (not present / reserved / access rights). */
+export function failWalk(
+  w: GuestWalker,
+  mmu: KvmMmu,
+  level: number,
+  failure: number,
+  access: number,
+): false {
+  w.level = level;
+  w.failure = failure;
+  const errcode =
+    failure === WALK_RSVD
+      ? PFERR_RSVD_MASK | PFERR_PRESENT_MASK
+      : failure === WALK_ACCESS
+        ? PFERR_PRESENT_MASK
+        : 0;
+  return walkError(w, mmu, errcode, access);
+}
+
+/**
+ * @internal `permission_fault`: 0 when the access is allowed on a leaf with rights `pteAccess`
+ * and protection key `pkey`, else the error code's PRESENT (and PK) bits. The permission table
+ * covers W/U/F with CR0.WP, SMEP and SMAP (RFLAGS.AC exempts explicit supervisor accesses).
+ */
+export function permissionFault(
+  mmu: KvmMmu,
+  regs: WalkRegs,
+  access: number,
+  pteAccess: number,
+  pkey: number,
+): number {
+  const notSmap = (regs.rflags & X86_EFLAGS_AC) !== 0 && (access & PFERR_IMPLICIT_ACCESS) === 0;
+  const pfec = access & (PFERR_WRITE_MASK | PFERR_USER_MASK | PFERR_FETCH_MASK);
+  let errcode =
+    ((mmu.permissions[(pfec | (notSmap ? PFERR_RSVD_MASK : 0)) >>> 1]! >>> pteAccess) & 1) *
+    PFERR_PRESENT_MASK;
+  if (mmu.pkruMask !== 0) {
+    let pkruBits = (regs.pkru >>> (pkey * 2)) & 3;
+    const off = (pfec & ~1) + ((pteAccess & ACC_USER_MASK) << 1);
+    pkruBits &= mmu.pkruMask >>> off;
+    if (pkruBits !== 0) errcode = PFERR_PRESENT_MASK | PFERR_PK_MASK;
+  }
+  return errcode;
+}
+
+/**
+ * @internal `gpte_to_gfn_lvl` for a large leaf (2 MiB, 4 MiB, 1 GiB): the page's frame plus
+ * the gva's offset inside the page; sets `w.pageShift`.
+ */
+function largeLeafGfn(
+  w: GuestWalker,
+  mmu: KvmMmu,
+  level: number,
+  wide: boolean,
+  pteLo: number,
+  pteHi: number,
+  lo: number,
+): number {
+  if (!wide) {
+    // 4 MiB page; PSE-36 puts address bits 35:32 in entry bits 16:13.
+    w.pageShift = 22;
+    const gfn = (pteLo >>> 22) * 1024 + ((lo >>> 12) & 1023);
+    return mmu.pse36 ? gfn + ((pteLo >>> 13) & 15) * 1048576 : gfn;
+  }
+  const g = (pteHi & 0xfffff) * 1048576 + (pteLo >>> 12);
+  const span = level === 2 ? 512 : 262144;
+  w.pageShift = level === 2 ? 21 : 30;
+  return g - (g % span) + ((lo >>> 12) & (span - 1));
+}
+
+/**
+ * @internal End of a walk that reached its leaf at `level`: `permission_fault`, the leaf gfn and
+ * gpa, `protect_clean_gpte`. Returns false (error code set) on an access-rights fault. Writes no
+ * A/D bits.
+ */
+export function finishWalk(
+  w: GuestWalker,
+  mmu: KvmMmu,
+  t: GuestTables,
+  level: number,
+  wide: boolean,
+  pteLo: number,
+  pteHi: number,
+  lo: number,
+  access: number,
+  pteAccess: number,
+): boolean {
+  w.level = level;
+  const pkey = wide ? (pteHi >>> 27) & 15 : 0;
+  w.pkey = pkey;
+  const errcode = permissionFault(mmu, t.regs, access, pteAccess, pkey);
+  if (errcode !== 0) {
+    w.pteAccess = pteAccess;
+    w.failure = WALK_ACCESS;
+    return walkError(w, mmu, errcode, access);
+  }
+  let gfn: number;
+  if (level === 1) {
+    gfn = wide ? (pteHi & 0xfffff) * 1048576 + (pteLo >>> 12) : pteLo >>> 12;
+    w.pageShift = 12;
+  } else {
+    gfn = largeLeafGfn(w, mmu, level, wide, pteLo, pteHi, lo);
+  }
+  w.gfn = gfn;
+  w.gpa = gfn * 4096 + (lo & 0xfff);
+  // FNAME(protect_clean_gpte): a read through a clean leaf does not grant write, so the first
+  // write traps and D can be set.
+  if ((access & PFERR_WRITE_MASK) === 0 && (pteLo & PT_DIRTY_MASK) === 0)
+    pteAccess &= ~ACC_WRITE_MASK;
+  w.pteAccess = pteAccess;
+  return true;
+}
+
+/** `FNAME(update_accessed_dirty_bits)`: top to leaf, set A; D on the leaf for writes. */
+function updateAccessedDirtyBits(w: GuestWalker, t: GuestTables, write: boolean): void {
+  for (let level = w.maxLevel; level >= w.level; level--) {
+    const li = level - 1;
+    const orig = w.ptesLo[li]!;
+    let pte = orig | PT_ACCESSED_MASK;
+    if (level === w.level && write) pte |= PT_DIRTY_MASK;
+    pte >>>= 0;
+    if (pte === orig) continue;
+    // Tables in a read-only slot keep their A/D bits as they are (ROM page tables).
+    if (w.pteWritable[li] === 0) continue;
+    // cmpxchg: a gpte changed under the walk is left alone (KVM would retry the walk).
+    const arena = t.memory.arena;
+    const i = w.tableWord[li]! + ((w.pteGpa[li]! % 4096) >>> 2);
+    if (arena[i] !== orig) continue;
+    arena[i] = pte;
+    recordAdWrite(w, t, li, orig, pte);
+  }
+}
+
+/**
+ * @internal Account one gpte A/D write-back at level index `li` (old low word `orig`, new
+ * `pte`): counter, dirty log of the table page, trace bits. `beforeLo` keeps the value the walk
+ * first read, so an entry written twice in one walk (old walkers: A, then D) shows both.
+ */
+export function recordAdWrite(
+  w: GuestWalker,
+  t: GuestTables,
+  li: number,
+  orig: number,
+  pte: number,
+): void {
+  w.gpteAdWrites++;
+  t.source.markTableDirty(w.tableGfn[li]!);
+  if ((((w.aSet | w.dSet) >>> li) & 1) === 0) w.beforeLo[li] = orig;
+  w.ptesLo[li] = pte;
+  if ((pte & PT_ACCESSED_MASK) !== (orig & PT_ACCESSED_MASK)) w.aSet |= 1 << li;
+  if ((pte & PT_DIRTY_MASK) !== (orig & PT_DIRTY_MASK)) w.dSet |= 1 << li;
+}
+
+/** @internal Error exit: W and U of the access; FETCH if a fetch and (EFER.NX or CR4.SMEP). */
+export function walkError(w: GuestWalker, mmu: KvmMmu, errcode: number, access: number): false {
+  errcode |= access & (PFERR_WRITE_MASK | PFERR_USER_MASK);
+  if ((access & PFERR_FETCH_MASK) !== 0 && (mmu.nx || mmu.smep)) errcode |= PFERR_FETCH_MASK;
+  w.errorCode = errcode;
+  return false;
+}
+
+// ---- the 2007 walkers (seed 2007) ---------------------------------------------------------------
+
+/*
+ * The guest walker as it was around the 2007 rewrite ("KVM: MMU: Simplify page table walker",
+ * commit 42bf3f0a), for `createVm({ features: { guestWalker: "w07b" | "w07a" } })`.
+ *
+ * What differs from the modern walker above, and only this:
+ * - rights are checked level by level, in the old order, on the entry just read (not-present;
+ *   reserved bits; write && !RW when user or CR0.WP; user && !US; fetch && NX when EFER.NX), so a
+ *   walk stops at the first entry that refuses the access;
+ * - A is set in each entry as soon as that entry passed its checks, so walks that fail further
+ *   down leave A set on the levels above;
+ * - D of the leaf is a separate write after the walk: "w07b" (2.6.23–25) writes it at the end of
+ *   the walk and tells the MMU (`kvm_mmu_pte_write`); "w07a" (2.6.21/22) sets it in the step that
+ *   makes the shadow entry writable (`FNAME(fix_write_pf)`), here the step right after a
+ *   successful write walk, counted in `gpteDWritesAfterWalk` as well;
+ * - "w07a" kept the current table mapped across levels (`mappingsHeldMax` 1).
+ *
+ * Kept as in the modern walker so that both see the same guest tables: the reserved-bit check
+ * (placed right after the present check, where KVM put it when it was added), 1 GiB and 5-level
+ * tables, and the checks that postdate 2007 (SMEP, SMAP, protection keys), made once at the end.
+ * Old-walker writes are plain stores (no cmpxchg: there was no lock-free A/D update in 2007).
+ *
+ * Not verified from the commit itself: whether the end-of-walk D write is part of 42bf3f0a or of
+ * its immediate follow-ups; the seed patch shows it in the "after" code, and its "before" side
+ * already calls `update_dirty_bit` from the walker. "w07a" places the D update in
+ * `fix_write_pf`, as 2.6.21/22 did.
+ */
+
+/** 2.6.23–25 walker: A per level while walking, D at the end of the walk. */
+export const walkAddrW07b: WalkAddrFn = (w, mmu, t, hi, lo, access) => {
+  if (!walkLoopW07b(w, mmu, t, hi, lo, access)) return false;
+  if ((access & PFERR_WRITE_MASK) !== 0 && setGpteBits(w, t, w.level - 1, PT_DIRTY_MASK)) {
+    // The walker wrote a guest page table: kvm_mmu_pte_write.
+    t.source.notifyPteWrite(w.pteGpa[w.level - 1]!, mmu.rootLevel === 2 ? 4 : 8);
+  }
+  return true;
+};
+
+/** 2.6.21/22 walker: A per level while walking; D only in the step after a successful write walk. */
+export const walkAddrW07a: WalkAddrFn = (w, mmu, t, hi, lo, access) => {
+  if (!walkLoopW07a(w, mmu, t, hi, lo, access)) return false;
+  // FNAME(fix_write_pf) time: the shadow entry becomes writable and the gpte gets D.
+  if ((access & PFERR_WRITE_MASK) !== 0 && setGpteBits(w, t, w.level - 1, PT_DIRTY_MASK))
+    w.gpteDWritesAfterWalk++;
+  return true;
+};
+
+/**
+ * The level loop both 2007 flavours share (made once per flavour at load, not per walk);
+ * `holdsMapping` for the 2.6.21/22 one.
+ */
+const walkW07 =
+  (holdsMapping: boolean): WalkAddrFn =>
+  (w, mmu, t, hi, lo, access) => {
+    let level = walkStart(w, mmu, lo);
+    if (level === 0) return walkError(w, mmu, 0, access);
+    // These walkers record every level as they go (readGpte).
+    w.recorded = true;
+    const wide = mmu.rootLevel !== 2;
+    const write = (access & PFERR_WRITE_MASK) !== 0;
+    const user = (access & PFERR_USER_MASK) !== 0;
+    const fetch = (access & PFERR_FETCH_MASK) !== 0;
+    let pteLo = w.rootLo;
+    let pteHi = w.rootHi;
+    let pteAccess = 7;
+    for (;;) {
+      const ptAccess = pteAccess;
+      if (!readGpte(w, t, level, hi, lo, wide, pteHi, pteLo)) return walkError(w, mmu, 0, access);
+      // The table stays mapped until the next level's is (and the last one until the caller
+      // releases it): one mapping held across levels.
+      if (holdsMapping) w.mappingsHeldMax = 1;
+      const li = level - 1;
+      pteLo = w.ptesLo[li]!;
+      pteHi = w.ptesHi[li]!;
+      pteAccess = ptAccess & ((pteLo & 7) ^ (pteHi >>> 31));
+      const failure = gpteFailure(mmu, li, pteLo, pteHi);
+      if (failure !== WALK_OK) return failWalk(w, mmu, level, failure, access);
+      if (
+        (write && (pteLo & PT_WRITABLE_MASK) === 0 && (user || mmu.wp)) ||
+        (user && (pteLo & PT_USER_MASK) === 0) ||
+        (fetch && mmu.nx && pteHi >>> 31 !== 0)
+      ) {
+        w.pteAccess = pteAccess;
+        return failWalk(w, mmu, level, WALK_ACCESS, access);
+      }
+      w.ptAccess[li] = ptAccess;
+      if ((pteLo & PT_ACCESSED_MASK) === 0 && setGpteBits(w, t, li, PT_ACCESSED_MASK))
+        pteLo = w.ptesLo[li]!;
+      if (isLastGpte(level, pteLo, wide, mmu.pse)) break;
+      level--;
+    }
+    return finishWalk(w, mmu, t, level, wide, pteLo, pteHi, lo, access, pteAccess);
+  };
+const walkLoopW07b = walkW07(false);
+const walkLoopW07a = walkW07(true);
+
+/**
+ * Set `bits` in the gpte at level index `li` with a plain store (map, write, unmap) and account
+ * it. Returns false when nothing was written: the bits were set already, or the table is in a
+ * read-only slot (ROM page tables keep their A/D bits, as in the modern walker).
+ */
+function setGpteBits(w: GuestWalker, t: GuestTables, li: number, bits: number): boolean {
+  const orig = w.ptesLo[li]!;
+  const pte = (orig | bits) >>> 0;
+  if (pte === orig || w.pteWritable[li] === 0) return false;
+  t.memory.arena[w.tableWord[li]! + ((w.pteGpa[li]! % 4096) >>> 2)] = pte;
+  recordAdWrite(w, t, li, orig, pte);
+  return true;
+}
+
+/** The walk function of a `features.guestWalker` flavour (chosen once per vCPU). */
+export function walkAddrFor(flavour: GuestWalkerFlavour): WalkAddrFn {
+  return flavour === "w07b" ? walkAddrW07b : flavour === "w07a" ? walkAddrW07a : walkAddrGeneric;
+}

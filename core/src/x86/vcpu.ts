@@ -1,0 +1,568 @@
+/**
+ * A virtual CPU (`struct kvm_vcpu`): the paging registers with the checks of `KVM_SET_SREGS`
+ * (x86.c `kvm_is_valid_sregs`, `kvm_set_cr0/cr4`), CPL, RFLAGS.AC and PKRU; its MMU context
+ * (`vcpu->arch.mmu`, rebuilt by `kvm_init_mmu` on every paging-register change); and the access
+ * API, which runs one guest access on the simulated CPU (cpu/) and handles the VM exits it takes.
+ *
+ * An invalid register combination throws {@link GeneralProtectionError} (#GP) or
+ * {@link InvalidArgumentError} and leaves every register as it was.
+ */
+import { hexNum, splitReg, splitU64, type U64Parts } from "../arch/addr";
+import {
+  EFER_LMA,
+  EFER_LME,
+  EFER_NX,
+  EFER_SCE,
+  GP_VECTOR,
+  PAGE_SIZE,
+  PF_VECTOR,
+  PFERR_FETCH_MASK,
+  PFERR_IMPLICIT_ACCESS,
+  PFERR_USER_MASK,
+  PFERR_WRITE_MASK,
+  X86_CR0_AM,
+  X86_CR0_CD,
+  X86_CR0_EM,
+  X86_CR0_ET,
+  X86_CR0_MP,
+  X86_CR0_NE,
+  X86_CR0_NW,
+  X86_CR0_PE,
+  X86_CR0_PG,
+  X86_CR0_TS,
+  X86_CR0_WP,
+  X86_CR4_LA57,
+  X86_CR4_PAE,
+  X86_CR4_PCIDE,
+  X86_CR4_PKE,
+  X86_CR4_SMAP,
+  X86_CR4_SMEP,
+  X86_EFLAGS_FIXED,
+} from "../arch/constants";
+import { type PagingMode, pagingModeOf, pdptrReservedMask } from "../arch/guest_pte";
+import { CpuMmu, STAGE2_MMIO } from "../cpu/cpu";
+import { GeneralProtectionError, InvalidArgumentError } from "../errors";
+import { IN_GUEST_MODE, type Kvm, type KvmVcpuCommon, OUTSIDE_GUEST_MODE } from "../kvm/kvm_main";
+import { VcpuStat } from "../kvm/stats";
+import { kvmInitMmu, type VmMmu } from "../mmu/mmu";
+import { KvmMmu } from "../mmu/mmu_internal";
+import {
+  GuestWalker,
+  WALK_ACCESS,
+  WALK_RSVD,
+  type WalkAddrFn,
+  walkAddrFor,
+} from "../mmu/paging_tmpl";
+
+/** Register values accepted by {@link Vcpu.setSregs}; omitted fields keep their value. */
+export interface SregsInput {
+  cr0?: number | bigint;
+  cr3?: number | bigint;
+  cr4?: number | bigint;
+  efer?: number | bigint;
+  /** Current privilege level 0..3 (CS.DPL). */
+  cpl?: number;
+}
+
+/** Register state as returned by {@link Vcpu.getSregs}. */
+export interface Sregs {
+  cr0: number;
+  cr3: number;
+  cr4: number;
+  efer: number;
+  cpl: number;
+}
+
+/** Access kind for {@link Vcpu.access}. */
+export interface AccessOptions {
+  /** A write (store). */
+  write?: boolean;
+  /** An instruction fetch. */
+  fetch?: boolean;
+  /** Made at CPL 3 (default: true iff the vCPU's CPL is 3). */
+  user?: boolean;
+  /**
+   * An implicit supervisor access (descriptor tables, ...): SMAP applies regardless of
+   * RFLAGS.AC. Requires `user` false. A supervisor access (`user: false`) made while the CPL is
+   * 3 is always implicit.
+   */
+  implicit?: boolean;
+}
+
+/** Result of {@link Vcpu.access}. */
+export type AccessResult =
+  | { fault: false; gpa: number; mmio?: true }
+  | { fault: true; vector: 13 | 14; errorCode: number };
+
+/** CR0 bits KVM accepts (others are reserved: #GP). */
+const CR0_KNOWN =
+  (X86_CR0_PE |
+    X86_CR0_MP |
+    X86_CR0_EM |
+    X86_CR0_TS |
+    X86_CR0_ET |
+    X86_CR0_NE |
+    X86_CR0_WP |
+    X86_CR0_AM |
+    X86_CR0_NW |
+    X86_CR0_CD |
+    X86_CR0_PG) >>>
+  0;
+/** CR4 bits that exist without a feature check: VME..OSXMMEXCPT, UMIP, VMXE, SMXE, FSGSBASE, PCIDE, OSXSAVE. */
+const CR4_BASE =
+  (0x7ff | (1 << 11) | (1 << 13) | (1 << 14) | (1 << 16) | X86_CR4_PCIDE | (1 << 18)) >>> 0;
+/** EFER bits accepted: SCE, LME, LMA, NXE, SVME, LMSLE, FFXSR, TCE. */
+const EFER_KNOWN =
+  EFER_SCE | EFER_LME | EFER_LMA | EFER_NX | (1 << 12) | (1 << 13) | (1 << 14) | (1 << 15);
+
+/** A virtual CPU (the model; notebooks get the `Vcpu` of `vm.createVcpu()`). */
+export class KvmVcpu implements KvmVcpuCommon {
+  /** The VM (its generic part). */
+  readonly kvm: Kvm;
+  readonly id: number;
+  /** `vcpu->mode`: in guest mode from the first access until {@link pause}. */
+  mode = OUTSIDE_GUEST_MODE;
+  /** `vcpu->requests`: KVM_REQ_* bits, handled at the next guest entry. */
+  requests = 0;
+  private cr0 = X86_CR0_ET; // reset value has ET set (0x10)
+  private cr3Hi = 0;
+  private cr3Lo = 0;
+  private cr4 = 0;
+  private efer = 0;
+  private cpl = 0;
+  /** RFLAGS (bit 1 always set). */
+  rflags = X86_EFLAGS_FIXED;
+  /** PKRU register. */
+  pkru = 0;
+  /** The reusable walker state of the last walk. */
+  readonly walker = new GuestWalker();
+  /** Per-vCPU counters (KVM's names where KVM has the counter). */
+  readonly stat = new VcpuStat(this.walker);
+  /** `vcpu->arch.mmu`: the MMU context (`struct kvm_mmu`), rebuilt on every register change. */
+  readonly mmu: KvmMmu;
+  /** The VM's MMU, or null on the bare machine (`mmu: "none"`). */
+  readonly vmMmu: VmMmu | null;
+  /** The simulated CPU's translation hardware for this vCPU. */
+  readonly cpu: CpuMmu;
+  /** The guest walker of the VM's `features.guestWalker` flavour, chosen once. */
+  private readonly walkAddr: WalkAddrFn;
+  private readonly scratch: U64Parts = { hi: 0, lo: 0 };
+  private readonly scratch2: U64Parts = { hi: 0, lo: 0 };
+
+  constructor(kvm: Kvm, vmMmu: VmMmu | null, id: number) {
+    this.kvm = kvm;
+    this.vmMmu = vmMmu;
+    this.id = id;
+    this.mmu = new KvmMmu(id, this.stat);
+    this.cpu = new CpuMmu(kvm, vmMmu, this.mmu, this, this);
+    this.walkAddr = walkAddrFor(kvm.features.guestWalker);
+    this.rebuildMmu();
+  }
+
+  /** Current paging mode. */
+  get pagingMode(): PagingMode {
+    return pagingModeOf(this.cr0, this.cr4, this.efer);
+  }
+
+  /** Current register values. */
+  getSregs(): Sregs {
+    return {
+      cr0: this.cr0 >>> 0,
+      cr3: this.cr3Hi * 2 ** 32 + this.cr3Lo,
+      cr4: this.cr4 >>> 0,
+      efer: this.efer >>> 0,
+      cpl: this.cpl,
+    };
+  }
+
+  /**
+   * `KVM_SET_SREGS` for the paging registers. Validates the whole combination first; throws
+   * {@link GeneralProtectionError} for combinations the CPU refuses with #GP (e.g. CR0.PG without
+   * CR0.PE, long mode without CR4.PAE, a PAE PDPTE with reserved bits) and
+   * {@link InvalidArgumentError} for malformed values, changing nothing.
+   *
+   * EFER.LMA follows the CPU: it is set when EFER.LME and CR0.PG are both set (the CPU activates
+   * IA-32e mode when paging is enabled with LME), and giving LMA without them is refused.
+   * In PAE mode the four PDPTEs are loaded from CR3 now, as MOV CR3 does.
+   */
+  setSregs(s: SregsInput): void {
+    if (s === null || typeof s !== "object")
+      throw new InvalidArgumentError("sregs", s, "an object { cr0?, cr3?, cr4?, efer?, cpl? }");
+    for (const k of Object.keys(s)) {
+      if (!["cr0", "cr3", "cr4", "efer", "cpl"].includes(k))
+        throw new InvalidArgumentError("sregs", k, "keys cr0, cr3, cr4, efer, cpl");
+    }
+    const f = this.kvm.features;
+    let cr0 = this.cr0 >>> 0;
+    let cr4 = this.cr4 >>> 0;
+    let efer = this.efer >>> 0;
+    let cr3Hi = this.cr3Hi;
+    let cr3Lo = this.cr3Lo;
+    let cpl = this.cpl;
+    if (s.cr0 !== undefined) {
+      const v = splitReg("cr0", s.cr0, this.scratch);
+      if (v.hi !== 0 || (v.lo & ~CR0_KNOWN) !== 0)
+        throw new GeneralProtectionError(
+          "cr0",
+          s.cr0,
+          `only defined bits (mask ${hexNum(CR0_KNOWN)}); bits 63:32 and the rest are reserved (#GP)`,
+        );
+      cr0 = v.lo >>> 0;
+    }
+    if (s.cr4 !== undefined) {
+      const v = splitReg("cr4", s.cr4, this.scratch);
+      let allowed = CR4_BASE;
+      if (f.la57) allowed |= X86_CR4_LA57;
+      if (f.smep) allowed |= X86_CR4_SMEP;
+      if (f.smap) allowed |= X86_CR4_SMAP;
+      if (f.pku) allowed |= X86_CR4_PKE;
+      allowed >>>= 0;
+      if (v.hi !== 0 || (v.lo & ~allowed) !== 0) {
+        throw new GeneralProtectionError(
+          "cr4",
+          s.cr4,
+          `bits of mask ${hexNum(allowed)} (reserved or unsupported-feature bits give #GP)`,
+        );
+      }
+      cr4 = v.lo >>> 0;
+    }
+    if (s.efer !== undefined) {
+      const v = splitReg("efer", s.efer, this.scratch);
+      const allowed = f.nx ? EFER_KNOWN : EFER_KNOWN & ~EFER_NX;
+      if (v.hi !== 0 || (v.lo & ~allowed) !== 0) {
+        throw new InvalidArgumentError(
+          "efer",
+          s.efer,
+          `bits of mask ${hexNum(allowed)}${f.nx ? "" : " (NX is not supported by this VM)"}`,
+        );
+      }
+      efer = v.lo >>> 0;
+    }
+    if (s.cpl !== undefined) {
+      if (typeof s.cpl !== "number" || !Number.isInteger(s.cpl) || s.cpl < 0 || s.cpl > 3)
+        throw new InvalidArgumentError("cpl", s.cpl, "0, 1, 2 or 3");
+      cpl = s.cpl;
+    }
+    if (s.cr3 !== undefined) {
+      const v = splitU64("cr3", s.cr3, this.scratch2);
+      cr3Hi = v.hi;
+      cr3Lo = v.lo >>> 0;
+    }
+    const pg = (cr0 & X86_CR0_PG) !== 0;
+    if ((cr0 & X86_CR0_NW) !== 0 && (cr0 & X86_CR0_CD) === 0)
+      throw new GeneralProtectionError(
+        "cr0",
+        s.cr0 ?? cr0,
+        "CR0.NW only together with CR0.CD (#GP)",
+      );
+    if (pg && (cr0 & X86_CR0_PE) === 0)
+      throw new GeneralProtectionError(
+        "cr0",
+        s.cr0 ?? cr0,
+        "CR0.PG only together with CR0.PE (#GP)",
+      );
+    const lme = (efer & EFER_LME) !== 0;
+    if (lme && pg && (cr4 & X86_CR4_PAE) === 0) {
+      throw new GeneralProtectionError(
+        "cr4",
+        s.cr4 ?? cr4,
+        "CR4.PAE set when EFER.LME and CR0.PG are set (long mode needs PAE, #GP)",
+      );
+    }
+    if ((efer & EFER_LMA) !== 0 && !(lme && pg)) {
+      throw new InvalidArgumentError(
+        "efer",
+        s.efer ?? efer,
+        "EFER.LMA only with EFER.LME and CR0.PG (KVM_SET_SREGS: -EINVAL)",
+        "EINVAL",
+      );
+    }
+    if (lme && pg) efer |= EFER_LMA;
+    const longMode = (efer & EFER_LMA) !== 0;
+    if ((cr4 & X86_CR4_PCIDE) !== 0 && !longMode)
+      throw new GeneralProtectionError("cr4", s.cr4 ?? cr4, "CR4.PCIDE only in long mode (#GP)");
+    const mode = pagingModeOf(cr0, cr4, efer);
+    const maxPhys = this.kvm.maxPhysAddrBits;
+    // CR3 checks by mode.
+    if (longMode) {
+      const limitHi = 2 ** (maxPhys - 32);
+      if (cr3Hi >= limitHi) {
+        throw new GeneralProtectionError(
+          "cr3",
+          s.cr3 ?? cr3Hi * 2 ** 32 + cr3Lo,
+          `an address below 2^${maxPhys} (bits MAXPHYADDR..63 are reserved in long mode, #GP)`,
+        );
+      }
+    } else if (cr3Hi !== 0) {
+      throw new GeneralProtectionError(
+        "cr3",
+        s.cr3 ?? cr3Hi * 2 ** 32 + cr3Lo,
+        "a 32-bit value outside long mode (#GP)",
+      );
+    }
+    // PAE: load the PDPTEs (load_pdptrs) now; a reserved bit in a present PDPTE is #GP. KVM reads
+    // them from guest memory itself (kvm_vcpu_read_guest_page): no EPT access, no fault.
+    const pdLo = new Uint32Array(4);
+    const pdHi = new Uint32Array(4);
+    const pdptGpa = (cr3Lo & ~31) >>> 0;
+    // A CPL-only change loads no control register, so the PDPTE registers keep their values.
+    const loadsControlRegs =
+      s.cr0 !== undefined || s.cr3 !== undefined || s.cr4 !== undefined || s.efer !== undefined;
+    const reloadPdptrs = mode === "pae" && loadsControlRegs;
+    if (reloadPdptrs) {
+      const rsvd = pdptrReservedMask(maxPhys);
+      const pdptSlot = this.kvm.memslots.gfnToSlot(Math.floor(pdptGpa / PAGE_SIZE));
+      if (pdptSlot === undefined) {
+        throw new GeneralProtectionError(
+          "cr3",
+          s.cr3 ?? cr3Lo,
+          `a PDPT inside a memslot (PDPT gpa ${hexNum(pdptGpa)} is not backed; #GP)`,
+        );
+      }
+      const hvfn = pdptSlot.hvfn(Math.floor(pdptGpa / PAGE_SIZE));
+      const base = pdptGpa % PAGE_SIZE;
+      for (let i = 0; i < 4; i++) {
+        const lo = this.kvm.memory.read32(hvfn, base + i * 8);
+        const hi = this.kvm.memory.read32(hvfn, base + i * 8 + 4);
+        if ((lo & 1) !== 0 && ((lo & rsvd.lo) !== 0 || (hi & rsvd.hi) !== 0)) {
+          throw new GeneralProtectionError(
+            "cr3",
+            s.cr3 ?? cr3Lo,
+            `PDPTEs without reserved bits: PDPTE[${i}] at ${hexNum(pdptGpa + i * 8)} = 0x${hi.toString(16)}${lo.toString(16).padStart(8, "0")} sets reserved bits (#GP at CR3 load)`,
+          );
+        }
+        pdLo[i] = lo;
+        pdHi[i] = hi;
+      }
+    }
+    // Commit.
+    this.cr0 = cr0;
+    this.cr4 = cr4;
+    this.efer = efer;
+    this.cr3Hi = cr3Hi;
+    this.cr3Lo = cr3Lo;
+    this.cpl = cpl;
+    this.rebuildMmu();
+    if (reloadPdptrs || mode !== "pae") {
+      this.mmu.pdptrLo.set(pdLo);
+      this.mmu.pdptrHi.set(pdHi);
+      this.mmu.pdptGpa = pdptGpa;
+    }
+  }
+
+  /** MOV to CR3: same checks as the CR3 part of {@link setSregs} (PAE reloads the PDPTEs). */
+  movCr3(cr3: number | bigint): void {
+    this.setSregs({ cr3 });
+  }
+
+  /** Set the current privilege level. */
+  setCpl(cpl: number): void {
+    this.setSregs({ cpl });
+  }
+
+  /** WRPKRU. */
+  setPkru(pkru: number | bigint): void {
+    const v = splitReg("pkru", pkru, this.scratch);
+    if (v.hi !== 0) throw new InvalidArgumentError("pkru", pkru, "a 32-bit value");
+    this.pkru = v.lo >>> 0;
+  }
+
+  /** Set RFLAGS (only AC matters to the MMU). Bit 1 is forced to 1 as on hardware; other reserved bits are refused. */
+  setRflags(rflags: number | bigint): void {
+    const v = splitReg("rflags", rflags, this.scratch);
+    // Reserved: bits 3, 5, 15, 22..63.
+    const reserved = (1 << 3) | (1 << 5) | (1 << 15) | ~0x3fffff;
+    if (v.hi !== 0 || (v.lo & reserved) !== 0)
+      throw new InvalidArgumentError(
+        "rflags",
+        rflags,
+        "RFLAGS without reserved bits 3, 5, 15, 22..63",
+      );
+    this.rflags = (v.lo | X86_EFLAGS_FIXED) >>> 0;
+  }
+
+  /** `kvm_init_mmu`: rebuild the MMU context from the registers. */
+  private rebuildMmu(): void {
+    const regs = {
+      cr0: this.cr0,
+      cr3Hi: this.cr3Hi,
+      cr3Lo: this.cr3Lo,
+      cr4: this.cr4,
+      efer: this.efer,
+    };
+    kvmInitMmu(this.mmu, regs, this.kvm.features, this.kvm.maxPhysAddrBits, this.vmMmu);
+  }
+
+  /** @internal Parse access options into PFERR bits. */
+  accessBits(opts: AccessOptions | undefined): number {
+    if (opts === undefined) return this.cpl === 3 ? PFERR_USER_MASK : 0;
+    if (opts === null || typeof opts !== "object")
+      throw new InvalidArgumentError(
+        "access",
+        opts,
+        "an object { write?, fetch?, user?, implicit? }",
+      );
+    // Every enumerable key must be one of the four (for-in: no array per access).
+    for (const k in opts) {
+      if (k !== "write" && k !== "fetch" && k !== "user" && k !== "implicit")
+        throw new InvalidArgumentError("access", k, "keys write, fetch, user, implicit");
+    }
+    const write = opts.write;
+    const fetch = opts.fetch;
+    const implicitOpt = opts.implicit;
+    let user = opts.user;
+    if (
+      (write !== undefined && typeof write !== "boolean") ||
+      (fetch !== undefined && typeof fetch !== "boolean") ||
+      (user !== undefined && typeof user !== "boolean") ||
+      (implicitOpt !== undefined && typeof implicitOpt !== "boolean")
+    ) {
+      for (const k of ["write", "fetch", "user", "implicit"] as const) {
+        const v = opts[k];
+        if (v !== undefined && typeof v !== "boolean")
+          throw new InvalidArgumentError(`access.${k}`, v, "true, false or undefined");
+      }
+    }
+    if (write && fetch)
+      throw new InvalidArgumentError("access", opts, "at most one of write and fetch");
+    user ??= this.cpl === 3 && !implicitOpt;
+    if (user && implicitOpt)
+      throw new InvalidArgumentError(
+        "access",
+        opts,
+        "implicit accesses are supervisor accesses (user must be false)",
+      );
+    // A supervisor-mode access made while CPL = 3 is implicit by definition (x86 SMAP rules).
+    const implicit = implicitOpt === true || (!user && this.cpl === 3);
+    return (
+      (write ? PFERR_WRITE_MASK : 0) |
+      (fetch ? PFERR_FETCH_MASK : 0) |
+      (user ? PFERR_USER_MASK : 0) |
+      (implicit ? PFERR_IMPLICIT_ACCESS : 0)
+    );
+  }
+
+  /**
+   * Check a gva for the current mode: returns false if it is non-canonical (#GP). Throws if the
+   * value cannot be a linear address of the mode at all (above 2^32 outside long mode).
+   */
+  /** @internal */
+  gvaOk(hi: number, raw: unknown): boolean {
+    switch (this.mmu.rootLevel) {
+      case 4: {
+        const top = hi >>> 15; // bits 63:47 must all equal bit 47
+        return top === 0 || top === 0x1ffff;
+      }
+      case 5: {
+        const top = hi >>> 24; // bits 63:56
+        return top === 0 || top === 0xff;
+      }
+      default:
+        if (hi !== 0)
+          throw new InvalidArgumentError(
+            "gva",
+            raw,
+            "a 32-bit linear address (the vCPU is not in long mode)",
+          );
+        return true;
+    }
+  }
+
+  /**
+   * @internal Guest entry (`vcpu_enter_guest`): pending requests, the root (`kvm_mmu_reload`), guest mode;
+   * and the CPU learns which table frames it cached are still exact.
+   */
+  enterGuest(): void {
+    const vm = this.vmMmu;
+    if (vm !== null && (this.requests !== 0 || this.mmu.root < 0)) vm.enterGuest(this, this.mmu);
+    if (this.mode !== IN_GUEST_MODE) this.mode = IN_GUEST_MODE;
+    this.cpu.refreshTables();
+  }
+
+  /**
+   * `vcpu.pause()`: the vCPU leaves guest mode (its thread returned to userspace, as when KVM_RUN
+   * exits) until its next access. Remote TLB flushes do not need to kick a paused vCPU, so they
+   * count in `remote_tlb_flush_requests` but not in `remote_tlb_flush`.
+   */
+  pause(): void {
+    this.mode = OUTSIDE_GUEST_MODE;
+  }
+
+  /**
+   * Hot path: translate gva halves for PFERR access bits. Returns the gpa (>= 0), -1 for a #PF
+   * (error code in `walker.errorCode`), -13 for #GP (non-canonical). No allocation; does not take
+   * the final gpa through stage 2.
+   */
+  translateGva(hi: number, lo: number, access: number): number {
+    const rl = this.mmu.rootLevel;
+    if (rl >= 4) {
+      const top = rl === 4 ? hi >>> 15 : hi >>> 24;
+      if (top !== 0 && top !== (rl === 4 ? 0x1ffff : 0xff)) return -13;
+    }
+    return this.walkGva(hi, lo, access);
+  }
+
+  /** @internal {@link translateGva} for a gva already checked canonical. */
+  walkGva(hi: number, lo: number, access: number): number {
+    const rl = this.mmu.rootLevel;
+    this.enterGuest();
+    this.stat.walks++;
+    if (rl === 0) return lo >>> 0;
+    if (this.walkAddr(this.walker, this.mmu, this.cpu.tables, hi, lo, access))
+      return this.walker.gpa;
+    return -1;
+  }
+
+  /**
+   * A guest access at `gva` (number or bigint): walks the guest tables, sets A/D, then takes
+   * the gpa through stage 2. Returns `{fault:false, gpa}` (plus `mmio:true` when no memslot backs
+   * the gpa — an MMIO exit), `{fault:true, vector:14, errorCode}` for a page fault, or
+   * `{fault:true, vector:13, errorCode:0}` for a non-canonical address.
+   */
+  access(gva: number | bigint, opts?: AccessOptions): AccessResult {
+    const g = splitU64("gva", gva, this.scratch);
+    const access = this.accessBits(opts);
+    if (!this.gvaOk(g.hi, gva)) return this.gpFault();
+    const r = this.walkGva(g.hi, g.lo, access);
+    if (r < 0) return this.pageFault();
+    return this.finish(r, access);
+  }
+
+  /** @internal #GP for a non-canonical address (the CPU delivers it). */
+  gpFault(): AccessResult {
+    this.stat.gp_guest++;
+    return { fault: true, vector: GP_VECTOR, errorCode: 0 };
+  }
+
+  /**
+   * @internal The walk failed: the CPU delivers #PF to the guest (under TDP and on the bare
+   * machine KVM does not see it, so `pf_guest` stays 0).
+   */
+  pageFault(): AccessResult {
+    const w = this.walker;
+    this.stat.walk_faults++;
+    if (w.failure === WALK_ACCESS) this.stat.walk_access_error++;
+    else if (w.failure === WALK_RSVD) this.stat.walk_rsvd++;
+    else this.stat.walk_not_present++;
+    return { fault: true, vector: PF_VECTOR, errorCode: w.errorCode };
+  }
+
+  /** @internal The data access at `gpa` through stage 2: done, or an MMIO exit. */
+  finish(gpa: number, access: number): AccessResult {
+    const pfec = access & (PFERR_WRITE_MASK | PFERR_USER_MASK | PFERR_FETCH_MASK);
+    if (this.cpu.stage2(Math.floor(gpa / PAGE_SIZE), pfec, true) === STAGE2_MMIO) {
+      this.stat.mmio_exits++;
+      return { fault: false, gpa, mmio: true };
+    }
+    return { fault: false, gpa };
+  }
+
+  /**
+   * Guest INVLPG. Under EPT (and on the bare machine) KVM does not intercept it and there is no
+   * TLB in the model, so nothing happens and `invlpg` is not counted; shadow paging intercepts it
+   * (`kvm_mmu_invlpg`).
+   */
+  invlpg(gva: number | bigint): void {
+    splitU64("gva", gva, this.scratch);
+  }
+}

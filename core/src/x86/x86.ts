@@ -1,0 +1,234 @@
+/**
+ * The x86 VM: the generic VM of kvm_main.c with x86.c's architecture hooks
+ * (`kvm_arch_prepare/commit_memory_region`, `kvm_mmu_slot_apply_flags`,
+ * `kvm_arch_flush_shadow_memslot`, `kvm_arch_mmu_enable_log_dirty_pt_masked`, ...) and x86's own
+ * ioctls (`KVM_SET_NR_MMU_PAGES`), all acting through the VM's MMU (mmu/mmu.ts).
+ *
+ * `mmu: "tdp"` is KVM with EPT; `mmu: "none"` is the bare machine: the CPU walks guest tables
+ * straight over the memslots and there is no KVM MMU at all.
+ */
+import { KVM_MEM_LOG_DIRTY_PAGES } from "../arch/constants";
+import { type FeatureOptions, resolveFeatures } from "../era/features";
+import { InvalidArgumentError } from "../errors";
+import { Kvm } from "../kvm/kvm_main";
+import type { MemSlot, MemslotChange } from "../kvm/memslot";
+import { KVM_MIN_ALLOC_MMU_PAGES, VmMmu } from "../mmu/mmu";
+import { SlotArch, slotArch } from "../mmu/mmu_internal";
+import { KvmVcpu } from "./vcpu";
+
+/** MMU beneath the guest: "tdp" (KVM with EPT, the default) or "none" (no KVM MMU). */
+export type MmuMode = "tdp" | "none";
+
+/** Options of `createVm`. */
+export interface VmOptions {
+  /** Guest MAXPHYADDR in bits, 32..52 (default 46). */
+  maxPhysAddrBits?: number;
+  /**
+   * MMU beneath the guest walk. "tdp" (default): EPT tables built by KVM's MMU on EPT violations;
+   * "none": the guest walk runs directly over guest memory.
+   */
+  mmu?: MmuMode;
+  /** Guest CPU features and KVM behaviour switches (era/features.ts `SWITCHES`). */
+  features?: FeatureOptions;
+}
+
+const OPTION_KEYS = ["maxPhysAddrBits", "mmu", "features"];
+
+function checkOptions(options: unknown): { bits: number; mmu: MmuMode; features: unknown } {
+  if (options === null || typeof options !== "object" || Array.isArray(options)) {
+    throw new InvalidArgumentError(
+      "options",
+      options,
+      "an object { maxPhysAddrBits?, mmu?, features? }",
+    );
+  }
+  const o = options as Record<string, unknown>;
+  for (const k of Object.keys(o)) {
+    if (!OPTION_KEYS.includes(k))
+      throw new InvalidArgumentError("options", k, OPTION_KEYS.join(", "));
+  }
+  const bits = o.maxPhysAddrBits ?? 46;
+  if (typeof bits !== "number" || !Number.isInteger(bits) || bits < 32 || bits > 52) {
+    throw new InvalidArgumentError("maxPhysAddrBits", bits, "an integer in [32, 52]");
+  }
+  const mmu = o.mmu ?? "tdp";
+  if (mmu !== "none" && mmu !== "tdp") throw new InvalidArgumentError("mmu", mmu, '"tdp" | "none"');
+  return { bits, mmu, features: o.features };
+}
+
+/** The x86 VM model (notebooks use `Vm`, which adds views). */
+export class KvmX86 extends Kvm {
+  /** Which MMU is beneath the guest. */
+  readonly mmuMode: MmuMode;
+  /** The VM's MMU (`kvm->arch` and mmu.c), or null on the bare machine. */
+  readonly mmu: VmMmu | null;
+  declare readonly vcpus: KvmVcpu[];
+
+  constructor(options: VmOptions = {}) {
+    const o = checkOptions(options);
+    super(o.bits, resolveFeatures(o.features, o.bits));
+    this.mmuMode = o.mmu;
+    this.mmu = o.mmu === "tdp" ? new VmMmu(this) : null;
+  }
+
+  /** `KVM_CREATE_VCPU`. */
+  override createVcpu(): KvmVcpu {
+    return super.createVcpu() as KvmVcpu;
+  }
+
+  protected archCreateVcpu(id: number): KvmVcpu {
+    return new KvmVcpu(this, this.mmu, id);
+  }
+
+  // ---- memslot hooks (x86.c) -------------------------------------------------------------------
+
+  /** `kvm_arch_flush_shadow_memslot`: v6.x zaps everything (`kvm_mmu_zap_all_fast`). */
+  protected archFlushShadowMemslot(_slot: MemSlot): void {
+    this.mmu?.zapAllFast();
+  }
+
+  /** `kvm_arch_prepare_memory_region`: new `slot->arch` (lpage_info) for created and moved slots. */
+  protected archPrepareMemoryRegion(
+    change: MemslotChange,
+    _old: MemSlot | undefined,
+    nw: MemSlot | undefined,
+  ): void {
+    if (this.mmu === null) return;
+    if ((change === "create" || change === "move") && nw !== undefined) nw.arch = new SlotArch(nw);
+  }
+
+  /** `kvm_arch_memslots_updated` → `kvm_mmu_invalidate_mmio_sptes`. */
+  protected archMemslotsUpdated(generation: number): void {
+    this.mmu?.invalidateMmioSptes(generation);
+  }
+
+  /**
+   * `kvm_arch_commit_memory_region`: default `n_max_mmu_pages` after CREATE and DELETE (unless set
+   * by ioctl), then `kvm_mmu_slot_apply_flags`: for a flags-only change of a writable slot that
+   * toggles KVM_MEM_LOG_DIRTY_PAGES, start or stop dirty logging in the MMU.
+   */
+  protected archCommitMemoryRegion(
+    change: MemslotChange,
+    old: MemSlot | undefined,
+    nw: MemSlot | undefined,
+  ): void {
+    const mmu = this.mmu;
+    if (mmu === null) return;
+    if (nw !== undefined) slotArch(nw);
+    if (change === "create" || change === "delete") mmu.recalculateMmuPages();
+    if (change !== "flagsOnly" || old === undefined || nw === undefined || nw.readonly) return;
+    if (((old.flags ^ nw.flags) & KVM_MEM_LOG_DIRTY_PAGES) === 0) return;
+    if ((nw.flags & KVM_MEM_LOG_DIRTY_PAGES) !== 0) mmu.slotEnableLog(nw);
+    else mmu.slotDisableLog(nw);
+  }
+
+  protected archMmuEnableLogDirtyPtMasked(
+    _slot: MemSlot,
+    base: number,
+    maskLo: number,
+    maskHi: number,
+  ): void {
+    this.mmu?.enableLogDirtyPtMasked(base, maskLo, maskHi);
+  }
+
+  protected archUnmapGfnRange(_slot: MemSlot, start: number, end: number): boolean {
+    return this.mmu?.unmapGfnRange(start, end) === true;
+  }
+
+  protected override traceFlush(reason: string): void {
+    const trace = this.mmu?.trace;
+    if (trace?.on) trace.emit({ ev: "tlb_flush", reason });
+  }
+
+  // ---- x86 ioctls and MMU entry points ---------------------------------------------------------
+
+  /** The VM's MMU, or a clear error on the bare machine. */
+  private requireMmu(what: string): VmMmu {
+    if (this.mmu === null)
+      throw new InvalidArgumentError("mmu", this.mmuMode, `"tdp" (${what} needs KVM's MMU)`);
+    return this.mmu;
+  }
+
+  /**
+   * `KVM_SET_NR_MMU_PAGES`: fix n_max_mmu_pages (at least KVM_MIN_ALLOC_MMU_PAGES = 64, as KVM
+   * returns -EINVAL below it); the shadow MMU zaps its oldest pages down to it.
+   */
+  setNrMmuPages(n: number): void {
+    const mmu = this.requireMmu("KVM_SET_NR_MMU_PAGES");
+    if (
+      typeof n !== "number" ||
+      !Number.isInteger(n) ||
+      n < KVM_MIN_ALLOC_MMU_PAGES ||
+      n > 2 ** 31
+    ) {
+      throw new InvalidArgumentError(
+        "nrMmuPages",
+        n,
+        `an integer >= ${KVM_MIN_ALLOC_MMU_PAGES} (KVM_MIN_ALLOC_MMU_PAGES)`,
+        "EINVAL",
+      );
+    }
+    mmu.setNrMmuPages(n);
+  }
+
+  /**
+   * `kvm_zap_gfn_range(start, end)`: zap every leaf mapping a gfn in [start, end); one ranged
+   * remote flush if anything was zapped. Returns whether it flushed.
+   */
+  zapGfnRange(start: number, end: number): boolean {
+    const mmu = this.requireMmu("zapGfnRange");
+    this.gfnRangeArgs(start, end);
+    return mmu.zapGfnRange(start, end);
+  }
+
+  /**
+   * The MMU notifier for the host range behind gfns [start, end) (`kvm_unmap_gfn_range` between
+   * invalidate_range_start and _end): zap leaves, one flush if any was zapped.
+   */
+  mmuNotifierInvalidate(start: number, end: number): boolean {
+    return this.zapGfnRange(start, end);
+  }
+
+  /** `kvm_mmu_zap_all_fast`: invalidate every root; vCPUs load new ones at their next entry. */
+  zapAllFast(): void {
+    this.requireMmu("zapAllFast").zapAllFast();
+  }
+
+  /** Zap the single leaf mapping `gfn` (an atomic zap with its own flush). Returns leaves zapped. */
+  zapSpte(gfn: number): number {
+    const mmu = this.requireMmu("zapSpte");
+    this.gfnRangeArgs(gfn, gfn + 1);
+    return mmu.zapSpte(gfn);
+  }
+
+  /** Validate a gfn range [start, end) against MAXPHYADDR; throws before anything changes. */
+  private gfnRangeArgs(start: number, end: number): void {
+    const limit = 2 ** (this.maxPhysAddrBits - 12);
+    const ok = (v: unknown): v is number =>
+      typeof v === "number" && Number.isSafeInteger(v) && v >= 0 && v <= limit;
+    if (!ok(start) || start >= limit) {
+      throw new InvalidArgumentError(
+        "start",
+        start,
+        `a gfn (integer) in [0, 0x${limit.toString(16)}) (guest MAXPHYADDR ${this.maxPhysAddrBits})`,
+      );
+    }
+    if (!ok(end) || end <= start) {
+      throw new InvalidArgumentError(
+        "end",
+        end,
+        `an exclusive end gfn in (start, 0x${limit.toString(16)}]`,
+      );
+    }
+  }
+
+  /** Start recording MMU trace events (faults, remote TLB flushes), keeping at most `limit`. */
+  startTrace(limit = 10000): void {
+    this.requireMmu("tracing").trace.start(limit);
+  }
+
+  /** Stop recording and return the events, in order. */
+  stopTrace() {
+    return this.requireMmu("tracing").trace.stop();
+  }
+}
