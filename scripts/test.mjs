@@ -1,6 +1,8 @@
 #!/usr/bin/env node
-// `npm test`: set up what is missing, then run every workspace's own test script in order
-// (unit before integration) and finish with one plain summary line.
+// `npm test`: set up what is missing, lint the whole tree (`npm run lint` = `biome check .`, which
+// also enforces core/src's import layering and no import cycles, see biome.json), then run every
+// workspace's own test script in order (unit before integration) and finish with one plain
+// summary line. The lint counts as a suite like the workspaces.
 import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import path from "node:path";
@@ -10,6 +12,12 @@ const WORKSPACES = ["core", "kernel", "lab-extension", "notebooks", "test"];
 
 await setup();
 const results = [];
+{
+  console.log("\n=== lint: npm run lint (biome check .) ===");
+  const t0 = Date.now();
+  const r = spawnSync("npm", ["run", "lint"], { cwd: repo, stdio: "inherit", env: process.env });
+  results.push({ name: "lint (biome check .)", ok: r.status === 0, s: (Date.now() - t0) / 1000 });
+}
 for (const ws of WORKSPACES) {
   const pkg = JSON.parse(readFileSync(path.join(repo, ws, "package.json"), "utf8"));
   if (!pkg.scripts?.test) {

@@ -1,5 +1,5 @@
-// The kvm-unit-tests x86/access.c test space, with an oracle written from the architecture rules
-// (Intel SDM vol. 3 §4.6 access rights, §4.8 A/D, §4.7 error codes). It never calls the walker's
+// The kvm-unit-tests x86/access.c test space, with an oracle written from the x86 architecture's
+// paging rules (access rights, A/D bits, page-fault error codes). It never calls the walker's
 // permission code: the walker is only driven through the public contract (guestWrite64,
 // setSregs, setPkru, access, readPhys64).
 //

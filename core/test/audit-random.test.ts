@@ -1,5 +1,5 @@
 /**
- * `vm.audit()` (spec §14): clean after fixed-seed random sequences of faults, zaps,
+ * `vm.audit()` (mmu/mmu_audit.ts): clean after fixed-seed random sequences of faults, zaps,
  * invalidations and memslot changes; and it reports deliberately corrupted state.
  */
 import { describe, expect, it } from "vitest";
@@ -248,7 +248,7 @@ describe("vm.audit() reports corrupted state", () => {
     expect(vm.audit().join("\n")).toMatch(new RegExp(`sp ${leaked} .*unreachable`));
   });
 
-  it("a writable leaf without Host-writable (spte invariant §3.5)", () => {
+  it("a writable leaf without Host-writable (Host-writable clear ⇒ W clear)", () => {
     const { vm, mmu, sp, idx } = populated();
     mmu.store.spt[sp]![idx * 2 + 1]! &= ~SPTE_HI_HOST_WRITABLE;
     expect(vm.audit().join("\n")).toMatch(/writable leaf without Host-writable/);

@@ -1,7 +1,7 @@
 /**
  * Jupyter displays and toString() of Vm and Vcpu. Expected values come from the state the test
  * sets up (register values, memslot geometry, and KVM's accounting of the faults taken), with bit
- * positions from the SDM written out here rather than taken from the code under test.
+ * positions of the x86 architecture written out here rather than taken from the code under test.
  */
 import { describe, expect, it } from "vitest";
 import { createVm, GuestPageTableBuilder, type Vcpu, type Vm } from "../src";

@@ -1,5 +1,5 @@
 /**
- * Scenario S1 (spec §15): fault in a 1 GiB guest, one access per 4 KiB page in ascending order,
+ * S1: fault in a 1 GiB guest, one access per 4 KiB page in ascending order,
  * with each host backing; counts derived from the paging geometry, with seed 2010 on and off.
  */
 import { describe, expect, it } from "vitest";
@@ -57,9 +57,9 @@ for (const seed2010Before of [false, true]) {
   });
 }
 
-describe("S1 spec numbers", () => {
+describe("S1 numbers from the geometry", () => {
   it("4K backing: 515 shadow pages, 514 tdp_mmu_pages, 262 144 leaves; 515 vs 1030 data pages", () => {
-    // The spec's table, restated from geometry: 262144/512 PTs + PD + PDPT + root.
+    // 262144/512 PTs + PD + PDPT + root.
     expect(tablesFor(GUEST_PAGES, 1, 4)).toBe(GUEST_PAGES / 512 + 3);
     const after = faultIn("4k", {}).stats;
     const before = faultIn("4k", { allocTranslationForDirect: true }).stats;

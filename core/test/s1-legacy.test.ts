@@ -1,5 +1,6 @@
 /**
- * Scenario S1 legacy-direct rows (spec §15, `tdp_mmu=0`) and S9 reclaim order, with counts
+ * S1 (fault in a 1 GiB guest, one access per 4 KiB page) on the legacy direct MMU (`tdp_mmu=0`)
+ * and S9 (reclaim order under KVM_SET_NR_MMU_PAGES 64), with counts
  * derived from the geometry and KVM's accounting rules (hash lookup misses allocate, every page
  * counts in n_used, reclaim zaps 25 − available pages from the tail of active_mmu_pages).
  */
@@ -18,7 +19,7 @@ function legacyVm(features: Record<string, unknown>, backing: "4k" | "thp") {
 }
 
 describe("hash_64(gfn, 12) without BigInt", () => {
-  it("matches the 64-bit multiplicative hash for spec S5's gfns and random gfns", () => {
+  it("matches the 64-bit multiplicative hash for the S5 table gfns and random gfns", () => {
     const ref = (gfn: number) =>
       Number(((BigInt(gfn) * 0x61c8864680b583ebn) & ((1n << 64n) - 1n)) >> 52n);
     expect([0x100, 0x101, 0x102, 0x103].map(kvmPageTableHashfn)).toEqual([3208, 676, 2241, 3805]);
@@ -77,7 +78,7 @@ describe("S1 fault-in, legacy direct MMU", () => {
     const rmap = (vm.memslots.get(0)!.arch as SlotArch).rmap!;
     expect(rmap.heads[1].filter((h) => h !== 0).length).toBe(leaves);
     expect(rmap.heads[0].filter((h) => h !== 0).length).toBe(0);
-    // rmap head counts per level (spec §15: 262144 + 512 + 1 = 262657)
+    // rmap head counts per level (262144 + 512 + 1 = 262657)
     expect(rmap.heads[0].length + rmap.heads[1].length + rmap.heads[2].length).toBe(
       GUEST_PAGES + GUEST_PAGES / 512 + 1,
     );

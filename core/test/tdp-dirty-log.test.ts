@@ -1,7 +1,7 @@
 /**
- * Dirty-log cycles, scenarios S2 (TDP MMU, v6.12 defaults) and S3 (legacy direct MMU) of the
- * spec: enable logging on a 1 GiB guest mapped with 2M pages, write every page, GET_DIRTY_LOG,
- * disable. Expected counts derived from the geometry.
+ * Dirty-log cycles, S2 (TDP MMU, v6.12 defaults) and S3 (legacy direct MMU): enable logging on a
+ * 1 GiB guest mapped with 2M pages, write every page, GET_DIRTY_LOG, disable; and S11 (manual
+ * protect with KVM_DIRTY_LOG_INITIALLY_SET). Expected counts derived from the geometry.
  */
 import { describe, expect, it } from "vitest";
 import { createVm } from "../src/vm";

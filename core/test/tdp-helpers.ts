@@ -15,8 +15,8 @@ export interface TdpVm {
 }
 
 /**
- * Scenario S1's memslot: slot 0, 1 GiB at gpa 0 with `backing`, at hva 4 GiB (1 GiB-aligned, so
- * every backing can map its largest page size).
+ * The S1 memslot (s1-fault-in.test.ts): slot 0, 1 GiB at gpa 0 with `backing`, at hva 4 GiB
+ * (1 GiB-aligned, so every backing can map its largest page size).
  */
 export function addS1Slot(vm: Vm, backing: "4k" | "thp" | "hugetlb-2m" | "hugetlb-1g"): void {
   vm.setUserMemoryRegion({

@@ -1,5 +1,5 @@
 /**
- * TDP MMU zapping, splitting, MMIO sptes and remote-TLB-flush accounting (spec §10, §11):
+ * TDP MMU zapping, splitting, MMIO sptes and remote-TLB-flush accounting:
  * a flush is counted once per top-level operation that changed a translation, never for
  * faults that only add translations or for splits.
  */

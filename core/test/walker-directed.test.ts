@@ -1,7 +1,7 @@
 /**
  * Directed walker tests for what access.c does not cover: SMAP/SMEP, 32-bit paging (4 MiB PSE
  * pages, PSE-36, no XD), PAE (PDPTE load, #GP, cached PDPTEs), LA57. Expected values come from
- * the architecture (Intel SDM vol. 3 ch. 4), written out by hand per case.
+ * the x86 architecture's paging rules, written out by hand per case.
  */
 import { describe, expect, it } from "vitest";
 import { createVm, GeneralProtectionError, GuestPageTableBuilder } from "../src";

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { createVm } from "../src";
 
-// Reference scenario S5 (kvm-mmu.md §15): 4-level guest, PML4 gfn 0x100, PDPT 0x101, PD 0x102,
+// The S5 walk: 4-level guest, PML4 gfn 0x100, PDPT 0x101, PD 0x102,
 // PT 0x103, gva 0x400000 -> indices (0, 0, 2, 0) -> data gfn 0x200, all gptes P|RW|US, A=D=0.
 function setup() {
   const vm = createVm({ maxPhysAddrBits: 46 });

@@ -1,11 +1,12 @@
 /**
  * Seed 2007 ("KVM: MMU: Simplify page table walker"): the `features.guestWalker` switch.
  *
- * Expected numbers come from `rules()` below, a restatement of the walker rules of spec §2.2
- * (modern) and §13.2 (w07b / w07a) written without looking at paging_tmpl*.ts; the model is
- * itself checked against the numbers printed in spec §15 S5 ("Walker-flavour contrasts on fresh
- * tables"). Error codes on the access.c space come from the oracle in
- * scripts/access-space-lib.mjs; the 2007 per-level check order is layered on top of it.
+ * Expected numbers come from `rules()` below, a restatement of the walker rules (modern: rights
+ * ANDed and checked once at the end, A/D written after a successful walk; w07b / w07a: checks
+ * level by level, A set while walking, D after) written without looking at paging_tmpl.ts; the
+ * model is itself checked against the contrast table below (walker flavours on fresh S5 tables:
+ * gpte reads, A/D writes and error codes). Error codes on the access.c space come from the oracle
+ * in scripts/access-space-lib.mjs; the 2007 per-level check order is layered on top of it.
  */
 import { describe, expect, it } from "vitest";
 // @ts-expect-error -- plain JS module shared with the full-space script
@@ -94,7 +95,7 @@ function rules(
   return { reads, aLevels, dLeaf, writes: aLevels.length + (dLeaf ? 1 : 0), err: null };
 }
 
-// --- Scenario S5 tables (spec §15): PML4 gfn 0x100, PDPT 0x101, PD 0x102, PT 0x103; gva
+// --- The S5 walk: 4-level guest, PML4 gfn 0x100, PDPT 0x101, PD 0x102, PT 0x103; gva
 // 0x400000 -> indices (0, 0, 2, 0) -> data gfn 0x200. CR0.WP=1, EFER.NX=1.
 const S5_ENTRY_GPA: Record<number, number> = { 4: 0x100000, 3: 0x101000, 2: 0x102010, 1: 0x103000 };
 const S5_TARGET: Record<number, number> = { 4: 0x101000, 3: 0x102000, 2: 0x103000, 1: 0x200000 };
@@ -156,8 +157,8 @@ function applyOutcome(chain: S5["chain"], o: Outcome): void {
   if (o.dLeaf) chain[chain.length - 1]!.e.d = true;
 }
 
-describe("features.guestWalker: the rules model reproduces spec §15 S5's contrast table", () => {
-  // The table's numbers, as printed (modern | W07b/W07a).
+describe("features.guestWalker: the rules model reproduces the S5 contrast table", () => {
+  // The contrast table: per case, what the modern walker and the 2007 walkers (W07b/W07a) do.
   const rows = [
     {
       name: "PT entry not present, user read",

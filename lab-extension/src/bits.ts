@@ -3,11 +3,11 @@
  * search and ranges. Runs on user actions only (a click, a search), never per drawn row, so
  * BigInt is acceptable here; rendering rows only copies strings.
  *
- * Bit layouts (facts from the Intel SDM vol. 3 §4.5 / §29.3 and KVM's spte.h, see core/src/spte.ts):
+ * Bit layouts (x86 paging and EPT entry formats, and KVM's spte.h; see core/src/mmu/spte.ts):
  * - guest and shadow trees: the x86 PTE (P, R/W, U/S, PWT, PCD, A, D, PS/PAT, G, ..., PKEY, XD);
  *   shadow sptes add KVM's software bits (host-writable 9, MMU-writable 10, MMU-present 11 —
  *   the non-EPT defaults of KVM v6.x).
- * - tdp trees: the EPT entry as core/src/spte.ts models it (R, W, X, memory type, ignore-PAT,
+ * - tdp trees: the EPT entry as core/src/mmu/spte.ts models it (R, W, X, memory type, ignore-PAT,
  *   PS, A, D, MMU-present 11, host-writable 57, MMU-writable 58).
  */
 

@@ -1,8 +1,9 @@
 /**
  * The per-index diff of a page table against its `before` snapshot.
  *
- * A payload entry with `count` > 1 is a folded run of alike leaves (core/src/snapshot_fold.ts):
- * the members share flags, page size, pkey and note, and member k (k = index - run.index) points
+ * A payload entry with `count` > 1 is a folded run of alike leaves
+ * (core/src/inspect/snapshot_fold.ts): the members share flags, page size, pkey and note, and
+ * member k (k = index - run.index) points
  * `k · step` frames past the run's first frame, so its value is the first value plus
  * `k · step · 4096` and its target the first target plus `k · step`. The two snapshots may fold
  * the same entries differently (a run split by one changed entry, a run grown by one leaf), so

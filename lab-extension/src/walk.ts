@@ -7,7 +7,7 @@
 import type { WalkPayload } from "@mmulab/core/display";
 import { h } from "./dom";
 
-/** Page-fault error code bits (Intel SDM vol. 3 §4.7): bit, short name, meaning when set / clear. */
+/** Page-fault error code bits (x86 architecture): bit, short name, meaning when set / clear. */
 const PFERR_BITS: ReadonlyArray<{ bit: number; name: string; set: string; clear?: string }> = [
   {
     bit: 0,

@@ -214,7 +214,7 @@ describe("JupyterLab from npm start, mmulab kernel, mmulab renderers", () => {
     const fields = await detail
       .locator("tr[data-field]")
       .evaluateAll((els) => els.map((e) => e.dataset.field));
-    // PT[20] = frame 0x214 | P | U/S | A (built in payloads.mjs from the SDM's bit numbers).
+    // PT[20] = frame 0x214 | P | U/S | A (built in payloads.mjs from the x86 PTE's bit numbers).
     const value = BigInt(
       PT.trees[0].root.entries[0].child.entries[0].child.entries[0].child.entries.find(
         (e) => e.index === 20,
@@ -276,7 +276,7 @@ describe("JupyterLab from npm start, mmulab kernel, mmulab renderers", () => {
       ad,
       WALK.levels.map((l) => (l.aSet ? "A" : "—")),
     );
-    // Error code 7 = P | W | U (SDM: bit 0 present, bit 1 write, bit 2 user).
+    // Error code 7 = P | W | U (x86: bit 0 present, bit 1 write, bit 2 user).
     const errs = await w
       .locator(".mmulab-walk-errbits li")
       .evaluateAll((els) => Object.fromEntries(els.map((e) => [e.dataset.bit, e.dataset.set])));

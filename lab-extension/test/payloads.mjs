@@ -1,10 +1,10 @@
-// Payloads for the browser tests, built here from the architecture's bit positions (Intel SDM
-// vol. 3 §4.5 for guest PTEs, §29.3 for EPT entries) — independently of the renderer's decoder —
-// so the tests can compare what the page shows with what the bits mean.
+// Payloads for the browser tests, built here from the architecture's bit positions (the x86 PTE
+// for guest entries, the EPT entry format for TDP entries) — independently of the renderer's
+// decoder — so the tests can compare what the page shows with what the bits mean.
 
 /** x86 PTE bits. */
 export const PTE = { P: 0, RW: 1, US: 2, A: 5, D: 6, PS: 7, G: 8, XD: 63 };
-/** EPT entry bits (+ KVM's software bits as core/src/spte.ts models them). */
+/** EPT entry bits (+ KVM's software bits as core/src/mmu/spte.ts models them). */
 export const EPT = { R: 0, W: 1, X: 2, PS: 7, A: 8, D: 9, MMU_P: 11, HOST_W: 57, MMU_W: 58 };
 
 /** Builds "0x..." from a frame number and bit numbers. */

@@ -1,6 +1,6 @@
 /** Plain-word descriptions for the notebooks (error codes, addresses). */
 
-/** Page-fault error code bits (PFERR_*), in the order the SDM lists them, with their meaning. */
+/** Page-fault error code bits (PFERR_*), in bit order, with their meaning. */
 const PF_BITS: ReadonlyArray<[number, string, string]> = [
   [0x1, "P", "the page was present (a protection violation, not a missing page)"],
   [0x2, "W", "the access was a write"],

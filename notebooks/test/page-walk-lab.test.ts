@@ -1,5 +1,5 @@
 // The lab's check(): right answers are accepted, plausible wrong ones are explained in words.
-// Right answers come from the architecture (Intel SDM vol. 3 §4.7 error codes, §4.6 rights),
+// Right answers come from the x86 architecture (page-fault error codes, access rights),
 // not from the grader.
 import { describe, expect, it } from "vitest";
 import { check } from "../lib/page-walk-lab";

@@ -92,7 +92,8 @@ describe("02-direct-gfns: the notebook's numbers match the geometry", () => {
         saved_pages: sps,
       });
     }
-    // the spec's S1 row, by name: 1 GiB, 4 KiB → 515 shadow pages, 515 vs 1030 data pages
+    // the S1 row (1 GiB guest faulted in at 4 KiB), by name: 515 shadow pages, 515 vs 1030
+    // data pages
     expect(rows[0]).toMatchObject({
       shadow_pages: 515,
       mmu_pages_after: 515,

@@ -1,12 +1,12 @@
 /**
  * Names of the architectural bits of CR0, CR4, EFER and the KVM memslot flags, for displays
- * (SDM vol. 3 §2.5 and §2.2.1, `KVM_MEM_*` in uapi/linux/kvm.h). Not used on hot paths.
+ * (x86 architecture; `KVM_MEM_*` from uapi/linux/kvm.h). Not used on hot paths.
  */
 
 /** A bit position and its architectural name. */
 export type BitName = readonly [bit: number, name: string];
 
-/** CR0 bits (SDM vol. 3 §2.5). */
+/** CR0 bits (x86 architecture). */
 export const CR0_BIT_NAMES: readonly BitName[] = [
   [0, "PE"],
   [1, "MP"],
@@ -21,7 +21,7 @@ export const CR0_BIT_NAMES: readonly BitName[] = [
   [31, "PG"],
 ];
 
-/** CR4 bits (SDM vol. 3 §2.5). */
+/** CR4 bits (x86 architecture). */
 export const CR4_BIT_NAMES: readonly BitName[] = [
   [0, "VME"],
   [1, "PVI"],
@@ -46,7 +46,7 @@ export const CR4_BIT_NAMES: readonly BitName[] = [
   [22, "PKE"],
 ];
 
-/** IA32_EFER bits (SDM vol. 3 §2.2.1; SVME, LMSLE, FFXSR, TCE from AMD APM vol. 2). */
+/** IA32_EFER bits (x86 architecture; SVME, LMSLE, FFXSR and TCE are AMD's). */
 export const EFER_BIT_NAMES: readonly BitName[] = [
   [0, "SCE"],
   [8, "LME"],

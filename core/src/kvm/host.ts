@@ -4,7 +4,7 @@
  * Host physical frames are modelled as host virtual frames (pfn = hva >> 12): every slot's memory
  * is pinned and physically contiguous in the host, so a huge host page has a pfn aligned exactly
  * as its hva (the `(gfn ^ pfn) & mask` rule of `kvm_mmu_hugepage_adjust` then depends only on the
- * slot's hva/gpa congruence, which lpage.ts checks).
+ * slot's hva/gpa congruence, which the slot's lpage_info checks: `SlotArch`, mmu/mmu_internal.ts).
  *
  * Host mapping level per backing:
  * - "4k": level 1;

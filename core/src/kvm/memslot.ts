@@ -16,7 +16,7 @@ import {
 } from "../arch/constants";
 import { InvalidArgumentError } from "../errors";
 
-/** Host backing of a slot (issue 3 models it; stored and validated here). */
+/** Host backing of a slot (kvm/host.ts models it; stored and validated here). */
 export type SlotBacking = "4k" | "thp" | "hugetlb-2m" | "hugetlb-1g";
 /** Accepted values of {@link SlotBacking}. */
 export const SLOT_BACKINGS: readonly SlotBacking[] = ["4k", "thp", "hugetlb-2m", "hugetlb-1g"];

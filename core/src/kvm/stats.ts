@@ -44,8 +44,10 @@ export class KvmStats {
   // --- guest walker (seed 2007), summed over vCPUs by vm.stats; mappings_held_max is a max ---
   gpte_reads = 0;
   gpte_ad_writes = 0;
+  walk_faults = 0;
   walk_not_present = 0;
   walk_access_error = 0;
+  walk_rsvd = 0;
   mappings_held_max = 0;
   // --- kvm->arch gauges (not stats in KVM; exposed because the seeds are about them) ---
   n_used_mmu_pages = 0;
@@ -157,13 +159,16 @@ export class VcpuStat {
 
 /** Fill the vCPU-summed fields of `s` (walker counters, pf_guest, invlpg, ...) from `stats`. */
 export function sumVcpuStats(s: KvmStats, stats: readonly VcpuStat[]): void {
-  s.gpte_reads = s.gpte_ad_writes = s.walk_not_present = s.walk_access_error = 0;
+  s.gpte_reads = s.gpte_ad_writes = s.walk_faults = s.walk_not_present = 0;
+  s.walk_access_error = s.walk_rsvd = 0;
   s.mappings_held_max = s.pf_guest = s.invlpg = s.tlb_flush = s.mmio_exits = 0;
   for (const t of stats) {
     s.gpte_reads += t.gpte_reads;
     s.gpte_ad_writes += t.gpte_ad_writes;
+    s.walk_faults += t.walk_faults;
     s.walk_not_present += t.walk_not_present;
     s.walk_access_error += t.walk_access_error;
+    s.walk_rsvd += t.walk_rsvd;
     s.mappings_held_max = Math.max(s.mappings_held_max, t.mappings_held_max);
     s.pf_guest += t.pf_guest;
     s.invlpg += t.invlpg;

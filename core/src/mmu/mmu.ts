@@ -1244,18 +1244,24 @@ export class VmMmu implements MmuCore {
   }
 
   /**
-   * What `vcpu_enter_guest` does for the MMU before the vCPU runs guest code again:
-   * KVM_REQ_MMU_FREE_OBSOLETE_ROOTS, KVM_REQ_TLB_FLUSH (the vCPU flushes its own TLB:
-   * `tlb_flush`), then `kvm_mmu_reload` (load a root when it has none).
+   * What `vcpu_enter_guest` does for the MMU before the vCPU runs guest code again, in KVM's
+   * order: KVM_REQ_MMU_FREE_OBSOLETE_ROOTS, KVM_REQ_TLB_FLUSH (the vCPU flushes its own TLB:
+   * `tlb_flush`), then `kvm_mmu_reload` (load a root when it has none). Requests raised meanwhile
+   * (a flush while freeing a root merges with a pending one) are serviced before entry, as
+   * `kvm_vcpu_exit_request` sends KVM round the loop again.
    */
   enterGuest(vcpu: KvmVcpuCommon, mmu: KvmMmu): void {
-    const req = vcpu.requests;
-    if (req !== 0) {
-      vcpu.requests = 0;
-      if ((req & KVM_REQ_MMU_FREE_OBSOLETE_ROOTS) !== 0) this.freeObsoleteRoots(mmu);
-      if ((req & KVM_REQ_TLB_FLUSH) !== 0) vcpu.stat.tlb_flush++;
-    }
-    if (mmu.root < 0) this.mmuLoad(mmu);
+    do {
+      if ((vcpu.requests & KVM_REQ_MMU_FREE_OBSOLETE_ROOTS) !== 0) {
+        vcpu.requests &= ~KVM_REQ_MMU_FREE_OBSOLETE_ROOTS;
+        this.freeObsoleteRoots(mmu);
+      }
+      if ((vcpu.requests & KVM_REQ_TLB_FLUSH) !== 0) {
+        vcpu.requests &= ~KVM_REQ_TLB_FLUSH;
+        vcpu.stat.tlb_flush++;
+      }
+      if (mmu.root < 0) this.mmuLoad(mmu);
+    } while ((vcpu.requests & (KVM_REQ_MMU_FREE_OBSOLETE_ROOTS | KVM_REQ_TLB_FLUSH)) !== 0);
   }
 
   /** `kvm_mmu_free_obsolete_roots`: drop the vCPU's root if it was invalidated. */

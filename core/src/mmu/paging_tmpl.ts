@@ -238,7 +238,10 @@ export function pt32Index(lo: number, level: number): number {
   return level === 2 ? lo >>> 22 : (lo >>> 12) & 1023;
 }
 
-/** Guest walker flavours of the seed-2007 switch `features.guestWalker` (spec §13.2, §16). */
+/**
+ * Guest walker flavours of the seed-2007 switch `features.guestWalker`: `FNAME(walk_addr_generic)`
+ * and the 2.6.21–25 walkers of paging_tmpl.h (documented in era/features.ts).
+ */
 export const GUEST_WALKER_FLAVOURS = ["modern", "w07b", "w07a"] as const;
 /** "modern": `walk_addr_generic`; "w07b": 2.6.23–25 walker; "w07a": 2.6.21/22 walker. */
 export type GuestWalkerFlavour = (typeof GUEST_WALKER_FLAVOURS)[number];

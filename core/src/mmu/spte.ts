@@ -241,7 +241,8 @@ export function isAccessAllowed(lo: number, write: boolean, fetch: boolean): boo
 }
 
 /**
- * §3.5 invariants of a present spte; returns a description of the first broken one or "".
+ * Invariants of a present spte (as `make_spte` and spte.h keep them); returns a description of
+ * the first broken one or "".
  * Non-leaves must carry RWX; Host-writable clear ⇒ W clear; MMU-writable clear ⇒ W clear;
  * MMU-writable ⇒ Host-writable.
  */

@@ -474,7 +474,19 @@ export class KvmVcpu implements KvmVcpuCommon {
    */
   enterGuest(): void {
     const vm = this.vmMmu;
-    if (vm !== null && (this.requests !== 0 || this.mmu.root < 0)) vm.enterGuest(this, this.mmu);
+    if (vm !== null && (this.requests !== 0 || this.mmu.root < 0)) {
+      // vcpu_enter_guest runs on this vCPU's CPU, outside guest mode: a flush it causes kicks
+      // nobody here.
+      this.mode = OUTSIDE_GUEST_MODE;
+      const kvm = this.kvm;
+      const prev = kvm.running;
+      kvm.running = this;
+      try {
+        vm.enterGuest(this, this.mmu);
+      } finally {
+        kvm.running = prev;
+      }
+    }
     if (this.mode !== IN_GUEST_MODE) this.mode = IN_GUEST_MODE;
     this.cpu.refreshTables();
   }
