@@ -32,8 +32,12 @@ export {
   htmlTableBundle,
   JUPYTER_DISPLAY,
   type MimeBundle,
+  type PagetablePayload,
   type PlotlyFigure,
+  pagetableBundle,
   plotlyBundle,
+  type WalkPayload,
+  walkBundle,
 } from "./display";
 // Behaviour switches (guest CPUID and KVM eras).
 export {
