@@ -1,13 +1,26 @@
 /**
  * `vm.audit()` (mmu/mmu_audit.ts): clean after fixed-seed random sequences of faults, zaps,
- * invalidations and memslot changes; and it reports deliberately corrupted state.
+ * invalidations and memslot changes, with the EPT leaf of every completed access checked against
+ * the A/D rules (so that the CPU model's caches can never answer for a stale spte); and it
+ * reports deliberately corrupted state.
  */
 import { describe, expect, it } from "vitest";
 import { MmuBugError } from "../src/errors";
 import { pteListAdd } from "../src/mmu/mmu";
 import type { SlotArch } from "../src/mmu/mmu_internal";
-import { pfnHi, pfnLo, SPTE_HI_HOST_WRITABLE } from "../src/mmu/spte";
-import { createVm } from "../src/vm";
+import {
+  pfnHi,
+  pfnLo,
+  SPTE_A,
+  SPTE_D,
+  SPTE_HI_HOST_WRITABLE,
+  SPTE_MMU_PRESENT,
+  SPTE_R,
+  SPTE_W,
+  SPTE_X,
+} from "../src/mmu/spte";
+import type { Vcpu } from "../src/vcpu";
+import { createVm, type Vm } from "../src/vm";
 import { lastSpte } from "./tdp-helpers";
 
 const PAGE = 4096;
@@ -27,6 +40,26 @@ function rng(seed: number): () => number {
 }
 
 const BACKINGS = ["4k", "thp", "hugetlb-2m", "hugetlb-1g"] as const;
+
+/**
+ * What must hold right after a completed access to `gfn` under EPT with A/D bits (SDM "Accessed
+ * and Dirty Flags for EPT"): the leaf the CPU used is present, allows the access and has A, and D
+ * if it wrote; a write to a dirty-logged slot has set the page's bit (`mark_page_dirty_in_slot`
+ * from the fault that made it writable, or from KVM_DIRTY_LOG_INITIALLY_SET). Returns what broke.
+ */
+function afterAccess(vm: Vm, vcpu: Vcpu, gfn: number, write: boolean, fetch: boolean): string {
+  const l = lastSpte(vm, vcpu, gfn);
+  const lo = l.lo;
+  const where = `gfn 0x${gfn.toString(16)} (${write ? "write" : fetch ? "fetch" : "read"})`;
+  if ((lo & SPTE_MMU_PRESENT) === 0) return `${where}: no present leaf`;
+  const need = (write ? SPTE_W | SPTE_D : fetch ? SPTE_X : SPTE_R) | SPTE_A;
+  if ((lo & need) !== need)
+    return `${where}: leaf 0x${lo.toString(16)} lacks 0x${need.toString(16)}`;
+  const slot = vm.memslots.gfnToSlot(gfn);
+  if (write && slot?.dirtyBitmap != null && !slot.testDirty(gfn))
+    return `${where}: written, not in the dirty bitmap`;
+  return "";
+}
 
 function randomRun(seed: number, steps: number, features: Record<string, unknown>) {
   const rand = rng(seed);
@@ -58,7 +91,12 @@ function randomRun(seed: number, steps: number, features: Record<string, unknown
       const n = 1 + Math.floor(rand() * 64);
       for (let k = 0; k < n && gpa < 4 * GIB; k++, gpa += PAGE) {
         const kind = rand();
-        pick(vcpus).access(gpa, { write: kind < 0.5, fetch: kind > 0.9 });
+        const write = kind < 0.5;
+        const fetch = kind > 0.9;
+        const vcpu = pick(vcpus);
+        const res = vcpu.access(gpa, { write, fetch });
+        const bad = res.fault || res.mmio ? "" : afterAccess(vm, vcpu, gpa / PAGE, write, fetch);
+        if (bad !== "" && failures.length === 0) failures.push(`step ${step} (access): ${bad}`);
       }
     } else if (r < 0.65) {
       op = "zapGfnRange";

@@ -7,8 +7,11 @@
  *
  * A per-vCPU walk cache remembers, for each 2 MiB region, the table holding the last leaf found
  * there and re-reads that leaf on every use; it is dropped whenever a table is unlinked or freed
- * (`MmuPageStore.topologyEpoch`) or the vCPU loads another root. A hit is what the full walk
- * would find: an accelerator of the simulator, not a model of the CPU's TLB.
+ * (`MmuPageStore.topologyEpoch`) or the vCPU loads another root. For the data access at the end
+ * of a guest walk a second one keeps one bit per gfn: "the leaf allows every access and has A
+ * and D already", so the CPU would use it and write nothing; it is dropped whenever any spte
+ * changes (`MmuPageStore.spteEpoch`), the root changes or the memslots do. A hit in either is
+ * what the full walk would find: accelerators of the simulator, not a model of the CPU's TLB.
  */
 import {
   PFERR_FETCH_MASK,
@@ -52,6 +55,12 @@ const MAX_RETRIES = 8;
 const WALK_CACHE_SIZE = 1024;
 const WALK_CACHE_MASK = WALK_CACHE_SIZE - 1;
 const NO_TABLE = new Uint32Array(0);
+/** gfns the complete-leaf bits cover: 2^26 (256 GiB of guest-physical space, 8 MiB of bits). */
+const COMPLETE_MAX_GFN = 2 ** 26;
+/** A leaf with all of these allows any access and takes no A/D write. */
+const COMPLETE_SPTE = SPTE_MMU_PRESENT | SPTE_R | SPTE_W | SPTE_X | SPTE_A | SPTE_D;
+/** Words of set bits remembered for a cheap reset (beyond: clear them all). */
+const COMPLETE_LOG = 4096;
 
 /** One vCPU's EPT walker. */
 export class EptWalker {
@@ -72,6 +81,14 @@ export class EptWalker {
   private readonly wcLevel: Uint8Array = new Uint8Array(WALK_CACHE_SIZE);
   private cacheTopology = -1;
   private cacheRoot = -1;
+  // Complete-leaf bits: bit gfn set when gfn's leaf has every bit of COMPLETE_SPTE and maps the
+  // frame its memslot gives (pfn = hva >> 12), for spte epoch / root / memslot generation below.
+  private complete: Uint32Array = new Uint32Array(0);
+  private readonly completeLog: Int32Array = new Int32Array(COMPLETE_LOG);
+  private nCompleteLog = 0;
+  private completeEpoch = -1;
+  private completeRoot = -1;
+  private completeGeneration = -1;
 
   constructor(vm: VmMmu, mmu: KvmMmu, vcpu: KvmVcpuCommon) {
     this.vm = vm;
@@ -91,6 +108,22 @@ export class EptWalker {
     const write = (pfec & PFERR_WRITE_MASK) !== 0;
     const fetch = (pfec & PFERR_FETCH_MASK) !== 0;
     const store = this.store;
+    if (final) {
+      if (
+        store.spteEpoch !== this.completeEpoch ||
+        this.mmu.root !== this.completeRoot ||
+        this.slots.generation !== this.completeGeneration
+      )
+        this.resetComplete();
+      if (
+        gfn < this.complete.length * 32 &&
+        ((this.complete[gfn >>> 5]! >>> (gfn & 31)) & 1) !== 0
+      ) {
+        const slot = this.slots.gfnToSlot(gfn)!;
+        this.writable = true;
+        return slot.baseHvfn + (gfn - slot.baseGfn);
+      }
+    }
     if (store.topologyEpoch !== this.cacheTopology || this.mmu.root !== this.cacheRoot) {
       this.wcRegion.fill(-1);
       this.cacheTopology = store.topologyEpoch;
@@ -108,10 +141,13 @@ export class EptWalker {
         const need = write ? SPTE_W | SPTE_A | SPTE_D : fetch ? SPTE_X | SPTE_A : SPTE_R | SPTE_A;
         if ((lo & need) === need) {
           this.writable = (lo & SPTE_W) !== 0;
-          const pfn = sptePfn(lo, spt[i + 1]!);
-          if (level === 1) return pfn;
-          const span = GFN_SPAN[level]!;
-          return pfn + (gfn - Math.floor(gfn / span) * span);
+          let pfn = sptePfn(lo, spt[i + 1]!);
+          if (level !== 1) {
+            const span = GFN_SPAN[level]!;
+            pfn += gfn - Math.floor(gfn / span) * span;
+          }
+          if (final && (lo & COMPLETE_SPTE) === COMPLETE_SPTE) this.markComplete(gfn, pfn);
+          return pfn;
         }
         const pfn = this.leafAccess(spt, i, lo, spt[i + 1]!, level, gfn, write, fetch, final);
         if (pfn >= 0) return pfn;
@@ -135,6 +171,8 @@ export class EptWalker {
           final,
         );
         if (pfn >= 0) {
+          if (final && (spt[last.idx * 2]! & COMPLETE_SPTE) === COMPLETE_SPTE)
+            this.markComplete(gfn, pfn);
           if (store.topologyEpoch === this.cacheTopology && this.mmu.root === this.cacheRoot) {
             this.wcRegion[c] = region;
             this.wcSpt[c] = spt;
@@ -162,6 +200,40 @@ export class EptWalker {
       "kvm_mmu_page_fault",
       `gpa 0x${(gfn * 4096).toString(16)} still faults after ${MAX_RETRIES} retries`,
     );
+  }
+
+  /** Forget every complete-leaf bit (an spte, the root or the memslots changed). */
+  private resetComplete(): void {
+    const bits = this.complete;
+    if (this.nCompleteLog > COMPLETE_LOG) bits.fill(0);
+    else for (let i = 0; i < this.nCompleteLog; i++) bits[this.completeLog[i]!] = 0;
+    this.nCompleteLog = 0;
+    this.completeEpoch = this.store.spteEpoch;
+    this.completeRoot = this.mmu.root;
+    this.completeGeneration = this.slots.generation;
+  }
+
+  /**
+   * Remember that gfn's leaf is complete (see {@link COMPLETE_SPTE}), if it maps the frame its
+   * writable memslot gives, so that a hit can take the frame from the memslot.
+   */
+  private markComplete(gfn: number, pfn: number): void {
+    if (gfn >= COMPLETE_MAX_GFN) return;
+    const slot = this.slots.gfnToSlot(gfn);
+    if (slot === undefined || slot.readonly || slot.baseHvfn + (gfn - slot.baseGfn) !== pfn) return;
+    const w = gfn >>> 5;
+    if (w >= this.complete.length) {
+      let n = Math.max(this.complete.length, 1024);
+      while (n <= w) n *= 2;
+      const grown = new Uint32Array(Math.min(n, COMPLETE_MAX_GFN / 32));
+      grown.set(this.complete);
+      this.complete = grown;
+    }
+    if (this.complete[w] === 0) {
+      if (this.nCompleteLog < COMPLETE_LOG) this.completeLog[this.nCompleteLog] = w;
+      this.nCompleteLog++;
+    }
+    this.complete[w] = (this.complete[w]! | (1 << (gfn & 31))) >>> 0;
   }
 
   /** The VM exit: KVM handles the fault for this vCPU, then the vCPU re-enters the guest. */

@@ -71,6 +71,11 @@ export interface TableSource {
 /** Entries of {@link GuestTables} (direct-mapped by the low bits of the table gfn). */
 export const GUEST_TABLES_SIZE = 4096;
 const GUEST_TABLES_MASK = GUEST_TABLES_SIZE - 1;
+/** Words of a {@link GuestTables} entry. */
+export const E_KEY_LO = 0;
+export const E_KEY_HI = 1;
+export const E_WORD = 2;
+export const E_WRITABLE = 3;
 
 /**
  * The walker's view of guest page tables: a direct-mapped cache, table gfn → where the frame's
@@ -83,14 +88,14 @@ const GUEST_TABLES_MASK = GUEST_TABLES_SIZE - 1;
  * still reads every level's entry).
  */
 export class GuestTables {
-  /** Address bits 31:12 of each entry's table (`gfn & 0xfffff`). */
-  readonly keyLo: Int32Array = new Int32Array(GUEST_TABLES_SIZE);
-  /** Address bits 51:32 (`gfn >> 20`), -1 when the entry is empty. */
-  readonly keyHi: Int32Array = new Int32Array(GUEST_TABLES_SIZE).fill(-1);
-  /** Arena index of the frame's word 0 (see `GuestMemory.frameWord`). */
-  readonly word: Int32Array = new Int32Array(GUEST_TABLES_SIZE);
-  /** Whether the walker may write A/D into the frame (its slot is not read-only). */
-  readonly writable: Uint8Array = new Uint8Array(GUEST_TABLES_SIZE);
+  /**
+   * The entries, four words each, so that one entry is one cache line's quarter: address bits
+   * 31:12 of the table ({@link E_KEY_LO}), bits 51:32 or -1 when empty ({@link E_KEY_HI}), the
+   * arena index of the frame's word 0 ({@link E_WORD}, see `GuestMemory.frameWord`) and whether
+   * the walker may write A/D into it ({@link E_WRITABLE}: its slot is not read-only). An entry
+   * is named by the index of its first word.
+   */
+  readonly entries: Int32Array = new Int32Array(GUEST_TABLES_SIZE * 4);
   /** Entries filled since the last {@link invalidate} (so that it empties only those). */
   private readonly filled: Int32Array = new Int32Array(GUEST_TABLES_SIZE);
   private nFilled = 0;
@@ -108,19 +113,21 @@ export class GuestTables {
     this.regs = regs;
     this.memory = memory;
     this.words = memory.arena;
+    for (let c = 0; c < this.entries.length; c += 4) this.entries[c + E_KEY_HI] = -1;
   }
 
   /**
-   * Entry index holding table frame `gfn`, filled from the source on a miss, or -1 when no
-   * memslot backs it; {@link words} is where its words are.
+   * Entry holding table frame `gfn`, filled from the source on a miss, or -1 when no memslot
+   * backs it; {@link words} is where its words are.
    */
   lookup(gfn: number): number {
     const lo = gfn % 1048576;
-    const c = lo & GUEST_TABLES_MASK;
+    const c = (lo & GUEST_TABLES_MASK) << 2;
+    const e = this.entries;
     this.words = this.memory.arena;
-    if (this.keyLo[c] === lo && this.keyHi[c] === (gfn - lo) / 1048576) return c;
+    if (e[c + E_KEY_LO] === lo && e[c + E_KEY_HI] === (gfn - lo) / 1048576) return c;
     if (!this.source.fillTable(this, gfn, c)) return -1;
-    if (this.keyHi[c] === -1) this.words = this.zeros;
+    if (e[c + E_KEY_HI] === -1) this.words = this.zeros;
     return c;
   }
 
@@ -130,26 +137,50 @@ export class GuestTables {
    * a place of its own).
    */
   set(c: number, gfn: number, word: number, writable: boolean): void {
-    this.writable[c] = writable ? 1 : 0;
+    const e = this.entries;
+    e[c + E_WRITABLE] = writable ? 1 : 0;
     if (word < 0) {
-      this.keyHi[c] = -1;
-      this.word[c] = 0;
+      e[c + E_KEY_HI] = -1;
+      e[c + E_WORD] = 0;
       return;
     }
-    if (this.keyHi[c] === -1 && this.nFilled < GUEST_TABLES_SIZE) this.filled[this.nFilled++] = c;
+    if (e[c + E_KEY_HI] === -1 && this.nFilled < GUEST_TABLES_SIZE) this.filled[this.nFilled++] = c;
     const lo = gfn % 1048576;
-    this.keyLo[c] = lo;
-    this.keyHi[c] = (gfn - lo) / 1048576;
-    this.word[c] = word;
+    e[c + E_KEY_LO] = lo;
+    e[c + E_KEY_HI] = (gfn - lo) / 1048576;
+    e[c + E_WORD] = word;
   }
 
   /** Drop every entry. */
   invalidate(): void {
-    const keyHi = this.keyHi;
-    if (this.nFilled >= GUEST_TABLES_SIZE) keyHi.fill(-1);
-    else for (let i = 0; i < this.nFilled; i++) keyHi[this.filled[i]!] = -1;
+    const e = this.entries;
+    if (this.nFilled >= GUEST_TABLES_SIZE)
+      for (let c = 0; c < e.length; c += 4) e[c + E_KEY_HI] = -1;
+    else for (let i = 0; i < this.nFilled; i++) e[this.filled[i]! + E_KEY_HI] = -1;
     this.nFilled = 0;
   }
+}
+
+/**
+ * @internal Record, for level index `li`, where entry `c`'s table is and whether it may be
+ * written, and read the gpte at byte `offset` of it into `w.ptesLo/ptesHi` (after
+ * {@link GuestTables.lookup}, which set `t.words`).
+ */
+export function takeGpte(
+  w: GuestWalker,
+  t: GuestTables,
+  li: number,
+  c: number,
+  offset: number,
+  wide: boolean,
+): void {
+  const e = t.entries;
+  const word = e[c + E_WORD]!;
+  const words = t.words;
+  w.tableWord[li] = e[c + E_KEY_HI] === -1 ? -1 : word;
+  w.pteWritable[li] = e[c + E_WRITABLE]!;
+  w.ptesLo[li] = words[word + (offset >>> 2)]!;
+  w.ptesHi[li] = wide ? words[word + (offset >>> 2) + 1]! : 0;
 }
 
 /** Result/state of one walk (`struct guest_walker`); reused across walks. */
@@ -295,9 +326,7 @@ export function walkAddrGeneric(
   // Effective rights so far, as ACC bits: exec (= P xor NX) | W | U.
   let pteAccess = 7;
   let accessedAll = PT_ACCESSED_MASK;
-  const keyLo = t.keyLo;
-  const keyHi = t.keyHi;
-  const words = t.word;
+  const entries = t.entries;
   let arena = t.memory.arena;
   const rsvdLo = mmu.rsvdLo;
   const rsvdHi = mmu.rsvdHi;
@@ -319,10 +348,10 @@ export function walkAddrGeneric(
       gfnLo = pteLo >>> 12;
       gfnHi = 0;
     }
-    const c = gfnLo & GUEST_TABLES_MASK;
+    const c = (gfnLo & GUEST_TABLES_MASK) << 2;
     let wi: number;
-    if (keyLo[c] === gfnLo && keyHi[c] === gfnHi) {
-      wi = words[c]! + offset;
+    if (entries[c + E_KEY_LO] === gfnLo && entries[c + E_KEY_HI] === gfnHi) {
+      wi = entries[c + E_WORD]! + offset;
     } else {
       const tableGfn = gfnHi * 1048576 + gfnLo;
       if (!t.source.fillTable(t, tableGfn, c)) {
@@ -333,14 +362,14 @@ export function walkAddrGeneric(
       }
       // The fill may have backed nothing (zeros) or grown the arena.
       arena = t.memory.arena;
-      if (keyHi[c] === -1) {
+      if (entries[c + E_KEY_HI] === -1) {
         pteLo = 0;
         pteHi = 0;
         reads++;
         w.gpteReads += reads;
         return failWalk(w, mmu, level, WALK_NOT_PRESENT, access);
       }
-      wi = words[c]! + offset;
+      wi = entries[c + E_WORD]! + offset;
     }
     pteLo = arena[wi]!;
     pteHi = wide ? arena[wi + 1]! : 0;
@@ -419,12 +448,9 @@ export function recordLevels(
       w.ptesLo[li] = w.ptesHi[li] = 0;
       return;
     }
-    const words = t.words;
-    const word = t.word[c]!;
-    w.tableWord[li] = t.keyHi[c] === -1 ? -1 : word;
-    w.pteWritable[li] = t.writable[c]!;
-    pteLo = w.ptesLo[li] = words[word + (offset >>> 2)]!;
-    pteHi = w.ptesHi[li] = wide ? words[word + (offset >>> 2) + 1]! : 0;
+    takeGpte(w, t, li, c, offset, wide);
+    pteLo = w.ptesLo[li]!;
+    pteHi = w.ptesHi[li]!;
     pteAccess &= (pteLo & 7) ^ (pteHi >>> 31);
   }
 }
@@ -504,12 +530,7 @@ export function readGpte(
     w.failure = WALK_NO_TABLE;
     return false;
   }
-  const words = t.words;
-  const word = t.word[c]!;
-  w.tableWord[li] = t.keyHi[c] === -1 ? -1 : word;
-  w.pteWritable[li] = t.writable[c]!;
-  w.ptesLo[li] = words[word + (offset >>> 2)]!;
-  w.ptesHi[li] = wide ? words[word + (offset >>> 2) + 1]! : 0;
+  takeGpte(w, t, li, c, offset, wide);
   w.gpteReads++;
   return true;
 }
