@@ -115,6 +115,11 @@ const CR4_BASE =
 const EFER_KNOWN =
   EFER_SCE | EFER_LME | EFER_LMA | EFER_NX | (1 << 12) | (1 << 13) | (1 << 14) | (1 << 15);
 
+/** A boolean option's allowed values. */
+function isFlag(v: unknown): boolean {
+  return v === undefined || v === true || v === false;
+}
+
 /** A virtual CPU (the model; notebooks get the `Vcpu` of `vm.createVcpu()`). */
 export class KvmVcpu implements KvmVcpuCommon {
   /** The VM (its generic part). */
@@ -393,52 +398,57 @@ export class KvmVcpu implements KvmVcpuCommon {
     kvmInitMmu(this.mmu, regs, this.kvm.features, this.kvm.maxPhysAddrBits, this.vmMmu);
   }
 
-  /** @internal Parse access options into PFERR bits. */
+  /** @internal Parse access options into PFERR bits (errors from {@link badAccess}). */
   accessBits(opts: AccessOptions | undefined): number {
     if (opts === undefined) return this.cpl === 3 ? PFERR_USER_MASK : 0;
+    if (opts === null || typeof opts !== "object") return this.badAccess(opts);
+    // Every enumerable key must be one of the four (for-in: no array per access).
+    for (const k in opts) {
+      if (k !== "write" && k !== "fetch" && k !== "user" && k !== "implicit")
+        return this.badAccess(opts);
+    }
+    const write = opts.write;
+    const fetch = opts.fetch;
+    const implicitOpt = opts.implicit;
+    let user = opts.user;
+    if (!isFlag(write) || !isFlag(fetch) || !isFlag(user) || !isFlag(implicitOpt))
+      return this.badAccess(opts);
+    if (write === true && fetch === true) return this.badAccess(opts);
+    if (user === undefined) user = this.cpl === 3 && implicitOpt !== true;
+    else if (user && implicitOpt === true) return this.badAccess(opts);
+    // A supervisor-mode access made while CPL = 3 is implicit by definition (x86 SMAP rules).
+    const implicit = implicitOpt === true || (!user && this.cpl === 3);
+    return (
+      (write === true ? PFERR_WRITE_MASK : 0) |
+      (fetch === true ? PFERR_FETCH_MASK : 0) |
+      (user ? PFERR_USER_MASK : 0) |
+      (implicit ? PFERR_IMPLICIT_ACCESS : 0)
+    );
+  }
+
+  /** The error for access options {@link accessBits} refused (kept out of its hot path). */
+  private badAccess(opts: unknown): never {
     if (opts === null || typeof opts !== "object")
       throw new InvalidArgumentError(
         "access",
         opts,
         "an object { write?, fetch?, user?, implicit? }",
       );
-    // Every enumerable key must be one of the four (for-in: no array per access).
     for (const k in opts) {
       if (k !== "write" && k !== "fetch" && k !== "user" && k !== "implicit")
         throw new InvalidArgumentError("access", k, "keys write, fetch, user, implicit");
     }
-    const write = opts.write;
-    const fetch = opts.fetch;
-    const implicitOpt = opts.implicit;
-    let user = opts.user;
-    if (
-      (write !== undefined && typeof write !== "boolean") ||
-      (fetch !== undefined && typeof fetch !== "boolean") ||
-      (user !== undefined && typeof user !== "boolean") ||
-      (implicitOpt !== undefined && typeof implicitOpt !== "boolean")
-    ) {
-      for (const k of ["write", "fetch", "user", "implicit"] as const) {
-        const v = opts[k];
-        if (v !== undefined && typeof v !== "boolean")
-          throw new InvalidArgumentError(`access.${k}`, v, "true, false or undefined");
-      }
+    const o = opts as AccessOptions;
+    for (const k of ["write", "fetch", "user", "implicit"] as const) {
+      if (!isFlag(o[k]))
+        throw new InvalidArgumentError(`access.${k}`, o[k], "true, false or undefined");
     }
-    if (write && fetch)
+    if (o.write && o.fetch)
       throw new InvalidArgumentError("access", opts, "at most one of write and fetch");
-    user ??= this.cpl === 3 && !implicitOpt;
-    if (user && implicitOpt)
-      throw new InvalidArgumentError(
-        "access",
-        opts,
-        "implicit accesses are supervisor accesses (user must be false)",
-      );
-    // A supervisor-mode access made while CPL = 3 is implicit by definition (x86 SMAP rules).
-    const implicit = implicitOpt === true || (!user && this.cpl === 3);
-    return (
-      (write ? PFERR_WRITE_MASK : 0) |
-      (fetch ? PFERR_FETCH_MASK : 0) |
-      (user ? PFERR_USER_MASK : 0) |
-      (implicit ? PFERR_IMPLICIT_ACCESS : 0)
+    throw new InvalidArgumentError(
+      "access",
+      opts,
+      "implicit accesses are supervisor accesses (user must be false)",
     );
   }
 
@@ -473,22 +483,24 @@ export class KvmVcpu implements KvmVcpuCommon {
    * and the CPU learns which table frames it cached are still exact.
    */
   enterGuest(): void {
-    const vm = this.vmMmu;
-    if (vm !== null && (this.requests !== 0 || this.mmu.root < 0)) {
-      // vcpu_enter_guest runs on this vCPU's CPU, outside guest mode: a flush it causes kicks
-      // nobody here.
-      this.mode = OUTSIDE_GUEST_MODE;
-      const kvm = this.kvm;
-      const prev = kvm.running;
-      kvm.running = this;
-      try {
-        vm.enterGuest(this, this.mmu);
-      } finally {
-        kvm.running = prev;
-      }
-    }
+    if (this.vmMmu !== null && (this.requests !== 0 || this.mmu.root < 0)) this.serviceRequests();
     if (this.mode !== IN_GUEST_MODE) this.mode = IN_GUEST_MODE;
     this.cpu.refreshTables();
+  }
+
+  /** The slow part of {@link enterGuest}, kept apart so that the check above stays inlined. */
+  private serviceRequests(): void {
+    // vcpu_enter_guest runs on this vCPU's CPU, outside guest mode: a flush it causes kicks
+    // nobody here.
+    this.mode = OUTSIDE_GUEST_MODE;
+    const kvm = this.kvm;
+    const prev = kvm.running;
+    kvm.running = this;
+    try {
+      this.vmMmu!.enterGuest(this, this.mmu);
+    } finally {
+      kvm.running = prev;
+    }
   }
 
   /**
@@ -532,10 +544,19 @@ export class KvmVcpu implements KvmVcpuCommon {
    * `{fault:true, vector:13, errorCode:0}` for a non-canonical address.
    */
   access(gva: number | bigint, opts?: AccessOptions): AccessResult {
-    const g = splitU64("gva", gva, this.scratch);
+    let hi: number;
+    let lo: number;
+    if (typeof gva === "number" && gva >= 0 && gva <= Number.MAX_SAFE_INTEGER && gva % 1 === 0) {
+      hi = Math.floor(gva / 4294967296);
+      lo = gva >>> 0;
+    } else {
+      const g = splitU64("gva", gva, this.scratch);
+      hi = g.hi;
+      lo = g.lo;
+    }
     const access = this.accessBits(opts);
-    if (!this.gvaOk(g.hi, gva)) return this.gpFault();
-    const r = this.walkGva(g.hi, g.lo, access);
+    if (!this.gvaOk(hi, gva)) return this.gpFault();
+    const r = this.walkGva(hi, lo, access);
     if (r < 0) return this.pageFault();
     return this.finish(r, access);
   }
