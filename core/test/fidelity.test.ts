@@ -1,5 +1,5 @@
 /**
- * Fidelity checks for four behaviours that were fixed recently. Each block names the kernel
+ * Fidelity checks for five behaviours that were fixed recently. Each block names the kernel
  * function whose rule it checks; every expected value is derived in the test from that rule
  * (the comment next to it gives the count), not copied from a run of the simulator.
  *
@@ -8,6 +8,8 @@
  *  3. kvm_flush_remote_tlbs / kvm_make_all_cpus_request: requests vs. kicks, and tlb_flush.
  *  4. kvm_swap_active_memslots / kvm_invalidate_memslot: the memslot generation, and the MMIO
  *     sptes of handle_mmio_page_fault that it makes stale.
+ *  5. The CPU's EPT walk uses the sptes as KVM last set them (write protection for dirty logging,
+ *     zaps, MMU-notifier invalidations), however often it used the old ones.
  */
 import { describe, expect, it } from "vitest";
 import { createVm, GuestPageTableBuilder, type Vcpu, type Vm } from "../src";
@@ -592,4 +594,63 @@ describe("handle_mmio_page_fault (mmu.c): MMIO sptes carry the memslot generatio
     expect(vm.stats.pf_mmio_spte_created).toBe(2);
     expect(vm.audit()).toEqual([]);
   });
+});
+
+// ---------------------------------------------------------------------------------------------
+// 5. The CPU's EPT walk after a change of sptes (vmx.c: the CPU uses whatever KVM left in the
+//    tables, and every change KVM makes goes through its spte setters)
+// ---------------------------------------------------------------------------------------------
+
+describe("EPT walk: an access uses the spte as it is now, however often the leaf was used before", () => {
+  const X = 0x123; // a gfn inside the 4 MiB slot
+  function used(flavor: "tdp_mmu" | "legacy_direct") {
+    const vm = createVm({ features: { mmuFlavor: flavor } });
+    const region = (flags: number) =>
+      vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 4 * MIB, flags });
+    region(0);
+    const vcpu = vm.createVcpu();
+    // One fault maps X writable with A and D; the next accesses use the leaf as it is.
+    for (let i = 0; i < 4; i++) vcpu.access(X * PAGE, { write: true });
+    expect(vm.stats.pf_taken).toBe(1);
+    return { vm, vcpu, region };
+  }
+
+  for (const flavor of ["tdp_mmu", "legacy_direct"] as const) {
+    it(`${flavor}: logging on and KVM_GET_DIRTY_LOG remove W, so the next write faults and marks X`, () => {
+      const { vm, vcpu, region } = used(flavor);
+      // kvm_mmu_slot_apply_flags → kvm_mmu_slot_remove_write_access: X's leaf loses W.
+      region(KVM_MEM_LOG_DIRTY_PAGES);
+      let before = vm.stats.pf_taken;
+      vcpu.access(X * PAGE, { write: true });
+      expect(vm.stats.pf_taken - before).toBe(1);
+      expect(vm.memslots.get(0)!.testDirty(X)).toBe(true);
+      for (let i = 0; i < 3; i++) vcpu.access(X * PAGE, { write: true });
+      // KVM_GET_DIRTY_LOG clears the bit and write-protects the dirty page again.
+      vm.getDirtyLog(0);
+      expect(vm.memslots.get(0)!.testDirty(X)).toBe(false);
+      before = vm.stats.pf_taken;
+      vcpu.access(X * PAGE, { write: true });
+      expect(vm.stats.pf_taken - before).toBe(1);
+      expect(vm.memslots.get(0)!.testDirty(X)).toBe(true);
+      // Reads never needed W: no fault.
+      before = vm.stats.pf_taken;
+      vcpu.access(X * PAGE, {});
+      expect(vm.stats.pf_taken - before).toBe(0);
+      expect(vm.audit()).toEqual([]);
+    });
+
+    it(`${flavor}: after kvm_zap_gfn_range or an MMU-notifier invalidation X faults again`, () => {
+      const { vm, vcpu } = used(flavor);
+      vm.zapGfnRange(X, X + 1);
+      let before = vm.stats.pf_fixed;
+      vcpu.access(X * PAGE, {});
+      expect(vm.stats.pf_fixed - before).toBe(1);
+      for (let i = 0; i < 3; i++) vcpu.access(X * PAGE, { write: true });
+      vm.mmuNotifierInvalidate(X, X + 1);
+      before = vm.stats.pf_fixed;
+      vcpu.access(X * PAGE, { write: true });
+      expect(vm.stats.pf_fixed - before).toBe(1);
+      expect(vm.audit()).toEqual([]);
+    });
+  }
 });

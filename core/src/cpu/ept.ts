@@ -82,7 +82,8 @@ export class EptWalker {
   private cacheTopology = -1;
   private cacheRoot = -1;
   // Complete-leaf bits: bit gfn set when gfn's leaf has every bit of COMPLETE_SPTE and maps the
-  // frame its memslot gives (pfn = hva >> 12), for spte epoch / root / memslot generation below.
+  // frame its memslot gives (pfn = hva >> 12), for the spte epoch / root / memslot generation
+  // below, which are those of the first bit set since the last reset (no bit set: no check).
   private complete: Uint32Array = new Uint32Array(0);
   private readonly completeLog: Int32Array = new Int32Array(COMPLETE_LOG);
   private nCompleteLog = 0;
@@ -108,14 +109,14 @@ export class EptWalker {
     const write = (pfec & PFERR_WRITE_MASK) !== 0;
     const fetch = (pfec & PFERR_FETCH_MASK) !== 0;
     const store = this.store;
-    if (final) {
+    if (final && this.nCompleteLog !== 0) {
       if (
         store.spteEpoch !== this.completeEpoch ||
         this.mmu.root !== this.completeRoot ||
         this.slots.generation !== this.completeGeneration
       )
         this.resetComplete();
-      if (
+      else if (
         gfn < this.complete.length * 32 &&
         ((this.complete[gfn >>> 5]! >>> (gfn & 31)) & 1) !== 0
       ) {
@@ -171,8 +172,8 @@ export class EptWalker {
           final,
         );
         if (pfn >= 0) {
-          if (final && (spt[last.idx * 2]! & COMPLETE_SPTE) === COMPLETE_SPTE)
-            this.markComplete(gfn, pfn);
+          // No complete-leaf bit here: this path follows a fault (or a new table) more often
+          // than not, and the next fault would drop it; the walk-cache hit above sets it.
           if (store.topologyEpoch === this.cacheTopology && this.mmu.root === this.cacheRoot) {
             this.wcRegion[c] = region;
             this.wcSpt[c] = spt;
@@ -208,9 +209,6 @@ export class EptWalker {
     if (this.nCompleteLog > COMPLETE_LOG) bits.fill(0);
     else for (let i = 0; i < this.nCompleteLog; i++) bits[this.completeLog[i]!] = 0;
     this.nCompleteLog = 0;
-    this.completeEpoch = this.store.spteEpoch;
-    this.completeRoot = this.mmu.root;
-    this.completeGeneration = this.slots.generation;
   }
 
   /**
@@ -221,6 +219,12 @@ export class EptWalker {
     if (gfn >= COMPLETE_MAX_GFN) return;
     const slot = this.slots.gfnToSlot(gfn);
     if (slot === undefined || slot.readonly || slot.baseHvfn + (gfn - slot.baseGfn) !== pfn) return;
+    if (this.nCompleteLog === 0) {
+      // The first bit since the last reset: the bits are valid for the state now.
+      this.completeEpoch = this.store.spteEpoch;
+      this.completeRoot = this.mmu.root;
+      this.completeGeneration = this.slots.generation;
+    }
     const w = gfn >>> 5;
     if (w >= this.complete.length) {
       let n = Math.max(this.complete.length, 1024);

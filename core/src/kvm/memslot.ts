@@ -176,6 +176,8 @@ export class MemSlots {
    * Address space 0's generation is therefore always even.
    */
   generation = 0;
+  /** Slots with KVM_MEM_LOG_DIRTY_PAGES (`kvm->nr_memslots_dirty_logging`). */
+  nrMemslotsDirtyLogging = 0;
 
   constructor(
     /** Guest MAXPHYADDR: slots must end below 2^maxPhysAddrBits. */
@@ -437,6 +439,7 @@ export class MemSlots {
     this.bases = Float64Array.from(this.sorted, (s) => s.baseGfn);
     this.ends = Float64Array.from(this.sorted, (s) => s.baseGfn + s.npages);
     this.last = undefined;
+    this.nrMemslotsDirtyLogging = this.sorted.filter((s) => s.dirtyBitmap !== null).length;
     this.generation += u.change === "delete" || u.change === "move" ? 4 : 2;
   }
 }

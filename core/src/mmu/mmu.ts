@@ -35,7 +35,7 @@ import {
   type Kvm,
   type KvmVcpuCommon,
 } from "../kvm/kvm_main";
-import type { MemSlot } from "../kvm/memslot";
+import type { MemSlot, MemSlots } from "../kvm/memslot";
 import { type KvmStats, updatePageStats } from "../kvm/stats";
 import {
   childRole,
@@ -1128,6 +1128,8 @@ export class ShadowMmu {
 export class VmMmu implements MmuCore {
   /** The generic VM (memslots, stats, vCPUs, remote flushes). */
   readonly kvm: Kvm;
+  /** The VM's memslots (`kvm->memslots`; the object stays, its contents change). */
+  readonly slots: MemSlots;
   readonly store: MmuPageStore;
   readonly stats: KvmStats;
   readonly trace = new MmuTrace();
@@ -1153,6 +1155,7 @@ export class VmMmu implements MmuCore {
   constructor(kvm: Kvm) {
     const f = kvm.features;
     this.kvm = kvm;
+    this.slots = kvm.memslots;
     this.features = f;
     this.stats = kvm.vmStat;
     this.store = new MmuPageStore(kvm.vmStat);
@@ -1167,10 +1170,6 @@ export class VmMmu implements MmuCore {
   }
 
   // ---- MmuCore ---------------------------------------------------------------------------
-
-  get slots() {
-    return this.kvm.memslots;
-  }
 
   /** `kvm_flush_remote_tlbs` (counted by the VM; see `Kvm.flushRemoteTlbs`). */
   flushRemoteTlbs(reason: string): void {
@@ -1550,7 +1549,7 @@ export function kvmTdpPageFault(core: MmuCore, mmu: KvmMmu, fault: KvmPageFault)
   const vm = core as VmMmu;
   const gfn = Math.floor((fault.addrHi * 4294967296 + fault.addrLo) / 4096);
   fault.gfn = gfn;
-  fault.slot = vm.kvm.memslots.gfnToSlot(gfn) ?? null;
+  fault.slot = vm.slots.gfnToSlot(gfn) ?? null;
   if (fault.present && fault.write && !fault.rsvd) {
     const r = vm.fastPageFault(mmu, fault);
     if (r !== RET_PF_INVALID) {

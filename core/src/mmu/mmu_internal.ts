@@ -198,7 +198,8 @@ export class KvmPageFault {
 
   /**
    * `kvm_mmu_do_page_fault`'s initialiser: arguments, the error-code bits, and the defaults
-   * `max_level` = KVM_MAX_HUGEPAGE_LEVEL, `req_level` = `goal_level` = 4K.
+   * `max_level` = KVM_MAX_HUGEPAGE_LEVEL, `req_level` = `goal_level` = 4K. The outputs keep the
+   * previous fault's values until the handler sets them.
    */
   init(addrHi: number, addrLo: number, errorCode: number, prefetch: boolean, isTdp: boolean): void {
     this.addrHi = addrHi;
@@ -215,12 +216,10 @@ export class KvmPageFault {
     this.maxLevel = KVM_MAX_HUGEPAGE_LEVEL;
     this.reqLevel = 1;
     this.goalLevel = 1;
-    this.gfn = 0;
-    this.slot = null;
-    this.mmuSeq = 0;
-    this.pfn = 0;
-    this.mapWritable = false;
     this.writeFaultToShadowPgtable = false;
+    // gfn and slot (set first by every handler), mmu_seq, pfn and map_writable (set by
+    // kvm_faultin_pfn before anything reads them) are outputs: not cleared here, where KVM's
+    // initialiser zeroes them, to keep the per-fault cost down.
   }
 }
 

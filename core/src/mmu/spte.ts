@@ -165,33 +165,26 @@ export function makeSpte(
   hostWritable: boolean,
   canWrite: boolean,
 ): void {
-  let lo = SPTE_MMU_PRESENT | SPTE_MT_WB_IPAT;
-  let hi = 0;
-  if (!prefetch) lo |= SPTE_A;
-  if (pteAccess & ACC_EXEC_MASK) lo |= SPTE_X;
-  if (pteAccess & ACC_USER_MASK) lo |= SPTE_R;
-  if (level > 1) lo |= SPTE_PS;
-  lo |= pfnLo(pfn);
-  hi |= pfnHi(pfn);
-  if (hostWritable) hi |= SPTE_HI_HOST_WRITABLE;
-  else pteAccess &= ~ACC_WRITE_MASK;
-  out.wrprot = false;
-  if (pteAccess & ACC_WRITE_MASK) {
-    lo |= SPTE_W;
-    hi |= SPTE_HI_MMU_WRITABLE;
-    // If the old spte was already writable KVM skips the unsync check and does not add D.
-    if ((oldLo & SPTE_W) === 0) {
-      if (!canWrite) {
-        out.wrprot = true;
-        lo &= ~SPTE_W;
-        hi &= ~SPTE_HI_MMU_WRITABLE;
-      } else {
-        lo |= SPTE_D;
-      }
-    }
-  }
-  out.lo = lo >>> 0;
-  out.hi = hi >>> 0;
+  // Written as few expressions (not a chain of ifs) so that it stays small enough for the JIT
+  // to inline it into the fault path.
+  const access = hostWritable ? pteAccess : pteAccess & ~ACC_WRITE_MASK;
+  const lo =
+    SPTE_MMU_PRESENT |
+    SPTE_MT_WB_IPAT |
+    (prefetch ? 0 : SPTE_A) |
+    ((access & ACC_EXEC_MASK) !== 0 ? SPTE_X : 0) |
+    ((access & ACC_USER_MASK) !== 0 ? SPTE_R : 0) |
+    (level > 1 ? SPTE_PS : 0) |
+    pfnLo(pfn);
+  const hi = pfnHi(pfn) | (hostWritable ? SPTE_HI_HOST_WRITABLE : 0);
+  // If the old spte was already writable KVM skips the unsync check and does not add D;
+  // otherwise a write-tracked gfn (canWrite false) gets no W.
+  const wasWritable = (oldLo & SPTE_W) !== 0;
+  const wrprot = (access & ACC_WRITE_MASK) !== 0 && !wasWritable && !canWrite;
+  const w = (access & ACC_WRITE_MASK) !== 0 && !wrprot;
+  out.wrprot = wrprot;
+  out.lo = (lo | (w ? SPTE_W | (wasWritable ? 0 : SPTE_D) : 0)) >>> 0;
+  out.hi = (hi | (w ? SPTE_HI_MMU_WRITABLE : 0)) >>> 0;
 }
 
 /** `make_nonleaf_spte`: RWX + A + MMU-present pointing at the child table's frame. */

@@ -130,8 +130,7 @@ export class TdpMmu {
     const isPresent = isShadowPresent(newLo);
     const wasLeaf = wasPresent && isLastSpte(oldLo, level);
     const isLeaf = isPresent && isLastSpte(newLo, level);
-    const pfnChanged = sptePfn(oldLo, oldHi) !== sptePfn(newLo, newHi);
-    if (wasLeaf && isLeaf && pfnChanged) {
+    if (wasLeaf && isLeaf && sptePfn(oldLo, oldHi) !== sptePfn(newLo, newHi)) {
       throw new MmuBugError(
         "handle_changed_spte",
         `present leaf for gfn 0x${gfn.toString(16)} at level ${level} replaced by another pfn`,
@@ -144,17 +143,23 @@ export class TdpMmu {
         else kvmMmuPageSetGfn(store, sp, idx, gfn);
       }
     }
-    // handle_changed_spte_dirty_log: a 4K leaf that becomes writable will be written.
+    // handle_changed_spte_dirty_log: a 4K leaf that becomes writable will be written (a leaf
+    // keeps its pfn, see above). Nothing to mark while no memslot logs.
     if (
       level === 1 &&
       isLeaf &&
       (newLo & SPTE_W) !== 0 &&
-      ((oldLo & SPTE_W) === 0 || !wasLeaf || pfnChanged)
+      ((oldLo & SPTE_W) === 0 || !wasLeaf) &&
+      this.core.slots.nrMemslotsDirtyLogging !== 0
     ) {
       const slot = this.core.slots.gfnToSlot(gfn);
       if (slot !== undefined) this.core.markPageDirtyInSlot(slot, gfn);
     }
-    if (wasPresent && !wasLeaf && (isLeaf || !isPresent || pfnChanged)) {
+    if (
+      wasPresent &&
+      !wasLeaf &&
+      (isLeaf || !isPresent || sptePfn(oldLo, oldHi) !== sptePfn(newLo, newHi))
+    ) {
       this.handleRemovedPt(store.pfnToSp(sptePfn(oldLo, oldHi)));
     }
   }
