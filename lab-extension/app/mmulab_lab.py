@@ -68,7 +68,9 @@ class MmulabLabApp(LabServerApp):
     load_other_extensions = False
     static_dir = BUILD
     templates_dir = os.path.join(BUILD, "templates")
-    app_settings_dir = os.path.join(BUILD, "application_settings")
+    # overrides.json: a new notebook starts the default kernel (mmulab) instead of asking, with
+    # the first kernelspec in alphabetical order (often Python) preselected.
+    app_settings_dir = os.path.join(HERE, "settings")
     schemas_dir = os.path.join(BUILD, "schemas")
     themes_dir = os.path.join(BUILD, "themes")
 

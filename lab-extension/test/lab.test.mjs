@@ -334,6 +334,31 @@ describe("JupyterLab from npm start, mmulab kernel, mmulab renderers", () => {
     await tree.screenshot({ path: path.join(artifacts, "simulated-pagetable.png") });
   });
 
+  test("File > New > Notebook starts the mmulab kernel without asking which", async () => {
+    ran.check();
+    await page.locator(".lm-MenuBar-itemLabel", { hasText: /^File$/ }).click();
+    await page.locator(".lm-Menu-itemLabel", { hasText: /^New$/ }).click();
+    await page.locator(".lm-Menu-itemLabel", { hasText: /^Notebook$/ }).click();
+    await page
+      .locator(".lm-TabBar-tab.lm-mod-current", { hasText: /Untitled\d*\.ipynb/ })
+      .waitFor({ timeout: LIMITS.action });
+    // The new notebook's session appears with the mmulab kernel, and no kernel dialog came first.
+    let kernels = [];
+    const deadline = Date.now() + LIMITS.action;
+    while (Date.now() < deadline) {
+      const r = await fetch(`${lab.base}/api/sessions?token=${lab.token}`);
+      kernels = (await r.json()).map((x) => `${x.path}: ${x.kernel?.name}`);
+      if (kernels.some((k) => /^Untitled\d*\.ipynb:/.test(k))) break;
+      assert.equal(await page.locator(".jp-Dialog").count(), 0, "a kernel dialog was shown");
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    assert.ok(
+      kernels.some((k) => /^Untitled\d*\.ipynb: mmulab$/.test(k)),
+      `sessions: ${kernels.join(", ")}`,
+    );
+    assert.equal(await page.locator(".jp-Dialog").count(), 0, "a kernel dialog was shown");
+  });
+
   test("no uncaught exception, no console error, nothing fetched from outside 127.0.0.1", () => {
     assertCleanPage({ pageErrors, httpErrors, consoleErrors, external });
   });
