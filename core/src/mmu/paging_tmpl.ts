@@ -427,28 +427,8 @@ export function recordLevels(
   const top = mmu.rootLevel === 3 ? Math.min(w.maxLevel, 2) : w.maxLevel;
   for (let level = top; level >= w.level; level--) {
     const li = level - 1;
-    let index: number;
-    let tableGfn: number;
-    let offset: number;
-    if (wide) {
-      index = pt64Index(hi, lo, level);
-      tableGfn = (pteHi & 0xfffff) * 1048576 + (pteLo >>> 12);
-      offset = index << 3;
-    } else {
-      index = level === 2 ? lo >>> 22 : (lo >>> 12) & 1023;
-      tableGfn = pteLo >>> 12;
-      offset = index << 2;
-    }
-    w.tableGfn[li] = tableGfn;
-    w.pteGpa[li] = tableGfn * 4096 + offset;
-    w.pteIndex[li] = index;
     w.ptAccess[li] = pteAccess;
-    const c = t.lookup(tableGfn);
-    if (c < 0) {
-      w.ptesLo[li] = w.ptesHi[li] = 0;
-      return;
-    }
-    takeGpte(w, t, li, c, offset, wide);
+    if (!locateGpte(w, t, level, hi, lo, wide, pteHi, pteLo)) return;
     pteLo = w.ptesLo[li]!;
     pteHi = w.ptesHi[li]!;
     pteAccess &= (pteLo & 7) ^ (pteHi >>> 31);
@@ -491,12 +471,12 @@ export function walkStart(w: GuestWalker, mmu: KvmMmu, lo: number): number {
 }
 
 /**
- * @internal Read the gpte of `level` from the table the parent entry (`pteHi`:`pteLo`) points
- * to: records table gfn, entry gpa and index, takes the table from `t` (a W|U access, as KVM's
- * `nested_access`, since A/D may be written) and stores the entry in `w.ptesLo/ptesHi`. Returns
- * false (failure recorded) when no memslot backs the table.
+ * @internal Find the gpte of `level` in the table the parent entry (`pteHi`:`pteLo`) points to
+ * and record it: table gfn, entry gpa and index, where the table's words are, the entry itself
+ * (`takeGpte`). Returns false, with the entry recorded as zero, when no memslot backs the table.
+ * Counts nothing: {@link readGpte} counts a walk's reads, {@link recordLevels} re-reads.
  */
-export function readGpte(
+function locateGpte(
   w: GuestWalker,
   t: GuestTables,
   level: number,
@@ -524,13 +504,35 @@ export function readGpte(
   w.pteIndex[li] = index;
   const c = t.lookup(tableGfn);
   if (c < 0) {
-    // No memslot behind the table: KVM's walker fails with a not-present #PF.
     w.ptesLo[li] = w.ptesHi[li] = 0;
+    return false;
+  }
+  takeGpte(w, t, li, c, offset, wide);
+  return true;
+}
+
+/**
+ * @internal Read the gpte of `level` from the table the parent entry (`pteHi`:`pteLo`) points
+ * to: records table gfn, entry gpa and index, takes the table from `t` (a W|U access, as KVM's
+ * `nested_access`, since A/D may be written) and stores the entry in `w.ptesLo/ptesHi`. Returns
+ * false (failure recorded) when no memslot backs the table.
+ */
+export function readGpte(
+  w: GuestWalker,
+  t: GuestTables,
+  level: number,
+  hi: number,
+  lo: number,
+  wide: boolean,
+  pteHi: number,
+  pteLo: number,
+): boolean {
+  if (!locateGpte(w, t, level, hi, lo, wide, pteHi, pteLo)) {
+    // No memslot behind the table: KVM's walker fails with a not-present #PF.
     w.level = level;
     w.failure = WALK_NO_TABLE;
     return false;
   }
-  takeGpte(w, t, li, c, offset, wide);
   w.gpteReads++;
   return true;
 }
