@@ -79,18 +79,7 @@ export function toUnsigned(name: string, v: unknown, bits: number, what?: string
   return n;
 }
 
-/** Combine halves into a bigint (for public results; never on hot paths). */
-export function joinU64(hi: number, lo: number): bigint {
-  return (BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0);
-}
-
 /** Lower-case `0x…` hex of a non-negative number below 2^53. */
 export function hexNum(n: number): string {
   return `0x${n.toString(16)}`;
-}
-
-/** Lower-case `0x…` hex of a 64-bit value given as halves (no leading zeros). */
-export function hexU64(hi: number, lo: number): string {
-  if (hi === 0) return `0x${(lo >>> 0).toString(16)}`;
-  return `0x${(hi >>> 0).toString(16)}${(lo >>> 0).toString(16).padStart(8, "0")}`;
 }

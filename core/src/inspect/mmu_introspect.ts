@@ -37,6 +37,7 @@ import {
   mmioSpteGfn,
   spteFlags,
   spteHex,
+  spteIndex,
   sptePfn,
 } from "../mmu/spte";
 import { LeafRunFolder } from "./snapshot_fold";
@@ -246,7 +247,7 @@ export class TdpWalk {
     let size = 0;
     let outcome: TdpWalk["outcome"] = "not present";
     while (sp >= 0) {
-      const idx = (gfn / GFN_SPAN[level]!) & 511;
+      const idx = spteIndex(gfn, level);
       const lo = store.spt[sp]![idx * 2]!;
       const hi = store.spt[sp]![idx * 2 + 1]!;
       const leaf = isMmioSpte(lo) || (isShadowPresent(lo) && isLastSpte(lo, level));

@@ -40,8 +40,3 @@ export function hostMappingLevel(slot: MemSlot, gfn: number): number {
       return 1;
   }
 }
-
-/** Host page size in 4 KiB pages for a backing (THP counted as its 2 MiB ideal). */
-export function backingPageSize(backing: MemSlot["backing"]): number {
-  return backing === "hugetlb-1g" ? 262144 : backing === "4k" ? 1 : 512;
-}

@@ -80,6 +80,7 @@ import {
   SPTE_HI_MMU_WRITABLE,
   SPTE_W,
   SpteOut,
+  spteIndex,
   sptePfn,
 } from "./spte";
 import { TdpMmu } from "./tdp_mmu";
@@ -819,7 +820,7 @@ export class ShadowMmu {
     let sp = root;
     let level = this.rootLevel;
     while (level > goalLevel) {
-      const idx = (gfn / GFN_SPAN[level]!) & 511;
+      const idx = spteIndex(gfn, level);
       const lo = s.spt[sp]![idx * 2]!;
       if (isShadowPresent(lo) && !isLastSpte(lo, level)) {
         sp = s.pfnToSp(sptePfn(lo, s.spt[sp]![idx * 2 + 1]!));
@@ -832,7 +833,7 @@ export class ShadowMmu {
       sp = child;
       level--;
     }
-    const idx = (gfn / GFN_SPAN[level]!) & 511;
+    const idx = spteIndex(gfn, level);
     const base = gfn - (gfn % GFN_SPAN[level]!);
     const slot = fault.slot;
     if (slot === null) {

@@ -14,7 +14,7 @@ import { MmuBugError } from "../errors";
 import type { MemSlot, MemSlots } from "../kvm/memslot";
 import type { KvmStats, VcpuStat } from "../kvm/stats";
 import type { MmuTrace } from "./mmutrace";
-import { GFN_SPAN, SPT_WORDS, SPTE_MMU_PRESENT, SPTE_PS, sptePfn } from "./spte";
+import { GFN_SPAN, SPT_WORDS, SPTE_MMU_PRESENT, SPTE_PS, spteIndex, sptePfn } from "./spte";
 
 // ---- union kvm_mmu_page_role (kvm_host.h) ------------------------------------------------------
 
@@ -641,7 +641,7 @@ export function walkToLastSpte(
   let level = rootLevel;
   for (;;) {
     const spt = store.spt[sp]!;
-    const i = ((gfn / GFN_SPAN[level]!) & 511) * 2;
+    const i = spteIndex(gfn, level) * 2;
     const lo = spt[i]!;
     if ((lo & SPTE_MMU_PRESENT) === 0 || level === 1 || (lo & SPTE_PS) !== 0) {
       out.sp = sp;

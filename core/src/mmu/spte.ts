@@ -104,16 +104,6 @@ export function isMmioSpte(lo: number): boolean {
   return (lo & SPTE_MMIO_MASK) === SPTE_MMIO_VALUE && (lo & SPTE_MMU_PRESENT) === 0;
 }
 
-/** `is_writable_pte`. */
-export function isWritable(lo: number): boolean {
-  return (lo & SPTE_W) !== 0;
-}
-
-/** `is_mmu_writable_spte`. */
-export function isMmuWritable(hi: number): boolean {
-  return (hi & SPTE_HI_MMU_WRITABLE) !== 0;
-}
-
 /** Host-writable bit. */
 export function isHostWritable(hi: number): boolean {
   return (hi & SPTE_HI_HOST_WRITABLE) !== 0;
@@ -282,9 +272,4 @@ export function spteFlags(lo: number, hi: number, level: number): string[] {
 export function spteHex(lo: number, hi: number): string {
   if (hi === 0) return `0x${lo.toString(16)}`;
   return `0x${hi.toString(16)}${lo.toString(16).padStart(8, "0")}`;
-}
-
-/** The spte as a bigint, for notebooks; never on hot paths. */
-export function spteBigint(lo: number, hi: number): bigint {
-  return (BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0);
 }
