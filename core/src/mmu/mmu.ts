@@ -1598,8 +1598,10 @@ export function kvmInitMmu(
   mmu.pse = (regs.cr4 & X86_CR4_PSE) !== 0;
   mmu.pse36 = features.pse36;
   const r = reservedMasks(mode, maxPhysAddrBits, nx, mmu.pse, features);
-  mmu.rsvdLo.set(r.lo);
-  mmu.rsvdHi.set(r.hi);
+  for (let i = 0; i < 10; i++) {
+    mmu.rsvd[2 * i] = r.lo[i]!;
+    mmu.rsvd[2 * i + 1] = r.hi[i]!;
+  }
   const wp = (regs.cr0 & X86_CR0_WP) !== 0;
   mmu.wp = wp;
   updatePermissionBitmask(mmu.permissions, {

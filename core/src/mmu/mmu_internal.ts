@@ -266,9 +266,12 @@ export class KvmMmu {
   pse = false;
   /** Guest has PSE-36 (32-bit 4 MiB pages reach 36-bit addresses). */
   pse36 = true;
-  /** `guest_rsvd_check`: reserved-bit masks `[bit7 * 5 + level - 1]`, low and high words. */
-  rsvdLo: Uint32Array = new Uint32Array(10);
-  rsvdHi: Uint32Array = new Uint32Array(10);
+  /**
+   * `guest_rsvd_check`: reserved-bit masks `rsvd_bits_mask[bit7][level - 1]`, as the low and
+   * high word of each (at `2 * (bit7 * 5 + level - 1)` and the word after), in one int32 array
+   * so that the walk's two loads share one array check.
+   */
+  rsvd: Int32Array = new Int32Array(20);
   /** `permissions[pfec >> 1]` (`update_permission_bitmask`). */
   permissions: Uint8Array = new Uint8Array(16);
   /** `pkru_mask` (`update_pkru_bitmask`). */

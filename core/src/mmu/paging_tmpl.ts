@@ -71,17 +71,16 @@ export interface TableSource {
 /** Entries of {@link GuestTables} (direct-mapped by the low bits of the table gfn). */
 export const GUEST_TABLES_SIZE = 4096;
 const GUEST_TABLES_MASK = GUEST_TABLES_SIZE - 1;
-/** Words of a {@link GuestTables} entry. */
-export const E_KEY_LO = 0;
-export const E_KEY_HI = 1;
-export const E_WORD = 2;
-export const E_WRITABLE = 3;
+/** Words of a {@link GuestTables} entry (four, the last unused: an entry is 16 bytes). */
+export const E_KEY = 0;
+export const E_WORD = 1;
+export const E_WRITABLE = 2;
 
 /**
  * The walker's view of guest page tables: a direct-mapped cache, table gfn → where the frame's
- * words are in the memory arena, in front of a {@link TableSource}. The key is the gfn in the two
- * halves a 64-bit gpte holds it in (bits 51:32 and 31:12 of the address), so that the walk
- * compares integers it already has. The owner drops every entry ({@link invalidate}) whenever a
+ * words are in the memory arena, in front of a {@link TableSource}. An entry is chosen by the
+ * gfn's low 12 bits and keyed by the rest (`gfn >> 12`, below 2^28 for 52-bit addresses), which
+ * the walk computes from the gpte's two halves in integer operations. The owner drops every entry ({@link invalidate}) whenever a
  * cached frame may have moved or lost its rights (a memslot change; under TDP any spte change);
  * a frame without backing is never kept. So a hit gives exactly what the source would: this is a
  * simulator accelerator, not a model of a TLB or of the paging-structure caches (the guest walk
@@ -89,9 +88,8 @@ export const E_WRITABLE = 3;
  */
 export class GuestTables {
   /**
-   * The entries, four words each, so that one entry is one cache line's quarter: address bits
-   * 31:12 of the table ({@link E_KEY_LO}), bits 51:32 or -1 when empty ({@link E_KEY_HI}), the
-   * arena index of the frame's word 0 ({@link E_WORD}, see `GuestMemory.frameWord`) and whether
+   * The entries, four words each, so that one entry is one cache line's quarter: the key
+   * ({@link E_KEY}: table gfn >> 12, or -1 when empty), the arena index of the frame's word 0 ({@link E_WORD}, see `GuestMemory.frameWord`) and whether
    * the walker may write A/D into it ({@link E_WRITABLE}: its slot is not read-only). An entry
    * is named by the index of its first word.
    */
@@ -113,7 +111,7 @@ export class GuestTables {
     this.regs = regs;
     this.memory = memory;
     this.words = memory.arena;
-    for (let c = 0; c < this.entries.length; c += 4) this.entries[c + E_KEY_HI] = -1;
+    for (let c = 0; c < this.entries.length; c += 4) this.entries[c + E_KEY] = -1;
   }
 
   /**
@@ -121,13 +119,13 @@ export class GuestTables {
    * backs it; {@link words} is where its words are.
    */
   lookup(gfn: number): number {
-    const lo = gfn % 1048576;
-    const c = (lo & GUEST_TABLES_MASK) << 2;
+    const key = Math.floor(gfn / 4096);
+    const c = (gfn - key * 4096) << 2;
     const e = this.entries;
     this.words = this.memory.arena;
-    if (e[c + E_KEY_LO] === lo && e[c + E_KEY_HI] === (gfn - lo) / 1048576) return c;
+    if (e[c + E_KEY] === key) return c;
     if (!this.source.fillTable(this, gfn, c)) return -1;
-    if (e[c + E_KEY_HI] === -1) this.words = this.zeros;
+    if (e[c + E_KEY] === -1) this.words = this.zeros;
     return c;
   }
 
@@ -140,23 +138,20 @@ export class GuestTables {
     const e = this.entries;
     e[c + E_WRITABLE] = writable ? 1 : 0;
     if (word < 0) {
-      e[c + E_KEY_HI] = -1;
+      e[c + E_KEY] = -1;
       e[c + E_WORD] = 0;
       return;
     }
-    if (e[c + E_KEY_HI] === -1 && this.nFilled < GUEST_TABLES_SIZE) this.filled[this.nFilled++] = c;
-    const lo = gfn % 1048576;
-    e[c + E_KEY_LO] = lo;
-    e[c + E_KEY_HI] = (gfn - lo) / 1048576;
+    if (e[c + E_KEY] === -1 && this.nFilled < GUEST_TABLES_SIZE) this.filled[this.nFilled++] = c;
+    e[c + E_KEY] = Math.floor(gfn / 4096);
     e[c + E_WORD] = word;
   }
 
   /** Drop every entry. */
   invalidate(): void {
     const e = this.entries;
-    if (this.nFilled >= GUEST_TABLES_SIZE)
-      for (let c = 0; c < e.length; c += 4) e[c + E_KEY_HI] = -1;
-    else for (let i = 0; i < this.nFilled; i++) e[this.filled[i]! + E_KEY_HI] = -1;
+    if (this.nFilled >= GUEST_TABLES_SIZE) for (let c = 0; c < e.length; c += 4) e[c + E_KEY] = -1;
+    else for (let i = 0; i < this.nFilled; i++) e[this.filled[i]! + E_KEY] = -1;
     this.nFilled = 0;
   }
 }
@@ -177,7 +172,7 @@ export function takeGpte(
   const e = t.entries;
   const word = e[c + E_WORD]!;
   const words = t.words;
-  w.tableWord[li] = e[c + E_KEY_HI] === -1 ? -1 : word;
+  w.tableWord[li] = e[c + E_KEY] === -1 ? -1 : word;
   w.pteWritable[li] = e[c + E_WRITABLE]!;
   w.ptesLo[li] = words[word + (offset >>> 2)]!;
   w.ptesHi[li] = wide ? words[word + (offset >>> 2) + 1]! : 0;
@@ -313,13 +308,13 @@ export function walkAddrGeneric(
   if (level === 3) {
     level = walkStart(w, mmu, lo);
     if (level === 0) return walkError(w, mmu, 0, access);
-    pteLo = w.rootLo;
-    pteHi = w.rootHi;
+    pteLo = w.rootLo | 0;
+    pteHi = w.rootHi | 0;
   } else {
     w.failure = WALK_OK;
     w.maxLevel = level;
-    pteLo = mmu.cr3Lo;
-    pteHi = mmu.cr3Hi;
+    pteLo = mmu.cr3Lo | 0;
+    pteHi = mmu.cr3Hi | 0;
   }
   const wide = mmu.rootLevel !== 2;
 
@@ -328,68 +323,68 @@ export function walkAddrGeneric(
   let accessedAll = PT_ACCESSED_MASK;
   const entries = t.entries;
   let arena = t.memory.arena;
-  const rsvdLo = mmu.rsvdLo;
-  const rsvdHi = mmu.rsvdHi;
+  const rsvd = mmu.rsvd;
   let reads = 0;
+  const largeOk = wide || mmu.pse;
   // The level loop inlines readGpte / gpteFailure / isLastGpte (the 2007 walkers call them):
   // as calls they cost the modern walk ~5 % (none 4K translateGva, core/bench/walker.bench.mjs).
-  // The table's gfn stays in the two integer halves the gpte holds it in (address bits 31:12 and
-  // 51:32), so a cache hit costs integer compares only.
+  // Everything stays int32 (gptes as signed halves), so that V8 keeps the loop in integer
+  // registers: the table's cache entry and key come from the gpte's halves (address bits 23:12,
+  // and 51:24 as `gfn >> 12`), and a hit costs one compare. A miss leaves the level loop to
+  // fill the entry and comes back to the same level: with no call on its way round, V8 keeps
+  // what it knows of the arrays from one level to the next.
   for (;;) {
-    let offset: number;
-    let gfnLo: number;
-    let gfnHi: number;
-    if (wide) {
-      offset = pt64Index(hi, lo, level) << 1;
-      gfnLo = pteLo >>> 12;
-      gfnHi = pteHi & 0xfffff;
-    } else {
-      offset = level === 2 ? lo >>> 22 : (lo >>> 12) & 1023;
-      gfnLo = pteLo >>> 12;
-      gfnHi = 0;
-    }
-    const c = (gfnLo & GUEST_TABLES_MASK) << 2;
-    let wi: number;
-    if (entries[c + E_KEY_LO] === gfnLo && entries[c + E_KEY_HI] === gfnHi) {
-      wi = entries[c + E_WORD]! + offset;
-    } else {
-      const tableGfn = gfnHi * 1048576 + gfnLo;
-      if (!t.source.fillTable(t, tableGfn, c)) {
-        w.gpteReads += reads;
-        w.level = level;
-        w.failure = WALK_NO_TABLE;
-        return walkError(w, mmu, 0, access);
+    let missC = -1;
+    for (;;) {
+      let offset: number;
+      let key: number;
+      if (wide) {
+        offset = pt64Index(hi, lo, level) << 1;
+        key = (pteLo >>> 24) | ((pteHi & 0xfffff) << 8);
+      } else {
+        offset = level === 2 ? lo >>> 22 : (lo >>> 12) & 1023;
+        key = pteLo >>> 24;
       }
-      // The fill may have backed nothing (zeros) or grown the arena.
-      arena = t.memory.arena;
-      if (entries[c + E_KEY_HI] === -1) {
-        pteLo = 0;
-        pteHi = 0;
-        reads++;
+      const c = ((pteLo >>> 12) & GUEST_TABLES_MASK) << 2;
+      if (entries[c + E_KEY] !== key) {
+        missC = c;
+        break;
+      }
+      const wi = entries[c + E_WORD]! + offset;
+      pteLo = arena[wi]! | 0;
+      pteHi = wide ? arena[wi + 1]! | 0 : 0;
+      reads++;
+
+      // NX inverted into the P position (bit 0 = exec) so all rights combine by AND.
+      pteAccess &= (pteLo & 7) ^ (pteHi >>> 31);
+      if ((pteLo & PT_PRESENT_MASK) === 0) {
         w.gpteReads += reads;
         return failWalk(w, mmu, level, WALK_NOT_PRESENT, access);
       }
-      wi = entries[c + E_WORD]! + offset;
+      const ri = (((pteLo >>> 7) & 1) * 5 + level - 1) << 1;
+      if (((pteLo & rsvd[ri]!) | (pteHi & rsvd[ri + 1]!)) !== 0) {
+        w.gpteReads += reads;
+        return failWalk(w, mmu, level, WALK_RSVD, access);
+      }
+      accessedAll &= pteLo;
+      if (level === 1 || ((pteLo & PT_PAGE_SIZE_MASK) !== 0 && largeOk)) break;
+      level--;
     }
-    pteLo = arena[wi]!;
-    pteHi = wide ? arena[wi + 1]! : 0;
-    reads++;
-
-    // NX inverted into the P position (bit 0 = exec) so all rights combine by AND.
-    pteAccess &= (pteLo & 7) ^ (pteHi >>> 31);
-    if ((pteLo & PT_PRESENT_MASK) === 0) {
+    if (missC < 0) break;
+    const tableGfn = wide ? (pteHi & 0xfffff) * 1048576 + (pteLo >>> 12) : pteLo >>> 12;
+    if (!t.source.fillTable(t, tableGfn, missC)) {
+      w.gpteReads += reads;
+      w.level = level;
+      w.failure = WALK_NO_TABLE;
+      return walkError(w, mmu, 0, access);
+    }
+    // The fill may have backed nothing (the walk reads zeros) or grown the arena.
+    if (entries[missC + E_KEY] === -1) {
+      reads++;
       w.gpteReads += reads;
       return failWalk(w, mmu, level, WALK_NOT_PRESENT, access);
     }
-    const ri = ((pteLo >>> 7) & 1) * 5 + level - 1;
-    if (((pteLo & rsvdLo[ri]!) | (pteHi & rsvdHi[ri]!)) !== 0) {
-      w.gpteReads += reads;
-      return failWalk(w, mmu, level, WALK_RSVD, access);
-    }
-    accessedAll &= pteLo;
-    if (level === 1) break;
-    if ((pteLo & PT_PAGE_SIZE_MASK) !== 0 && (wide || mmu.pse)) break;
-    level--;
+    arena = t.memory.arena;
   }
   w.gpteReads += reads;
   if (!finishWalk(w, mmu, t, level, wide, pteLo, pteHi, lo, access, pteAccess)) return false;
@@ -540,8 +535,8 @@ export function readGpte(
 /** @internal Present and reserved-bit checks of one gpte: WALK_OK, WALK_NOT_PRESENT or WALK_RSVD. */
 export function gpteFailure(mmu: KvmMmu, li: number, pteLo: number, pteHi: number): number {
   if ((pteLo & PT_PRESENT_MASK) === 0) return WALK_NOT_PRESENT;
-  const ri = ((pteLo >>> 7) & 1) * 5 + li;
-  return ((pteLo & mmu.rsvdLo[ri]!) | (pteHi & mmu.rsvdHi[ri]!)) !== 0 ? WALK_RSVD : WALK_OK;
+  const ri = (((pteLo >>> 7) & 1) * 5 + li) << 1;
+  return ((pteLo & mmu.rsvd[ri]!) | (pteHi & mmu.rsvd[ri + 1]!)) !== 0 ? WALK_RSVD : WALK_OK;
 }
 
 /**

@@ -532,7 +532,7 @@ export class KvmVcpu implements KvmVcpuCommon {
     this.enterGuest();
     this.stat.walks++;
     if (rl === 0) return lo >>> 0;
-    if (this.walkAddr(this.walker, this.mmu, this.cpu.tables, hi, lo, access))
+    if (this.walkAddr(this.walker, this.mmu, this.cpu.tables, hi, lo, access) === true)
       return this.walker.gpa;
     return -1;
   }
@@ -546,9 +546,15 @@ export class KvmVcpu implements KvmVcpuCommon {
   access(gva: number | bigint, opts?: AccessOptions): AccessResult {
     let hi: number;
     let lo: number;
-    if (typeof gva === "number" && gva >= 0 && gva <= Number.MAX_SAFE_INTEGER && gva % 1 === 0) {
-      hi = Math.floor(gva / 4294967296);
+    // Number.isInteger, not `% 1`: V8 compiles a double's remainder to an x87 fprem.
+    if (
+      typeof gva === "number" &&
+      gva >= 0 &&
+      gva <= Number.MAX_SAFE_INTEGER &&
+      Number.isInteger(gva)
+    ) {
       lo = gva >>> 0;
+      hi = (gva - lo) / 4294967296;
     } else {
       const g = splitU64("gva", gva, this.scratch);
       hi = g.hi;
