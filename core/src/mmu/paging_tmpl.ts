@@ -580,16 +580,26 @@ export function permissionFault(
 ): number {
   const notSmap = (regs.rflags & X86_EFLAGS_AC) !== 0 && (access & PFERR_IMPLICIT_ACCESS) === 0;
   const pfec = access & (PFERR_WRITE_MASK | PFERR_USER_MASK | PFERR_FETCH_MASK);
-  let errcode =
+  const errcode =
     ((mmu.permissions[(pfec | (notSmap ? PFERR_RSVD_MASK : 0)) >>> 1]! >>> pteAccess) & 1) *
     PFERR_PRESENT_MASK;
-  if (mmu.pkruMask !== 0) {
-    let pkruBits = (regs.pkru >>> (pkey * 2)) & 3;
-    const off = (pfec & ~1) + ((pteAccess & ACC_USER_MASK) << 1);
-    pkruBits &= mmu.pkruMask >>> off;
-    if (pkruBits !== 0) errcode = PFERR_PRESENT_MASK | PFERR_PK_MASK;
-  }
+  // The protection-key part apart: small enough, the check above is inlined into the walk.
+  if (mmu.pkruMask !== 0 && pkeyFault(mmu, regs, pfec, pteAccess, pkey))
+    return PFERR_PRESENT_MASK | PFERR_PK_MASK;
   return errcode;
+}
+
+/** The PKRU part of `permission_fault` (`pkru_mask`, `update_pkru_bitmask`). */
+function pkeyFault(
+  mmu: KvmMmu,
+  regs: WalkRegs,
+  pfec: number,
+  pteAccess: number,
+  pkey: number,
+): boolean {
+  const pkruBits = (regs.pkru >>> (pkey * 2)) & 3;
+  const off = (pfec & ~1) + ((pteAccess & ACC_USER_MASK) << 1);
+  return (pkruBits & (mmu.pkruMask >>> off)) !== 0;
 }
 
 /**

@@ -453,10 +453,10 @@ export class KvmVcpu implements KvmVcpuCommon {
   }
 
   /**
-   * Check a gva for the current mode: returns false if it is non-canonical (#GP). Throws if the
-   * value cannot be a linear address of the mode at all (above 2^32 outside long mode).
+   * @internal Check a gva for the current mode: returns false if it is non-canonical (#GP).
+   * Throws if the value cannot be a linear address of the mode at all (above 2^32 outside long
+   * mode).
    */
-  /** @internal */
   gvaOk(hi: number, raw: unknown): boolean {
     switch (this.mmu.rootLevel) {
       case 4: {
@@ -468,14 +468,17 @@ export class KvmVcpu implements KvmVcpuCommon {
         return top === 0 || top === 0xff;
       }
       default:
-        if (hi !== 0)
-          throw new InvalidArgumentError(
-            "gva",
-            raw,
-            "a 32-bit linear address (the vCPU is not in long mode)",
-          );
-        return true;
+        return hi === 0 || this.notLinear(raw);
     }
+  }
+
+  /** The error for a gva above 2^32 outside long mode (kept out of {@link gvaOk}, inlined). */
+  private notLinear(raw: unknown): never {
+    throw new InvalidArgumentError(
+      "gva",
+      raw,
+      "a 32-bit linear address (the vCPU is not in long mode)",
+    );
   }
 
   /**
