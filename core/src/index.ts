@@ -90,5 +90,13 @@ export type { MmuTraceEvent } from "./mmu/mmutrace";
 export { Vcpu } from "./vcpu";
 // The VM and its vCPUs.
 export { createVm, Vm } from "./vm";
-export type { AccessOptions, AccessResult, Sregs, SregsInput } from "./x86/vcpu";
+export type {
+  AccessOptions,
+  AccessResult,
+  DataAccessOptions,
+  FaultResult,
+  ReadResult,
+  Sregs,
+  SregsInput,
+} from "./x86/vcpu";
 export type { MmuMode, VmOptions } from "./x86/x86";

@@ -89,10 +89,33 @@ export interface AccessOptions {
   implicit?: boolean;
 }
 
+/** The exception a guest access takes: #GP (13) for a non-canonical address, else #PF (14). */
+export type FaultResult = { fault: true; vector: 13 | 14; errorCode: number };
+
 /** Result of {@link Vcpu.access}. */
-export type AccessResult =
-  | { fault: false; gpa: number; mmio?: true }
-  | { fault: true; vector: 13 | 14; errorCode: number };
+export type AccessResult = { fault: false; gpa: number; mmio?: true } | FaultResult;
+
+/** Options of the data instructions {@link KvmVcpu.read}, {@link KvmVcpu.write}, {@link KvmVcpu.fetch}. */
+export interface DataAccessOptions {
+  /** Operand size in bytes: 1, 2, 4 or 8 (default 8). */
+  size?: 1 | 2 | 4 | 8;
+  /** Made at CPL 3 (default: true iff the vCPU's CPL is 3). */
+  user?: boolean;
+  /** An implicit supervisor access (see {@link AccessOptions.implicit}). */
+  implicit?: boolean;
+}
+
+/**
+ * Result of {@link KvmVcpu.read} and {@link KvmVcpu.fetch}: the value read (little-endian, as an
+ * unsigned bigint of `size` bytes), an MMIO exit (nothing read), or the fault the guest takes.
+ */
+export type ReadResult =
+  | { fault: false; gpa: number; value: bigint; mmio?: undefined }
+  | { fault: false; gpa: number; mmio: true }
+  | FaultResult;
+
+/** Operand sizes of the data instructions. */
+const DATA_SIZES: readonly number[] = [1, 2, 4, 8];
 
 /** CR0 bits KVM accepts (others are reserved: #GP). */
 const CR0_KNOWN =
@@ -516,6 +539,137 @@ export class KvmVcpu implements KvmVcpuCommon {
   }
 
   /**
+   * A guest load of `opts.size` bytes (default 8) at `gva`: the walk as {@link access} makes it
+   * (A set), stage 2, then the bytes from guest memory, little-endian. A load that crosses into
+   * the next page translates both pages first, as the CPU does, and faults on either. Under TDP a
+   * data page never touched faults in through an EPT violation, as with {@link access}.
+   */
+  read(gva: number | bigint, opts?: DataAccessOptions): ReadResult {
+    return this.dataAccess("read", gva, undefined, opts, 0) as ReadResult;
+  }
+
+  /**
+   * A guest instruction fetch of `opts.size` bytes (default 8) at `gva`: {@link read} with the
+   * access's fetch bit (NX, SMEP apply).
+   */
+  fetch(gva: number | bigint, opts?: DataAccessOptions): ReadResult {
+    return this.dataAccess("fetch", gva, undefined, opts, PFERR_FETCH_MASK) as ReadResult;
+  }
+
+  /**
+   * A guest store of `value` (an unsigned integer of `opts.size` bytes, default 8) at `gva`: the
+   * walk with the write bit (A and D set on success), stage 2 for a write (under TDP a
+   * write-protected spte takes its EPT violation, which is where dirty logging sees the page),
+   * then the bytes into guest memory. Both pages of a store that crosses a page are translated
+   * before anything is written. A store to a read-only memslot is an MMIO exit: nothing is
+   * written. The CPU tells no one of its stores (KVM does not see them under EPT).
+   */
+  write(gva: number | bigint, value: number | bigint, opts?: DataAccessOptions): AccessResult {
+    return this.dataAccess("write", gva, value, opts, PFERR_WRITE_MASK) as AccessResult;
+  }
+
+  /**
+   * The data instructions: parse everything first (nothing changes on bad input), then run.
+   * Returns a {@link ReadResult} for loads and fetches, an {@link AccessResult} for stores.
+   */
+  private dataAccess(
+    op: "read" | "fetch" | "write",
+    gva: number | bigint,
+    value: number | bigint | undefined,
+    opts: DataAccessOptions | undefined,
+    kind: number,
+  ): ReadResult | AccessResult {
+    const size = this.dataSize(op, opts);
+    const g = splitU64("gva", gva, this.scratch);
+    const hi = g.hi;
+    const lo = g.lo;
+    let vHi = 0;
+    let vLo = 0;
+    if (op === "write") {
+      const v = splitU64("value", value, this.scratch2);
+      vHi = v.hi;
+      vLo = v.lo >>> 0;
+      if (size < 8 && (vHi !== 0 || (size < 4 && vLo >= 2 ** (8 * size))))
+        throw new InvalidArgumentError(
+          "value",
+          value,
+          `an unsigned ${8 * size}-bit integer (0 to 2^${8 * size} - 1) for size ${size}`,
+        );
+    }
+    const access =
+      kind |
+      this.accessBits(
+        opts === undefined ? undefined : { user: opts.user, implicit: opts.implicit },
+      );
+    if (!this.gvaOk(hi, gva)) return this.gpFault();
+    // The bytes' pages: the first, and the next when the operand crosses into it (the CPU
+    // translates both before it writes anything).
+    const off = lo & 0xfff;
+    const split = off + size > PAGE_SIZE;
+    const gpa0 = this.walkGva(hi, lo, access);
+    if (gpa0 < 0) return this.pageFault();
+    const hvfn0 = this.dataStage2(gpa0, access);
+    let hvfn1 = STAGE2_MMIO;
+    if (split) {
+      // The next page's address. At 4 GiB it carries into the high half in long mode (and may
+      // leave the canonical range: #GP); a 32-bit linear address wraps to 0.
+      const nextLo = ((lo >>> 0) - off + PAGE_SIZE) >>> 0;
+      const nextHi = nextLo === 0 && this.mmu.rootLevel >= 4 ? (hi + 1) >>> 0 : hi;
+      if (!this.gvaOk(nextHi, gva)) return this.gpFault();
+      const gpa1 = this.walkGva(nextHi, nextLo, access);
+      if (gpa1 < 0) return this.pageFault();
+      hvfn1 = this.dataStage2(gpa1, access);
+    }
+    if (hvfn0 === STAGE2_MMIO || (split && hvfn1 === STAGE2_MMIO)) {
+      this.stat.mmio_exits++;
+      return { fault: false, gpa: gpa0, mmio: true };
+    }
+    const memory = this.kvm.memory;
+    let rLo = 0;
+    let rHi = 0;
+    for (let i = 0; i < size; i++) {
+      const o = off + i;
+      const hvfn = o < PAGE_SIZE ? hvfn0 : hvfn1;
+      const byteOff = o < PAGE_SIZE ? o : o - PAGE_SIZE;
+      const shift = (i & 3) * 8;
+      if (op === "write") {
+        memory.write8(hvfn, byteOff, ((i < 4 ? vLo : vHi) >>> shift) & 0xff);
+      } else if (i < 4) {
+        rLo |= memory.read8(hvfn, byteOff) << shift;
+      } else {
+        rHi |= memory.read8(hvfn, byteOff) << shift;
+      }
+    }
+    if (op === "write") return { fault: false, gpa: gpa0 };
+    return {
+      fault: false,
+      gpa: gpa0,
+      value: (BigInt(rHi >>> 0) << 32n) | BigInt(rLo >>> 0),
+    };
+  }
+
+  /** Stage 2 of a data access's page at `gpa`: the host frame, or STAGE2_MMIO. */
+  private dataStage2(gpa: number, access: number): number {
+    const pfec = access & (PFERR_WRITE_MASK | PFERR_USER_MASK | PFERR_FETCH_MASK);
+    return this.cpu.stage2(Math.floor(gpa / PAGE_SIZE), pfec, true);
+  }
+
+  /** The operand size of a data instruction's options (errors name the bad key or value). */
+  private dataSize(op: string, opts: DataAccessOptions | undefined): number {
+    if (opts === undefined) return 8;
+    if (opts === null || typeof opts !== "object")
+      throw new InvalidArgumentError(op, opts, "an options object { size, user, implicit }");
+    for (const k in opts) {
+      if (k !== "size" && k !== "user" && k !== "implicit")
+        throw new InvalidArgumentError(`${op} option`, k, "keys size, user, implicit");
+    }
+    const size = opts.size ?? 8;
+    if (!DATA_SIZES.includes(size as number))
+      throw new InvalidArgumentError(`${op}.size`, opts.size, "1, 2, 4 or 8 (bytes)");
+    return size as number;
+  }
+
+  /**
    * Hot path: translate gva halves for PFERR access bits. Returns the gpa (>= 0), -1 for a #PF
    * (error code in `walker.errorCode`), -13 for #GP (non-canonical). No allocation; does not take
    * the final gpa through stage 2.
@@ -571,7 +725,7 @@ export class KvmVcpu implements KvmVcpuCommon {
   }
 
   /** @internal #GP for a non-canonical address (the CPU delivers it). */
-  gpFault(): AccessResult {
+  gpFault(): FaultResult {
     this.stat.gp_guest++;
     return { fault: true, vector: GP_VECTOR, errorCode: 0 };
   }
@@ -580,7 +734,7 @@ export class KvmVcpu implements KvmVcpuCommon {
    * @internal The walk failed: the CPU delivers #PF to the guest (under TDP and on the bare
    * machine KVM does not see it, so `pf_guest` stays 0).
    */
-  pageFault(): AccessResult {
+  pageFault(): FaultResult {
     const w = this.walker;
     this.stat.walk_faults++;
     if (w.failure === WALK_ACCESS) this.stat.walk_access_error++;
