@@ -172,8 +172,12 @@ export class EptWalker {
           final,
         );
         if (pfn >= 0) {
-          // No complete-leaf bit here: this path follows a fault (or a new table) more often
-          // than not, and the next fault would drop it; the walk-cache hit above sets it.
+          // A complete leaf found without a fault in this call gets its bit too (as on a
+          // walk-cache hit): a working set wider than the walk cache (many 2 MiB regions)
+          // would otherwise take a full EPT walk on every access. After a fault, no bit: the
+          // next fault would drop it.
+          if (final && tries === 0 && (spt[last.idx * 2]! & COMPLETE_SPTE) === COMPLETE_SPTE)
+            this.markComplete(gfn, pfn);
           if (store.topologyEpoch === this.cacheTopology && this.mmu.root === this.cacheRoot) {
             this.wcRegion[c] = region;
             this.wcSpt[c] = spt;
