@@ -176,7 +176,9 @@ for (const mode of ["none", "tdp"] as const) {
         [() => vcpu.write(GVA, 2n ** 32n, { size: 4 }), "value"],
         [() => vcpu.write(GVA, -1), "value"],
         [() => vcpu.fetch(GVA, { write: true } as never), "fetch option"],
-        [() => vcpu.read(GVA, { user: 1 as never }), "access.user"],
+        [() => vcpu.read(GVA, { user: 1 as never }), "read.user"],
+        [() => vcpu.write(GVA, 1, { implicit: "yes" as never }), "write.implicit"],
+        [() => vcpu.read(GVA, { user: true, implicit: true }), "access"],
       ];
       for (const [f, name] of bad) {
         let err: unknown;

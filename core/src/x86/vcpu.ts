@@ -654,7 +654,10 @@ export class KvmVcpu implements KvmVcpuCommon {
     return this.cpu.stage2(Math.floor(gpa / PAGE_SIZE), pfec, true);
   }
 
-  /** The operand size of a data instruction's options (errors name the bad key or value). */
+  /**
+   * The operand size of a data instruction's options, after checking every key and flag (errors
+   * name the bad key or value; `user` with `implicit` is refused by {@link accessBits}).
+   */
   private dataSize(op: string, opts: DataAccessOptions | undefined): number {
     if (opts === undefined) return 8;
     if (opts === null || typeof opts !== "object")
@@ -666,6 +669,10 @@ export class KvmVcpu implements KvmVcpuCommon {
     const size = opts.size ?? 8;
     if (!DATA_SIZES.includes(size as number))
       throw new InvalidArgumentError(`${op}.size`, opts.size, "1, 2, 4 or 8 (bytes)");
+    for (const k of ["user", "implicit"] as const) {
+      if (!isFlag(opts[k]))
+        throw new InvalidArgumentError(`${op}.${k}`, opts[k], "true, false or undefined");
+    }
     return size as number;
   }
 
