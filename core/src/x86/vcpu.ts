@@ -89,11 +89,24 @@ export interface AccessOptions {
   implicit?: boolean;
 }
 
-/** The exception a guest access takes: #GP (13) for a non-canonical address, else #PF (14). */
-export type FaultResult = { fault: true; vector: 13 | 14; errorCode: number };
+/**
+ * The exception a guest access takes: #GP (13) for a non-canonical address, else #PF (14).
+ * Every result type names every key (absent ones as `?: undefined`), so that a notebook can read
+ * `r.gpa` or `r.value` without narrowing first (tslab does not check in strict mode).
+ */
+export type FaultResult = {
+  fault: true;
+  vector: 13 | 14;
+  errorCode: number;
+  gpa?: undefined;
+  mmio?: undefined;
+  value?: undefined;
+};
 
 /** Result of {@link Vcpu.access}. */
-export type AccessResult = { fault: false; gpa: number; mmio?: true } | FaultResult;
+export type AccessResult =
+  | { fault: false; gpa: number; mmio?: true; vector?: undefined; errorCode?: undefined }
+  | FaultResult;
 
 /** Options of the data instructions {@link KvmVcpu.read}, {@link KvmVcpu.write}, {@link KvmVcpu.fetch}. */
 export interface DataAccessOptions {
@@ -110,8 +123,22 @@ export interface DataAccessOptions {
  * unsigned bigint of `size` bytes), an MMIO exit (nothing read), or the fault the guest takes.
  */
 export type ReadResult =
-  | { fault: false; gpa: number; value: bigint; mmio?: undefined }
-  | { fault: false; gpa: number; mmio: true }
+  | {
+      fault: false;
+      gpa: number;
+      value: bigint;
+      mmio?: undefined;
+      vector?: undefined;
+      errorCode?: undefined;
+    }
+  | {
+      fault: false;
+      gpa: number;
+      mmio: true;
+      value?: undefined;
+      vector?: undefined;
+      errorCode?: undefined;
+    }
   | FaultResult;
 
 /** Operand sizes of the data instructions. */
