@@ -635,7 +635,7 @@ export class KvmVcpu implements KvmVcpuCommon {
     const split = off + size > PAGE_SIZE;
     const gpa0 = this.walkGva(hi, lo, access);
     if (gpa0 < 0) return this.pageFault();
-    const hvfn0 = this.dataStage2(gpa0, access);
+    const hvfn0 = this.stage2Final(gpa0, access);
     let hvfn1 = STAGE2_MMIO;
     if (split) {
       // The next page's address. At 4 GiB it carries into the high half in long mode (and may
@@ -645,7 +645,7 @@ export class KvmVcpu implements KvmVcpuCommon {
       if (!this.gvaOk(nextHi, gva)) return this.gpFault();
       const gpa1 = this.walkGva(nextHi, nextLo, access);
       if (gpa1 < 0) return this.pageFault();
-      hvfn1 = this.dataStage2(gpa1, access);
+      hvfn1 = this.stage2Final(gpa1, access);
     }
     if (hvfn0 === STAGE2_MMIO || (split && hvfn1 === STAGE2_MMIO)) {
       this.stat.mmio_exits++;
@@ -675,8 +675,8 @@ export class KvmVcpu implements KvmVcpuCommon {
     };
   }
 
-  /** Stage 2 of a data access's page at `gpa`: the host frame, or STAGE2_MMIO. */
-  private dataStage2(gpa: number, access: number): number {
+  /** @internal Stage 2 of the access's own page at `gpa`: the host frame, or STAGE2_MMIO. */
+  stage2Final(gpa: number, access: number): number {
     const pfec = access & (PFERR_WRITE_MASK | PFERR_USER_MASK | PFERR_FETCH_MASK);
     return this.cpu.stage2(Math.floor(gpa / PAGE_SIZE), pfec, true);
   }
@@ -779,8 +779,7 @@ export class KvmVcpu implements KvmVcpuCommon {
 
   /** @internal The data access at `gpa` through stage 2: done, or an MMIO exit. */
   finish(gpa: number, access: number): AccessResult {
-    const pfec = access & (PFERR_WRITE_MASK | PFERR_USER_MASK | PFERR_FETCH_MASK);
-    if (this.cpu.stage2(Math.floor(gpa / PAGE_SIZE), pfec, true) === STAGE2_MMIO) {
+    if (this.stage2Final(gpa, access) === STAGE2_MMIO) {
       this.stat.mmio_exits++;
       return { fault: false, gpa, mmio: true };
     }
