@@ -310,7 +310,13 @@ describe("guest accesses", () => {
   });
   it("createVm options out of range", () => {
     expectRejected(() => createVm({ maxPhysAddrBits: 60 }), /maxPhysAddrBits/, /60/, /\[32, 52\]/);
-    expectRejected(() => createVm({ mmu: "shadow" as never }), /mmu/, /"shadow"/);
+    expectRejected(() => createVm({ mmu: "ept" as never }), /mmu/, /"ept"/, /"shadow"/);
+    // KVM offers no protection keys without TDP (cpuid.c kvm_set_cpu_caps).
+    expectRejected(
+      () => createVm({ mmu: "shadow", features: { pku: true } }),
+      /features\.pku/,
+      /shadow/,
+    );
     expectRejected(() => createVm({ features: { tlb: true } as never }), /features/, /"tlb"/);
   });
 });

@@ -3,16 +3,38 @@
  * `mmu: "none"`) the CPU walks the guest's own page tables (the walk of paging_tmpl.ts, over a
  * {@link GuestTables} cache) and takes every guest-physical address — each table the walk reads
  * and the final data address — through stage 2: the EPT walk (ept.ts) under TDP, the memslots
- * directly on the bare machine. Shadow paging (ept=0) will add a walk of KVM's shadow tables by
- * gva beside this one.
+ * directly on the bare machine. Under shadow paging (ept=0) the CPU walks KVM's shadow tables by
+ * gva instead ({@link CpuMmu.shadowTranslate}); the guest's tables are then read only by KVM's
+ * walker inside a fault, over the memslots (the {@link GuestTables} here serve it).
  */
-import { PFERR_USER_MASK, PFERR_WRITE_MASK } from "../arch/constants";
+import {
+  PFERR_FETCH_MASK,
+  PFERR_IMPLICIT_ACCESS,
+  PFERR_PRESENT_MASK,
+  PFERR_RSVD_MASK,
+  PFERR_USER_MASK,
+  PFERR_WRITE_MASK,
+  X86_EFLAGS_AC,
+} from "../arch/constants";
 import type { Kvm, KvmVcpuCommon } from "../kvm/kvm_main";
 import type { GuestMemory } from "../kvm/memory";
 import type { MemSlots } from "../kvm/memslot";
 import type { VmMmu } from "../mmu/mmu";
-import type { KvmMmu, MmuPageStore } from "../mmu/mmu_internal";
+import { type KvmMmu, kvmMmuPageGetGfn, type MmuPageStore, roleLevel } from "../mmu/mmu_internal";
 import { GuestTables, type TableSource, type WalkRegs } from "../mmu/paging_tmpl";
+import {
+  GFN_SPAN,
+  isLastSpte,
+  isMmioSpte,
+  isShadowPresent,
+  SPTE_A,
+  SPTE_D,
+  SPTE_R,
+  SPTE_W,
+  SPTE_X,
+  spteIndex,
+  sptePfn,
+} from "../mmu/spte";
 import { EptWalker, STAGE2_MMIO } from "./ept";
 
 /** The walker's table accesses: W|U, as KVM's `nested_access` (A/D may be written). */
@@ -30,14 +52,89 @@ export class CpuMmu implements TableSource {
   private readonly slots: MemSlots;
   private readonly memory: GuestMemory;
   private readonly store: MmuPageStore | null;
+  private readonly mmu: KvmMmu;
+  private readonly regs: WalkRegs;
+  /** Shadow paging: after a {@link shadowTranslate} hit, the host frame of the access. */
+  shadowHvfn = 0;
+  /** Shadow paging: after a {@link shadowTranslate} miss, the #PF error code the CPU reports. */
+  hwError = 0;
 
   constructor(kvm: Kvm, vm: VmMmu | null, mmu: KvmMmu, vcpu: KvmVcpuCommon, regs: WalkRegs) {
     this.kvm = kvm;
     this.slots = kvm.memslots;
     this.memory = kvm.memory;
-    this.ept = vm === null ? null : new EptWalker(vm, mmu, vcpu);
+    this.mmu = mmu;
+    this.regs = regs;
+    this.vm = vm;
+    this.ept = vm === null || vm.shadowPaging ? null : new EptWalker(vm, mmu, vcpu);
+    // Under shadow paging the guest tables are read over the memslots: only a memslot change
+    // can move them (so the cache follows the memslot generation, as on the bare machine).
     this.store = vm === null ? null : vm.store;
+    this.shadowPaging = vm?.shadowPaging === true;
     this.tables = new GuestTables(this, regs, kvm.memory);
+  }
+
+  private readonly shadowPaging: boolean;
+  private readonly vm: VmMmu | null;
+
+  /**
+   * The CPU's walk of KVM's shadow tables for gva `hi:lo` and access `access` (PFERR W/U/F and
+   * PFERR_IMPLICIT_ACCESS), as hardware runs under shadow paging: CR0.WP and EFER.NX forced on,
+   * the guest's CR4.SMEP/SMAP. Rights AND over the levels (user = the R bit KVM uses as its user
+   * mask, W, X). Returns the gpa (the leaf's gfn per `kvm_mmu_page_get_gfn`) with
+   * {@link shadowHvfn} set and A (D for writes) set in the leaf, or -1 with {@link hwError}:
+   * not present, a protection violation (P), or RSVD|P on an MMIO spte.
+   */
+  shadowTranslate(hi: number, lo: number, access: number): number {
+    const mmu = this.mmu;
+    const store = this.store!;
+    const write = (access & PFERR_WRITE_MASK) !== 0;
+    const fetch = (access & PFERR_FETCH_MASK) !== 0;
+    const user = (access & PFERR_USER_MASK) !== 0;
+    let err = access & (PFERR_WRITE_MASK | PFERR_USER_MASK | PFERR_FETCH_MASK);
+    if (mmu.root < 0) {
+      this.hwError = err;
+      return -1;
+    }
+    const gvaPfn = hi * 1048576 + (lo >>> 12);
+    let sp = mmu.root;
+    let level = roleLevel(store.role[sp]!);
+    let rights = SPTE_R | SPTE_W | SPTE_X;
+    let spt: Uint32Array;
+    let i: number;
+    let slo: number;
+    for (;;) {
+      spt = store.spt[sp]!;
+      i = spteIndex(gvaPfn, level);
+      slo = spt[i * 2]!;
+      if (!isShadowPresent(slo)) {
+        if (isMmioSpte(slo)) err |= PFERR_RSVD_MASK | PFERR_PRESENT_MASK;
+        this.hwError = err;
+        return -1;
+      }
+      rights &= slo;
+      if (isLastSpte(slo, level)) break;
+      sp = store.pfnToSp(sptePfn(slo, spt[i * 2 + 1]!));
+      level--;
+    }
+    const u = (rights & SPTE_R) !== 0;
+    let denied =
+      (write && (rights & SPTE_W) === 0) || (user && !u) || (fetch && (rights & SPTE_X) === 0);
+    if (!user && u) {
+      if (fetch && mmu.smep) denied = true;
+      const ac = (this.regs.rflags & X86_EFLAGS_AC) !== 0 && (access & PFERR_IMPLICIT_ACCESS) === 0;
+      if (!fetch && mmu.smap && !ac) denied = true;
+    }
+    if (denied) {
+      this.hwError = err | PFERR_PRESENT_MASK;
+      return -1;
+    }
+    // The CPU's own A/D updates of the leaf (no notification: they only add bits).
+    const ad = write ? SPTE_A | SPTE_D : SPTE_A;
+    if ((slo & ad) !== ad) spt[i * 2] = (slo | ad) >>> 0;
+    const off = gvaPfn % GFN_SPAN[level]!;
+    this.shadowHvfn = sptePfn(slo, spt[i * 2 + 1]!) + off;
+    return (kvmMmuPageGetGfn(store, sp, i, false) + off) * 4096 + (lo & 0xfff);
   }
 
   /** What the cached table frames were valid for: the spte epoch (TDP) or the memslot generation. */
@@ -48,7 +145,8 @@ export class CpuMmu implements TableSource {
    * moved or write-protected one; on the bare machine only a memslot change can.
    */
   refreshTables(): void {
-    const e = this.store !== null ? this.store.spteEpoch : this.slots.generation;
+    const e =
+      this.store !== null && !this.shadowPaging ? this.store.spteEpoch : this.slots.generation;
     if (e !== this.tablesEpoch) {
       this.tables.invalidate();
       this.tablesEpoch = e;
@@ -94,8 +192,13 @@ export class CpuMmu implements TableSource {
     if (this.ept === null) this.kvm.markPageDirty(gfn);
   }
 
-  /** The CPU notifies nobody of its own writes (KVM's walker does, under shadow paging). */
-  notifyPteWrite(_gpa: number, _bytes: number): void {}
+  /**
+   * The 2.6.23–25 walker's `kvm_mmu_pte_write` after it set D in a gpte: under shadow paging
+   * it is KVM's walker, which tells its MMU; the CPU notifies nobody of its own writes.
+   */
+  notifyPteWrite(gpa: number, bytes: number): void {
+    if (this.shadowPaging) this.vm!.shadow!.trackWrite(gpa, bytes, this.mmu.rootLevel !== 2);
+  }
 }
 
 export { STAGE2_MMIO };

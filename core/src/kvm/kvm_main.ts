@@ -20,6 +20,8 @@ import { KvmStats, sumVcpuStats, type VcpuStat } from "./stats";
 export const KVM_REQ_TLB_FLUSH = 1 << 0;
 /** `KVM_REQ_MMU_FREE_OBSOLETE_ROOTS`: drop a root that was invalidated, load a new one. */
 export const KVM_REQ_MMU_FREE_OBSOLETE_ROOTS = 1 << 1;
+/** `KVM_REQ_MMU_SYNC`: sync the unsync shadow pages under the root (a guest TLB flush). */
+export const KVM_REQ_MMU_SYNC = 1 << 2;
 
 /** `vcpu->mode`: not running guest code (never kicked). */
 export const OUTSIDE_GUEST_MODE = 0;

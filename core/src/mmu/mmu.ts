@@ -15,6 +15,7 @@
  */
 import {
   ACC_ALL,
+  ACC_WRITE_MASK,
   EFER_NX,
   KVM_MEM_LOG_DIRTY_PAGES,
   PFERR_RSVD_MASK,
@@ -31,6 +32,7 @@ import { MmuBugError } from "../errors";
 import { hostMappingLevel, hostPfn } from "../kvm/host";
 import {
   KVM_REQ_MMU_FREE_OBSOLETE_ROOTS,
+  KVM_REQ_MMU_SYNC,
   KVM_REQ_TLB_FLUSH,
   type Kvm,
   type KvmVcpuCommon,
@@ -40,6 +42,8 @@ import { type KvmStats, updatePageStats } from "../kvm/stats";
 import {
   childRole,
   gfnToIndex,
+  KVM_DUMMY_ROOT,
+  KVM_MMU_NUM_PREV_ROOTS,
   type KvmMmu,
   type KvmPageFault,
   kvmMmuPageGetGfn,
@@ -54,9 +58,21 @@ import {
   RET_PF_NAMES,
   RET_PF_RETRY,
   RET_PF_SPURIOUS,
+  ROLE_ACCESS_SHIFT,
+  ROLE_CR0_WP,
   ROLE_DIRECT,
+  ROLE_EFER_NX,
+  ROLE_HAS_4_BYTE_GPTE,
   ROLE_INVALID,
+  ROLE_LEVEL_MASK,
+  ROLE_PASSTHROUGH,
+  ROLE_QUADRANT_SHIFT,
+  ROLE_SMAP_ANDNOT_WP,
+  ROLE_SMEP_ANDNOT_WP,
+  roleAccess,
   roleLevel,
+  roleQuadrant,
+  type ShadowMmuOps,
   SlotArch,
   type SlotRmap,
   slotArch,
@@ -64,6 +80,8 @@ import {
   walkToLastSpte,
 } from "./mmu_internal";
 import { MmuTrace } from "./mmutrace";
+import { kvmGfnIsWriteTracked, updateGfnWriteTrack } from "./page_track";
+import { fnamePageFault, fnameSyncSpte, PTE_PREFETCH_NUM, type ShadowWalkCtx } from "./paging_tmpl";
 import {
   GFN_SPAN,
   isAccessAllowed,
@@ -90,8 +108,6 @@ export const KVM_MMU_HASH_SHIFT = 12;
 /** `KVM_MIN_FREE_MMU_PAGES` / `KVM_REFILL_PAGES`. */
 export const KVM_MIN_FREE_MMU_PAGES = 5;
 export const KVM_REFILL_PAGES = 25;
-/** `PTE_PREFETCH_NUM`. */
-export const PTE_PREFETCH_NUM = 8;
 /** `RMAP_RECYCLE_THRESHOLD`. */
 export const RMAP_RECYCLE_THRESHOLD = 1000;
 /** `KVM_MIN_ALLOC_MMU_PAGES`: the least `KVM_SET_NR_MMU_PAGES` accepts, and the default floor. */
@@ -400,19 +416,34 @@ export function kvmPageTableHashfn(gfn: number): number {
   return top >>> (32 - KVM_MMU_HASH_SHIFT);
 }
 
+/** `KVM_PAGE_ARRAY_NR`: pages one `mmu_unsync_walk` batch holds. */
+export const KVM_PAGE_ARRAY_NR = 16;
+
+/**
+ * `detect_write_misaligned`: a write of `bytes` at `gpa` into a table of the page's gpte size
+ * that crosses a gpte boundary or is shorter than 4 bytes — except a 1-byte write at the start
+ * of a gpte (guests clear bits with one-byte instructions).
+ */
+export function detectWriteMisaligned(role: number, gpa: number, bytes: number): boolean {
+  const off = gpa % 4096;
+  const size = (role & ROLE_HAS_4_BYTE_GPTE) !== 0 ? 4 : 8;
+  if (off % size === 0 && bytes === 1) return false;
+  return Math.floor(off / size) !== Math.floor((off + bytes - 1) / size) || bytes < 4;
+}
+
 // ---- the shadow MMU (rmap/hash) ------------------------------------------------------------------
 
 /**
  * The shadow MMU's state (`kvm->arch.mmu_page_hash`, `active_mmu_pages`, the rmap descriptor
- * cache, `mmu_valid_gen`) and its functions. Here it builds direct pages for TDP with
- * `tdp_mmu=0`; shadow paging adds indirect pages.
+ * cache, `mmu_valid_gen`, `indirect_shadow_pages`) and its functions. It builds direct pages for
+ * TDP with `tdp_mmu=0`, and under shadow paging (`ept=0`) indirect pages that shadow guest
+ * tables, which it write-protects (`account_shadowed`), lets go unsync and syncs again.
  *
- * Every spte of its pages changes in {@link ShadowMmu.setSpte}, the one sink of this MMU.
- *
- * Simplification (noted): a direct page has at most one parent entry here (true for every direct
- * page KVM builds; `parent_ptes` as a full pte_list is needed for indirect pages).
+ * Every spte of its pages changes in {@link ShadowMmu.setSpte}, the one sink of this MMU. Each
+ * page's `parent_ptes` is a pte_list (as the rmaps), since a guest table may be linked from
+ * several entries.
  */
-export class ShadowMmu {
+export class ShadowMmu implements ShadowMmuOps {
   readonly core: MmuCore;
   readonly store: MmuPageStore;
   readonly stats: KvmStats;
@@ -436,13 +467,24 @@ export class ShadowMmu {
   private readonly out = new SpteOut();
   private readonly last = new LastSpte();
 
-  constructor(core: MmuCore, rootLevel: number, rootRole: number, prefetch: boolean) {
+  /** Shadow paging (`ept=0`): roots shadow the vCPUs' CR3 (else direct roots for gfn 0). */
+  readonly shadowPaging: boolean;
+  private readonly gpte = new Uint32Array(2);
+
+  constructor(
+    core: MmuCore,
+    rootLevel: number,
+    rootRole: number,
+    prefetch: boolean,
+    shadowPaging = false,
+  ) {
     this.core = core;
     this.store = core.store;
     this.stats = core.stats;
     this.rootLevel = rootLevel;
     this.rootRole = rootRole;
     this.prefetch = prefetch;
+    this.shadowPaging = shadowPaging;
   }
 
   // ---- active list and hash -------------------------------------------------------------
@@ -500,9 +542,12 @@ export class ShadowMmu {
 
   /**
    * `kvm_mmu_find_shadow_page`: the valid page with this gfn and role, or -1. Other gfns in the
-   * bucket count as collisions (`max_mmu_page_hash_collisions`).
+   * bucket count as collisions (`max_mmu_page_hash_collisions`). An unsync page of the gfn with
+   * another role is zapped when an upper-level page is wanted (the new page write-protects the
+   * gfn); a hit that is unsync is synced first (`kvm_sync_page`, for the vCPU of `mmu`), and a
+   * hit's flooding count is reset. A miss counts in `mmu_cache_miss`.
    */
-  private findShadowPage(gfn: number, role: number): number {
+  private findShadowPage(gfn: number, role: number, mmu: KvmMmu | null): number {
     const s = this.store;
     let collisions = 0;
     let found = -1;
@@ -512,10 +557,23 @@ export class ShadowMmu {
         collisions++;
         continue;
       }
-      if (s.role[sp] !== role) continue;
+      if (s.role[sp] !== role) {
+        if (roleLevel(role) > 1 && s.unsync[sp] !== 0) this.prepareZapPage(sp);
+        continue;
+      }
+      if ((role & ROLE_DIRECT) === 0) {
+        if (s.unsync[sp] !== 0) {
+          const r = mmu === null ? -1 : this.syncPage(mmu, sp);
+          if (r < 0) break; // zapped: build it again
+          if (r > 0) this.core.flushRemoteTlbs("sync_page");
+        }
+        s.flood[sp] = 0;
+      }
       found = sp;
       break;
     }
+    if (found < 0) this.stats.mmu_cache_miss++;
+    this.commitZapPage();
     if (collisions > this.stats.max_mmu_page_hash_collisions)
       this.stats.max_mmu_page_hash_collisions = collisions;
     return found;
@@ -523,31 +581,425 @@ export class ShadowMmu {
 
   /**
    * `kvm_mmu_alloc_shadow_page`: a new page at the head of `active_mmu_pages`, in the hash, in
-   * `n_used_mmu_pages`, of the current generation.
+   * `n_used_mmu_pages`, of the current generation. A page with guest PTEs gets its translation
+   * array (seed 2010: always) and write-protects the table it shadows (`account_shadowed`).
    */
   private allocShadowPage(gfn: number, role: number): number {
-    const sp = this.core.allocDirectSp(role, gfn, false);
+    const direct = (role & ROLE_DIRECT) !== 0;
+    const sp = direct
+      ? this.core.allocDirectSp(role, gfn, false)
+      : this.store.alloc(role, gfn, false, true, true);
     this.store.validGen[sp] = this.validGen;
     this.listAddHead(sp);
     this.hashAdd(sp);
     this.stats.n_used_mmu_pages++;
+    if (!direct) this.accountShadowed(sp);
     return sp;
   }
 
-  /** `kvm_mmu_get_shadow_page`: find, else allocate (`mmu_cache_miss`). */
-  private getShadowPage(gfn: number, role: number): number {
-    const sp = this.findShadowPage(gfn, role);
+  /** `kvm_mmu_get_shadow_page`: find, else allocate. */
+  private getShadowPage(gfn: number, role: number, mmu: KvmMmu | null = null): number {
+    const sp = this.findShadowPage(gfn, role, mmu);
     if (sp >= 0) return sp;
-    this.stats.mmu_cache_miss++;
     return this.allocShadowPage(gfn, role);
+  }
+
+  /** `kvm_mmu_get_child_sp` (see {@link ShadowMmuOps.getChildSp}). */
+  getChildSp(
+    mmu: KvmMmu,
+    sp: number,
+    idx: number,
+    gfn: number,
+    direct: boolean,
+    access: number,
+  ): number {
+    const s = this.store;
+    const lo = s.spt[sp]![idx * 2]!;
+    const level = roleLevel(s.role[sp]!);
+    if (isShadowPresent(lo) && !isLastSpte(lo, level)) return -1;
+    return this.getShadowPage(gfn, childRole(s.role[sp]!, direct, access), mmu);
+  }
+
+  // ---- write protection of shadowed guest tables (account_shadowed, page_track.c) ------------
+
+  /**
+   * `account_shadowed`: `indirect_shadow_pages`++; an upper-level table becomes write-tracked
+   * (`__kvm_write_track_add_gfn`); every shadowed table disallows huge pages over its gfn and is
+   * write-protected wherever it is mapped (one flush if a mapping changed).
+   */
+  private accountShadowed(sp: number): void {
+    const gfn = this.store.gfn[sp]!;
+    this.stats.indirect_shadow_pages++;
+    const slot = this.core.slots.gfnToSlot(gfn);
+    if (slot === undefined)
+      throw new MmuBugError("account_shadowed", `gfn 0x${gfn.toString(16)} has no memslot`);
+    const tracked = roleLevel(this.store.role[sp]!) > 1;
+    if (tracked) updateGfnWriteTrack(slot, gfn, 1);
+    this.gfnDisallowLpage(slot, gfn, 1);
+    if (this.writeProtectGfn(gfn, 1))
+      this.core.flushRemoteTlbs(tracked ? "write_track_add_gfn" : "account_shadowed");
+  }
+
+  /** `unaccount_shadowed`: the reverse of {@link accountShadowed}. */
+  private unaccountShadowed(sp: number): void {
+    const gfn = this.store.gfn[sp]!;
+    this.stats.indirect_shadow_pages--;
+    const slot = this.core.slots.gfnToSlot(gfn);
+    // A slot deleted meanwhile took its metadata with it (kvm_mmu_zap_all_fast ran first in KVM).
+    if (slot === undefined) return;
+    if (roleLevel(this.store.role[sp]!) > 1) updateGfnWriteTrack(slot, gfn, -1);
+    this.gfnDisallowLpage(slot, gfn, -1);
+  }
+
+  /** `kvm_mmu_gfn_disallow_lpage` (+1) / `kvm_mmu_gfn_allow_lpage` (−1) at levels 2 and 3. */
+  private gfnDisallowLpage(slot: MemSlot, gfn: number, count: number): void {
+    const arch = slotArch(slot);
+    for (let level = 2; level <= 3; level++)
+      arch.lpageInfo[level - 2]![gfnToIndex(gfn, slot.baseGfn, level)]! += count;
+  }
+
+  /**
+   * `mmu_try_to_unsync_pages`: may a writable spte map `gfn`? Refused (false) when the gfn is
+   * write-tracked, or has level-1 pages with guest PTEs and `canUnsync` is false (a sync) or a
+   * prefetch finds one still synced; otherwise each such page goes unsync (`kvm_unsync_page`).
+   */
+  mmuTryToUnsyncPages(slot: MemSlot, gfn: number, canUnsync: boolean, prefetch: boolean): boolean {
+    if (kvmGfnIsWriteTracked(slot, gfn)) return false;
+    if (this.stats.indirect_shadow_pages === 0) return true;
+    const s = this.store;
+    for (let sp = this.hash[kvmPageTableHashfn(gfn)]!; sp >= 0; sp = s.hashNext[sp]!) {
+      if (s.gfn[sp] !== gfn || this.isObsolete(sp)) continue;
+      const role = s.role[sp]!;
+      if ((role & (ROLE_INVALID | ROLE_DIRECT)) !== 0) continue;
+      if (!canUnsync) return false;
+      if (s.unsync[sp] !== 0) continue;
+      if (prefetch) return false;
+      this.kvmUnsyncPage(sp);
+    }
+    return true;
+  }
+
+  // ---- unsync / sync (mmu.c) ------------------------------------------------------------------
+
+  /** `kvm_unsync_page`: `unsync` = 1, `mmu_unsync`++, and the parents learn of it. */
+  private kvmUnsyncPage(sp: number): void {
+    this.stats.mmu_unsync++;
+    this.store.unsync[sp] = 1;
+    this.markParentsUnsync(sp);
+  }
+
+  /** `kvm_mmu_mark_parents_unsync`: `mark_unsync` on every parent entry of `sp`. */
+  private markParentsUnsync(sp: number): void {
+    pteListForEach(this.rmapPool, this.store.parentPtes, sp, (sptep) => this.markUnsync(sptep));
+  }
+
+  /**
+   * `mark_unsync`: set the entry's bit in its page's `unsync_child_bitmap`; the first bit set
+   * makes that page's parents learn of it too.
+   */
+  private markUnsync(sptep: number): void {
+    const s = this.store;
+    const sp = Math.floor(sptep / 512);
+    const i = sptep % 512;
+    const w = sp * 16 + (i >>> 5);
+    const bit = 1 << (i & 31);
+    if ((s.unsyncBitmap[w]! & bit) !== 0) return;
+    s.unsyncBitmap[w] = (s.unsyncBitmap[w]! | bit) >>> 0;
+    if (s.unsyncChildren[sp]!++ > 0) return;
+    this.markParentsUnsync(sp);
+  }
+
+  /** `clear_unsync_child_bit`. */
+  private clearUnsyncChildBit(sp: number, i: number): void {
+    const s = this.store;
+    const w = sp * 16 + (i >>> 5);
+    s.unsyncBitmap[w] = (s.unsyncBitmap[w]! & ~(1 << (i & 31))) >>> 0;
+    s.unsyncChildren[sp]!--;
+  }
+
+  /** `kvm_unlink_unsync_page`. */
+  private unlinkUnsyncPage(sp: number): void {
+    this.store.unsync[sp] = 0;
+    this.stats.mmu_unsync--;
+  }
+
+  /**
+   * `mmu_unsync_walk` / `__mmu_unsync_walk`: collect the unsync pages below `parent` in
+   * batches of at most KVM_PAGE_ARRAY_NR (16) entries (intermediate pages count), each with the
+   * path of (page, index) pairs that led to it; stale bitmap bits are cleared on the way.
+   * Returns the unsync level-1 pages found with their paths.
+   */
+  private unsyncWalk(parent: number): { sp: number; path: number[] }[] {
+    const out: { sp: number; path: number[] }[] = [];
+    let entries = 0;
+    const s = this.store;
+    const walk = (sp: number, path: number[]): number => {
+      let nr = 0;
+      const level = roleLevel(s.role[sp]!);
+      for (let w = 0; w < 16; w++) {
+        let bits = s.unsyncBitmap[sp * 16 + w]!;
+        while (bits !== 0) {
+          const b = 31 - Math.clz32(bits & -bits);
+          bits &= bits - 1;
+          const i = w * 32 + b;
+          const lo = s.spt[sp]![i * 2]!;
+          if (!isShadowPresent(lo) || isLastSpte(lo, level)) {
+            this.clearUnsyncChildBit(sp, i);
+            continue;
+          }
+          const child = s.pfnToSp(sptePfn(lo, s.spt[sp]![i * 2 + 1]!));
+          const childPath = path.concat(sp, i);
+          if (s.unsyncChildren[child]! > 0) {
+            if (entries >= KVM_PAGE_ARRAY_NR) return -1;
+            entries++;
+            const r = walk(child, childPath);
+            if (r === 0) this.clearUnsyncChildBit(sp, i);
+            else if (r > 0) nr += r;
+            else return r;
+          } else if (s.unsync[child] !== 0) {
+            if (entries >= KVM_PAGE_ARRAY_NR) return -1;
+            entries++;
+            nr++;
+            out.push({ sp: child, path: childPath });
+          } else this.clearUnsyncChildBit(sp, i);
+        }
+      }
+      return nr;
+    };
+    walk(parent, []);
+    return out;
+  }
+
+  /**
+   * `mmu_pages_clear_parents`: after a page was synced, clear its bit in the parent that led to
+   * it, and upwards while a parent is left with no unsync children.
+   */
+  private clearParents(path: number[]): void {
+    for (let k = path.length - 2; k >= 0; k -= 2) {
+      const p = path[k]!;
+      this.clearUnsyncChildBit(p, path[k + 1]!);
+      if (this.store.unsyncChildren[p]! > 0) return;
+    }
+  }
+
+  /**
+   * `mmu_sync_children`: per batch of unsync pages below `parent`, write-protect their gfns
+   * (one flush if that changed a mapping), then sync each (`kvm_sync_page`; a page that cannot
+   * be synced is zapped); one flush or zap commit at the end.
+   */
+  syncChildren(mmu: KvmMmu, parent: number): void {
+    let flush = false;
+    for (;;) {
+      const pages = this.unsyncWalk(parent);
+      if (pages.length === 0) break;
+      let prot = false;
+      for (const { sp } of pages) if (this.writeProtectGfn(this.store.gfn[sp]!, 1)) prot = true;
+      if (prot) {
+        this.remoteFlushOrZap(true, "sync_children");
+        flush = false;
+      }
+      for (const { sp, path } of pages) {
+        this.unlinkUnsyncPage(sp);
+        if (this.syncPage(mmu, sp) > 0) flush = true;
+        this.clearParents(path);
+      }
+    }
+    this.remoteFlushOrZap(flush, "sync_children");
+  }
+
+  /** `kvm_mmu_remote_flush_or_zap`: commit pending zaps (one flush), else flush if asked. */
+  private remoteFlushOrZap(flush: boolean, reason: string): void {
+    if (this.invalidList.length > 0) this.commitZapPage();
+    else if (flush) this.core.flushRemoteTlbs(reason);
+  }
+
+  /**
+   * `kvm_sync_page`: re-read the gpte behind every non-zero spte (`FNAME(sync_spte)`). A page
+   * whose role no longer matches the vCPU's (ignoring level, access, quadrant, passthrough), or a
+   * gpte that cannot be read, makes the whole page zapped (returns −1); else > 0 if a flush is
+   * needed.
+   */
+  syncPage(mmu: KvmMmu, sp: number): number {
+    const s = this.store;
+    const ign =
+      ROLE_LEVEL_MASK | (7 << ROLE_ACCESS_SHIFT) | (3 << ROLE_QUADRANT_SHIFT) | ROLE_PASSTHROUGH;
+    let ret = 0;
+    if ((s.role[sp]! & ROLE_DIRECT) !== 0 || ((s.role[sp]! ^ mmu.rootRole) & ~ign) !== 0) ret = -1;
+    else {
+      const spt = s.spt[sp]!;
+      for (let i = 0; i < 512; i++) {
+        if (spt[i * 2] === 0 && spt[i * 2 + 1] === 0) continue;
+        const r = fnameSyncSpte(this, mmu, sp, i);
+        if (r < 0) {
+          ret = -1;
+          break;
+        }
+        if (r > 0) ret = 1;
+      }
+    }
+    if (ret < 0) this.prepareZapPage(sp);
+    return ret;
+  }
+
+  /**
+   * `kvm_mmu_sync_roots` (the KVM_REQ_MMU_SYNC of a guest TLB flush: MOV CR3, ...): sync what
+   * is unsync below the vCPU's root.
+   */
+  syncRoots(mmu: KvmMmu): void {
+    const root = mmu.root;
+    if (root < 0) return;
+    const s = this.store;
+    if (s.unsync[root] === 0 && s.unsyncChildren[root] === 0) return;
+    this.syncChildren(mmu, root);
+  }
+
+  /**
+   * `kvm_mmu_invlpg` → `__kvm_mmu_invalidate_addr` for each of the vCPU's roots (current and
+   * previous): down the path of `gva`, re-sync the entry of every unsync page (zap it if the
+   * gpte cannot be read; flush if it changed), stopping where a page has no unsync children.
+   */
+  invlpg(mmu: KvmMmu, gvaPfn: number): void {
+    this.invalidateAddr(mmu, mmu.root, gvaPfn);
+    for (let i = 0; i < KVM_MMU_NUM_PREV_ROOTS; i++)
+      this.invalidateAddr(mmu, mmu.prevRootSp[i]!, gvaPfn);
+  }
+
+  private invalidateAddr(mmu: KvmMmu, root: number, gvaPfn: number): void {
+    if (root < 0) return;
+    const s = this.store;
+    let sp = root;
+    let level = roleLevel(s.role[root]!);
+    for (;;) {
+      const i = spteIndex(gvaPfn, level);
+      if (s.unsync[sp] !== 0) {
+        const r = fnameSyncSpte(this, mmu, sp, i);
+        if (r < 0) this.zapPte(sp, i, level);
+        if (r !== 0) this.core.flushRemoteTlbs("invalidate_addr");
+      }
+      if (s.unsyncChildren[sp] === 0) return;
+      const lo = s.spt[sp]![i * 2]!;
+      if (!isShadowPresent(lo) || isLastSpte(lo, level)) return;
+      sp = s.pfnToSp(sptePfn(lo, s.spt[sp]![i * 2 + 1]!));
+      level--;
+    }
+  }
+
+  // ---- write flooding and trapped gpte writes (kvm_mmu_track_write) --------------------------
+
+  /** `clear_sp_write_flooding_count`. */
+  clearSpFlood(sp: number): void {
+    this.store.flood[sp] = 0;
+  }
+
+  /**
+   * `shadow_page_table_clear_flood`: reset the flooding count of every page on the path of
+   * `gvaPfn` under `root` (a write that faulted on its own way is not flooding).
+   */
+  clearFloodPath(root: number, gvaPfn: number): void {
+    if (root < 0) return;
+    const s = this.store;
+    let sp = root;
+    let level = roleLevel(s.role[root]!);
+    for (;;) {
+      s.flood[sp] = 0;
+      const i = spteIndex(gvaPfn, level);
+      const lo = s.spt[sp]![i * 2]!;
+      if (!isShadowPresent(lo) || isLastSpte(lo, level)) return;
+      sp = s.pfnToSp(sptePfn(lo, s.spt[sp]![i * 2 + 1]!));
+      level--;
+    }
+  }
+
+  /**
+   * `kvm_mmu_track_write`: an emulated guest write of `bytes` at `gpa` (already in memory). With
+   * indirect pages present: `mmu_pte_write`++; a 4-byte write of an 8-byte-gpte guest is widened
+   * to its gpte; each page shadowing the frame is zapped for a misaligned write or flooding
+   * (`mmu_flooded`), else the sptes of the written gpte are zapped (`mmu_pde_zapped` above level
+   * 1 when the new gpte is non-zero). One flush or zap commit.
+   * @param pae the vCPU uses 8-byte gptes (`is_pae`)
+   */
+  trackWrite(gpa: number, bytes: number, pae: boolean): void {
+    if (this.stats.indirect_shadow_pages === 0) return;
+    if (pae && bytes === 4) {
+      gpa -= gpa % 8;
+      bytes = 8;
+    }
+    let gentryZero = true;
+    if (bytes === 4 || bytes === 8) {
+      const g = this.gpte;
+      if (this.core.readGuestPte(gpa, bytes === 8, g)) gentryZero = g[0] === 0 && g[1] === 0;
+    }
+    this.stats.mmu_pte_write++;
+    const gfn = Math.floor(gpa / 4096);
+    const s = this.store;
+    let flush = false;
+    const victims: number[] = [];
+    for (let sp = this.hash[kvmPageTableHashfn(gfn)]!; sp >= 0; sp = s.hashNext[sp]!) {
+      if (s.gfn[sp] !== gfn || this.isObsolete(sp)) continue;
+      if ((s.role[sp]! & (ROLE_INVALID | ROLE_DIRECT)) !== 0) continue;
+      victims.push(sp);
+    }
+    for (const sp of victims) {
+      if ((s.role[sp]! & ROLE_INVALID) !== 0) continue;
+      if (detectWriteMisaligned(s.role[sp]!, gpa, bytes) || this.detectWriteFlooding(sp)) {
+        this.prepareZapPage(sp);
+        this.stats.mmu_flooded++;
+        continue;
+      }
+      const level = roleLevel(s.role[sp]!);
+      let off = gpa % 4096;
+      let n = 1;
+      if ((s.role[sp]! & ROLE_HAS_4_BYTE_GPTE) !== 0) {
+        off *= 2;
+        if (level === 2) {
+          off -= off % 8;
+          off *= 2;
+          n = 2;
+        }
+        if (Math.floor(off / 4096) !== roleQuadrant(s.role[sp]!)) continue;
+        off %= 4096;
+      }
+      for (let k = 0; k < n; k++) {
+        const i = off / 8 + k;
+        if (isShadowPresent(s.spt[sp]![i * 2]!)) flush = true;
+        this.zapPte(sp, i, level);
+        if (!gentryZero && level > 1) this.stats.mmu_pde_zapped++;
+      }
+    }
+    this.remoteFlushOrZap(flush, "track_write");
+  }
+
+  /** `detect_write_flooding`: level-1 pages are exempt (they may go unsync); 3 writes flood. */
+  private detectWriteFlooding(sp: number): boolean {
+    const s = this.store;
+    if (roleLevel(s.role[sp]!) === 1) return false;
+    s.flood[sp] = Math.min(255, s.flood[sp]! + 1);
+    return s.flood[sp]! >= 3;
+  }
+
+  /** `kvm_mmu_unprotect_page`-style zap of every valid page with guest PTEs at `gfn`. */
+  zapGfnShadowPages(gfn: number): number {
+    const s = this.store;
+    const victims: number[] = [];
+    for (let sp = this.hash[kvmPageTableHashfn(gfn)]!; sp >= 0; sp = s.hashNext[sp]!) {
+      if (s.gfn[sp] !== gfn || this.isObsolete(sp)) continue;
+      if ((s.role[sp]! & (ROLE_INVALID | ROLE_DIRECT)) !== 0) continue;
+      victims.push(sp);
+    }
+    for (const sp of victims) if ((s.role[sp]! & ROLE_INVALID) === 0) this.prepareZapPage(sp);
+    this.commitZapPage();
+    return victims.length;
   }
 
   // ---- roots ----------------------------------------------------------------------------
 
-  /** `mmu_alloc_direct_roots` → `mmu_alloc_root`: the root page for gfn 0, root_count++. */
-  getVcpuRoot(): number {
+  /**
+   * `mmu_alloc_direct_roots` / `mmu_alloc_shadow_roots` → `mmu_alloc_root`: the root page for
+   * `gfn` (0 for direct roots, the CR3 frame under shadow paging) with `role`, root_count++.
+   */
+  getVcpuRoot(gfn = 0, role = this.rootRole, mmu: KvmMmu | null = null): number {
     this.makeMmuPagesAvailable();
-    const r = this.getShadowPage(0, this.rootRole);
+    const r = this.getShadowPage(gfn, role, mmu);
     this.store.rootCount[r]!++;
     if (!this.roots.includes(r)) this.roots.push(r);
     return r;
@@ -563,6 +1015,13 @@ export class ShadowMmu {
       this.prepareZapPage(root);
       this.commitZapPage();
     }
+  }
+
+  /** The parent entries of `sp` (`parent_ptes`) as sp * 512 + index, for views and the audit. */
+  parentPtesOf(sp: number): number[] {
+    const out: number[] = [];
+    pteListForEach(this.rmapPool, this.store.parentPtes, sp, (sptep) => out.push(sptep));
+    return out;
   }
 
   /** The root was invalidated or is obsolete and must be reloaded. */
@@ -669,7 +1128,7 @@ export class ShadowMmu {
   }
 
   /** `drop_spte` of a present leaf: clear it (the sink removes it from its rmap). */
-  private dropSpte(sp: number, idx: number, level: number): boolean {
+  dropSpte(sp: number, idx: number, level: number): boolean {
     return this.setSpte(sp, idx, level, this.entryGfnFormula(sp, idx), 0, 0);
   }
 
@@ -685,21 +1144,35 @@ export class ShadowMmu {
 
   // ---- linking, zapping -----------------------------------------------------------------
 
-  /** `drop_parent_pte`: clear the parent entry; the child becomes parentless (not freed). */
-  private dropParentPte(child: number): boolean {
+  /**
+   * `drop_parent_pte`: entry `idx` of `sp` (which points at `child`) is cleared and leaves the
+   * child's `parent_ptes`; a child left without parents stays allocated (an orphan).
+   */
+  private dropParentPte(child: number, sp: number, idx: number): boolean {
     const s = this.store;
-    const p = s.parentSp[child]!;
-    if (p < 0) return false;
-    const i = s.parentIdx[child]!;
-    const level = roleLevel(s.role[p]!);
-    const flush = this.setSpte(p, i, level, this.entryGfnFormula(p, i), 0, 0);
-    s.parentSp[child] = -1;
+    if (!pteListRemove(this.rmapPool, s.parentPtes, child, sp * 512 + idx)) {
+      throw new MmuBugError(
+        "mmu_page_remove_parent_pte",
+        `sp ${sp} entry ${idx} is not a parent of sp ${child}`,
+      );
+    }
+    const level = roleLevel(s.role[sp]!);
+    const flush = this.setSpte(sp, idx, level, this.entryGfnFormula(sp, idx), 0, 0);
     s.unlinked();
     return flush;
   }
 
-  /** `__link_shadow_page`: a present (large) leaf is dropped first with a flush. */
-  private linkShadowPage(sp: number, idx: number, level: number, child: number): void {
+  /** `kvm_mmu_unlink_parents`: drop every parent entry of `sp`. */
+  private unlinkParents(sp: number): void {
+    for (const sptep of this.parentPtesOf(sp))
+      this.dropParentPte(sp, Math.floor(sptep / 512), sptep % 512);
+  }
+
+  /**
+   * `__link_shadow_page`: a present (large) leaf is dropped first with a flush; the entry points
+   * at `child`, joins its `parent_ptes`, and an unsync child marks the entry (`mark_unsync`).
+   */
+  linkShadowPage(sp: number, idx: number, level: number, child: number): void {
     const s = this.store;
     const lo = s.spt[sp]![idx * 2]!;
     if (isShadowPresent(lo)) {
@@ -708,35 +1181,44 @@ export class ShadowMmu {
     }
     makeNonleafSpte(this.out, s.spPfn(child));
     this.setSpte(sp, idx, level, s.gfn[child]!, this.out.lo, this.out.hi);
-    s.parentSp[child] = sp;
-    s.parentIdx[child] = idx;
+    pteListAdd(this.rmapPool, s.parentPtes, child, sp * 512 + idx);
+    if (s.unsyncChildren[child]! > 0 || s.unsync[child] !== 0) this.markUnsync(sp * 512 + idx);
   }
 
   /**
-   * `__kvm_mmu_prepare_zap_page`: drop every leaf, orphan every child, unlink the parent, mark
-   * invalid; pages with no root reference leave n_used and go to the invalid list. A pinned root
-   * stays until its vCPU reloads (KVM_REQ_MMU_FREE_OBSOLETE_ROOTS). Returns the number of pages
-   * put on the list.
+   * `mmu_page_zap_pte`: a leaf is dropped, a non-leaf unlinks its child (which stays), an MMIO
+   * spte is cleared. Returns whether a present entry went away.
+   */
+  private zapPte(sp: number, idx: number, level: number): boolean {
+    const s = this.store;
+    const lo = s.spt[sp]![idx * 2]!;
+    if (isShadowPresent(lo)) {
+      if (isLastSpte(lo, level)) this.dropSpte(sp, idx, level);
+      else this.dropParentPte(s.pfnToSp(sptePfn(lo, s.spt[sp]![idx * 2 + 1]!)), sp, idx);
+      return true;
+    }
+    if (isMmioSpte(lo)) this.setSpte(sp, idx, level, this.entryGfnFormula(sp, idx), 0, 0);
+    return false;
+  }
+
+  /**
+   * `__kvm_mmu_prepare_zap_page`: zap the unsync pages below it, drop every leaf, orphan every
+   * child, unlink the parents, undo `account_shadowed`, leave the unsync count, mark invalid;
+   * pages with no root reference leave n_used and go to the invalid list. A pinned root stays
+   * until its vCPU reloads (KVM_REQ_MMU_FREE_OBSOLETE_ROOTS). Returns the number of pages put on
+   * the list.
    */
   private prepareZapPage(sp: number): number {
     const s = this.store;
     this.stats.mmu_shadow_zapped++;
+    let zapped = this.zapUnsyncChildren(sp);
     const level = roleLevel(s.role[sp]!);
-    const spt = s.spt[sp]!;
-    for (let i = 0; i < 512; i++) {
-      const lo = spt[i * 2]!;
-      if (lo === 0) continue;
-      if (isShadowPresent(lo)) {
-        if (isLastSpte(lo, level)) this.dropSpte(sp, i, level);
-        else this.dropParentPte(s.pfnToSp(sptePfn(lo, spt[i * 2 + 1]!)));
-      } else if (isMmioSpte(lo)) {
-        this.setSpte(sp, i, level, this.entryGfnFormula(sp, i), 0, 0);
-      }
-    }
-    this.dropParentPte(sp);
-    let zapped = 0;
+    for (let i = 0; i < 512; i++) if (s.spt[sp]![i * 2] !== 0) this.zapPte(sp, i, level);
+    this.unlinkParents(sp);
+    if ((s.role[sp]! & (ROLE_INVALID | ROLE_DIRECT)) === 0) this.unaccountShadowed(sp);
+    if (s.unsync[sp] !== 0) this.unlinkUnsyncPage(sp);
     if (s.rootCount[sp] === 0) {
-      zapped = 1;
+      zapped++;
       if (this.onActiveList(sp)) this.listDel(sp);
       if ((s.role[sp]! & ROLE_INVALID) === 0 || !this.invalidList.includes(sp))
         this.invalidList.push(sp);
@@ -752,6 +1234,21 @@ export class ShadowMmu {
     }
     s.role[sp] = (s.role[sp]! | ROLE_INVALID) >>> 0;
     return zapped;
+  }
+
+  /** `mmu_zap_unsync_children`: zap every unsync page below an upper-level page. */
+  private zapUnsyncChildren(parent: number): number {
+    if (roleLevel(this.store.role[parent]!) === 1) return 0;
+    let zapped = 0;
+    for (;;) {
+      const pages = this.unsyncWalk(parent);
+      if (pages.length === 0) return zapped;
+      for (const { sp, path } of pages) {
+        this.prepareZapPage(sp);
+        this.clearParents(path);
+        zapped++;
+      }
+    }
   }
 
   /** `kvm_mmu_commit_zap_page`: one remote flush if the list is non-empty, then free. */
@@ -842,39 +1339,45 @@ export class ShadowMmu {
       this.stats.pf_mmio_spte_created++;
       return RET_PF_EMULATE;
     }
-    const ret = this.mmuSetSpte(
-      sp,
-      idx,
-      level,
-      base,
-      fault.pfn,
-      fault.write,
-      false,
-      fault.mapWritable,
-    );
+    const ret = this.mmuSetSpte(sp, idx, level, base, fault.pfn, ACC_ALL, slot, fault);
     if (ret === RET_PF_SPURIOUS) return ret;
     if (this.prefetch && level === 1) this.directPtePrefetch(sp, idx);
     return ret;
   }
 
-  /** `mmu_set_spte` for a direct leaf. */
-  private mmuSetSpte(
+  /**
+   * `mmu_set_spte` (see {@link ShadowMmuOps.mmuSetSpte}): no slot makes an MMIO spte; a present
+   * non-leaf replaced by a leaf orphans its child, another pfn drops the old leaf (each with a
+   * flush); `make_spte`, whose write permission `mmu_try_to_unsync_pages` may refuse
+   * (`wrprot`: a write fault is then emulated); the stored access follows the new spte.
+   */
+  mmuSetSpte(
     sp: number,
     idx: number,
     level: number,
     gfn: number,
     pfn: number,
-    write: boolean,
-    prefetch: boolean,
-    hostWritable: boolean,
+    pteAccess: number,
+    slot: MemSlot | null,
+    fault: KvmPageFault | null,
   ): number {
-    const spt = this.store.spt[sp]!;
+    const store = this.store;
+    const spt = store.spt[sp]!;
+    if (slot === null) {
+      makeMmioSpte(this.out, gfn, this.core.mmioGen);
+      this.setSpte(sp, idx, level, gfn, this.out.lo, this.out.hi);
+      this.stats.pf_mmio_spte_created++;
+      return RET_PF_EMULATE;
+    }
+    // Prefetching always gets a writable pfn.
+    const hostWritable = fault === null || fault.mapWritable;
+    const prefetch = fault === null || fault.prefetch;
     let lo = spt[idx * 2]!;
     let flush = false;
     if (isShadowPresent(lo)) {
       const hi = spt[idx * 2 + 1]!;
       if (level > 1 && !isLastSpte(lo, level)) {
-        this.dropParentPte(this.store.pfnToSp(sptePfn(lo, hi)));
+        this.dropParentPte(store.pfnToSp(sptePfn(lo, hi)), sp, idx);
         flush = true;
       } else if (pfn !== sptePfn(lo, hi)) {
         this.dropSpte(sp, idx, level);
@@ -882,18 +1385,26 @@ export class ShadowMmu {
       }
       lo = spt[idx * 2]!;
     }
+    // make_spte's write check: only when W would be newly granted (the old spte had none).
+    const canWrite =
+      (pteAccess & ACC_WRITE_MASK) === 0 ||
+      !hostWritable ||
+      (lo & SPTE_W) !== 0 ||
+      this.mmuTryToUnsyncPages(slot, gfn, true, prefetch);
     const out = this.out;
-    makeSpte(out, level, ACC_ALL, pfn, lo, prefetch, hostWritable, true);
+    makeSpte(out, level, pteAccess, pfn, lo, prefetch, hostWritable, canWrite);
     let ret = RET_PF_FIXED;
     if (out.lo === lo && out.hi === spt[idx * 2 + 1]) ret = RET_PF_SPURIOUS;
     else if (this.setSpte(sp, idx, level, gfn, out.lo, out.hi)) flush = true;
-    if (out.wrprot && write) ret = RET_PF_EMULATE;
+    if (out.wrprot && fault?.write === true) ret = RET_PF_EMULATE;
     if (flush) this.core.flushRemoteTlbs("mmu_set_spte");
+    const acc = store.access[sp];
+    if (acc !== null && acc !== undefined) acc[idx] = pteAccess;
     return ret;
   }
 
   /** `__direct_pte_prefetch`: map the non-present runs of the aligned group of 8. */
-  private directPtePrefetch(sp: number, faultIdx: number): void {
+  directPtePrefetch(sp: number, faultIdx: number): void {
     const spt = this.store.spt[sp]!;
     const first = faultIdx & ~(PTE_PREFETCH_NUM - 1);
     let start = -1;
@@ -917,13 +1428,40 @@ export class ShadowMmu {
     if (gfn + (end - start) > slot.baseGfn + slot.npages) return false;
     for (let i = start; i < end; i++) {
       const g = gfn + (i - start);
-      this.mmuSetSpte(sp, i, 1, g, hostPfn(slot, g), false, true, true);
+      this.mmuSetSpte(sp, i, 1, g, hostPfn(slot, g), roleAccess(this.store.role[sp]!), slot, null);
     }
     return true;
   }
 
   private entryGfnFormula(sp: number, idx: number): number {
     return kvmMmuPageGetGfn(this.store, sp, idx, false);
+  }
+
+  faultinPfn(fault: KvmPageFault): number {
+    return kvmFaultinPfn(fault);
+  }
+
+  hugepageAdjust(fault: KvmPageFault): void {
+    kvmMmuHugepageAdjust(this.core, fault);
+  }
+
+  /** `mmu_spte_update` of a present leaf (see {@link ShadowMmuOps.updateSpte}). */
+  updateSpte(sp: number, idx: number, level: number, gfn: number, lo: number, hi: number): boolean {
+    return this.setSpte(sp, idx, level, gfn, lo, hi);
+  }
+
+  /**
+   * `validate_direct_spte`: a direct child linked at entry `idx` whose access differs from
+   * `access` is unlinked (with a flush), so that the caller links one with the right access.
+   */
+  validateDirectSpte(sp: number, idx: number, level: number, access: number): void {
+    const s = this.store;
+    const lo = s.spt[sp]![idx * 2]!;
+    if (!isShadowPresent(lo) || isLastSpte(lo, level)) return;
+    const child = s.pfnToSp(sptePfn(lo, s.spt[sp]![idx * 2 + 1]!));
+    if (roleAccess(s.role[child]!) === access) return;
+    this.dropParentPte(child, sp, idx);
+    this.core.flushRemoteTlbs("validate_direct_spte");
   }
 
   /** The fast path's cmpxchg of a leaf found by a lockless walk (`fast_pf_fix_direct_spte`). */
@@ -1109,7 +1647,7 @@ export class ShadowMmu {
     for (let sp = 0; sp < s.created; sp++) {
       if (
         s.isLive(sp) &&
-        s.parentSp[sp] === -1 &&
+        s.parentPtes[sp] === 0 &&
         s.rootCount[sp] === 0 &&
         !this.roots.includes(sp)
       )
@@ -1153,20 +1691,24 @@ export class VmMmu implements MmuCore {
   private readonly features: Features;
   private readonly last = new LastSpte();
 
-  constructor(kvm: Kvm) {
+  /** `!tdp_enabled` (`ept=0`): the vCPUs run on shadow page tables. */
+  readonly shadowPaging: boolean;
+
+  constructor(kvm: Kvm, shadowPaging = false) {
     const f = kvm.features;
     this.kvm = kvm;
+    this.shadowPaging = shadowPaging;
     this.slots = kvm.memslots;
     this.features = f;
     this.stats = kvm.vmStat;
     this.store = new MmuPageStore(kvm.vmStat);
     this.rootLevel = f.tdpLevels;
     this.rootRole = tdpRootRole(this.rootLevel, true);
-    this.tdpMmuEnabled = f.mmuFlavor === "tdp_mmu";
+    this.tdpMmuEnabled = !shadowPaging && f.mmuFlavor === "tdp_mmu";
     this.tdp = this.tdpMmuEnabled ? new TdpMmu(this, this.rootLevel, this.rootRole) : null;
     this.shadow = this.tdpMmuEnabled
       ? null
-      : new ShadowMmu(this, this.rootLevel, this.rootRole, f.prefetch);
+      : new ShadowMmu(this, this.rootLevel, this.rootRole, f.prefetch, shadowPaging);
     this.stats.n_max_mmu_pages = KVM_MIN_ALLOC_MMU_PAGES;
   }
 
@@ -1210,6 +1752,17 @@ export class VmMmu implements MmuCore {
     }
   }
 
+  readGuestPte(gpa: number, wide: boolean, out: Uint32Array): boolean {
+    const gfn = Math.floor(gpa / 4096);
+    const slot = this.slots.gfnToSlot(gfn);
+    if (slot === undefined) return false;
+    const hvfn = slot.hvfn(gfn);
+    const off = gpa % 4096;
+    out[0] = this.kvm.memory.read32(hvfn, off);
+    out[1] = wide ? this.kvm.memory.read32(hvfn, off + 4) : 0;
+    return true;
+  }
+
   /**
    * `kvm_mmu_max_mapping_level`: highest level ≤ maxLevel whose `disallow_lpage` is 0, capped
    * by the host mapping level.
@@ -1233,14 +1786,98 @@ export class VmMmu implements MmuCore {
    * registers.)
    */
   initMmu(mmu: KvmMmu): void {
-    mmu.rootRole = this.rootRole;
-    mmu.pageFault = kvmTdpPageFault;
+    mmu.shadowPaging = this.shadowPaging;
+    if (!this.shadowPaging) {
+      mmu.rootRole = this.rootRole;
+      mmu.pageFault = kvmTdpPageFault;
+      return;
+    }
+    // kvm_init_shadow_mmu: the cpu role with efer_nx forced on (KVM uses NX itself under
+    // shadow paging), cr0_wp and the SMEP/SMAP-andnot-WP bits; access ACC_ALL.
+    let r = mmu.rootLevel | (7 << ROLE_ACCESS_SHIFT) | ROLE_EFER_NX;
+    if (mmu.rootLevel === 2) r |= ROLE_HAS_4_BYTE_GPTE;
+    if (mmu.wp) r |= ROLE_CR0_WP;
+    else {
+      if (mmu.smep) r |= ROLE_SMEP_ANDNOT_WP;
+      if (mmu.smap) r |= ROLE_SMAP_ANDNOT_WP;
+    }
+    mmu.rootRole = r >>> 0;
+    mmu.pageFault = null;
   }
 
-  /** `kvm_mmu_load`: give the vCPU a root when it has none. */
+  /**
+   * `kvm_mmu_load`: give the vCPU a root when it has none. Under shadow paging
+   * (`mmu_alloc_shadow_roots`): the page for the CR3 frame with the root role (a dummy root
+   * when no memslot holds the frame), then `kvm_mmu_sync_roots`.
+   */
   mmuLoad(mmu: KvmMmu): void {
-    if (mmu.root >= 0) return;
-    mmu.root = this.tdp !== null ? this.tdp.getVcpuRoot() : this.shadow!.getVcpuRoot();
+    if (mmu.root !== -1) return;
+    if (!this.shadowPaging) {
+      mmu.root = this.tdp !== null ? this.tdp.getVcpuRoot() : this.shadow!.getVcpuRoot();
+      return;
+    }
+    const gfn = mmu.cr3Hi * 1048576 + (mmu.cr3Lo >>> 12);
+    mmu.rootPgd = gfn;
+    if (this.slots.gfnToSlot(gfn) === undefined) {
+      mmu.root = KVM_DUMMY_ROOT;
+      return;
+    }
+    mmu.root = this.shadow!.getVcpuRoot(gfn, mmu.rootRole, mmu);
+    this.shadow!.syncRoots(mmu);
+  }
+
+  /**
+   * `kvm_mmu_new_pgd` after a MOV CR3 to frame `gfn` (`fast_pgd_switch`): keep the current root
+   * if it fits, else rotate the three cached previous roots looking for one that does; the one
+   * rotated out last is freed. Without a fit the vCPU loads a root at its next entry. The new
+   * root's flooding count is reset.
+   */
+  newPgd(mmu: KvmMmu, gfn: number): void {
+    const sh = this.shadow!;
+    if (mmu.root === KVM_DUMMY_ROOT) mmu.root = -1;
+    const usable = (root: number, pgd: number): boolean =>
+      root >= 0 && pgd === gfn && this.store.role[root] === mmu.rootRole && !sh.isInvalidRoot(root);
+    let found = false;
+    if (mmu.root >= 0) {
+      if (usable(mmu.root, mmu.rootPgd)) found = true;
+      else {
+        for (let i = 0; i < KVM_MMU_NUM_PREV_ROOTS && !found; i++) {
+          const r = mmu.root;
+          const p = mmu.rootPgd;
+          mmu.root = mmu.prevRootSp[i]!;
+          mmu.rootPgd = mmu.prevRootPgd[i]!;
+          mmu.prevRootSp[i] = r;
+          mmu.prevRootPgd[i] = p;
+          if (usable(mmu.root, mmu.rootPgd)) found = true;
+        }
+        if (!found && mmu.root >= 0) {
+          sh.putRoot(mmu.root);
+          mmu.root = -1;
+        }
+      }
+    } else {
+      for (let i = 0; i < KVM_MMU_NUM_PREV_ROOTS && !found; i++) {
+        if (usable(mmu.prevRootSp[i]!, mmu.prevRootPgd[i]!)) {
+          mmu.root = mmu.prevRootSp[i]!;
+          mmu.rootPgd = mmu.prevRootPgd[i]!;
+          mmu.prevRootSp[i] = -1;
+          found = true;
+        }
+      }
+    }
+    if (found) sh.clearSpFlood(mmu.root);
+  }
+
+  /** `kvm_mmu_unload` (`kvm_mmu_reset_context`): free the current and the previous roots. */
+  unloadRoots(mmu: KvmMmu): void {
+    if (this.shadow === null || !this.shadowPaging) return;
+    if (mmu.root >= 0) this.shadow.putRoot(mmu.root);
+    mmu.root = -1;
+    for (let i = 0; i < KVM_MMU_NUM_PREV_ROOTS; i++) {
+      const r = mmu.prevRootSp[i]!;
+      if (r >= 0) this.shadow.putRoot(r);
+      mmu.prevRootSp[i] = -1;
+    }
   }
 
   /**
@@ -1256,16 +1893,32 @@ export class VmMmu implements MmuCore {
         vcpu.requests &= ~KVM_REQ_MMU_FREE_OBSOLETE_ROOTS;
         this.freeObsoleteRoots(mmu);
       }
+      if ((vcpu.requests & KVM_REQ_MMU_SYNC) !== 0) {
+        vcpu.requests &= ~KVM_REQ_MMU_SYNC;
+        this.shadow?.syncRoots(mmu);
+      }
       if ((vcpu.requests & KVM_REQ_TLB_FLUSH) !== 0) {
         vcpu.requests &= ~KVM_REQ_TLB_FLUSH;
         vcpu.stat.tlb_flush++;
       }
-      if (mmu.root < 0) this.mmuLoad(mmu);
-    } while ((vcpu.requests & (KVM_REQ_MMU_FREE_OBSOLETE_ROOTS | KVM_REQ_TLB_FLUSH)) !== 0);
+      if (mmu.root === -1) this.mmuLoad(mmu);
+    } while (
+      (vcpu.requests & (KVM_REQ_MMU_FREE_OBSOLETE_ROOTS | KVM_REQ_TLB_FLUSH | KVM_REQ_MMU_SYNC)) !==
+      0
+    );
   }
 
-  /** `kvm_mmu_free_obsolete_roots`: drop the vCPU's root if it was invalidated. */
+  /** `kvm_mmu_free_obsolete_roots`: drop the vCPU's roots that were invalidated. */
   freeObsoleteRoots(mmu: KvmMmu): void {
+    if (this.shadowPaging) {
+      for (let i = 0; i < KVM_MMU_NUM_PREV_ROOTS; i++) {
+        const r = mmu.prevRootSp[i]!;
+        if (r >= 0 && this.shadow!.isInvalidRoot(r)) {
+          this.shadow!.putRoot(r);
+          mmu.prevRootSp[i] = -1;
+        }
+      }
+    }
     const root = mmu.root;
     if (root < 0) return;
     if (this.tdp !== null) {
@@ -1288,7 +1941,7 @@ export class VmMmu implements MmuCore {
   pageFault(mmu: KvmMmu, addrHi: number, addrLo: number, err: number): number {
     const s = this.stats;
     if ((err & PFERR_RSVD_MASK) !== 0) {
-      const r = this.handleMmioPageFault(mmu, addrHi * 4294967296 + addrLo);
+      const r = this.handleMmioPageFault(mmu, Math.floor((addrHi * 4294967296 + addrLo) / 4096));
       if (r !== RET_PF_INVALID) {
         if (this.trace.on) this.traceFault(addrHi, addrLo, err, "mmio", r);
         return r;
@@ -1318,10 +1971,47 @@ export class VmMmu implements MmuCore {
     this.trace.emit({ ev: "fault", gfn, err, path, ret: RET_PF_NAMES[r] ?? String(r) });
   }
 
-  /** `handle_mmio_page_fault`: a current-generation MMIO spte is emulated right away. */
-  private handleMmioPageFault(mmu: KvmMmu, gpa: number): number {
+  /**
+   * `kvm_mmu_page_fault` for a shadow-paging vCPU: the #PF the CPU took at gva `hi:lo` on the
+   * shadow tables (hardware error code `err`), for guest access `access` (PFERR bits, with
+   * PFERR_IMPLICIT_ACCESS). MMIO sptes first, then `FNAME(page_fault)` with the vCPU's walker;
+   * statistics as {@link pageFault}. `mmu.fault.guestFault` tells a #PF for the guest.
+   */
+  shadowPageFault(
+    mmu: KvmMmu,
+    ctx: ShadowWalkCtx,
+    hi: number,
+    lo: number,
+    err: number,
+    access: number,
+  ): number {
+    const s = this.stats;
+    const fault = mmu.fault;
+    if ((err & PFERR_RSVD_MASK) !== 0 && mmu.root >= 0) {
+      const r = this.handleMmioPageFault(mmu, hi * 1048576 + (lo >>> 12));
+      if (r !== RET_PF_INVALID) {
+        fault.guestFault = false;
+        if (this.trace.on) this.traceFault(hi, lo, err, "mmio", r);
+        return r;
+      }
+    }
+    fault.init(hi, lo, err, false, false);
+    s.pf_taken++;
+    const r = fnamePageFault(this.shadow!, mmu, fault, ctx, access);
+    if (r === RET_PF_FIXED) s.pf_fixed++;
+    else if (r === RET_PF_EMULATE) s.pf_emulate++;
+    else if (r === RET_PF_SPURIOUS) s.pf_spurious++;
+    if (this.trace.on) this.traceFault(hi, lo, err, "slow", r);
+    return r;
+  }
+
+  /**
+   * `handle_mmio_page_fault`: a current-generation MMIO spte is emulated right away. `key` is
+   * the frame number the tables are indexed by (gpa >> 12 under TDP, gva >> 12 under shadow).
+   */
+  private handleMmioPageFault(mmu: KvmMmu, key: number): number {
     const last = this.last;
-    walkToLastSpte(this.store, mmu.root, this.rootLevel, Math.floor(gpa / 4096), last);
+    walkToLastSpte(this.store, mmu.root, roleLevel(this.store.role[mmu.root]!), key, last);
     if (!isMmioSpte(last.lo)) return RET_PF_RETRY;
     if (mmioSpteGen(last.lo, last.hi) !== this.mmioGen) return RET_PF_INVALID;
     return RET_PF_EMULATE;
@@ -1359,20 +2049,9 @@ export class VmMmu implements MmuCore {
    * write to a read-only slot (KVM_PFN_ERR_RO_FAULT).
    */
   faultinPfn(fault: KvmPageFault): number {
-    const slot = fault.slot;
-    if (slot === null) return RET_PF_CONTINUE;
-    if (fault.write && slot.readonly) return RET_PF_EMULATE;
-    fault.mapWritable = !slot.readonly;
-    // kvm_mmu_hugepage_adjust: dirty logging keeps every mapping at 4K.
-    let level = 1;
-    if ((slot.flags & KVM_MEM_LOG_DIRTY_PAGES) === 0)
-      level = this.maxMappingLevel(slot, fault.gfn, fault.maxLevel);
-    fault.reqLevel = level;
-    fault.goalLevel = level;
-    const span = GFN_SPAN[level]!;
-    const pfn = hostPfn(slot, fault.gfn);
-    fault.pfn = pfn - (pfn % span);
-    return RET_PF_CONTINUE;
+    const r = kvmFaultinPfn(fault);
+    if (r === RET_PF_CONTINUE) kvmMmuHugepageAdjust(this, fault);
+    return r;
   }
 
   // ---- memslot changes (called by the x86 hooks) -------------------------------------------
@@ -1507,7 +2186,12 @@ export class VmMmu implements MmuCore {
 
   /** Zap the single leaf mapping `gfn` (an atomic zap with its own flush). Returns leaves zapped. */
   zapSpte(gfn: number): number {
-    return this.tdp !== null ? this.tdp.zapSpte(gfn) : this.shadow!.zapSpte(gfn);
+    if (this.tdp !== null) return this.tdp.zapSpte(gfn);
+    if (!this.shadowPaging) return this.shadow!.zapSpte(gfn);
+    // Shadow paging indexes its tables by gva: the sptes of gfn are found through its rmaps.
+    const before = this.stats.pages_4k + this.stats.pages_2m + this.stats.pages_1g;
+    this.zapGfnRange(gfn, gfn + 1);
+    return before - (this.stats.pages_4k + this.stats.pages_2m + this.stats.pages_1g);
   }
 
   // ---- views for the layers above ----------------------------------------------------------
@@ -1538,6 +2222,35 @@ export class VmMmu implements MmuCore {
     for (const s of this.kvm.memslots.list()) if (s.arch instanceof SlotArch) b += s.arch.bytes();
     return b;
   }
+}
+
+/**
+ * `kvm_faultin_pfn`: the host frame of `fault.gfn` (4K) and whether it may be written.
+ * Returns RET_PF_CONTINUE (also for a gfn without a slot: an MMIO spte follows), or
+ * RET_PF_EMULATE for a write to a read-only slot (KVM_PFN_ERR_RO_FAULT).
+ */
+export function kvmFaultinPfn(fault: KvmPageFault): number {
+  const slot = fault.slot;
+  if (slot === null) return RET_PF_CONTINUE;
+  if (fault.write && slot.readonly) return RET_PF_EMULATE;
+  fault.mapWritable = !slot.readonly;
+  fault.pfn = hostPfn(slot, fault.gfn);
+  return RET_PF_CONTINUE;
+}
+
+/**
+ * `kvm_mmu_hugepage_adjust`: req_level and goal_level from `fault.maxLevel`, `lpage_info` and
+ * the host mapping (4K for MMIO and while the slot is dirty-logged); the pfn aligned down.
+ */
+export function kvmMmuHugepageAdjust(core: MmuCore, fault: KvmPageFault): void {
+  const slot = fault.slot;
+  let level = 1;
+  if (slot !== null && (slot.flags & KVM_MEM_LOG_DIRTY_PAGES) === 0)
+    level = core.maxMappingLevel(slot, fault.gfn, fault.maxLevel);
+  fault.reqLevel = level;
+  fault.goalLevel = level;
+  if (slot === null) return;
+  fault.pfn -= fault.pfn % GFN_SPAN[level]!;
 }
 
 /**
@@ -1595,6 +2308,7 @@ export function kvmInitMmu(
   const nx = (regs.efer & EFER_NX) !== 0 && mode !== "none";
   mmu.nx = nx;
   mmu.smep = (regs.cr4 & X86_CR4_SMEP) !== 0;
+  mmu.smap = (regs.cr4 & X86_CR4_SMAP) !== 0;
   mmu.pse = (regs.cr4 & X86_CR4_PSE) !== 0;
   mmu.pse36 = features.pse36;
   const r = reservedMasks(mode, maxPhysAddrBits, nx, mmu.pse, features);

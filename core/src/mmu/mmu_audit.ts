@@ -35,6 +35,7 @@ const MAX_REPORTS = 200;
 
 /** Audit the MMU of a VM; returns human-readable violations. */
 export function auditMmu(mmu: VmMmu, slots: MemSlots): string[] {
+  if (mmu.shadowPaging) return auditShadowPaging(mmu, slots);
   const out: string[] = [];
   const report = (msg: string) => {
     if (out.length < MAX_REPORTS) out.push(msg);
@@ -86,10 +87,12 @@ export function auditMmu(mmu: VmMmu, slots: MemSlots): string[] {
         }
         seen[child] = 1;
         nonRoot++;
-        if (store.parentSp[child] !== sp || store.parentIdx[child] !== i) {
-          report(
-            `${where}: child sp ${child} records parent sp ${store.parentSp[child]} entry ${store.parentIdx[child]}`,
-          );
+        if (
+          legacy !== null
+            ? !pteListContains(legacy.rmapPool, store.parentPtes, child, sp * 512 + i)
+            : store.parentSp[child] !== sp || store.parentIdx[child] !== i
+        ) {
+          report(`${where}: child sp ${child} does not record this entry as its parent`);
         }
         const crole = store.role[child]!;
         if (roleLevel(crole) !== level - 1)
@@ -149,7 +152,8 @@ export function auditMmu(mmu: VmMmu, slots: MemSlots): string[] {
     seen[root] = 1;
     if (roleLevel(store.role[root]!) !== rootLevel)
       report(`root sp ${root} has level ${roleLevel(store.role[root]!)}, expected ${rootLevel}`);
-    if (store.parentSp[root] !== -1) report(`root sp ${root} has a parent`);
+    if (legacy !== null ? store.parentPtes[root] !== 0 : store.parentSp[root] !== -1)
+      report(`root sp ${root} has a parent`);
     if (store.rootCount[root]! <= 0)
       report(`root sp ${root} has root count ${store.rootCount[root]}`);
     if (roleInvalid(store.role[root]!)) {
@@ -173,14 +177,13 @@ export function auditMmu(mmu: VmMmu, slots: MemSlots): string[] {
       continue;
     }
     // Legacy: parentless pages (orphans) stay allocated with their leaves still rmapped.
-    if (store.parentSp[sp] !== -1) continue; // reached through its orphaned ancestor below
+    if (store.parentPtes[sp] !== 0) continue; // reached through its orphaned ancestor below
     orphans++;
     seen[sp] = 1;
     visit(sp, roleLevel(store.role[sp]!), store.gfn[sp]!);
   }
   for (let sp = 0; sp < store.created; sp++) {
-    if (store.isLive(sp) && !seen[sp])
-      report(`sp ${sp} records parent sp ${store.parentSp[sp]} but no entry links it`);
+    if (store.isLive(sp) && !seen[sp]) report(`sp ${sp} records a parent but no entry links it`);
   }
   // Reverse direction: every rmap entry is a present leaf of the gfn its head stands for.
   let rmapEntries = 0;
@@ -284,5 +287,164 @@ export function auditMmu(mmu: VmMmu, slots: MemSlots): string[] {
       report(`slot ${slot.id} has rmaps under the TDP MMU`);
   }
   if (legacy !== null) gauge("rmap entries", rmapEntries, leaves[1]! + leaves[2]! + leaves[3]!);
+  return out;
+}
+
+/**
+ * The audit of a shadow-paging VM (`ept=0`): every live page of the rmap MMU, by its own gfn and
+ * role rather than from a root by gpa.
+ * - links: each present non-leaf entry is in its child's `parent_ptes` and each parent entry
+ *   points back; roots have no parents;
+ * - leaves: on the rmap of the gfn `kvm_mmu_page_get_gfn` gives, mapping that gfn's host frame;
+ * - write tracking: `gfn_write_track` equals a recount of valid upper-level indirect pages per
+ *   gfn, `indirect_shadow_pages` the count of valid indirect pages, and every `disallow_lpage`
+ *   equals the slot's alignment start value plus the shadowed gfns in its range;
+ * - unsync: each page's `unsync_children` equals the bits of its bitmap, every unsync page (or
+ *   page with unsync children) has its bit set in each parent, `mmu_unsync` counts the unsync
+ *   pages, only level-1 indirect pages are unsync;
+ * - coherence: in a synced indirect page no leaf allows more than its gpte (present, same gfn,
+ *   rights within `role.access` & the gpte's, W only with D — except the CR0.WP=0 supervisor
+ *   write, W without U).
+ */
+function auditShadowPaging(mmu: VmMmu, slots: MemSlots): string[] {
+  const out: string[] = [];
+  const report = (msg: string) => {
+    if (out.length < MAX_REPORTS) out.push(msg);
+  };
+  const store = mmu.store;
+  const sh = mmu.shadow!;
+  const stats = mmu.stats;
+  const g = new Uint32Array(2);
+  let indirect = 0;
+  let unsyncPages = 0;
+  const tracked = new Map<number, number>();
+  const shadowedGfns: number[] = [];
+  for (let sp = 0; sp < store.created; sp++) {
+    if (!store.isLive(sp)) continue;
+    const role = store.role[sp]!;
+    const level = roleLevel(role);
+    const valid = !roleInvalid(role) && !sh.isObsolete(sp);
+    const direct = roleDirect(role);
+    const where = `sp ${sp} (level ${level}, gfn ${hex(store.gfn[sp]!)}${direct ? ", direct" : ""})`;
+    if (!direct && !roleInvalid(role)) {
+      indirect++;
+      shadowedGfns.push(store.gfn[sp]!);
+      if (level > 1) tracked.set(store.gfn[sp]!, (tracked.get(store.gfn[sp]!) ?? 0) + 1);
+    }
+    if (store.unsync[sp] !== 0) {
+      unsyncPages++;
+      if (direct || level !== 1) report(`${where}: unsync but not an indirect level-1 page`);
+    }
+    let bits = 0;
+    for (let w = 0; w < 16; w++) {
+      let b = store.unsyncBitmap[sp * 16 + w]!;
+      while (b !== 0) {
+        b &= b - 1;
+        bits++;
+      }
+    }
+    if (bits !== store.unsyncChildren[sp])
+      report(`${where}: unsync_children ${store.unsyncChildren[sp]} but ${bits} bitmap bits`);
+    for (const sptep of sh.parentPtesOf(sp)) {
+      const p = Math.floor(sptep / 512);
+      const i = sptep % 512;
+      const lo = store.isLive(p) ? store.spt[p]![i * 2]! : 0;
+      if (!isShadowPresent(lo) || store.pfnToSp(sptePfn(lo, store.spt[p]![i * 2 + 1]!)) !== sp)
+        report(`${where}: parent entry sp ${p}[${i}] does not point at it`);
+      else if (
+        (store.unsync[sp] !== 0 || store.unsyncChildren[sp]! > 0) &&
+        ((store.unsyncBitmap[p * 16 + (i >>> 5)]! >>> (i & 31)) & 1) === 0
+      )
+        report(`${where}: has unsync state but bit ${i} of parent sp ${p} is clear`);
+    }
+    if (store.rootCount[sp]! > 0 && store.parentPtes[sp] !== 0)
+      report(`${where}: a root with parents`);
+    const spt = store.spt[sp]!;
+    for (let i = 0; i < 512; i++) {
+      const lo = spt[i * 2]!;
+      const hi = spt[i * 2 + 1]!;
+      if (!isShadowPresent(lo)) continue;
+      const w = `${where} entry ${i}`;
+      const inv = spteInvariantViolation(lo, hi, level);
+      if (inv !== "") report(`${w}: ${inv}`);
+      if (!isLastSpte(lo, level)) {
+        const child = store.pfnToSp(sptePfn(lo, hi));
+        if (!store.isLive(child)) report(`${w}: points at a page that is not allocated`);
+        else if (!pteListContains(sh.rmapPool, store.parentPtes, child, sp * 512 + i))
+          report(`${w}: child sp ${child} does not list this entry as a parent`);
+        continue;
+      }
+      const gfn = kvmMmuPageGetGfn(store, sp, i, false);
+      const slot = slots.gfnToSlot(gfn);
+      if (slot === undefined) {
+        report(`${w}: leaf for gfn ${hex(gfn)} outside every memslot`);
+        continue;
+      }
+      if (sptePfn(lo, hi) !== hostPfn(slot, gfn))
+        report(`${w}: leaf pfn ${hex(sptePfn(lo, hi))} is not the frame of gfn ${hex(gfn)}`);
+      const heads = slot.arch instanceof SlotArch ? slot.arch.rmap?.heads[level - 1] : undefined;
+      if (
+        heads === undefined ||
+        !pteListContains(sh.rmapPool, heads, gfnToIndex(gfn, slot.baseGfn, level), sp * 512 + i)
+      )
+        report(`${w}: leaf for gfn ${hex(gfn)} is not on its rmap`);
+      // Coherence of synced indirect pages with the guest's tables.
+      if (direct || !valid || store.unsync[sp] !== 0) continue;
+      if (!mmu.readGuestPte(store.gfn[sp]! * 4096 + i * 8, true, g)) {
+        report(`${w}: its gpte cannot be read`);
+        continue;
+      }
+      const glo = g[0]!;
+      const ghi = g[1]!;
+      if ((glo & 1) === 0) {
+        report(`${w}: maps gfn ${hex(gfn)} but its gpte is not present`);
+        continue;
+      }
+      let ggfn = (ghi & 0xfffff) * 1048576 + (glo >>> 12);
+      if (level > 1) ggfn -= ggfn % GFN_SPAN[level]!;
+      if (ggfn !== gfn) report(`${w}: maps gfn ${hex(gfn)}, its gpte says ${hex(ggfn)}`);
+      const allowed = (role >>> 8) & 7 & (((glo & 6) | 1) ^ (ghi >>> 31));
+      const user = (lo & 1) !== 0; // the user bit of our sptes is EPT's R (shadow_user_mask)
+      const write = (lo & 2) !== 0;
+      const exec = (lo & 4) !== 0;
+      const wp0Write = (role & (1 << 13)) === 0 && !user;
+      if (user && (allowed & 4) === 0) report(`${w}: user access its gpte does not allow`);
+      if (exec && (allowed & 1) === 0) report(`${w}: exec access its gpte does not allow`);
+      if (write && (allowed & 2) === 0 && !wp0Write)
+        report(`${w}: write access its gpte does not allow`);
+      if (write && (glo & 0x40) === 0) report(`${w}: writable while its gpte is clean (D = 0)`);
+    }
+  }
+  if (unsyncPages !== stats.mmu_unsync)
+    report(`mmu_unsync ${stats.mmu_unsync}, recount ${unsyncPages}`);
+  if (indirect !== stats.indirect_shadow_pages)
+    report(`indirect_shadow_pages ${stats.indirect_shadow_pages}, recount ${indirect}`);
+  for (const slot of slots.list()) {
+    const arch = slot.arch instanceof SlotArch ? slot.arch : null;
+    if (arch === null) continue;
+    const fresh = new SlotArch(slot);
+    for (const gfn of shadowedGfns) {
+      if (gfn < slot.baseGfn || gfn >= slot.baseGfn + slot.npages) continue;
+      for (let l = 2; l <= 3; l++) fresh.lpageInfo[l - 2]![gfnToIndex(gfn, slot.baseGfn, l)]!++;
+    }
+    for (let l = 2; l <= 3; l++) {
+      const a = arch.lpageInfo[l - 2]!;
+      const b = fresh.lpageInfo[l - 2]!;
+      for (let i = 0; i < a.length; i++)
+        if (a[i] !== b[i])
+          report(
+            `slot ${slot.id} lpage_info[level ${l}][${i}] disallow_lpage ${a[i]}, expected ${b[i]}`,
+          );
+    }
+    const t = arch.gfnWriteTrack;
+    for (let i = 0; i < slot.npages; i++) {
+      const have = t === null ? 0 : t[i]!;
+      const want = tracked.get(slot.baseGfn + i) ?? 0;
+      if (have !== want)
+        report(
+          `gfn ${hex(slot.baseGfn + i)}: gfn_write_track ${have}, shadowed upper-level tables ${want}`,
+        );
+    }
+  }
   return out;
 }

@@ -195,6 +195,8 @@ export class KvmPageFault {
   mapWritable = false;
   /** `write_fault_to_shadow_pgtable`: the write changes one of its own translations' gptes. */
   writeFaultToShadowPgtable = false;
+  /** Shadow paging: the guest walk failed and a #PF goes to the guest (`pf_guest`). */
+  guestFault = false;
 
   /**
    * `kvm_mmu_do_page_fault`'s initialiser: arguments, the error-code bits, and the defaults
@@ -217,6 +219,7 @@ export class KvmPageFault {
     this.reqLevel = 1;
     this.goalLevel = 1;
     this.writeFaultToShadowPgtable = false;
+    this.guestFault = false;
     // gfn and slot (set first by every handler), mmu_seq, pfn and map_writable (set by
     // kvm_faultin_pfn before anything reads them) are outputs: not cleared here, where KVM's
     // initialiser zeroes them, to keep the per-fault cost down.
@@ -227,6 +230,11 @@ export class KvmPageFault {
 export const KVM_MAX_HUGEPAGE_LEVEL = 3;
 
 // ---- struct kvm_mmu (kvm_host.h) ---------------------------------------------------------------
+
+/** `KVM_MMU_NUM_PREV_ROOTS`. */
+export const KVM_MMU_NUM_PREV_ROOTS = 3;
+/** A root for a CR3 outside every memslot (`kvm_mmu_get_dummy_root`): every access faults. */
+export const KVM_DUMMY_ROOT = -2;
 
 /** A page-fault handler of {@link KvmMmu} (`kvm_tdp_page_fault`, `FNAME(page_fault)`, ...). */
 export type PageFaultFn = (core: MmuCore, mmu: KvmMmu, fault: KvmPageFault) => number;
@@ -249,6 +257,18 @@ export class KvmMmu {
   root = -1;
   /** `root_role`: role word of the root page this context loads. */
   rootRole = 0;
+  /** `root.pgd`: under shadow paging, the CR3 the root shadows (its gfn). */
+  rootPgd = 0;
+  /**
+   * `prev_roots[KVM_MMU_NUM_PREV_ROOTS]` (shadow paging): roots of earlier CR3 values kept for a
+   * fast switch back (`fast_pgd_switch`), as sp ids (-1: none) and their pgd gfns.
+   */
+  readonly prevRootSp: Int32Array = new Int32Array(KVM_MMU_NUM_PREV_ROOTS).fill(-1);
+  readonly prevRootPgd: Float64Array = new Float64Array(KVM_MMU_NUM_PREV_ROOTS);
+  /** The context shadows the guest's tables (`ept=0`): `page_fault` is `FNAME(page_fault)`. */
+  shadowPaging = false;
+  /** CR4.SMAP (the CPU's check on shadow tables; the guest walk uses `permissions`). */
+  smap = false;
 
   // --- cpu_role: the guest's paging mode (what the guest walker needs) ---
   /** Guest root level: 0 (paging off), 2 (32-bit), 3 (PAE), 4, 5. */
@@ -331,6 +351,73 @@ export interface MmuCore {
    * `selfCheckGfns` is on and the page has an array.
    */
   checkGfn(sp: number, idx: number, gfn: number): void;
+  /**
+   * `kvm_vcpu_read_guest_atomic` of one gpte (4 bytes when `wide` is false, else 8) at `gpa`
+   * into `out[0]` (low word) and `out[1]` (high word). False when no memslot backs it.
+   */
+  readGuestPte(gpa: number, wide: boolean, out: Uint32Array): boolean;
+}
+
+/**
+ * The mmu.c functions of the shadow (rmap) MMU that paging_tmpl.ts calls for shadow paging
+ * (`FNAME(fetch)`, `FNAME(sync_spte)`, `FNAME(pte_prefetch)`); KVM's paging_tmpl.h is
+ * included into mmu.c and calls them directly. Implemented by `ShadowMmu` (mmu.ts).
+ */
+export interface ShadowMmuOps {
+  readonly core: MmuCore;
+  readonly store: MmuPageStore;
+  /** The `prefetch` switch (`FNAME(pte_prefetch)`, `direct_pte_prefetch`). */
+  readonly prefetch: boolean;
+  /** `kvm_faultin_pfn`: RET_PF_CONTINUE, or RET_PF_EMULATE for a write to a read-only slot. */
+  faultinPfn(fault: KvmPageFault): number;
+  /** `kvm_mmu_hugepage_adjust`: req/goal level (≤ `fault.maxLevel`), pfn aligned to it. */
+  hugepageAdjust(fault: KvmPageFault): void;
+  /** `shadow_page_table_clear_flood` along the path of `gvaPfn` under `root`. */
+  clearFloodPath(root: number, gvaPfn: number): void;
+  /** `make_mmu_pages_available`. */
+  makeMmuPagesAvailable(): void;
+  /**
+   * `kvm_mmu_get_child_sp`: -1 (KVM's -EEXIST) when entry `idx` of `sp` is a present non-leaf,
+   * else the (found or new) child for `gfn` with role `kvm_mmu_child_role(direct, access)`.
+   */
+  getChildSp(
+    mmu: KvmMmu,
+    sp: number,
+    idx: number,
+    gfn: number,
+    direct: boolean,
+    access: number,
+  ): number;
+  /** `mmu_sync_children` of `sp` for the vCPU whose context is `mmu`. */
+  syncChildren(mmu: KvmMmu, sp: number): void;
+  /** `link_shadow_page`: entry `idx` of `sp` (at `level`) points at `child`. */
+  linkShadowPage(sp: number, idx: number, level: number, child: number): void;
+  /** `clear_sp_write_flooding_count` of the page. */
+  clearSpFlood(sp: number): void;
+  /** `validate_direct_spte`: drop a direct child whose access differs from `access`. */
+  validateDirectSpte(sp: number, idx: number, level: number, access: number): void;
+  /**
+   * `mmu_set_spte`: leaf `idx` of `sp` maps `gfn` → `pfn` with `pteAccess`. `fault` null for a
+   * prefetch. Returns RET_PF_FIXED, RET_PF_SPURIOUS or RET_PF_EMULATE.
+   */
+  mmuSetSpte(
+    sp: number,
+    idx: number,
+    level: number,
+    gfn: number,
+    pfn: number,
+    pteAccess: number,
+    slot: MemSlot | null,
+    fault: KvmPageFault | null,
+  ): number;
+  /** `drop_spte`: clear a present leaf (rmap, stats); returns whether a flush is needed. */
+  dropSpte(sp: number, idx: number, level: number): boolean;
+  /** `mmu_spte_update` of a present leaf through the one sink; returns the flush decision. */
+  updateSpte(sp: number, idx: number, level: number, gfn: number, lo: number, hi: number): boolean;
+  /** `__direct_pte_prefetch` around entry `idx` of a direct level-1 page. */
+  directPtePrefetch(sp: number, idx: number): void;
+  /** `mmu_try_to_unsync_pages` (true: a writable spte may map `gfn`). */
+  mmuTryToUnsyncPages(slot: MemSlot, gfn: number, canUnsync: boolean, prefetch: boolean): boolean;
 }
 
 // ---- struct kvm_mmu_page (mmu_internal.h) ------------------------------------------------------
@@ -354,6 +441,11 @@ export interface MmuCore {
  *  validGen       Uint8Array    mmu_valid_gen at creation (rmap MMU)
  *  prev/next      Int32Array    active_mmu_pages list (rmap MMU; head = newest)
  *  hashNext       Int32Array    chain in mmu_page_hash (rmap MMU)
+ *  parentPtes     Uint32Array   parent_ptes (rmap MMU): pte_list head of the sptes linking it
+ *  unsync         Uint8Array    sp->unsync (shadow paging: a level-1 page the guest may write)
+ *  unsyncChildren Int32Array    sp->unsync_children
+ *  unsyncBitmap   Uint32Array   sp->unsync_child_bitmap, 16 words per page
+ *  flood          Uint8Array    sp->write_flooding_count
  * ```
  * `translation[id]` is the per-entry gfn array (`sp->gfns`, one 4 KiB page of 512 × u64 in KVM,
  * a 512-entry Float64Array here) or null: after seed 2010 only pages with guest PTEs get one.
@@ -397,7 +489,17 @@ export class MmuPageStore {
   prev: Int32Array = new Int32Array(16);
   next: Int32Array = new Int32Array(16);
   hashNext: Int32Array = new Int32Array(16);
+  parentPtes: Uint32Array = new Uint32Array(16);
+  unsync: Uint8Array = new Uint8Array(16);
+  unsyncChildren: Int32Array = new Int32Array(16);
+  unsyncBitmap: Uint32Array = new Uint32Array(16 * 16);
+  flood: Uint8Array = new Uint8Array(16);
   translation: (Float64Array | null)[] = [];
+  /**
+   * The access half of `sp->shadowed_translation` (ACC bits per entry) for pages with guest
+   * PTEs; null otherwise. Part of the translation page (it is counted with it).
+   */
+  access: (Uint8Array | null)[] = [];
   /** Ids handed out so far (high-water mark); ids < created have an spt view. */
   created = 0;
   /** Number of live pages. */
@@ -449,6 +551,7 @@ export class MmuPageStore {
       );
       this.translation[id] = null;
     }
+    this.access[id] = null;
     this.role[id] = role;
     this.gfn[id] = gfn;
     this.parentSp[id] = -1;
@@ -457,6 +560,11 @@ export class MmuPageStore {
     this.prev[id] = -1;
     this.next[id] = -1;
     this.hashNext[id] = -1;
+    this.parentPtes[id] = 0;
+    this.unsync[id] = 0;
+    this.unsyncChildren[id] = 0;
+    this.unsyncBitmap.fill(0, id * 16, id * 16 + 16);
+    this.flood[id] = 0;
     this.flags[id] = SP_LIVE | (tdp ? SP_TDP : 0);
     this.live++;
     this.counts.spt_pages_live++;
@@ -464,6 +572,7 @@ export class MmuPageStore {
     this.counts.mmu_data_pages_allocated++;
     if (withTranslation) {
       this.translation[id] = new Float64Array(512).fill(-1);
+      if ((role & ROLE_DIRECT) === 0) this.access[id] = new Uint8Array(512);
       if (accountTranslation) {
         this.flags[id]! |= SP_TRANSLATION_ACCOUNTED;
         this.counts.translation_pages_live++;
@@ -506,6 +615,7 @@ export class MmuPageStore {
       this.counts.mmu_data_pages_freed++;
     }
     this.translation[id] = null;
+    this.access[id] = null;
     this.flags[id] = 0;
     this.live--;
     if (this.nFree >= this.freeIds.length) {
@@ -542,8 +652,13 @@ export class MmuPageStore {
     b += this.role.byteLength + this.gfn.byteLength + this.parentSp.byteLength;
     b += this.parentIdx.byteLength + this.rootCount.byteLength + this.flags.byteLength;
     b += this.validGen.byteLength + this.prev.byteLength + this.next.byteLength;
-    b += this.hashNext.byteLength + this.freeIds.byteLength;
-    for (let i = 0; i < this.created; i++) b += this.translation[i]?.byteLength ?? 0;
+    b += this.hashNext.byteLength + this.freeIds.byteLength + this.parentPtes.byteLength;
+    b += this.unsync.byteLength + this.unsyncChildren.byteLength + this.unsyncBitmap.byteLength;
+    b += this.flood.byteLength;
+    for (let i = 0; i < this.created; i++) {
+      b += this.translation[i]?.byteLength ?? 0;
+      b += this.access[i]?.byteLength ?? 0;
+    }
     return b;
   }
 
@@ -567,6 +682,13 @@ export class MmuPageStore {
     this.prev = g(this.prev);
     this.next = g(this.next);
     this.hashNext = g(this.hashNext);
+    this.parentPtes = g(this.parentPtes);
+    this.unsync = g(this.unsync);
+    this.unsyncChildren = g(this.unsyncChildren);
+    this.flood = g(this.flood);
+    const b = new Uint32Array(n * 16);
+    b.set(this.unsyncBitmap);
+    this.unsyncBitmap = b;
   }
 }
 
@@ -704,6 +826,8 @@ export class SlotArch {
   readonly lpageInfo: [Int32Array, Int32Array];
   /** rmap heads per level (rmap MMU only; null while no rmap-MMU page exists). */
   rmap: SlotRmap | null = null;
+  /** `gfn_write_track` (page_track.c): per gfn, how many shadowed upper-level tables live there. */
+  gfnWriteTrack: Uint16Array | null = null;
   /** Geometry the metadata was built for (a moved slot needs new metadata). */
   readonly baseGfn: number;
   readonly npages: number;
@@ -741,7 +865,12 @@ export class SlotArch {
 
   /** Bytes of typed-array storage. */
   bytes(): number {
-    return this.lpageInfo[0].byteLength + this.lpageInfo[1].byteLength + (this.rmap?.bytes() ?? 0);
+    return (
+      this.lpageInfo[0].byteLength +
+      this.lpageInfo[1].byteLength +
+      (this.rmap?.bytes() ?? 0) +
+      (this.gfnWriteTrack?.byteLength ?? 0)
+    );
   }
 }
 

@@ -20,6 +20,7 @@
  */
 
 import {
+  ACC_EXEC_MASK,
   ACC_USER_MASK,
   ACC_WRITE_MASK,
   PFERR_FETCH_MASK,
@@ -41,7 +42,36 @@ import {
 } from "../arch/guest_pte";
 import type { GuestMemory } from "../kvm/memory";
 import type { WalkerCounters } from "../kvm/stats";
-import type { KvmMmu } from "./mmu_internal";
+import {
+  type KvmMmu,
+  type KvmPageFault,
+  kvmMmuPageGetGfn,
+  RET_PF_CONTINUE,
+  RET_PF_EMULATE,
+  RET_PF_RETRY,
+  RET_PF_SPURIOUS,
+  ROLE_DIRECT,
+  ROLE_HAS_4_BYTE_GPTE,
+  roleAccess,
+  roleLevel,
+  type ShadowMmuOps,
+} from "./mmu_internal";
+import { kvmGfnIsWriteTracked } from "./page_track";
+import {
+  GFN_SPAN,
+  isMmioSpte,
+  isShadowPresent,
+  makeSpte,
+  mmioSpteGfn,
+  SPTE_HI_HOST_WRITABLE,
+  SPTE_W,
+  SpteOut,
+  spteIndex,
+  sptePfn,
+} from "./spte";
+
+/** `PTE_PREFETCH_NUM`. */
+export const PTE_PREFETCH_NUM = 8;
 
 /** Registers the walk's permission check reads (RFLAGS.AC for SMAP, PKRU for protection keys). */
 export interface WalkRegs {
@@ -833,3 +863,266 @@ function setGpteBits(w: GuestWalker, t: GuestTables, li: number, bits: number): 
 export function walkAddrFor(flavour: GuestWalkerFlavour): WalkAddrFn {
   return flavour === "w07b" ? walkAddrW07b : flavour === "w07a" ? walkAddrW07a : walkAddrGeneric;
 }
+
+// ---- shadow paging: FNAME(page_fault), FNAME(fetch), FNAME(sync_spte), FNAME(pte_prefetch) ------
+
+/** What `FNAME(page_fault)` needs of the faulting vCPU: its walker, table frames and walk. */
+export interface ShadowWalkCtx {
+  readonly w: GuestWalker;
+  readonly t: GuestTables;
+  readonly walkAddr: WalkAddrFn;
+}
+
+/** `gw->prefetch_ptes`: the aligned group of 8 level-1 gptes `FNAME(gpte_changed)` read. */
+const prefetchLo = new Uint32Array(PTE_PREFETCH_NUM);
+const prefetchHi = new Uint32Array(PTE_PREFETCH_NUM);
+const gpteScratch = new Uint32Array(2);
+
+/** `FNAME(gpte_access)`: ACC bits of a gpte (exec = !NX, W, U). */
+function gpteAccess(lo: number, hi: number): number {
+  return ((lo & 6) | 1) ^ (hi >>> 31);
+}
+
+/**
+ * `FNAME(page_fault)`: the #PF of a shadow-paging vCPU at gva `fault.addr`. The guest walk
+ * (A/D written as the walk does); a failed walk sends the #PF to the guest (`fault.guestFault`,
+ * RET_PF_RETRY). A write that hits a write-tracked table while the spte was present is emulated
+ * at once (`page_fault_handle_page_track`, clearing flooding counts on the writer's own path).
+ * A supervisor write with CR0.WP=0 to a read-only gpte gets W without U (and without X under
+ * SMEP): the "two sptes for one gpte" scheme. Then `FNAME(fetch)`.
+ */
+export function fnamePageFault(
+  ops: ShadowMmuOps,
+  mmu: KvmMmu,
+  fault: KvmPageFault,
+  ctx: ShadowWalkCtx,
+  access: number,
+): number {
+  const w = ctx.w;
+  const hi = fault.addrHi;
+  const lo = fault.addrLo;
+  if (ctx.walkAddr(w, mmu, ctx.t, hi, lo, access) !== true) {
+    fault.guestFault = true;
+    return RET_PF_RETRY;
+  }
+  recordLevels(w, mmu, ctx.t, hi, lo);
+  const gfn = w.gfn;
+  fault.gfn = gfn;
+  fault.maxLevel = w.level;
+  fault.slot = ops.core.slots.gfnToSlot(gfn) ?? null;
+  const gvaPfn = hi * 1048576 + (lo >>> 12);
+  if (fault.present && fault.write && !fault.rsvd && kvmGfnIsWriteTracked(fault.slot, gfn)) {
+    ops.clearFloodPath(mmu.root, gvaPfn);
+    return RET_PF_EMULATE;
+  }
+  const r = ops.faultinPfn(fault);
+  if (r !== RET_PF_CONTINUE) return r;
+  let pteAccess = w.pteAccess;
+  if (
+    fault.write &&
+    (pteAccess & ACC_WRITE_MASK) === 0 &&
+    !mmu.wp &&
+    !fault.user &&
+    fault.slot !== null
+  ) {
+    pteAccess = (pteAccess | ACC_WRITE_MASK) & ~ACC_USER_MASK;
+    if (mmu.smep) pteAccess &= ~ACC_EXEC_MASK;
+  }
+  ops.makeMmuPagesAvailable();
+  return fnameFetch(ops, mmu, fault, w, gvaPfn, pteAccess);
+}
+
+/**
+ * `FNAME(fetch)`: down the shadow tables along the gva. Above the guest leaf level each missing
+ * entry gets the indirect page for the guest table of the next level (`role.access` = the
+ * parents' rights), synced first if it has unsync children, linked only if the gpte is still
+ * what the walk read (`FNAME(gpte_changed)`, else RET_PF_RETRY). Then the mapping level
+ * (`kvm_mmu_hugepage_adjust`) and, for a guest large page mapped with smaller sptes, direct
+ * pages keyed by the rounded gfn and the leaf's access. Then `mmu_set_spte` and the prefetch.
+ */
+function fnameFetch(
+  ops: ShadowMmuOps,
+  mmu: KvmMmu,
+  fault: KvmPageFault,
+  w: GuestWalker,
+  gvaPfn: number,
+  pteAccess: number,
+): number {
+  const store = ops.store;
+  const top = mmu.rootLevel === 3 ? 2 : mmu.rootLevel;
+  if (gpteChanged(ops, mmu, w, top)) return RET_PF_RETRY;
+  // A dummy root whose CR3 frame became visible meanwhile: load a real root and retry.
+  if (mmu.root < 0) {
+    mmu.root = -1;
+    return RET_PF_RETRY;
+  }
+  let sp = mmu.root;
+  let level = roleLevel(store.role[sp]!);
+  let idx = 0;
+  for (;;) {
+    idx = spteIndex(gvaPfn, level);
+    ops.clearSpFlood(sp);
+    if (level === w.level) break;
+    const tableGfn = w.tableGfn[level - 2]!;
+    const child = ops.getChildSp(mmu, sp, idx, tableGfn, false, w.ptAccess[level - 2]!);
+    if (child >= 0 && store.unsyncChildren[child]! > 0) ops.syncChildren(mmu, child);
+    if (gpteChanged(ops, mmu, w, level - 1)) return RET_PF_RETRY;
+    if (child >= 0) ops.linkShadowPage(sp, idx, level, child);
+    if (fault.write && tableGfn === fault.gfn) fault.writeFaultToShadowPgtable = true;
+    const spt = store.spt[sp]!;
+    sp = store.pfnToSp(sptePfn(spt[idx * 2]!, spt[idx * 2 + 1]!));
+    level--;
+  }
+  ops.hugepageAdjust(fault);
+  const gfn = fault.gfn;
+  let base = gfn;
+  for (;;) {
+    idx = spteIndex(gvaPfn, level);
+    base = gfn - (gfn % GFN_SPAN[level]!);
+    if (level === fault.goalLevel) break;
+    ops.validateDirectSpte(sp, idx, level, pteAccess);
+    const child = ops.getChildSp(mmu, sp, idx, base, true, pteAccess);
+    if (child >= 0) ops.linkShadowPage(sp, idx, level, child);
+    const spt = store.spt[sp]!;
+    sp = store.pfnToSp(sptePfn(spt[idx * 2]!, spt[idx * 2 + 1]!));
+    level--;
+  }
+  const ret = ops.mmuSetSpte(sp, idx, level, base, fault.pfn, pteAccess, fault.slot, fault);
+  if (ret === RET_PF_SPURIOUS) return ret;
+  ptePrefetch(ops, mmu, w, sp, idx, level);
+  return ret;
+}
+
+/**
+ * `FNAME(gpte_changed)`: re-read the gpte the walk found at `level` (for level 1 the aligned
+ * group of 8 around it, kept for the prefetch) and compare.
+ */
+function gpteChanged(ops: ShadowMmuOps, mmu: KvmMmu, w: GuestWalker, level: number): boolean {
+  const li = level - 1;
+  const wide = mmu.rootLevel !== 2;
+  const g = gpteScratch;
+  if (level === 1 && wide) {
+    const gpa = w.pteGpa[0]!;
+    const base = gpa - (gpa % (PTE_PREFETCH_NUM * 8));
+    for (let i = 0; i < PTE_PREFETCH_NUM; i++) {
+      if (!ops.core.readGuestPte(base + i * 8, true, g)) return true;
+      prefetchLo[i] = g[0]!;
+      prefetchHi[i] = g[1]!;
+    }
+    const k = (gpa - base) / 8;
+    return prefetchLo[k] !== w.ptesLo[0] || prefetchHi[k] !== w.ptesHi[0];
+  }
+  if (!ops.core.readGuestPte(w.pteGpa[li]!, wide, g)) return true;
+  return g[0] !== w.ptesLo[li] || g[1] !== w.ptesHi[li];
+}
+
+/**
+ * `FNAME(prefetch_invalid_gpte)`: a gpte with reserved bits, not present or not accessed is not
+ * prefetched, and the spte it would fill is dropped.
+ */
+function prefetchInvalidGpte(
+  ops: ShadowMmuOps,
+  mmu: KvmMmu,
+  sp: number,
+  i: number,
+  lo: number,
+  hi: number,
+): boolean {
+  const ri = ((lo >>> 7) & 1) * 10;
+  const rsvd = ((lo & mmu.rsvd[ri]!) | (hi & mmu.rsvd[ri + 1]!)) !== 0;
+  if (!rsvd && (lo & PT_PRESENT_MASK) !== 0 && (lo & PT_ACCESSED_MASK) !== 0) return false;
+  const spt = ops.store.spt[sp]!;
+  if (isShadowPresent(spt[i * 2]!)) ops.dropSpte(sp, i, 1);
+  else if (spt[i * 2] !== 0 || spt[i * 2 + 1] !== 0)
+    ops.updateSpte(sp, i, 1, kvmMmuPageGetGfn(ops.store, sp, i, false), 0, 0);
+  return true;
+}
+
+/**
+ * `FNAME(pte_prefetch)`: after a 4K fault, map the other non-present entries of the aligned
+ * group of 8 from the gptes `FNAME(gpte_changed)` read (`FNAME(prefetch_gpte)`: present, A set,
+ * no reserved bit; writable only if not dirty-logged, never in a read-only slot); stop at the
+ * first that cannot be. Direct pages use `__direct_pte_prefetch`.
+ */
+function ptePrefetch(
+  ops: ShadowMmuOps,
+  mmu: KvmMmu,
+  w: GuestWalker,
+  sp: number,
+  idx: number,
+  level: number,
+): void {
+  if (level > 1 || !ops.prefetch) return;
+  const store = ops.store;
+  if ((store.role[sp]! & ROLE_DIRECT) !== 0) {
+    ops.directPtePrefetch(sp, idx);
+    return;
+  }
+  if (w.level !== 1) return;
+  const spt = store.spt[sp]!;
+  const first = idx & ~(PTE_PREFETCH_NUM - 1);
+  const spAccess = roleAccess(store.role[sp]!);
+  for (let k = 0; k < PTE_PREFETCH_NUM; k++) {
+    const i = first + k;
+    if (i === idx || isShadowPresent(spt[i * 2]!)) continue;
+    const lo = prefetchLo[k]!;
+    const hi = prefetchHi[k]!;
+    if (prefetchInvalidGpte(ops, mmu, sp, i, lo, hi)) return;
+    const gfn = (hi & 0xfffff) * 1048576 + (lo >>> 12);
+    let access = spAccess & gpteAccess(lo, hi);
+    if ((lo & PT_DIRTY_MASK) === 0) access &= ~ACC_WRITE_MASK;
+    const slot = ops.core.slots.gfnToSlot(gfn);
+    if (slot === undefined || slot.readonly) return;
+    if ((access & ACC_WRITE_MASK) !== 0 && slot.dirtyBitmap !== null) return;
+    ops.mmuSetSpte(sp, i, 1, gfn, slot.baseHvfn + (gfn - slot.baseGfn), access, slot, null);
+  }
+}
+
+/**
+ * `FNAME(sync_spte)`: bring entry `i` of unsync level-1 page `sp` in line with its gpte. Returns
+ * −1 when the gpte cannot be read (the caller zaps), 1 when a flush is needed (an invalid gpte
+ * or another gfn drops the spte; changed rights rebuild it with `make_spte(prefetch, !can_unsync)`),
+ * 0 when nothing changed.
+ */
+export function fnameSyncSpte(ops: ShadowMmuOps, mmu: KvmMmu, sp: number, i: number): number {
+  const store = ops.store;
+  const wide = (store.role[sp]! & ROLE_HAS_4_BYTE_GPTE) === 0;
+  const g = gpteScratch;
+  const gpa = store.gfn[sp]! * 4096 + i * (wide ? 8 : 4);
+  if (!ops.core.readGuestPte(gpa, wide, g)) return -1;
+  const lo = g[0]!;
+  const hi = g[1]!;
+  if (prefetchInvalidGpte(ops, mmu, sp, i, lo, hi)) return 1;
+  const gfn = wide ? (hi & 0xfffff) * 1048576 + (lo >>> 12) : lo >>> 12;
+  let access = roleAccess(store.role[sp]!) & gpteAccess(lo, hi);
+  if ((lo & PT_DIRTY_MASK) === 0) access &= ~ACC_WRITE_MASK;
+  const spt = store.spt[sp]!;
+  const oldLo = spt[i * 2]!;
+  const oldHi = spt[i * 2 + 1]!;
+  if (isMmioSpte(oldLo)) {
+    // sync_mmio_spte: another gfn clears it; the same gfn keeps it.
+    if (gfn !== mmioSpteGfn(oldLo, oldHi)) ops.updateSpte(sp, i, 1, gfn, 0, 0);
+    return 0;
+  }
+  if (gfn !== kvmMmuPageGetGfn(store, sp, i, false)) {
+    ops.dropSpte(sp, i, 1);
+    return 1;
+  }
+  const acc = store.access[sp]!;
+  if (acc[i] === access) return 0;
+  acc[i] = access;
+  const slot = ops.core.slots.gfnToSlot(gfn);
+  if (slot === undefined) {
+    ops.dropSpte(sp, i, 1);
+    return 1;
+  }
+  const hostWritable = (oldHi & SPTE_HI_HOST_WRITABLE) !== 0;
+  const writable =
+    (access & ACC_WRITE_MASK) === 0 ||
+    !hostWritable ||
+    (oldLo & SPTE_W) !== 0 ||
+    ops.mmuTryToUnsyncPages(slot, gfn, false, true);
+  makeSpte(spteOut, 1, access, sptePfn(oldLo, oldHi), oldLo, true, hostWritable, writable);
+  return ops.updateSpte(sp, i, 1, gfn, spteOut.lo, spteOut.hi) ? 1 : 0;
+}
+const spteOut = new SpteOut();

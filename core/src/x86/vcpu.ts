@@ -41,13 +41,20 @@ import {
 } from "../arch/constants";
 import { type PagingMode, pagingModeOf, pdptrReservedMask } from "../arch/guest_pte";
 import { CpuMmu, STAGE2_MMIO } from "../cpu/cpu";
-import { GeneralProtectionError, InvalidArgumentError } from "../errors";
-import { IN_GUEST_MODE, type Kvm, type KvmVcpuCommon, OUTSIDE_GUEST_MODE } from "../kvm/kvm_main";
+import { GeneralProtectionError, InvalidArgumentError, MmuBugError } from "../errors";
+import {
+  IN_GUEST_MODE,
+  KVM_REQ_MMU_SYNC,
+  type Kvm,
+  type KvmVcpuCommon,
+  OUTSIDE_GUEST_MODE,
+} from "../kvm/kvm_main";
 import { VcpuStat } from "../kvm/stats";
 import { kvmInitMmu, type VmMmu } from "../mmu/mmu";
-import { KvmMmu } from "../mmu/mmu_internal";
+import { KvmMmu, RET_PF_EMULATE } from "../mmu/mmu_internal";
 import {
   GuestWalker,
+  type ShadowWalkCtx,
   WALK_ACCESS,
   WALK_RSVD,
   type WalkAddrFn,
@@ -203,6 +210,10 @@ export class KvmVcpu implements KvmVcpuCommon {
   private readonly walkAddr: WalkAddrFn;
   private readonly scratch: U64Parts = { hi: 0, lo: 0 };
   private readonly scratch2: U64Parts = { hi: 0, lo: 0 };
+  /** Shadow paging: what `FNAME(page_fault)` uses of this vCPU (walker, table frames, walk). */
+  private readonly shadowCtx: ShadowWalkCtx;
+  /** Shadow paging: the last {@link walkGva} ended in instruction emulation (a trapped write). */
+  private emulated = false;
 
   constructor(kvm: Kvm, vmMmu: VmMmu | null, id: number) {
     this.kvm = kvm;
@@ -211,6 +222,7 @@ export class KvmVcpu implements KvmVcpuCommon {
     this.mmu = new KvmMmu(id, this.stat);
     this.cpu = new CpuMmu(kvm, vmMmu, this.mmu, this, this);
     this.walkAddr = walkAddrFor(kvm.features.guestWalker);
+    this.shadowCtx = { w: this.walker, t: this.cpu.tables, walkAddr: this.walkAddr };
     this.rebuildMmu();
   }
 
@@ -390,6 +402,10 @@ export class KvmVcpu implements KvmVcpuCommon {
         pdHi[i] = hi;
       }
     }
+    // Under shadow paging a MOV CR3 switches roots (kvm_mmu_new_pgd, then KVM_REQ_MMU_SYNC);
+    // any other paging-register change resets the MMU context (kvm_mmu_reset_context).
+    const onlyCr3 = s.cr0 === undefined && s.cr4 === undefined && s.efer === undefined;
+    const shadowRoots = this.vmMmu?.shadowPaging === true && loadsControlRegs;
     // Commit.
     this.cr0 = cr0;
     this.cr4 = cr4;
@@ -398,6 +414,12 @@ export class KvmVcpu implements KvmVcpuCommon {
     this.cr3Lo = cr3Lo;
     this.cpl = cpl;
     this.rebuildMmu();
+    if (shadowRoots) {
+      if (onlyCr3) {
+        this.vmMmu!.newPgd(this.mmu, cr3Hi * 1048576 + (cr3Lo >>> 12));
+        this.requests |= KVM_REQ_MMU_SYNC;
+      } else this.vmMmu!.unloadRoots(this.mmu);
+    }
     if (reloadPdptrs || mode !== "pae") {
       this.mmu.pdptrLo.set(pdLo);
       this.mmu.pdptrHi.set(pdHi);
@@ -636,6 +658,9 @@ export class KvmVcpu implements KvmVcpuCommon {
     const gpa0 = this.walkGva(hi, lo, access);
     if (gpa0 < 0) return this.pageFault();
     const hvfn0 = this.stage2Final(gpa0, access);
+    const emul0 = this.emulated;
+    let emul1 = false;
+    let gpa1 = 0;
     let hvfn1 = STAGE2_MMIO;
     if (split) {
       // The next page's address. At 4 GiB it carries into the high half in long mode (and may
@@ -643,9 +668,10 @@ export class KvmVcpu implements KvmVcpuCommon {
       const nextLo = ((lo >>> 0) - off + PAGE_SIZE) >>> 0;
       const nextHi = nextLo === 0 && this.mmu.rootLevel >= 4 ? (hi + 1) >>> 0 : hi;
       if (!this.gvaOk(nextHi, gva)) return this.gpFault();
-      const gpa1 = this.walkGva(nextHi, nextLo, access);
+      gpa1 = this.walkGva(nextHi, nextLo, access);
       if (gpa1 < 0) return this.pageFault();
       hvfn1 = this.stage2Final(gpa1, access);
+      emul1 = this.emulated;
     }
     if (hvfn0 === STAGE2_MMIO || (split && hvfn1 === STAGE2_MMIO)) {
       this.stat.mmio_exits++;
@@ -667,7 +693,12 @@ export class KvmVcpu implements KvmVcpuCommon {
         rHi |= memory.read8(hvfn, byteOff) << shift;
       }
     }
-    if (op === "write") return { fault: false, gpa: gpa0 };
+    if (op === "write") {
+      const n0 = split ? PAGE_SIZE - off : size;
+      if (emul0) this.trackEmulatedWrite(gpa0, n0);
+      if (emul1) this.trackEmulatedWrite(gpa1, size - n0);
+      return { fault: false, gpa: gpa0 };
+    }
     return {
       fault: false,
       gpa: gpa0,
@@ -677,6 +708,8 @@ export class KvmVcpu implements KvmVcpuCommon {
 
   /** @internal Stage 2 of the access's own page at `gpa`: the host frame, or STAGE2_MMIO. */
   stage2Final(gpa: number, access: number): number {
+    // Shadow paging: the CPU's walk (or the emulator) found the host frame already.
+    if (this.mmu.shadowPaging) return this.cpu.shadowHvfn;
     const pfec = access & (PFERR_WRITE_MASK | PFERR_USER_MASK | PFERR_FETCH_MASK);
     return this.cpu.stage2(Math.floor(gpa / PAGE_SIZE), pfec, true);
   }
@@ -722,10 +755,81 @@ export class KvmVcpu implements KvmVcpuCommon {
     const rl = this.mmu.rootLevel;
     this.enterGuest();
     this.stat.walks++;
+    if (this.mmu.shadowPaging) return this.shadowWalk(hi, lo, access);
     if (rl === 0) return lo >>> 0;
     if (this.walkAddr(this.walker, this.mmu, this.cpu.tables, hi, lo, access) === true)
       return this.walker.gpa;
     return -1;
+  }
+
+  /**
+   * Shadow paging: the CPU walks KVM's shadow tables; each #PF it takes is a VM exit to
+   * `kvm_mmu_page_fault` (`FNAME(page_fault)`), after which the guest runs the access again.
+   * Returns the gpa, or -1 when the guest gets the #PF (`pf_guest`; error code in the walker).
+   * An access KVM must emulate (a write to a write-protected guest table, MMIO) is translated by
+   * the emulator's guest walk ({@link emulate}).
+   */
+  private shadowWalk(hi: number, lo: number, access: number): number {
+    const mmu = this.mmu;
+    if (mmu.rootLevel < 4) {
+      throw new InvalidArgumentError(
+        "paging mode",
+        this.pagingMode,
+        'long mode (4- or 5-level paging): mmu "shadow" does not shadow paging-off, 32-bit or PAE guests yet',
+      );
+    }
+    const cpu = this.cpu;
+    this.emulated = false;
+    for (let n = 0; ; n++) {
+      const gpa = cpu.shadowTranslate(hi, lo, access);
+      if (gpa >= 0) return gpa;
+      if (n >= 8)
+        throw new MmuBugError(
+          "kvm_mmu_page_fault",
+          `gva 0x${(hi * 4294967296 + lo).toString(16)}: still faulting (error 0x${cpu.hwError.toString(16)}) after ${n} exits`,
+        );
+      const r = this.vmMmu!.shadowPageFault(mmu, this.shadowCtx, hi, lo, cpu.hwError, access);
+      if (mmu.fault.guestFault) {
+        this.stat.pf_guest++;
+        return -1;
+      }
+      if (r === RET_PF_EMULATE) return this.emulate(hi, lo, access);
+      this.enterGuest();
+    }
+  }
+
+  /**
+   * `x86_emulate_instruction` for an access KVM could not let the CPU make: the emulator
+   * translates the gva with the guest walker (`gva_to_gpa`); no memslot, or a store to a
+   * read-only one, is an MMIO exit; a store is made by KVM, which then tells page tracking
+   * (the caller: {@link trackEmulatedWrite}).
+   */
+  private emulate(hi: number, lo: number, access: number): number {
+    const w = this.walker;
+    if (this.walkAddr(w, this.mmu, this.cpu.tables, hi, lo, access) !== true) {
+      this.stat.pf_guest++;
+      return -1;
+    }
+    const gpa = w.gpa;
+    const gfn = Math.floor(gpa / PAGE_SIZE);
+    const slot = this.kvm.memslots.gfnToSlot(gfn);
+    if (slot === undefined || ((access & PFERR_WRITE_MASK) !== 0 && slot.readonly)) {
+      this.cpu.shadowHvfn = STAGE2_MMIO;
+      return gpa;
+    }
+    this.cpu.shadowHvfn = slot.hvfn(gfn);
+    this.emulated = (access & PFERR_WRITE_MASK) !== 0;
+    return gpa;
+  }
+
+  /**
+   * After KVM wrote `bytes` at `gpa` for the guest (`emulator_write_phys`): the dirty log
+   * (`kvm_vcpu_write_guest`) and page tracking (`kvm_page_track_write` →
+   * `kvm_mmu_track_write`).
+   */
+  private trackEmulatedWrite(gpa: number, bytes: number): void {
+    this.kvm.markPageDirty(Math.floor(gpa / PAGE_SIZE));
+    this.vmMmu!.shadow!.trackWrite(gpa, bytes, this.mmu.rootLevel !== 2);
   }
 
   /**
@@ -755,6 +859,10 @@ export class KvmVcpu implements KvmVcpuCommon {
     if (!this.gvaOk(hi, gva)) return this.gpFault();
     const r = this.walkGva(hi, lo, access);
     if (r < 0) return this.pageFault();
+    // A store KVM had to emulate: access() carries no data, so the bytes already there are
+    // stored again (8 at the aligned address); page tracking sees that write.
+    if (this.emulated && this.cpu.shadowHvfn !== STAGE2_MMIO)
+      this.trackEmulatedWrite(r - (r % 8), 8);
     return this.finish(r, access);
   }
 
@@ -788,10 +896,18 @@ export class KvmVcpu implements KvmVcpuCommon {
 
   /**
    * Guest INVLPG. Under EPT (and on the bare machine) KVM does not intercept it and there is no
-   * TLB in the model, so nothing happens and `invlpg` is not counted; shadow paging intercepts it
-   * (`kvm_mmu_invlpg`).
+   * TLB in the model, so nothing happens and `invlpg` is not counted. Shadow paging intercepts it
+   * (`kvm_mmu_invlpg`, `invlpg`++): entries of unsync pages on the gva's path are synced again.
+   * A non-canonical address is a no-op.
    */
   invlpg(gva: number | bigint): void {
-    splitU64("gva", gva, this.scratch);
+    const g = splitU64("gva", gva, this.scratch);
+    if (this.vmMmu === null || !this.vmMmu.shadowPaging) return;
+    const hi = g.hi;
+    const lo = g.lo;
+    if (!this.gvaOk(hi, gva)) return;
+    this.enterGuest();
+    this.vmMmu.shadow!.invlpg(this.mmu, hi * 1048576 + (lo >>> 12));
+    this.stat.invlpg++;
   }
 }

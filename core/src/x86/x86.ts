@@ -16,8 +16,11 @@ import { KVM_MIN_ALLOC_MMU_PAGES, VmMmu } from "../mmu/mmu";
 import { SlotArch, slotArch } from "../mmu/mmu_internal";
 import { KvmVcpu } from "./vcpu";
 
-/** MMU beneath the guest: "tdp" (KVM with EPT, the default) or "none" (no KVM MMU). */
-export type MmuMode = "tdp" | "none";
+/**
+ * MMU beneath the guest: "tdp" (KVM with EPT, the default), "shadow" (KVM with `ept=0`: the CPU
+ * runs on KVM's shadow page tables) or "none" (no KVM MMU).
+ */
+export type MmuMode = "tdp" | "shadow" | "none";
 
 /** Options of `createVm`. */
 export interface VmOptions {
@@ -52,8 +55,23 @@ function checkOptions(options: unknown): { bits: number; mmu: MmuMode; features:
     throw new InvalidArgumentError("maxPhysAddrBits", bits, "an integer in [32, 52]");
   }
   const mmu = o.mmu ?? "tdp";
-  if (mmu !== "none" && mmu !== "tdp") throw new InvalidArgumentError("mmu", mmu, '"tdp" | "none"');
-  return { bits, mmu, features: o.features };
+  if (mmu !== "none" && mmu !== "tdp" && mmu !== "shadow")
+    throw new InvalidArgumentError("mmu", mmu, '"tdp" | "shadow" | "none"');
+  let features = o.features;
+  if (mmu === "shadow") {
+    // KVM offers no protection keys without TDP (kvm_set_cpu_caps: "PKU is not yet implemented
+    // for shadow paging").
+    const f = features as Record<string, unknown> | undefined;
+    if (f !== null && typeof f === "object" && f.pku === true)
+      throw new InvalidArgumentError(
+        "features.pku",
+        true,
+        'false with mmu "shadow" (KVM does not offer protection keys without TDP)',
+      );
+    if (f === undefined || (f !== null && typeof f === "object" && !Array.isArray(f)))
+      features = { ...(f ?? {}), pku: false };
+  }
+  return { bits, mmu, features };
 }
 
 /** The x86 VM model (notebooks use `Vm`, which adds views). */
@@ -68,7 +86,7 @@ export class KvmX86 extends Kvm {
     const o = checkOptions(options);
     super(o.bits, resolveFeatures(o.features, o.bits));
     this.mmuMode = o.mmu;
-    this.mmu = o.mmu === "tdp" ? new VmMmu(this) : null;
+    this.mmu = o.mmu === "none" ? null : new VmMmu(this, o.mmu === "shadow");
   }
 
   /** `KVM_CREATE_VCPU`. */

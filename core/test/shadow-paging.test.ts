@@ -1,0 +1,358 @@
+/**
+ * Shadow paging (`createVm({ mmu: "shadow" })`, KVM with ept=0): the reference scenarios S4–S7
+ * of the behavioural spec, with the expected numbers written from the spec's tables and the
+ * geometry of the guest tables (not read back from the simulator first), plus the CR0.WP=0
+ * "two sptes for one gpte" scheme, INVLPG and the cached previous roots.
+ *
+ * Guest of S5: 4-level, CR0.WP=1, EFER.NX=1, CPL 3; one slot gfn [0, 0x4000) with 4K backing;
+ * PML4 gfn 0x100, PDPT 0x101, PD 0x102, PT 0x103; gva 0x400000 → indices (0, 0, 2, 0) → data
+ * gfn 0x200; all gptes P|RW|US with A = D = 0. For S6/S7 the guest kernel also maps frames
+ * 0x102 (its PD) and 0x103 (its PT) at gva 0x40000000 / 0x40001000 through PDPT entry 1 →
+ * PD 0x104 → PT 0x105.
+ */
+import { describe, expect, it } from "vitest";
+import { createVm } from "../src";
+import type { FeatureOptions } from "../src/era/features";
+import { kvmPageTableHashfn } from "../src/mmu/mmu";
+import { roleAccess, roleDirect, roleLevel } from "../src/mmu/mmu_internal";
+import { gfnWriteTrackCount } from "../src/mmu/page_track";
+import { SPTE_HI_MMU_WRITABLE, SPTE_R, SPTE_W } from "../src/mmu/spte";
+
+const PRU = 7n; // P | RW | US
+const A = 0x20n;
+const D = 0x40n;
+
+function s5(features: FeatureOptions = {}) {
+  const vm = createVm({ mmu: "shadow", features });
+  vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 0x4000 * 4096, flags: 0 });
+  vm.guestWrite64(0x100000, 0x101000n | PRU);
+  vm.guestWrite64(0x101000, 0x102000n | PRU);
+  vm.guestWrite64(0x102000 + 2 * 8, 0x103000n | PRU);
+  vm.guestWrite64(0x103000, 0x200000n | PRU);
+  // The kernel's window onto its own tables (S6, S7): PDPT[1] → PD 0x104 → PT 0x105.
+  vm.guestWrite64(0x101000 + 8, 0x104000n | PRU);
+  vm.guestWrite64(0x104000, 0x105000n | PRU);
+  vm.guestWrite64(0x105000, 0x102000n | PRU); // gva 0x40000000 → gfn 0x102 (the PD)
+  vm.guestWrite64(0x105008, 0x103000n | PRU); // gva 0x40001000 → gfn 0x103 (the PT)
+  const vcpu = vm.createVcpu();
+  // CR0 = PE|WP|PG, CR4 = PAE, EFER = LME|NXE (LMA follows), CPL 3.
+  vcpu.setSregs({ cr0: 0x80010001, cr3: 0x100000, cr4: 0x20, efer: 0x900, cpl: 3 });
+  const mmu = vm.mmu!;
+  const store = mmu.store;
+  /** Live, valid indirect-or-direct pages by gfn (sp ids). */
+  const spsAt = (gfn: number) =>
+    vm
+      .shadowPages()
+      .pages.filter((p) => p.gfn === gfn && !p.role.invalid)
+      .map((p) => p.id);
+  const sp1 = (gfn: number) => {
+    const l = spsAt(gfn);
+    expect(l).toHaveLength(1);
+    return l[0]!;
+  };
+  const tracked = (gfn: number) => gfnWriteTrackCount(vm.memslots.gfnToSlot(gfn)!, gfn);
+  return { vm, vcpu, mmu, store, spsAt, sp1, tracked };
+}
+
+describe("S5 — shadow-paging walk (seed 2007)", () => {
+  it("kvm_mmu_load: indirect level-4 root for gfn 0x100, one cache miss, 0x100 write-tracked", () => {
+    const { vm, vcpu, store, sp1, tracked } = s5();
+    vcpu.invlpg(0); // any guest instruction enters the guest: the root is loaded
+    const root = sp1(0x100);
+    expect(roleLevel(store.role[root]!)).toBe(4);
+    expect(roleDirect(store.role[root]!)).toBe(false);
+    expect(vm.stats.mmu_cache_miss).toBe(1);
+    expect(tracked(0x100)).toBe(1);
+    // hash_64(gfn, 12) buckets of the four tables (spec S5).
+    expect([0x100, 0x101, 0x102, 0x103].map(kvmPageTableHashfn)).toEqual([3208, 676, 2241, 3805]);
+  });
+
+  it("steps 1-4 (modern walker)", () => {
+    const { vm, vcpu, store, sp1, tracked } = s5();
+    const dataBefore = vm.stats.mmu_data_pages_live;
+    // 1. user read.
+    expect(vcpu.access(0x400000)).toEqual({ fault: false, gpa: 0x200000 });
+    let st = vm.stats;
+    expect(st.gpte_reads).toBe(4);
+    expect(st.gpte_ad_writes).toBe(4);
+    expect(st.pf_fixed).toBe(1);
+    expect(st.indirect_shadow_pages).toBe(4);
+    expect(st.mmu_cache_miss).toBe(4);
+    expect(st.pages_4k).toBe(1);
+    expect(st.mmu_data_pages_live - dataBefore).toBe(8); // 4 pages × (spt + gfn array)
+    for (const [gfn, level] of [
+      [0x101, 3],
+      [0x102, 2],
+      [0x103, 1],
+    ] as const) {
+      const sp = sp1(gfn);
+      expect(roleLevel(store.role[sp]!)).toBe(level);
+      expect(roleAccess(store.role[sp]!)).toBe(7);
+      expect(roleDirect(store.role[sp]!)).toBe(false);
+    }
+    expect([0x100, 0x101, 0x102, 0x103].map(tracked)).toEqual([1, 1, 1, 0]);
+    const lpage = vm.memslots.gfnToSlot(0)!.arch as { lpageInfo: Int32Array[] };
+    // disallow_lpage = the slot's alignment start value (its end, gfn 0x4000, is 2M- but not
+    // 1G-aligned) + the 4 shadowed gfns, all in the first 2 MiB and the first 1 GiB.
+    const slotEnd = 0x4000;
+    const startValue = (span: number) => (slotEnd % span === 0 ? 0 : 1);
+    expect(lpage.lpageInfo[0]![0]).toBe(startValue(512) + 4);
+    expect(lpage.lpageInfo[1]![0]).toBe(startValue(262144) + 4);
+    const pt = sp1(0x103);
+    const leafLo = store.spt[pt]![0]!;
+    const leafHi = store.spt[pt]![1]!;
+    expect(leafLo & SPTE_R).toBe(SPTE_R); // user
+    expect(leafLo & SPTE_W).toBe(0); // protect_clean_gpte: no W before D
+    expect(leafHi & SPTE_HI_MMU_WRITABLE).toBe(0);
+    expect(vm.readPhys64(0x103000)).toBe(0x200000n | PRU | A);
+
+    // 2. user write, same gva: one D write (leaf), same pages, leaf gains W, D, MMU-writable.
+    const flushes = vm.stats.remote_tlb_flush_requests;
+    expect(vcpu.write(0x400000, 0x1234n, { size: 2 })).toEqual({ fault: false, gpa: 0x200000 });
+    st = vm.stats;
+    expect(st.gpte_reads).toBe(8);
+    expect(st.gpte_ad_writes).toBe(5);
+    expect(st.pf_fixed).toBe(2);
+    expect(st.mmu_cache_miss).toBe(4);
+    expect(st.remote_tlb_flush_requests).toBe(flushes);
+    expect(store.spt[pt]![0]! & SPTE_W).toBe(SPTE_W);
+    expect(store.spt[pt]![1]! & SPTE_HI_MMU_WRITABLE).toBe(SPTE_HI_MMU_WRITABLE);
+    expect(vm.readPhys64(0x103000)).toBe(0x200000n | PRU | A | D);
+    expect(vm.readPhys64(0x200000)).toBe(0x1234n);
+
+    // 3. user read of 0x401000 (PT entry 1 not present): #PF 0x4 injected.
+    expect(vcpu.access(0x401000)).toEqual({ fault: true, vector: 14, errorCode: 0x4 });
+    expect(vm.stats.gpte_reads).toBe(12);
+    expect(vm.stats.gpte_ad_writes).toBe(5);
+    expect(vm.stats.pf_guest).toBe(1);
+
+    // 4. user write to a gva whose leaf has RW = 0 (A = 1): error 0x7.
+    vm.guestWrite64(0x103010, 0x202000n | 5n | A); // PT entry 2: P|US|A
+    expect(vcpu.access(0x402000, { write: true })).toEqual({
+      fault: true,
+      vector: 14,
+      errorCode: 0x7,
+    });
+    expect(vm.stats.gpte_reads).toBe(16);
+    expect(vm.stats.gpte_ad_writes).toBe(5);
+    expect(vm.stats.pf_guest).toBe(2);
+    expect(vm.audit()).toEqual([]);
+  });
+
+  // Walker-flavour contrasts on fresh tables (spec S5 second table).
+  const flavours = [
+    { walker: "modern", np: [4, 0], us: [4, 0], ok: [4, 4] },
+    { walker: "w07b", np: [4, 3], us: [3, 2], ok: [4, 5] },
+    { walker: "w07a", np: [4, 3], us: [3, 2], ok: [4, 5] },
+  ] as const;
+  for (const f of flavours) {
+    it(`walker ${f.walker}: not present / PD without US / ok write`, () => {
+      let t = s5({ guestWalker: f.walker });
+      expect(t.vcpu.access(0x401000)).toEqual({ fault: true, vector: 14, errorCode: 0x4 });
+      expect([t.vm.stats.gpte_reads, t.vm.stats.gpte_ad_writes]).toEqual(f.np);
+
+      t = s5({ guestWalker: f.walker });
+      t.vm.guestWrite64(0x102010, 0x103000n | 3n); // PD entry 2: P|RW, no US
+      expect(t.vcpu.access(0x400000)).toEqual({ fault: true, vector: 14, errorCode: 0x5 });
+      expect([t.vm.stats.gpte_reads, t.vm.stats.gpte_ad_writes]).toEqual(f.us);
+
+      t = s5({ guestWalker: f.walker });
+      expect(t.vcpu.write(0x400000, 1n).fault).toBe(false);
+      expect([t.vm.stats.gpte_reads, t.vm.stats.gpte_ad_writes]).toEqual(f.ok);
+      expect(t.vm.readPhys64(0x103000)).toBe(0x200000n | PRU | A | D);
+      // Only the 2.6.23-25 walker tells the MMU of its D write (kvm_mmu_pte_write).
+      expect(t.vm.stats.mmu_pte_write).toBe(f.walker === "w07b" ? 1 : 0);
+      expect(t.vcpu.stat.gpte_d_writes_after_walk).toBe(f.walker === "w07a" ? 1 : 0);
+      expect(t.vm.audit()).toEqual([]);
+    });
+  }
+});
+
+describe("S4 — seed 2010 memory accounting under shadow paging", () => {
+  for (const before of [false, true]) {
+    it(`allocTranslationForDirect ${before}: indirect pages keep their array, the direct page ${before ? "too" : "does not"}`, () => {
+      const t = s5({ allocTranslationForDirect: before });
+      const base = t.vm.stats.mmu_data_pages_live;
+      t.vcpu.access(0x400000);
+      expect(t.vm.stats.mmu_data_pages_live - base).toBe(8);
+      // A guest 2 MiB page (PD entry 3 → gfn 0x600, PS) on 4K host pages: one direct level-1
+      // page keyed by the 2M-aligned gfn with the leaf's rights (user read of a clean page:
+      // U|X, W removed by protect_clean_gpte).
+      t.vm.guestWrite64(0x102018, 0x600000n | 0x80n | PRU);
+      const mid = t.vm.stats.mmu_data_pages_live;
+      expect(t.vcpu.access(0x600000 + 0x3000).fault).toBe(false);
+      expect(t.vm.stats.mmu_data_pages_live - mid).toBe(before ? 2 : 1);
+      const d = t.sp1(0x600);
+      expect(roleDirect(t.store.role[d]!)).toBe(true);
+      expect(roleLevel(t.store.role[d]!)).toBe(1);
+      expect(roleAccess(t.store.role[d]!)).toBe(5);
+      expect(t.store.translationAccounted(d)).toBe(before);
+      expect(t.store.translation[t.sp1(0x103)]).not.toBeNull();
+      expect(t.vm.audit()).toEqual([]);
+    });
+  }
+});
+
+describe("S6 — write flooding and emulation", () => {
+  it("three aligned 8-byte writes to PD entry 100 through the kernel's window", () => {
+    const t = s5();
+    t.vcpu.access(0x400000);
+    t.vcpu.write(0x400000, 1n);
+    t.vcpu.setCpl(0);
+    const pd = t.sp1(0x102);
+    const pt = t.sp1(0x103);
+    const gva = 0x40000000 + 100 * 8;
+    const flushes0 = t.vm.stats.remote_tlb_flush_requests;
+
+    // Write 1: slow path builds 0x104 (L2) and 0x105 (L1); the leaf for 0x102 is read-only.
+    expect(t.vcpu.write(gva, 0x300000n | PRU)).toEqual({ fault: false, gpa: 0x102000 + 800 });
+    let st = t.vm.stats;
+    expect(st.pf_emulate).toBe(1);
+    expect(st.mmu_pte_write).toBe(1);
+    expect(st.mmu_pde_zapped).toBe(1);
+    expect(t.store.flood[pd]).toBe(1);
+    expect(roleLevel(t.store.role[t.sp1(0x104)]!)).toBe(2);
+    expect(roleLevel(t.store.role[t.sp1(0x105)]!)).toBe(1);
+    expect(st.indirect_shadow_pages).toBe(6);
+    expect(t.vm.readPhys64(0x102000 + 800)).toBe(0x300000n | PRU);
+
+    // Write 2: present + write + tracked → emulated at once.
+    t.vcpu.write(gva, 0x301000n | PRU);
+    st = t.vm.stats;
+    expect(st.pf_emulate).toBe(2);
+    expect(st.mmu_pte_write).toBe(2);
+    expect(st.mmu_pde_zapped).toBe(2);
+    expect(t.store.flood[pd]).toBe(2);
+    // The writer's own path had its counts cleared.
+    for (const g of [0x100, 0x101, 0x104, 0x105]) expect(t.store.flood[t.sp1(g)]).toBe(0);
+    expect(st.remote_tlb_flush_requests).toBe(flushes0);
+
+    // Write 3: flooded — the PD page is zapped, its PT child orphaned, 0x102 untracked.
+    t.vcpu.write(gva, 0x302000n | PRU);
+    st = t.vm.stats;
+    expect(st.mmu_flooded).toBe(1);
+    expect(st.mmu_shadow_zapped).toBe(1);
+    expect(st.mmu_pde_zapped).toBe(2);
+    expect(st.indirect_shadow_pages).toBe(5);
+    expect(st.remote_tlb_flush_requests).toBe(flushes0 + 1);
+    expect(t.spsAt(0x102)).toEqual([]);
+    expect(t.store.isLive(pt)).toBe(true);
+    expect(t.store.parentPtes[pt]).toBe(0);
+    expect(t.tracked(0x102)).toBe(0);
+    expect(t.vm.readPhys64(0x102000 + 800)).toBe(0x302000n | PRU);
+    expect(t.vm.audit()).toEqual([]);
+  });
+
+  it("a misaligned write zaps the page at once; a 1-byte write at a gpte start does not", () => {
+    const t = s5();
+    t.vcpu.access(0x400000);
+    t.vcpu.setCpl(0);
+    // 1 byte at the start of gpte 100: tolerated (no zap).
+    t.vcpu.write(0x40000000 + 800, 0x07n, { size: 1 });
+    expect(t.vm.stats.mmu_flooded).toBe(0);
+    // 8 bytes at offset 4 of gpte 50: straddles two gptes.
+    t.vcpu.write(0x40000000 + 50 * 8 + 4, 0n);
+    expect(t.vm.stats.mmu_flooded).toBe(1);
+    expect(t.spsAt(0x102)).toEqual([]);
+    expect(t.vm.audit()).toEqual([]);
+  });
+});
+
+describe("S7 — unsync", () => {
+  it("a guest write to its level-1 table makes the page unsync; MOV CR3 syncs it", () => {
+    const t = s5();
+    t.vcpu.access(0x400000);
+    t.vcpu.write(0x400000, 1n);
+    t.vcpu.setCpl(0);
+    const pt = t.sp1(0x103);
+    const pd = t.sp1(0x102);
+    const l3 = t.sp1(0x101);
+    const root = t.sp1(0x100);
+    const fixed = t.vm.stats.pf_fixed;
+    expect(t.vcpu.write(0x40001000 + 5 * 8, 0x300000n | PRU).fault).toBe(false);
+    const st = t.vm.stats;
+    expect(st.pf_emulate).toBe(0);
+    expect(st.pf_fixed).toBe(fixed + 1);
+    expect(st.mmu_unsync).toBe(1);
+    expect(t.store.unsync[pt]).toBe(1);
+    expect(t.store.unsyncChildren[pd]).toBe(1);
+    expect(t.store.unsyncBitmap[pd * 16]).toBe(1 << 2);
+    expect(t.store.unsyncBitmap[l3 * 16]).toBe(1);
+    expect(t.store.unsyncBitmap[root * 16]).toBe(1);
+    expect(t.vm.audit()).toEqual([]);
+    // Further writes to 0x103 do not fault.
+    const taken = t.vm.stats.pf_taken;
+    t.vcpu.write(0x40001000 + 6 * 8, 0x301000n | PRU);
+    expect(t.vm.stats.pf_taken).toBe(taken);
+    // MOV CR3 (same value): at the next entry the root is synced.
+    const flushes = t.vm.stats.remote_tlb_flush_requests;
+    t.vcpu.movCr3(0x100000);
+    t.vcpu.access(0x400000);
+    expect(t.vm.stats.mmu_unsync).toBe(0);
+    expect(t.vm.stats.remote_tlb_flush_requests).toBe(flushes + 1); // re-write-protecting 0x103
+    for (const sp of [pt, pd, l3, root]) {
+      expect(t.store.unsyncChildren[sp]).toBe(0);
+      expect(t.store.unsyncBitmap[sp * 16]).toBe(0);
+    }
+    // The window onto 0x103 lost W (and MMU-writable): the next write is emulated.
+    expect(t.vcpu.write(0x40001000 + 7 * 8, 0n).fault).toBe(false);
+    expect(t.vm.stats.pf_fixed + t.vm.stats.pf_emulate).toBeGreaterThan(fixed + 1);
+    expect(t.vm.audit()).toEqual([]);
+  });
+
+  it("INVLPG re-syncs the one entry of an unsync page; without it the stale mapping stays", () => {
+    const t = s5();
+    t.vcpu.access(0x400000);
+    t.vcpu.setCpl(0);
+    t.vcpu.write(0x40001000, 0n, { size: 1 }); // PT 0x103 goes unsync (gpte 0 low byte → 0)
+    // Guest rewrote PT entry 0's low byte to 0: not present now. Without INVLPG the shadow
+    // entry may still be used (architecturally a stale TLB entry).
+    expect(t.vcpu.access(0x400000).fault).toBe(false);
+    t.vcpu.invlpg(0x400000);
+    expect(t.vm.stats.invlpg).toBe(1);
+    expect(t.vcpu.access(0x400000)).toEqual({ fault: true, vector: 14, errorCode: 0 });
+    expect(t.vm.audit()).toEqual([]);
+  });
+});
+
+describe("shadow paging details", () => {
+  it("CR0.WP=0: a supervisor write to a read-only gpte gets W without U; a user read gets U back", () => {
+    const t = s5();
+    t.vm.guestWrite64(0x103000, 0x200000n | 5n); // P|US, read-only
+    t.vcpu.setSregs({ cr0: 0x80000001, cpl: 0 }); // WP = 0
+    expect(t.vcpu.write(0x400000, 9n).fault).toBe(false);
+    const pt = t.sp1(0x103);
+    expect(t.store.spt[pt]![0]! & (SPTE_W | SPTE_R)).toBe(SPTE_W);
+    expect(t.vcpu.read(0x400000, { user: true })).toMatchObject({ fault: false, value: 9n });
+    expect(t.store.spt[pt]![0]! & (SPTE_W | SPTE_R)).toBe(SPTE_R);
+    expect(t.vcpu.access(0x400000, { user: true, write: true })).toEqual({
+      fault: true,
+      vector: 14,
+      errorCode: 0x7,
+    });
+    expect(t.vm.audit()).toEqual([]);
+  });
+
+  it("MOV CR3 back to an earlier root reuses it from prev_roots (no cache miss)", () => {
+    const t = s5();
+    t.vcpu.access(0x400000);
+    // A second address space: PML4 0x110 → the same PDPT.
+    t.vm.guestWrite64(0x110000, 0x101000n | PRU);
+    t.vcpu.movCr3(0x110000);
+    t.vcpu.access(0x400000);
+    const miss = t.vm.stats.mmu_cache_miss;
+    t.vcpu.movCr3(0x100000);
+    t.vcpu.access(0x400000);
+    expect(t.vm.stats.mmu_cache_miss).toBe(miss);
+    expect(t.vcpu.mmu.root).toBe(t.sp1(0x100));
+    expect(Array.from(t.vcpu.mmu.prevRootSp)).toContain(t.sp1(0x110));
+    expect(t.vm.audit()).toEqual([]);
+  });
+
+  it("paging off or 32-bit/PAE guests are refused with a clear error", () => {
+    const vm = createVm({ mmu: "shadow" });
+    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 1 << 20, flags: 0 });
+    const v = vm.createVcpu();
+    expect(() => v.access(0x1000)).toThrow(/long mode.*shadow/);
+  });
+});
