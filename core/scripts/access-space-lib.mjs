@@ -56,9 +56,13 @@ export function invalidMask(maxPhysAddrBits) {
   return m >>> 0;
 }
 
-/** ac_test_legal() restated. */
-export function isLegal(f) {
+/**
+ * ac_test_legal() restated. `noPke`: the CPU has no protection keys (KVM offers none under
+ * shadow paging), so CR4.PKE cases are not legal (access.c skips them without X86_FEATURE_PKU).
+ */
+export function isLegal(f, noPke = false) {
   if (has(f, "cr4.smep")) return false;
+  if (noPke && has(f, "cr4.pke")) return false;
   if (has(f, "fetch") && has(f, "write")) return false;
   if (!has(f, "cr4.pke") && (has(f, "pkru.ad") || has(f, "pkru.wd"))) return false;
   if (!has(f, "pde.pse") && has(f, "pde.13")) return false;
@@ -203,13 +207,33 @@ function memoByFlags(names, build) {
 const GVA = 0xffff923400000000n;
 const DATA = 32 * 1024 * 1024;
 const TABLES = 33 * 1024 * 1024;
+/**
+ * Where the guest sees its own page tables when it writes them itself (`writes: "guest"`):
+ * table k of the access path (0 PML5, 1 PML4, 2 PDPT, 3 PD, 4 PT) at WINDOW + k * 4 KiB,
+ * mapped supervisor-writable through PML5/PML4 entry 0 → PDPT_W[1] → PD_W[0] → PT_W[k].
+ */
+const WINDOW = 0x40000000;
 
 /**
  * Build a harness over a VM made by `createVm` for `levels` (4 or 5), with the VM's default MMU
  * unless `mmu` is given. Returns run(flags) → null
  * when the walker agrees with the oracle, or a string describing the first mismatch.
+ *
+ * `writes`: how each case's entries are written. "host" (default, except under shadow paging):
+ * userspace stores (`vm.guestWrite64`), which KVM does not see — fine where KVM shadows no
+ * guest table. "guest" (the default for `mmu: "shadow"`): the guest stores them itself through
+ * a supervisor window onto its tables (`vcpu.write`) and then runs INVLPG on the test address,
+ * as access.c does; under shadow paging those stores trap (write-tracked tables) or make the
+ * PT page unsync, and INVLPG syncs it.
  */
-export function makeHarness(createVm, levels, maxPhysAddrBits = 46, mmu = undefined) {
+export function makeHarness(
+  createVm,
+  levels,
+  maxPhysAddrBits = 46,
+  mmu = undefined,
+  writes = mmu === "shadow" ? "guest" : "host",
+) {
+  const noPke = mmu === "shadow";
   const vm = createVm(mmu === undefined ? { maxPhysAddrBits } : { maxPhysAddrBits, mmu });
   vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 64 * 1024 * 1024, flags: 0 });
   const idx = (l) => Number((GVA >> BigInt(12 + 9 * (l - 1))) & 511n);
@@ -220,6 +244,16 @@ export function makeHarness(createVm, levels, maxPhysAddrBits = 46, mmu = undefi
   const pt = TABLES + 0x4000;
   const root = levels === 5 ? pml5 : pml4;
   if (levels === 5) vm.guestWrite64(pml5 + idx(5) * 8, BigInt(pml4) | 7n);
+  if (writes === "guest") {
+    const pdptW = TABLES + 0x5000;
+    const pdW = TABLES + 0x6000;
+    const ptW = TABLES + 0x7000;
+    if (levels === 5) vm.guestWrite64(pml5, BigInt(pml4) | 0x67n);
+    vm.guestWrite64(pml4, BigInt(pdptW) | 0x67n);
+    vm.guestWrite64(pdptW + 8, BigInt(pdW) | 0x67n);
+    vm.guestWrite64(pdW, BigInt(ptW) | 0x67n);
+    for (let k = 0; k < 5; k++) vm.guestWrite64(ptW + k * 8, BigInt(TABLES + k * 0x1000) | 0x67n);
+  }
   const pml4e = pml4 + idx(4) * 8;
   const pdpte = pdpt + idx(3) * 8;
   const pdeGpa = pd + idx(2) * 8;
@@ -229,6 +263,7 @@ export function makeHarness(createVm, levels, maxPhysAddrBits = 46, mmu = undefi
   // One vCPU per (EFER.NX, CR0.WP, CR4.PKE) so the case loop never reloads registers.
   const vcpus = [];
   for (let k = 0; k < 8; k++) {
+    if (noPke && k >= 4) break;
     const v = vm.createVcpu();
     const nx = k & 1;
     const wp = (k >> 1) & 1;
@@ -265,17 +300,35 @@ export function makeHarness(createVm, levels, maxPhysAddrBits = 46, mmu = undefi
   const st = { pteAD: 0n, pdeAD: 0n };
   const AD = PTE_A | PTE_D;
 
+  const sup = { user: false };
   return function run(f) {
-    // Fresh entries for this case (upper levels get their A bits cleared too).
-    if (levels === 5) vm.guestWrite64(pml5e, pml5Val);
-    vm.guestWrite64(pml4e, pml4Val);
-    vm.guestWrite64(pdpte, has(f, "pdpte.ro") ? pdpteRo : pdpteRw);
-    const pde0 = pdeVal(f);
-    const pte0 = pteVal(f);
-    vm.guestWrite64(pdeGpa, pde0);
-    vm.guestWrite64(pteGpa, pte0);
+    if (noPke && has(f, "cr4.pke")) return "CR4.PKE case on a CPU without protection keys";
     const vcpu =
       vcpus[(has(f, "efer.nx") ? 1 : 0) | (has(f, "cr0.wp") ? 2 : 0) | (has(f, "cr4.pke") ? 4 : 0)];
+    // Fresh entries for this case (upper levels get their A bits cleared too).
+    const pde0 = pdeVal(f);
+    const pte0 = pteVal(f);
+    const pdpteV = has(f, "pdpte.ro") ? pdpteRo : pdpteRw;
+    if (writes === "guest") {
+      // The guest's own stores (table k at WINDOW + k * 4 KiB), then INVLPG of the address.
+      const put = (k, gpa, v) => {
+        const r = vcpu.write(WINDOW + k * 0x1000 + (gpa % 4096), v, sup);
+        if (r.fault || r.mmio)
+          throw new Error(`guest store to table ${k} failed: ${JSON.stringify(r)}`);
+      };
+      if (levels === 5) put(0, pml5e, pml5Val);
+      put(1, pml4e, pml4Val);
+      put(2, pdpte, pdpteV);
+      put(3, pdeGpa, pde0);
+      put(4, pteGpa, pte0);
+      vcpu.invlpg(GVA);
+    } else {
+      if (levels === 5) vm.guestWrite64(pml5e, pml5Val);
+      vm.guestWrite64(pml4e, pml4Val);
+      vm.guestWrite64(pdpte, pdpteV);
+      vm.guestWrite64(pdeGpa, pde0);
+      vm.guestWrite64(pteGpa, pte0);
+    }
     if (has(f, "cr4.pke"))
       vcpu.setPkru(0x30 | (has(f, "pkru.wd") ? 8 : 0) | (has(f, "pkru.ad") ? 4 : 0));
     st.pteAD = pte0 & AD;
@@ -310,9 +363,16 @@ export function makeHarness(createVm, levels, maxPhysAddrBits = 46, mmu = undefi
 /**
  * Run `count` legal cases drawn with xorshift32(seed) from the flags free at MAXPHYADDR
  * `maxPhysAddrBits` through `run` (a makeHarness result); `onCase(f)` sees each case before it
- * runs. Returns the first 10 failures as "[flags] message".
+ * runs. Returns the first 10 failures as "[flags] message". `noPke` leaves out CR4.PKE cases.
  */
-export function runSeededSample(run, maxPhysAddrBits, seed, count, onCase = undefined) {
+export function runSeededSample(
+  run,
+  maxPhysAddrBits,
+  seed,
+  count,
+  onCase = undefined,
+  noPke = false,
+) {
   const pos = freeBits(maxPhysAddrBits);
   const dep = makeDeposit(pos);
   const n = 2 ** pos.length;
@@ -321,7 +381,7 @@ export function runSeededSample(run, maxPhysAddrBits, seed, count, onCase = unde
   let cases = 0;
   while (cases < count) {
     const f = dep(rnd() % n);
-    if (!isLegal(f)) continue;
+    if (!isLegal(f, noPke)) continue;
     cases++;
     onCase?.(f);
     const err = run(f);
@@ -359,11 +419,11 @@ const LEGALITY_FLAGS = [
  * reads and multiply by 2^(other free flags). The full-space script cross-checks this number
  * against the cases it actually ran.
  */
-export function countLegal(maxPhysAddrBits = 46) {
+export function countLegal(maxPhysAddrBits = 46, noPke = false) {
   const free = freeBits(maxPhysAddrBits);
   const rel = free.filter((b) => LEGALITY_FLAGS.includes(FLAG_NAMES[b]));
   let c = 0;
-  for (let r = 0; r < 2 ** rel.length; r++) if (isLegal(deposit(r, rel))) c++;
+  for (let r = 0; r < 2 ** rel.length; r++) if (isLegal(deposit(r, rel), noPke)) c++;
   return c * 2 ** (free.length - rel.length);
 }
 

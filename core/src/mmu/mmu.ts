@@ -757,9 +757,11 @@ export class ShadowMmu implements ShadowMmuOps {
             else if (r > 0) nr += r;
             else return r;
           } else if (s.unsync[child] !== 0) {
+            nr++;
+            // mmu_pages_add: a page reached again through another parent is listed once.
+            if (out.some((p) => p.sp === child)) continue;
             if (entries >= KVM_PAGE_ARRAY_NR) return -1;
             entries++;
-            nr++;
             out.push({ sp: child, path: childPath });
           } else this.clearUnsyncChildBit(sp, i);
         }
