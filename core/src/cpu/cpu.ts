@@ -20,19 +20,18 @@ import type { Kvm, KvmVcpuCommon } from "../kvm/kvm_main";
 import type { GuestMemory } from "../kvm/memory";
 import type { MemSlots } from "../kvm/memslot";
 import type { VmMmu } from "../mmu/mmu";
-import { type KvmMmu, kvmMmuPageGetGfn, type MmuPageStore, roleLevel } from "../mmu/mmu_internal";
-import { GuestTables, type TableSource, type WalkRegs } from "../mmu/paging_tmpl";
+import { type KvmMmu, type MmuPageStore, ROLE_DIRECT, ROLE_LEVEL_MASK } from "../mmu/mmu_internal";
+import { GuestTables, pt64Index, type TableSource, type WalkRegs } from "../mmu/paging_tmpl";
 import {
   GFN_SPAN,
-  isLastSpte,
   isMmioSpte,
-  isShadowPresent,
   SPTE_A,
   SPTE_D,
+  SPTE_MMU_PRESENT,
+  SPTE_PS,
   SPTE_R,
   SPTE_W,
   SPTE_X,
-  spteIndex,
   sptePfn,
 } from "../mmu/spte";
 import { EptWalker, STAGE2_MMIO } from "./ept";
@@ -96,24 +95,24 @@ export class CpuMmu implements TableSource {
       this.hwError = err;
       return -1;
     }
-    const gvaPfn = hi * 1048576 + (lo >>> 12);
     let sp = mmu.root;
-    let level = roleLevel(store.role[sp]!);
+    let level = store.role[sp]! & ROLE_LEVEL_MASK;
     let rights = SPTE_R | SPTE_W | SPTE_X;
     let spt: Uint32Array;
     let i: number;
     let slo: number;
+    // Integer indices from the gva halves (no division on the way down).
     for (;;) {
       spt = store.spt[sp]!;
-      i = spteIndex(gvaPfn, level);
+      i = pt64Index(hi, lo, level);
       slo = spt[i * 2]!;
-      if (!isShadowPresent(slo)) {
+      if ((slo & SPTE_MMU_PRESENT) === 0) {
         if (isMmioSpte(slo)) err |= PFERR_RSVD_MASK | PFERR_PRESENT_MASK;
         this.hwError = err;
         return -1;
       }
       rights &= slo;
-      if (isLastSpte(slo, level)) break;
+      if (level === 1 || (slo & SPTE_PS) !== 0) break;
       sp = store.pfnToSp(sptePfn(slo, spt[i * 2 + 1]!));
       level--;
     }
@@ -132,9 +131,16 @@ export class CpuMmu implements TableSource {
     // The CPU's own A/D updates of the leaf (no notification: they only add bits).
     const ad = write ? SPTE_A | SPTE_D : SPTE_A;
     if ((slo & ad) !== ad) spt[i * 2] = (slo | ad) >>> 0;
-    const off = gvaPfn % GFN_SPAN[level]!;
+    // Offset of the 4K page inside a large leaf: gva bits (12 + 9 * (level - 1)) - 1 .. 12.
+    const off =
+      level === 1 ? 0 : level === 2 ? (lo >>> 12) & 511 : ((lo >>> 12) | (hi << 20)) & 0x3ffff;
     this.shadowHvfn = sptePfn(slo, spt[i * 2 + 1]!) + off;
-    return (kvmMmuPageGetGfn(store, sp, i, false) + off) * 4096 + (lo & 0xfff);
+    const t = store.translation[sp];
+    const gfn =
+      t !== null && t !== undefined && (store.role[sp]! & ROLE_DIRECT) === 0
+        ? t[i]!
+        : store.gfn[sp]! + i * GFN_SPAN[level]!;
+    return (gfn + off) * 4096 + (lo & 0xfff);
   }
 
   /** What the cached table frames were valid for: the spte epoch (TDP) or the memslot generation. */

@@ -929,7 +929,7 @@ export function fnamePageFault(
     if (mmu.smep) pteAccess &= ~ACC_EXEC_MASK;
   }
   ops.makeMmuPagesAvailable();
-  return fnameFetch(ops, mmu, fault, w, gvaPfn, pteAccess);
+  return fnameFetch(ops, mmu, fault, w, ctx.t, gvaPfn, pteAccess);
 }
 
 /**
@@ -945,12 +945,13 @@ function fnameFetch(
   mmu: KvmMmu,
   fault: KvmPageFault,
   w: GuestWalker,
+  t: GuestTables,
   gvaPfn: number,
   pteAccess: number,
 ): number {
   const store = ops.store;
   const top = mmu.rootLevel === 3 ? 2 : mmu.rootLevel;
-  if (gpteChanged(ops, mmu, w, top)) return RET_PF_RETRY;
+  if (gpteChanged(mmu, w, t, top)) return RET_PF_RETRY;
   // A dummy root whose CR3 frame became visible meanwhile: load a real root and retry.
   if (mmu.root < 0) {
     mmu.root = -1;
@@ -966,7 +967,7 @@ function fnameFetch(
     const tableGfn = w.tableGfn[level - 2]!;
     const child = ops.getChildSp(mmu, sp, idx, tableGfn, false, w.ptAccess[level - 2]!);
     if (child >= 0 && store.unsyncChildren[child]! > 0) ops.syncChildren(mmu, child);
-    if (gpteChanged(ops, mmu, w, level - 1)) return RET_PF_RETRY;
+    if (gpteChanged(mmu, w, t, level - 1)) return RET_PF_RETRY;
     if (child >= 0) ops.linkShadowPage(sp, idx, level, child);
     if (fault.write && tableGfn === fault.gfn) fault.writeFaultToShadowPgtable = true;
     const spt = store.spt[sp]!;
@@ -995,25 +996,35 @@ function fnameFetch(
 
 /**
  * `FNAME(gpte_changed)`: re-read the gpte the walk found at `level` (for level 1 the aligned
- * group of 8 around it, kept for the prefetch) and compare.
+ * group of 8 around it, kept for the prefetch) and compare. The walk recorded where each table's
+ * words are (`w.tableWord`), so this reads guest memory there, as KVM re-reads it.
  */
-function gpteChanged(ops: ShadowMmuOps, mmu: KvmMmu, w: GuestWalker, level: number): boolean {
+function gpteChanged(mmu: KvmMmu, w: GuestWalker, t: GuestTables, level: number): boolean {
   const li = level - 1;
-  const wide = mmu.rootLevel !== 2;
-  const g = gpteScratch;
-  if (level === 1 && wide) {
-    const gpa = w.pteGpa[0]!;
-    const base = gpa - (gpa % (PTE_PREFETCH_NUM * 8));
-    for (let i = 0; i < PTE_PREFETCH_NUM; i++) {
-      if (!ops.core.readGuestPte(base + i * 8, true, g)) return true;
-      prefetchLo[i] = g[0]!;
-      prefetchHi[i] = g[1]!;
+  const word = w.tableWord[li]!;
+  if (word < 0) return true;
+  const arena = t.memory.arena;
+  const off = w.pteGpa[li]! % 4096;
+  if (mmu.rootLevel !== 2) {
+    if (level === 1) {
+      const first = word + ((off >>> 2) & ~(2 * PTE_PREFETCH_NUM - 1));
+      for (let i = 0; i < PTE_PREFETCH_NUM; i++) {
+        prefetchLo[i] = arena[first + 2 * i]!;
+        prefetchHi[i] = arena[first + 2 * i + 1]!;
+      }
     }
-    const k = (gpa - base) / 8;
-    return prefetchLo[k] !== w.ptesLo[0] || prefetchHi[k] !== w.ptesHi[0];
+    return (
+      arena[word + (off >>> 2)] !== w.ptesLo[li] || arena[word + (off >>> 2) + 1] !== w.ptesHi[li]
+    );
   }
-  if (!ops.core.readGuestPte(w.pteGpa[li]!, wide, g)) return true;
-  return g[0] !== w.ptesLo[li] || g[1] !== w.ptesHi[li];
+  if (level === 1) {
+    const first = word + ((off >>> 2) & ~(PTE_PREFETCH_NUM - 1));
+    for (let i = 0; i < PTE_PREFETCH_NUM; i++) {
+      prefetchLo[i] = arena[first + i]!;
+      prefetchHi[i] = 0;
+    }
+  }
+  return arena[word + (off >>> 2)] !== w.ptesLo[li];
 }
 
 /**
@@ -1068,7 +1079,7 @@ function ptePrefetch(
     const lo = prefetchLo[k]!;
     const hi = prefetchHi[k]!;
     if (prefetchInvalidGpte(ops, mmu, sp, i, lo, hi)) return;
-    const gfn = (hi & 0xfffff) * 1048576 + (lo >>> 12);
+    const gfn = mmu.rootLevel === 2 ? lo >>> 12 : (hi & 0xfffff) * 1048576 + (lo >>> 12);
     let access = spAccess & gpteAccess(lo, hi);
     if ((lo & PT_DIRTY_MASK) === 0) access &= ~ACC_WRITE_MASK;
     const slot = ops.core.slots.gfnToSlot(gfn);
