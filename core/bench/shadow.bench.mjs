@@ -22,7 +22,8 @@ function xorshift(seed) {
     s >>>= 0;
     s ^= s >>> 17;
     s ^= s << 5;
-    return (s >>>= 0);
+    s >>>= 0;
+    return s;
   };
 }
 

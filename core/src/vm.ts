@@ -32,7 +32,11 @@ export class Vm extends KvmX86 {
 
   private views(what: string): VmMmu {
     if (this.mmu === null) {
-      throw new InvalidArgumentError("mmu", this.mmuMode, `"tdp" (${what} shows KVM's MMU)`);
+      throw new InvalidArgumentError(
+        "mmu",
+        this.mmuMode,
+        `"tdp" or "shadow" (${what} shows KVM's MMU)`,
+      );
     }
     return this.mmu;
   }
@@ -42,7 +46,11 @@ export class Vm extends KvmX86 {
     return this.mmu === null ? [] : auditMmu(this.mmu, this.memslots);
   }
 
-  /** The MMU's tables (TDP: the EPT tree) as a bounded, folded, displayable snapshot. */
+  /**
+   * The MMU's tables as a bounded, folded, displayable snapshot: the EPT tree under TDP; under
+   * shadow paging a vCPU root's shadow tree (by gva; indirect/direct pages, write tracking,
+   * unsync and flooding state in the linking entries' notes).
+   */
   snapshot(opts?: TdpSnapshotOptions): TdpTreeView {
     const mmu = this.views("snapshot()");
     if (opts !== undefined) {
@@ -76,6 +84,12 @@ export class Vm extends KvmX86 {
   /** Walk `gpa` through the TDP tables of the first valid root, with a per-level trace. */
   walkGpa(gpa: number): TdpWalk {
     const mmu = this.views("walkGpa()");
+    if (mmu.shadowPaging)
+      throw new InvalidArgumentError(
+        "mmu",
+        this.mmuMode,
+        '"tdp" (walkGpa() walks the EPT tables by gpa; shadow tables are indexed by gva: use vm.snapshot() or vcpu.walk())',
+      );
     if (typeof gpa !== "number" || !Number.isSafeInteger(gpa) || gpa < 0) {
       throw new InvalidArgumentError("gpa", gpa, "a non-negative integer guest-physical address");
     }

@@ -12,6 +12,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { createVm } from "../src";
+import { PAGETABLE_MIME, validateDisplayPayload } from "../src/display";
 import type { FeatureOptions } from "../src/era/features";
 import { kvmPageTableHashfn } from "../src/mmu/mmu";
 import { roleAccess, roleDirect, roleLevel } from "../src/mmu/mmu_internal";
@@ -312,6 +313,47 @@ describe("S7 — unsync", () => {
     expect(t.vm.stats.invlpg).toBe(1);
     expect(t.vcpu.access(0x400000)).toEqual({ fault: true, vector: 14, errorCode: 0 });
     expect(t.vm.audit()).toEqual([]);
+  });
+});
+
+describe("the shadow tree as a display payload", () => {
+  it("root, indirect pages and leaves, in the x86 spte layout, validated against display.v1", () => {
+    const t = s5();
+    t.vcpu.access(0x400000);
+    t.vcpu.setCpl(0);
+    t.vcpu.write(0x40001000 + 5 * 8, 0x300000n | PRU); // PT 0x103 goes unsync
+    const view = t.vm.snapshot({ maxTables: 16 });
+    const payload = view.payload();
+    expect(validateDisplayPayload(PAGETABLE_MIME, payload).ok).toBe(true);
+    const tree = payload.trees[0]!;
+    expect(tree.kind).toBe("shadow");
+    expect(tree.format).toBe("shadow");
+    expect(tree.label).toMatch(/indirect sp \d+, gfn 0x100, write-tracked \(1\)/);
+    const root = tree.root;
+    expect(root.level).toBe(4);
+    expect(root.role?.direct).toBe(false);
+    const e0 = root.entries.find((e) => e.index === 0)!;
+    // x86 non-leaf spte: P | W | U | A | MMU-present (bit 11), no NX.
+    expect(BigInt(e0.value) & 0xfffn).toBe(0x827n);
+    expect(e0.note).toMatch(/indirect sp \d+, gfn 0x101, write-tracked \(1\), unsync children 1/);
+    expect(e0.flags).toContain("unsync");
+    const pd = e0.child!.entries.find((e) => e.index === 0)!.child!;
+    const toPt = pd.entries.find((e) => e.index === 2)!;
+    expect(toPt.note).toMatch(/indirect sp \d+, gfn 0x103, write-protected, unsync/);
+    const leaf = toPt.child!.entries.find((e) => e.index === 0)!;
+    // The user-read leaf: P | U | A | Host-writable | MMU-present, no W, no NX; frame of gfn 0x200.
+    const slot = t.vm.memslots.gfnToSlot(0x200)!;
+    const pfn = BigInt(slot.baseHvfn + 0x200);
+    expect(BigInt(leaf.value)).toBe((pfn << 12n) | 0x1n | 0x4n | 0x20n | 0x200n | 0x800n);
+    expect(leaf.va).toBe("0x400000");
+    expect(leaf.note).toBe("gfn 0x200");
+    // The list of pages shows parents and states.
+    const pages = t.vm.shadowPages().pages;
+    const ptInfo = pages.find((p) => p.gfn === 0x103)!;
+    expect(ptInfo.unsync).toBe(true);
+    expect(ptInfo.parents).toEqual([{ sp: t.sp1(0x102), index: 2 }]);
+    expect(pages.find((p) => p.gfn === 0x102)!.writeTracked).toBe(1);
+    expect(() => t.vm.walkGpa(0)).toThrow(/gva/);
   });
 });
 

@@ -2,8 +2,10 @@
 // diffs with removed and changed entries, 32-bit tables of 1024 entries, search misses, EPT
 // decoding, walk results, and a renderer failure drawn inside the widget.
 import assert from "node:assert/strict";
+import { createRequire } from "node:module";
+import path from "node:path";
 import { test } from "node:test";
-import { rendererPageFixture, renderWidget, TIMEOUT } from "./helpers.mjs";
+import { rendererPageFixture, renderWidget, repo, TIMEOUT } from "./helpers.mjs";
 import { EPT, entryValue, PTE, smallSnapshot, walkPayload } from "./payloads.mjs";
 
 const PT_MIME = "application/vnd.mmulab.pagetable+json";
@@ -149,6 +151,52 @@ test("EPT entries decode to EPT field names", { timeout: TIMEOUT.page }, async (
     await w.locator(".mmulab-detail").textContent(),
     /shadow page role.*level 1, direct/,
   );
+});
+
+test("a shadow-mode tree made by the simulator: x86 spte bits with KVM's software bits, page states", {
+  timeout: TIMEOUT.page,
+}, async () => {
+  // The real simulator (core/dist) under shadow paging: the S5 guest after a user read of
+  // 0x400000 and a kernel store that made its PT (gfn 0x103) unsync.
+  const core = createRequire(import.meta.url)(path.join(repo, "core", "dist", "cjs", "index.js"));
+  const vm = core.createVm({ mmu: "shadow" });
+  vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 0x4000 * 4096, flags: 0 });
+  const w64 = (gpa, v) => vm.guestWrite64(gpa, v);
+  w64(0x100000, 0x101007n);
+  w64(0x101000, 0x102007n);
+  w64(0x102010, 0x103007n);
+  w64(0x103000, 0x200007n);
+  w64(0x101008, 0x104007n);
+  w64(0x104000, 0x105007n);
+  w64(0x105008, 0x103007n);
+  const vcpu = vm.createVcpu();
+  vcpu.setSregs({ cr0: 0x80010001, cr3: 0x100000, cr4: 0x20, efer: 0x900, cpl: 3 });
+  vcpu.access(0x400000);
+  vcpu.setCpl(0);
+  vcpu.write(0x40001028, 0x300007n);
+  const payload = vm.snapshot().payload();
+  const tree = payload.trees[0];
+  assert.equal(tree.kind, "shadow");
+  const w = await render(payload);
+  // Root entry 0 → PDPT entry 0 → PD entry 2 → the PT; its entry 0 maps gva 0x400000.
+  const toPt = tree.root.entries[0].child.entries[0].child.entries.find((e) => e.index === 2);
+  const leaf = toPt.child.entries.find((e) => e.index === 0);
+  await w.locator(`.mmulab-pt-table[data-path='0.0.0.2'] .mmulab-pt-entry[data-index='0']`).click();
+  const fields = await w
+    .locator(".mmulab-detail tr[data-field]")
+    .evaluateAll((els) => els.map((e) => e.dataset.field));
+  // Expected from the x86 spte layout: P 0, R/W 1, U/S 2, A 5, D 6, HOST_W 9, MMU_W 10, MMU_P 11, XD 63.
+  const names = { P: 0, "R/W": 1, "U/S": 2, A: 5, D: 6, HOST_W: 9, MMU_W: 10, MMU_P: 11, XD: 63 };
+  const value = BigInt(leaf.value);
+  const expected = Object.entries(names)
+    .filter(([, bit]) => (value >> BigInt(bit)) & 1n)
+    .map(([n]) => n);
+  assert.deepEqual(fields.sort(), expected.sort());
+  // A user-readable, clean leaf: present, user, accessed, KVM's host-writable and MMU-present.
+  assert.deepEqual(expected.sort(), ["A", "HOST_W", "MMU_P", "P", "U/S"].sort());
+  const text = await w.textContent();
+  assert.match(text, /indirect sp \d+, gfn 0x103, write-protected, unsync/);
+  assert.match(text, /write-tracked/);
 });
 
 test("walk: a successful 2 MiB translation and a #GP", { timeout: TIMEOUT.page }, async () => {

@@ -25,10 +25,13 @@ import type { VmMmu } from "../mmu/mmu";
 import {
   type DecodedRole,
   decodeRole,
+  kvmMmuPageGetGfn,
+  ROLE_DIRECT,
   roleLevel,
   SP_TDP,
   SP_TRANSLATION_ACCOUNTED,
 } from "../mmu/mmu_internal";
+import { gfnWriteTrackCount } from "../mmu/page_track";
 import {
   GFN_SPAN,
   isLastSpte,
@@ -37,6 +40,7 @@ import {
   mmioSpteGfn,
   spteFlags,
   spteHex,
+  spteHexX86,
   spteIndex,
   sptePfn,
 } from "../mmu/spte";
@@ -74,10 +78,31 @@ function schemaRole(r: DecodedRole): Table["role"] {
   } as Table["role"];
 }
 
+/** What a shadow page is, in words, for the entry that links it (shadow trees). */
+function shadowPageNote(mmu: VmMmu, sp: number): string {
+  const store = mmu.store;
+  const parts = [
+    `${(store.role[sp]! & ROLE_DIRECT) !== 0 ? "direct" : "indirect"} sp ${sp}, gfn ${hex(store.gfn[sp]!)}`,
+  ];
+  const slot = mmu.slots.gfnToSlot(store.gfn[sp]!);
+  if ((store.role[sp]! & ROLE_DIRECT) === 0 && slot !== undefined) {
+    const n = gfnWriteTrackCount(slot, store.gfn[sp]!);
+    if (n > 0) parts.push(`write-tracked (${n})`);
+    else parts.push("write-protected");
+  }
+  if (store.unsync[sp] !== 0) parts.push("unsync");
+  if (store.unsyncChildren[sp]! > 0) parts.push(`unsync children ${store.unsyncChildren[sp]}`);
+  if (store.flood[sp]! > 0) parts.push(`write flooding ${store.flood[sp]}`);
+  return parts.join(", ");
+}
+
 /**
- * The TDP tree as display.v1 `tree` JSON: absent entries omitted, runs of alike leaves folded
- * (same flags, consecutive frames), at most `maxEntriesPerTable` entries per table and
- * `maxTables` tables expanded; what was left out is counted in each table's `omitted`.
+ * The TDP tree — or, under shadow paging, a vCPU's shadow tree (kind "shadow": indexed by gva,
+ * values in the x86 spte layout KVM uses without EPT, each linked page described by the entry
+ * that links it: indirect or direct, write-tracked, unsync, flooding count) — as display.v1
+ * `tree` JSON: absent entries omitted, runs of alike leaves folded (same flags, consecutive
+ * frames), at most `maxEntriesPerTable` entries per table and `maxTables` tables expanded; what
+ * was left out is counted in each table's `omitted`.
  */
 export function tdpTreeSnapshot(
   mmu: VmMmu,
@@ -87,24 +112,34 @@ export function tdpTreeSnapshot(
   let tablesLeft = opts.maxTables ?? 64;
   let truncated = false;
   const store = mmu.store;
+  const shadow = mmu.shadowPaging;
   const root = opts.root ?? mmu.firstValidRoot();
-  const format = mmu.rootLevel === 5 ? "tdp-5" : "tdp-4";
+  const rootLevel = root === undefined || !shadow ? mmu.rootLevel : roleLevel(store.role[root]!);
+  const format = shadow ? "shadow" : rootLevel === 5 ? "tdp-5" : "tdp-4";
   const emptyRoot: Table = {
-    level: mmu.rootLevel,
-    name: LEVEL_NAMES[mmu.rootLevel]!,
+    level: rootLevel,
+    name: LEVEL_NAMES[rootLevel]!,
     size: 512,
     present: 0,
     entries: [],
   };
   if (root === undefined) {
     return {
-      kind: "tdp",
+      kind: shadow ? "shadow" : "tdp",
       format,
-      label: opts.label ?? "TDP (no root loaded)",
+      label: opts.label ?? (shadow ? "shadow MMU (no root loaded)" : "TDP (no root loaded)"),
       root: emptyRoot,
       truncated,
     };
   }
+  // Shadow trees are indexed by gva: the upper half of a canonical address is sign-extended.
+  const vaOf = (pageNumber: number): string => {
+    if (!shadow) return hex(pageNumber * 4096);
+    let v = BigInt(pageNumber) << 12n;
+    const top = BigInt(12 + 9 * rootLevel - 1);
+    if ((v >> top) & 1n) v |= ((1n << 64n) - 1n) ^ ((1n << (top + 1n)) - 1n);
+    return `0x${v.toString(16)}`;
+  };
 
   // Breadth-first so that a bounded snapshot shows the top of the tree first.
   const queue: { sp: number; table: Table; base: number }[] = [];
@@ -147,14 +182,20 @@ export function tdpTreeSnapshot(
       const pfn = mmio ? mmioSpteGfn(lo, hi) : sptePfn(lo, hi);
       const e: Entry = {
         index: i,
-        value: spteHex(lo, hi),
+        value: shadow ? spteHexX86(lo, hi) : spteHex(lo, hi),
         flags: spteFlags(lo, hi, level) as Flag[],
         leaf,
         target: hex(pfn),
-        va: hex((base + i * span) * 4096),
+        va: vaOf(base + i * span),
       };
       if (leaf && !mmio && level <= 3) e.pageSize = PAGE_SIZE_OF[level] as PageSize;
       if (mmio) e.note = "MMIO spte";
+      else if (shadow && leaf) e.note = `gfn ${hex(kvmMmuPageGetGfn(store, sp, i, false))}`;
+      else if (shadow) {
+        const child = store.pfnToSp(pfn);
+        e.note = shadowPageNote(mmu, child);
+        if (store.unsync[child] !== 0 || store.unsyncChildren[child]! > 0) e.flags.push("unsync");
+      }
       if (runs.fold(e, pfn)) continue;
       if (table.entries.length >= maxEntries) {
         omitted++;
@@ -173,7 +214,7 @@ export function tdpTreeSnapshot(
           queue.push({ sp: child, table: ct, base: base + i * span });
         } else {
           truncated = true;
-          e.note = `table sp ${child} not expanded`;
+          e.note = `${e.note ? `${e.note}; ` : ""}table sp ${child} not expanded`;
         }
       }
     }
@@ -181,9 +222,13 @@ export function tdpTreeSnapshot(
     if (omitted > 0) table.omitted = omitted;
   }
   return {
-    kind: "tdp",
+    kind: shadow ? "shadow" : "tdp",
     format,
-    label: opts.label ?? `TDP root sp ${root} (${mmu.rootLevel}-level EPT)`,
+    label:
+      opts.label ??
+      (shadow
+        ? `shadow root ${shadowPageNote(mmu, root)} (${rootLevel}-level guest)`
+        : `TDP root sp ${root} (${mmu.rootLevel}-level EPT)`),
     root: top,
     truncated,
   };
@@ -203,7 +248,7 @@ export class TdpTreeView {
     return {
       version: 1,
       kind: "pagetable",
-      title: "TDP MMU",
+      title: this.tree.kind === "shadow" ? "shadow MMU (ept=0)" : "TDP MMU",
       trees: [this.tree],
       truncated: this.truncated,
     };
@@ -328,7 +373,15 @@ export interface ShadowPageInfo {
   tdp: boolean;
   root: boolean;
   rootCount: number;
+  /** The first parent entry (TDP: the one; rmap MMU: the first of `parent_ptes`), or null. */
   parent: { sp: number; index: number } | null;
+  /** Every parent entry (`parent_ptes`; one at most for TDP pages). */
+  parents: { sp: number; index: number }[];
+  /** Shadow paging: `unsync`, `unsync_children`, `write_flooding_count`, and the gfn's write-track count. */
+  unsync: boolean;
+  unsyncChildren: number;
+  writeFlooding: number;
+  writeTracked: number;
   present: number;
   leaves: number;
   hasTranslationArray: boolean;
@@ -355,6 +408,13 @@ export class ShadowPageList {
         if (isLastSpte(lo, level)) leaves++;
       }
       const d = decodeRole(role);
+      const parents =
+        mmu.shadow !== null
+          ? mmu.shadow.parentPtesOf(sp).map((p) => ({ sp: Math.floor(p / 512), index: p % 512 }))
+          : store.parentSp[sp]! >= 0
+            ? [{ sp: store.parentSp[sp]!, index: store.parentIdx[sp]! }]
+            : [];
+      const slot = mmu.slots.gfnToSlot(store.gfn[sp]!);
       this.pages.push({
         id: sp,
         gfn: store.gfn[sp]!,
@@ -364,10 +424,15 @@ export class ShadowPageList {
         tdp: (store.flags[sp]! & SP_TDP) !== 0,
         root: roots.has(sp),
         rootCount: store.rootCount[sp]!,
-        parent:
-          store.parentSp[sp]! >= 0
-            ? { sp: store.parentSp[sp]!, index: store.parentIdx[sp]! }
-            : null,
+        parent: parents[0] ?? null,
+        parents,
+        unsync: store.unsync[sp] !== 0,
+        unsyncChildren: store.unsyncChildren[sp]!,
+        writeFlooding: store.flood[sp]!,
+        writeTracked:
+          mmu.shadowPaging && !d.direct && slot !== undefined
+            ? gfnWriteTrackCount(slot, store.gfn[sp]!)
+            : 0,
         present,
         leaves,
         hasTranslationArray: store.translation[sp] != null,
@@ -386,8 +451,11 @@ export class ShadowPageList {
       access: p.role.access,
       invalid: p.role.invalid,
       root: p.root ? `root (${p.rootCount})` : "",
-      parent: p.parent ? `sp ${p.parent.sp}[${p.parent.index}]` : "",
+      parent: p.parents.map((q) => `sp ${q.sp}[${q.index}]`).join(" "),
       present: p.present,
+      unsync: p.unsync ? "unsync" : p.unsyncChildren > 0 ? `children ${p.unsyncChildren}` : "",
+      tracked: p.writeTracked > 0 ? `write-tracked (${p.writeTracked})` : "",
+      flooding: p.writeFlooding || "",
       leaves: p.leaves,
       gfns: p.hasTranslationArray ? (p.translationAccounted ? "array" : "self-check") : "computed",
     }));

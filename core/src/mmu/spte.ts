@@ -273,3 +273,38 @@ export function spteHex(lo: number, hi: number): string {
   if (hi === 0) return `0x${lo.toString(16)}`;
   return `0x${hi.toString(16)}${lo.toString(16).padStart(8, "0")}`;
 }
+
+/**
+ * A shadow-paging spte as KVM writes it without EPT (the x86 PTE layout of spte.h with
+ * `kvm_mmu_reset_all_pte_masks`: P, W, U at bit 2, A 5, D 6, PS 7, Host-writable 9,
+ * MMU-writable 10, MMU-present 11, NX 63; an MMIO spte is P | bit 51 with its gfn and
+ * generation), for display. The simulator keeps every spte in one encoding, the EPT one above
+ * (R serving as the user bit, as `shadow_user_mask` does under EPT); this gives the values a
+ * shadow-paging KVM would hold. Hex string, never on hot paths.
+ */
+export function spteHexX86(lo: number, hi: number): string {
+  let xlo: number;
+  let xhi: number;
+  if (isMmioSpte(lo)) {
+    const gen = mmioSpteGen(lo, hi);
+    xlo = (lo & 0xfffff000) | ((gen & 0xff) << 3) | 1;
+    xhi = (hi & SPTE_HI_PFN_MASK & 0x7ffff) | (1 << 19) | ((gen >>> 8) << 20);
+  } else if (!isShadowPresent(lo)) {
+    xlo = lo;
+    xhi = hi;
+  } else {
+    xlo =
+      (lo & 0xfffff000) |
+      1 |
+      (lo & SPTE_W) |
+      ((lo & SPTE_R) !== 0 ? 4 : 0) |
+      ((lo & SPTE_A) !== 0 ? 0x20 : 0) |
+      ((lo & SPTE_D) !== 0 ? 0x40 : 0) |
+      (lo & SPTE_PS) |
+      ((hi & SPTE_HI_HOST_WRITABLE) !== 0 ? 0x200 : 0) |
+      ((hi & SPTE_HI_MMU_WRITABLE) !== 0 ? 0x400 : 0) |
+      SPTE_MMU_PRESENT;
+    xhi = (hi & SPTE_HI_PFN_MASK) | ((lo & SPTE_X) !== 0 ? 0 : 0x80000000);
+  }
+  return spteHex(xlo >>> 0, xhi >>> 0);
+}
