@@ -10,7 +10,7 @@
  * `vm.audit()` is clean after every step. Fixed seeds.
  */
 import { describe, expect, it } from "vitest";
-import { createVm, type MmuMode } from "../src";
+import { createVm, GuestPageTableBuilder, type MmuMode } from "../src";
 
 const MiB = 1024 * 1024;
 const P = 1n;
@@ -275,5 +275,152 @@ describe("shadow paging coherence with the bare machine (random self-editing gue
       }
       expect(failed).toBeGreaterThan(0);
     }, 60_000);
+  }
+});
+
+/**
+ * The same property for guests that are not in long mode, which KVM shadows with PAE tables
+ * (`pae_root`): 32-bit paging (4-byte gptes, `role.quadrant`, 4 MiB pages shadowed by two 2 MiB
+ * entries), PAE (roots from the PDPTE registers) and paging off (direct pages), with CR0.PG
+ * turned off and on in the middle of the program. Tables come from `GuestPageTableBuilder`;
+ * the guest edits them through an identity map of its low memory.
+ */
+function legacyMachine(mmu: MmuMode, mode: "32-bit" | "pae") {
+  const vm = createVm({ mmu, maxPhysAddrBits: 36 });
+  vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 32 * MiB, flags: 0 });
+  const b = new GuestPageTableBuilder(vm, { mode, poolBase: 16 * MiB, poolSize: 1 * MiB });
+  const big = mode === "32-bit" ? 4 * MiB : 2 * MiB;
+  b.map(0, 0, 16 * MiB + big, { writable: true, pageSize: big, accessed: true, dirty: true });
+  // The test region: two page tables' worth of 4K pages at 1 GiB, and one large page.
+  for (let pd = 0; pd < NPD; pd++)
+    b.map(0x40000000 + pd * big, 20 * MiB + pd * NPT * 4096, NPT * 4096, {
+      writable: true,
+      user: true,
+    });
+  b.map(0x40000000 + 2 * big, 24 * MiB, big, { writable: true, user: true, pageSize: big });
+  const vcpu = vm.createVcpu();
+  return { vm, vcpu, b, big };
+}
+
+function runLegacyProgram(mode: "32-bit" | "pae", seed: number, steps: number) {
+  const rnd = xorshift(seed);
+  const bare = legacyMachine("none", mode);
+  const shadow = legacyMachine("shadow", mode);
+  const both = [bare, shadow];
+  const { b, big } = bare;
+  const wide = mode !== "32-bit";
+  let paging = true;
+  const regs = { wp: true, smep: false, nx: wide };
+  const apply = () => {
+    for (const m of both) {
+      const r = m.b.sregs({ wp: regs.wp, nx: regs.nx });
+      m.vcpu.setSregs({
+        ...r,
+        cr0: paging ? r.cr0 : r.cr0 & ~0x80000000,
+        cr4: r.cr4 | (regs.smep ? 1 << 20 : 0),
+        efer: r.efer & ~(1 << 8),
+        cpl: 0,
+      });
+    }
+  };
+  apply();
+  const region = (k: number) => 0x40000000 + Math.floor(k / NPT) * big + (k % NPT) * 4096;
+  const log: string[] = [];
+  const pool = Array.from({ length: b.tablesAllocated }, (_, i) => 16 * MiB + i * 4096);
+  const image = (m: ReturnType<typeof legacyMachine>) => {
+    const out: bigint[] = [];
+    for (const t of pool) for (let i = 0; i < 512; i++) out.push(m.vm.readPhys64(t + i * 8));
+    for (let k = 0; k < 20; k++) out.push(m.vm.readPhys64(20 * MiB + k * 4096));
+    return out;
+  };
+  for (let step = 0; step < steps; step++) {
+    const op = rnd(20);
+    const results: unknown[] = [];
+    let what: string;
+    if (op < 10) {
+      const k = rnd(NPD * NPT + 2);
+      // Paging off: the same numbers are guest-physical (some beyond the slot: MMIO).
+      const gva =
+        (k < NPD * NPT ? region(k) : 0x40000000 + 2 * big + rnd(512) * 4096) + rnd(512) * 8;
+      // With paging off, half the stores go to the guest's (shadowed, write-protected) table
+      // pages, in their unused upper halves: KVM must emulate them.
+      const addr = paging
+        ? gva
+        : rnd(2) === 0
+          ? 20 * MiB + rnd(20) * 4096
+          : 16 * MiB + rnd(4) * 4096 + 0x800 + rnd(256) * 8;
+      const user = paging && rnd(2) === 0;
+      const kind = rnd(3);
+      const value = BigInt(step * 977 + 3);
+      what = `${["read", "write", "access"][kind]} ${addr.toString(16)} user=${user}`;
+      for (const m of both)
+        results.push(
+          kind === 0
+            ? m.vcpu.read(addr, { user, size: 4 })
+            : kind === 1
+              ? m.vcpu.write(addr, value, { user, size: 4 })
+              : m.vcpu.access(addr, { user, write: value % 2n === 0n }),
+        );
+    } else if (op < 16 && paging) {
+      // Edit a PTE of the region through the identity map, INVLPG where it was present.
+      const k = rnd(NPD * NPT);
+      const gpa = b.entryAddress(region(k), 1)!;
+      const old = bare.vm.readPhys64(gpa - (gpa % 8)) >> BigInt((gpa % 8) * 8);
+      let v = BigInt(20 * MiB + rnd(20) * 4096) | P;
+      if (rnd(4) !== 0) v |= RW;
+      if (rnd(4) !== 0) v |= US;
+      if (rnd(3) === 0) v |= A;
+      if (rnd(3) === 0) v |= D;
+      if (wide && rnd(6) === 0) v |= NX;
+      if (rnd(10) === 0) v = 0n;
+      what = `pte ${gpa.toString(16)} -> ${v.toString(16)}`;
+      for (const m of both) results.push(m.vcpu.write(gpa, v, { user: false, size: wide ? 8 : 4 }));
+      if ((old & 1n) !== 0n || rnd(2) === 0) for (const m of both) m.vcpu.invlpg(region(k));
+    } else if (op < 18 && paging) {
+      // Rights of a PD entry of the region, then a CR3 reload.
+      const pd = rnd(NPD + 1);
+      const gpa = b.entryAddress(0x40000000 + pd * big, 2)!;
+      const cur = bare.vm.readPhys64(gpa - (gpa % 8)) >> BigInt((gpa % 8) * 8);
+      const keep = wide ? cur & ~7n : cur & 0xffffff80n & ~7n;
+      const v = keep | (cur & PS) | P | (rnd(3) !== 0 ? RW : 0n) | (rnd(3) !== 0 ? US : 0n);
+      what = `pde ${gpa.toString(16)} -> ${v.toString(16)}`;
+      for (const m of both) results.push(m.vcpu.write(gpa, v, { user: false, size: wide ? 8 : 4 }));
+      for (const m of both) m.vcpu.movCr3(m.b.root);
+    } else if (op === 18) {
+      const k = rnd(3);
+      if (k === 0) regs.wp = !regs.wp;
+      else if (k === 1) regs.smep = !regs.smep;
+      else paging = !paging;
+      what = `regs ${JSON.stringify(regs)} paging=${paging}`;
+      apply();
+    } else {
+      what = "cr3 reload";
+      if (paging) for (const m of both) m.vcpu.movCr3(m.b.root);
+    }
+    log.push(`${step}: ${what}`);
+    const ctx = () => `${mode} seed ${seed}, ${log.slice(-6).join("; ")}`;
+    if (results.length === 2) expect(results[1], ctx()).toEqual(results[0]);
+    const mb = image(bare);
+    const ms = image(shadow);
+    const diff = mb.findIndex((v, i) => v !== ms[i]);
+    if (diff >= 0)
+      expect.fail(
+        `${ctx()}: word ${diff}: shadow 0x${ms[diff]!.toString(16)}, bare 0x${mb[diff]!.toString(16)}`,
+      );
+    expect(shadow.vm.audit(), ctx()).toEqual([]);
+  }
+  return shadow.vm.stats;
+}
+
+describe("shadow paging coherence for 32-bit and PAE guests (pae_root), with paging turned off and on", () => {
+  for (const mode of ["32-bit", "pae"] as const) {
+    for (const seed of [11, 12, 13]) {
+      it(`${mode}, seed ${seed}: 250 steps agree, audit clean`, () => {
+        const st = runLegacyProgram(mode, seed, 250);
+        expect(st.pf_taken).toBeGreaterThan(0);
+        expect(st.pf_guest).toBeGreaterThan(0);
+        expect(st.indirect_shadow_pages).toBeGreaterThan(0);
+      }, 60_000);
+    }
   }
 });

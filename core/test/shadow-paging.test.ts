@@ -11,7 +11,7 @@
  * PD 0x104 → PT 0x105.
  */
 import { describe, expect, it } from "vitest";
-import { createVm } from "../src";
+import { createVm, GuestPageTableBuilder } from "../src";
 import { PAGETABLE_MIME, validateDisplayPayload } from "../src/display";
 import type { FeatureOptions } from "../src/era/features";
 import { kvmPageTableHashfn } from "../src/mmu/mmu";
@@ -390,11 +390,93 @@ describe("shadow paging details", () => {
     expect(Array.from(t.vcpu.mmu.prevRootSp)).toContain(t.sp1(0x110));
     expect(t.vm.audit()).toEqual([]);
   });
+});
 
-  it("paging off or 32-bit/PAE guests are refused with a clear error", () => {
+describe("guests not in long mode (pae_root)", () => {
+  const MiB = 1024 * 1024;
+  function legacy(mode: "32-bit" | "pae") {
+    const vm = createVm({ mmu: "shadow", maxPhysAddrBits: 36 });
+    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 32 * MiB, flags: 0 });
+    const b = new GuestPageTableBuilder(vm, { mode, poolBase: 16 * MiB, poolSize: MiB });
+    const big = mode === "32-bit" ? 4 * MiB : 2 * MiB;
+    b.map(0, 0, 16 * MiB + big, { writable: true, pageSize: big, accessed: true, dirty: true });
+    b.map(0x40000000, 20 * MiB, 4 * MiB, { writable: true, user: true });
+    const vcpu = vm.createVcpu();
+    vcpu.setSregs({ ...b.sregs({}), cpl: 0 });
+    return { vm, vcpu, b };
+  }
+  const live = (vm: ReturnType<typeof createVm>) =>
+    vm.shadowPages().pages.filter((p) => !p.role.invalid);
+
+  it("32-bit: four level-2 roots (the quarters of the guest PD), level-1 pages for PT halves", () => {
+    const { vm, vcpu, b } = legacy("32-bit");
+    expect(vcpu.access(0x40000000).fault).toBe(false); // guest PDE 256, first half of its PT
+    expect(vcpu.access(0x40200000).fault).toBe(false); // guest PDE 256, second half
+    const pdGfn = b.root / 4096;
+    const roots = live(vm).filter((p) => p.gfn === pdGfn);
+    expect(roots.map((p) => [p.level, p.role.quadrant, p.role.hasFourByteGpte])).toEqual([
+      [2, 0, true],
+      [2, 1, true],
+      [2, 2, true],
+      [2, 3, true],
+    ]);
+    const ptGfn = b.entryAddress(0x40000000, 1)! >>> 12;
+    const pts = live(vm).filter((p) => p.gfn === ptGfn);
+    expect(pts.map((p) => [p.level, p.role.quadrant]).sort()).toEqual([
+      [1, 0],
+      [1, 1],
+    ]);
+    // A 4-byte store of a non-zero guest PDE zaps the two 2 MiB shadow entries that cover its
+    // 4 MiB (get_written_sptes), both counted in mmu_pde_zapped.
+    const pdeGpa = b.entryAddress(0x40000000, 2)!;
+    const old = vm.readPhys64(pdeGpa) & 0xffffffffn;
+    expect(vcpu.write(pdeGpa, old, { size: 4 }).fault).toBe(false);
+    expect(vm.stats.mmu_pte_write).toBe(1);
+    expect(vm.stats.mmu_pde_zapped).toBe(2);
+    expect(vm.audit()).toEqual([]);
+  });
+
+  it("PAE: one root per present PDPTE register; 4-byte stores are widened to the 8-byte gpte", () => {
+    const { vm, vcpu, b } = legacy("pae");
+    expect(vcpu.access(0x40000000).fault).toBe(false);
+    const roots = live(vm).filter((p) => p.root);
+    // The builder's PDPT: entry 0 (the identity map) and 1 (the test region at 1 GiB).
+    const present = [0, 1, 2, 3].filter((i) => (vm.readPhys64(b.root + i * 8) & 1n) !== 0n);
+    expect(roots.length).toBe(present.length);
+    expect(roots.every((p) => p.level === 2 && !p.role.hasFourByteGpte)).toBe(true);
+    // A 4-byte store to the low half of a PDE: is_pae widens it to the aligned gpte (no
+    // misaligned-write zap).
+    const pdeGpa = b.entryAddress(0x40000000, 2)!;
+    const low = vm.readPhys64(pdeGpa) & 0xffffffffn;
+    expect(vcpu.write(pdeGpa, low, { size: 4 }).fault).toBe(false);
+    expect(vm.stats.mmu_pte_write).toBe(1);
+    expect(vm.stats.mmu_flooded).toBe(0);
+    expect(vm.stats.mmu_pde_zapped).toBe(1);
+    expect(vm.audit()).toEqual([]);
+  });
+
+  it("paging off: four direct level-2 roots for the four GiB; gva = gpa; 2 MiB mappings at most", () => {
     const vm = createVm({ mmu: "shadow" });
-    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 1 << 20, flags: 0 });
-    const v = vm.createVcpu();
-    expect(() => v.access(0x1000)).toThrow(/long mode.*shadow/);
+    vm.setUserMemoryRegion({
+      slot: 0,
+      guestPhysAddr: 0,
+      memorySize: 8 * MiB,
+      flags: 0,
+      backing: "thp",
+    });
+    const vcpu = vm.createVcpu();
+    expect(vcpu.write(0x201008, 0x55n)).toEqual({ fault: false, gpa: 0x201008 });
+    expect(vcpu.read(0x201008)).toMatchObject({ fault: false, value: 0x55n });
+    const roots = live(vm).filter((p) => p.root);
+    expect(roots.map((p) => [p.gfn, p.level, p.direct])).toEqual([
+      [0, 2, true],
+      [0x40000, 2, true],
+      [0x80000, 2, true],
+      [0xc0000, 2, true],
+    ]);
+    expect(vm.stats.pages_2m).toBe(1); // THP backing: a 2 MiB spte (nonpaging max_level)
+    expect(vm.stats.pf_guest).toBe(0);
+    expect(vcpu.access(0x10000000)).toEqual({ fault: false, gpa: 0x10000000, mmio: true });
+    expect(vm.audit()).toEqual([]);
   });
 });

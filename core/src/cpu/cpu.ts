@@ -20,7 +20,13 @@ import type { Kvm, KvmVcpuCommon } from "../kvm/kvm_main";
 import type { GuestMemory } from "../kvm/memory";
 import type { MemSlots } from "../kvm/memslot";
 import type { VmMmu } from "../mmu/mmu";
-import { type KvmMmu, type MmuPageStore, ROLE_DIRECT, ROLE_LEVEL_MASK } from "../mmu/mmu_internal";
+import {
+  KVM_PAE_ROOT,
+  type KvmMmu,
+  type MmuPageStore,
+  ROLE_DIRECT,
+  ROLE_LEVEL_MASK,
+} from "../mmu/mmu_internal";
 import { GuestTables, pt64Index, type TableSource, type WalkRegs } from "../mmu/paging_tmpl";
 import {
   GFN_SPAN,
@@ -91,11 +97,14 @@ export class CpuMmu implements TableSource {
     const fetch = (access & PFERR_FETCH_MASK) !== 0;
     const user = (access & PFERR_USER_MASK) !== 0;
     let err = access & (PFERR_WRITE_MASK | PFERR_USER_MASK | PFERR_FETCH_MASK);
-    if (mmu.root < 0) {
+    // Long mode: the root; otherwise the pae_root entry of the gva's GiB (KVM runs such guests
+    // on PAE tables).
+    const sp0 = mmu.root === KVM_PAE_ROOT ? mmu.paeRoot[lo >>> 30]! : mmu.root;
+    if (sp0 < 0) {
       this.hwError = err;
       return -1;
     }
-    let sp = mmu.root;
+    let sp = sp0;
     let level = store.role[sp]! & ROLE_LEVEL_MASK;
     let rights = SPTE_R | SPTE_W | SPTE_X;
     let spt: Uint32Array;
@@ -119,7 +128,8 @@ export class CpuMmu implements TableSource {
     const u = (rights & SPTE_R) !== 0;
     let denied =
       (write && (rights & SPTE_W) === 0) || (user && !u) || (fetch && (rights & SPTE_X) === 0);
-    if (!user && u) {
+    // With guest paging off KVM turns SMEP and SMAP off in hardware (vmx_set_cr4).
+    if (!user && u && mmu.rootLevel !== 0) {
       if (fetch && mmu.smep) denied = true;
       const ac = (this.regs.rflags & X86_EFLAGS_AC) !== 0 && (access & PFERR_IMPLICIT_ACCESS) === 0;
       if (!fetch && mmu.smap && !ac) denied = true;
@@ -203,7 +213,7 @@ export class CpuMmu implements TableSource {
    * it is KVM's walker, which tells its MMU; the CPU notifies nobody of its own writes.
    */
   notifyPteWrite(gpa: number, bytes: number): void {
-    if (this.shadowPaging) this.vm!.shadow!.trackWrite(gpa, bytes, this.mmu.rootLevel !== 2);
+    if (this.shadowPaging) this.vm!.shadow!.trackWrite(gpa, bytes, this.mmu.pae);
   }
 }
 

@@ -31,12 +31,12 @@ export function sizeText(bytes: number): string {
 
 const plural = (n: number, what: string): string => `${n} ${what}${n === 1 ? "" : "s"}`;
 
-/** "tdp (tdp_mmu, 4-level EPT)" or "none". */
+/** "tdp (tdp_mmu, 4-level EPT)", "shadow (ept=0, rmap MMU)" or "none". */
 function mmuText(vm: Vm): string {
   const t = vm.mmu;
-  return t === null
-    ? vm.mmuMode
-    : `${vm.mmuMode} (${vm.features.mmuFlavor}, ${t.rootLevel}-level EPT)`;
+  if (t === null) return vm.mmuMode;
+  if (t.shadowPaging) return `${vm.mmuMode} (ept=0, rmap MMU)`;
+  return `${vm.mmuMode} (${vm.features.mmuFlavor}, ${t.rootLevel}-level EPT)`;
 }
 
 function guestFeaturesText(vm: Vm): string {
@@ -78,6 +78,17 @@ function statPairs(vm: Vm): [string, number][] {
   const s = vm.stats;
   const out: [string, number][] = KEY_STATS.map((k) => [k, s[k]]);
   out.push(["spt pages", s.spt_pages_live]);
+  if (vm.mmu?.shadowPaging === true) {
+    for (const k of [
+      "pf_guest",
+      "pf_emulate",
+      "indirect_shadow_pages",
+      "mmu_unsync",
+      "mmu_pte_write",
+      "mmu_flooded",
+    ] as const)
+      out.push([k, s[k]]);
+  }
   return out;
 }
 
@@ -85,7 +96,8 @@ function statPairs(vm: Vm): [string, number][] {
 export function vmString(vm: Vm): string {
   const slots = vm.memslots.list();
   const bytes = slots.reduce((a, s) => a + s.npages * 4096, 0);
-  const mmu = vm.mmu === null ? vm.mmuMode : `${vm.mmuMode}/${vm.features.mmuFlavor}`;
+  const mmu =
+    vm.mmu === null || vm.mmu.shadowPaging ? vm.mmuMode : `${vm.mmuMode}/${vm.features.mmuFlavor}`;
   const s = vm.stats;
   return `Vm(mmu ${mmu}, ${plural(slots.length, "memslot")} ${sizeText(bytes)}, ${plural(vm.vcpus.length, "vCPU")}, pages_4k ${s.pages_4k} pages_2m ${s.pages_2m} pages_1g ${s.pages_1g})`;
 }

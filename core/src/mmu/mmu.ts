@@ -20,6 +20,7 @@ import {
   KVM_MEM_LOG_DIRTY_PAGES,
   PFERR_RSVD_MASK,
   X86_CR0_WP,
+  X86_CR4_PAE,
   X86_CR4_PKE,
   X86_CR4_PSE,
   X86_CR4_SMAP,
@@ -44,6 +45,7 @@ import {
   gfnToIndex,
   KVM_DUMMY_ROOT,
   KVM_MMU_NUM_PREV_ROOTS,
+  KVM_PAE_ROOT,
   type KvmMmu,
   type KvmPageFault,
   kvmMmuPageGetGfn,
@@ -75,6 +77,7 @@ import {
   type ShadowMmuOps,
   SlotArch,
   type SlotRmap,
+  shadowRootFor,
   slotArch,
   tdpRootRole,
   walkToLastSpte,
@@ -617,7 +620,7 @@ export class ShadowMmu implements ShadowMmuOps {
     const lo = s.spt[sp]![idx * 2]!;
     const level = roleLevel(s.role[sp]!);
     if (isShadowPresent(lo) && !isLastSpte(lo, level)) return -1;
-    return this.getShadowPage(gfn, childRole(s.role[sp]!, direct, access), mmu);
+    return this.getShadowPage(gfn, childRole(s.role[sp]!, direct, access, idx), mmu);
   }
 
   // ---- write protection of shadowed guest tables (account_shadowed, page_track.c) ------------
@@ -848,6 +851,10 @@ export class ShadowMmu implements ShadowMmuOps {
    * is unsync below the vCPU's root.
    */
   syncRoots(mmu: KvmMmu): void {
+    if (mmu.root === KVM_PAE_ROOT) {
+      for (let i = 0; i < 4; i++) if (mmu.paeRoot[i]! >= 0) this.syncChildren(mmu, mmu.paeRoot[i]!);
+      return;
+    }
     const root = mmu.root;
     if (root < 0) return;
     const s = this.store;
@@ -861,7 +868,7 @@ export class ShadowMmu implements ShadowMmuOps {
    * gpte cannot be read; flush if it changed), stopping where a page has no unsync children.
    */
   invlpg(mmu: KvmMmu, gvaPfn: number): void {
-    this.invalidateAddr(mmu, mmu.root, gvaPfn);
+    this.invalidateAddr(mmu, shadowRootFor(mmu, gvaPfn), gvaPfn);
     for (let i = 0; i < KVM_MMU_NUM_PREV_ROOTS; i++)
       this.invalidateAddr(mmu, mmu.prevRootSp[i]!, gvaPfn);
   }
@@ -895,9 +902,10 @@ export class ShadowMmu implements ShadowMmuOps {
 
   /**
    * `shadow_page_table_clear_flood`: reset the flooding count of every page on the path of
-   * `gvaPfn` under `root` (a write that faulted on its own way is not flooding).
+   * `gvaPfn` under the vCPU's root (a write that faulted on its own way is not flooding).
    */
-  clearFloodPath(root: number, gvaPfn: number): void {
+  clearFloodPath(mmu: KvmMmu, gvaPfn: number): void {
+    const root = shadowRootFor(mmu, gvaPfn);
     if (root < 0) return;
     const s = this.store;
     let sp = root;
@@ -921,6 +929,7 @@ export class ShadowMmu implements ShadowMmuOps {
    * @param pae the vCPU uses 8-byte gptes (`is_pae`)
    */
   trackWrite(gpa: number, bytes: number, pae: boolean): void {
+    // (pae: CR4.PAE of the writing vCPU.)
     if (this.stats.indirect_shadow_pages === 0) return;
     if (pae && bytes === 4) {
       gpa -= gpa % 8;
@@ -1310,14 +1319,17 @@ export class ShadowMmu implements ShadowMmuOps {
 
   // ---- fault path -----------------------------------------------------------------------
 
-  /** `direct_map` (preceded by `make_mmu_pages_available`), then `direct_pte_prefetch`. */
-  directMap(root: number, fault: KvmPageFault): number {
+  /**
+   * `direct_map` (preceded by `make_mmu_pages_available`) from table `root` at `rootLevel`,
+   * then `direct_pte_prefetch`.
+   */
+  directMap(root: number, fault: KvmPageFault, rootLevel = this.rootLevel): number {
     const gfn = fault.gfn;
     const goalLevel = fault.goalLevel;
     this.makeMmuPagesAvailable();
     const s = this.store;
     let sp = root;
-    let level = this.rootLevel;
+    let level = rootLevel;
     while (level > goalLevel) {
       const idx = spteIndex(gfn, level);
       const lo = s.spt[sp]![idx * 2]!;
@@ -1327,7 +1339,10 @@ export class ShadowMmu implements ShadowMmuOps {
         continue;
       }
       const span = GFN_SPAN[level]!;
-      const child = this.getShadowPage(gfn - (gfn % span), childRole(s.role[sp]!, true, ACC_ALL));
+      const child = this.getShadowPage(
+        gfn - (gfn % span),
+        childRole(s.role[sp]!, true, ACC_ALL, idx),
+      );
       this.linkShadowPage(sp, idx, level, child);
       sp = child;
       level--;
@@ -1796,12 +1811,17 @@ export class VmMmu implements MmuCore {
     }
     // kvm_init_shadow_mmu: the cpu role with efer_nx forced on (KVM uses NX itself under
     // shadow paging), cr0_wp and the SMEP/SMAP-andnot-WP bits; access ACC_ALL.
-    let r = mmu.rootLevel | (7 << ROLE_ACCESS_SHIFT) | ROLE_EFER_NX;
-    if (mmu.rootLevel === 2) r |= ROLE_HAS_4_BYTE_GPTE;
-    if (mmu.wp) r |= ROLE_CR0_WP;
+    // Guests not in long mode are shadowed with PAE tables (level at least 3); paging off
+    // gives a direct role with none of the paging bits.
+    let r = Math.max(mmu.rootLevel, 3) | (7 << ROLE_ACCESS_SHIFT) | ROLE_EFER_NX;
+    if (mmu.rootLevel === 0) r |= ROLE_DIRECT;
     else {
-      if (mmu.smep) r |= ROLE_SMEP_ANDNOT_WP;
-      if (mmu.smap) r |= ROLE_SMAP_ANDNOT_WP;
+      if (mmu.rootLevel === 2) r |= ROLE_HAS_4_BYTE_GPTE;
+      if (mmu.wp) r |= ROLE_CR0_WP;
+      else {
+        if (mmu.smep) r |= ROLE_SMEP_ANDNOT_WP;
+        if (mmu.smap) r |= ROLE_SMAP_ANDNOT_WP;
+      }
     }
     mmu.rootRole = r >>> 0;
     mmu.pageFault = null;
@@ -1818,14 +1838,45 @@ export class VmMmu implements MmuCore {
       mmu.root = this.tdp !== null ? this.tdp.getVcpuRoot() : this.shadow!.getVcpuRoot();
       return;
     }
+    const sh = this.shadow!;
     const gfn = mmu.cr3Hi * 1048576 + (mmu.cr3Lo >>> 12);
     mmu.rootPgd = gfn;
+    if (mmu.rootLevel < 4) {
+      // pae_root: KVM shadows a guest that is not in long mode with PAE tables. Paging off:
+      // four direct roots for the four GiB (mmu_alloc_direct_roots); PAE: one root per present
+      // PDPTE register; 32-bit: four roots for the quarters of the guest's page directory
+      // (role.quadrant). Each is a level-2 page.
+      const base = mmu.rootRole & ~(ROLE_LEVEL_MASK | (3 << ROLE_QUADRANT_SHIFT));
+      for (let i = 0; i < 4; i++) {
+        let g: number;
+        let quadrant = 0;
+        if (mmu.rootLevel === 0) g = i * 262144;
+        else if (mmu.rootLevel === 3) {
+          if ((mmu.pdptrLo[i]! & 1) === 0) {
+            mmu.paeRoot[i] = -1;
+            continue;
+          }
+          g = (mmu.pdptrHi[i]! & 0xfffff) * 1048576 + (mmu.pdptrLo[i]! >>> 12);
+        } else {
+          g = gfn;
+          quadrant = i;
+        }
+        const role = (base | 2 | (quadrant << ROLE_QUADRANT_SHIFT)) >>> 0;
+        mmu.paeRoot[i] =
+          mmu.rootLevel !== 0 && this.slots.gfnToSlot(g) === undefined
+            ? -1
+            : sh.getVcpuRoot(g, role, mmu);
+      }
+      mmu.root = KVM_PAE_ROOT;
+      sh.syncRoots(mmu);
+      return;
+    }
     if (this.slots.gfnToSlot(gfn) === undefined) {
       mmu.root = KVM_DUMMY_ROOT;
       return;
     }
-    mmu.root = this.shadow!.getVcpuRoot(gfn, mmu.rootRole, mmu);
-    this.shadow!.syncRoots(mmu);
+    mmu.root = sh.getVcpuRoot(gfn, mmu.rootRole, mmu);
+    sh.syncRoots(mmu);
   }
 
   /**
@@ -1837,6 +1888,8 @@ export class VmMmu implements MmuCore {
   newPgd(mmu: KvmMmu, gfn: number): void {
     const sh = this.shadow!;
     if (mmu.root === KVM_DUMMY_ROOT) mmu.root = -1;
+    // fast_pgd_switch keeps no special roots: pae_root is freed and loaded again.
+    if (mmu.root === KVM_PAE_ROOT) this.freePaeRoots(mmu);
     const usable = (root: number, pgd: number): boolean =>
       root >= 0 && pgd === gfn && this.store.role[root] === mmu.rootRole && !sh.isInvalidRoot(root);
     let found = false;
@@ -1870,9 +1923,19 @@ export class VmMmu implements MmuCore {
     if (found) sh.clearSpFlood(mmu.root);
   }
 
+  /** `mmu_free_root_page` of each `pae_root` entry; the vCPU loads a root at its next entry. */
+  private freePaeRoots(mmu: KvmMmu): void {
+    for (let i = 0; i < 4; i++) {
+      if (mmu.paeRoot[i]! >= 0) this.shadow!.putRoot(mmu.paeRoot[i]!);
+      mmu.paeRoot[i] = -1;
+    }
+    mmu.root = -1;
+  }
+
   /** `kvm_mmu_unload` (`kvm_mmu_reset_context`): free the current and the previous roots. */
   unloadRoots(mmu: KvmMmu): void {
     if (this.shadow === null || !this.shadowPaging) return;
+    if (mmu.root === KVM_PAE_ROOT) this.freePaeRoots(mmu);
     if (mmu.root >= 0) this.shadow.putRoot(mmu.root);
     mmu.root = -1;
     for (let i = 0; i < KVM_MMU_NUM_PREV_ROOTS; i++) {
@@ -1912,6 +1975,9 @@ export class VmMmu implements MmuCore {
 
   /** `kvm_mmu_free_obsolete_roots`: drop the vCPU's roots that were invalidated. */
   freeObsoleteRoots(mmu: KvmMmu): void {
+    // A pae_root has no shadow page of its own: KVM treats it as obsolete (is_obsolete_root).
+    if (mmu.root === KVM_PAE_ROOT) this.freePaeRoots(mmu);
+    if (mmu.root === KVM_DUMMY_ROOT) mmu.root = -1;
     if (this.shadowPaging) {
       for (let i = 0; i < KVM_MMU_NUM_PREV_ROOTS; i++) {
         const r = mmu.prevRootSp[i]!;
@@ -1989,7 +2055,7 @@ export class VmMmu implements MmuCore {
   ): number {
     const s = this.stats;
     const fault = mmu.fault;
-    if ((err & PFERR_RSVD_MASK) !== 0 && mmu.root >= 0) {
+    if ((err & PFERR_RSVD_MASK) !== 0 && shadowRootFor(mmu, hi * 1048576 + (lo >>> 12)) >= 0) {
       const r = this.handleMmioPageFault(mmu, hi * 1048576 + (lo >>> 12));
       if (r !== RET_PF_INVALID) {
         fault.guestFault = false;
@@ -1999,7 +2065,10 @@ export class VmMmu implements MmuCore {
     }
     fault.init(hi, lo, err, false, false);
     s.pf_taken++;
-    const r = fnamePageFault(this.shadow!, mmu, fault, ctx, access);
+    const r =
+      mmu.rootLevel === 0
+        ? this.nonpagingPageFault(mmu, fault)
+        : fnamePageFault(this.shadow!, mmu, fault, ctx, access);
     if (r === RET_PF_FIXED) s.pf_fixed++;
     else if (r === RET_PF_EMULATE) s.pf_emulate++;
     else if (r === RET_PF_SPURIOUS) s.pf_spurious++;
@@ -2008,12 +2077,38 @@ export class VmMmu implements MmuCore {
   }
 
   /**
+   * `nonpaging_page_fault` → `direct_page_fault` for a shadow-paging vCPU with paging off: gva =
+   * gpa; a write to a write-tracked gfn is emulated; `fast_page_fault`; mappings up to 2 MiB
+   * (PAE tables); `direct_map` from the `pae_root` entry of the address.
+   */
+  private nonpagingPageFault(mmu: KvmMmu, fault: KvmPageFault): number {
+    const gfn = fault.addrHi * 1048576 + (fault.addrLo >>> 12);
+    fault.gfn = gfn;
+    fault.slot = this.slots.gfnToSlot(gfn) ?? null;
+    if (fault.present && fault.write && !fault.rsvd && kvmGfnIsWriteTracked(fault.slot, gfn))
+      return RET_PF_EMULATE;
+    const root = shadowRootFor(mmu, gfn);
+    if (fault.present && fault.write && !fault.rsvd) {
+      const r = this.fastPageFaultAt(root, 2, fault);
+      if (r !== RET_PF_INVALID) {
+        this.stats.pf_fast++;
+        return r;
+      }
+    }
+    fault.maxLevel = 2;
+    const r = this.faultinPfn(fault);
+    if (r !== RET_PF_CONTINUE) return r;
+    return this.shadow!.directMap(root, fault, 2);
+  }
+
+  /**
    * `handle_mmio_page_fault`: a current-generation MMIO spte is emulated right away. `key` is
    * the frame number the tables are indexed by (gpa >> 12 under TDP, gva >> 12 under shadow).
    */
   private handleMmioPageFault(mmu: KvmMmu, key: number): number {
     const last = this.last;
-    walkToLastSpte(this.store, mmu.root, roleLevel(this.store.role[mmu.root]!), key, last);
+    const root = mmu.shadowPaging ? shadowRootFor(mmu, key) : mmu.root;
+    walkToLastSpte(this.store, root, roleLevel(this.store.role[root]!), key, last);
     if (!isMmioSpte(last.lo)) return RET_PF_RETRY;
     if (mmioSpteGen(last.lo, last.hi) !== this.mmioGen) return RET_PF_INVALID;
     return RET_PF_EMULATE;
@@ -2024,8 +2119,13 @@ export class VmMmu implements MmuCore {
    * a dirty-logged slot is refused (the slow path must split it so logging stays 4K-granular).
    */
   fastPageFault(mmu: KvmMmu, fault: KvmPageFault): number {
+    return this.fastPageFaultAt(mmu.root, this.rootLevel, fault);
+  }
+
+  /** {@link fastPageFault} from table `root` at `rootLevel`. */
+  private fastPageFaultAt(root: number, rootLevel: number, fault: KvmPageFault): number {
     const last = this.last;
-    walkToLastSpte(this.store, mmu.root, this.rootLevel, fault.gfn, last);
+    walkToLastSpte(this.store, root, rootLevel, fault.gfn, last);
     const lo = last.lo;
     if (!isShadowPresent(lo) || !isLastSpte(lo, last.level)) return RET_PF_INVALID;
     if (isAccessAllowed(lo, fault.write, fault.exec)) return RET_PF_SPURIOUS;
@@ -2311,6 +2411,7 @@ export function kvmInitMmu(
   mmu.nx = nx;
   mmu.smep = (regs.cr4 & X86_CR4_SMEP) !== 0;
   mmu.smap = (regs.cr4 & X86_CR4_SMAP) !== 0;
+  mmu.pae = (regs.cr4 & X86_CR4_PAE) !== 0;
   mmu.pse = (regs.cr4 & X86_CR4_PSE) !== 0;
   mmu.pse36 = features.pse36;
   const r = reservedMasks(mode, maxPhysAddrBits, nx, mmu.pse, features);

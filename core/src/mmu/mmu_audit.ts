@@ -390,7 +390,13 @@ function auditShadowPaging(mmu: VmMmu, slots: MemSlots): string[] {
         report(`${w}: leaf for gfn ${hex(gfn)} is not on its rmap`);
       // Coherence of synced indirect pages with the guest's tables.
       if (direct || !valid || store.unsync[sp] !== 0) continue;
-      if (!mmu.readGuestPte(store.gfn[sp]! * 4096 + i * 8, true, g)) {
+      // The gpte behind the entry: 8-byte tables map 1:1; a page shadowing 4-byte gptes covers
+      // half a guest PT (level 1, by quadrant) or, at level 2, a quarter of the guest PD with
+      // two shadow entries per 4 MiB guest entry.
+      const wide = (role & (1 << 4)) === 0;
+      const q = (role >>> 5) & 3;
+      const gpteIdx = wide ? i : level === 1 ? q * 512 + i : q * 256 + (i >>> 1);
+      if (!mmu.readGuestPte(store.gfn[sp]! * 4096 + gpteIdx * (wide ? 8 : 4), wide, g)) {
         report(`${w}: its gpte cannot be read`);
         continue;
       }
@@ -400,8 +406,15 @@ function auditShadowPaging(mmu: VmMmu, slots: MemSlots): string[] {
         report(`${w}: maps gfn ${hex(gfn)} but its gpte is not present`);
         continue;
       }
-      let ggfn = (ghi & 0xfffff) * 1048576 + (glo >>> 12);
-      if (level > 1) ggfn -= ggfn % GFN_SPAN[level]!;
+      let ggfn: number;
+      if (wide) {
+        ggfn = (ghi & 0xfffff) * 1048576 + (glo >>> 12);
+        if (level > 1) ggfn -= ggfn % GFN_SPAN[level]!;
+      } else if (level === 1) ggfn = glo >>> 12;
+      else {
+        // A 4 MiB page (PSE-36 bits 16:13 give address bits 35:32); this entry maps one half.
+        ggfn = (glo >>> 22) * 1024 + ((glo >>> 13) & 15) * 1048576 + (i & 1) * 512;
+      }
       if (ggfn !== gfn) report(`${w}: maps gfn ${hex(gfn)}, its gpte says ${hex(ggfn)}`);
       const allowed = (role >>> 8) & 7 & (((glo & 6) | 1) ^ (ghi >>> 31));
       const user = (lo & 1) !== 0; // the user bit of our sptes is EPT's R (shadow_user_mask)

@@ -74,12 +74,25 @@ export function tdpRootRole(level: number, adEnabled: boolean, smm = 0): number 
   return r >>> 0;
 }
 
-/** `kvm_mmu_child_role` for a direct child: level − 1, the given access, passthrough cleared. */
-export function childRole(parent: number, direct: boolean, access: number): number {
-  let r = parent & ~(ROLE_LEVEL_MASK | ROLE_PASSTHROUGH | (7 << ROLE_ACCESS_SHIFT) | ROLE_DIRECT);
+/**
+ * `kvm_mmu_child_role`: level − 1, the given access and directness, passthrough cleared; under
+ * a page shadowing 4-byte gptes the level-1 child shadows half of a 1024-entry guest table
+ * (`quadrant` = the parent entry's index & 1).
+ */
+export function childRole(parent: number, direct: boolean, access: number, idx = 0): number {
+  let r =
+    parent &
+    ~(
+      ROLE_LEVEL_MASK |
+      ROLE_PASSTHROUGH |
+      (7 << ROLE_ACCESS_SHIFT) |
+      ROLE_DIRECT |
+      (3 << ROLE_QUADRANT_SHIFT)
+    );
   r |= (parent & ROLE_LEVEL_MASK) - 1;
   r |= (access & 7) << ROLE_ACCESS_SHIFT;
   if (direct) r |= ROLE_DIRECT;
+  if ((parent & ROLE_HAS_4_BYTE_GPTE) !== 0) r |= (idx & 1) << ROLE_QUADRANT_SHIFT;
   return r >>> 0;
 }
 
@@ -235,6 +248,16 @@ export const KVM_MAX_HUGEPAGE_LEVEL = 3;
 export const KVM_MMU_NUM_PREV_ROOTS = 3;
 /** A root for a CR3 outside every memslot (`kvm_mmu_get_dummy_root`): every access faults. */
 export const KVM_DUMMY_ROOT = -2;
+/**
+ * The root of a vCPU that is not in long mode (paging off, 32-bit, PAE): KVM's `pae_root`, four
+ * PDPTE-like entries ({@link KvmMmu.paeRoot}), each the root of one GiB of the address space.
+ */
+export const KVM_PAE_ROOT = -3;
+
+/** The top shadow page for `gvaPfn` (gva >> 12) and its level: the root, or a `pae_root` entry. */
+export function shadowRootFor(mmu: KvmMmu, gvaPfn: number): number {
+  return mmu.root === KVM_PAE_ROOT ? mmu.paeRoot[(gvaPfn / 262144) & 3]! : mmu.root;
+}
 
 /** A page-fault handler of {@link KvmMmu} (`kvm_tdp_page_fault`, `FNAME(page_fault)`, ...). */
 export type PageFaultFn = (core: MmuCore, mmu: KvmMmu, fault: KvmPageFault) => number;
@@ -267,6 +290,10 @@ export class KvmMmu {
   readonly prevRootPgd: Float64Array = new Float64Array(KVM_MMU_NUM_PREV_ROOTS);
   /** The context shadows the guest's tables (`ept=0`): `page_fault` is `FNAME(page_fault)`. */
   shadowPaging = false;
+  /** `pae_root[4]` (root {@link KVM_PAE_ROOT}): a level-2 shadow page per GiB, or -1. */
+  readonly paeRoot: Int32Array = new Int32Array(4).fill(-1);
+  /** CR4.PAE (`is_pae`: a 4-byte store may be half of an 8-byte gpte). */
+  pae = false;
   /** CR4.SMAP (the CPU's check on shadow tables; the guest walk uses `permissions`). */
   smap = false;
 
@@ -372,8 +399,8 @@ export interface ShadowMmuOps {
   faultinPfn(fault: KvmPageFault): number;
   /** `kvm_mmu_hugepage_adjust`: req/goal level (≤ `fault.maxLevel`), pfn aligned to it. */
   hugepageAdjust(fault: KvmPageFault): void;
-  /** `shadow_page_table_clear_flood` along the path of `gvaPfn` under `root`. */
-  clearFloodPath(root: number, gvaPfn: number): void;
+  /** `shadow_page_table_clear_flood` along the path of `gvaPfn` under the vCPU's root. */
+  clearFloodPath(mmu: KvmMmu, gvaPfn: number): void;
   /** `make_mmu_pages_available`. */
   makeMmuPagesAvailable(): void;
   /**

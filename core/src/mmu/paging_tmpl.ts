@@ -43,6 +43,7 @@ import {
 import type { GuestMemory } from "../kvm/memory";
 import type { WalkerCounters } from "../kvm/stats";
 import {
+  KVM_PAE_ROOT,
   type KvmMmu,
   type KvmPageFault,
   kvmMmuPageGetGfn,
@@ -54,7 +55,9 @@ import {
   ROLE_HAS_4_BYTE_GPTE,
   roleAccess,
   roleLevel,
+  roleQuadrant,
   type ShadowMmuOps,
+  shadowRootFor,
 } from "./mmu_internal";
 import { kvmGfnIsWriteTracked } from "./page_track";
 import {
@@ -912,7 +915,7 @@ export function fnamePageFault(
   fault.slot = ops.core.slots.gfnToSlot(gfn) ?? null;
   const gvaPfn = hi * 1048576 + (lo >>> 12);
   if (fault.present && fault.write && !fault.rsvd && kvmGfnIsWriteTracked(fault.slot, gfn)) {
-    ops.clearFloodPath(mmu.root, gvaPfn);
+    ops.clearFloodPath(mmu, gvaPfn);
     return RET_PF_EMULATE;
   }
   const r = ops.faultinPfn(fault);
@@ -953,11 +956,12 @@ function fnameFetch(
   const top = mmu.rootLevel === 3 ? 2 : mmu.rootLevel;
   if (gpteChanged(mmu, w, t, top)) return RET_PF_RETRY;
   // A dummy root whose CR3 frame became visible meanwhile: load a real root and retry.
-  if (mmu.root < 0) {
+  if (mmu.root < 0 && mmu.root !== KVM_PAE_ROOT) {
     mmu.root = -1;
     return RET_PF_RETRY;
   }
-  let sp = mmu.root;
+  let sp = shadowRootFor(mmu, gvaPfn);
+  if (sp < 0) return RET_PF_RETRY;
   let level = roleLevel(store.role[sp]!);
   let idx = 0;
   for (;;) {
@@ -1099,7 +1103,10 @@ export function fnameSyncSpte(ops: ShadowMmuOps, mmu: KvmMmu, sp: number, i: num
   const store = ops.store;
   const wide = (store.role[sp]! & ROLE_HAS_4_BYTE_GPTE) === 0;
   const g = gpteScratch;
-  const gpa = store.gfn[sp]! * 4096 + i * (wide ? 8 : 4);
+  // FNAME(get_level1_sp_gpa): a page shadowing 4-byte gptes covers half a guest table.
+  const gpa = wide
+    ? store.gfn[sp]! * 4096 + i * 8
+    : store.gfn[sp]! * 4096 + (roleQuadrant(store.role[sp]!) * 512 + i) * 4;
   if (!ops.core.readGuestPte(gpa, wide, g)) return -1;
   const lo = g[0]!;
   const hi = g[1]!;

@@ -558,7 +558,8 @@ export class KvmVcpu implements KvmVcpuCommon {
    * and the CPU learns which table frames it cached are still exact.
    */
   enterGuest(): void {
-    if (this.vmMmu !== null && (this.requests !== 0 || this.mmu.root < 0)) this.serviceRequests();
+    if (this.vmMmu !== null && (this.requests !== 0 || this.mmu.root === -1))
+      this.serviceRequests();
     if (this.mode !== IN_GUEST_MODE) this.mode = IN_GUEST_MODE;
     this.cpu.refreshTables();
   }
@@ -771,13 +772,6 @@ export class KvmVcpu implements KvmVcpuCommon {
    */
   private shadowWalk(hi: number, lo: number, access: number): number {
     const mmu = this.mmu;
-    if (mmu.rootLevel < 4) {
-      throw new InvalidArgumentError(
-        "paging mode",
-        this.pagingMode,
-        'long mode (4- or 5-level paging): mmu "shadow" does not shadow paging-off, 32-bit or PAE guests yet',
-      );
-    }
     const cpu = this.cpu;
     this.emulated = false;
     for (let n = 0; ; n++) {
@@ -806,11 +800,14 @@ export class KvmVcpu implements KvmVcpuCommon {
    */
   private emulate(hi: number, lo: number, access: number): number {
     const w = this.walker;
-    if (this.walkAddr(w, this.mmu, this.cpu.tables, hi, lo, access) !== true) {
-      this.stat.pf_guest++;
-      return -1;
+    let gpa = lo >>> 0;
+    if (this.mmu.rootLevel !== 0) {
+      if (this.walkAddr(w, this.mmu, this.cpu.tables, hi, lo, access) !== true) {
+        this.stat.pf_guest++;
+        return -1;
+      }
+      gpa = w.gpa;
     }
-    const gpa = w.gpa;
     const gfn = Math.floor(gpa / PAGE_SIZE);
     const slot = this.kvm.memslots.gfnToSlot(gfn);
     if (slot === undefined || ((access & PFERR_WRITE_MASK) !== 0 && slot.readonly)) {
@@ -829,7 +826,7 @@ export class KvmVcpu implements KvmVcpuCommon {
    */
   private trackEmulatedWrite(gpa: number, bytes: number): void {
     this.kvm.markPageDirty(Math.floor(gpa / PAGE_SIZE));
-    this.vmMmu!.shadow!.trackWrite(gpa, bytes, this.mmu.rootLevel !== 2);
+    this.vmMmu!.shadow!.trackWrite(gpa, bytes, this.mmu.pae);
   }
 
   /**
