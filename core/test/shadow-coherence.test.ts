@@ -2,7 +2,7 @@
  * Coherence property of shadow paging: random guest programs that edit their own page tables
  * through `vcpu.write` — map, unmap, change rights and frames, set reserved bits, make and undo
  * 2 MiB pages, move a PD entry to another page table, clear A/D bits, toggle CR0.WP, CR4.SMEP and
- * EFER.NX, switch CR3 between two address spaces — and invalidate where the architecture
+ * CR4.SMAP, switch CR3 between two address spaces — and invalidate where the architecture
  * requires it (INVLPG of every address an edited present entry maps, or a CR3 reload; an entry
  * that was not present needs none), give under `mmu: "shadow"` exactly what the bare walker
  * machine (`mmu: "none"`) gives on the same program: fault or not, vector, error code, gpa,
@@ -83,6 +83,7 @@ type M = ReturnType<typeof machine>;
 interface Regs {
   wp: boolean;
   smep: boolean;
+  smap: boolean;
   nx: boolean;
   cr3: number;
 }
@@ -91,7 +92,7 @@ function setRegs(m: M, r: Regs) {
   m.vcpu.setSregs({
     cr0: (1 | 0x80000000 | (r.wp ? 1 << 16 : 0)) >>> 0,
     cr3: r.cr3,
-    cr4: (1 << 5) | (r.smep ? 1 << 20 : 0),
+    cr4: (1 << 5) | (r.smep ? 1 << 20 : 0) | (r.smap ? 1 << 21 : 0),
     efer: (1 << 8) | (r.nx ? 1 << 11 : 0),
     cpl: 0,
   });
@@ -112,7 +113,7 @@ function runProgram(seed: number, steps: number, breakShadow?: (m: M) => void) {
   const shadow = machine("shadow");
   breakShadow?.(shadow);
   const both = [bare, shadow];
-  const regs: Regs = { wp: true, smep: false, nx: true, cr3: L.pml4a };
+  const regs: Regs = { wp: true, smep: false, smap: false, nx: true, cr3: L.pml4a };
   for (const m of both) setRegs(m, regs);
   /** Which PT each PD entry points to (for the INVLPG set of an edit). */
   const ptOf = [0, 1];
@@ -185,11 +186,15 @@ function runProgram(seed: number, steps: number, breakShadow?: (m: M) => void) {
       for (const m of both) results.push(m.vcpu.write(gpa, v, { user: false }));
       for (const m of both) m.vcpu.movCr3(regs.cr3);
     } else if (op === 17) {
-      // Toggle CR0.WP, CR4.SMEP or EFER.NX (the MMU context is reset in KVM).
+      // Toggle CR0.WP, CR4.SMEP or CR4.SMAP (the MMU context is reset in KVM). Not EFER.NX:
+      // shadow pages carry efer_nx = 1 whatever the guest's (kvm_init_shadow_mmu), so pages
+      // built while NX was on are found again after the guest turns it off, and a gpte whose
+      // bit 63 just became reserved keeps its spte until the page is zapped — KVM's behaviour,
+      // not the architecture's (see the issue note).
       const k = rnd(3);
       if (k === 0) regs.wp = !regs.wp;
       else if (k === 1) regs.smep = !regs.smep;
-      else regs.nx = !regs.nx;
+      else regs.smap = !regs.smap;
       what = `regs ${JSON.stringify(regs)}`;
       for (const m of both) setRegs(m, regs);
     } else if (op === 18) {
@@ -210,7 +215,10 @@ function runProgram(seed: number, steps: number, breakShadow?: (m: M) => void) {
     }
     log.push(`${step}: ${what}`);
     const ctx = () => `seed ${seed}, ${log.slice(-6).join("; ")}`;
-    if (results.length === 2) expect(results[1], ctx()).toEqual(results[0]);
+    if (results.length === 2) {
+      const shown = JSON.stringify(results, (_, v) => (typeof v === "bigint" ? v.toString(16) : v));
+      expect(results[1], `${ctx()} => ${shown}`).toEqual(results[0]);
+    }
     const mb = memoryImage(bare);
     const ms = memoryImage(shadow);
     const diff = mb.findIndex((v, i) => v !== ms[i]);

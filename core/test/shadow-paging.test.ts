@@ -22,6 +22,7 @@ import { SPTE_HI_MMU_WRITABLE, SPTE_R, SPTE_W } from "../src/mmu/spte";
 const PRU = 7n; // P | RW | US
 const A = 0x20n;
 const D = 0x40n;
+const NX = 1n << 63n;
 
 function s5(features: FeatureOptions = {}) {
   const vm = createVm({ mmu: "shadow", features });
@@ -373,6 +374,27 @@ describe("shadow paging details", () => {
       errorCode: 0x7,
     });
     expect(t.vm.audit()).toEqual([]);
+  });
+
+  it("EFER.NX off: pages keep efer_nx = 1, so a gpte whose bit 63 became reserved keeps its spte", () => {
+    // kvm_init_shadow_mmu forces efer_nx in the root role: the context reset finds the same
+    // pages again. The bare machine faults RSVD at once; KVM only once the spte is rebuilt.
+    const t = s5();
+    t.vm.guestWrite64(0x103000, 0x200000n | PRU | A | D | NX);
+    expect(t.vcpu.write(0x400000, 1n).fault).toBe(false);
+    t.vcpu.setSregs({ efer: 0x100 }); // LME only: NX off (the MMU context is reset)
+    const bare = createVm({ mmu: "none" });
+    bare.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 0x4000 * 4096, flags: 0 });
+    for (const g of [0x100000, 0x101000, 0x102010, 0x103000])
+      bare.guestWrite64(g, t.vm.readPhys64(g));
+    const bv = bare.createVcpu();
+    bv.setSregs({ cr0: 0x80010001, cr3: 0x100000, cr4: 0x20, efer: 0x100, cpl: 3 });
+    expect(bv.write(0x400000, 2n)).toEqual({ fault: true, vector: 14, errorCode: 0xf });
+    expect(t.vcpu.write(0x400000, 2n)).toEqual({ fault: false, gpa: 0x200000 });
+    expect(t.vm.stats.mmu_cache_miss).toBe(4); // the root was found again, nothing rebuilt
+    // Once the spte is rebuilt (here after a zap of the gfn), KVM agrees.
+    t.vm.zapGfnRange(0x200, 0x201);
+    expect(t.vcpu.write(0x400000, 2n)).toEqual({ fault: true, vector: 14, errorCode: 0xf });
   });
 
   it("MOV CR3 back to an earlier root reuses it from prev_roots (no cache miss)", () => {
