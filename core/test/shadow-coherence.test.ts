@@ -321,7 +321,10 @@ function runLegacyProgram(mode: "32-bit" | "pae", seed: number, steps: number) {
   const regs = { wp: true, smep: false, nx: wide };
   const apply = () => {
     for (const m of both) {
-      const r = m.b.sregs({ wp: regs.wp, nx: regs.nx });
+      const r = m.b.sregs({ wp: regs.wp, nx: regs.nx }) as Record<
+        "cr0" | "cr3" | "cr4" | "efer",
+        number
+      >;
       m.vcpu.setSregs({
         ...r,
         cr0: paging ? r.cr0 : r.cr0 & ~0x80000000,

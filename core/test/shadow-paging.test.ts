@@ -502,3 +502,45 @@ describe("guests not in long mode (pae_root)", () => {
     expect(vm.audit()).toEqual([]);
   });
 });
+
+describe("seed 2015 under shadow paging: only direct pages collapse", () => {
+  for (const collapse of ["rmap2015", "zap"] as const) {
+    it(`${collapse}: a guest 2 MiB page mapped with 4K sptes while logging collapses; guest 4K pages (indirect level-1 pages) never do`, () => {
+      const MiB = 1024 * 1024;
+      const vm = createVm({ mmu: "shadow", features: { collapseOnLogDisable: collapse } });
+      const region = (flags: number) =>
+        vm.setUserMemoryRegion({
+          slot: 0,
+          guestPhysAddr: 0,
+          memorySize: 64 * MiB,
+          flags,
+          backing: "thp",
+        });
+      region(0);
+      const b = new GuestPageTableBuilder(vm, {
+        mode: "4-level",
+        poolBase: 16 * MiB,
+        poolSize: MiB,
+      });
+      b.map(0x40000000, 32 * MiB, 2 * MiB, { writable: true }); // 512 guest 4K pages
+      b.map(0x40200000, 34 * MiB, 2 * MiB, { writable: true, pageSize: 2 * MiB }); // one 2M page
+      const vcpu = vm.createVcpu();
+      vcpu.setSregs({ ...b.sregs({}), cpl: 0 });
+      region(1); // KVM_MEM_LOG_DIRTY_PAGES
+      for (let k = 0; k < 1024; k++) vcpu.write(0x40000000 + k * 4096, 1n);
+      expect(vm.stats.pages_4k).toBe(1024);
+      const before = vm.stats.collapse_sptes_zapped;
+      region(0);
+      expect(vm.stats.collapse_sptes_zapped - before).toBe(512);
+      expect(vm.stats.pages_4k).toBe(512); // the indirect level-1 page keeps its 512 sptes
+      const direct = vm.shadowPages().pages.filter((p) => p.direct && !p.role.invalid);
+      expect(direct.map((p) => [p.gfn, p.level, p.leaves])).toEqual([[(34 * MiB) / 4096, 1, 0]]);
+      // The next touch maps the guest's 2M page with one 2M spte.
+      const faults = vm.stats.pf_taken;
+      vcpu.read(0x40200000 + 0x1000);
+      expect(vm.stats.pf_taken - faults).toBe(1);
+      expect(vm.stats.pages_2m).toBe(1);
+      expect(vm.audit()).toEqual([]);
+    });
+  }
+});

@@ -87,9 +87,13 @@ describe("S2: dirty-log cycle, TDP MMU (eager split, no PML, collapse by zap)", 
     region(0); // disable: zap every collapsible PD entry, one flush per atomic zap
     expect(s.remote_tlb_flush_requests - b.remote_tlb_flush_requests!).toBe(HUGE);
     expect([s.spt_pages_live, s.tdp_mmu_pages, s.pages_4k]).toEqual([sps2m, sps2m - 1, 0]);
+    // One zapped PD entry and one freed PT per 2M region.
+    expect(s.collapse_sptes_zapped - b.collapse_sptes_zapped!).toBe(HUGE);
+    expect(s.collapse_tables_freed - b.collapse_tables_freed!).toBe(HUGE);
     b = snap(s);
     pass(false);
     expect(s.pf_fixed - b.pf_fixed!).toBe(HUGE);
+    expect(s.refaults_after_disable - b.refaults_after_disable!).toBe(HUGE);
     expect(s.pf_fast - b.pf_fast!).toBe(0);
     expect(s.pages_2m).toBe(HUGE);
     expect(vm.audit()).toEqual([]);
@@ -136,42 +140,113 @@ describe("S2: dirty-log cycle, TDP MMU (eager split, no PML, collapse by zap)", 
 });
 
 describe("S3: the same cycle on the legacy direct MMU", () => {
-  it("enable / write / GET / disable (rmap zap) / touch", () => {
-    const { vm, s, region, pass } = guest({ mmuFlavor: "legacy_direct" });
-    const sps2m = tablesFor(PAGES, 2, 4);
-    let b = snap(s);
+  // Collapse by the modern rmap criterion ("zap", ~5.13) or by seed 2015 itself ("rmap2015"),
+  // with the walk's flushes batched (the patch) or one per spte.
+  for (const [collapse, flush] of [
+    ["zap", "batched"],
+    ["rmap2015", "batched"],
+    ["rmap2015", "perSpte"],
+  ] as const) {
+    it(`enable / write / GET / disable (${collapse}, ${flush} flushes) / touch`, () => {
+      const { vm, s, region, pass } = guest({
+        mmuFlavor: "legacy_direct",
+        collapseOnLogDisable: collapse,
+        collapseFlush: flush,
+      });
+      const sps2m = tablesFor(PAGES, 2, 4);
+      let b = snap(s);
+      region(LOG);
+      // rmap walk of levels 1..3 over the slot: 262144 + 512 + 1 heads.
+      expect(s.rmap_heads_scanned - b.rmap_heads_scanned!).toBe(PAGES + HUGE + 1);
+      expect(s.pages_2m).toBe(HUGE);
+      expect(s.remote_tlb_flush_requests - b.remote_tlb_flush_requests!).toBe(1);
+      b = snap(s);
+      pass(true);
+      // Per region: the fast path refuses the huge leaf, the slow path drops it (flush) under a
+      // new PT and maps 4K; the 511 others are not-present faults (no prefetch while logging).
+      expect(s.pf_taken - b.pf_taken!).toBe(PAGES);
+      expect(s.pf_fast - b.pf_fast!).toBe(0);
+      expect(s.mmu_cache_miss - b.mmu_cache_miss!).toBe(HUGE);
+      expect(s.remote_tlb_flush_requests - b.remote_tlb_flush_requests!).toBe(HUGE);
+      expect([s.pages_2m, s.pages_4k, s.n_used_mmu_pages]).toEqual([0, PAGES, sps2m + HUGE]);
+      b = snap(s);
+      expect(popcount(vm.getDirtyLog(0))).toBe(PAGES);
+      expect(s.remote_tlb_flush_requests - b.remote_tlb_flush_requests!).toBe(1);
+      expect(vm.audit()).toEqual([]);
+      b = snap(s);
+      region(0); // every 4K leaf zapped (all in direct PTs over THP), PTs stay linked
+      expect(s.pages_4k).toBe(0);
+      expect(s.collapse_sptes_zapped - b.collapse_sptes_zapped!).toBe(PAGES);
+      expect(s.collapse_tables_freed - b.collapse_tables_freed!).toBe(0);
+      expect(s.remote_tlb_flush_requests - b.remote_tlb_flush_requests!).toBe(
+        flush === "batched" ? 1 : PAGES,
+      );
+      expect(s.n_used_mmu_pages).toBe(sps2m + HUGE);
+      b = snap(s);
+      pass(false);
+      // Each refault replaces a PDE pointing at an empty PT by a 2M leaf: PT orphaned, one flush.
+      expect(s.pf_fixed - b.pf_fixed!).toBe(HUGE);
+      expect(s.refaults_after_disable - b.refaults_after_disable!).toBe(HUGE);
+      expect(s.remote_tlb_flush_requests - b.remote_tlb_flush_requests!).toBe(HUGE);
+      expect(s.pages_2m).toBe(HUGE);
+      expect(vm.stats.orphan_sps).toBe(HUGE); // a recounted gauge: read through the getter
+      expect(s.n_used_mmu_pages).toBe(sps2m + HUGE); // no reclaim: far below n_max
+      expect(vm.audit()).toEqual([]);
+    });
+  }
+
+  it("before seed 2015 (collapse 'none'): every 4K spte stays; reads refault nothing", () => {
+    const { vm, s, region, pass } = guest({
+      mmuFlavor: "legacy_direct",
+      collapseOnLogDisable: "none",
+    });
     region(LOG);
-    // rmap walk of levels 1..3 over the slot: 262144 + 512 + 1 heads.
-    expect(s.rmap_heads_scanned - b.rmap_heads_scanned!).toBe(PAGES + HUGE + 1);
-    expect(s.pages_2m).toBe(HUGE);
-    expect(s.remote_tlb_flush_requests - b.remote_tlb_flush_requests!).toBe(1);
-    b = snap(s);
     pass(true);
-    // Per region: the fast path refuses the huge leaf, the slow path drops it (flush) under a
-    // new PT and maps 4K; the 511 others are not-present faults (no prefetch while logging).
-    expect(s.pf_taken - b.pf_taken!).toBe(PAGES);
-    expect(s.pf_fast - b.pf_fast!).toBe(0);
-    expect(s.mmu_cache_miss - b.mmu_cache_miss!).toBe(HUGE);
-    expect(s.remote_tlb_flush_requests - b.remote_tlb_flush_requests!).toBe(HUGE);
-    expect([s.pages_2m, s.pages_4k, s.n_used_mmu_pages]).toEqual([0, PAGES, sps2m + HUGE]);
-    b = snap(s);
-    expect(popcount(vm.getDirtyLog(0))).toBe(PAGES);
-    expect(s.remote_tlb_flush_requests - b.remote_tlb_flush_requests!).toBe(1);
-    expect(vm.audit()).toEqual([]);
-    b = snap(s);
-    region(0); // rmap collapse: every 4K leaf zapped, one batched flush, PTs stay linked
-    expect(s.pages_4k).toBe(0);
-    expect(s.remote_tlb_flush_requests - b.remote_tlb_flush_requests!).toBe(1);
-    expect(s.n_used_mmu_pages).toBe(sps2m + HUGE);
+    vm.getDirtyLog(0);
+    let b = snap(s);
+    region(0);
+    expect([s.pages_4k, s.pages_2m]).toEqual([PAGES, 0]);
+    expect(s.remote_tlb_flush_requests - b.remote_tlb_flush_requests!).toBe(0);
     b = snap(s);
     pass(false);
-    // Each refault replaces a PDE pointing at an empty PT by a 2M leaf: PT orphaned, one flush.
-    expect(s.pf_fixed - b.pf_fixed!).toBe(HUGE);
-    expect(s.remote_tlb_flush_requests - b.remote_tlb_flush_requests!).toBe(HUGE);
-    expect(s.pages_2m).toBe(HUGE);
-    expect(vm.mmu!.orphanCount()).toBe(HUGE);
-    expect(s.n_used_mmu_pages).toBe(sps2m + HUGE); // no reclaim: far below n_max
+    expect(s.pf_taken - b.pf_taken!).toBe(0);
+    expect(s.refaults_after_disable).toBe(0);
     expect(vm.audit()).toEqual([]);
+  });
+
+  it("rmap2015 zaps wherever the host page is huge; the ~5.13 criterion also asks lpage_info", () => {
+    // A slot whose hva is one page off its gpa modulo 2 MiB: kvm_alloc_memslot_metadata
+    // disallows every huge mapping (disallow_lpage 1 everywhere), yet THP backs the host side
+    // wherever a whole 2 MiB host page lies inside the mapping: hva [4 GiB + 4 KiB, + 8 MiB)
+    // holds the three host pages at 4 GiB + 2, 4 and 6 MiB, i.e. 3 × 512 gfns.
+    const npages = 4 * 512;
+    const zapped: Record<string, number> = {};
+    for (const collapse of ["rmap2015", "zap"] as const) {
+      const vm = createVm({
+        features: { mmuFlavor: "legacy_direct", collapseOnLogDisable: collapse },
+      });
+      const region = (flags: number) =>
+        vm.setUserMemoryRegion({
+          slot: 0,
+          guestPhysAddr: 0,
+          memorySize: npages * PAGE,
+          flags,
+          backing: "thp",
+          userspaceAddr: 4 * GIB + PAGE,
+        });
+      region(0);
+      const vcpu = vm.createVcpu();
+      region(LOG);
+      for (let g = 0; g < npages; g++) vcpu.access(g * PAGE, { write: true });
+      expect(vm.stats.pages_4k).toBe(npages);
+      region(0);
+      zapped[collapse] = vm.stats.collapse_sptes_zapped;
+      // Refaults map 4K again: the slot never allows a huge mapping.
+      for (let g = 0; g < npages; g++) vcpu.access(g * PAGE);
+      expect([vm.stats.pages_4k, vm.stats.pages_2m]).toEqual([npages, 0]);
+      expect(vm.audit()).toEqual([]);
+    }
+    expect(zapped).toEqual({ rmap2015: 3 * 512, zap: 0 });
   });
 });
 
@@ -189,6 +264,8 @@ describe("S2 variant: disable with collapse 'recover' (v6.13+)", () => {
       tablesFor(PAGES, 2, 4) - 1,
     ]);
     expect(s.remote_tlb_flush_requests - b.remote_tlb_flush_requests!).toBe(1);
+    expect(s.collapse_hugepages_installed - b.collapse_hugepages_installed!).toBe(HUGE);
+    expect(s.collapse_tables_freed - b.collapse_tables_freed!).toBe(HUGE);
     expect(vm.audit()).toEqual([]);
     // The recovered leaves map the same frames: a read pass takes no fault.
     b = snap(s);

@@ -105,12 +105,24 @@ export const SWITCHES = {
   },
   collapseOnLogDisable: {
     kind: "kvm",
-    values: ["zap", "recover", "none"],
+    values: ["zap", "recover", "none", "rmap2015"],
     default: "zap",
     doc:
       "What disabling dirty logging does to 4K mappings: 'zap' = v5.10-v6.12 " +
-      "kvm_mmu_zap_collapsible_sptes (TDP: one flush per zap), 'recover' = v6.13 " +
-      "kvm_mmu_recover_huge_pages (huge leaves in place, one flush), 'none' = before v4.1",
+      "kvm_mmu_zap_collapsible_sptes (TDP: one flush per zap; rmaps: levels 1-2, the " +
+      "kvm_mmu_max_mapping_level criterion of ~5.13, also 2M to 1G), 'recover' = v6.13 " +
+      "kvm_mmu_recover_huge_pages (huge leaves in place, one flush), 'rmap2015' = seed 2015 " +
+      "itself (v4.1, commit 3ea3b7fa: level-1 rmaps, sptes of direct pages whose pfn is in a huge " +
+      "host page; rmap MMU only), 'none' = before v4.1",
+  },
+  collapseFlush: {
+    kind: "kvm",
+    values: ["batched", "perSpte"],
+    default: "batched",
+    doc:
+      "Remote TLB flushes of the rmap collapse walk: 'batched' = one at the end (the patch; " +
+      "KVM also flushes at lock breaks, which a deterministic run never takes), 'perSpte' = one " +
+      "per zapped spte, to show what batching saves",
   },
   manualDirtyLogProtect: {
     kind: "kvm",

@@ -63,6 +63,17 @@ export class KvmStats {
   mmu_data_pages_live = 0;
   mmu_data_pages_allocated = 0;
   mmu_data_pages_freed = 0;
+  // --- collapse when dirty logging stops (seed 2015) ---
+  /** sptes zapped by a collapse (rmap: 4K leaves; TDP: non-leaf entries above them). */
+  collapse_sptes_zapped = 0;
+  /** Page tables freed by a collapse (TDP zap/recover; the rmap walk leaves them linked). */
+  collapse_tables_freed = 0;
+  /** Huge leaves installed in place by `recover` (v6.13). */
+  collapse_hugepages_installed = 0;
+  /** Faults that mapped a gfn again in a slot whose logging was turned off (until it is on again). */
+  refaults_after_disable = 0;
+  /** Parentless, non-root shadow pages of the rmap MMU (gauge, recounted when read). */
+  orphan_sps = 0;
   // --- simulator cost counters (not KVM stats: what an operation visited) ---
   huge_splits = 0;
   /** Seed-2010 self-checks made (stored gfn against the formula; `selfCheckGfns`). */

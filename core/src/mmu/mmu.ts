@@ -1628,32 +1628,70 @@ export class ShadowMmu implements ShadowMmuOps {
   }
 
   /**
-   * `kvm_rmap_zap_collapsible_sptes` (modern criterion): walk the level-1 and level-2 rmaps of
-   * the range and zap every spte of a direct page whose region could be mapped one level higher
-   * (`sp.level < kvm_mmu_max_mapping_level(sp.gfn)`); one batched flush at the end. Page tables
-   * stay allocated (empty). Returns the number of sptes zapped.
+   * `kvm_rmap_zap_collapsible_sptes` (modern criterion, ~5.13+): walk the level-1 and level-2
+   * rmaps of the range and zap every spte of a direct page whose region could be mapped one
+   * level higher (`sp.level < kvm_mmu_max_mapping_level(sp.gfn)`); page tables stay allocated
+   * (empty). Indirect pages mirror guest tables and are never collapsible. Flushes: one at the
+   * end (`batched`) or one per zapped spte (`perSpte`). Returns the number of sptes zapped.
    */
   zapCollapsible(
     start: number,
     end: number,
     canBeHuge: (gfn: number, level: number) => boolean,
+    perSpte: boolean,
+  ): number {
+    const s = this.store;
+    return this.zapCollapsibleRmaps(start, end, 2, perSpte, (sptep) => {
+      const sp = Math.floor(sptep / 512);
+      return (s.role[sp]! & ROLE_DIRECT) !== 0 && canBeHuge(s.gfn[sp]!, roleLevel(s.role[sp]!) + 1);
+    });
+  }
+
+  /**
+   * Seed 2015 itself (v4.1, `kvm_mmu_zap_collapsible_sptes` of commit 3ea3b7fa): walk the
+   * slot's level-1 rmaps only and zap every spte that lives in a direct page and maps a pfn of a
+   * huge (compound) host page (`hugeHost(gfn)`), whatever lpage_info says; one flush at the end
+   * if anything was zapped (`batched`) or one per spte (`perSpte`).
+   */
+  zapCollapsible2015(
+    start: number,
+    end: number,
+    hugeHost: (gfn: number) => boolean,
+    perSpte: boolean,
+  ): number {
+    const s = this.store;
+    return this.zapCollapsibleRmaps(start, end, 1, perSpte, (sptep) => {
+      const sp = Math.floor(sptep / 512);
+      return (s.role[sp]! & ROLE_DIRECT) !== 0 && hugeHost(this.entryGfnFormula(sp, sptep % 512));
+    });
+  }
+
+  /** The rmap walk both collapse criteria share (levels 1..`maxLevel`), with its flushes. */
+  private zapCollapsibleRmaps(
+    start: number,
+    end: number,
+    maxLevel: number,
+    perSpte: boolean,
+    collapsible: (sptep: number) => boolean,
   ): number {
     let n = 0;
-    const s = this.store;
     const w = new SlotRmapWalkIterator();
-    for (w.init(this.core.slots.list(), start, end, 1, 2); w.valid; w.next()) {
+    for (w.init(this.core.slots.list(), start, end, 1, maxLevel); w.valid; w.next()) {
       if (w.heads[w.index] === 0) continue;
       this.stats.rmap_heads_scanned++;
       const victims: number[] = [];
       pteListForEach(this.rmapPool, w.heads, w.index, (sptep) => {
-        const sp = Math.floor(sptep / 512);
-        if ((s.role[sp]! & ROLE_DIRECT) !== 0 && canBeHuge(s.gfn[sp]!, roleLevel(s.role[sp]!) + 1))
-          victims.push(sptep);
+        this.stats.sptes_visited++;
+        if (collapsible(sptep)) victims.push(sptep);
       });
-      for (const sptep of victims) this.dropSpte(Math.floor(sptep / 512), sptep % 512, w.level);
+      for (const sptep of victims) {
+        this.dropSpte(Math.floor(sptep / 512), sptep % 512, w.level);
+        if (perSpte) this.core.flushRemoteTlbs("zap_collapsible_spte");
+      }
       n += victims.length;
     }
-    if (n > 0) this.core.flushRemoteTlbs("zap_collapsible_sptes");
+    this.stats.collapse_sptes_zapped += n;
+    if (n > 0 && !perSpte) this.core.flushRemoteTlbs("zap_collapsible_sptes");
     return n;
   }
 
@@ -2020,8 +2058,11 @@ export class VmMmu implements MmuCore {
     s.pf_taken++;
     const fast = s.pf_fast;
     const r = mmu.pageFault!(this, mmu, fault);
-    if (r === RET_PF_FIXED) s.pf_fixed++;
-    else if (r === RET_PF_EMULATE) s.pf_emulate++;
+    if (r === RET_PF_FIXED) {
+      s.pf_fixed++;
+      if (fault.slot !== null && (fault.slot.arch as SlotArch).afterLogDisable)
+        s.refaults_after_disable++;
+    } else if (r === RET_PF_EMULATE) s.pf_emulate++;
     else if (r === RET_PF_SPURIOUS) s.pf_spurious++;
     if (this.trace.on)
       this.traceFault(addrHi, addrLo, err, s.pf_fast !== fast ? "fast" : "slow", r);
@@ -2069,8 +2110,11 @@ export class VmMmu implements MmuCore {
       mmu.rootLevel === 0
         ? this.nonpagingPageFault(mmu, fault)
         : fnamePageFault(this.shadow!, mmu, fault, ctx, access);
-    if (r === RET_PF_FIXED) s.pf_fixed++;
-    else if (r === RET_PF_EMULATE) s.pf_emulate++;
+    if (r === RET_PF_FIXED) {
+      s.pf_fixed++;
+      if (fault.slot !== null && (fault.slot.arch as SlotArch).afterLogDisable)
+        s.refaults_after_disable++;
+    } else if (r === RET_PF_EMULATE) s.pf_emulate++;
     else if (r === RET_PF_SPURIOUS) s.pf_spurious++;
     if (this.trace.on) this.traceFault(hi, lo, err, "slow", r);
     return r;
@@ -2206,6 +2250,7 @@ export class VmMmu implements MmuCore {
    * unconditionally. With INITIALLY_SET nothing is protected now (CLEAR_DIRTY_LOG does it).
    */
   slotEnableLog(slot: MemSlot): void {
+    slotArch(slot).afterLogDisable = false;
     if (this.kvm.dirtyLogInitiallySet) return;
     const start = slot.baseGfn;
     const end = slot.baseGfn + slot.npages;
@@ -2220,21 +2265,37 @@ export class VmMmu implements MmuCore {
    * `kvm_mmu_recover_huge_pages`) so that the slot gets huge mappings back.
    */
   slotDisableLog(slot: MemSlot): void {
+    slotArch(slot).afterLogDisable = true;
     const mode = this.features.collapseOnLogDisable;
     if (mode === "none") return;
     const start = slot.baseGfn;
     const end = slot.baseGfn + slot.npages;
+    const perSpte = this.features.collapseFlush === "perSpte";
     const canBeHuge = (gfn: number, level: number): boolean => {
       const s = this.kvm.memslots.gfnToSlot(gfn);
       return s !== undefined && this.maxMappingLevel(s, gfn, 3) >= level;
     };
-    // The rmap part zaps in every era ("recover" too: only the TDP MMU recovers in place).
-    if (this.shadow !== null) this.shadow.zapCollapsible(start, end, canBeHuge);
+    if (this.shadow !== null) {
+      if (mode === "rmap2015") {
+        const hugeHost = (gfn: number): boolean => {
+          const s = this.kvm.memslots.gfnToSlot(gfn);
+          return s !== undefined && hostMappingLevel(s, gfn) > 1;
+        };
+        this.shadow.zapCollapsible2015(start, end, hugeHost, perSpte);
+      } else {
+        // The rmap part zaps in every later era ("recover" too: only the TDP MMU recovers in
+        // place).
+        this.shadow.zapCollapsible(start, end, canBeHuge, perSpte);
+      }
+    }
     if (this.tdp !== null) {
+      const live = this.store.live;
       if (mode === "recover") {
-        if (this.tdp.recoverHugePages(start, end, canBeHuge) > 0)
-          this.flushRemoteTlbs("recover_huge_pages");
-      } else this.tdp.zapCollapsible(start, end, canBeHuge);
+        const n = this.tdp.recoverHugePages(start, end, canBeHuge);
+        this.stats.collapse_hugepages_installed += n;
+        if (n > 0) this.flushRemoteTlbs("recover_huge_pages");
+      } else this.stats.collapse_sptes_zapped += this.tdp.zapCollapsible(start, end, canBeHuge);
+      this.stats.collapse_tables_freed += live - this.store.live;
     }
   }
 

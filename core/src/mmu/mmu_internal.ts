@@ -853,6 +853,8 @@ export class SlotArch {
   readonly lpageInfo: [Int32Array, Int32Array];
   /** rmap heads per level (rmap MMU only; null while no rmap-MMU page exists). */
   rmap: SlotRmap | null = null;
+  /** Dirty logging was turned off: faults here count in `refaults_after_disable`. */
+  afterLogDisable = false;
   /** `gfn_write_track` (page_track.c): per gfn, how many shadowed upper-level tables live there. */
   gfnWriteTrack: Uint16Array | null = null;
   /** Geometry the metadata was built for (a moved slot needs new metadata). */

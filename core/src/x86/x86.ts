@@ -86,7 +86,22 @@ export class KvmX86 extends Kvm {
     const o = checkOptions(options);
     super(o.bits, resolveFeatures(o.features, o.bits));
     this.mmuMode = o.mmu;
+    const f = this.features;
+    if (o.mmu === "tdp" && f.mmuFlavor === "tdp_mmu" && f.collapseOnLogDisable === "rmap2015") {
+      throw new InvalidArgumentError(
+        "features.collapseOnLogDisable",
+        "rmap2015",
+        'a mode of the TDP MMU ("zap", "recover", "none"), or mmuFlavor "legacy_direct" or mmu "shadow" (the 2015 patch walks rmaps; v4.1 had no TDP MMU)',
+      );
+    }
     this.mmu = o.mmu === "none" ? null : new VmMmu(this, o.mmu === "shadow");
+  }
+
+  /** KVM's statistics (see `Kvm.stats`), with the recounted gauge `orphan_sps`. */
+  override get stats() {
+    const s = super.stats;
+    if (this.mmu !== null) s.orphan_sps = this.mmu.orphanCount();
+    return s;
   }
 
   /** `KVM_CREATE_VCPU`. */
