@@ -210,6 +210,17 @@ describe("vm.audit() after fixed-seed random sequences", () => {
       { manualDirtyLogProtect: true, dirtyLogInitiallySet: true, collapseOnLogDisable: "recover" },
     ],
     [9, { mmuFlavor: "legacy_direct", manualDirtyLogProtect: true, dirtyLogInitiallySet: true }],
+    // Seed 2017's bitmap kept by both sinks; seed 2015's own collapse with per-spte flushes.
+    [10, { possibleWritableBitmap: true }],
+    [
+      11,
+      {
+        mmuFlavor: "legacy_direct",
+        possibleWritableBitmap: true,
+        collapseOnLogDisable: "rmap2015",
+        collapseFlush: "perSpte",
+      },
+    ],
   ] as const) {
     it(`seed ${seed} ${JSON.stringify(features)}: no violation after 400 steps`, () => {
       const { ops, failures, stats, maxHuge } = randomRun(seed, 400, features);

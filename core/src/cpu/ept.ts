@@ -158,7 +158,10 @@ export class EptWalker {
     for (let tries = 0; tries < MAX_RETRIES; tries++) {
       walkToLastSpte(store, this.mmu.root, this.rootLevel, gfn, last);
       const lo = last.lo;
-      if ((lo & SPTE_MMU_PRESENT) !== 0) {
+      // EPT rights combine across levels: a non-leaf entry without W (seed 2017's
+      // write-protect-all) refuses writes below it.
+      const pathOk = write ? (last.pathRights & SPTE_W) !== 0 : true;
+      if ((lo & SPTE_MMU_PRESENT) !== 0 && pathOk) {
         const spt = store.spt[last.sp]!;
         const pfn = this.leafAccess(
           spt,

@@ -124,6 +124,16 @@ export const SWITCHES = {
       "KVM also flushes at lock breaks, which a deterministic run never takes), 'perSpte' = one " +
       "per zapped spte, to show what batching saves",
   },
+  possibleWritableBitmap: {
+    kind: "kvm",
+    values: BOOL,
+    default: false,
+    doc:
+      "Seed 2017 (RFC 'KVM: MMU: fast write protect', not merged): every shadow page keeps " +
+      "possible_writable_spte_bitmap and a count of its writable or MMU-writable entries, kept " +
+      "by each MMU's spte sink, so write protection visits only those (vm.writeProtectAllSps, " +
+      "vm.fastWriteProtectAll)",
+  },
   manualDirtyLogProtect: {
     kind: "kvm",
     values: BOOL,

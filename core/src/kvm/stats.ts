@@ -74,6 +74,13 @@ export class KvmStats {
   refaults_after_disable = 0;
   /** Parentless, non-root shadow pages of the rmap MMU (gauge, recounted when read). */
   orphan_sps = 0;
+  // --- write protection by page (seed 2017) ---
+  /** Entries a per-page write-protect pass looked at (bitmap: set bits; scan: 512 a page). */
+  wp_entries_examined = 0;
+  /** Entries such a pass changed. */
+  wp_entries_changed = 0;
+  /** Pages a bitmap pass skipped because their possible-writable count was 0. */
+  wp_sps_skipped_zero_count = 0;
   // --- simulator cost counters (not KVM stats: what an operation visited) ---
   huge_splits = 0;
   /** Seed-2010 self-checks made (stored gfn against the formula; `selfCheckGfns`). */

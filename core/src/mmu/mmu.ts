@@ -419,6 +419,9 @@ export function kvmPageTableHashfn(gfn: number): number {
   return top >>> (32 - KVM_MMU_HASH_SHIFT);
 }
 
+/** Every entry index of a page, for scan-mode write protection. */
+const ALL_ENTRIES: readonly number[] = Array.from({ length: 512 }, (_, i) => i);
+
 /** `KVM_PAGE_ARRAY_NR`: pages one `mmu_unsync_walk` batch holds. */
 export const KVM_PAGE_ARRAY_NR = 16;
 
@@ -1066,6 +1069,7 @@ export class ShadowMmu implements ShadowMmuOps {
     spt[idx * 2] = newLo;
     spt[idx * 2 + 1] = newHi;
     store.spteEpoch++;
+    if (store.pwTrack) store.logPossibleWritable(sp, idx, oldLo, oldHi, newLo, newHi);
     const wasPresent = isShadowPresent(oldLo);
     const wasLeaf = wasPresent && isLastSpte(oldLo, level);
     const isLeaf = isShadowPresent(newLo) && isLastSpte(newLo, level);
@@ -1695,6 +1699,89 @@ export class ShadowMmu implements ShadowMmuOps {
     return n;
   }
 
+  // ---- seed 2017: possible-writable bitmap, write protection by page ----------------------------
+
+  /**
+   * Write-protect the entries of `sp` (seed 2017's per-page pass): with `bitmap`, only the
+   * entries of `possible_writable_spte_bitmap` (a page whose count is 0 is skipped), else all
+   * 512 (scan). Leaves lose W (and MMU-writable with `clearMmuWritable`, as for a shadowed
+   * guest table); non-leaf entries lose W with `nonLeaf`. Counts `wp_entries_examined`,
+   * `wp_entries_changed`, `wp_sps_skipped_zero_count`; returns whether an entry changed.
+   */
+  writeProtectSp(
+    sp: number,
+    bitmap: boolean,
+    nonLeaf: boolean,
+    clearMmuWritable: boolean,
+  ): boolean {
+    const s = this.store;
+    const st = this.stats;
+    const level = roleLevel(s.role[sp]!);
+    let idxs: readonly number[];
+    if (bitmap) {
+      if (s.pwCount[sp] === 0) {
+        st.wp_sps_skipped_zero_count++;
+        return false;
+      }
+      const set: number[] = [];
+      for (let w = 0; w < 16; w++) {
+        let b = s.pwBitmap[sp * 16 + w]!;
+        while (b !== 0) {
+          set.push(w * 32 + 31 - Math.clz32(b & -b));
+          b &= b - 1;
+        }
+      }
+      idxs = set;
+    } else idxs = ALL_ENTRIES;
+    let changed = false;
+    const spt = s.spt[sp]!;
+    for (const i of idxs) {
+      st.wp_entries_examined++;
+      const lo = spt[i * 2]!;
+      const hi = spt[i * 2 + 1]!;
+      if (!isShadowPresent(lo)) continue;
+      let nlo = lo;
+      let nhi = hi;
+      if (isLastSpte(lo, level)) {
+        nlo = (lo & ~SPTE_W) >>> 0;
+        if (clearMmuWritable) nhi = (hi & ~SPTE_HI_MMU_WRITABLE) >>> 0;
+      } else if (nonLeaf) nlo = (lo & ~SPTE_W) >>> 0;
+      if (nlo === lo && nhi === hi) continue;
+      this.setSpte(sp, i, level, this.entryGfnFormula(sp, i), nlo, nhi);
+      st.wp_entries_changed++;
+      changed = true;
+    }
+    return changed;
+  }
+
+  /**
+   * The RFC's lazy step (seed 2017 series, "fast write protect"): a write fault whose path
+   * crosses a non-leaf entry without W write-protects the page below it (its possibly-writable
+   * entries, or all 512 without the bitmap) and gives the entry its W back, level by level
+   * from the root; the leaf is then fixed by the fast path. Returns whether a level was pushed.
+   */
+  pushDownWriteProtect(root: number, rootLevel: number, gfn: number, bitmap: boolean): boolean {
+    const s = this.store;
+    let sp = root;
+    let level = rootLevel;
+    let pushed = false;
+    while (level > 1) {
+      const i = spteIndex(gfn, level);
+      const lo = s.spt[sp]![i * 2]!;
+      const hi = s.spt[sp]![i * 2 + 1]!;
+      if (!isShadowPresent(lo) || isLastSpte(lo, level)) break;
+      const child = s.pfnToSp(sptePfn(lo, hi));
+      if ((lo & SPTE_W) === 0) {
+        this.writeProtectSp(child, bitmap, true, false);
+        this.setSpte(sp, i, level, this.entryGfnFormula(sp, i), (lo | SPTE_W) >>> 0, hi);
+        pushed = true;
+      }
+      sp = child;
+      level--;
+    }
+    return pushed;
+  }
+
   /** Parentless, non-root live pages (`orphan_sps`). */
   orphanCount(): number {
     let n = 0;
@@ -1765,6 +1852,7 @@ export class VmMmu implements MmuCore {
       ? null
       : new ShadowMmu(this, this.rootLevel, this.rootRole, f.prefetch, shadowPaging);
     this.stats.n_max_mmu_pages = KVM_MIN_ALLOC_MMU_PAGES;
+    this.store.pwTrack = f.possibleWritableBitmap;
   }
 
   // ---- MmuCore ---------------------------------------------------------------------------
@@ -2168,6 +2256,9 @@ export class VmMmu implements MmuCore {
 
   /** {@link fastPageFault} from table `root` at `rootLevel`. */
   private fastPageFaultAt(root: number, rootLevel: number, fault: KvmPageFault): number {
+    // After the RFC's write-protect-all, a write first pushes the protection down its path.
+    if (this.shadow !== null && fault.write)
+      this.shadow.pushDownWriteProtect(root, rootLevel, fault.gfn, this.store.pwTrack);
     const last = this.last;
     walkToLastSpte(this.store, root, rootLevel, fault.gfn, last);
     const lo = last.lo;
@@ -2325,6 +2416,41 @@ export class VmMmu implements MmuCore {
     if (this.shadow?.writeProtectGfn(gfn, minLevel)) changed = true;
     if (this.tdp?.writeProtectGfn(gfn, minLevel)) changed = true;
     return changed;
+  }
+
+  // ---- seed 2017: write protection by page (the RFC series) -----------------------------------
+
+  /**
+   * Write-protect every valid page of the rmap MMU page by page (`writeProtectSp` on each):
+   * `bitmap` visits the possibly-writable entries only (needs `possibleWritableBitmap`), scan
+   * mode all 512 of every page. One remote flush at the end if an entry changed.
+   */
+  writeProtectAllSps(bitmap: boolean, nonLeaf: boolean, clearMmuWritable: boolean): void {
+    const sh = this.shadow!;
+    const s = this.store;
+    let changed = false;
+    for (let sp = 0; sp < s.created; sp++) {
+      if (!s.isLive(sp) || sh.isInvalidRoot(sp)) continue;
+      if (sh.writeProtectSp(sp, bitmap, nonLeaf, clearMmuWritable)) changed = true;
+    }
+    if (changed) this.flushRemoteTlbs("write_protect_all_sps");
+  }
+
+  /**
+   * The RFC's `kvm_mmu_write_protect_all_pages`: clear W on the possibly-writable entries of
+   * every root only (or all 512 of each without the bitmap); write faults push the protection
+   * down lazily ({@link ShadowMmu.pushDownWriteProtect}). One remote flush.
+   */
+  fastWriteProtectAll(): void {
+    const sh = this.shadow!;
+    let changed = false;
+    for (const r of sh.roots) {
+      if (sh.isInvalidRoot(r)) continue;
+      if (sh.writeProtectSp(r, this.store.pwTrack, true, false)) changed = true;
+    }
+    // Non-leaf rights changed: the CPU's cached paths must be walked again.
+    this.store.unlinked();
+    if (changed) this.flushRemoteTlbs("write_protect_all_pages");
   }
 
   // ---- zaps ------------------------------------------------------------------------------

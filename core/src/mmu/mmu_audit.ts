@@ -24,6 +24,7 @@ import {
   isHostWritable,
   isLastSpte,
   isMmioSpte,
+  isPossiblyWritable,
   isShadowPresent,
   mmioSpteGen,
   mmioSpteGfn,
@@ -35,8 +36,9 @@ const MAX_REPORTS = 200;
 
 /** Audit the MMU of a VM; returns human-readable violations. */
 export function auditMmu(mmu: VmMmu, slots: MemSlots): string[] {
-  if (mmu.shadowPaging) return auditShadowPaging(mmu, slots);
-  const out: string[] = [];
+  const pw = auditPossibleWritable(mmu);
+  if (mmu.shadowPaging) return [...pw, ...auditShadowPaging(mmu, slots)];
+  const out: string[] = pw;
   const report = (msg: string) => {
     if (out.length < MAX_REPORTS) out.push(msg);
   };
@@ -71,7 +73,7 @@ export function auditMmu(mmu: VmMmu, slots: MemSlots): string[] {
         report(`${where}: non-zero spte ${hex(hi)}:${hex(lo)} is neither present nor MMIO`);
         continue;
       }
-      const inv = spteInvariantViolation(lo, hi, level);
+      const inv = spteInvariantViolation(lo, hi, level, store.pwTrack);
       if (inv !== "") report(`${where}: ${inv}`);
       if (!isLastSpte(lo, level)) {
         const child = store.pfnToSp(sptePfn(lo, hi));
@@ -365,7 +367,7 @@ function auditShadowPaging(mmu: VmMmu, slots: MemSlots): string[] {
       const hi = spt[i * 2 + 1]!;
       if (!isShadowPresent(lo)) continue;
       const w = `${where} entry ${i}`;
-      const inv = spteInvariantViolation(lo, hi, level);
+      const inv = spteInvariantViolation(lo, hi, level, store.pwTrack);
       if (inv !== "") report(`${w}: ${inv}`);
       if (!isLastSpte(lo, level)) {
         const child = store.pfnToSp(sptePfn(lo, hi));
@@ -458,6 +460,29 @@ function auditShadowPaging(mmu: VmMmu, slots: MemSlots): string[] {
           `gfn ${hex(slot.baseGfn + i)}: gfn_write_track ${have}, shadowed upper-level tables ${want}`,
         );
     }
+  }
+  return out;
+}
+
+/** Seed 2017: every page's possible-writable bitmap and count equal a recount of its entries. */
+function auditPossibleWritable(mmu: VmMmu): string[] {
+  const out: string[] = [];
+  const s = mmu.store;
+  if (!s.pwTrack) return out;
+  for (let sp = 0; sp < s.created && out.length < MAX_REPORTS; sp++) {
+    if (!s.isLive(sp)) continue;
+    let n = 0;
+    for (let i = 0; i < 512; i++) {
+      const want = isPossiblyWritable(s.spt[sp]![i * 2]!, s.spt[sp]![i * 2 + 1]!);
+      const have = ((s.pwBitmap[sp * 16 + (i >>> 5)]! >>> (i & 31)) & 1) === 1;
+      if (want) n++;
+      if (want !== have)
+        out.push(
+          `sp ${sp} entry ${i}: possible-writable bit ${have ? 1 : 0}, recount ${want ? 1 : 0}`,
+        );
+    }
+    if (n !== s.pwCount[sp])
+      out.push(`sp ${sp}: possible-writable count ${s.pwCount[sp]}, recount ${n}`);
   }
   return out;
 }

@@ -14,7 +14,18 @@ import { MmuBugError } from "../errors";
 import type { MemSlot, MemSlots } from "../kvm/memslot";
 import type { KvmStats, VcpuStat } from "../kvm/stats";
 import type { MmuTrace } from "./mmutrace";
-import { GFN_SPAN, SPT_WORDS, SPTE_MMU_PRESENT, SPTE_PS, spteIndex, sptePfn } from "./spte";
+import {
+  GFN_SPAN,
+  isPossiblyWritable,
+  SPT_WORDS,
+  SPTE_MMU_PRESENT,
+  SPTE_PS,
+  SPTE_R,
+  SPTE_W,
+  SPTE_X,
+  spteIndex,
+  sptePfn,
+} from "./spte";
 
 // ---- union kvm_mmu_page_role (kvm_host.h) ------------------------------------------------------
 
@@ -521,6 +532,11 @@ export class MmuPageStore {
   unsyncChildren: Int32Array = new Int32Array(16);
   unsyncBitmap: Uint32Array = new Uint32Array(16 * 16);
   flood: Uint8Array = new Uint8Array(16);
+  /** Seed 2017: `possible_writable_spte_bitmap` (16 words per page) and its count. */
+  pwBitmap: Uint32Array = new Uint32Array(16 * 16);
+  pwCount: Int32Array = new Int32Array(16);
+  /** Keep {@link pwBitmap} up to date (features.possibleWritableBitmap). */
+  pwTrack = false;
   translation: (Float64Array | null)[] = [];
   /**
    * The access half of `sp->shadowed_translation` (ACC bits per entry) for pages with guest
@@ -592,6 +608,8 @@ export class MmuPageStore {
     this.unsyncChildren[id] = 0;
     this.unsyncBitmap.fill(0, id * 16, id * 16 + 16);
     this.flood[id] = 0;
+    this.pwBitmap.fill(0, id * 16, id * 16 + 16);
+    this.pwCount[id] = 0;
     this.flags[id] = SP_LIVE | (tdp ? SP_TDP : 0);
     this.live++;
     this.counts.spt_pages_live++;
@@ -681,7 +699,7 @@ export class MmuPageStore {
     b += this.validGen.byteLength + this.prev.byteLength + this.next.byteLength;
     b += this.hashNext.byteLength + this.freeIds.byteLength + this.parentPtes.byteLength;
     b += this.unsync.byteLength + this.unsyncChildren.byteLength + this.unsyncBitmap.byteLength;
-    b += this.flood.byteLength;
+    b += this.flood.byteLength + this.pwBitmap.byteLength + this.pwCount.byteLength;
     for (let i = 0; i < this.created; i++) {
       b += this.translation[i]?.byteLength ?? 0;
       b += this.access[i]?.byteLength ?? 0;
@@ -716,6 +734,36 @@ export class MmuPageStore {
     const b = new Uint32Array(n * 16);
     b.set(this.unsyncBitmap);
     this.unsyncBitmap = b;
+    const pw = new Uint32Array(n * 16);
+    pw.set(this.pwBitmap);
+    this.pwBitmap = pw;
+    this.pwCount = g(this.pwCount);
+  }
+
+  /**
+   * Seed 2017, `mmu_log_possible_writable_spte`: entry `idx` of `sp` went from (`oldLo`,
+   * `oldHi`) to (`newLo`, `newHi`); keep its bit and the page's count. Called by each MMU's
+   * one spte sink while {@link pwTrack} is on.
+   */
+  logPossibleWritable(
+    sp: number,
+    idx: number,
+    oldLo: number,
+    oldHi: number,
+    newLo: number,
+    newHi: number,
+  ): void {
+    const was = isPossiblyWritable(oldLo, oldHi);
+    if (was === isPossiblyWritable(newLo, newHi)) return;
+    const w = sp * 16 + (idx >>> 5);
+    const bit = 1 << (idx & 31);
+    if (was) {
+      this.pwCount[sp]!--;
+      this.pwBitmap[w] = (this.pwBitmap[w]! & ~bit) >>> 0;
+    } else {
+      this.pwCount[sp]!++;
+      this.pwBitmap[w] = (this.pwBitmap[w]! | bit) >>> 0;
+    }
   }
 }
 
@@ -775,6 +823,8 @@ export class LastSpte {
   /** The entry, low and high words. */
   lo = 0;
   hi = 0;
+  /** R|W|X of every non-leaf entry on the way, ANDed (EPT permissions combine across levels). */
+  pathRights = 0;
 }
 
 /**
@@ -791,6 +841,7 @@ export function walkToLastSpte(
 ): void {
   let sp = root;
   let level = rootLevel;
+  let rights = SPTE_R | SPTE_W | SPTE_X;
   for (;;) {
     const spt = store.spt[sp]!;
     const i = spteIndex(gfn, level) * 2;
@@ -801,8 +852,10 @@ export function walkToLastSpte(
       out.level = level;
       out.lo = lo;
       out.hi = spt[i + 1]!;
+      out.pathRights = rights;
       return;
     }
+    rights &= lo;
     sp = store.pfnToSp(sptePfn(lo, spt[i + 1]!));
     level--;
   }

@@ -216,6 +216,16 @@ export function makeSplitSpte(out: SpteOut, lo: number, hi: number, hugeLevel: n
   out.wrprot = false;
 }
 
+/**
+ * Seed 2017, `is_possible_writable_spte`: present and writable, or able to become writable
+ * without mmu_lock (`fast_page_fault`: MMU-writable). Non-leaf entries count while they carry W.
+ */
+export function isPossiblyWritable(lo: number, hi: number): boolean {
+  return (
+    (lo & SPTE_MMU_PRESENT) !== 0 && ((lo & SPTE_W) !== 0 || (hi & SPTE_HI_MMU_WRITABLE) !== 0)
+  );
+}
+
 /** Does the leaf allow this access? (`is_access_allowed`: write→W, fetch→X, read→R). */
 export function isAccessAllowed(lo: number, write: boolean, fetch: boolean): boolean {
   if (write) return (lo & SPTE_W) !== 0;
@@ -226,14 +236,20 @@ export function isAccessAllowed(lo: number, write: boolean, fetch: boolean): boo
 /**
  * Invariants of a present spte (as `make_spte` and spte.h keep them); returns a description of
  * the first broken one or "".
- * Non-leaves must carry RWX; Host-writable clear ⇒ W clear; MMU-writable clear ⇒ W clear;
+ * Non-leaves must carry RWX (W may be missing with `nonLeafWrprot`: seed 2017's RFC); Host-writable clear ⇒ W clear; MMU-writable clear ⇒ W clear;
  * MMU-writable ⇒ Host-writable.
  */
-export function spteInvariantViolation(lo: number, hi: number, level: number): string {
+export function spteInvariantViolation(
+  lo: number,
+  hi: number,
+  level: number,
+  nonLeafWrprot = false,
+): string {
   if (!isShadowPresent(lo)) return "";
   if (!isLastSpte(lo, level)) {
-    if ((lo & (SPTE_R | SPTE_W | SPTE_X)) !== (SPTE_R | SPTE_W | SPTE_X))
-      return "non-leaf spte lacks R/W/X";
+    // Seed 2017's write-protect-all clears W in non-leaf entries (pushed down on write faults).
+    const need = nonLeafWrprot ? SPTE_R | SPTE_X : SPTE_R | SPTE_W | SPTE_X;
+    if ((lo & need) !== need) return "non-leaf spte lacks R/W/X";
     return "";
   }
   if ((lo & SPTE_W) !== 0 && (hi & SPTE_HI_HOST_WRITABLE) === 0)

@@ -126,6 +126,7 @@ export class TdpMmu {
   ): void {
     const store = this.store;
     store.spteEpoch++;
+    if (store.pwTrack) store.logPossibleWritable(sp, idx, oldLo, oldHi, newLo, newHi);
     const wasPresent = isShadowPresent(oldLo);
     const isPresent = isShadowPresent(newLo);
     const wasLeaf = wasPresent && isLastSpte(oldLo, level);
@@ -226,6 +227,8 @@ export class TdpMmu {
       spt[i * 2] = out.lo;
       spt[i * 2 + 1] = out.hi;
       if (this.store.translation[child]) kvmMmuPageSetGfn(this.store, child, i, it.gfn + i * span);
+      // Seed 2017: the pieces written here bypass handle_changed_spte, their bits do not.
+      if (this.store.pwTrack) this.store.logPossibleWritable(child, i, 0, 0, out.lo, out.hi);
     }
     this.linkSp(child);
     updatePageStats(this.core.stats, level - 1, 512);

@@ -255,6 +255,87 @@ export class KvmX86 extends Kvm {
     }
   }
 
+  // ---- seed 2017: write protection by page -----------------------------------------------------
+
+  /** The rmap MMU, or a clear error (the per-page passes of seed 2017 are the rmap MMU's). */
+  private requireRmapMmu(what: string) {
+    const mmu = this.requireMmu(what);
+    if (mmu.shadow === null)
+      throw new InvalidArgumentError(
+        "features.mmuFlavor",
+        this.features.mmuFlavor,
+        `"legacy_direct", or mmu "shadow" (${what} works on the rmap MMU's shadow pages)`,
+      );
+    return mmu;
+  }
+
+  /**
+   * Write-protect every shadow page, page by page (seed 2017): `mode` "bitmap" visits only the
+   * possibly-writable entries (needs `features.possibleWritableBitmap`; the default then),
+   * "scan" all 512 entries of each page. Leaves lose W (and MMU-writable with
+   * `clearMmuWritable`, as for a shadowed guest table; by default they keep it, as dirty logging
+   * does); non-leaf entries lose W with `nonLeaf`. Returns the entries examined and changed and
+   * the pages skipped for a zero count (also in `vm.stats`: `wp_entries_*`).
+   */
+  writeProtectAllSps(
+    opts: { mode?: "bitmap" | "scan"; nonLeaf?: boolean; clearMmuWritable?: boolean } = {},
+  ): { examined: number; changed: number; skipped: number } {
+    const mmu = this.requireRmapMmu("writeProtectAllSps");
+    if (opts === null || typeof opts !== "object")
+      throw new InvalidArgumentError(
+        "opts",
+        opts,
+        "an object { mode?, nonLeaf?, clearMmuWritable? }",
+      );
+    for (const k of Object.keys(opts))
+      if (!["mode", "nonLeaf", "clearMmuWritable"].includes(k))
+        throw new InvalidArgumentError("opts", k, "keys mode, nonLeaf, clearMmuWritable");
+    const bitmapOn = this.features.possibleWritableBitmap;
+    const mode = opts.mode ?? (bitmapOn ? "bitmap" : "scan");
+    if (mode !== "bitmap" && mode !== "scan")
+      throw new InvalidArgumentError("mode", mode, '"bitmap" or "scan"');
+    if (mode === "bitmap" && !bitmapOn)
+      throw new InvalidArgumentError(
+        "mode",
+        mode,
+        '"scan" (the bitmap exists only with features.possibleWritableBitmap: true)',
+      );
+    for (const k of ["nonLeaf", "clearMmuWritable"] as const)
+      if (opts[k] !== undefined && typeof opts[k] !== "boolean")
+        throw new InvalidArgumentError(k, opts[k], "true or false");
+    return this.wpCounts(() =>
+      mmu.writeProtectAllSps(
+        mode === "bitmap",
+        opts.nonLeaf === true,
+        opts.clearMmuWritable === true,
+      ),
+    );
+  }
+
+  /**
+   * The RFC's fast write-protect-all (`kvm_mmu_write_protect_all_pages`, seed 2017 series):
+   * only the roots' entries lose W now; each write fault then pushes the protection down its
+   * path, one page per level (bitmap or scan as `features.possibleWritableBitmap` says).
+   * Returns what the root pass examined and changed.
+   */
+  fastWriteProtectAll(): { examined: number; changed: number; skipped: number } {
+    const mmu = this.requireRmapMmu("fastWriteProtectAll");
+    return this.wpCounts(() => mmu.fastWriteProtectAll());
+  }
+
+  private wpCounts(run: () => void): { examined: number; changed: number; skipped: number } {
+    const s = this.vmStat;
+    const e = s.wp_entries_examined;
+    const c = s.wp_entries_changed;
+    const k = s.wp_sps_skipped_zero_count;
+    run();
+    return {
+      examined: s.wp_entries_examined - e,
+      changed: s.wp_entries_changed - c,
+      skipped: s.wp_sps_skipped_zero_count - k,
+    };
+  }
+
   /** Start recording MMU trace events (faults, remote TLB flushes), keeping at most `limit`. */
   startTrace(limit = 10000): void {
     this.requireMmu("tracing").trace.start(limit);
