@@ -46,6 +46,7 @@ export {
   SWITCHES,
   type SwitchName,
 } from "./era/features";
+export { PRESETS, type Preset, type PresetName } from "./era/presets";
 // Errors.
 export {
   GeneralProtectionError,
@@ -60,6 +61,7 @@ export {
   GuestPageTableBuilder,
   type MapOptions,
 } from "./guest/pgtable_builder";
+export { type ConfigEntry, PresetTable, presetTable, VmConfig } from "./inspect/config_view";
 export {
   type ShadowPageInfo,
   ShadowPageList,
@@ -99,4 +101,4 @@ export type {
   Sregs,
   SregsInput,
 } from "./x86/vcpu";
-export type { MmuMode, VmOptions } from "./x86/x86";
+export type { MmuMode, SwitchSource, VmOptions } from "./x86/x86";

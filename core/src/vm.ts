@@ -5,6 +5,7 @@
  */
 import { JUPYTER_DISPLAY, type MimeBundle } from "./display";
 import { InvalidArgumentError } from "./errors";
+import { VmConfig } from "./inspect/config_view";
 import { vmBundle, vmString } from "./inspect/machine_display";
 import {
   ShadowPageList,
@@ -39,6 +40,11 @@ export class Vm extends KvmX86 {
       );
     }
     return this.mmu;
+  }
+
+  /** Every switch's effective value and where it came from (default, preset or override). */
+  get config(): VmConfig {
+    return new VmConfig(this);
   }
 
   /** MMU self-audit: the violated invariants, empty when consistent (always empty for "none"). */

@@ -5,6 +5,7 @@
  * reports deliberately corrupted state.
  */
 import { describe, expect, it } from "vitest";
+import { PRESETS, type PresetName } from "../src";
 import { MmuBugError } from "../src/errors";
 import { pteListAdd } from "../src/mmu/mmu";
 import type { SlotArch } from "../src/mmu/mmu_internal";
@@ -64,8 +65,12 @@ function afterAccess(vm: Vm, vcpu: Vcpu, gfn: number, write: boolean, fetch: boo
 function randomRun(seed: number, steps: number, features: Record<string, unknown>) {
   const rand = rng(seed);
   const pick = <T>(a: readonly T[]): T => a[Math.floor(rand() * a.length)]!;
-  const { nrMmuPages, ...mmuFeatures } = features as Record<string, unknown>;
-  const vm = createVm({ mmu: "tdp", features: mmuFeatures });
+  const { nrMmuPages, preset, ...mmuFeatures } = features as Record<string, unknown>;
+  const vm = createVm({
+    mmu: "tdp",
+    features: mmuFeatures,
+    ...(typeof preset === "string" ? { preset: preset as PresetName } : {}),
+  });
   // A tiny KVM_SET_NR_MMU_PAGES makes the legacy MMU recycle pages all the time.
   if (typeof nrMmuPages === "number") vm.setNrMmuPages(nrMmuPages);
   const vcpus = [vm.createVcpu(), vm.createVcpu()];
@@ -237,6 +242,16 @@ describe("vm.audit() after fixed-seed random sequences", () => {
         expect(ops[k] ?? 0).toBeGreaterThan(0);
       expect(stats.pf_fixed).toBeGreaterThan(0);
       expect(maxHuge).toBeGreaterThan(0);
+    });
+  }
+});
+
+describe("vm.audit() after random sequences with every era preset (mmu tdp)", () => {
+  for (const [i, preset] of (Object.keys(PRESETS) as PresetName[]).entries()) {
+    it(`preset ${preset}: no violation after 250 steps`, () => {
+      const { failures, stats } = randomRun(100 + i, 250, { preset, nrMmuPages: 64 });
+      expect(failures).toEqual([]);
+      expect(stats.pf_fixed).toBeGreaterThan(0);
     });
   }
 });

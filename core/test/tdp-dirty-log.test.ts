@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { createVm } from "../src/vm";
-import { GIB, PAGE, pagesPerEntry, tablesFor } from "./tdp-helpers";
+import { GIB, PAGE, pagesPerEntry, tablesFor, thpGibGuest } from "./tdp-helpers";
 
 const PAGES = GIB / PAGE; // 262 144 4K pages
 const HUGE = PAGES / pagesPerEntry(2); // 512 2M regions
@@ -25,20 +25,7 @@ function popcount(a: Uint32Array): number {
 
 function guest(features: Record<string, unknown>) {
   const vm = createVm({ features });
-  const region = (flags: number) =>
-    vm.setUserMemoryRegion({
-      slot: 0,
-      guestPhysAddr: 0,
-      memorySize: GIB,
-      flags,
-      backing: "thp",
-      userspaceAddr: 4 * GIB,
-    });
-  region(0);
-  const vcpu = vm.createVcpu();
-  const pass = (write: boolean) => {
-    for (let gfn = 0; gfn < PAGES; gfn++) vcpu.access(gfn * PAGE, { write });
-  };
+  const { region, pass } = thpGibGuest(vm);
   pass(false); // S1 2M row: 512 huge leaves
   return { vm, s: vm.stats, region, pass };
 }

@@ -55,3 +55,26 @@ export function tablesFor(pages: number, leafLevel: number, rootLevel: number): 
   for (let l = leafLevel; l <= rootLevel; l++) n += Math.max(1, Math.ceil(pages / 512 ** l));
   return n;
 }
+
+/**
+ * The dirty-log cycles' guest: 1 GiB of THP at gpa 0 (hva 4 GiB), one vCPU; `region(flags)`
+ * re-registers the slot with new flags (KVM_MEM_LOG_DIRTY_PAGES on or off) and `pass(write)`
+ * makes one access per 4 KiB page in ascending order.
+ */
+export function thpGibGuest(vm: Vm) {
+  const region = (flags: number) =>
+    vm.setUserMemoryRegion({
+      slot: 0,
+      guestPhysAddr: 0,
+      memorySize: GIB,
+      flags,
+      backing: "thp",
+      userspaceAddr: 4 * GIB,
+    });
+  region(0);
+  const vcpu = vm.createVcpu();
+  const pass = (write: boolean) => {
+    for (let gfn = 0; gfn < GIB / PAGE; gfn++) vcpu.access(gfn * PAGE, { write });
+  };
+  return { region, pass, vcpu };
+}

@@ -124,6 +124,68 @@ export const SWITCHES = {
       "KVM also flushes at lock breaks, which a deterministic run never takes), 'perSpte' = one " +
       "per zapped spte, to show what batching saves",
   },
+  hugeOnDirtyWrite: {
+    kind: "kvm",
+    values: ["split", "zap"],
+    default: "split",
+    doc:
+      "TDP MMU, a write below a huge leaf (dirty logging): 'split' = split it in place into 512 " +
+      "children (~v6.0+), 'zap' = v5.10-5.19: zap it (one flush) and link an empty table. The rmap " +
+      "MMU always drops the huge leaf and maps 4K one at a time (direct_map)",
+  },
+  fastPageFault: {
+    kind: "kvm",
+    values: ["modern", "v4", "none"],
+    default: "modern",
+    doc:
+      "fast_page_fault: 'modern' = any level unless the slot is logged; 'v4' = v3.6-v5.x: write " +
+      "faults on present 4K sptes that are Host- and MMU-writable only; 'none' = before v3.6",
+  },
+  hashShift: {
+    kind: "kvm",
+    values: [12, 10],
+    default: 12,
+    doc: "KVM_MMU_HASH_SHIFT: mmu_page_hash has 2^shift buckets (10 before ~v4.13)",
+  },
+  hashFn: {
+    kind: "kvm",
+    values: ["hash64", "mask"],
+    default: "hash64",
+    doc: "kvm_page_table_hashfn: 'hash64' = hash_64(gfn, shift) (modern), 'mask' = gfn & (2^shift - 1)",
+  },
+  pteListExt: {
+    kind: "kvm",
+    values: [14, 3],
+    default: 14,
+    doc: "PTE_LIST_EXT: sptes per rmap/parent_ptes descriptor (3 before v6.1 made it 14)",
+  },
+  reclaim: {
+    kind: "kvm",
+    values: ["modern", "legacy"],
+    default: "modern",
+    doc:
+      "make_mmu_pages_available: 'modern' = zap KVM_REFILL_PAGES - available from the tail " +
+      "skipping roots, mmu_recycled += zapped; 'legacy' = one tail page at a time until " +
+      "KVM_REFILL_PAGES are available, roots not skipped, mmu_recycled per step",
+  },
+  statsStyle: {
+    kind: "kvm",
+    values: ["modern", "legacy"],
+    default: "modern",
+    doc:
+      "'modern' = pf_taken/pf_fixed/pf_emulate/pf_spurious/pf_fast by return code; 'legacy' " +
+      "(v4 and before) = only pf_fixed, counted whenever a fault installed a mapping (the " +
+      "lpages gauge is shown in both styles)",
+  },
+  spteLayout: {
+    kind: "kvm",
+    values: ["modern", "v4"],
+    default: "modern",
+    doc:
+      "Software bits of an spte as views show them: 'modern' = Host-writable 57, MMU-writable 58, " +
+      "MMU-present 11 (EPT); 'v4' = Host-writable 10, MMU-writable 11, no MMU-present bit. The " +
+      "simulator keeps one encoding; this decides the values snapshots and walks print",
+  },
   possibleWritableBitmap: {
     kind: "kvm",
     values: BOOL,

@@ -39,8 +39,7 @@ import {
   isShadowPresent,
   mmioSpteGfn,
   spteFlags,
-  spteHex,
-  spteHexX86,
+  spteHexLayout,
   spteIndex,
   sptePfn,
 } from "../mmu/spte";
@@ -182,7 +181,7 @@ export function tdpTreeSnapshot(
       const pfn = mmio ? mmioSpteGfn(lo, hi) : sptePfn(lo, hi);
       const e: Entry = {
         index: i,
-        value: shadow ? spteHexX86(lo, hi) : spteHex(lo, hi),
+        value: spteHexLayout(lo, hi, shadow, mmu.spteLayout),
         flags: spteFlags(lo, hi, level) as Flag[],
         leaf,
         target: hex(pfn),
@@ -302,7 +301,7 @@ export class TdpWalk {
         sp,
         index: idx,
         sptepHpa: store.spPfn(sp) * 4096 + idx * 8,
-        spte: spteHex(lo, hi),
+        spte: spteHexLayout(lo, hi, false, mmu.spteLayout),
         flags: spteFlags(lo, hi, level),
         leaf,
       });

@@ -14,6 +14,8 @@ export class KvmStats {
   pages_4k = 0;
   pages_2m = 0;
   pages_1g = 0;
+  /** v4 and before: large leaves (`lpages`; = pages_2m + pages_1g, recounted when read). */
+  lpages = 0;
   mmu_shadow_zapped = 0;
   mmu_pte_write = 0;
   mmu_pde_zapped = 0;

@@ -98,6 +98,7 @@ import {
   mmioSpteGen,
   SPTE_A,
   SPTE_D,
+  SPTE_HI_HOST_WRITABLE,
   SPTE_HI_MMU_WRITABLE,
   SPTE_W,
   SpteOut,
@@ -142,6 +143,13 @@ const DESC_STRIDE = 16;
 /** Descriptor pool shared by all rmaps of a VM (`pte_list_desc_cache`). */
 export class PteListDescPool {
   desc: Int32Array = new Int32Array(DESC_STRIDE * 64);
+  /** `PTE_LIST_EXT`: sptes per descriptor (14 modern, 3 before v6.1; at most 14). */
+  readonly ext: number;
+
+  constructor(ext = PTE_LIST_EXT) {
+    this.ext = ext;
+  }
+
   private freeHead = -1;
   private nextNew = 0;
   /** Live descriptors. */
@@ -205,8 +213,9 @@ export function pteListAdd(
   let o = d * DESC_STRIDE;
   // Count = head's entries + PTE_LIST_EXT per (full) tail descriptor.
   let count = pool.desc[o + 1]!;
-  for (let t = pool.desc[o]!; t >= 0; t = pool.desc[t * DESC_STRIDE]!) count += PTE_LIST_EXT;
-  if (pool.desc[o + 1] === PTE_LIST_EXT) {
+  const ext = pool.ext;
+  for (let t = pool.desc[o]!; t >= 0; t = pool.desc[t * DESC_STRIDE]!) count += ext;
+  if (pool.desc[o + 1] === ext) {
     const nd = pool.alloc();
     pool.desc[nd * DESC_STRIDE] = d;
     d = nd;
@@ -461,12 +470,17 @@ export class ShadowMmu implements ShadowMmuOps {
   /** Roots handed to vCPUs (pages with root_count > 0, plus invalid ones still pinned). */
   readonly roots: number[] = [];
   /** `mmu_page_hash`: bucket heads (sp id or -1); chains through store.hashNext. */
-  readonly hash: Int32Array = new Int32Array(1 << KVM_MMU_HASH_SHIFT).fill(-1);
+  readonly hash: Int32Array;
+  /** `KVM_MMU_HASH_SHIFT` and the hash function of this era (features.hashShift, hashFn). */
+  private readonly hashShift: number;
+  private readonly hashMask: boolean;
+  /** features.reclaim "legacy": one tail page at a time, roots not skipped. */
+  private readonly legacyReclaim: boolean;
   /** `active_mmu_pages`: head = newest, tail = oldest. */
   listHead = -1;
   listTail = -1;
-  /** `pte_list_desc` pool for the rmaps. */
-  readonly rmapPool = new PteListDescPool();
+  /** `pte_list_desc` pool for the rmaps and parent lists. */
+  readonly rmapPool: PteListDescPool;
   /** `kvm->arch.mmu_valid_gen`. */
   validGen = 0;
   private readonly invalidList: number[] = [];
@@ -481,7 +495,7 @@ export class ShadowMmu implements ShadowMmuOps {
     core: MmuCore,
     rootLevel: number,
     rootRole: number,
-    prefetch: boolean,
+    features: Pick<Features, "prefetch" | "hashShift" | "hashFn" | "pteListExt" | "reclaim">,
     shadowPaging = false,
   ) {
     this.core = core;
@@ -489,8 +503,19 @@ export class ShadowMmu implements ShadowMmuOps {
     this.stats = core.stats;
     this.rootLevel = rootLevel;
     this.rootRole = rootRole;
-    this.prefetch = prefetch;
+    this.prefetch = features.prefetch;
     this.shadowPaging = shadowPaging;
+    this.hashShift = features.hashShift;
+    this.hashMask = features.hashFn === "mask";
+    this.hash = new Int32Array(1 << features.hashShift).fill(-1);
+    this.rmapPool = new PteListDescPool(features.pteListExt);
+    this.legacyReclaim = features.reclaim === "legacy";
+  }
+
+  /** `kvm_page_table_hashfn` of this era: hash_64(gfn, shift), or the low bits of gfn. */
+  hashOf(gfn: number): number {
+    if (this.hashMask) return gfn % (1 << this.hashShift);
+    return kvmPageTableHashfn(gfn) >>> (KVM_MMU_HASH_SHIFT - this.hashShift);
   }
 
   // ---- active list and hash -------------------------------------------------------------
@@ -522,13 +547,13 @@ export class ShadowMmu implements ShadowMmuOps {
   }
 
   private hashAdd(sp: number): void {
-    const b = kvmPageTableHashfn(this.store.gfn[sp]!);
+    const b = this.hashOf(this.store.gfn[sp]!);
     this.store.hashNext[sp] = this.hash[b]!;
     this.hash[b] = sp;
   }
 
   private hashDel(sp: number): void {
-    const b = kvmPageTableHashfn(this.store.gfn[sp]!);
+    const b = this.hashOf(this.store.gfn[sp]!);
     let cur = this.hash[b]!;
     let prev = -1;
     while (cur >= 0 && cur !== sp) {
@@ -557,7 +582,7 @@ export class ShadowMmu implements ShadowMmuOps {
     const s = this.store;
     let collisions = 0;
     let found = -1;
-    for (let sp = this.hash[kvmPageTableHashfn(gfn)]!; sp >= 0; sp = s.hashNext[sp]!) {
+    for (let sp = this.hash[this.hashOf(gfn)]!; sp >= 0; sp = s.hashNext[sp]!) {
       if (this.isObsolete(sp) || (s.role[sp]! & ROLE_INVALID) !== 0) continue;
       if (s.gfn[sp] !== gfn) {
         collisions++;
@@ -673,7 +698,7 @@ export class ShadowMmu implements ShadowMmuOps {
     if (kvmGfnIsWriteTracked(slot, gfn)) return false;
     if (this.stats.indirect_shadow_pages === 0) return true;
     const s = this.store;
-    for (let sp = this.hash[kvmPageTableHashfn(gfn)]!; sp >= 0; sp = s.hashNext[sp]!) {
+    for (let sp = this.hash[this.hashOf(gfn)]!; sp >= 0; sp = s.hashNext[sp]!) {
       if (s.gfn[sp] !== gfn || this.isObsolete(sp)) continue;
       const role = s.role[sp]!;
       if ((role & (ROLE_INVALID | ROLE_DIRECT)) !== 0) continue;
@@ -948,7 +973,7 @@ export class ShadowMmu implements ShadowMmuOps {
     const s = this.store;
     let flush = false;
     const victims: number[] = [];
-    for (let sp = this.hash[kvmPageTableHashfn(gfn)]!; sp >= 0; sp = s.hashNext[sp]!) {
+    for (let sp = this.hash[this.hashOf(gfn)]!; sp >= 0; sp = s.hashNext[sp]!) {
       if (s.gfn[sp] !== gfn || this.isObsolete(sp)) continue;
       if ((s.role[sp]! & (ROLE_INVALID | ROLE_DIRECT)) !== 0) continue;
       victims.push(sp);
@@ -995,7 +1020,7 @@ export class ShadowMmu implements ShadowMmuOps {
   zapGfnShadowPages(gfn: number): number {
     const s = this.store;
     const victims: number[] = [];
-    for (let sp = this.hash[kvmPageTableHashfn(gfn)]!; sp >= 0; sp = s.hashNext[sp]!) {
+    for (let sp = this.hash[this.hashOf(gfn)]!; sp >= 0; sp = s.hashNext[sp]!) {
       if (s.gfn[sp] !== gfn || this.isObsolete(sp)) continue;
       if ((s.role[sp]! & (ROLE_INVALID | ROLE_DIRECT)) !== 0) continue;
       victims.push(sp);
@@ -1291,7 +1316,24 @@ export class ShadowMmu implements ShadowMmuOps {
   makeMmuPagesAvailable(): void {
     const avail = this.availablePages();
     if (avail >= KVM_MIN_FREE_MMU_PAGES) return;
+    if (this.legacyReclaim) {
+      // v4 and before: zap the tail page, whatever it is, until KVM_REFILL_PAGES are free.
+      while (this.availablePages() < KVM_REFILL_PAGES) {
+        if (!this.prepareZapTail()) break;
+        this.stats.mmu_recycled++;
+      }
+      this.commitZapPage();
+      return;
+    }
     this.zapOldestMmuPages(KVM_REFILL_PAGES - avail);
+  }
+
+  /** `prepare_zap_oldest_mmu_page` (v4 and before): the tail page, a pinned root included. */
+  private prepareZapTail(): boolean {
+    const sp = this.listTail;
+    if (sp < 0) return false;
+    this.prepareZapPage(sp);
+    return true;
   }
 
   /** `kvm_mmu_zap_oldest_mmu_pages`: from the tail, skipping roots; `mmu_recycled` += zapped. */
@@ -1316,7 +1358,10 @@ export class ShadowMmu implements ShadowMmuOps {
 
   /** `kvm_mmu_change_mmu_pages`: zap the oldest until n_used ≤ goal, then n_max = goal. */
   changeMmuPages(goal: number): void {
-    if (this.stats.n_used_mmu_pages > goal)
+    if (this.legacyReclaim) {
+      while (this.stats.n_used_mmu_pages > goal && this.prepareZapTail());
+      this.commitZapPage();
+    } else if (this.stats.n_used_mmu_pages > goal)
       this.zapOldestMmuPages(this.stats.n_used_mmu_pages - goal);
     this.stats.n_max_mmu_pages = goal;
   }
@@ -1360,6 +1405,7 @@ export class ShadowMmu implements ShadowMmuOps {
       this.stats.pf_mmio_spte_created++;
       return RET_PF_EMULATE;
     }
+    fault.mappedLeaf = true;
     const ret = this.mmuSetSpte(sp, idx, level, base, fault.pfn, ACC_ALL, slot, fault);
     if (ret === RET_PF_SPURIOUS) return ret;
     if (this.prefetch && level === 1) this.directPtePrefetch(sp, idx);
@@ -1835,11 +1881,20 @@ export class VmMmu implements MmuCore {
 
   /** `!tdp_enabled` (`ept=0`): the vCPUs run on shadow page tables. */
   readonly shadowPaging: boolean;
+  /** features.statsStyle "legacy": only pf_fixed, per installed mapping. */
+  private readonly legacyStats: boolean;
+  /** features.spteLayout: where views put the software bits. */
+  readonly spteLayout: "modern" | "v4";
+  /** features.fastPageFault. */
+  private readonly fastMode: "modern" | "v4" | "none";
 
   constructor(kvm: Kvm, shadowPaging = false) {
     const f = kvm.features;
     this.kvm = kvm;
     this.shadowPaging = shadowPaging;
+    this.legacyStats = f.statsStyle === "legacy";
+    this.spteLayout = f.spteLayout;
+    this.fastMode = f.fastPageFault;
     this.slots = kvm.memslots;
     this.features = f;
     this.stats = kvm.vmStat;
@@ -1847,10 +1902,12 @@ export class VmMmu implements MmuCore {
     this.rootLevel = f.tdpLevels;
     this.rootRole = tdpRootRole(this.rootLevel, true);
     this.tdpMmuEnabled = !shadowPaging && f.mmuFlavor === "tdp_mmu";
-    this.tdp = this.tdpMmuEnabled ? new TdpMmu(this, this.rootLevel, this.rootRole) : null;
+    this.tdp = this.tdpMmuEnabled
+      ? new TdpMmu(this, this.rootLevel, this.rootRole, f.hugeOnDirtyWrite === "zap")
+      : null;
     this.shadow = this.tdpMmuEnabled
       ? null
-      : new ShadowMmu(this, this.rootLevel, this.rootRole, f.prefetch, shadowPaging);
+      : new ShadowMmu(this, this.rootLevel, this.rootRole, f, shadowPaging);
     this.stats.n_max_mmu_pages = KVM_MIN_ALLOC_MMU_PAGES;
     this.store.pwTrack = f.possibleWritableBitmap;
   }
@@ -2143,18 +2200,31 @@ export class VmMmu implements MmuCore {
     }
     const fault = mmu.fault;
     fault.init(addrHi, addrLo, err, false, mmu.pageFault === kvmTdpPageFault);
-    s.pf_taken++;
     const fast = s.pf_fast;
     const r = mmu.pageFault!(this, mmu, fault);
-    if (r === RET_PF_FIXED) {
-      s.pf_fixed++;
-      if (fault.slot !== null && (fault.slot.arch as SlotArch).afterLogDisable)
-        s.refaults_after_disable++;
-    } else if (r === RET_PF_EMULATE) s.pf_emulate++;
-    else if (r === RET_PF_SPURIOUS) s.pf_spurious++;
+    this.countFault(fault, r);
     if (this.trace.on)
       this.traceFault(addrHi, addrLo, err, s.pf_fast !== fast ? "fast" : "slow", r);
     return r;
+  }
+
+  /**
+   * The page-fault statistics of `kvm_mmu_do_page_fault` (modern: pf_taken, then pf_fixed,
+   * pf_emulate, pf_spurious by return code; v4 and before: pf_fixed whenever the handler
+   * installed a mapping), and `refaults_after_disable`.
+   */
+  private countFault(fault: KvmPageFault, r: number): void {
+    const s = this.stats;
+    if (this.legacyStats) {
+      if (fault.mappedLeaf) s.pf_fixed++;
+    } else {
+      s.pf_taken++;
+      if (r === RET_PF_FIXED) s.pf_fixed++;
+      else if (r === RET_PF_EMULATE) s.pf_emulate++;
+      else if (r === RET_PF_SPURIOUS) s.pf_spurious++;
+    }
+    if (r === RET_PF_FIXED && fault.slot !== null && (fault.slot.arch as SlotArch).afterLogDisable)
+      s.refaults_after_disable++;
   }
 
   private traceFault(
@@ -2182,7 +2252,6 @@ export class VmMmu implements MmuCore {
     err: number,
     access: number,
   ): number {
-    const s = this.stats;
     const fault = mmu.fault;
     if ((err & PFERR_RSVD_MASK) !== 0 && shadowRootFor(mmu, hi * 1048576 + (lo >>> 12)) >= 0) {
       const r = this.handleMmioPageFault(mmu, hi * 1048576 + (lo >>> 12));
@@ -2193,17 +2262,11 @@ export class VmMmu implements MmuCore {
       }
     }
     fault.init(hi, lo, err, false, false);
-    s.pf_taken++;
     const r =
       mmu.rootLevel === 0
         ? this.nonpagingPageFault(mmu, fault)
         : fnamePageFault(this.shadow!, mmu, fault, ctx, access);
-    if (r === RET_PF_FIXED) {
-      s.pf_fixed++;
-      if (fault.slot !== null && (fault.slot.arch as SlotArch).afterLogDisable)
-        s.refaults_after_disable++;
-    } else if (r === RET_PF_EMULATE) s.pf_emulate++;
-    else if (r === RET_PF_SPURIOUS) s.pf_spurious++;
+    this.countFault(fault, r);
     if (this.trace.on) this.traceFault(hi, lo, err, "slow", r);
     return r;
   }
@@ -2220,7 +2283,7 @@ export class VmMmu implements MmuCore {
     if (fault.present && fault.write && !fault.rsvd && kvmGfnIsWriteTracked(fault.slot, gfn))
       return RET_PF_EMULATE;
     const root = shadowRootFor(mmu, gfn);
-    if (fault.present && fault.write && !fault.rsvd) {
+    if (fault.present && fault.write && !fault.rsvd && this.fastPathOn) {
       const r = this.fastPageFaultAt(root, 2, fault);
       if (r !== RET_PF_INVALID) {
         this.stats.pf_fast++;
@@ -2250,6 +2313,11 @@ export class VmMmu implements MmuCore {
    * `fast_page_fault`: restore W on an MMU-writable leaf without taking mmu_lock. A huge leaf in
    * a dirty-logged slot is refused (the slow path must split it so logging stays 4K-granular).
    */
+  /** The fast path exists in this era (features.fastPageFault is not "none"). */
+  get fastPathOn(): boolean {
+    return this.fastMode !== "none";
+  }
+
   fastPageFault(mmu: KvmMmu, fault: KvmPageFault): number {
     return this.fastPageFaultAt(mmu.root, this.rootLevel, fault);
   }
@@ -2263,6 +2331,10 @@ export class VmMmu implements MmuCore {
     walkToLastSpte(this.store, root, rootLevel, fault.gfn, last);
     const lo = last.lo;
     if (!isShadowPresent(lo) || !isLastSpte(lo, last.level)) return RET_PF_INVALID;
+    // v3.6-v5.x: 4K sptes only, and only when W can come back (Host- and MMU-writable).
+    const both = SPTE_HI_MMU_WRITABLE | SPTE_HI_HOST_WRITABLE;
+    if (this.fastMode === "v4" && (last.level > 1 || (last.hi & both) !== both))
+      return (lo & SPTE_W) !== 0 ? RET_PF_SPURIOUS : RET_PF_INVALID;
     if (isAccessAllowed(lo, fault.write, fault.exec)) return RET_PF_SPURIOUS;
     let nlo = lo;
     if (fault.write && (last.hi & SPTE_HI_MMU_WRITABLE) !== 0) {
@@ -2325,6 +2397,11 @@ export class VmMmu implements MmuCore {
   changeMmuPages(goal: number): void {
     if (this.shadow !== null) this.shadow.changeMmuPages(goal);
     else this.stats.n_max_mmu_pages = goal;
+  }
+
+  /** `kvm->arch.n_requested_mmu_pages` (0: default sizing). */
+  get requestedMmuPages(): number {
+    return this.nRequestedMmuPages;
   }
 
   /** `KVM_SET_NR_MMU_PAGES` after validation: fix n_max and reclaim down to it. */
@@ -2553,7 +2630,7 @@ export function kvmTdpPageFault(core: MmuCore, mmu: KvmMmu, fault: KvmPageFault)
   const gfn = Math.floor((fault.addrHi * 4294967296 + fault.addrLo) / 4096);
   fault.gfn = gfn;
   fault.slot = vm.slots.gfnToSlot(gfn) ?? null;
-  if (fault.present && fault.write && !fault.rsvd) {
+  if (fault.present && fault.write && !fault.rsvd && vm.fastPathOn) {
     const r = vm.fastPageFault(mmu, fault);
     if (r !== RET_PF_INVALID) {
       vm.stats.pf_fast++;

@@ -8,7 +8,7 @@
 import { hexNum as hex } from "../arch/addr";
 import { hostPfn } from "../kvm/host";
 import type { MemSlots } from "../kvm/memslot";
-import { kvmPageTableHashfn, pteListContains, pteListForEach, type VmMmu } from "./mmu";
+import { pteListContains, pteListForEach, type VmMmu } from "./mmu";
 import {
   directEntryGfn,
   gfnToIndex,
@@ -241,7 +241,9 @@ export function auditMmu(mmu: VmMmu, slots: MemSlots): string[] {
     gauge(
       "n_max_mmu_pages",
       stats.n_max_mmu_pages,
-      Math.max(Math.floor(slots.totalPages() / 50), 64),
+      mmu.requestedMmuPages !== 0
+        ? mmu.requestedMmuPages
+        : Math.max(Math.floor(slots.totalPages() / 50), 64),
     );
   } else {
     let onList = 0;
@@ -262,11 +264,7 @@ export function auditMmu(mmu: VmMmu, slots: MemSlots): string[] {
         continue;
       }
       let found = false;
-      for (
-        let h = legacy.hash[kvmPageTableHashfn(store.gfn[sp]!)]!;
-        h >= 0;
-        h = store.hashNext[h]!
-      ) {
+      for (let h = legacy.hash[legacy.hashOf(store.gfn[sp]!)]!; h >= 0; h = store.hashNext[h]!) {
         if (h === sp) found = true;
       }
       if (!found) report(`sp ${sp} (gfn ${hex(store.gfn[sp]!)}) is missing from its hash bucket`);

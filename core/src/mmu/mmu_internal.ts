@@ -221,6 +221,8 @@ export class KvmPageFault {
   writeFaultToShadowPgtable = false;
   /** Shadow paging: the guest walk failed and a #PF goes to the guest (`pf_guest`). */
   guestFault = false;
+  /** The handler reached `mmu_set_spte` for the leaf (v4-style `pf_fixed` counts these). */
+  mappedLeaf = false;
 
   /**
    * `kvm_mmu_do_page_fault`'s initialiser: arguments, the error-code bits, and the defaults
@@ -244,6 +246,7 @@ export class KvmPageFault {
     this.goalLevel = 1;
     this.writeFaultToShadowPgtable = false;
     this.guestFault = false;
+    this.mappedLeaf = false;
     // gfn and slot (set first by every handler), mmu_seq, pfn and map_writable (set by
     // kvm_faultin_pfn before anything reads them) are outputs: not cleared here, where KVM's
     // initialiser zeroes them, to keep the per-fault cost down.

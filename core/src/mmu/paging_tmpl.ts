@@ -992,6 +992,7 @@ function fnameFetch(
     sp = store.pfnToSp(sptePfn(spt[idx * 2]!, spt[idx * 2 + 1]!));
     level--;
   }
+  fault.mappedLeaf = true;
   const ret = ops.mmuSetSpte(sp, idx, level, base, fault.pfn, pteAccess, fault.slot, fault);
   if (ret === RET_PF_SPURIOUS) return ret;
   ptePrefetch(ops, mmu, w, sp, idx, level);

@@ -324,3 +324,25 @@ export function spteHexX86(lo: number, hi: number): string {
   }
   return spteHex(xlo >>> 0, xhi >>> 0);
 }
+
+/**
+ * An spte's value as a view prints it: the EPT encoding (TDP) or the x86 one (`shadow`,
+ * {@link spteHexX86}), with the software bits where `layout` puts them — "modern" as stored;
+ * "v4" (KVM v4.x and earlier: Host-writable bit 10, MMU-writable bit 11, no MMU-present bit).
+ */
+export function spteHexLayout(
+  lo: number,
+  hi: number,
+  shadow: boolean,
+  layout: "modern" | "v4",
+): string {
+  if (layout === "modern" || !isShadowPresent(lo))
+    return shadow ? spteHexX86(lo, hi) : spteHex(lo, hi);
+  const hostW = (hi & SPTE_HI_HOST_WRITABLE) !== 0;
+  const mmuW = (hi & SPTE_HI_MMU_WRITABLE) !== 0;
+  const v = BigInt(shadow ? spteHexX86(lo, hi) : spteHex(lo, hi));
+  // Clear the modern software bits (x86: 9, 10, 11; EPT: 11, 57, 58), set the v4 ones.
+  const clear = shadow ? 0xe00n : 0x800n | (1n << 57n) | (1n << 58n);
+  const w = (v & ~clear) | (hostW ? 1n << 10n : 0n) | (mmuW ? 1n << 11n : 0n);
+  return `0x${w.toString(16)}`;
+}

@@ -66,7 +66,11 @@ export class TdpMmu {
   private readonly out = new SpteOut();
   private readonly last = new LastSpte();
 
-  constructor(core: MmuCore, rootLevel: number, rootRole: number) {
+  /** features.hugeOnDirtyWrite "zap" (v5.10-5.19): a huge leaf in the way is zapped, not split. */
+  private readonly hugeZap: boolean;
+
+  constructor(core: MmuCore, rootLevel: number, rootRole: number, hugeZap = false) {
+    this.hugeZap = hugeZap;
     this.core = core;
     this.store = core.store;
     this.rootLevel = rootLevel;
@@ -241,6 +245,7 @@ export class TdpMmu {
    * @returns RET_PF_FIXED, RET_PF_SPURIOUS or RET_PF_EMULATE
    */
   map(root: number, fault: KvmPageFault): number {
+    fault.mappedLeaf = true;
     const goalLevel = fault.goalLevel;
     const it = this.it;
     const store = this.store;
@@ -253,8 +258,13 @@ export class TdpMmu {
           it.gfn,
           true,
         );
-        if (isShadowPresent(lo)) this.splitHugePage(child);
-        else this.linkSp(child);
+        if (!isShadowPresent(lo)) this.linkSp(child);
+        else if (this.hugeZap) {
+          // v5.10-5.19: zap the huge leaf (its own flush), then link an empty table.
+          this.iterSet(0, 0);
+          this.core.flushRemoteTlbs("zap_huge_spte");
+          this.linkSp(child);
+        } else this.splitHugePage(child);
       }
       it.stepDown();
     }

@@ -9,6 +9,7 @@
  */
 import { KVM_MEM_LOG_DIRTY_PAGES } from "../arch/constants";
 import { type FeatureOptions, resolveFeatures } from "../era/features";
+import { type PresetName, presetOf } from "../era/presets";
 import { InvalidArgumentError } from "../errors";
 import { Kvm } from "../kvm/kvm_main";
 import type { MemSlot, MemslotChange } from "../kvm/memslot";
@@ -33,11 +34,25 @@ export interface VmOptions {
   mmu?: MmuMode;
   /** Guest CPU features and KVM behaviour switches (era/features.ts `SWITCHES`). */
   features?: FeatureOptions;
+  /**
+   * An era preset (era/presets.ts): its switches, and its MMU when `mmu` is not given;
+   * `features` overrides any single switch of it.
+   */
+  preset?: PresetName;
 }
 
-const OPTION_KEYS = ["maxPhysAddrBits", "mmu", "features"];
+const OPTION_KEYS = ["maxPhysAddrBits", "mmu", "features", "preset"];
 
-function checkOptions(options: unknown): { bits: number; mmu: MmuMode; features: unknown } {
+/** Where a switch's value came from (`vm.config`). */
+export type SwitchSource = "default" | "preset" | "override";
+
+function checkOptions(options: unknown): {
+  bits: number;
+  mmu: MmuMode;
+  features: unknown;
+  preset: PresetName | null;
+  sources: Record<string, SwitchSource>;
+} {
   if (options === null || typeof options !== "object" || Array.isArray(options)) {
     throw new InvalidArgumentError(
       "options",
@@ -54,10 +69,25 @@ function checkOptions(options: unknown): { bits: number; mmu: MmuMode; features:
   if (typeof bits !== "number" || !Number.isInteger(bits) || bits < 32 || bits > 52) {
     throw new InvalidArgumentError("maxPhysAddrBits", bits, "an integer in [32, 52]");
   }
-  const mmu = o.mmu ?? "tdp";
+  const preset = o.preset === undefined ? null : (o.preset as PresetName);
+  const p = preset === null ? null : presetOf(preset);
+  const mmu = o.mmu ?? p?.mmu ?? "tdp";
   if (mmu !== "none" && mmu !== "tdp" && mmu !== "shadow")
     throw new InvalidArgumentError("mmu", mmu, '"tdp" | "shadow" | "none"');
   let features = o.features;
+  const sources: Record<string, SwitchSource> = {};
+  if (p !== null) {
+    for (const k of Object.keys(p.features)) sources[k] = "preset";
+    const given = features;
+    if (
+      given !== undefined &&
+      (given === null || typeof given !== "object" || Array.isArray(given))
+    )
+      throw new InvalidArgumentError("features", given, "an object of switches (see SWITCHES)");
+    features = { ...p.features, ...(given as object | undefined) };
+  }
+  if (o.features !== null && typeof o.features === "object")
+    for (const k of Object.keys(o.features)) sources[k] = "override";
   if (mmu === "shadow") {
     // KVM offers no protection keys without TDP (kvm_set_cpu_caps: "PKU is not yet implemented
     // for shadow paging").
@@ -71,13 +101,17 @@ function checkOptions(options: unknown): { bits: number; mmu: MmuMode; features:
     if (f === undefined || (f !== null && typeof f === "object" && !Array.isArray(f)))
       features = { ...(f ?? {}), pku: false };
   }
-  return { bits, mmu, features };
+  return { bits, mmu, features, preset, sources };
 }
 
 /** The x86 VM model (notebooks use `Vm`, which adds views). */
 export class KvmX86 extends Kvm {
   /** Which MMU is beneath the guest. */
   readonly mmuMode: MmuMode;
+  /** The era preset the VM was created with, or null. */
+  readonly preset: PresetName | null;
+  /** Where each switch's value came from (switches absent here have their default). */
+  readonly switchSources: Readonly<Record<string, SwitchSource>>;
   /** The VM's MMU (`kvm->arch` and mmu.c), or null on the bare machine. */
   readonly mmu: VmMmu | null;
   declare readonly vcpus: KvmVcpu[];
@@ -86,6 +120,8 @@ export class KvmX86 extends Kvm {
     const o = checkOptions(options);
     super(o.bits, resolveFeatures(o.features, o.bits));
     this.mmuMode = o.mmu;
+    this.preset = o.preset;
+    this.switchSources = Object.freeze({ ...o.sources });
     const f = this.features;
     if (o.mmu === "tdp" && f.mmuFlavor === "tdp_mmu" && f.collapseOnLogDisable === "rmap2015") {
       throw new InvalidArgumentError(
@@ -101,6 +137,7 @@ export class KvmX86 extends Kvm {
   override get stats() {
     const s = super.stats;
     if (this.mmu !== null) s.orphan_sps = this.mmu.orphanCount();
+    s.lpages = s.pages_2m + s.pages_1g;
     return s;
   }
 
