@@ -98,8 +98,11 @@ export function childRole(parent: number, direct: boolean, access: number, idx =
       ROLE_PASSTHROUGH |
       (7 << ROLE_ACCESS_SHIFT) |
       ROLE_DIRECT |
+      ROLE_INVALID |
       (3 << ROLE_QUADRANT_SHIFT)
     );
+  // A child never inherits `invalid` (v4 KVM took the child role from the vCPU's base role, so
+  // a fault that zapped its own root in make_mmu_pages_available still built valid pages).
   r |= (parent & ROLE_LEVEL_MASK) - 1;
   r |= (access & 7) << ROLE_ACCESS_SHIFT;
   if (direct) r |= ROLE_DIRECT;
