@@ -70,6 +70,7 @@ export {
   TdpWalk,
   type TdpWalkStep,
 } from "./inspect/mmu_introspect";
+export { KvmStatView, RmapHistogram, TraceView } from "./inspect/trace_view";
 export { changes, type PagetableSource, PagetableView, sideBySide } from "./inspect/views";
 // Views.
 export { WalkResult, type WalkTraceLevel } from "./inspect/walk";
@@ -88,7 +89,12 @@ export {
 // Counters.
 export { KvmStats, VcpuStat } from "./kvm/stats";
 export type { DecodedRole } from "./mmu/mmu_internal";
-export type { MmuTraceEvent } from "./mmu/mmutrace";
+export {
+  type ChromeTrace,
+  type MmuTraceEvent,
+  TRACE_EVENTS,
+  type TraceEventName,
+} from "./mmu/mmutrace";
 export { Vcpu } from "./vcpu";
 // The VM and its vCPUs.
 export { createVm, Vm } from "./vm";

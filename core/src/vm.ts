@@ -13,6 +13,7 @@ import {
   TdpTreeView,
   TdpWalk,
 } from "./inspect/mmu_introspect";
+import { KvmStatView, RmapHistogram, TraceView } from "./inspect/trace_view";
 import type { VmMmu } from "./mmu/mmu";
 import { auditMmu } from "./mmu/mmu_audit";
 import { Vcpu } from "./vcpu";
@@ -100,6 +101,25 @@ export class Vm extends KvmX86 {
       throw new InvalidArgumentError("gpa", gpa, "a non-negative integer guest-physical address");
     }
     return new TdpWalk(mmu, gpa);
+  }
+
+  /**
+   * Stop recording the trace started by `vm.startTrace()`: the events (mmutrace.h names and
+   * fields), as `perf script` text (`.perfScript()`), Chrome/Perfetto JSON (`.chrome()`) or a table.
+   */
+  stopTrace(): TraceView {
+    const { events, dropped } = this.stopTraceEvents();
+    return new TraceView(events, dropped);
+  }
+
+  /** A `kvm_stat`-style view: call `.sample(label)` at the end of each interval. */
+  kvmStat(): KvmStatView {
+    return new KvmStatView(() => this.stats);
+  }
+
+  /** `mmu_rmaps_stat`: the rmap chains of every slot by length, per level. */
+  rmapHistogram(): RmapHistogram {
+    return new RmapHistogram(this.views("rmapHistogram()"));
   }
 
   /** Every live shadow page with its decoded role. */

@@ -167,31 +167,6 @@ describe("shadow-page list", () => {
   });
 });
 
-describe("MMU trace (faults and remote TLB flushes)", () => {
-  it("records each fault with its path and result, and each counted flush with its reason", () => {
-    const vm = vmWith2MiB();
-    const vcpu = vm.createVcpu();
-    const mmu = vm;
-    mmu.startTrace(5);
-    vcpu.access(0, {}); // slow fixed
-    vcpu.access(GIB, {}); // no slot: MMIO spte created (slow, emulate)
-    vcpu.access(GIB, {}); // MMIO spte hit (mmio, emulate)
-    mmu.zapGfnRange(0, 1); // one flush
-    vcpu.access(PAGE, {});
-    vcpu.access(2 * PAGE, {}); // 6th event: dropped
-    expect(mmu.stopTrace()).toEqual([
-      { ev: "fault", gfn: 0, err: 0x4, path: "slow", ret: "fixed" },
-      { ev: "fault", gfn: GIB / PAGE, err: 0x4, path: "slow", ret: "emulate" },
-      { ev: "fault", gfn: GIB / PAGE, err: 0xc, path: "mmio", ret: "emulate" },
-      { ev: "tlb_flush", reason: "zap_gfn_range" },
-      { ev: "fault", gfn: 1, err: 0x4, path: "slow", ret: "fixed" },
-    ]);
-    expect(vm.mmu!.trace.dropped).toBe(1);
-    expect(vm.stats.remote_tlb_flush_requests).toBe(1);
-    expect(() => mmu.startTrace(0)).toThrow(/limit/);
-  });
-});
-
 describe("snapshot options are validated", () => {
   it("names the bad option", () => {
     const { mmu } = populated();

@@ -57,7 +57,6 @@ import {
   RET_PF_EMULATE,
   RET_PF_FIXED,
   RET_PF_INVALID,
-  RET_PF_NAMES,
   RET_PF_RETRY,
   RET_PF_SPURIOUS,
   ROLE_ACCESS_SHIFT,
@@ -82,7 +81,7 @@ import {
   tdpRootRole,
   walkToLastSpte,
 } from "./mmu_internal";
-import { MmuTrace } from "./mmutrace";
+import { EV, MmuTrace } from "./mmutrace";
 import { kvmGfnIsWriteTracked, updateGfnWriteTrack } from "./page_track";
 import { fnamePageFault, fnameSyncSpte, PTE_PREFETCH_NUM, type ShadowWalkCtx } from "./paging_tmpl";
 import {
@@ -630,9 +629,18 @@ export class ShadowMmu implements ShadowMmuOps {
 
   /** `kvm_mmu_get_shadow_page`: find, else allocate. */
   private getShadowPage(gfn: number, role: number, mmu: KvmMmu | null = null): number {
-    const sp = this.findShadowPage(gfn, role, mmu);
-    if (sp >= 0) return sp;
-    return this.allocShadowPage(gfn, role);
+    let sp = this.findShadowPage(gfn, role, mmu);
+    const created = sp < 0;
+    if (created) sp = this.allocShadowPage(gfn, role);
+    if (this.core.trace.on) this.traceSp(EV.getPage, sp, created);
+    return sp;
+  }
+
+  /** A shadow-page tracepoint (`KVM_MMU_PAGE_FIELDS`: gfn, role, root_count, unsync). */
+  private traceSp(ev: number, sp: number, created = false): void {
+    const s = this.store;
+    const t = this.core.trace;
+    t.emit(ev, s.gfn[sp]!, s.role[sp]!, s.rootCount[sp]!, s.unsync[sp]!, created ? 1 : 0);
   }
 
   /** `kvm_mmu_get_child_sp` (see {@link ShadowMmuOps.getChildSp}). */
@@ -714,6 +722,7 @@ export class ShadowMmu implements ShadowMmuOps {
 
   /** `kvm_unsync_page`: `unsync` = 1, `mmu_unsync`++, and the parents learn of it. */
   private kvmUnsyncPage(sp: number): void {
+    if (this.core.trace.on) this.traceSp(EV.unsyncPage, sp);
     this.stats.mmu_unsync++;
     this.store.unsync[sp] = 1;
     this.markParentsUnsync(sp);
@@ -854,6 +863,7 @@ export class ShadowMmu implements ShadowMmuOps {
    */
   syncPage(mmu: KvmMmu, sp: number): number {
     const s = this.store;
+    if (this.core.trace.on) this.traceSp(EV.syncPage, sp);
     const ign =
       ROLE_LEVEL_MASK | (7 << ROLE_ACCESS_SHIFT) | (3 << ROLE_QUADRANT_SHIFT) | ROLE_PASSTHROUGH;
     let ret = 0;
@@ -1250,6 +1260,7 @@ export class ShadowMmu implements ShadowMmuOps {
    */
   private prepareZapPage(sp: number): number {
     const s = this.store;
+    if (this.core.trace.on) this.traceSp(EV.prepareZap, sp);
     this.stats.mmu_shadow_zapped++;
     let zapped = this.zapUnsyncChildren(sp);
     const level = roleLevel(s.role[sp]!);
@@ -1376,6 +1387,8 @@ export class ShadowMmu implements ShadowMmuOps {
     const gfn = fault.gfn;
     const goalLevel = fault.goalLevel;
     this.makeMmuPagesAvailable();
+    // direct_map: trace_kvm_mmu_spte_requested before the descent.
+    if (this.core.trace.on) this.core.trace.emit(EV.spteRequested, gfn, fault.pfn, goalLevel);
     const s = this.store;
     let sp = root;
     let level = rootLevel;
@@ -1403,6 +1416,8 @@ export class ShadowMmu implements ShadowMmuOps {
       makeMmioSpte(this.out, base, this.core.mmioGen);
       this.setSpte(sp, idx, level, base, this.out.lo, this.out.hi);
       this.stats.pf_mmio_spte_created++;
+      if (this.core.trace.on)
+        this.core.trace.emit(EV.markMmio, sp * 512 + idx, base, ACC_ALL, this.core.mmioGen);
       return RET_PF_EMULATE;
     }
     fault.mappedLeaf = true;
@@ -1434,6 +1449,8 @@ export class ShadowMmu implements ShadowMmuOps {
       makeMmioSpte(this.out, gfn, this.core.mmioGen);
       this.setSpte(sp, idx, level, gfn, this.out.lo, this.out.hi);
       this.stats.pf_mmio_spte_created++;
+      if (this.core.trace.on)
+        this.core.trace.emit(EV.markMmio, sp * 512 + idx, gfn, pteAccess, this.core.mmioGen);
       return RET_PF_EMULATE;
     }
     // Prefetching always gets a writable pfn.
@@ -1462,7 +1479,11 @@ export class ShadowMmu implements ShadowMmuOps {
     makeSpte(out, level, pteAccess, pfn, lo, prefetch, hostWritable, canWrite);
     let ret = RET_PF_FIXED;
     if (out.lo === lo && out.hi === spt[idx * 2 + 1]) ret = RET_PF_SPURIOUS;
-    else if (this.setSpte(sp, idx, level, gfn, out.lo, out.hi)) flush = true;
+    else {
+      if (this.setSpte(sp, idx, level, gfn, out.lo, out.hi)) flush = true;
+      if (this.core.trace.on)
+        this.core.trace.emit(EV.setSpte, gfn, out.lo, out.hi, sp * 512 + idx, level);
+    }
     if (out.wrprot && fault?.write === true) ret = RET_PF_EMULATE;
     if (flush) this.core.flushRemoteTlbs("mmu_set_spte");
     const acc = store.access[sp];
@@ -2136,6 +2157,9 @@ export class VmMmu implements MmuCore {
    * `kvm_vcpu_exit_request` sends KVM round the loop again.
    */
   enterGuest(vcpu: KvmVcpuCommon, mmu: KvmMmu): void {
+    const t = this.trace;
+    const prevVcpu = t.vcpu;
+    t.vcpu = mmu.vcpuId;
     do {
       if ((vcpu.requests & KVM_REQ_MMU_FREE_OBSOLETE_ROOTS) !== 0) {
         vcpu.requests &= ~KVM_REQ_MMU_FREE_OBSOLETE_ROOTS;
@@ -2154,6 +2178,7 @@ export class VmMmu implements MmuCore {
       (vcpu.requests & (KVM_REQ_MMU_FREE_OBSOLETE_ROOTS | KVM_REQ_TLB_FLUSH | KVM_REQ_MMU_SYNC)) !==
       0
     );
+    t.vcpu = prevVcpu;
   }
 
   /** `kvm_mmu_free_obsolete_roots`: drop the vCPU's roots that were invalidated. */
@@ -2190,21 +2215,19 @@ export class VmMmu implements MmuCore {
    * statistics as the kernel does (pf_fixed, pf_emulate, pf_spurious by return code).
    */
   pageFault(mmu: KvmMmu, addrHi: number, addrLo: number, err: number): number {
-    const s = this.stats;
+    const fault = mmu.fault;
+    if (this.trace.on) this.traceFaultStart(mmu, addrHi, addrLo, err);
     if ((err & PFERR_RSVD_MASK) !== 0) {
       const r = this.handleMmioPageFault(mmu, Math.floor((addrHi * 4294967296 + addrLo) / 4096));
       if (r !== RET_PF_INVALID) {
-        if (this.trace.on) this.traceFault(addrHi, addrLo, err, "mmio", r);
+        if (this.trace.on) this.traceFaultDone(mmu, fault, r, true);
         return r;
       }
     }
-    const fault = mmu.fault;
     fault.init(addrHi, addrLo, err, false, mmu.pageFault === kvmTdpPageFault);
-    const fast = s.pf_fast;
     const r = mmu.pageFault!(this, mmu, fault);
     this.countFault(fault, r);
-    if (this.trace.on)
-      this.traceFault(addrHi, addrLo, err, s.pf_fast !== fast ? "fast" : "slow", r);
+    if (this.trace.on) this.traceFaultDone(mmu, fault, r, false);
     return r;
   }
 
@@ -2227,15 +2250,25 @@ export class VmMmu implements MmuCore {
       s.refaults_after_disable++;
   }
 
-  private traceFault(
-    hi: number,
-    lo: number,
-    err: number,
-    path: "fast" | "slow" | "mmio",
-    r: number,
-  ): void {
-    const gfn = Math.floor((hi * 4294967296 + lo) / 4096);
-    this.trace.emit({ ev: "fault", gfn, err, path, ret: RET_PF_NAMES[r] ?? String(r) });
+  /** `kvm_page_fault` (x86 trace.h): the vCPU, the faulting address, the error code. */
+  private traceFaultStart(mmu: KvmMmu, hi: number, lo: number, err: number): void {
+    this.trace.vcpu = mmu.vcpuId;
+    this.trace.emit(EV.pageFault, mmu.vcpuId, lo, hi, err);
+  }
+
+  /** The fault's outcome: goal level, RET_PF_*, and why it was retried. */
+  private traceFaultDone(mmu: KvmMmu, fault: KvmPageFault, r: number, mmio: boolean): void {
+    const t = this.trace;
+    const reason = mmio ? "" : fault.retryReason;
+    t.emit(
+      EV.faultDone,
+      mmu.vcpuId,
+      mmio ? -1 : fault.gfn,
+      mmio ? 0 : fault.goalLevel,
+      r,
+      t.str(r === RET_PF_RETRY && reason === "" ? "retry" : reason),
+    );
+    t.vcpu = -1;
   }
 
   /**
@@ -2253,11 +2286,12 @@ export class VmMmu implements MmuCore {
     access: number,
   ): number {
     const fault = mmu.fault;
+    if (this.trace.on) this.traceFaultStart(mmu, hi, lo, err);
     if ((err & PFERR_RSVD_MASK) !== 0 && shadowRootFor(mmu, hi * 1048576 + (lo >>> 12)) >= 0) {
       const r = this.handleMmioPageFault(mmu, hi * 1048576 + (lo >>> 12));
       if (r !== RET_PF_INVALID) {
         fault.guestFault = false;
-        if (this.trace.on) this.traceFault(hi, lo, err, "mmio", r);
+        if (this.trace.on) this.traceFaultDone(mmu, fault, r, true);
         return r;
       }
     }
@@ -2267,7 +2301,7 @@ export class VmMmu implements MmuCore {
         ? this.nonpagingPageFault(mmu, fault)
         : fnamePageFault(this.shadow!, mmu, fault, ctx, access);
     this.countFault(fault, r);
-    if (this.trace.on) this.traceFault(hi, lo, err, "slow", r);
+    if (this.trace.on) this.traceFaultDone(mmu, fault, r, false);
     return r;
   }
 
@@ -2347,6 +2381,20 @@ export class VmMmu implements MmuCore {
         return RET_PF_INVALID;
     }
     if (nlo === lo || !isAccessAllowed(nlo, fault.write, fault.exec)) return RET_PF_INVALID;
+    if (this.trace.on) {
+      const t = this.trace;
+      t.emit(
+        EV.fastPf,
+        t.vcpu,
+        fault.addrLo,
+        fault.addrHi,
+        fault.errorCode,
+        lo,
+        last.hi,
+        nlo,
+        last.hi,
+      );
+    }
     if (this.tdp !== null) this.tdp.fastPfFixSpte(last, fault.gfn, nlo);
     else this.shadow!.fastPfFixSpte(last, fault.gfn, nlo);
     return RET_PF_FIXED;
@@ -2379,6 +2427,7 @@ export class VmMmu implements MmuCore {
    */
   zapAllFast(): void {
     this.mmuValidGen ^= 1;
+    if (this.trace.on) this.trace.emit(EV.zapAllFast, this.mmuValidGen);
     this.requestRootReload();
     if (this.shadow !== null) this.shadow.zapAllFast(this.mmuValidGen);
     if (this.tdp !== null) this.tdp.zapAllFast();
@@ -2455,6 +2504,10 @@ export class VmMmu implements MmuCore {
         // place).
         this.shadow.zapCollapsible(start, end, canBeHuge, perSpte);
       }
+    }
+    if (this.trace.on) {
+      const t = this.trace;
+      t.emit(EV.collapse, t.str(mode), start, end, this.stats.collapse_sptes_zapped);
     }
     if (this.tdp !== null) {
       const live = this.store.live;

@@ -226,6 +226,8 @@ export class KvmPageFault {
   guestFault = false;
   /** The handler reached `mmu_set_spte` for the leaf (v4-style `pf_fixed` counts these). */
   mappedLeaf = false;
+  /** Why the handler returned RET_PF_RETRY (for the trace; "" otherwise). */
+  retryReason = "";
 
   /**
    * `kvm_mmu_do_page_fault`'s initialiser: arguments, the error-code bits, and the defaults
@@ -250,6 +252,7 @@ export class KvmPageFault {
     this.writeFaultToShadowPgtable = false;
     this.guestFault = false;
     this.mappedLeaf = false;
+    this.retryReason = "";
     // gfn and slot (set first by every handler), mmu_seq, pfn and map_writable (set by
     // kvm_faultin_pfn before anything reads them) are outputs: not cleared here, where KVM's
     // initialiser zeroes them, to keep the per-fault cost down.

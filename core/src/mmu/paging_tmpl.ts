@@ -59,6 +59,7 @@ import {
   type ShadowMmuOps,
   shadowRootFor,
 } from "./mmu_internal";
+import { EV } from "./mmutrace";
 import { kvmGfnIsWriteTracked } from "./page_track";
 import {
   GFN_SPAN,
@@ -904,9 +905,11 @@ export function fnamePageFault(
   const w = ctx.w;
   const hi = fault.addrHi;
   const lo = fault.addrLo;
-  if (ctx.walkAddr(w, mmu, ctx.t, hi, lo, access) !== true) {
+  const ok = ctx.walkAddr(w, mmu, ctx.t, hi, lo, access) === true;
+  if (ops.core.trace.on) traceWalk(ops, mmu, w, ctx.t, hi, lo, access, ok);
+  if (!ok) {
     fault.guestFault = true;
-    return RET_PF_RETRY;
+    return retry(fault, "guest #PF injected");
   }
   recordLevels(w, mmu, ctx.t, hi, lo);
   const gfn = w.gfn;
@@ -936,6 +939,35 @@ export function fnamePageFault(
 }
 
 /**
+ * The walker's tracepoints, in the kernel's order: `kvm_mmu_pagetable_walk`, one
+ * `kvm_mmu_paging_element` per level read, and `kvm_mmu_walker_error` when it failed.
+ */
+function traceWalk(
+  ops: ShadowMmuOps,
+  mmu: KvmMmu,
+  w: GuestWalker,
+  t: GuestTables,
+  hi: number,
+  lo: number,
+  access: number,
+  ok: boolean,
+): void {
+  const tr = ops.core.trace;
+  tr.emit(EV.walk, lo, hi, access);
+  recordLevels(w, mmu, t, hi, lo);
+  const top = mmu.rootLevel === 3 ? Math.min(w.maxLevel, 2) : w.maxLevel;
+  for (let level = top; level >= w.level && level >= 1; level--)
+    tr.emit(EV.element, w.ptesLo[level - 1]!, w.ptesHi[level - 1]!, level);
+  if (!ok) tr.emit(EV.walkerError, w.errorCode);
+}
+
+/** RET_PF_RETRY, with the reason the trace shows. */
+function retry(fault: KvmPageFault, reason: string): number {
+  fault.retryReason = reason;
+  return RET_PF_RETRY;
+}
+
+/**
  * `FNAME(fetch)`: down the shadow tables along the gva. Above the guest leaf level each missing
  * entry gets the indirect page for the guest table of the next level (`role.access` = the
  * parents' rights), synced first if it has unsync children, linked only if the gpte is still
@@ -954,14 +986,14 @@ function fnameFetch(
 ): number {
   const store = ops.store;
   const top = mmu.rootLevel === 3 ? 2 : mmu.rootLevel;
-  if (gpteChanged(mmu, w, t, top)) return RET_PF_RETRY;
+  if (gpteChanged(mmu, w, t, top)) return retry(fault, "gpte changed");
   // A dummy root whose CR3 frame became visible meanwhile: load a real root and retry.
   if (mmu.root < 0 && mmu.root !== KVM_PAE_ROOT) {
     mmu.root = -1;
-    return RET_PF_RETRY;
+    return retry(fault, "root reload");
   }
   let sp = shadowRootFor(mmu, gvaPfn);
-  if (sp < 0) return RET_PF_RETRY;
+  if (sp < 0) return retry(fault, "no root");
   let level = roleLevel(store.role[sp]!);
   let idx = 0;
   for (;;) {
@@ -971,7 +1003,7 @@ function fnameFetch(
     const tableGfn = w.tableGfn[level - 2]!;
     const child = ops.getChildSp(mmu, sp, idx, tableGfn, false, w.ptAccess[level - 2]!);
     if (child >= 0 && store.unsyncChildren[child]! > 0) ops.syncChildren(mmu, child);
-    if (gpteChanged(mmu, w, t, level - 1)) return RET_PF_RETRY;
+    if (gpteChanged(mmu, w, t, level - 1)) return retry(fault, "gpte changed");
     if (child >= 0) ops.linkShadowPage(sp, idx, level, child);
     if (fault.write && tableGfn === fault.gfn) fault.writeFaultToShadowPgtable = true;
     const spt = store.spt[sp]!;
@@ -980,6 +1012,8 @@ function fnameFetch(
   }
   ops.hugepageAdjust(fault);
   const gfn = fault.gfn;
+  // FNAME(fetch): trace_kvm_mmu_spte_requested after the mapping level is chosen.
+  if (ops.core.trace.on) ops.core.trace.emit(EV.spteRequested, gfn, fault.pfn, fault.goalLevel);
   let base = gfn;
   for (;;) {
     idx = spteIndex(gvaPfn, level);

@@ -31,6 +31,7 @@ import {
   SP_ROOT_ZAPPED,
   walkToLastSpte,
 } from "./mmu_internal";
+import { EV } from "./mmutrace";
 import {
   GFN_SPAN,
   isAccessAllowed,
@@ -131,6 +132,8 @@ export class TdpMmu {
     const store = this.store;
     store.spteEpoch++;
     if (store.pwTrack) store.logPossibleWritable(sp, idx, oldLo, oldHi, newLo, newHi);
+    if (this.core.trace.on)
+      this.core.trace.emit(EV.tdpChanged, 0, gfn, level, oldLo, oldHi, newLo, newHi);
     const wasPresent = isShadowPresent(oldLo);
     const isPresent = isShadowPresent(newLo);
     const wasLeaf = wasPresent && isLastSpte(oldLo, level);
@@ -234,6 +237,7 @@ export class TdpMmu {
       // Seed 2017: the pieces written here bypass handle_changed_spte, their bits do not.
       if (this.store.pwTrack) this.store.logPossibleWritable(child, i, 0, 0, out.lo, out.hi);
     }
+    if (this.core.trace.on) this.core.trace.emit(EV.split, it.gfn, it.oldLo, it.oldHi, level, 0);
     this.linkSp(child);
     updatePageStats(this.core.stats, level - 1, 512);
     this.core.stats.huge_splits++;
@@ -247,6 +251,8 @@ export class TdpMmu {
   map(root: number, fault: KvmPageFault): number {
     fault.mappedLeaf = true;
     const goalLevel = fault.goalLevel;
+    // kvm_tdp_mmu_map: trace_kvm_mmu_spte_requested before the descent.
+    if (this.core.trace.on) this.core.trace.emit(EV.spteRequested, fault.gfn, fault.pfn, goalLevel);
     const it = this.it;
     const store = this.store;
     it.start(root, this.rootLevel, goalLevel, fault.gfn, fault.gfn + 1);
@@ -287,6 +293,10 @@ export class TdpMmu {
       ret = RET_PF_SPURIOUS;
     } else {
       this.iterSet(out.lo, out.hi);
+      if (this.core.trace.on) {
+        const sptep = it.sp * 512 + it.index;
+        this.core.trace.emit(EV.setSpte, it.gfn, out.lo, out.hi, sptep, it.level);
+      }
       // A huge leaf replacing a table: the old translations must go (kvm_flush_remote_tlbs_gfn).
       if (isShadowPresent(oldLo) && !isLastSpte(oldLo, it.level))
         this.core.flushRemoteTlbs("huge_leaf_over_table");

@@ -15,6 +15,7 @@ import { Kvm } from "../kvm/kvm_main";
 import type { MemSlot, MemslotChange } from "../kvm/memslot";
 import { KVM_MIN_ALLOC_MMU_PAGES, VmMmu } from "../mmu/mmu";
 import { SlotArch, slotArch } from "../mmu/mmu_internal";
+import { EV, type MmuTraceEvent } from "../mmu/mmutrace";
 import { KvmVcpu } from "./vcpu";
 
 /**
@@ -207,7 +208,7 @@ export class KvmX86 extends Kvm {
 
   protected override traceFlush(reason: string): void {
     const trace = this.mmu?.trace;
-    if (trace?.on) trace.emit({ ev: "tlb_flush", reason });
+    if (trace?.on) trace.emit(EV.flush, trace.str(reason));
   }
 
   // ---- x86 ioctls and MMU entry points ---------------------------------------------------------
@@ -373,13 +374,17 @@ export class KvmX86 extends Kvm {
     };
   }
 
-  /** Start recording MMU trace events (faults, remote TLB flushes), keeping at most `limit`. */
-  startTrace(limit = 10000): void {
-    this.requireMmu("tracing").trace.start(limit);
+  /**
+   * Start recording MMU trace events (mmutrace.h tracepoints and the simulator's own) into a
+   * ring of `capacity` events; the newest are kept, older ones counted in `dropped`.
+   */
+  startTrace(capacity = 10000): void {
+    this.requireMmu("tracing").trace.start(capacity);
   }
 
-  /** Stop recording and return the events, in order. */
-  stopTrace() {
-    return this.requireMmu("tracing").trace.stop();
+  /** Stop recording; the events, oldest first (`vm.stopTrace()` wraps them in a view). */
+  protected stopTraceEvents(): { events: MmuTraceEvent[]; dropped: number } {
+    const t = this.requireMmu("tracing").trace;
+    return { events: t.stop(), dropped: t.dropped };
   }
 }
