@@ -295,8 +295,9 @@ export abstract class Kvm {
   }
 
   /**
-   * `KVM_CLEAR_DIRTY_LOG` (`kvm_clear_dirty_log_protect`): `firstPage` a multiple of 64,
-   * `numPages` a multiple of 64 unless the range ends at the slot's end; `bitmap` holds one bit
+   * `KVM_CLEAR_DIRTY_LOG` (`kvm_clear_dirty_log_protect`): `firstPage` a multiple of 64 up to the
+   * slot's size, `numPages` a multiple of 64 unless the range ends at the slot's end (0 clears
+   * nothing); `bitmap` holds one bit
    * per page from `firstPage` (32 per element). The bits that were really set are cleared and
    * their pages re-protected; one remote flush if any was. Returns the number of pages cleared.
    */
@@ -304,21 +305,18 @@ export abstract class Kvm {
     const slot = this.loggedSlot(slotId);
     const int = (v: unknown): v is number =>
       typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
-    if (!int(firstPage) || firstPage % 64 !== 0 || firstPage >= slot.npages) {
+    // kvm_clear_dirty_log_protect: first_page > npages is refused; first_page == npages and
+    // num_pages == 0 are accepted and clear nothing.
+    if (!int(firstPage) || firstPage % 64 !== 0 || firstPage > slot.npages) {
       throw new InvalidArgumentError(
         "firstPage",
         firstPage,
-        `a multiple of 64 below the slot's ${slot.npages} pages`,
+        `a multiple of 64 up to the slot's ${slot.npages} pages`,
         "EINVAL",
       );
     }
     const left = slot.npages - firstPage;
-    if (
-      !int(numPages) ||
-      numPages === 0 ||
-      numPages > left ||
-      (numPages < left && numPages % 64 !== 0)
-    ) {
+    if (!int(numPages) || numPages > left || (numPages < left && numPages % 64 !== 0)) {
       throw new InvalidArgumentError(
         "numPages",
         numPages,

@@ -1657,6 +1657,8 @@ export class ShadowMmu implements ShadowMmuOps {
   writeProtectGfn(gfn: number, minLevel: number): boolean {
     const slot = this.core.slots.gfnToSlot(gfn);
     if (slot === undefined) return false;
+    // One head per level is visited (a slot without rmaps yet has only empty ones).
+    this.stats.rmap_heads_scanned += 4 - minLevel;
     const rmap = slotArch(slot).rmap;
     if (rmap === null) return false;
     const st = this.store;
@@ -1689,12 +1691,12 @@ export class ShadowMmu implements ShadowMmuOps {
     const slot = this.core.slots.gfnToSlot(base);
     if (slot === undefined) return;
     const rmap = slotArch(slot).rmap;
-    if (rmap === null) return;
     for (let bit = 0; bit < 64; bit++) {
       if (((bit < 32 ? maskLo >>> bit : maskHi >>> (bit - 32)) & 1) === 0) continue;
       const gfn = base + bit;
       if (gfn >= slot.baseGfn + slot.npages) break;
-      this.wrprotHead(rmap.heads[0], gfn - slot.baseGfn, 1);
+      this.stats.rmap_heads_scanned++;
+      if (rmap !== null) this.wrprotHead(rmap.heads[0], gfn - slot.baseGfn, 1);
     }
   }
 
@@ -1748,8 +1750,8 @@ export class ShadowMmu implements ShadowMmuOps {
     let n = 0;
     const w = new SlotRmapWalkIterator();
     for (w.init(this.core.slots.list(), start, end, 1, maxLevel); w.valid; w.next()) {
-      if (w.heads[w.index] === 0) continue;
       this.stats.rmap_heads_scanned++;
+      if (w.heads[w.index] === 0) continue;
       const victims: number[] = [];
       pteListForEach(this.rmapPool, w.heads, w.index, (sptep) => {
         this.stats.sptes_visited++;
@@ -2534,7 +2536,9 @@ export class VmMmu implements MmuCore {
       if (this.features.eagerPageSplit && this.tdp !== null)
         this.tdp.splitHugePages(start, end + 1, 1);
       this.writeProtectGfn(start, 2);
-      if (Math.floor(start / 512) !== Math.floor(end / 512)) this.writeProtectGfn(end, 2);
+      // "Cross two large pages?": ALIGN() rounds up, so a start on a 2M boundary always
+      // protects end's huge page too (kvm_arch_mmu_enable_log_dirty_pt_masked).
+      if (Math.ceil(start / 512) !== Math.ceil(end / 512)) this.writeProtectGfn(end, 2);
     }
     if (this.shadow !== null) this.shadow.wrprotMasked(base, lo, hi);
     if (this.tdp !== null) this.tdp.wrprotMasked(base, lo, hi);
