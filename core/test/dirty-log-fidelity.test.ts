@@ -13,22 +13,11 @@
  */
 import { describe, expect, it } from "vitest";
 import { createVm } from "../src";
+import { popcount } from "./tdp-helpers";
 
 const MIB = 2 ** 20;
 const LOG = 1;
 const READONLY = 2;
-
-function popcount(a: Uint32Array): number {
-  let n = 0;
-  for (let v of a) {
-    v >>>= 0;
-    while (v !== 0) {
-      v &= v - 1;
-      n++;
-    }
-  }
-  return n;
-}
 
 describe("dirty logging fidelity", () => {
   it("INITIALLY_SET: a slot created already logging starts with every bit set (also read-only slots)", () => {

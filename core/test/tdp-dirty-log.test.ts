@@ -5,23 +5,11 @@
  */
 import { describe, expect, it } from "vitest";
 import { createVm } from "../src/vm";
-import { GIB, PAGE, pagesPerEntry, tablesFor, thpGibGuest } from "./tdp-helpers";
+import { GIB, PAGE, pagesPerEntry, popcount, tablesFor, thpGibGuest } from "./tdp-helpers";
 
 const PAGES = GIB / PAGE; // 262 144 4K pages
 const HUGE = PAGES / pagesPerEntry(2); // 512 2M regions
 const LOG = 1; // KVM_MEM_LOG_DIRTY_PAGES
-
-function popcount(a: Uint32Array): number {
-  let n = 0;
-  for (let v of a) {
-    v >>>= 0;
-    while (v !== 0) {
-      v &= v - 1;
-      n++;
-    }
-  }
-  return n;
-}
 
 function guest(features: Record<string, unknown>) {
   const vm = createVm({ features });

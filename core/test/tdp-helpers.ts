@@ -78,3 +78,16 @@ export function thpGibGuest(vm: Vm) {
   };
   return { region, pass, vcpu };
 }
+
+/** Set bits of a dirty bitmap. */
+export function popcount(a: Uint32Array): number {
+  let n = 0;
+  for (let v of a) {
+    v >>>= 0;
+    while (v !== 0) {
+      v &= v - 1;
+      n++;
+    }
+  }
+  return n;
+}
