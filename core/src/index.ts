@@ -88,6 +88,18 @@ export {
 } from "./kvm/memslot";
 // Counters.
 export { KvmStats, VcpuStat } from "./kvm/stats";
+// Workloads shaped like the KVM selftests.
+export {
+  type DirtyLogPerfResult,
+  type DirtyLogPhase,
+  dirtyLogPerf,
+  guestRandomU32,
+  MEMSTRESS_GPA,
+  MEMSTRESS_GVA,
+  Memstress,
+  type MemstressOptions,
+  memstress,
+} from "./memstress";
 export type { DecodedRole } from "./mmu/mmu_internal";
 export {
   type ChromeTrace,
