@@ -40,13 +40,13 @@ export class InvalidArgumentError extends MmuLabError {
   /** What would have been accepted. */
   readonly allowed: string;
   /** The errno KVM would return for the same request, when there is one. */
-  readonly errno?: "EINVAL" | "EEXIST" | "ENOENT";
+  readonly errno?: "EINVAL" | "EEXIST" | "ENOENT" | "E2BIG" | "ENXIO";
 
   constructor(
     argument: string,
     value: unknown,
     allowed: string,
-    errno?: "EINVAL" | "EEXIST" | "ENOENT",
+    errno?: "EINVAL" | "EEXIST" | "ENOENT" | "E2BIG" | "ENXIO",
   ) {
     super(
       `invalid ${argument}: ${describeValue(value)}; allowed: ${allowed}${errno ? ` (KVM: -${errno})` : ""}`,

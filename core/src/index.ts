@@ -75,6 +75,12 @@ export { changes, type PagetableSource, PagetableView, sideBySide } from "./insp
 // Views.
 export { WalkResult, type WalkTraceLevel } from "./inspect/walk";
 export {
+  type DirtyGfn,
+  KVM_DIRTY_GFN_F_DIRTY,
+  KVM_DIRTY_GFN_F_RESET,
+  KvmDirtyRing,
+} from "./kvm/dirty_ring";
+export {
   type GuestStoreResult,
   KVM_DIRTY_LOG_INITIALLY_SET,
   KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE,
@@ -111,9 +117,11 @@ export { Vcpu } from "./vcpu";
 // The VM and its vCPUs.
 export { createVm, Vm } from "./vm";
 export type {
+  AccessOk,
   AccessOptions,
   AccessResult,
   DataAccessOptions,
+  DirtyRingFullExit,
   FaultResult,
   ReadResult,
   Sregs,

@@ -12,10 +12,12 @@
  * splits, zaps and flushes the test counts do not depend on the guest's own page size, and the
  * guest walk stays short.
  */
+
+import { PFERR_WRITE_MASK } from "./arch/constants";
 import { htmlTableBundle, JUPYTER_DISPLAY, type MimeBundle, plotlyBundle } from "./display";
 import type { FeatureOptions } from "./era/features";
 import type { PresetName } from "./era/presets";
-import { InvalidArgumentError } from "./errors";
+import { InvalidArgumentError, MmuBugError } from "./errors";
 import { GuestPageTableBuilder } from "./guest/pgtable_builder";
 import { SLOT_BACKINGS, type SlotBacking } from "./kvm/memslot";
 import type { Vcpu } from "./vcpu";
@@ -240,14 +242,20 @@ export class Memstress {
     const o = this.options;
     const n = this.pagesPerVcpu;
     const vcpus = this.vcpus;
-    const wr = { write: true };
-    const rd = { write: false };
+    // The access path of vcpu.access() without its result object (the guest program's loads
+    // and stores, one per page): translate, then the final stage-2 access.
     for (let i = 0; i < n; i++) {
       for (let v = 0; v < vcpus.length; v++) {
         const st = this.rng[v]!;
         const page = o.randomAccess ? guestRandomU32(st) % n : i;
         const write = guestRandomU32(st) % 100 < o.writePercent;
-        vcpus[v]!.access(MEMSTRESS_GVA + (v * n + page) * PAGE, write ? wr : rd);
+        const gva = MEMSTRESS_GVA + (v * n + page) * PAGE;
+        const bits = write ? PFERR_WRITE_MASK : 0;
+        const vcpu = vcpus[v]!;
+        const gpa = vcpu.translateGva(Math.floor(gva / 4294967296), gva >>> 0, bits);
+        if (gpa < 0)
+          throw new MmuBugError("memstress", `vCPU ${v}: gva 0x${gva.toString(16)} faulted`);
+        vcpu.stage2Final(gpa, bits);
       }
     }
     return n * vcpus.length;

@@ -98,6 +98,7 @@ export class EptWalker {
     this.store = vm.store;
     this.slots = vm.kvm.memslots;
     this.rootLevel = vm.rootLevel;
+    this.pml = vm.kvm.features.pml;
   }
 
   /**
@@ -247,9 +248,44 @@ export class EptWalker {
     this.complete[w] = (this.complete[w]! | (1 << (gfn & 31))) >>> 0;
   }
 
+  /** `PML_LOG_NR_ENTRIES`: the buffer's entries. */
+  static readonly PML_ENTRIES = 512;
+  /** features.pml. */
+  private readonly pml: boolean;
+  /** The vCPU's PML buffer (gfns) and how many it holds. */
+  private readonly pmlBuf = new Float64Array(EptWalker.PML_ENTRIES);
+  private pmlCount = 0;
+
+  /** Log a gfn; a full buffer is a PML-full VM exit, which flushes it. */
+  private pmlLog(gfn: number): void {
+    this.pmlBuf[this.pmlCount++] = gfn;
+    if (this.pmlCount === EptWalker.PML_ENTRIES) {
+      this.vcpu.stat.pml_full_exits++;
+      this.flushPml();
+    }
+  }
+
+  /**
+   * `vmx_flush_pml_buffer` (on every VM exit, and when dirty logs are read): each logged gfn is
+   * marked dirty (`kvm_vcpu_mark_page_dirty`: the bitmap, or this vCPU's dirty ring).
+   */
+  flushPml(): void {
+    if (this.pmlCount === 0) return;
+    const kvm = this.vm.kvm;
+    const prev = kvm.running;
+    kvm.running = this.vcpu;
+    try {
+      for (let k = 0; k < this.pmlCount; k++) kvm.markPageDirty(this.pmlBuf[k]!);
+    } finally {
+      kvm.running = prev;
+    }
+    this.pmlCount = 0;
+  }
+
   /** The VM exit: KVM handles the fault for this vCPU, then the vCPU re-enters the guest. */
   private exit(gfn: number, err: number): number {
     const kvm = this.vm.kvm;
+    this.flushPml();
     const prev = kvm.running;
     kvm.running = this.vcpu;
     try {
@@ -283,6 +319,9 @@ export class EptWalker {
     if (!isAccessAllowed(lo, write, fetch)) return -1;
     const ad = write ? SPTE_A | SPTE_D : SPTE_A;
     if ((lo & ad) !== ad) {
+      // PML: the CPU logs the gpa whose D it sets while KVM has PML on (a slot logs).
+      if (write && (lo & SPTE_D) === 0 && this.pml && this.slots.nrMemslotsDirtyLogging > 0)
+        this.pmlLog(gfn);
       lo = (lo | ad) >>> 0;
       spt[i] = lo;
     }

@@ -186,6 +186,15 @@ export const SWITCHES = {
       "MMU-present 11 (EPT); 'v4' = Host-writable 10, MMU-writable 11, no MMU-present bit. The " +
       "simulator keeps one encoding; this decides the values snapshots and walks print",
   },
+  pml: {
+    kind: "kvm",
+    values: BOOL,
+    default: false,
+    doc:
+      "Intel PML (enable_pml): while a slot logs, 4K leaves stay writable with D cleared and the " +
+      "CPU logs each gpa whose D it sets into a 512-entry per-vCPU buffer, flushed into the dirty " +
+      "log on every VM exit (PML-full included); huge leaves are write-protected so they split",
+  },
   possibleWritableBitmap: {
     kind: "kvm",
     values: BOOL,

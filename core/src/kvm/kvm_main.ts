@@ -12,6 +12,12 @@ import { splitU64, toUnsigned, type U64Parts } from "../arch/addr";
 import { PAGE_SIZE } from "../arch/constants";
 import type { Features } from "../era/features";
 import { InvalidArgumentError } from "../errors";
+import {
+  KVM_DIRTY_GFN_SIZE,
+  KVM_DIRTY_RING_MAX_ENTRIES,
+  KVM_DIRTY_RING_RSVD_ENTRIES,
+  KvmDirtyRing,
+} from "./dirty_ring";
 import { GuestMemory } from "./memory";
 import { type MemSlot, MemSlots, type MemslotChange, type UserMemoryRegion } from "./memslot";
 import { KvmStats, sumVcpuStats, type VcpuStat } from "./stats";
@@ -22,6 +28,8 @@ export const KVM_REQ_TLB_FLUSH = 1 << 0;
 export const KVM_REQ_MMU_FREE_OBSOLETE_ROOTS = 1 << 1;
 /** `KVM_REQ_MMU_SYNC`: sync the unsync shadow pages under the root (a guest TLB flush). */
 export const KVM_REQ_MMU_SYNC = 1 << 2;
+/** `KVM_REQ_DIRTY_RING_SOFT_FULL`: the vCPU's dirty ring is soft-full; it exits before entry. */
+export const KVM_REQ_DIRTY_RING_SOFT_FULL = 1 << 3;
 
 /** `vcpu->mode`: not running guest code (never kicked). */
 export const OUTSIDE_GUEST_MODE = 0;
@@ -42,6 +50,8 @@ export interface KvmVcpuCommon {
   requests: number;
   /** `vcpu->stat`. */
   readonly stat: VcpuStat;
+  /** `vcpu->dirty_ring` (with KVM_CAP_DIRTY_LOG_RING), else null. */
+  dirtyRing: KvmDirtyRing | null;
 }
 
 /** Result of a host write into guest memory: `mmio` when no writable memslot backs the gpa. */
@@ -79,6 +89,10 @@ export abstract class Kvm {
   running: KvmVcpuCommon | null = null;
   /** `kvm->manual_dirty_log_protect`: the argument of KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2. */
   manualDirtyLogProtect = 0;
+  /** `kvm->dirty_ring_size` in entries (0: no dirty ring; the bitmaps are used). */
+  dirtyRingEntries = 0;
+  /** Entries reserved at the end of each ring (64, +512 with PML). */
+  protected dirtyRingReserved = KVM_DIRTY_RING_RSVD_ENTRIES;
   /** Counters of host accesses to guest memory and dirty marks. */
   readonly stat = { guestStores: 0, mmioExits: 0, dirtyPagesMarked: 0 };
   private nextHva = HVA_POOL_START;
@@ -126,6 +140,9 @@ export abstract class Kvm {
   /** `kvm_unmap_gfn_range` for the MMU notifier; returns whether a flush is needed. */
   protected abstract archUnmapGfnRange(slot: MemSlot, start: number, end: number): boolean;
 
+  /** `kvm_arch_sync_dirty_log`: bring logs buffered in the CPUs (PML) into the dirty log. */
+  protected archSyncDirtyLog(): void {}
+
   /** Called with every counted remote flush (for the trace). */
   protected traceFlush(_reason: string): void {}
 
@@ -147,6 +164,9 @@ export abstract class Kvm {
   /** `KVM_CREATE_VCPU`. */
   createVcpu(): KvmVcpuCommon {
     const v = this.archCreateVcpu(this.vcpus.length);
+    // kvm_vm_ioctl_create_vcpu → kvm_dirty_ring_alloc.
+    if (this.dirtyRingEntries !== 0)
+      v.dirtyRing = new KvmDirtyRing(this.dirtyRingEntries, this.dirtyRingReserved);
     this.vcpus.push(v);
     return v;
   }
@@ -229,6 +249,16 @@ export abstract class Kvm {
 
   /** `mark_page_dirty_in_slot`: set the gfn's bit when the slot logs. */
   markPageDirtyInSlot(slot: MemSlot, gfn: number): void {
+    const v = this.running;
+    if (this.dirtyRingEntries !== 0) {
+      // The ring of the vCPU that dirtied the page; with no vCPU running there is none to push
+      // to (KVM warns and drops it).
+      if (v === null || v.dirtyRing === null || (slot.flags & 1) === 0) return;
+      v.dirtyRing.push(slot.id, gfn - slot.baseGfn);
+      this.stat.dirtyPagesMarked++;
+      if (v.dirtyRing.softFull()) v.requests |= KVM_REQ_DIRTY_RING_SOFT_FULL;
+      return;
+    }
     if (slot.markDirty(gfn)) this.stat.dirtyPagesMarked++;
   }
 
@@ -243,9 +273,21 @@ export abstract class Kvm {
    * `args` = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE (1) | KVM_DIRTY_LOG_INITIALLY_SET (2); 0 turns
    * manual protection off. Other bits are refused (-EINVAL).
    */
-  enableCap(cap: "KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2", args: number): void {
+  enableCap(
+    cap: "KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2" | "KVM_CAP_DIRTY_LOG_RING",
+    args: number,
+  ): void {
+    if (cap === "KVM_CAP_DIRTY_LOG_RING") {
+      this.enableDirtyRing(args);
+      return;
+    }
     if (cap !== "KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2") {
-      throw new InvalidArgumentError("cap", cap, '"KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2"', "EINVAL");
+      throw new InvalidArgumentError(
+        "cap",
+        cap,
+        '"KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2" | "KVM_CAP_DIRTY_LOG_RING"',
+        "EINVAL",
+      );
     }
     const all = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | KVM_DIRTY_LOG_INITIALLY_SET;
     if (typeof args !== "number" || !Number.isInteger(args) || args < 0 || (args & ~all) !== 0) {
@@ -257,6 +299,80 @@ export abstract class Kvm {
       );
     }
     this.manualDirtyLogProtect = args;
+  }
+
+  /**
+   * `kvm_vm_ioctl_enable_dirty_log_ring`: `bytes` a power of two, at least a page and the
+   * reserved entries, at most 65,536 entries (16 bytes each); once, and before any vCPU exists.
+   * From then on the memslots keep no dirty bitmap (`kvm_use_dirty_bitmap`) and GET_DIRTY_LOG
+   * is refused (-ENXIO).
+   */
+  private enableDirtyRing(bytes: number): void {
+    const min = Math.max(4096, this.dirtyRingReserved * KVM_DIRTY_GFN_SIZE);
+    if (
+      typeof bytes !== "number" ||
+      !Number.isInteger(bytes) ||
+      bytes <= 0 ||
+      (bytes & (bytes - 1)) !== 0 ||
+      bytes < min
+    )
+      throw new InvalidArgumentError(
+        "args",
+        bytes,
+        `a power of two of at least ${min} bytes (16 per entry)`,
+        "EINVAL",
+      );
+    if (bytes > KVM_DIRTY_RING_MAX_ENTRIES * KVM_DIRTY_GFN_SIZE)
+      throw new InvalidArgumentError(
+        "args",
+        bytes,
+        `at most ${KVM_DIRTY_RING_MAX_ENTRIES * KVM_DIRTY_GFN_SIZE} bytes (65,536 entries)`,
+        "E2BIG",
+      );
+    if (this.dirtyRingEntries !== 0 || this.vcpus.length > 0)
+      throw new InvalidArgumentError(
+        "KVM_CAP_DIRTY_LOG_RING",
+        bytes,
+        "enabled once, before the first vCPU is created",
+        "EINVAL",
+      );
+    this.dirtyRingEntries = bytes / KVM_DIRTY_GFN_SIZE;
+    this.memslots.useDirtyBitmap = false;
+  }
+
+  /**
+   * `KVM_RESET_DIRTY_RINGS` (`kvm_vm_ioctl_reset_dirty_pages`): every vCPU's harvested entries
+   * are reset and their pages re-protected (coalesced masks through
+   * `kvm_arch_mmu_enable_log_dirty_pt_masked`); one remote flush if any was. Returns the entries
+   * reset.
+   */
+  resetDirtyRings(): number {
+    if (this.dirtyRingEntries === 0)
+      throw new InvalidArgumentError(
+        "KVM_RESET_DIRTY_RINGS",
+        "no dirty ring",
+        "a VM with KVM_CAP_DIRTY_LOG_RING enabled",
+        "EINVAL",
+      );
+    let cleared = 0;
+    for (const v of this.vcpus) {
+      cleared += v.dirtyRing!.reset((slotId, offset, mask) => {
+        // kvm_reset_dirty_gfn: a slot gone, or a mask past its end, is ignored.
+        const slot = this.memslots.get(slotId);
+        if (slot === undefined) return;
+        let top = 63;
+        while (top > 0 && ((mask >> BigInt(top)) & 1n) === 0n) top--;
+        if (offset + top >= slot.npages) return;
+        this.archMmuEnableLogDirtyPtMasked(
+          slot,
+          slot.baseGfn + offset,
+          Number(mask & 0xffffffffn) >>> 0,
+          Number(mask >> 32n) >>> 0,
+        );
+      });
+    }
+    if (cleared > 0) this.flushRemoteTlbs("reset_dirty_rings");
+    return cleared;
   }
 
   /** `kvm_dirty_log_manual_protect_and_init_set`. */
@@ -272,7 +388,15 @@ export abstract class Kvm {
    * page, 32 pages per element).
    */
   getDirtyLog(slotId: number): Uint32Array {
+    if (this.dirtyRingEntries !== 0)
+      throw new InvalidArgumentError(
+        "KVM_GET_DIRTY_LOG",
+        slotId,
+        "a VM without the dirty ring (KVM_CAP_DIRTY_LOG_RING keeps no bitmaps)",
+        "ENXIO",
+      );
     const slot = this.loggedSlot(slotId);
+    this.archSyncDirtyLog();
     const bm = slot.dirtyBitmap!;
     const words = bm.length / 2; // first half: the bitmap; second half: the snapshot buffer
     if (this.manualDirtyLogProtect !== 0) return bm.slice(0, words);
@@ -332,6 +456,7 @@ export abstract class Kvm {
         "EINVAL",
       );
     }
+    this.archSyncDirtyLog();
     const bm = slot.dirtyBitmap!;
     let flush = false;
     let cleared = 0;

@@ -178,6 +178,8 @@ export class MemSlots {
   generation = 0;
   /** Slots with KVM_MEM_LOG_DIRTY_PAGES (`kvm->nr_memslots_dirty_logging`). */
   nrMemslotsDirtyLogging = 0;
+  /** `kvm_use_dirty_bitmap`: logged slots get a bitmap (false with the dirty ring). */
+  useDirtyBitmap = true;
 
   constructor(
     /** Guest MAXPHYADDR: slots must end below 2^maxPhysAddrBits. */
@@ -424,7 +426,7 @@ export class MemSlots {
     if (u.old === u.new) return;
     const nw = u.new;
     if (nw !== undefined) {
-      if ((nw.flags & KVM_MEM_LOG_DIRTY_PAGES) !== 0) {
+      if ((nw.flags & KVM_MEM_LOG_DIRTY_PAGES) !== 0 && this.useDirtyBitmap) {
         const oldBm =
           u.old !== undefined && (u.old.flags & KVM_MEM_LOG_DIRTY_PAGES) !== 0
             ? u.old.dirtyBitmap
@@ -439,7 +441,9 @@ export class MemSlots {
     this.bases = Float64Array.from(this.sorted, (s) => s.baseGfn);
     this.ends = Float64Array.from(this.sorted, (s) => s.baseGfn + s.npages);
     this.last = undefined;
-    this.nrMemslotsDirtyLogging = this.sorted.filter((s) => s.dirtyBitmap !== null).length;
+    this.nrMemslotsDirtyLogging = this.sorted.filter(
+      (s) => (s.flags & KVM_MEM_LOG_DIRTY_PAGES) !== 0,
+    ).length;
     this.generation += u.change === "delete" || u.change === "move" ? 4 : 2;
   }
 }

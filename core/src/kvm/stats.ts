@@ -43,6 +43,10 @@ export class KvmStats {
   tlb_flush = 0;
   /** Accesses that left the guest for userspace: no memslot, or a write to a read-only one. */
   mmio_exits = 0;
+  /** Exits because a vCPU's dirty ring was soft-full (`KVM_EXIT_DIRTY_RING_FULL`). */
+  dirty_ring_full_exits = 0;
+  /** PML-full VM exits. */
+  pml_full_exits = 0;
   // --- guest walker (seed 2007), summed over vCPUs by vm.stats; mappings_held_max is a max ---
   gpte_reads = 0;
   gpte_ad_writes = 0;
@@ -133,6 +137,10 @@ export class VcpuStat {
   pf_guest = 0;
   /** KVM's `invlpg`: INVLPG intercepted and emulated (shadow paging only). */
   invlpg = 0;
+  /** Exits to userspace because the dirty ring was soft-full (`KVM_EXIT_DIRTY_RING_FULL`). */
+  dirty_ring_full_exits = 0;
+  /** PML-full VM exits (the 512-entry buffer filled). */
+  pml_full_exits = 0;
   /** KVM's `tlb_flush`: local TLB flushes for KVM_REQ_TLB_FLUSH, at guest entry. */
   tlb_flush = 0;
   /** KVM's `mmio_exits`: accesses that exited to userspace (MMIO or read-only slot). */
@@ -182,6 +190,7 @@ export function sumVcpuStats(s: KvmStats, stats: readonly VcpuStat[]): void {
   s.gpte_reads = s.gpte_ad_writes = s.walk_faults = s.walk_not_present = 0;
   s.walk_access_error = s.walk_rsvd = 0;
   s.mappings_held_max = s.pf_guest = s.invlpg = s.tlb_flush = s.mmio_exits = 0;
+  s.dirty_ring_full_exits = s.pml_full_exits = 0;
   for (const t of stats) {
     s.gpte_reads += t.gpte_reads;
     s.gpte_ad_writes += t.gpte_ad_writes;
@@ -194,6 +203,8 @@ export function sumVcpuStats(s: KvmStats, stats: readonly VcpuStat[]): void {
     s.invlpg += t.invlpg;
     s.tlb_flush += t.tlb_flush;
     s.mmio_exits += t.mmio_exits;
+    s.dirty_ring_full_exits += t.dirty_ring_full_exits;
+    s.pml_full_exits += t.pml_full_exits;
   }
 }
 

@@ -1511,7 +1511,8 @@ export class ShadowMmu implements ShadowMmuOps {
     const gfn = this.entryGfnFormula(sp, start);
     const slot = this.core.slots.gfnToSlot(gfn);
     // gfn_to_memslot_dirty_bitmap: no slot, or a dirty-logged one → no prefetch.
-    if (slot === undefined || slot.dirtyBitmap !== null || slot.readonly) return false;
+    if (slot === undefined || (slot.flags & KVM_MEM_LOG_DIRTY_PAGES) !== 0 || slot.readonly)
+      return false;
     // kvm_prefetch_pages: all pages must lie inside the slot.
     if (gfn + (end - start) > slot.baseGfn + slot.npages) return false;
     for (let i = start; i < end; i++) {
@@ -1613,7 +1614,7 @@ export class ShadowMmu implements ShadowMmuOps {
    * `rmap_write_protect(pt_protect = false)`: clear W (keep MMU-writable) on every spte of the
    * head; returns whether one changed.
    */
-  private wrprotHead(heads: Uint32Array, i: number, level: number): boolean {
+  private wrprotHead(heads: Uint32Array, i: number, level: number, clear = SPTE_W): boolean {
     if (heads[i] === 0) return false;
     let changed = false;
     const s = this.store;
@@ -1622,17 +1623,28 @@ export class ShadowMmu implements ShadowMmuOps {
       const idx = sptep % 512;
       const lo = s.spt[sp]![idx * 2]!;
       this.stats.sptes_visited++;
-      if ((lo & SPTE_W) === 0) return;
+      if ((lo & clear) === 0) return;
       this.setSpte(
         sp,
         idx,
         level,
         this.entryGfnFormula(sp, idx),
-        (lo & ~SPTE_W) >>> 0,
+        (lo & ~clear) >>> 0,
         s.spt[sp]![idx * 2 + 1]!,
       );
       changed = true;
     });
+    return changed;
+  }
+
+  /** `kvm_mmu_slot_leaf_clear_dirty` (PML): clear D on the 4K sptes of [start, end) (level-1 rmaps). */
+  clearDirtyRange(start: number, end: number): boolean {
+    let changed = false;
+    const w = new SlotRmapWalkIterator();
+    for (w.init(this.core.slots.list(), start, end, 1, 1); w.valid; w.next()) {
+      this.stats.rmap_heads_scanned++;
+      if (this.wrprotHead(w.heads, w.index, 1, SPTE_D)) changed = true;
+    }
     return changed;
   }
 
@@ -1687,7 +1699,7 @@ export class ShadowMmu implements ShadowMmuOps {
   }
 
   /** `kvm_mmu_write_protect_pt_masked`: level-1 rmaps of the set bits only. */
-  wrprotMasked(base: number, maskLo: number, maskHi: number): void {
+  wrprotMasked(base: number, maskLo: number, maskHi: number, clear = SPTE_W): void {
     const slot = this.core.slots.gfnToSlot(base);
     if (slot === undefined) return;
     const rmap = slotArch(slot).rmap;
@@ -1696,7 +1708,7 @@ export class ShadowMmu implements ShadowMmuOps {
       const gfn = base + bit;
       if (gfn >= slot.baseGfn + slot.npages) break;
       this.stats.rmap_heads_scanned++;
-      if (rmap !== null) this.wrprotHead(rmap.heads[0], gfn - slot.baseGfn, 1);
+      if (rmap !== null) this.wrprotHead(rmap.heads[0], gfn - slot.baseGfn, 1, clear);
     }
   }
 
@@ -2474,8 +2486,17 @@ export class VmMmu implements MmuCore {
     const start = slot.baseGfn;
     const end = slot.baseGfn + slot.npages;
     if (this.features.eagerPageSplit && this.tdp !== null) this.tdp.splitHugePages(start, end, 1);
-    if (this.shadow !== null) this.shadow.wrprotRange(start, end, 1);
-    if (this.tdp !== null) this.tdp.wrprotRange(start, end, 1);
+    if (this.features.pml) {
+      // PML: 4K leaves keep W and lose D (the CPU logs the next write); huge ones lose W so
+      // that a write splits them.
+      this.shadow?.clearDirtyRange(start, end);
+      this.tdp?.clearDirtyRange(start, end);
+      this.shadow?.wrprotRange(start, end, 2);
+      this.tdp?.wrprotRange(start, end, 2);
+    } else {
+      this.shadow?.wrprotRange(start, end, 1);
+      this.tdp?.wrprotRange(start, end, 1);
+    }
     this.flushRemoteTlbs("slot_apply_flags");
   }
 
@@ -2540,8 +2561,10 @@ export class VmMmu implements MmuCore {
       // protects end's huge page too (kvm_arch_mmu_enable_log_dirty_pt_masked).
       if (Math.ceil(start / 512) !== Math.ceil(end / 512)) this.writeProtectGfn(end, 2);
     }
-    if (this.shadow !== null) this.shadow.wrprotMasked(base, lo, hi);
-    if (this.tdp !== null) this.tdp.wrprotMasked(base, lo, hi);
+    // PML: kvm_mmu_clear_dirty_pt_masked (D) instead of kvm_mmu_write_protect_pt_masked (W).
+    const clear = this.features.pml ? SPTE_D : SPTE_W;
+    if (this.shadow !== null) this.shadow.wrprotMasked(base, lo, hi, clear);
+    if (this.tdp !== null) this.tdp.wrprotMasked(base, lo, hi, clear);
   }
 
   /** `kvm_mmu_slot_gfn_write_protect` (W and MMU-writable) at levels ≥ minLevel. */

@@ -1123,7 +1123,7 @@ function ptePrefetch(
     if ((lo & PT_DIRTY_MASK) === 0) access &= ~ACC_WRITE_MASK;
     const slot = ops.core.slots.gfnToSlot(gfn);
     if (slot === undefined || slot.readonly) return;
-    if ((access & ACC_WRITE_MASK) !== 0 && slot.dirtyBitmap !== null) return;
+    if ((access & ACC_WRITE_MASK) !== 0 && (slot.flags & 1) !== 0) return; // KVM_MEM_LOG_DIRTY_PAGES
     ops.mmuSetSpte(sp, i, 1, gfn, slot.baseHvfn + (gfn - slot.baseGfn), access, slot, null);
   }
 }

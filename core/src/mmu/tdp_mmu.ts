@@ -43,6 +43,7 @@ import {
   makeSpte,
   pfnHi,
   pfnLo,
+  SPTE_D,
   SPTE_HI_MMU_WRITABLE,
   SPTE_HI_PFN_MASK,
   SPTE_PS,
@@ -428,7 +429,7 @@ export class TdpMmu {
    * `clear_dirty_pt_masked` with wrprot (no PML): for each set bit of the 64-bit mask (lo, hi
    * words) clear W on the 4K leaf of gfn `base + bit`; huge leaves are skipped.
    */
-  wrprotMasked(base: number, maskLo: number, maskHi: number): void {
+  wrprotMasked(base: number, maskLo: number, maskHi: number, clear = SPTE_W): void {
     const it = this.it;
     for (const root of this.roots) {
       if (this.isInvalidRoot(root)) continue;
@@ -437,10 +438,29 @@ export class TdpMmu {
         if (it.level > 1 || !isShadowPresent(lo) || !isLastSpte(lo, 1)) continue;
         const bit = it.gfn - base;
         if (bit < 0 || ((bit < 32 ? maskLo >>> bit : maskHi >>> (bit - 32)) & 1) === 0) continue;
-        if ((lo & SPTE_W) === 0) continue;
-        this.iterSet((lo & ~SPTE_W) >>> 0, it.oldHi);
+        if ((lo & clear) === 0) continue;
+        this.iterSet((lo & ~clear) >>> 0, it.oldHi);
       }
     }
+  }
+
+  /**
+   * `clear_dirty_gfn_range` (PML, `kvm_mmu_slot_leaf_clear_dirty`): clear D on every 4K leaf
+   * mapping [start, end). Returns whether one changed.
+   */
+  clearDirtyRange(start: number, end: number): boolean {
+    const it = this.it;
+    let changed = false;
+    for (const root of this.roots) {
+      if (this.isInvalidRoot(root)) continue;
+      for (it.start(root, this.rootLevel, 1, start, end); it.valid; it.next()) {
+        const lo = it.oldLo;
+        if (it.level > 1 || !isShadowPresent(lo) || (lo & SPTE_D) === 0) continue;
+        this.iterSet((lo & ~SPTE_D) >>> 0, it.oldHi);
+        changed = true;
+      }
+    }
+    return changed;
   }
 
   /**

@@ -42,8 +42,10 @@ import {
 import { type PagingMode, pagingModeOf, pdptrReservedMask } from "../arch/guest_pte";
 import { CpuMmu, STAGE2_MMIO } from "../cpu/cpu";
 import { GeneralProtectionError, InvalidArgumentError, MmuBugError } from "../errors";
+import type { KvmDirtyRing } from "../kvm/dirty_ring";
 import {
   IN_GUEST_MODE,
+  KVM_REQ_DIRTY_RING_SOFT_FULL,
   KVM_REQ_MMU_SYNC,
   type Kvm,
   type KvmVcpuCommon,
@@ -108,12 +110,35 @@ export type FaultResult = {
   gpa?: undefined;
   mmio?: undefined;
   value?: undefined;
+  exit?: undefined;
+};
+
+/**
+ * The vCPU did not run: its dirty ring is soft-full (`KVM_EXIT_DIRTY_RING_FULL`). Harvest it
+ * (`vcpu.dirtyRing.harvest()`), call `vm.resetDirtyRings()`, and run the access again.
+ */
+export type DirtyRingFullExit = {
+  fault: false;
+  exit: "dirty_ring_full";
+  gpa?: undefined;
+  mmio?: undefined;
+  value?: undefined;
+  vector?: undefined;
+  errorCode?: undefined;
+};
+
+/** A completed access: the gpa, and `mmio` when it left the guest for userspace. */
+export type AccessOk = {
+  fault: false;
+  gpa: number;
+  mmio?: true;
+  vector?: undefined;
+  errorCode?: undefined;
+  exit?: undefined;
 };
 
 /** Result of {@link Vcpu.access}. */
-export type AccessResult =
-  | { fault: false; gpa: number; mmio?: true; vector?: undefined; errorCode?: undefined }
-  | FaultResult;
+export type AccessResult = AccessOk | FaultResult | DirtyRingFullExit;
 
 /** Options of the data instructions {@link KvmVcpu.read}, {@link KvmVcpu.write}, {@link KvmVcpu.fetch}. */
 export interface DataAccessOptions {
@@ -137,6 +162,7 @@ export type ReadResult =
       mmio?: undefined;
       vector?: undefined;
       errorCode?: undefined;
+      exit?: undefined;
     }
   | {
       fault: false;
@@ -145,8 +171,13 @@ export type ReadResult =
       value?: undefined;
       vector?: undefined;
       errorCode?: undefined;
+      exit?: undefined;
     }
-  | FaultResult;
+  | FaultResult
+  | DirtyRingFullExit;
+
+/** The one result of a soft-full dirty ring (shared: it carries nothing else). */
+const RING_FULL: DirtyRingFullExit = Object.freeze({ fault: false, exit: "dirty_ring_full" });
 
 /** Operand sizes of the data instructions. */
 const DATA_SIZES: readonly number[] = [1, 2, 4, 8];
@@ -186,6 +217,8 @@ export class KvmVcpu implements KvmVcpuCommon {
   mode = OUTSIDE_GUEST_MODE;
   /** `vcpu->requests`: KVM_REQ_* bits, handled at the next guest entry. */
   requests = 0;
+  /** `vcpu->dirty_ring` with KVM_CAP_DIRTY_LOG_RING (harvest it, then `vm.resetDirtyRings()`). */
+  dirtyRing: KvmDirtyRing | null = null;
   private cr0 = X86_CR0_ET; // reset value has ET set (0x10)
   private cr3Hi = 0;
   private cr3Lo = 0;
@@ -586,6 +619,8 @@ export class KvmVcpu implements KvmVcpuCommon {
    */
   pause(): void {
     this.mode = OUTSIDE_GUEST_MODE;
+    // Leaving the guest is a VM exit: the PML buffer goes to the dirty log.
+    this.cpu.ept?.flushPml();
   }
 
   /**
@@ -651,6 +686,7 @@ export class KvmVcpu implements KvmVcpuCommon {
       this.accessBits(
         opts === undefined ? undefined : { user: opts.user, implicit: opts.implicit },
       );
+    if ((this.requests & KVM_REQ_DIRTY_RING_SOFT_FULL) !== 0 && this.ringFull()) return RING_FULL;
     if (!this.gvaOk(hi, gva)) return this.gpFault();
     // The bytes' pages: the first, and the next when the operand crosses into it (the CPU
     // translates both before it writes anything).
@@ -853,6 +889,7 @@ export class KvmVcpu implements KvmVcpuCommon {
       lo = g.lo;
     }
     const access = this.accessBits(opts);
+    if ((this.requests & KVM_REQ_DIRTY_RING_SOFT_FULL) !== 0 && this.ringFull()) return RING_FULL;
     if (!this.gvaOk(hi, gva)) return this.gpFault();
     const r = this.walkGva(hi, lo, access);
     if (r < 0) return this.pageFault();
@@ -861,6 +898,20 @@ export class KvmVcpu implements KvmVcpuCommon {
     if (this.emulated && this.cpu.shadowHvfn !== STAGE2_MMIO)
       this.trackEmulatedWrite(r - (r % 8), 8);
     return this.finish(r, access);
+  }
+
+  /**
+   * `kvm_dirty_ring_check_request` at guest entry: while the ring is soft-full the vCPU exits
+   * to userspace (`KVM_EXIT_DIRTY_RING_FULL`) instead of running; the request stays pending until
+   * a reset makes room.
+   */
+  private ringFull(): boolean {
+    if (this.dirtyRing?.softFull() === true) {
+      this.stat.dirty_ring_full_exits++;
+      return true;
+    }
+    this.requests &= ~KVM_REQ_DIRTY_RING_SOFT_FULL;
+    return false;
   }
 
   /** @internal #GP for a non-canonical address (the CPU delivers it). */
@@ -883,7 +934,7 @@ export class KvmVcpu implements KvmVcpuCommon {
   }
 
   /** @internal The data access at `gpa` through stage 2: done, or an MMIO exit. */
-  finish(gpa: number, access: number): AccessResult {
+  finish(gpa: number, access: number): AccessOk {
     if (this.stage2Final(gpa, access) === STAGE2_MMIO) {
       this.stat.mmio_exits++;
       return { fault: false, gpa, mmio: true };

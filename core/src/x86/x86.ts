@@ -131,6 +131,14 @@ export class KvmX86 extends Kvm {
         'a mode of the TDP MMU ("zap", "recover", "none"), or mmuFlavor "legacy_direct" or mmu "shadow" (the 2015 patch walks rmaps; v4.1 had no TDP MMU)',
       );
     }
+    if (f.pml && o.mmu !== "tdp")
+      throw new InvalidArgumentError(
+        "features.pml",
+        true,
+        'false unless mmu is "tdp" (PML logs guest-physical writes through EPT A/D bits)',
+      );
+    // PML's buffer is reserved at the end of each dirty ring (kvm_dirty_ring_get_rsvd_entries).
+    if (f.pml) this.dirtyRingReserved += 512;
     this.mmu = o.mmu === "none" ? null : new VmMmu(this, o.mmu === "shadow");
   }
 
@@ -204,6 +212,12 @@ export class KvmX86 extends Kvm {
 
   protected archUnmapGfnRange(_slot: MemSlot, start: number, end: number): boolean {
     return this.mmu?.unmapGfnRange(start, end) === true;
+  }
+
+  /** `kvm_arch_sync_dirty_log`: every vCPU's PML buffer is flushed (they are kicked out). */
+  protected override archSyncDirtyLog(): void {
+    if (!this.features.pml) return;
+    for (const v of this.vcpus) v.cpu.ept?.flushPml();
   }
 
   protected override traceFlush(reason: string): void {
