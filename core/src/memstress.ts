@@ -45,7 +45,7 @@ export interface MemstressOptions {
   writePercent?: number;
   /** `-a`: random page order (the guest RNG) instead of ascending. */
   randomAccess?: boolean;
-  /** `-i`: dirty-memory iterations (default 2). */
+  /** `-i`: dirty-memory iterations (default 2; 0 enables and disables logging only). */
   iterations?: number;
   /** `-g` off: KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 (GET does not protect; CLEAR does). */
   manualProtect?: boolean;
@@ -137,8 +137,14 @@ function resolve(o: MemstressOptions): Resolved {
       throw new InvalidArgumentError(k, o[k], "true or false");
   if (o.initiallySet === true && o.manualProtect !== true)
     throw new InvalidArgumentError("initiallySet", true, "false unless manualProtect is true");
-  const iterations =
-    o.iterations === undefined ? 2 : positiveInt("iterations", o.iterations, 10000);
+  const iterations = o.iterations ?? 2;
+  if (
+    typeof iterations !== "number" ||
+    !Number.isInteger(iterations) ||
+    iterations < 0 ||
+    iterations > 10000
+  )
+    throw new InvalidArgumentError("iterations", iterations, "an integer from 0 to 10000");
   const seed = o.seed ?? 1;
   if (typeof seed !== "number" || !Number.isInteger(seed) || seed < 0 || seed >= 2 ** 31 - 1)
     throw new InvalidArgumentError("seed", seed, "an integer from 0 to 2^31 - 2");

@@ -144,3 +144,30 @@ describe("published counts: 96 vCPUs × 1 GiB on 1 GiB hugetlb (Gardon)", () => 
     expect(r.phase("iteration 1 dirty memory")!.faults).toBe(pages4k);
   }, 300_000);
 });
+
+describe("published counts: -s anonymous_hugetlb_2mb -v 64 -b 4g, disable (Matlack 2024)", () => {
+  // 64 vCPUs × 4 GiB on 2 MiB hugetlb = 131,072 huge pages. Enabling logging splits each
+  // (eager split); disabling gives them back: v6.12 zaps each 2M region's PD entry with its own
+  // remote flush (tdp_mmu_zap_spte_atomic per zap) — 131,072 flushes; v6.13's
+  // kvm_mmu_recover_huge_pages installs the 131,072 huge leaves in place and flushes once.
+  const regions = (64 * 4 * GIB) / (2 * MIB);
+  for (const [preset, flushes] of [
+    ["v6.12", regions],
+    ["v6.13", 1],
+  ] as const) {
+    it(`${preset}: ${flushes} flushes at disable`, () => {
+      const r = dirtyLogPerf({
+        vcpus: 64,
+        bytesPerVcpu: 4 * GIB,
+        backing: "hugetlb-2m",
+        iterations: 0,
+        preset,
+      });
+      expect(regions).toBe(131_072);
+      expect(r.phase("enable dirty logging")!.splits).toBe(regions);
+      const d = r.phase("disable dirty logging")!;
+      expect(d.flushes).toBe(flushes);
+      expect(d.pages2m).toBe(preset === "v6.13" ? regions : 0);
+    }, 300_000);
+  }
+});
