@@ -97,8 +97,10 @@ export { KvmStats, VcpuStat } from "./kvm/stats";
 // Workloads shaped like the KVM selftests.
 export {
   type DirtyLogPerfResult,
+  type DirtyLogPerfStep,
   type DirtyLogPhase,
   dirtyLogPerf,
+  dirtyLogPerfSteps,
   guestRandomU32,
   MEMSTRESS_GPA,
   MEMSTRESS_GVA,

@@ -14,7 +14,13 @@
  */
 
 import { PFERR_WRITE_MASK } from "./arch/constants";
-import { htmlTableBundle, JUPYTER_DISPLAY, type MimeBundle, plotlyBundle } from "./display";
+import {
+  htmlTableBundle,
+  JUPYTER_DISPLAY,
+  type MimeBundle,
+  plotlyBundle,
+  tableAndPlotBundle,
+} from "./display";
 import type { FeatureOptions } from "./era/features";
 import type { PresetName } from "./era/presets";
 import { InvalidArgumentError, MmuBugError } from "./errors";
@@ -245,12 +251,22 @@ export class Memstress {
    * guest does). The vCPUs take turns page by page. Returns the accesses made.
    */
   pass(): number {
+    return this.passRows(0, this.pagesPerVcpu);
+  }
+
+  /**
+   * Rows `from..to-1` of {@link pass} (row i: every vCPU's i-th access), so that a long pass can
+   * be run in slices with progress between them; the RNG state carries over. Returns accesses.
+   */
+  passRows(from: number, to: number): number {
     const o = this.options;
     const n = this.pagesPerVcpu;
     const vcpus = this.vcpus;
+    if (!Number.isInteger(from) || !Number.isInteger(to) || from < 0 || to > n || from > to)
+      throw new InvalidArgumentError("rows", `${from}..${to}`, `a range within 0..${n}`);
     // The access path of vcpu.access() without its result object (the guest program's loads
     // and stores, one per page): translate, then the final stage-2 access.
-    for (let i = 0; i < n; i++) {
+    for (let i = from; i < to; i++) {
       for (let v = 0; v < vcpus.length; v++) {
         const st = this.rng[v]!;
         const page = o.randomAccess ? guestRandomU32(st) % n : i;
@@ -264,7 +280,7 @@ export class Memstress {
         vcpu.stage2Final(gpa, bits);
       }
     }
-    return n * vcpus.length;
+    return (to - from) * vcpus.length;
   }
 }
 
@@ -288,6 +304,10 @@ export interface DirtyLogPhase {
   /** Leaves write-protected or re-protected (rmap heads and TDP iterations visited). */
   rmapHeadsScanned: number;
   tdpIterSteps: number;
+  /** Whole-slot write-protect (PML: D-clear) walks. */
+  wrprotSlotPasses: number;
+  /** Per-word re-protect calls (`kvm_arch_mmu_enable_log_dirty_pt_masked`). */
+  wrprotMaskedCalls: number;
   /** u64 words of dirty bitmap the GET/CLEAR calls went through. */
   bitmapWords: number;
   /** Dirty pages GET reported (or CLEAR cleared). */
@@ -324,6 +344,8 @@ export class DirtyLogPerfResult {
         splits: p.splits,
         zaps: p.zaps,
         flushes: p.flushes,
+        "wp passes": p.wrprotSlotPasses,
+        "wp word calls": p.wrprotMaskedCalls,
         "bitmap words": p.bitmapWords,
         dirty: p.dirtyPages,
         pages_4k: p.pages4k,
@@ -358,19 +380,33 @@ export class DirtyLogPerfResult {
         yaxis: { type: "log", title: { text: "events" } },
       },
     });
-    return { ...table, ...plot };
+    return tableAndPlotBundle(table, plot);
   }
 }
 
+/** Where a stepwise {@link dirtyLogPerfSteps} run is: before slice `done` of `total` of a phase. */
+export interface DirtyLogPerfStep {
+  /** dirty_log_perf_test's name of the phase. */
+  phase: string;
+  /** The phase's index among `count` phases. */
+  index: number;
+  count: number;
+  /** Slices of the phase done so far, and its slices (memory passes are cut into rows). */
+  done: number;
+  total: number;
+}
+
+/** Accesses per slice of a memory pass in a stepwise run (a few tens of milliseconds). */
+const SLICE_ACCESSES = 1 << 18;
+
 /**
- * dirty_log_perf_test.c's run: populate memory, enable dirty logging, then per iteration dirty
- * memory, get the dirty log (and clear it, with manual protect), and finally disable dirty
- * logging. `onPhase(name, index, count)` is called before each phase (progress).
+ * dirty_log_perf_test.c's run, one slice at a time: yields before every slice (the pass phases
+ * are cut into rows of about 262,144 accesses), so a caller can show progress, yield to its
+ * event loop and stop; returns the result. Phase times count only the slices themselves.
  */
-export function dirtyLogPerf(
+export function* dirtyLogPerfSteps(
   opts: MemstressOptions = {},
-  onPhase?: (name: string, index: number, count: number) => void,
-): DirtyLogPerfResult {
+): Generator<DirtyLogPerfStep, DirtyLogPerfResult, void> {
   const m = memstress(opts);
   const o = m.options;
   const vm = m.vm;
@@ -382,12 +418,30 @@ export function dirtyLogPerf(
   names.push("disable dirty logging");
   const phases: DirtyLogPhase[] = [];
   let index = 0;
-  const run = (name: string, body: () => { words?: number; dirty?: number }) => {
-    onPhase?.(name, index++, names.length);
+  const rowsPerSlice = Math.max(1, Math.floor(SLICE_ACCESSES / o.vcpus));
+  const passSlices = Math.ceil(m.pagesPerVcpu / rowsPerSlice);
+  const passSlice = (k: number) => {
+    m.passRows(k * rowsPerSlice, Math.min(m.pagesPerVcpu, (k + 1) * rowsPerSlice));
+    return {};
+  };
+  function* run(
+    name: string,
+    slices: number,
+    body: (k: number) => { words?: number; dirty?: number },
+  ): Generator<DirtyLogPerfStep, void, void> {
     const b = { ...vm.stats.toJSON() };
-    const t0 = performance.now();
-    const r = body();
-    const ms = performance.now() - t0;
+    let ms = 0;
+    let words = 0;
+    let dirty = 0;
+    for (let k = 0; k < slices; k++) {
+      yield { phase: name, index, count: names.length, done: k, total: slices };
+      const t0 = performance.now();
+      const r = body(k);
+      ms += performance.now() - t0;
+      words += r.words ?? 0;
+      dirty += r.dirty ?? 0;
+    }
+    index++;
     const s = vm.stats;
     const faults = s.pf_taken - b.pf_taken!;
     const fast = s.pf_fast - b.pf_fast!;
@@ -402,13 +456,15 @@ export function dirtyLogPerf(
       flushes: s.remote_tlb_flush_requests - b.remote_tlb_flush_requests!,
       rmapHeadsScanned: s.rmap_heads_scanned - b.rmap_heads_scanned!,
       tdpIterSteps: s.tdp_iter_steps - b.tdp_iter_steps!,
-      bitmapWords: r.words ?? 0,
-      dirtyPages: r.dirty ?? 0,
+      wrprotSlotPasses: s.wrprot_slot_passes - b.wrprot_slot_passes!,
+      wrprotMaskedCalls: s.wrprot_masked_calls - b.wrprot_masked_calls!,
+      bitmapWords: words,
+      dirtyPages: dirty,
       pages4k: s.pages_4k,
       pages2m: s.pages_2m,
       pages1g: s.pages_1g,
     });
-  };
+  }
   const setLog = (on: boolean) => {
     for (let i = 0; i < m.slotIds.length; i++)
       vm.setUserMemoryRegion({
@@ -418,23 +474,15 @@ export function dirtyLogPerf(
         flags: on ? KVM_MEM_LOG_DIRTY_PAGES : 0,
         backing: o.backing,
       });
+    return {};
   };
   const bitmaps: Uint32Array[] = [];
-  run("populate memory", () => {
-    m.pass();
-    return {};
-  });
-  run("enable dirty logging", () => {
-    setLog(true);
-    return {};
-  });
+  yield* run("populate memory", passSlices, passSlice);
+  yield* run("enable dirty logging", 1, () => setLog(true));
   const words = Math.ceil(m.slotPages / 64);
   for (let k = 1; k <= o.iterations; k++) {
-    run(`iteration ${k} dirty memory`, () => {
-      m.pass();
-      return {};
-    });
-    run(`iteration ${k} get dirty log`, () => {
+    yield* run(`iteration ${k} dirty memory`, passSlices, passSlice);
+    yield* run(`iteration ${k} get dirty log`, 1, () => {
       let dirty = 0;
       bitmaps.length = 0;
       for (const id of m.slotIds) {
@@ -451,7 +499,7 @@ export function dirtyLogPerf(
       return { words: words * m.slotIds.length, dirty };
     });
     if (o.manualProtect) {
-      run(`iteration ${k} clear dirty log`, () => {
+      yield* run(`iteration ${k} clear dirty log`, 1, () => {
         let cleared = 0;
         const chunk = o.clearChunkPages ?? m.slotPages;
         m.slotIds.forEach((id, i) => {
@@ -470,9 +518,23 @@ export function dirtyLogPerf(
       });
     }
   }
-  run("disable dirty logging", () => {
-    setLog(false);
-    return {};
-  });
+  yield* run("disable dirty logging", 1, () => setLog(false));
   return new DirtyLogPerfResult(phases, o);
+}
+
+/**
+ * dirty_log_perf_test.c's run: populate memory, enable dirty logging, then per iteration dirty
+ * memory, get the dirty log (and clear it, with manual protect), and finally disable dirty
+ * logging. `onPhase(name, index, count)` is called before each phase (progress).
+ */
+export function dirtyLogPerf(
+  opts: MemstressOptions = {},
+  onPhase?: (name: string, index: number, count: number) => void,
+): DirtyLogPerfResult {
+  const steps = dirtyLogPerfSteps(opts);
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return r.value;
+    if (r.value.done === 0) onPhase?.(r.value.phase, r.value.index, r.value.count);
+  }
 }

@@ -8,7 +8,7 @@
  *   with eager split, none in the fault path afterwards.
  */
 import { describe, expect, it } from "vitest";
-import { dirtyLogPerf, guestRandomU32 } from "../src";
+import { dirtyLogPerf, dirtyLogPerfSteps, guestRandomU32 } from "../src";
 
 const MIB = 2 ** 20;
 const GIB = 2 ** 30;
@@ -48,6 +48,39 @@ describe("memstress", () => {
     expect(row("iteration 2 dirty memory")).toEqual([pages, pages, 0, 0]);
     expect(r.phase("iteration 2 get dirty log")!.bitmapWords).toBe(pages / 64);
     expect(row("disable dirty logging")).toEqual([0, 0, 0, 0]);
+    // Write-protect work: one whole-slot pass at enable; every u64 word of the bitmap has set
+    // bits after a sequential full pass, so GET re-protects word by word, pages / 64 calls.
+    const wp = (n: string) => [r.phase(n)!.wrprotSlotPasses, r.phase(n)!.wrprotMaskedCalls];
+    expect(wp("enable dirty logging")).toEqual([1, 0]);
+    expect(wp("iteration 1 dirty memory")).toEqual([0, 0]);
+    expect(wp("iteration 1 get dirty log")).toEqual([0, pages / 64]);
+    expect(wp("iteration 2 get dirty log")).toEqual([0, pages / 64]);
+  });
+
+  it("a stepwise run yields before every slice (passes in rows of 262,144 accesses) and counts as the whole run", () => {
+    // 64 vCPUs x 32 MiB: 8,192 pages per vCPU; 262,144 / 64 = 4,096 rows a slice, 2 slices.
+    const opts = { vcpus: 64, bytesPerVcpu: 32 * MIB, iterations: 1, slots: 2 };
+    const steps = dirtyLogPerfSteps(opts);
+    const seen: string[] = [];
+    let r = steps.next();
+    while (!r.done) {
+      seen.push(
+        `${r.value.index}/${r.value.count} ${r.value.phase} ${r.value.done}/${r.value.total}`,
+      );
+      r = steps.next();
+    }
+    const pass = (i: number, name: string) => [0, 1].map((k) => `${i}/5 ${name} ${k}/2`);
+    expect(seen).toEqual([
+      ...pass(0, "populate memory"),
+      "1/5 enable dirty logging 0/1",
+      ...pass(2, "iteration 1 dirty memory"),
+      "3/5 iteration 1 get dirty log 0/1",
+      "4/5 disable dirty logging 0/1",
+    ]);
+    const strip = (p: object) => ({ ...p, ms: 0 });
+    expect(r.value.phases.map(strip)).toEqual(dirtyLogPerf(opts).phases.map(strip));
+    // Two slots: two whole-slot passes at enable.
+    expect(r.value.phase("enable dirty logging")!.wrprotSlotPasses).toBe(2);
   });
 
   it("manual protect in 512-page CLEAR chunks: GET protects nothing, CLEAR re-protects (one flush per call)", () => {

@@ -268,21 +268,25 @@ export class Progress {
   private readonly id = randomUUID();
   private doneCount = 0;
   private lastSent = 0;
-  private finished = false;
+  private finished: "" | "done" | "interrupted" | "failed" = "";
+  private detail = "";
 
-  constructor(total: number, label = "progress") {
+  constructor(total: number, label = "progress", detail = "") {
     if (!Number.isInteger(total) || total <= 0) {
       throw new RangeError(`progress total must be a positive integer, got ${plainText(total)}`);
     }
     this.total = total;
     this.label = label;
+    this.detail = detail;
     currentSession()?.openProgress.add(this);
     this.send(false, "running");
   }
 
-  /** Sets the number of steps done (0..total). */
-  update(done: number): void {
-    if (currentSession()?.interruptRequested) {
+  /** Sets the number of steps done (0..total), and optionally what is being done now. */
+  update(done: number, detail?: string): void {
+    // A bar the kernel closed as interrupted (its cell was stopped while awaiting) stops the
+    // loop still feeding it, even after the next cell has started.
+    if (currentSession()?.interruptRequested || this.finished === "interrupted") {
       this.finish("interrupted");
       throw new InterruptedError(`interrupted at ${this.doneCount}/${this.total} (${this.label})`);
     }
@@ -290,6 +294,7 @@ export class Progress {
       throw new RangeError(`progress done must be within 0..${this.total}, got ${plainText(done)}`);
     }
     this.doneCount = done;
+    if (detail !== undefined) this.detail = detail;
     const now = Date.now();
     if (now - this.lastSent >= PROGRESS_INTERVAL_MS) this.send(true, "running");
   }
@@ -301,8 +306,8 @@ export class Progress {
 
   /** Marks the display finished (done, interrupted or failed); later calls do nothing. */
   finish(state: "done" | "interrupted" | "failed" = "done"): void {
-    if (this.finished) return;
-    this.finished = true;
+    if (this.finished !== "") return;
+    this.finished = state;
     if (state === "done") this.doneCount = this.total;
     currentSession()?.openProgress.delete(this);
     this.send(true, state);
@@ -311,7 +316,7 @@ export class Progress {
   private send(update: boolean, state: string): void {
     this.lastSent = Date.now();
     const pct = Math.floor((100 * this.doneCount) / this.total);
-    const text = `${this.label}: ${this.doneCount}/${this.total} (${pct}%)${state === "running" ? "" : ` ${state}`}`;
+    const text = `${this.label}: ${this.doneCount}/${this.total} (${pct}%)${state === "running" ? "" : ` ${state}`}${this.detail === "" ? "" : ` · ${this.detail}`}`;
     const colour = state === "interrupted" || state === "failed" ? "#d62728" : "#1f77b4";
     const html = `<div class="mmulab-progress" style="font-family:monospace;font-size:12px"><div style="display:inline-block;width:240px;height:10px;border:1px solid #999;vertical-align:middle"><div style="width:${pct}%;height:100%;background:${colour}"></div></div> ${escapeHtml(text)}</div>`;
     const session = currentSession();

@@ -275,6 +275,64 @@ describe("KernelHandler", () => {
     expect(only(await exec("7 * 6"), "execute_reply").content.status).toBe("ok");
   });
 
+  it("runDirtyLogPerf: a bar through every phase, then the result as a table and a plotly figure", async () => {
+    // 4 vCPUs x 16 MiB, 2 iterations: dirty_log_perf_test's phases are populate, enable,
+    // 2 x (dirty, get), disable = 7; the populate pass touches 4 x 4096 pages, one fault each,
+    // and the guest walk reads its PML4 and PDPT pages (1 GiB guest pages), one fault each.
+    const vcpus = 4;
+    const pages = (16 * 2 ** 20) / 4096;
+    const phases = 2 + 2 * 2 + 1;
+    const msg = request("execute_request", {
+      code:
+        'import { runDirtyLogPerf } from "@mmulab/kernel";\n' +
+        `await runDirtyLogPerf({ vcpus: ${vcpus}, bytesPerVcpu: ${pages * 4096}, iterations: 2 })`,
+    });
+    await handler.handle(msg, "shell");
+    const out = sent.filter((s) => s.parentId === msg.header.msg_id);
+    expect(only(out, "execute_reply").content.status).toBe("ok");
+    const first = only(out, "display_data").content.data as Record<string, string>;
+    expect(first["text/plain"]).toMatch(
+      new RegExp(
+        `^dirty_log_perf_test: 0/${phases * 1000} \\(0%\\) · populate memory \\(1/${phases}\\)$`,
+      ),
+    );
+    const updates = out.filter((s) => s.msgType === "update_display_data");
+    const last = updates[updates.length - 1]!.content.data as Record<string, string>;
+    expect(last["text/plain"]).toBe(
+      `dirty_log_perf_test: ${phases * 1000}/${phases * 1000} (100%) done · disable dirty logging (${phases}/${phases})`,
+    );
+    const result = only(out, "execute_result").content.data as Record<string, unknown>;
+    expect(String(result["text/html"])).toContain("<table");
+    expect(String(result["text/html"])).toContain("populate memory");
+    expect(String(result["text/html"])).toContain("<svg");
+    const fig = result["application/vnd.plotly.v1+json"] as {
+      data: { name: string; x: string[]; y: number[] }[];
+    };
+    const faults = fig.data.find((t) => t.name === "faults")!;
+    expect(faults.x).toHaveLength(phases);
+    expect(faults.y[0]).toBe(vcpus * pages + 2);
+  });
+
+  it("runDirtyLogPerf stops on interrupt between slices, the bar says so, the kernel answers", async () => {
+    // 8 vCPUs x 4 GiB: 8 M accesses a pass, far longer than the 1.5 s before the interrupt.
+    const msg = request("execute_request", {
+      code:
+        'import { runDirtyLogPerf } from "@mmulab/kernel";\n' +
+        "await runDirtyLogPerf({ vcpus: 8, bytesPerVcpu: 4 * 2 ** 30, iterations: 2 })",
+    });
+    const t0 = Date.now();
+    const done = handler.handle(msg, "shell");
+    setTimeout(() => handler.interrupt(), 1500);
+    await done;
+    console.log(`runDirtyLogPerf interrupted: cell ended ${Date.now() - t0} ms after it started`);
+    const out = sent.filter((s) => s.parentId === msg.header.msg_id);
+    expect(only(out, "error").content.ename).toBe("Interrupted");
+    const updates = out.filter((s) => s.msgType === "update_display_data");
+    const last = updates[updates.length - 1]!.content.data as Record<string, string>;
+    expect(last["text/plain"]).toMatch(/^dirty_log_perf_test: \d+\/\d+ \(\d+%\) interrupted · /);
+    expect(only(await exec("7 * 6"), "execute_reply").content.status).toBe("ok");
+  });
+
   it("answers is_complete, complete, inspect, comm_info and history", async () => {
     expect(
       only(await send("is_complete_request", { code: "const a = 1;" }), "is_complete_reply").content

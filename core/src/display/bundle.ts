@@ -286,3 +286,16 @@ export function plotlyBundle(figure: PlotlyFigure): MimeBundle {
   const html = `<div class="mmulab-plot">${title !== undefined ? `<div><b>${escapeHtml(title)}</b></div>` : ""}${plotSvg(figure)}</div>`;
   return { [PLOTLY_MIME]: figure, "text/html": html, "text/plain": text.join("\n") };
 }
+
+/**
+ * A table and a plot in one bundle: the plot's own MIME types, the table's HTML above the
+ * plot's static SVG (both bundles carry text/html, so spreading one over the other would hide
+ * one of them), and the table's text.
+ */
+export function tableAndPlotBundle(table: MimeBundle, plot: MimeBundle): MimeBundle {
+  return {
+    ...plot,
+    "text/html": `${table["text/html"] ?? ""}${plot["text/html"] ?? ""}`,
+    "text/plain": table["text/plain"] ?? "",
+  };
+}

@@ -4,7 +4,13 @@
  * intervals (`vm.kvmStat()`), and the `mmu_rmaps_stat`-style histogram of rmap chain lengths
  * (`vm.rmapHistogram()`). Built on request, never on hot paths.
  */
-import { htmlTableBundle, JUPYTER_DISPLAY, type MimeBundle, plotlyBundle } from "../display";
+import {
+  htmlTableBundle,
+  JUPYTER_DISPLAY,
+  type MimeBundle,
+  plotlyBundle,
+  tableAndPlotBundle,
+} from "../display";
 import type { KvmStats } from "../kvm/stats";
 import { pteListForEach, type VmMmu } from "../mmu/mmu";
 import { SlotArch } from "../mmu/mmu_internal";
@@ -160,6 +166,6 @@ export class RmapHistogram {
         xaxis: { title: { text: "sptes on the chain" } },
       },
     });
-    return { ...table, ...plot };
+    return tableAndPlotBundle(table, plot);
   }
 }

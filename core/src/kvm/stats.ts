@@ -89,6 +89,10 @@ export class KvmStats {
   wp_sps_skipped_zero_count = 0;
   // --- simulator cost counters (not KVM stats: what an operation visited) ---
   huge_splits = 0;
+  /** Whole-slot write-protect (or D-clear, with PML) walks when logging is turned on. */
+  wrprot_slot_passes = 0;
+  /** `kvm_arch_mmu_enable_log_dirty_pt_masked` calls: one per non-zero u64 word GET/CLEAR/reset hands over. */
+  wrprot_masked_calls = 0;
   /** Seed-2010 self-checks made (stored gfn against the formula; `selfCheckGfns`). */
   gfn_self_checks = 0;
   tdp_iter_steps = 0;

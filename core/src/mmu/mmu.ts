@@ -2486,6 +2486,7 @@ export class VmMmu implements MmuCore {
     const start = slot.baseGfn;
     const end = slot.baseGfn + slot.npages;
     if (this.features.eagerPageSplit && this.tdp !== null) this.tdp.splitHugePages(start, end, 1);
+    this.stats.wrprot_slot_passes++;
     if (this.features.pml) {
       // PML: 4K leaves keep W and lose D (the CPU logs the next write); huge ones lose W so
       // that a write splits them.
@@ -2549,6 +2550,7 @@ export class VmMmu implements MmuCore {
    * remove W from the 4K leaves of the set bits.
    */
   enableLogDirtyPtMasked(base: number, lo: number, hi: number): void {
+    this.stats.wrprot_masked_calls++;
     if (this.kvm.dirtyLogInitiallySet) {
       const first = lo !== 0 ? 31 - Math.clz32(lo & -lo) : 32 + 31 - Math.clz32(hi & -hi);
       const last = hi !== 0 ? 32 + 31 - Math.clz32(hi) : 31 - Math.clz32(lo);
