@@ -26,6 +26,11 @@ let acc = 0;
 for (let i = 1; i <= steps; i++) { acc = (acc + i * 7) % 1000003; bar.update(i); }
 acc"""
 
+# The same through the workload runner: a 16 x 2 GiB dirty_log_perf_test cycle (tens of seconds),
+# with its phase-named bar; the interrupt arrives during a slice or while the runner awaits.
+DIRTY_LOG_PERF_CELL = """import { runDirtyLogPerf } from "@mmulab/kernel";
+await runDirtyLogPerf({ vcpus: 16, bytesPerVcpu: 2 * 2 ** 30, iterations: 2 })"""
+
 
 def free_port():
     with socket.socket() as s:
@@ -35,6 +40,7 @@ def free_port():
 
 def main():
     nb_dir = sys.argv[1]
+    long_cell = DIRTY_LOG_PERF_CELL if sys.argv[2:] == ["dirtylogperf"] else LONG_CELL
     port = free_port()
     token = secrets.token_hex(16)
     base = f"http://127.0.0.1:{port}"
@@ -115,7 +121,7 @@ def main():
             warm = execute("1")
             await until(lambda m: m["msg_type"] == "execute_reply" and m["parent_header"].get("msg_id") == warm, 60)
 
-            long_id = execute(LONG_CELL)
+            long_id = execute(long_cell)
             seen = []
 
             def long_msg(m):
