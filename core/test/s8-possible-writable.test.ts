@@ -132,6 +132,20 @@ describe("S8: write-protect cost, scan vs possible-writable bitmap", () => {
     });
   }
 
+  it("after write-protect-all, reads do not open the path for writes: EPT rights combine across levels", () => {
+    // The root entry lost W, so a write to any page is an EPT violation however the page was
+    // read since (SDM: the access rights of a translation are the AND over the whole walk).
+    const { vm, vcpu, writeAll } = s8(true);
+    vm.fastWriteProtectAll();
+    const b = vm.stats.pf_taken;
+    for (let k = 0; k < REGIONS; k++)
+      expect(vcpu.access(k * 512 * 4096, { write: false }).fault).toBe(false);
+    expect(vm.stats.pf_taken - b).toBe(0);
+    writeAll();
+    expect(vm.stats.pf_taken - b).toBe(REGIONS);
+    expect(vm.audit()).toEqual([]);
+  });
+
   it("refuses the bitmap mode without the switch, and the TDP MMU", () => {
     const { vm } = s8(false);
     expect(() => vm.writeProtectAllSps({ mode: "bitmap" })).toThrow(/possibleWritableBitmap/);

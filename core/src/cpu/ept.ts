@@ -57,6 +57,8 @@ const WALK_CACHE_MASK = WALK_CACHE_SIZE - 1;
 const NO_TABLE = new Uint32Array(0);
 /** gfns the complete-leaf bits cover: 2^26 (256 GiB of guest-physical space, 8 MiB of bits). */
 const COMPLETE_MAX_GFN = 2 ** 26;
+/** R|W|X: a path of non-leaf entries that restricts no access. */
+const FULL_RIGHTS = SPTE_R | SPTE_W | SPTE_X;
 /** A leaf with all of these allows any access and takes no A/D write. */
 const COMPLETE_SPTE = SPTE_MMU_PRESENT | SPTE_R | SPTE_W | SPTE_X | SPTE_A | SPTE_D;
 /** Words of set bits remembered for a cheap reset (beyond: clear them all). */
@@ -180,9 +182,22 @@ export class EptWalker {
           // walk-cache hit): a working set wider than the walk cache (many 2 MiB regions)
           // would otherwise take a full EPT walk on every access. After a fault, no bit: the
           // next fault would drop it.
-          if (final && tries === 0 && (spt[last.idx * 2]! & COMPLETE_SPTE) === COMPLETE_SPTE)
+          // Both caches hold leaves only, so only a path that restricts nothing may be cached
+          // (seed 2017's write-protect-all clears W above intact leaves: a read must not let a
+          // later write through).
+          const fullPath = last.pathRights === FULL_RIGHTS;
+          if (
+            fullPath &&
+            final &&
+            tries === 0 &&
+            (spt[last.idx * 2]! & COMPLETE_SPTE) === COMPLETE_SPTE
+          )
             this.markComplete(gfn, pfn);
-          if (store.topologyEpoch === this.cacheTopology && this.mmu.root === this.cacheRoot) {
+          if (
+            fullPath &&
+            store.topologyEpoch === this.cacheTopology &&
+            this.mmu.root === this.cacheRoot
+          ) {
             this.wcRegion[c] = region;
             this.wcSpt[c] = spt;
             this.wcIdx[c] = last.idx;
