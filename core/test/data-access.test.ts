@@ -33,8 +33,8 @@ const MMIO_GVA = 0x73_0000;
 const ROM_GVA = 0x74_0000;
 const ROM_GPA = 0x800_0000;
 
-function machine(mmu: "none" | "tdp", flags = 0) {
-  const vm = createVm({ mmu });
+function machine(mmu: "none" | "tdp", flags = 0, features: Record<string, unknown> = {}) {
+  const vm = createVm({ mmu, features });
   vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 64 * MiB, flags });
   vm.setUserMemoryRegion({
     slot: 1,
@@ -196,33 +196,34 @@ for (const mode of ["none", "tdp"] as const) {
 }
 
 describe("data instructions: the two modes agree", () => {
-  it("a seeded mix of loads and stores gives the same results and memory with and without TDP", () => {
-    const none = machine("none");
-    const tdp = machine("tdp");
-    let x = 0x1234_5678;
-    const rnd = () => {
-      x ^= x << 13;
-      x ^= x >>> 17;
-      x ^= x << 5;
-      return x >>> 0;
-    };
-    const pages = [GVA, GVA + 0x1000, SPLIT_GVA, RO_GVA, NX_GVA, EDGE_GVA, MMIO_GVA, ROM_GVA];
-    for (let i = 0; i < 2000; i++) {
-      const gva = pages[rnd() % pages.length]! + (rnd() % 4096);
-      const size = ([1, 2, 4, 8] as const)[rnd() % 4]!;
-      const op = rnd() % 3;
-      const value = BigInt(rnd()) & ((1n << BigInt(8 * size)) - 1n);
-      const run = (m: typeof none) =>
-        op === 0
-          ? m.vcpu.write(gva, value, { size })
-          : op === 1
-            ? m.vcpu.read(gva, { size })
-            : m.vcpu.fetch(gva, { size });
-      expect(run(tdp), `step ${i}`).toEqual(run(none));
-    }
-    for (let gpa = 0; gpa < 4 * MiB; gpa += 8)
-      if (none.vm.readPhys64(gpa) !== tdp.vm.readPhys64(gpa)) expect.fail(`gpa ${gpa} differs`);
-  });
+  for (const ad of [true, false])
+    it(`a seeded mix of loads and stores gives the same results and memory with and without TDP (EPT A/D ${ad ? "on" : "off"})`, () => {
+      const none = machine("none");
+      const tdp = machine("tdp", 0, { eptAccessDirty: ad });
+      let x = 0x1234_5678;
+      const rnd = () => {
+        x ^= x << 13;
+        x ^= x >>> 17;
+        x ^= x << 5;
+        return x >>> 0;
+      };
+      const pages = [GVA, GVA + 0x1000, SPLIT_GVA, RO_GVA, NX_GVA, EDGE_GVA, MMIO_GVA, ROM_GVA];
+      for (let i = 0; i < 2000; i++) {
+        const gva = pages[rnd() % pages.length]! + (rnd() % 4096);
+        const size = ([1, 2, 4, 8] as const)[rnd() % 4]!;
+        const op = rnd() % 3;
+        const value = BigInt(rnd()) & ((1n << BigInt(8 * size)) - 1n);
+        const run = (m: typeof none) =>
+          op === 0
+            ? m.vcpu.write(gva, value, { size })
+            : op === 1
+              ? m.vcpu.read(gva, { size })
+              : m.vcpu.fetch(gva, { size });
+        expect(run(tdp), `step ${i}`).toEqual(run(none));
+      }
+      for (let gpa = 0; gpa < 4 * MiB; gpa += 8)
+        if (none.vm.readPhys64(gpa) !== tdp.vm.readPhys64(gpa)) expect.fail(`gpa ${gpa} differs`);
+    });
 
   it("under TDP with dirty logging, a store marks its page and a load does not", () => {
     const { vm, vcpu } = machine("tdp", KVM_MEM_LOG_DIRTY_PAGES);

@@ -1,5 +1,5 @@
 /**
- * dirty_log_test.c's rule in every mode (GET only, manual protect, manual + initially-set, the
+ * dirty_log_test.c's rule in every mode (GET only, with and without EPT A/D bits, manual protect, manual + initially-set, the
  * dirty ring with soft-full exits, PML, ring + PML): over 32 iterations of two vCPUs writing
  * random pages, every page written since the previous collection is reported (none missed), and
  * every reported page is one KVM holds as dirty (written since then; with KVM_DIRTY_LOG_INITIALLY_SET
@@ -12,7 +12,14 @@ const NPAGES = 4096;
 const BASE = 0x10000000; // the logged slot's gpa (paging off: gva = gpa)
 const LOG = 1;
 
-type Mode = "get" | "manual" | "manual+initially-set" | "ring" | "pml" | "ring+pml";
+type Mode =
+  | "get"
+  | "get, EPT A/D off"
+  | "manual"
+  | "manual+initially-set"
+  | "ring"
+  | "pml"
+  | "ring+pml";
 
 function run(mode: Mode, iterations = 32) {
   const manual = mode === "manual" || mode === "manual+initially-set";
@@ -23,6 +30,7 @@ function run(mode: Mode, iterations = 32) {
       manualDirtyLogProtect: manual,
       dirtyLogInitiallySet: mode === "manual+initially-set",
       pml,
+      eptAccessDirty: mode !== "get, EPT A/D off",
     },
   });
   // Small rings, so that soft-full exits happen: 512 entries (soft limit 448), or 1024 with PML
@@ -84,6 +92,7 @@ function run(mode: Mode, iterations = 32) {
 describe("dirty_log_test's rule, 32 iterations", () => {
   for (const mode of [
     "get",
+    "get, EPT A/D off",
     "manual",
     "manual+initially-set",
     "ring",

@@ -42,7 +42,10 @@ import {
 } from "../mmu/spte";
 import { EptWalker, STAGE2_MMIO } from "./ept";
 
-/** The walker's table accesses: W|U, as KVM's `nested_access` (A/D may be written). */
+/**
+ * The walker's table accesses: W|U, as KVM's `nested_access` (A/D may be written); with EPT
+ * A/D bits, guest paging-structure accesses count as writes for EPT too.
+ */
 const NESTED_ACCESS = PFERR_WRITE_MASK | PFERR_USER_MASK;
 
 /** One vCPU's translation hardware: stage 2 and the table frames the guest walk reads. */
@@ -72,6 +75,9 @@ export class CpuMmu implements TableSource {
     this.regs = regs;
     this.vm = vm;
     this.ept = vm === null || vm.shadowPaging ? null : new EptWalker(vm, mmu, vcpu);
+    // Without EPT A/D bits the CPU's guest paging-structure reads are reads for EPT; an A/D
+    // write-back is a write of its own ({@link tableWritable}).
+    if (this.ept !== null && !kvm.features.eptAccessDirty) this.tableAccess = PFERR_USER_MASK;
     // Under shadow paging the guest tables are read over the memslots: only a memslot change
     // can move them (so the cache follows the memslot generation, as on the bare machine).
     this.store = vm === null ? null : vm.store;
@@ -81,6 +87,8 @@ export class CpuMmu implements TableSource {
 
   private readonly shadowPaging: boolean;
   private readonly vm: VmMmu | null;
+  /** PFERR bits of the guest walk's table reads at stage 2. */
+  private readonly tableAccess: number = NESTED_ACCESS;
 
   /**
    * The CPU's walk of KVM's shadow tables for gva `hi:lo` and access `access` (PFERR W/U/F and
@@ -191,7 +199,7 @@ export class CpuMmu implements TableSource {
   // ---- TableSource ---------------------------------------------------------------------------
 
   fillTable(t: GuestTables, gfn: number, c: number): boolean {
-    const hvfn = this.stage2(gfn, NESTED_ACCESS, false);
+    const hvfn = this.stage2(gfn, this.tableAccess, false);
     if (hvfn < 0) return false;
     // An EPT violation on the way may have changed sptes: what was cached before it goes.
     this.refreshTables();
@@ -204,6 +212,18 @@ export class CpuMmu implements TableSource {
    * `kvm_vcpu_mark_page_dirty`. Under EPT the CPU writes the bits itself; KVM sees the write only
    * through the EPT violation that made the table writable, which marked the page then.
    */
+  tableWritable(gfn: number): boolean {
+    // A frame loaded for reading only (EPT without A/D bits): the write-back is an access of
+    // its own, which may take an EPT violation (and so be dirty-logged). Elsewhere the frame
+    // was loaded for writing, and a frame that is not writable is a read-only slot's.
+    if (this.tableAccess === NESTED_ACCESS) return false;
+    if (this.stage2(gfn, NESTED_ACCESS, false) < 0) return false;
+    const writable = this.writable;
+    // The violation may have changed sptes: cached frames go (the arena word stays valid).
+    this.refreshTables();
+    return writable;
+  }
+
   markTableDirty(gfn: number): void {
     if (this.ept === null) this.kvm.markPageDirty(gfn);
   }

@@ -82,6 +82,10 @@ export class EptWalker {
   private readonly wcIdx: Int16Array = new Int16Array(WALK_CACHE_SIZE);
   private readonly wcLevel: Uint8Array = new Uint8Array(WALK_CACHE_SIZE);
   private cacheTopology = -1;
+  /** All bits, or all but A/D without EPT A/D bits (features.eptAccessDirty). */
+  private readonly adKeep: number = -1;
+  /** {@link COMPLETE_SPTE}, without A/D when the CPU keeps none. */
+  private readonly completeMask: number = COMPLETE_SPTE;
   private cacheRoot = -1;
   // Complete-leaf bits: bit gfn set when gfn's leaf has every bit of COMPLETE_SPTE and maps the
   // frame its memslot gives (pfn = hva >> 12), for the spte epoch / root / memslot generation
@@ -101,6 +105,10 @@ export class EptWalker {
     this.slots = vm.kvm.memslots;
     this.rootLevel = vm.rootLevel;
     this.pml = vm.kvm.features.pml;
+    if (!vm.kvm.features.eptAccessDirty) {
+      this.adKeep = ~(SPTE_A | SPTE_D);
+      this.completeMask = COMPLETE_SPTE & ~(SPTE_A | SPTE_D);
+    }
   }
 
   /**
@@ -142,7 +150,9 @@ export class EptWalker {
       const lo = spt[i]!;
       if ((lo & SPTE_MMU_PRESENT) !== 0 && (level === 1 || (lo & SPTE_PS) !== 0)) {
         // The common case first: the leaf allows the access and already has A (and D).
-        const need = write ? SPTE_W | SPTE_A | SPTE_D : fetch ? SPTE_X | SPTE_A : SPTE_R | SPTE_A;
+        const need =
+          (write ? SPTE_W | SPTE_A | SPTE_D : fetch ? SPTE_X | SPTE_A : SPTE_R | SPTE_A) &
+          this.adKeep;
         if ((lo & need) === need) {
           this.writable = (lo & SPTE_W) !== 0;
           let pfn = sptePfn(lo, spt[i + 1]!);
@@ -150,7 +160,7 @@ export class EptWalker {
             const span = GFN_SPAN[level]!;
             pfn += gfn - Math.floor(gfn / span) * span;
           }
-          if (final && (lo & COMPLETE_SPTE) === COMPLETE_SPTE) this.markComplete(gfn, pfn);
+          if (final && (lo & this.completeMask) === this.completeMask) this.markComplete(gfn, pfn);
           return pfn;
         }
         const pfn = this.leafAccess(spt, i, lo, spt[i + 1]!, level, gfn, write, fetch, final);
@@ -190,7 +200,7 @@ export class EptWalker {
             fullPath &&
             final &&
             tries === 0 &&
-            (spt[last.idx * 2]! & COMPLETE_SPTE) === COMPLETE_SPTE
+            (spt[last.idx * 2]! & this.completeMask) === this.completeMask
           )
             this.markComplete(gfn, pfn);
           if (
@@ -332,7 +342,8 @@ export class EptWalker {
     // The walker's own table accesses in a read-only slot get no A/D (no write).
     if (write && !final && (hi & SPTE_HI_HOST_WRITABLE) === 0) write = false;
     if (!isAccessAllowed(lo, write, fetch)) return -1;
-    const ad = write ? SPTE_A | SPTE_D : SPTE_A;
+    // Without EPT A/D bits (EPTP bit 6 clear) the CPU sets neither.
+    const ad = (write ? SPTE_A | SPTE_D : SPTE_A) & this.adKeep;
     if ((lo & ad) !== ad) {
       // PML: the CPU logs the gpa whose D it sets while KVM has PML on (a slot logs).
       if (write && (lo & SPTE_D) === 0 && this.pml && this.slots.nrMemslotsDirtyLogging > 0)

@@ -186,6 +186,17 @@ export const SWITCHES = {
       "MMU-present 11 (EPT); 'v4' = Host-writable 10, MMU-writable 11, no MMU-present bit. The " +
       "simulator keeps one encoding; this decides the values snapshots and walks print",
   },
+  eptAccessDirty: {
+    kind: "kvm",
+    values: BOOL,
+    default: true,
+    doc:
+      "EPT accessed/dirty bits (kvm_intel.eptad, EPTP bit 6). Off: KVM's sptes carry no A/D " +
+      "(kvm_mmu_set_ept_masks: shadow_accessed_mask = shadow_dirty_mask = 0; role.ad_disabled), " +
+      "the CPU sets none, and its guest page-table reads are reads (with A/D on they count as " +
+      "writes for EPT); a guest A/D write-back is then a write access of its own. PML needs it " +
+      "(vmx hardware_setup turns enable_pml off without it)",
+  },
   pml: {
     kind: "kvm",
     values: BOOL,
@@ -285,6 +296,13 @@ export function resolveFeatures(input: unknown, maxPhysAddrBits: number): Featur
       "features.tdpLevels",
       4,
       `5 when maxPhysAddrBits (${maxPhysAddrBits}) exceeds 48`,
+    );
+  }
+  if (f.pml && !f.eptAccessDirty) {
+    throw new InvalidArgumentError(
+      "features.pml",
+      true,
+      "false when eptAccessDirty is false (PML logs the writes that set EPT D bits; vmx hardware_setup turns enable_pml off without EPT A/D)",
     );
   }
   if (f.dirtyLogInitiallySet && !f.manualDirtyLogProtect) {

@@ -60,6 +60,7 @@ import {
   RET_PF_RETRY,
   RET_PF_SPURIOUS,
   ROLE_ACCESS_SHIFT,
+  ROLE_AD_DISABLED,
   ROLE_CR0_WP,
   ROLE_DIRECT,
   ROLE_EFER_NX,
@@ -502,6 +503,7 @@ export class ShadowMmu implements ShadowMmuOps {
     this.stats = core.stats;
     this.rootLevel = rootLevel;
     this.rootRole = rootRole;
+    if ((rootRole & ROLE_AD_DISABLED) !== 0) this.out.adKeep = ~(SPTE_A | SPTE_D);
     this.prefetch = features.prefetch;
     this.shadowPaging = shadowPaging;
     this.hashShift = features.hashShift;
@@ -1935,7 +1937,9 @@ export class VmMmu implements MmuCore {
     this.stats = kvm.vmStat;
     this.store = new MmuPageStore(kvm.vmStat);
     this.rootLevel = f.tdpLevels;
-    this.rootRole = tdpRootRole(this.rootLevel, true);
+    // kvm_calc_tdp_mmu_root_page_role: ad_disabled without EPT A/D bits (shadow paging's
+    // x86-format sptes always have them).
+    this.rootRole = tdpRootRole(this.rootLevel, shadowPaging || f.eptAccessDirty);
     this.tdpMmuEnabled = !shadowPaging && f.mmuFlavor === "tdp_mmu";
     this.tdp = this.tdpMmuEnabled
       ? new TdpMmu(this, this.rootLevel, this.rootRole, f.hugeOnDirtyWrite === "zap")

@@ -96,6 +96,12 @@ export interface TableSource {
    * as KVM's `nested_access` (A/D may be written); under TDP they may take EPT violations.
    */
   fillTable(t: GuestTables, gfn: number, c: number): boolean;
+  /**
+   * Before an A/D write-back into table frame `gfn` that was loaded without write permission:
+   * make it writable if the hardware can (a stage-2 write, which may take an EPT violation).
+   * False when it cannot (a read-only slot): the bits stay as they are.
+   */
+  tableWritable(gfn: number): boolean;
   /** `kvm_vcpu_mark_page_dirty` for an A/D write-back into table frame `gfn` (or nothing). */
   markTableDirty(gfn: number): void;
   /** The 2.6.23–25 walker's `kvm_mmu_pte_write` after it set D in a gpte (or nothing). */
@@ -714,7 +720,7 @@ function updateAccessedDirtyBits(w: GuestWalker, t: GuestTables, write: boolean)
     pte >>>= 0;
     if (pte === orig) continue;
     // Tables in a read-only slot keep their A/D bits as they are (ROM page tables).
-    if (w.pteWritable[li] === 0) continue;
+    if (w.pteWritable[li] === 0 && !t.source.tableWritable(w.tableGfn[li]!)) continue;
     // cmpxchg: a gpte changed under the walk is left alone (KVM would retry the walk).
     const arena = t.memory.arena;
     const i = w.tableWord[li]! + ((w.pteGpa[li]! % 4096) >>> 2);
@@ -857,7 +863,8 @@ const walkLoopW07a = walkW07(true);
 function setGpteBits(w: GuestWalker, t: GuestTables, li: number, bits: number): boolean {
   const orig = w.ptesLo[li]!;
   const pte = (orig | bits) >>> 0;
-  if (pte === orig || w.pteWritable[li] === 0) return false;
+  if (pte === orig || (w.pteWritable[li] === 0 && !t.source.tableWritable(w.tableGfn[li]!)))
+    return false;
   t.memory.arena[w.tableWord[li]! + ((w.pteGpa[li]! % 4096) >>> 2)] = pte;
   recordAdWrite(w, t, li, orig, pte);
   return true;

@@ -133,6 +133,12 @@ export class SpteOut {
   hi = 0;
   /** make_spte's return value: W was refused because the gfn is write-protected. */
   wrprot = false;
+  /**
+   * Bits the MMU's sptes may carry: all, or all but A/D when its pages' role has ad_disabled
+   * (EPT without A/D bits: shadow_accessed_mask and shadow_dirty_mask are 0,
+   * kvm_mmu_set_ept_masks).
+   */
+  adKeep = -1;
 }
 
 /**
@@ -173,13 +179,14 @@ export function makeSpte(
   const wrprot = (access & ACC_WRITE_MASK) !== 0 && !wasWritable && !canWrite;
   const w = (access & ACC_WRITE_MASK) !== 0 && !wrprot;
   out.wrprot = wrprot;
-  out.lo = (lo | (w ? SPTE_W | (wasWritable ? 0 : SPTE_D) : 0)) >>> 0;
+  out.lo = ((lo | (w ? SPTE_W | (wasWritable ? 0 : SPTE_D) : 0)) & out.adKeep) >>> 0;
   out.hi = (hi | (w ? SPTE_HI_MMU_WRITABLE : 0)) >>> 0;
 }
 
 /** `make_nonleaf_spte`: RWX + A + MMU-present pointing at the child table's frame. */
 export function makeNonleafSpte(out: SpteOut, childPfn: number): void {
-  out.lo = (SPTE_MMU_PRESENT | SPTE_R | SPTE_W | SPTE_X | SPTE_A | pfnLo(childPfn)) >>> 0;
+  out.lo =
+    ((SPTE_MMU_PRESENT | SPTE_R | SPTE_W | SPTE_X | SPTE_A | pfnLo(childPfn)) & out.adKeep) >>> 0;
   out.hi = pfnHi(childPfn);
   out.wrprot = false;
 }

@@ -26,6 +26,7 @@ import {
   RET_PF_EMULATE,
   RET_PF_FIXED,
   RET_PF_SPURIOUS,
+  ROLE_AD_DISABLED,
   ROLE_INVALID,
   roleLevel,
   SP_ROOT_ZAPPED,
@@ -43,6 +44,7 @@ import {
   makeSpte,
   pfnHi,
   pfnLo,
+  SPTE_A,
   SPTE_D,
   SPTE_HI_MMU_WRITABLE,
   SPTE_HI_PFN_MASK,
@@ -77,6 +79,7 @@ export class TdpMmu {
     this.store = core.store;
     this.rootLevel = rootLevel;
     this.rootRole = rootRole;
+    if ((rootRole & ROLE_AD_DISABLED) !== 0) this.out.adKeep = ~(SPTE_A | SPTE_D);
     this.it = new TdpIter(core.store);
   }
 
