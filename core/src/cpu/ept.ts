@@ -143,6 +143,12 @@ export class EptWalker {
     }
     const region = Math.floor(gfn / 512);
     const c = region & WALK_CACHE_MASK;
+    // Where the last entry of gfn's walk is known to be without walking (a walk-cache hit, or
+    // the walk before a fault): table, index, level. Valid while the topology and root stay
+    // and the entry has not become a table (a split links one in place of a huge leaf).
+    let hSpt: Uint32Array | null = null;
+    let hIdx = 0;
+    let hLevel = 0;
     if (this.wcRegion[c] === region) {
       const spt = this.wcSpt[c]!;
       const level = this.wcLevel[c]!;
@@ -165,23 +171,56 @@ export class EptWalker {
         }
         const pfn = this.leafAccess(spt, i, lo, spt[i + 1]!, level, gfn, write, fetch, final);
         if (pfn >= 0) return pfn;
+        // Refused: an EPT violation at this leaf, no walk needed to know it.
+        hSpt = spt;
+        hIdx = i >>> 1;
+        hLevel = level;
       }
     }
     const last = this.last;
     for (let tries = 0; tries < MAX_RETRIES; tries++) {
-      walkToLastSpte(store, this.mmu.root, this.rootLevel, gfn, last);
-      const lo = last.lo;
+      let spt: Uint32Array;
+      let idx: number;
+      let level: number;
+      let rights: number;
+      if (
+        hSpt !== null &&
+        store.topologyEpoch === this.cacheTopology &&
+        this.mmu.root === this.cacheRoot &&
+        !(
+          (hSpt[hIdx * 2]! & SPTE_MMU_PRESENT) !== 0 &&
+          hLevel !== 1 &&
+          (hSpt[hIdx * 2]! & SPTE_PS) === 0
+        )
+      ) {
+        spt = hSpt;
+        idx = hIdx;
+        level = hLevel;
+        rights = FULL_RIGHTS;
+      } else {
+        walkToLastSpte(store, this.mmu.root, this.rootLevel, gfn, last);
+        spt = store.spt[last.sp]!;
+        idx = last.idx;
+        level = last.level;
+        rights = last.pathRights;
+        // Only a path that restricts nothing may stand in for the walk on the next try.
+        if (rights === FULL_RIGHTS && store.topologyEpoch === this.cacheTopology) {
+          hSpt = spt;
+          hIdx = idx;
+          hLevel = level;
+        } else hSpt = null;
+      }
+      const lo = spt[idx * 2]!;
       // EPT rights combine across levels: a non-leaf entry without W (seed 2017's
       // write-protect-all) refuses writes below it.
-      const pathOk = write ? (last.pathRights & SPTE_W) !== 0 : true;
+      const pathOk = write ? (rights & SPTE_W) !== 0 : true;
       if ((lo & SPTE_MMU_PRESENT) !== 0 && pathOk) {
-        const spt = store.spt[last.sp]!;
         const pfn = this.leafAccess(
           spt,
-          last.idx * 2,
+          idx * 2,
           lo,
-          last.hi,
-          last.level,
+          spt[idx * 2 + 1]!,
+          level,
           gfn,
           write,
           fetch,
@@ -195,12 +234,12 @@ export class EptWalker {
           // Both caches hold leaves only, so only a path that restricts nothing may be cached
           // (seed 2017's write-protect-all clears W above intact leaves: a read must not let a
           // later write through).
-          const fullPath = last.pathRights === FULL_RIGHTS;
+          const fullPath = rights === FULL_RIGHTS;
           if (
             fullPath &&
             final &&
             tries === 0 &&
-            (spt[last.idx * 2]! & this.completeMask) === this.completeMask
+            (spt[idx * 2]! & this.completeMask) === this.completeMask
           )
             this.markComplete(gfn, pfn);
           if (
@@ -210,8 +249,8 @@ export class EptWalker {
           ) {
             this.wcRegion[c] = region;
             this.wcSpt[c] = spt;
-            this.wcIdx[c] = last.idx;
-            this.wcLevel[c] = last.level;
+            this.wcIdx[c] = idx;
+            this.wcLevel[c] = level;
           }
           return pfn;
         }

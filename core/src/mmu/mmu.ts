@@ -2596,6 +2596,8 @@ export class VmMmu implements MmuCore {
       if (!s.isLive(sp) || sh.isInvalidRoot(sp)) continue;
       if (sh.writeProtectSp(sp, bitmap, nonLeaf, clearMmuWritable)) changed = true;
     }
+    // Non-leaf rights changed: the CPU's cached paths must be walked again.
+    if (nonLeaf) this.store.unlinked();
     if (changed) this.flushRemoteTlbs("write_protect_all_sps");
   }
 
