@@ -9,7 +9,7 @@
  * ```
  */
 import { type DirtyLogPerfResult, dirtyLogPerfSteps, type MemstressOptions } from "@mmulab/core";
-import { Progress } from "./helpers";
+import { displayBundle, Progress } from "./helpers";
 
 /** Progress steps per phase (the bar's resolution within a phase). */
 const STEPS_PER_PHASE = 1000;
@@ -18,8 +18,9 @@ const TURN_MS = 50;
 
 /**
  * `dirtyLogPerf(opts)` with a progress bar that advances through every phase (named in the
- * bar), stoppable by the kernel's interrupt. Resolves to the result, which displays as a table
- * and a plotly figure; rejects with `InterruptedError` when interrupted.
+ * bar), stoppable by the kernel's interrupt. At the end it displays the per-phase table and
+ * resolves to the result (which displays as the plotly figure); rejects with `InterruptedError`
+ * when interrupted.
  */
 export async function runDirtyLogPerf(opts: MemstressOptions = {}): Promise<DirtyLogPerfResult> {
   const steps = dirtyLogPerfSteps(opts);
@@ -30,6 +31,9 @@ export async function runDirtyLogPerf(opts: MemstressOptions = {}): Promise<Dirt
       const r = steps.next();
       if (r.done) {
         bar?.finish("done");
+        // The table as an output of its own: in JupyterLab the result itself shows as the
+        // plotly figure, whose renderer outranks the HTML that also carries the table.
+        displayBundle(r.value.tableBundle());
         return r.value;
       }
       const s = r.value;

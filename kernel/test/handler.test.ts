@@ -290,7 +290,12 @@ describe("KernelHandler", () => {
     await handler.handle(msg, "shell");
     const out = sent.filter((s) => s.parentId === msg.header.msg_id);
     expect(only(out, "execute_reply").content.status).toBe("ok");
-    const first = only(out, "display_data").content.data as Record<string, string>;
+    const displays = out.filter((s) => s.msgType === "display_data");
+    expect(displays).toHaveLength(2); // the bar, then the table
+    const first = displays[0]!.content.data as Record<string, string>;
+    const table = String((displays[1]!.content.data as Record<string, string>)["text/html"]);
+    expect(table).toContain("<table");
+    expect(table).toContain("iteration 2 get dirty log");
     expect(first["text/plain"]).toMatch(
       new RegExp(
         `^dirty_log_perf_test: 0/${phases * 1000} \\(0%\\) · populate memory \\(1/${phases}\\)$`,

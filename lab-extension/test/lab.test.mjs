@@ -6,6 +6,7 @@ import { mkdirSync, rmSync, statSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import {
+  activeNotebook,
   artifacts,
   assertCleanPage,
   budget,
@@ -52,6 +53,13 @@ const CELLS = [
   `display(vcpu.walk(${SIM.gva + SIM.walkOffset}, { write: true, user: true }));`,
 ];
 
+/** dirty_log_perf_test in a cell: 2 vCPUs × 16 MiB, 1 iteration (5 phases). */
+const DLP = { vcpus: 2, mib: 16, phases: 5 };
+const DLP_CELLS = [
+  'import { runDirtyLogPerf } from "@mmulab/kernel";',
+  `await runDirtyLogPerf({ vcpus: ${DLP.vcpus}, bytesPerVcpu: ${DLP.mib} * 2 ** 20, iterations: 1 })`,
+];
+
 let lab;
 let browser;
 let page;
@@ -68,6 +76,7 @@ before(
     mkdirSync(root, { recursive: true });
     // The root lies inside the repo so the kernel resolves @mmulab/* from the repo's node_modules.
     writeNotebook(path.join(root, "renderers.ipynb"), CELLS);
+    writeNotebook(path.join(root, "dirty-log-perf.ipynb"), DLP_CELLS);
     lab = await startTestLab({ root, name: "lab" });
     browser = await launchBrowser();
     ({ page, pageErrors, consoleErrors, external, httpErrors } = await newPage(browser));
@@ -332,6 +341,30 @@ describe("JupyterLab from npm start, mmulab kernel, mmulab renderers", () => {
       new RegExp(`gpa 0x${gpa.toString(16)}\\b`),
     );
     await tree.screenshot({ path: path.join(artifacts, "simulated-pagetable.png") });
+  });
+
+  test("runDirtyLogPerf in a cell: a finished bar named by phase, the per-phase table, the plotly figure", {
+    timeout: TIMEOUT.notebook,
+  }, async () => {
+    ran.check();
+    await openAndRunAll(page, lab, "dirty-log-perf.ipynb");
+    const nb = activeNotebook(page);
+    const left = budget(LIMITS.run);
+    const total = DLP.phases * 1000;
+    await nb
+      .locator(".mmulab-progress", {
+        hasText: `dirty_log_perf_test: ${total}/${total} (100%) done · disable dirty logging (${DLP.phases}/${DLP.phases})`,
+      })
+      .waitFor({ timeout: left() });
+    const table = nb.locator(".jp-OutputArea-output table", { hasText: "populate memory" });
+    await table.waitFor({ timeout: left() });
+    // One row per phase (plus the header row).
+    assert.equal(await table.locator("tr").count(), DLP.phases + 1);
+    const plot = nb.locator(".mmulab-plotly.js-plotly-plot");
+    await plot.locator(".main-svg").first().waitFor({ timeout: left() });
+    // faults, flushes, splits: one bar trace each.
+    assert.equal(await plot.locator(".barlayer .trace").count(), 3);
+    await nb.screenshot({ path: path.join(artifacts, "dirty-log-perf.png") });
   });
 
   test("File > New > Notebook starts the mmulab kernel without asking which", async () => {
