@@ -175,6 +175,12 @@ export class EptWalker {
         hSpt = spt;
         hIdx = i >>> 1;
         hLevel = level;
+      } else if ((lo & SPTE_MMU_PRESENT) === 0) {
+        // Not present (a page of a known table not mapped yet, or a zapped leaf): the walk
+        // would stop at this entry too.
+        hSpt = spt;
+        hIdx = i >>> 1;
+        hLevel = level;
       }
     }
     const last = this.last;
