@@ -4,6 +4,7 @@
  * faults that only add translations or for splits.
  */
 import { describe, expect, it } from "vitest";
+import { GuestPageTableBuilder } from "../src/guest/pgtable_builder";
 import { SPTE_A, SPTE_D, SPTE_HI_MMU_WRITABLE, SPTE_W } from "../src/mmu/spte";
 import { createVm } from "../src/vm";
 import { lastSpte } from "./tdp-helpers";
@@ -318,4 +319,28 @@ describe("MMU notifier on host virtual addresses (kvm_handle_hva_range)", () => 
       expect(vm.audit()).toEqual([]);
     });
   }
+});
+
+describe("the CPU's cached guest-table frames follow the EPT root", () => {
+  it("after kvm_mmu_zap_all_fast the next access faults in every frame it touches again", () => {
+    const vm = createVm({});
+    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 64 * MIB, flags: 0 });
+    const b = new GuestPageTableBuilder(vm, { mode: "4-level", poolBase: MIB, poolSize: MIB });
+    b.map(0x40000000, 32 * MIB, 4 * PAGE, { writable: true });
+    const vcpu = vm.createVcpu();
+    vcpu.setSregs({ ...b.sregs({ nx: true }), cpl: 0 });
+    // A 4-level walk reads 4 table frames, then the data page: 5 EPT violations on an empty root.
+    let before = vm.stats.pf_taken;
+    expect(vcpu.access(0x40000000, { write: true }).fault).toBe(false);
+    expect(vm.stats.pf_taken - before).toBe(5);
+    before = vm.stats.pf_taken;
+    expect(vcpu.access(0x40000000, { write: true }).fault).toBe(false);
+    expect(vm.stats.pf_taken - before).toBe(0);
+    // New, empty root: the same five frames fault again.
+    vm.zapAllFast();
+    before = vm.stats.pf_taken;
+    expect(vcpu.access(0x40000000, { write: true }).fault).toBe(false);
+    expect(vm.stats.pf_taken - before).toBe(5);
+    expect(vm.audit()).toEqual([]);
+  });
 });

@@ -161,19 +161,31 @@ export class CpuMmu implements TableSource {
     return (gfn + off) * 4096 + (lo & 0xfff);
   }
 
-  /** What the cached table frames were valid for: the spte epoch (TDP) or the memslot generation. */
+  /**
+   * What the cached table frames were valid for: the MMU's table epoch and root (TDP), and the
+   * memslot generation.
+   */
   private tablesEpoch = -1;
+  private tablesRoot = -1;
+  private tablesGeneration = -1;
 
   /**
-   * Drop cached table frames that may no longer be exact: under TDP every spte change may have
-   * moved or write-protected one; on the bare machine only a memslot change can.
+   * Drop cached table frames that may no longer be exact: under TDP a change of an spte that
+   * may map one (MmuPageStore.tableEpoch) or a new root; everywhere a memslot change.
    */
   refreshTables(): void {
-    const e =
-      this.store !== null && !this.shadowPaging ? this.store.spteEpoch : this.slots.generation;
-    if (e !== this.tablesEpoch) {
+    const tdp = this.store !== null && !this.shadowPaging;
+    const e = tdp ? this.store!.tableEpoch : 0;
+    const root = tdp ? this.mmu.root : 0;
+    if (
+      e !== this.tablesEpoch ||
+      root !== this.tablesRoot ||
+      this.slots.generation !== this.tablesGeneration
+    ) {
       this.tables.invalidate();
       this.tablesEpoch = e;
+      this.tablesRoot = root;
+      this.tablesGeneration = this.slots.generation;
     }
   }
 
@@ -199,6 +211,8 @@ export class CpuMmu implements TableSource {
   // ---- TableSource ---------------------------------------------------------------------------
 
   fillTable(t: GuestTables, gfn: number, c: number): boolean {
+    // From now on a change of this frame's sptes drops the cached frames (MmuPageStore.tableEpoch).
+    if (this.store !== null && !this.shadowPaging) this.store.watchTable(gfn);
     const hvfn = this.stage2(gfn, this.tableAccess, false);
     if (hvfn < 0) return false;
     // An EPT violation on the way may have changed sptes: what was cached before it goes.

@@ -1106,6 +1106,7 @@ export class ShadowMmu implements ShadowMmuOps {
     spt[idx * 2] = newLo;
     spt[idx * 2 + 1] = newHi;
     store.spteEpoch++;
+    store.tableSpteChanged(gfn, level);
     if (store.pwTrack) store.logPossibleWritable(sp, idx, oldLo, oldHi, newLo, newHi);
     const wasPresent = isShadowPresent(oldLo);
     const wasLeaf = wasPresent && isLastSpte(oldLo, level);

@@ -524,6 +524,9 @@ export interface MmuPageCounts {
 }
 
 /** Column store of shadow pages; ids are reused (lowest freed first is not guaranteed). */
+/** Guest page-table frames above this gfn (1 TiB) are not tracked one by one: any change counts. */
+const TABLE_WATCH_MAX_GFN = 2 ** 28;
+
 export class MmuPageStore {
   spt: Uint32Array[] = [];
   role: Uint32Array = new Uint32Array(16);
@@ -649,6 +652,39 @@ export class MmuPageStore {
    * unchanged. (The CPU's own A/D updates need no bump: they only add bits.)
    */
   spteEpoch = 0;
+
+  /**
+   * Incremented by the same sinks when the changed spte may map a frame the CPU cached as a
+   * guest page table ({@link watchTable}): a leaf of a watched gfn, or any entry above 4K.
+   * The CPU's guest-table cache keys on it, so that the many spte changes of a dirty pass do not
+   * drop it on every access.
+   */
+  tableEpoch = 0;
+  private tableGfnBits: Uint32Array = new Uint32Array(0);
+
+  /** Note that the CPU caches `gfn` as a guest page-table frame. */
+  watchTable(gfn: number): void {
+    if (gfn >= TABLE_WATCH_MAX_GFN) return;
+    const w = gfn >>> 5;
+    if (w >= this.tableGfnBits.length) {
+      let n = Math.max(this.tableGfnBits.length, 64);
+      while (n <= w) n *= 2;
+      const grown = new Uint32Array(Math.min(n, TABLE_WATCH_MAX_GFN / 32));
+      grown.set(this.tableGfnBits);
+      this.tableGfnBits = grown;
+    }
+    this.tableGfnBits[w] = (this.tableGfnBits[w]! | (1 << (gfn & 31))) >>> 0;
+  }
+
+  /** For the sinks: an spte of `gfn` at `level` changed; bump {@link tableEpoch} if it may matter. */
+  tableSpteChanged(gfn: number, level: number): void {
+    if (
+      level > 1 ||
+      gfn >= TABLE_WATCH_MAX_GFN ||
+      ((this.tableGfnBits[gfn >>> 5] ?? 0) >>> (gfn & 31)) & 1
+    )
+      this.tableEpoch++;
+  }
 
   /** Record that a table was unlinked from its parent (it may stay allocated: rmap-MMU orphans). */
   unlinked(): void {

@@ -135,6 +135,7 @@ export class TdpMmu {
   ): void {
     const store = this.store;
     store.spteEpoch++;
+    store.tableSpteChanged(gfn, level);
     if (store.pwTrack) store.logPossibleWritable(sp, idx, oldLo, oldHi, newLo, newHi);
     if (this.core.trace.on)
       this.core.trace.emit(EV.tdpChanged, 0, gfn, level, oldLo, oldHi, newLo, newHi);
