@@ -25,6 +25,7 @@ import type { KvmVcpuCommon } from "../kvm/kvm_main";
 import type { MemSlots } from "../kvm/memslot";
 import type { VmMmu } from "../mmu/mmu";
 import {
+  growBitmap,
   type KvmMmu,
   LastSpte,
   type MmuPageStore,
@@ -304,13 +305,8 @@ export class EptWalker {
       this.completeGeneration = this.slots.generation;
     }
     const w = gfn >>> 5;
-    if (w >= this.complete.length) {
-      let n = Math.max(this.complete.length, 1024);
-      while (n <= w) n *= 2;
-      const grown = new Uint32Array(Math.min(n, COMPLETE_MAX_GFN / 32));
-      grown.set(this.complete);
-      this.complete = grown;
-    }
+    if (w >= this.complete.length)
+      this.complete = growBitmap(this.complete, w, 1024, COMPLETE_MAX_GFN / 32);
     if (this.complete[w] === 0) {
       if (this.nCompleteLog < COMPLETE_LOG) this.completeLog[this.nCompleteLog] = w;
       this.nCompleteLog++;

@@ -524,6 +524,18 @@ export interface MmuPageCounts {
 }
 
 /** Column store of shadow pages; ids are reused (lowest freed first is not guaranteed). */
+/**
+ * A copy of `bits` long enough to hold word `w` (doubling from at least `min` words, at most
+ * `max`), for bitmaps indexed by gfn that grow as high gfns are first set.
+ */
+export function growBitmap(bits: Uint32Array, w: number, min: number, max: number): Uint32Array {
+  let n = Math.max(bits.length, min);
+  while (n <= w) n *= 2;
+  const grown = new Uint32Array(Math.min(n, max));
+  grown.set(bits);
+  return grown;
+}
+
 /** Guest page-table frames above this gfn (1 TiB) are not tracked one by one: any change counts. */
 const TABLE_WATCH_MAX_GFN = 2 ** 28;
 
@@ -666,13 +678,8 @@ export class MmuPageStore {
   watchTable(gfn: number): void {
     if (gfn >= TABLE_WATCH_MAX_GFN) return;
     const w = gfn >>> 5;
-    if (w >= this.tableGfnBits.length) {
-      let n = Math.max(this.tableGfnBits.length, 64);
-      while (n <= w) n *= 2;
-      const grown = new Uint32Array(Math.min(n, TABLE_WATCH_MAX_GFN / 32));
-      grown.set(this.tableGfnBits);
-      this.tableGfnBits = grown;
-    }
+    if (w >= this.tableGfnBits.length)
+      this.tableGfnBits = growBitmap(this.tableGfnBits, w, 64, TABLE_WATCH_MAX_GFN / 32);
     this.tableGfnBits[w] = (this.tableGfnBits[w]! | (1 << (gfn & 31))) >>> 0;
   }
 
