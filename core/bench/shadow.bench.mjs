@@ -5,6 +5,7 @@
 // (steady state: the CPU walks the shadow tables, or the guest tables plus EPT).
 // Prints faults/s, accesses/s and walks/s; timing is printed, never asserted.
 import { createRequire } from "node:module";
+import { xorshift32 as xorshift } from "../scripts/access-space-lib.mjs";
 
 const require = createRequire(import.meta.url);
 const core = require("../dist/cjs/index.js");
@@ -14,18 +15,6 @@ const PAGES = GIB / 4096;
 const GVA = 0x7f0000000000;
 const REPS = Number(process.env.SHADOW_BENCH_REPS ?? 3);
 const STEADY = 4 * PAGES;
-
-function xorshift(seed) {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s;
-  };
-}
 
 /** A random permutation of [0, n) (Fisher-Yates, seeded). */
 function permutation(n, seed) {
