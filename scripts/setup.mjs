@@ -2,8 +2,10 @@
 // Idempotent setup shared by `npm start` and `npm test`: Debian packages (when root), npm
 // dependencies, builds, and the mmulab kernelspec in a repo-local JUPYTER_PATH. Each step checks
 // first and does nothing when its result is already there, so a second run costs seconds.
-import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, statSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -28,10 +30,21 @@ function log(msg) {
   process.stderr.write(`[setup] ${msg}\n`);
 }
 
-function run(cmd, args, opts = {}) {
-  log(`$ ${cmd} ${args.join(" ")}`);
-  const r = spawnSync(cmd, args, { cwd: repo, stdio: "inherit", ...opts });
+/**
+ * Runs a setup step. `quiet`: its output is kept and shown only when it fails, so a good build
+ * prints one line (rspack's licence and asset-size notes are not news to a notebook user).
+ */
+function run(cmd, args, { quiet = false, what, ...opts } = {}) {
+  log(what ?? `$ ${cmd} ${args.join(" ")}`);
+  const r = spawnSync(cmd, args, {
+    cwd: repo,
+    stdio: quiet ? ["ignore", "pipe", "pipe"] : "inherit",
+    encoding: "utf8",
+    maxBuffer: 256 * 2 ** 20,
+    ...opts,
+  });
   if (r.status !== 0) {
+    if (quiet) process.stderr.write(`${r.stdout ?? ""}${r.stderr ?? ""}`);
     throw new Error(`setup step failed (exit ${r.status}): ${cmd} ${args.join(" ")}`);
   }
 }
@@ -52,18 +65,6 @@ export function ensureDebianPackages() {
   run("apt-get", ["install", "-y", "-qq", "--no-install-recommends", ...missing], { env });
 }
 
-function newestMtime(dir, skip = /node_modules|dist|labextension|\.git/) {
-  let newest = 0;
-  if (!existsSync(dir)) return 0;
-  for (const name of readdirSync(dir)) {
-    if (skip.test(name)) continue;
-    const p = path.join(dir, name);
-    const st = statSync(p);
-    newest = Math.max(newest, st.isDirectory() ? newestMtime(p, skip) : st.mtimeMs);
-  }
-  return newest;
-}
-
 /**
  * Installs npm dependencies when node_modules is missing or older than the lockfile. This is
  * `npm install`, not `npm ci`: the registry reachable here lacks the other platforms' optional
@@ -74,31 +75,95 @@ export function ensureNodeModules() {
   const marker = path.join(repo, "node_modules", ".package-lock.json");
   const lock = path.join(repo, "package-lock.json");
   if (existsSync(marker) && statSync(marker).mtimeMs >= statSync(lock).mtimeMs) return;
-  run("npm", ["install", "--no-audit", "--no-fund"]);
+  run("npm", ["install", "--no-audit", "--no-fund", "--loglevel=error"]);
 }
 
-/** Runs `npm run build` when any workspace source is newer than the last build. */
+/**
+ * What each workspace's build reads, in build order, and the workspaces whose output it uses.
+ * Only these inputs decide whether a build is stale: notebooks saved in the lab, test artifacts
+ * and the builds' own outputs never trigger one.
+ */
+const BUILDS = [
+  {
+    ws: "core",
+    inputs: ["core/src", "core/scripts", "core/package.json", "core/tsconfig.build.json"],
+    needs: [],
+  },
+  {
+    ws: "kernel",
+    inputs: ["kernel/src", "kernel/package.json", "kernel/tsconfig.json"],
+    needs: ["core"],
+  },
+  {
+    ws: "notebooks",
+    inputs: ["notebooks/lib", "notebooks/package.json", "notebooks/tsconfig.build.json"],
+    needs: ["core"],
+  },
+  {
+    ws: "lab-extension",
+    inputs: [
+      "lab-extension/src",
+      "lab-extension/style",
+      "lab-extension/scripts",
+      "lab-extension/package.json",
+      "lab-extension/tsconfig.json",
+    ],
+    needs: ["core"],
+  },
+  {
+    ws: "lab-extension/app",
+    inputs: [
+      "lab-extension/app/index.js",
+      "lab-extension/app/build.mjs",
+      "lab-extension/app/package.json",
+    ],
+    needs: ["lab-extension"],
+  },
+];
+const SHARED_INPUTS = ["tsconfig.base.json", "package-lock.json"];
+
+/** path, size and mtime of every file under `rel` (a file or a folder), sorted. */
+function listInputs(rel, out) {
+  const abs = path.join(repo, rel);
+  if (!existsSync(abs)) return;
+  const st = statSync(abs);
+  if (st.isDirectory()) {
+    for (const name of readdirSync(abs).sort()) listInputs(path.join(rel, name), out);
+  } else out.push(`${rel} ${st.size} ${st.mtimeMs}`);
+}
+
+/**
+ * Builds each workspace whose inputs (or a workspace it needs) changed since its last build, as
+ * recorded in node_modules/.mmulab-build/. Nothing changed: nothing runs and nothing is printed.
+ */
 export function ensureBuilt() {
-  const stamp = path.join(repo, "node_modules", ".mmulab-build-stamp");
-  const srcNewest = Math.max(
-    ...["core", "kernel", "lab-extension", "notebooks"].map((ws) =>
-      newestMtime(path.join(repo, ws)),
-    ),
-  );
-  if (existsSync(stamp) && statSync(stamp).mtimeMs >= srcNewest) return;
-  run("npm", ["run", "build"]);
-  execFileSync("touch", [stamp]);
+  const stamps = path.join(repo, "node_modules", ".mmulab-build");
+  mkdirSync(stamps, { recursive: true });
+  const print = {};
+  for (const b of BUILDS) {
+    const files = [];
+    for (const rel of [...SHARED_INPUTS, ...b.inputs]) listInputs(rel, files);
+    const hash = createHash("sha256").update(files.join("\n"));
+    for (const n of b.needs) hash.update(print[n]);
+    print[b.ws] = hash.digest("hex");
+    const stamp = path.join(stamps, `${b.ws.replaceAll("/", "+")}.sha256`);
+    if (existsSync(stamp) && readFileSync(stamp, "utf8") === print[b.ws]) continue;
+    // By package name: `-w <folder>` would also build the workspaces nested in the folder.
+    const { name } = JSON.parse(readFileSync(path.join(repo, b.ws, "package.json"), "utf8"));
+    run("npm", ["run", "build", "-w", name], { quiet: true, what: `building ${name}` });
+    writeFileSync(stamp, print[b.ws]);
+  }
 }
 
 /** Installs the mmulab kernelspec (and the built lab extension) into .jupyter-local. */
 export function ensureKernelspec() {
   mkdirSync(jupyterPrefix, { recursive: true });
-  run("node", [
-    path.join(repo, "kernel", "bin", "mmulab-kernel.js"),
-    "install",
-    "--prefix",
-    jupyterPrefix,
-  ]);
+  // In this process (kernel/dist is built by now): the same install as `mmulab-kernel install
+  // --prefix`, without starting another node.
+  const { install } = createRequire(import.meta.url)(
+    path.join(repo, "kernel", "dist", "install.js"),
+  );
+  install({ kind: "prefix", prefix: jupyterPrefix });
 }
 
 /** Environment for every Jupyter process we start: repo-local kernelspecs and extensions. */

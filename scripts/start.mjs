@@ -2,14 +2,15 @@
 // `npm start`: set up what is missing (scripts/setup.mjs: Debian packages when root, npm deps,
 // builds, the mmulab kernelspec in .jupyter-local), then serve mmulab's JupyterLab 4 front end
 // (lab-extension/app, built from @jupyterlab/* npm packages, served by Debian's
-// jupyterlab_server) on 127.0.0.1 with notebooks/ as its root, and print the URL with its token.
+// jupyterlab_server) on 127.0.0.1, and print the URL with its token.
+//
+// The lab's root is workspace/ (gitignored; scripts/workspace.mjs copies the shipped notebooks
+// in), so nothing done in the lab changes a tracked file or the notebooks the tests run.
 //
 // Options: --port N (default 8888, or any free port when 8888 is taken), --root DIR
-// (default notebooks/), --token T (default: random). Ctrl-C stops the server and its kernels.
+// (default workspace/; another folder is served as it is, nothing copied in), --token T
+// (default: random). Ctrl-C stops the server and its kernels.
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-
-const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 
 function parseArgs(argv) {
   const opts = {};
@@ -32,15 +33,30 @@ async function main() {
   const opts = parseArgs(process.argv.slice(2));
   const setupModule = await import("./setup.mjs");
   await setupModule.setup();
+  let root = opts.root;
+  if (root === undefined) {
+    const { DEFAULT_WORKSPACE, prepareWorkspace } = await import("./workspace.mjs");
+    root = DEFAULT_WORKSPACE;
+    for (const [nb, what] of Object.entries(prepareWorkspace(root))) {
+      if (what === "copied" || what === "updated")
+        process.stderr.write(`[workspace] ${what} ${nb} from notebooks/\n`);
+      else if (what === "kept")
+        process.stderr.write(
+          `[workspace] kept your edited ${nb}; the shipped version changed: notebooks/${nb}\n`,
+        );
+    }
+  }
   const { startLab } = await import("../lab-extension/app/serve.mjs");
   const lab = await startLab({
-    root: opts.root ?? path.join(repo, "notebooks"),
+    root,
     port: opts.port,
     token: opts.token,
     env: setupModule.jupyterEnv(),
+    // Warnings and errors only: the start-up banner repeats what this script prints.
+    logLevel: "WARN",
   });
   process.stdout.write(
-    `\nmmulab JupyterLab is running (kernel "TypeScript (mmulab)", notebooks in ${opts.root ?? "notebooks/"}):\n\n    ${lab.url}\n\nPress Ctrl-C to stop.\n`,
+    `\nmmulab JupyterLab is running (kernel "TypeScript (mmulab)", notebooks in ${path.relative(process.cwd(), root) || "."}/):\n\n    ${lab.url}\n\nPress Ctrl-C to stop.\n`,
   );
   let stopping = false;
   const stop = async () => {

@@ -34,6 +34,7 @@ export function freePort() {
  * @param {string} [o.token]   token (default: 24 random bytes, hex)
  * @param {NodeJS.ProcessEnv} [o.env] environment (JUPYTER_PATH etc.; setup's jupyterEnv())
  * @param {boolean} [o.quiet]  send server logs to the returned `log` array instead of stderr
+ * @param {string} [o.logLevel] the server's log level (default INFO; npm start asks for WARN)
  * @returns {Promise<{url: string, base: string, token: string, port: number, proc: import("node:child_process").ChildProcess, log: string[], stop: () => Promise<void>}>}
  */
 export async function startLab({
@@ -42,6 +43,7 @@ export async function startLab({
   token,
   env = process.env,
   quiet = false,
+  logLevel = "INFO",
   timeoutMs = 60000,
 }) {
   if (!existsSync(path.join(BUILD_DIR, "bundle.js"))) {
@@ -81,6 +83,7 @@ export async function startLab({
     "--ServerApp.port_retries=0",
     `--ServerApp.token=${t}`,
     "--ServerApp.open_browser=False",
+    `--ServerApp.log_level=${logLevel}`,
     // New notebooks get the mmulab kernel.
     "--MappingKernelManager.default_kernel_name=mmulab",
     // notebooks/ is also an npm workspace: keep its build plumbing out of the file browser

@@ -39,7 +39,7 @@ export function parseSource(text, file) {
     }
     const kind = m[1];
     if (kind === "student") {
-      if (!cur || cur.kind !== "solution" || cur.studentLines) {
+      if (cur?.kind !== "solution" || cur.studentLines) {
         throw new Error(
           `${file}:${lineNo}: "%% student" must directly follow a "%% solution" cell`,
         );
