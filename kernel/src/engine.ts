@@ -5,14 +5,11 @@
  * of text tslab would print to the console.
  */
 import { inspect as nodeInspect, types } from "node:util";
-import {
-  type Converter,
-  type ConvertResult,
-  createConverter,
-  isCompleteCode,
-} from "tslab/dist/converter";
+import type { Converter, ConvertResult } from "tslab/dist/converter";
 import { createExecutor, type Executor } from "tslab/dist/executor";
 import { printQuickInfo } from "tslab/dist/inspect";
+import { createCellConverter, isCompleteCode } from "./converter";
+import { hookOwnPackageRequire } from "./packages";
 
 /** The Jupyter error triple. */
 export interface CellError {
@@ -108,7 +105,8 @@ export interface Completion {
 
 /**
  * One TypeScript session: cells share declarations and values, modules resolve from `rootDir`
- * (the notebook's folder) upward.
+ * (the notebook's folder) upward, except @mmulab/core and @mmulab/kernel, which always come from
+ * the kernel's installation (packages.ts).
  */
 export class Engine {
   private readonly executor: Executor;
@@ -118,7 +116,8 @@ export class Engine {
   private lastThrown: { thrown: unknown } | undefined;
 
   constructor(rootDir: string = process.cwd()) {
-    const real = createConverter({ isJS: false, isBrowser: false });
+    hookOwnPackageRequire();
+    const real = createCellConverter({ isJS: false, isBrowser: false });
     // Record each conversion so compile errors come back as structured diagnostics.
     const recording: Converter = {
       convert: (prev, src) => {
@@ -135,7 +134,7 @@ export class Engine {
     const convs = {
       node: recording,
       get browser(): Converter {
-        browser ??= createConverter({ isJS: false, isBrowser: true });
+        browser ??= createCellConverter({ isJS: false, isBrowser: true });
         return browser;
       },
       close: () => {
