@@ -7,9 +7,9 @@
 import { inspect as nodeInspect, types } from "node:util";
 import type { Converter, ConvertResult } from "tslab/dist/converter";
 import { createExecutor, type Executor } from "tslab/dist/executor";
-import { printQuickInfo } from "tslab/dist/inspect";
 import { createCellConverter, isCompleteCode } from "./converter";
 import { hookOwnPackageRequire } from "./packages";
+import { type RenderedQuickInfo, renderQuickInfo } from "./quickinfo";
 
 /** The Jupyter error triple. */
 export interface CellError {
@@ -191,11 +191,11 @@ export class Engine {
     return { start: info.start, end: info.end, matches: info.candidates };
   }
 
-  /** Quick info (type and doc) at `cursor`, or undefined. */
-  inspect(code: string, cursor: number): string | undefined {
+  /** Quick info (type and doc, inline links as their labels) at `cursor`, or undefined. */
+  inspect(code: string, cursor: number): RenderedQuickInfo | undefined {
     const info = this.executor.inspect(code, cursor);
     if (!info) return undefined;
-    return printQuickInfo(info);
+    return renderQuickInfo(info);
   }
 
   /** Whether `code` is a complete cell; for incomplete code, the indent of the next line. */

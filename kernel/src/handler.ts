@@ -246,14 +246,15 @@ export class KernelHandler implements KernelSession {
       }
       case "inspect_request": {
         const code = String(c.code ?? "");
-        const text = this.engine.inspect(
+        const info = this.engine.inspect(
           code,
           codePointToUtf16(code, Number(c.cursor_pos ?? code.length)),
         );
         this.outbox.reply(msg, "inspect_reply", {
           status: "ok",
-          found: text !== undefined,
-          data: text !== undefined ? { "text/plain": text } : {},
+          found: info !== undefined,
+          data:
+            info !== undefined ? { "text/plain": info.plain, "text/markdown": info.markdown } : {},
           metadata: {},
         });
         return;

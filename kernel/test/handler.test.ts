@@ -2,10 +2,13 @@
  * The protocol handler with the real tslab engine, without sockets: requests go in through
  * `handle`, and every reply/publication lands in a recording outbox.
  */
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Engine } from "../src/engine";
 import { codePointToUtf16, KernelHandler, type Outbox, utf16ToCodePoint } from "../src/handler";
 import { type Message, makeHeader } from "../src/wire";
+import { REPO_ROOT } from "./support";
 
 interface Sent {
   kind: "publish" | "reply";
@@ -336,6 +339,65 @@ describe("KernelHandler", () => {
     const last = updates[updates.length - 1]!.content.data as Record<string, string>;
     expect(last["text/plain"]).toMatch(/^dirty_log_perf_test: \d+\/\d+ \(\d+%\) interrupted · /);
     expect(only(await exec("7 * 6"), "execute_reply").content.status).toBe("ok");
+  });
+
+  it("inspect shows TSDoc {@link X} of a core method as X (markdown: `X`), never the raw tag", async () => {
+    // The expectation comes from core's source: the doc comment above setUserMemoryRegion.
+    const src = readFileSync(join(REPO_ROOT, "core", "src", "kvm", "kvm_main.ts"), "utf8");
+    const method = src.indexOf("  setUserMemoryRegion(");
+    const doc = src.slice(src.lastIndexOf("/**", method), method);
+    const linked = [...doc.matchAll(/\{@link\s+([\w.]+)\s*\}/g)].map((m) => m[1]!);
+    expect(linked.length, "core's doc of setUserMemoryRegion has a {@link}").toBeGreaterThan(0);
+    const code =
+      'import { createVm } from "@mmulab/core";\nconst vm = createVm({ mmu: "tdp" });\nvm.setUserMemoryRegion';
+    const insp = only(
+      await send("inspect_request", { code, cursor_pos: code.length - 2, detail_level: 0 }),
+      "inspect_reply",
+    ).content;
+    const data = insp.data as Record<string, string>;
+    expect(insp.found).toBe(true);
+    expect(data["text/plain"]).toContain("setUserMemoryRegion(region: UserMemoryRegion)");
+    for (const name of linked) {
+      expect(data["text/plain"]).toMatch(new RegExp(`\\b${name}\\b`));
+      expect(data["text/markdown"]).toContain(`\`${name}\``);
+    }
+    expect(data["text/plain"]).not.toContain("{@");
+    expect(data["text/markdown"]).not.toContain("{@");
+  });
+
+  it("inspect renders every inline-link form as its label, in the doc and in tags", async () => {
+    const code = [
+      "class Foo {}",
+      "/**",
+      " * A {@link Foo}, {@link Foo | the foo}, {@linkcode Foo}, {@linkplain Foo plain words},",
+      " * {@link Missing}, {@link https://example.com | the site}.",
+      " * @param n how many {@link Foo}s",
+      " * @throws {@link RangeError} when n < 0",
+      " */",
+      "function make(n: number): Foo[] { return []; }",
+      "make",
+    ].join("\n");
+    const insp = only(
+      await send("inspect_request", { code, cursor_pos: code.length - 1, detail_level: 0 }),
+      "inspect_reply",
+    ).content;
+    const data = insp.data as Record<string, string>;
+    expect(data["text/plain"]).toBe(
+      [
+        "function make(n: number): Foo[]",
+        "",
+        "A Foo, the foo, Foo, plain words,",
+        "Missing, the site.",
+        "",
+        "@param n how many Foos",
+        "@throws RangeError when n < 0",
+      ].join("\n"),
+    );
+    expect(data["text/markdown"]).toContain(
+      "A `Foo`, the foo, `Foo`, plain words,\n`Missing`, [the site](https://example.com).",
+    );
+    expect(data["text/markdown"]).toContain("*@param* `n` — how many `Foo`s");
+    expect(data["text/markdown"]).toContain("*@throws* `RangeError` when n < 0");
   });
 
   it("answers is_complete, complete, inspect, comm_info and history", async () => {
