@@ -30,10 +30,11 @@ let loaded: ConverterModule | undefined;
 function converterModule(): ConverterModule {
   if (loaded !== undefined) return loaded;
   const file = require.resolve("tslab/dist/converter");
-  const ts = createRequire(file)(TS_MODULE) as TypeScript;
+  const ts = typescript();
   const wrapped = new Proxy(ts, {
     get(target, key) {
       if (key === "createWatchCompilerHost") return createWatchCompilerHost(target);
+      if (key === "transpileModule") return transpileModule(target);
       return Reflect.get(target, key);
     },
   });
@@ -49,8 +50,9 @@ function converterModule(): ConverterModule {
 /**
  * Wraps createWatchCompilerHost (called once per converter) to add the kernel's options:
  * `paths` so that `@mmulab/core` and `@mmulab/kernel` resolve to the kernel's own copies with
- * their types, wherever the notebook is. `paths` is tried before node_modules and keeps
- * TypeScript's resolution cache, unlike a custom resolver.
+ * their types, wherever the notebook is (`paths` is tried before node_modules and keeps
+ * TypeScript's resolution cache, unlike a custom resolver); and an inline source map, because
+ * tslab's emit callback keeps only .js outputs (a separate .map file would be dropped).
  */
 function createWatchCompilerHost(ts: TypeScript): TypeScript["createWatchCompilerHost"] {
   return ((rootFiles: string[], options: Record<string, unknown>, ...rest: unknown[]) => {
@@ -60,6 +62,7 @@ function createWatchCompilerHost(ts: TypeScript): TypeScript["createWatchCompile
       // `paths` without baseUrl are relative to this; ours are absolute, but TypeScript asks.
       // (baseUrl itself would also make bare names resolve against the folder: not wanted.)
       pathsBasePath: ts.sys.getCurrentDirectory(),
+      inlineSourceMap: true,
     };
     return (ts.createWatchCompilerHost as (...args: unknown[]) => unknown)(
       rootFiles,
@@ -67,6 +70,25 @@ function createWatchCompilerHost(ts: TypeScript): TypeScript["createWatchCompile
       ...rest,
     );
   }) as TypeScript["createWatchCompilerHost"];
+}
+
+/**
+ * Wraps transpileModule, which tslab uses only to turn its ES module output into CommonJS, to
+ * append that step's source map inline too. The input's own map comment stays in the text, so a
+ * converted cell ends with two maps: cell → ES module first, ES module → CommonJS last
+ * (cellmap.ts composes them).
+ */
+function transpileModule(ts: TypeScript): TypeScript["transpileModule"] {
+  return (input, options) =>
+    ts.transpileModule(input, {
+      ...options,
+      compilerOptions: { ...options.compilerOptions, inlineSourceMap: true },
+    });
+}
+
+/** The TypeScript module of tslab's converter (the compiler cells are checked with). */
+export function typescript(): TypeScript {
+  return createRequire(require.resolve("tslab/dist/converter"))(TS_MODULE) as TypeScript;
 }
 
 /** A tslab converter that resolves the kernel's own packages from the kernel's installation. */

@@ -315,7 +315,7 @@ export class KernelHandler implements KernelSession {
     this.interrupted = false;
     if (!silent) this.outbox.publish("execute_input", { code, execution_count: count }, msg);
 
-    const outcome = await this.engine.execute(code);
+    const outcome = await this.engine.execute(code, silent ? "silent" : count);
     this.flushStreams();
     let error: CellError | undefined;
     let interrupted = false;
