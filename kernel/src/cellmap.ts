@@ -6,8 +6,9 @@
  * step (ES module → the code that runs). A position in the running code is looked up in the
  * second, then the first.
  */
+import { readFileSync } from "node:fs";
 import { SourceMap } from "node:module";
-import { sep } from "node:path";
+import { dirname, resolve, sep } from "node:path";
 
 const MAP_COMMENT = /^\/\/# sourceMappingURL=data:application\/json;base64,([A-Za-z0-9+/=]+)\s*$/gm;
 
@@ -124,15 +125,55 @@ export function rewriteStack(
       out.push(line.replace(CELL_FRAME, where).replace(/\bat (async )?Proxy\./, "at $1"));
       continue;
     }
-    let shown = line;
-    for (const root of roots) {
-      const at = shown.indexOf(root.dir + sep);
-      if (at >= 0) {
-        shown = `${shown.slice(0, at)}${root.name}/${shown.slice(at + root.dir.length + 1)}`;
-        break;
-      }
-    }
-    out.push(shown.replace(/\bfile:\/\/(?=@mmulab\/)/, ""));
+    out.push(packageFrame(line, roots));
   }
   return out;
+}
+
+/** Source maps of package files by path (null: the file has none). Built files do not change. */
+const packageMaps = new Map<string, SourceMap | null>();
+
+function packageMap(file: string): SourceMap | null {
+  let map = packageMaps.get(file);
+  if (map === undefined) {
+    try {
+      map = new SourceMap(JSON.parse(readFileSync(`${file}.map`, "utf8")));
+    } catch {
+      map = null;
+    }
+    packageMaps.set(file, map);
+  }
+  return map;
+}
+
+const FILE_POSITION = /([^\s()]+\.[cm]?js):(\d+):(\d+)/;
+
+/**
+ * A frame inside one of `roots` by package name; through the package's source map when it ships
+ * one with its sources (`@mmulab/core/src/kvm/memslot.ts:106:15`, not the built .js).
+ */
+function packageFrame(line: string, roots: readonly PackageRoot[]): string {
+  const m = FILE_POSITION.exec(line);
+  const root = m ? roots.find((r) => m[1]!.startsWith(r.dir + sep)) : undefined;
+  if (!m || !root) return line;
+  const [whole, file, l, c] = m as unknown as [string, string, string, string];
+  const shown = (path: string, at: string) =>
+    line.replace(
+      whole,
+      `${root.name}/${path
+        .slice(root.dir.length + 1)
+        .split(sep)
+        .join("/")}:${at}`,
+    );
+  const entry = packageMap(file)?.findEntry(Number(l) - 1, Number(c) - 1) as
+    | Partial<SourceMapPosition & { originalSource: string }>
+    | undefined;
+  if (entry?.originalSource !== undefined && entry.originalLine !== undefined) {
+    const source = entry.originalSource.startsWith("file://")
+      ? new URL(entry.originalSource).pathname
+      : resolve(dirname(file), entry.originalSource);
+    if (source.startsWith(root.dir + sep))
+      return shown(source, `${entry.originalLine + 1}:${(entry.originalColumn ?? 0) + 1}`);
+  }
+  return shown(file, `${l}:${c}`);
 }

@@ -211,14 +211,19 @@ describe("KernelHandler", () => {
     ]);
   });
 
-  it("frames inside @mmulab/core show the package name, not where it is installed", async () => {
+  it("frames inside @mmulab/core show the package name and core's TypeScript source line", async () => {
     const code =
       'import { createVm } from "@mmulab/core";\nconst bad = createVm({ mmu: "tdp" });\nbad.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 1, flags: 0 });';
-    const { traceback, count } = await failing(code);
-    const core = traceback.filter((l) => l.includes("(@mmulab/core/"));
-    expect(core.length).toBeGreaterThan(0);
-    expect(traceback.join("\n")).not.toContain(REPO_ROOT);
-    expect(traceback).toContain(
+    const out = await exec(code);
+    const err = only(out, "error").content as { ename: string; traceback: string[] };
+    const count = only(out, "execute_input").content.execution_count as number;
+    expect(err.traceback.join("\n")).not.toContain(REPO_ROOT);
+    // The top frame is where core constructs the error: that line of core's source says so.
+    const top = /\(@mmulab\/core\/(src\/[\w/]+\.ts):(\d+):\d+\)$/.exec(err.traceback[1]!);
+    expect(top, err.traceback[1]).not.toBeNull();
+    const source = readFileSync(join(REPO_ROOT, "core", top![1]!), "utf8").split("\n");
+    expect(source[Number(top![2]) - 1]).toContain(`new ${err.ename}(`);
+    expect(err.traceback).toContain(
       `    at Cell [${count}], line ${positionOf(code, "setUserMemoryRegion")}`,
     );
   });
