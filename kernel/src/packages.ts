@@ -8,6 +8,7 @@
  * process, so a notebook's own helper modules and the packages next to it that import mmulab see
  * the same copy as the kernel (one copy also means one display session, one set of classes).
  */
+import { existsSync, realpathSync } from "node:fs";
 import Module, { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
 
@@ -29,18 +30,37 @@ export function coreDir(): string {
 }
 
 /**
+ * Where Node's lookup from the kernel's package finds `name`, as a path through node_modules (not
+ * the symlink's target): TypeScript treats a module whose path has a node_modules segment as an
+ * external library, and only those may lie outside the notebook's folder (a JSON import of
+ * another path fails with TS6059). Undefined when no node_modules folder on the way holds `name`.
+ */
+function installedDir(name: string): string | undefined {
+  const lookup = (Module as unknown as ModuleInternals)._nodeModulePaths(KERNEL_PACKAGE_DIR);
+  return lookup.map((dir) => join(dir, name)).find((dir) => existsSync(join(dir, "package.json")));
+}
+
+/** `installed` when it is the same folder as `real` (through a link), else `real`. */
+function sameOr(installed: string | undefined, real: string): string {
+  return installed !== undefined && realpathSync(installed) === realpathSync(real)
+    ? installed
+    : real;
+}
+
+/**
  * TypeScript `paths` mapping both packages (and their subpaths) to the kernel's copies. Paths are
  * tried before node_modules, so they win over a copy next to the notebook. Under moduleResolution
  * node10, which tslab uses, a subpath such as `@mmulab/core/display` is found through the stub
  * folder core ships for resolvers that ignore package.json `exports`.
  */
 export function ownPackagePaths(): Record<string, string[]> {
-  const core = coreDir();
+  const core = sameOr(installedDir("@mmulab/core"), coreDir());
+  const kernel = sameOr(installedDir("@mmulab/kernel"), KERNEL_PACKAGE_DIR);
   return {
     "@mmulab/core": [core],
     "@mmulab/core/*": [join(core, "*")],
-    "@mmulab/kernel": [KERNEL_PACKAGE_DIR],
-    "@mmulab/kernel/*": [join(KERNEL_PACKAGE_DIR, "*")],
+    "@mmulab/kernel": [kernel],
+    "@mmulab/kernel/*": [join(kernel, "*")],
   };
 }
 

@@ -4,7 +4,7 @@
  * @mmulab/core (and a subpath) and @mmulab/kernel from the kernel's installation, draws a
  * page-table tree and a plotly figure, and still imports a package installed next to it.
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { afterAll, expect, it } from "vitest";
@@ -40,6 +40,9 @@ const CELLS = [
   code(
     'import { PAGETABLE_MIME } from "@mmulab/core/display";\nconst m: "application/vnd.mmulab.pagetable+json" = PAGETABLE_MIME;\nm',
   ),
+  // A JSON subpath (exports "./package.json"): TypeScript must see it as a library file, not as a
+  // source outside the notebook's folder (TS6059).
+  code('import corePkg from "@mmulab/core/package.json";\ncorePkg.name + "@" + corePkg.version'),
   // A package installed next to the notebook still resolves from the notebook's folder.
   code('import { twice } from "tiny-local-pkg";\ntwice(21)'),
 ];
@@ -95,5 +98,8 @@ it("runs a notebook outside the repository: mmulab from the kernel, other packag
     return Array.isArray(t) ? t.join("") : t;
   };
   expect(plain(outputs[3]!)).toBe(TREE_MIME);
-  expect(plain(outputs[4]!)).toBe("42");
+  // The kernel's core (not the stale 0.0.0 copy next to the notebook).
+  const core = JSON.parse(readFileSync(join(REPO_ROOT, "core", "package.json"), "utf8"));
+  expect(plain(outputs[4]!)).toBe(`@mmulab/core@${core.version}`);
+  expect(plain(outputs[5]!)).toBe("42");
 });
