@@ -83,6 +83,7 @@ it("interrupts a synchronous loop that starts after an await (jupyter_client's k
     expect(result.stuck_seconds).toBeLessThan(5);
     expect(result.next).toEqual(["ok", "2"]);
     expect(result.kept).toEqual(["ok", "42"]);
+    expect(result.spins_kept).toEqual(["ok", "true"]);
     expect(result.after_idle_interrupt).toEqual(["ok", "4"]);
     // The kernel's process group (kernel + its SIGINT relay) is empty after shutdown.
     expect(result.group_gone).toBe(true);

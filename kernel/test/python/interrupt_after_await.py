@@ -62,6 +62,8 @@ def main():
 
         result["next"] = run("1 + 1")
         result["kept"] = run("before + 1")
+        # Declared by the stuck cell before its loop: kept, with the value it had when stopped.
+        result["spins_kept"] = run("spins > 0")
 
         # An interrupt while idle must not reach the next cell, which awaits and then computes.
         km.interrupt_kernel()
