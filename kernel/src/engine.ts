@@ -1,18 +1,16 @@
 /**
  * The TypeScript engine: tslab's converter (TypeScript → CommonJS, completion, quick info) and
- * executor (runs cells in this process, keeps declarations between cells), wrapped so that the
- * outcome of a cell is a value — last expression, compile diagnostics or thrown error — instead
- * of text tslab would print to the console.
+ * the kernel's executor (runs cells in this process, keeps declarations between cells), wrapped
+ * so that the outcome of a cell is a value — last expression, compile diagnostics or thrown
+ * error with a traceback in cell lines.
  */
 import { inspect as nodeInspect, types } from "node:util";
-import {
-  type Converter,
-  type ConvertResult,
-  createConverter,
-  isCompleteCode,
-} from "tslab/dist/converter";
-import { createExecutor, type Executor } from "tslab/dist/executor";
-import { printQuickInfo } from "tslab/dist/inspect";
+import type { ConvertResult } from "tslab/dist/converter";
+import { type PackageRoot, type RanCell, rewriteStack } from "./cellmap";
+import { createCellConverter, isCompleteCode } from "./converter";
+import { ASYNC_INTERRUPT_MESSAGE, CellExecutor, type ExecutorHooks } from "./executor";
+import { coreDir, hookOwnPackageRequire, KERNEL_PACKAGE_DIR } from "./packages";
+import { type RenderedQuickInfo, renderQuickInfo } from "./quickinfo";
 
 /** The Jupyter error triple. */
 export interface CellError {
@@ -34,16 +32,26 @@ export const INTERRUPTED = "Interrupted";
 
 /**
  * Messages of interrupted execution: Node's vm breakOnSigint ("Script execution was interrupted by
- * `SIGINT`" in Node 20, "Script execution interrupted." earlier) and tslab's async interrupt.
+ * `SIGINT`" in Node 20, "Script execution interrupted." earlier) and the executor's async interrupt.
  */
-const INTERRUPT_MESSAGE = /^Script execution (was )?interrupted|^Interrupted asynchronously$/;
+const INTERRUPT_MESSAGE = new RegExp(
+  `^Script execution (was )?interrupted|^${ASYNC_INTERRUPT_MESSAGE}$`,
+);
 
-/** Frames of the kernel's own machinery, dropped from tracebacks so the cell's frames stand out. */
-const INTERNAL_FRAME =
-  /node:internal|[\\/]tslab[\\/]dist[\\/]|[\\/]kernel[\\/]dist[\\/]|^\s*at new Promise \(<anonymous>\)/;
+/** Where a traceback's frames come from: the cells run so far and the packages to name. */
+export interface FrameContext {
+  cells: ReadonlyMap<number, RanCell>;
+  roots: readonly PackageRoot[];
+}
 
-/** Turns anything a cell threw into the Jupyter error triple. */
-export function toCellError(thrown: unknown): { error: CellError; interrupted: boolean } {
+/**
+ * Turns anything a cell threw into the Jupyter error triple; with `frames`, cell frames name cell
+ * lines and the kernel's own frames are dropped.
+ */
+export function toCellError(
+  thrown: unknown,
+  frames: FrameContext = { cells: new Map(), roots: [] },
+): { error: CellError; interrupted: boolean } {
   // isNativeError also holds for errors of other realms (vm contexts, test runners).
   if (thrown instanceof Error || types.isNativeError(thrown)) {
     if (INTERRUPT_MESSAGE.test(thrown.message)) {
@@ -60,9 +68,7 @@ export function toCellError(thrown: unknown): { error: CellError; interrupted: b
     // Node prefixes errors thrown at a script's top level with "file:line / source / ^ / blank";
     // the traceback starts at the "Name: message" line.
     const head = stack.findIndex((line) => line.startsWith(`${thrown.name}`));
-    const traceback = stack
-      .slice(Math.max(0, head))
-      .filter((line, i) => i === 0 || !INTERNAL_FRAME.test(line));
+    const traceback = rewriteStack(stack.slice(Math.max(0, head)), frames.cells, frames.roots);
     return {
       error: { ename: thrown.name || "Error", evalue: thrown.message, traceback },
       interrupted: false,
@@ -108,82 +114,55 @@ export interface Completion {
 
 /**
  * One TypeScript session: cells share declarations and values, modules resolve from `rootDir`
- * (the notebook's folder) upward.
+ * (the notebook's folder) upward, except @mmulab/core and @mmulab/kernel, which always come from
+ * the kernel's installation (packages.ts).
  */
 export class Engine {
-  private readonly executor: Executor;
-  /** Result of the last `convert` the executor made; tslab prints diagnostics, we keep them. */
-  private lastConvert: ConvertResult | undefined;
-  private lastValue: { value: unknown } | undefined;
-  private lastThrown: { thrown: unknown } | undefined;
+  private readonly executor: CellExecutor;
+  private readonly roots: PackageRoot[];
 
-  constructor(rootDir: string = process.cwd()) {
-    const real = createConverter({ isJS: false, isBrowser: false });
-    // Record each conversion so compile errors come back as structured diagnostics.
-    const recording: Converter = {
-      convert: (prev, src) => {
-        const r = real.convert(prev, src);
-        this.lastConvert = r;
-        return r;
-      },
-      inspect: (prev, src, pos) => real.inspect(prev, src, pos),
-      complete: (prev, src, pos) => real.complete(prev, src, pos),
-      close: () => real.close(),
-      addModule: (name, content, meta) => real.addModule(name, content, meta),
-    };
-    let browser: Converter | undefined;
-    const convs = {
-      node: recording,
-      get browser(): Converter {
-        browser ??= createConverter({ isJS: false, isBrowser: true });
-        return browser;
-      },
-      close: () => {
-        real.close();
-        browser?.close();
-      },
-    };
-    // tslab's executor reports through this console: log(value) for the last expression,
-    // error(thrown) for a runtime error, error(format, ...) for diagnostics (kept via lastConvert).
-    this.executor = createExecutor(rootDir, convs, {
-      log: (value: unknown) => {
-        this.lastValue = { value };
-      },
-      error: (first: unknown, ...rest: unknown[]) => {
-        if (typeof first === "string" && first.startsWith("%s%d:%d") && rest.length > 0) return;
-        this.lastThrown = { thrown: first };
-      },
-    });
+  constructor(rootDir: string = process.cwd(), hooks: ExecutorHooks = {}) {
+    hookOwnPackageRequire();
+    this.executor = new CellExecutor(
+      rootDir,
+      createCellConverter({ isJS: false, isBrowser: false }),
+      hooks,
+    );
+    this.roots = [
+      { name: "@mmulab/core", dir: coreDir() },
+      { name: "@mmulab/kernel", dir: KERNEL_PACKAGE_DIR },
+    ];
   }
 
-  /** Compiles and runs one cell. Never throws: every failure is an outcome. */
-  async execute(code: string): Promise<CellOutcome> {
-    this.lastConvert = undefined;
-    this.lastValue = undefined;
-    this.lastThrown = undefined;
-    let ok: boolean;
+  /**
+   * Compiles and runs one cell; `label` names it in tracebacks (the execution count). Never
+   * throws: every failure is an outcome.
+   */
+  async execute(code: string, label: string | number = "?"): Promise<CellOutcome> {
+    let r: Awaited<ReturnType<CellExecutor["run"]>>;
     try {
-      ok = await this.executor.execute(code);
+      r = await this.executor.run(code, String(label));
     } catch (e) {
       return { ok: false, ...toCellError(e) };
     }
-    // Set by the executor's callbacks during execute(); TS cannot see that, hence the re-typing.
-    const thrown = this.lastThrown as { thrown: unknown } | undefined;
-    const converted = this.lastConvert as ConvertResult | undefined;
-    const value = this.lastValue as { value: unknown } | undefined;
-    if (!ok) {
-      if (thrown !== undefined) return { ok: false, ...toCellError(thrown.thrown) };
-      if (converted !== undefined && converted.diagnostics.length > 0) {
-        return { ok: false, error: diagnosticsError(converted, code), interrupted: false };
-      }
-      return {
-        ok: false,
-        error: { ename: "Error", evalue: "cell failed", traceback: ["cell failed"] },
-        interrupted: false,
-      };
+    if (r.kind === "compile") {
+      return { ok: false, error: diagnosticsError(r.result, code), interrupted: false };
     }
-    if (value !== undefined) return { ok: true, hasValue: true, value: value.value };
-    return { ok: true, hasValue: false };
+    if (r.kind === "thrown") {
+      const { error, interrupted } = toCellError(r.thrown, {
+        cells: this.executor.cells,
+        roots: this.roots,
+      });
+      // Say what the stopped cell left behind: its completed declarations stay usable.
+      const notes: string[] = [];
+      if (r.kept.length > 0) notes.push(`defined before the cell stopped: ${r.kept.join(", ")}`);
+      if (r.lost.length > 0) notes.push(`not defined (not reached): ${r.lost.join(", ")}`);
+      if (notes.length > 0) error.traceback.push("", ...notes);
+      return { ok: false, error, interrupted };
+    }
+    return r.value !== undefined
+      ? { ok: true, hasValue: true, value: r.value.value }
+      : { ok: true, hasValue: false };
   }
 
   /** Completion candidates at `cursor` (a UTF-16 offset in `code`). */
@@ -192,11 +171,11 @@ export class Engine {
     return { start: info.start, end: info.end, matches: info.candidates };
   }
 
-  /** Quick info (type and doc) at `cursor`, or undefined. */
-  inspect(code: string, cursor: number): string | undefined {
+  /** Quick info (type and doc, inline links as their labels) at `cursor`, or undefined. */
+  inspect(code: string, cursor: number): RenderedQuickInfo | undefined {
     const info = this.executor.inspect(code, cursor);
     if (!info) return undefined;
-    return printQuickInfo(info);
+    return renderQuickInfo(info);
   }
 
   /** Whether `code` is a complete cell; for incomplete code, the indent of the next line. */
@@ -205,9 +184,9 @@ export class Engine {
     return r.completed ? { status: "complete" } : { status: "incomplete", indent: r.indent ?? "" };
   }
 
-  /** Rejects the pending await of an async cell (tslab's asynchronous interrupt). */
-  interrupt(): void {
-    this.executor.interrupt();
+  /** Rejects the pending await of an async cell; returns whether a cell was awaiting. */
+  interrupt(): boolean {
+    return this.executor.interrupt();
   }
 
   /** Forgets every declaration and value. */

@@ -30,16 +30,19 @@ export interface HandlerOptions {
   log?(text: string): void;
 }
 
-/** `language_info` of kernel_info_reply. */
+/**
+ * `language_info` of kernel_info_reply. JupyterLab copies it into the notebook's metadata when a
+ * notebook connects, so it is exactly what notebooks/tools/build-notebooks.mjs writes (same keys,
+ * same order): opening a committed notebook changes nothing. No `codemirror_mode`: JupyterLab 4
+ * and classic Notebook both find TypeScript highlighting from the mimetype, name or extension;
+ * nbconvert takes the Pygments lexer from `name`. The version is major.minor of the compiler,
+ * as the notebooks record it (a patch release changes no language rule).
+ */
 export const LANGUAGE_INFO = {
   name: "typescript",
-  version: TS_VERSION,
-  mimetype: "text/typescript",
   file_extension: ".ts",
-  pygments_lexer: "typescript",
-  // JupyterLab reads `name`/`mode`; `typescript: true` switches classic CodeMirror's JS mode to TS.
-  codemirror_mode: { name: "javascript", mode: "typescript", typescript: true },
-  nbconvert_exporter: "script",
+  mimetype: "text/typescript",
+  version: TS_VERSION.split(".").slice(0, 2).join("."),
 };
 
 /** Buffers one output stream so a loop printing lines becomes few messages. */
@@ -243,14 +246,15 @@ export class KernelHandler implements KernelSession {
       }
       case "inspect_request": {
         const code = String(c.code ?? "");
-        const text = this.engine.inspect(
+        const info = this.engine.inspect(
           code,
           codePointToUtf16(code, Number(c.cursor_pos ?? code.length)),
         );
         this.outbox.reply(msg, "inspect_reply", {
           status: "ok",
-          found: text !== undefined,
-          data: text !== undefined ? { "text/plain": text } : {},
+          found: info !== undefined,
+          data:
+            info !== undefined ? { "text/plain": info.plain, "text/markdown": info.markdown } : {},
           metadata: {},
         });
         return;
@@ -311,7 +315,7 @@ export class KernelHandler implements KernelSession {
     this.interrupted = false;
     if (!silent) this.outbox.publish("execute_input", { code, execution_count: count }, msg);
 
-    const outcome = await this.engine.execute(code);
+    const outcome = await this.engine.execute(code, silent ? "silent" : count);
     this.flushStreams();
     let error: CellError | undefined;
     let interrupted = false;

@@ -3,6 +3,7 @@
  */
 import { Engine } from "./engine";
 import { KernelHandler } from "./handler";
+import { InterruptWatchdog } from "./interrupt";
 import { readConnectionFile, ZmqTransport } from "./transport";
 
 /** Runs the kernel for `connectionFile` until shutdown_request. */
@@ -13,7 +14,10 @@ export async function runKernel(connectionFile: string): Promise<void> {
   };
   const conn = readConnectionFile(connectionFile);
   // Compile nothing yet, but create the converter now: the first cell should not pay for it.
-  const engine = new Engine(process.cwd());
+  const watchdog = new InterruptWatchdog();
+  const engine = new Engine(process.cwd(), {
+    onAsyncPart: (running) => watchdog.asyncPart(running),
+  });
   const transport = new ZmqTransport(conn, log);
   const handler = new KernelHandler(engine, transport, {
     log,
@@ -23,14 +27,20 @@ export async function runKernel(connectionFile: string): Promise<void> {
         detach();
         transport.close();
         engine.close();
-        process.exit(0);
+        // The worker goes first: Node would wait on exit for its inspector session to disconnect.
+        void Promise.resolve(watchdog.stop()).finally(() => process.exit(0));
       }, 50);
     },
   });
   const detach = handler.attach();
   // SIGINT: a synchronous cell is stopped by vm's breakOnSigint (this handler is disabled while it
-  // runs); an awaiting cell is rejected here, and progress loops see interruptRequested.
-  process.on("SIGINT", () => handler.interrupt());
+  // runs); an awaiting cell is rejected here, and progress loops see interruptRequested; code stuck
+  // after an await is first unwound by the watchdog (interrupt.ts), then this handler runs.
+  process.on("SIGINT", () => {
+    watchdog.sigintHandled();
+    handler.interrupt();
+  });
+  watchdog.start(log);
   process.on("uncaughtException", (err) => {
     process.stderr.write(`Uncaught exception: ${err.stack ?? String(err)}\n`);
   });

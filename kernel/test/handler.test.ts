@@ -2,10 +2,13 @@
  * The protocol handler with the real tslab engine, without sockets: requests go in through
  * `handle`, and every reply/publication lands in a recording outbox.
  */
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Engine } from "../src/engine";
 import { codePointToUtf16, KernelHandler, type Outbox, utf16ToCodePoint } from "../src/handler";
 import { type Message, makeHeader } from "../src/wire";
+import { REPO_ROOT } from "./support";
 
 interface Sent {
   kind: "publish" | "reply";
@@ -162,6 +165,115 @@ describe("KernelHandler", () => {
     expect(
       (only(outB, "execute_result").content.data as Record<string, string>)["text/plain"],
     ).toBe("still here");
+  });
+
+  /** The error a cell published and its execution count. */
+  async function failing(code: string): Promise<{ traceback: string[]; count: number }> {
+    const out = await exec(code);
+    const err = only(out, "error").content as { traceback: string[] };
+    return {
+      traceback: err.traceback,
+      count: only(out, "execute_input").content.execution_count as number,
+    };
+  }
+
+  /** 1-based line and column of the first `needle` in `code`. */
+  function positionOf(code: string, needle: string): string {
+    const lines = code.split("\n");
+    const line = lines.findIndex((l) => l.includes(needle));
+    return `${line + 1}:${lines[line]!.indexOf(needle) + 1}`;
+  }
+
+  it("a runtime error's traceback names the cell line that threw, without the kernel's frames", async () => {
+    const code = 'const first = 1;\nconst second = first + 1;\nthrow new RangeError("third line");';
+    const { traceback, count } = await failing(code);
+    // V8 places an error at its construction: the `new` of line 3.
+    expect(traceback.slice(0, 2)).toEqual([
+      "RangeError: third line",
+      `    at Cell [${count}], line ${positionOf(code, "new RangeError")}`,
+    ]);
+    for (const line of traceback) {
+      expect(line).not.toMatch(/node:|evalmachine|tslab[\\/]dist|kernel[\\/](dist|src)[\\/]/);
+    }
+  });
+
+  it("a function of an earlier cell throwing when a later cell calls it: both cells' lines", async () => {
+    const define =
+      'function checkGfn(gfn: number) {\n  if (gfn > 0xff) {\n    throw new RangeError("gfn " + gfn + " is outside the slot");\n  }\n  return gfn;\n}';
+    const defined = await exec(define);
+    const defineCount = only(defined, "execute_input").content.execution_count as number;
+    const call = "const ok = checkGfn(1);\ncheckGfn(0x100);";
+    const { traceback, count } = await failing(call);
+    expect(traceback.slice(0, 3)).toEqual([
+      "RangeError: gfn 256 is outside the slot",
+      `    at checkGfn (Cell [${defineCount}], line ${positionOf(define, "new RangeError")})`,
+      `    at Cell [${count}], line ${positionOf(call, "checkGfn(0x100)")}`,
+    ]);
+  });
+
+  it("frames inside @mmulab/core show the package name and core's TypeScript source line", async () => {
+    const code =
+      'import { createVm } from "@mmulab/core";\nconst bad = createVm({ mmu: "tdp" });\nbad.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 1, flags: 0 });';
+    const out = await exec(code);
+    const err = only(out, "error").content as { ename: string; traceback: string[] };
+    const count = only(out, "execute_input").content.execution_count as number;
+    expect(err.traceback.join("\n")).not.toContain(REPO_ROOT);
+    // The top frame is where core constructs the error: that line of core's source says so.
+    const top = /\(@mmulab\/core\/(src\/[\w/]+\.ts):(\d+):\d+\)$/.exec(err.traceback[1]!);
+    expect(top, err.traceback[1]).not.toBeNull();
+    const source = readFileSync(join(REPO_ROOT, "core", top![1]!), "utf8").split("\n");
+    expect(source[Number(top![2]) - 1]).toContain(`new ${err.ename}(`);
+    expect(err.traceback).toContain(
+      `    at Cell [${count}], line ${positionOf(code, "setUserMemoryRegion")}`,
+    );
+  });
+
+  const resultText = (out: Sent[]) =>
+    (only(out, "execute_result").content.data as Record<string, string>)["text/plain"];
+
+  it("a cell that throws keeps the declarations whose initialisers ran, and says which are gone", async () => {
+    const code = [
+      'import { createVm } from "@mmulab/core";',
+      'const keptVm = createVm({ mmu: "tdp" });',
+      "const keptCount = 3;",
+      "keptVm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 1, flags: 0 });",
+      "const neverSet = 4;",
+    ].join("\n");
+    const { traceback } = await failing(code);
+    expect(traceback.slice(-2)).toEqual([
+      "defined before the cell stopped: createVm, keptVm, keptCount",
+      "not defined (not reached): neverSet",
+    ]);
+    // The vm is there, typed (the next cell compiles against it) and usable.
+    const next = await exec(
+      'keptVm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 4096, flags: 0 });\ntypeof keptVm.createVcpu + " " + keptCount',
+    );
+    expect(only(next, "execute_reply").content.status).toBe("ok");
+    expect(resultText(next)).toBe("function 3");
+    const gone = only(await exec("neverSet"), "error").content;
+    expect(gone.ename).toBe("TSCompileError");
+    expect(gone.evalue).toMatch(/Cannot find name 'neverSet'/);
+  });
+
+  it("an interrupted async cell keeps what it declared before the interrupt", async () => {
+    const msg = request("execute_request", {
+      code: "const beforeWait = 41;\nawait new Promise((r) => setTimeout(r, 5_000));\nconst afterWait = 1;",
+    });
+    const done = handler.handle(msg, "shell");
+    setTimeout(() => handler.interrupt(), 300);
+    await done;
+    const out = sent.filter((s) => s.parentId === msg.header.msg_id);
+    const err = only(out, "error").content as { ename: string; traceback: string[] };
+    expect(err.ename).toBe("Interrupted");
+    expect(err.traceback).toContain("defined before the cell stopped: beforeWait");
+    expect(resultText(await exec("beforeWait + 1"))).toBe("42");
+  });
+
+  it("a name redeclared by a failing cell before its initialiser ran is reported gone, not left stale", async () => {
+    await exec("let stale = 1;");
+    const { traceback } = await failing('throw new Error("early");\nlet stale = 2;');
+    expect(traceback.at(-1)).toBe("not defined (not reached): stale");
+    expect(only(await exec("stale"), "error").content.ename).toBe("TSCompileError");
   });
 
   it("forwards stdout and stderr as stream messages", async () => {
@@ -336,6 +448,65 @@ describe("KernelHandler", () => {
     const last = updates[updates.length - 1]!.content.data as Record<string, string>;
     expect(last["text/plain"]).toMatch(/^dirty_log_perf_test: \d+\/\d+ \(\d+%\) interrupted · /);
     expect(only(await exec("7 * 6"), "execute_reply").content.status).toBe("ok");
+  });
+
+  it("inspect shows TSDoc {@link X} of a core method as X (markdown: `X`), never the raw tag", async () => {
+    // The expectation comes from core's source: the doc comment above setUserMemoryRegion.
+    const src = readFileSync(join(REPO_ROOT, "core", "src", "kvm", "kvm_main.ts"), "utf8");
+    const method = src.indexOf("  setUserMemoryRegion(");
+    const doc = src.slice(src.lastIndexOf("/**", method), method);
+    const linked = [...doc.matchAll(/\{@link\s+([\w.]+)\s*\}/g)].map((m) => m[1]!);
+    expect(linked.length, "core's doc of setUserMemoryRegion has a {@link}").toBeGreaterThan(0);
+    const code =
+      'import { createVm } from "@mmulab/core";\nconst vm = createVm({ mmu: "tdp" });\nvm.setUserMemoryRegion';
+    const insp = only(
+      await send("inspect_request", { code, cursor_pos: code.length - 2, detail_level: 0 }),
+      "inspect_reply",
+    ).content;
+    const data = insp.data as Record<string, string>;
+    expect(insp.found).toBe(true);
+    expect(data["text/plain"]).toContain("setUserMemoryRegion(region: UserMemoryRegion)");
+    for (const name of linked) {
+      expect(data["text/plain"]).toMatch(new RegExp(`\\b${name}\\b`));
+      expect(data["text/markdown"]).toContain(`\`${name}\``);
+    }
+    expect(data["text/plain"]).not.toContain("{@");
+    expect(data["text/markdown"]).not.toContain("{@");
+  });
+
+  it("inspect renders every inline-link form as its label, in the doc and in tags", async () => {
+    const code = [
+      "class Foo {}",
+      "/**",
+      " * A {@link Foo}, {@link Foo | the foo}, {@linkcode Foo}, {@linkplain Foo plain words},",
+      " * {@link Missing}, {@link https://example.com | the site}.",
+      " * @param n how many {@link Foo}s",
+      " * @throws {@link RangeError} when n < 0",
+      " */",
+      "function make(n: number): Foo[] { return []; }",
+      "make",
+    ].join("\n");
+    const insp = only(
+      await send("inspect_request", { code, cursor_pos: code.length - 1, detail_level: 0 }),
+      "inspect_reply",
+    ).content;
+    const data = insp.data as Record<string, string>;
+    expect(data["text/plain"]).toBe(
+      [
+        "function make(n: number): Foo[]",
+        "",
+        "A Foo, the foo, Foo, plain words,",
+        "Missing, the site.",
+        "",
+        "@param n how many Foos",
+        "@throws RangeError when n < 0",
+      ].join("\n"),
+    );
+    expect(data["text/markdown"]).toContain(
+      "A `Foo`, the foo, `Foo`, plain words,\n`Missing`, [the site](https://example.com).",
+    );
+    expect(data["text/markdown"]).toContain("*@param* `n` — how many `Foo`s");
+    expect(data["text/markdown"]).toContain("*@throws* `RangeError` when n < 0");
   });
 
   it("answers is_complete, complete, inspect, comm_info and history", async () => {

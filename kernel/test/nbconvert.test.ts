@@ -3,30 +3,13 @@
  * `jupyter nbconvert --to notebook --execute --allow-errors`: the error output carries
  * ename/evalue/traceback, every later cell has its output, every code cell its execution count.
  */
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync } from "node:fs";
 import { join } from "node:path";
 import { expect, it } from "vitest";
-import { JUPYTER, KERNEL_ROOT, run } from "./support";
+import { codeCell, executeNotebook, KERNEL_ROOT, type NbCell } from "./support";
 
-interface Output {
-  output_type: string;
-  ename?: string;
-  evalue?: string;
-  traceback?: string[];
-  name?: string;
-  text?: string | string[];
-  data?: Record<string, unknown>;
-  execution_count?: number | null;
-}
-interface Cell {
-  cell_type: string;
-  source: string | string[];
-  execution_count?: number | null;
-  outputs?: Output[];
-}
-
-const code = (source: string): Cell =>
-  ({ cell_type: "code", source, metadata: {}, outputs: [], execution_count: null }) as Cell;
+type Cell = NbCell;
+const code = codeCell;
 
 const CELLS: Cell[] = [
   { cell_type: "markdown", source: "# failing cell in the middle", metadata: {} } as Cell,
@@ -47,35 +30,9 @@ const text = (t: string | string[] | undefined) => (Array.isArray(t) ? t.join(""
 it("keeps the error output and every later cell's output, with execution counts", () => {
   mkdirSync(join(KERNEL_ROOT, "test-artifacts"), { recursive: true });
   const dir = mkdtempSync(join(KERNEL_ROOT, "test-artifacts", "nbconvert-"));
-  const nb = {
-    cells: CELLS,
-    metadata: {
-      kernelspec: { name: "mmulab", display_name: "TypeScript (mmulab)", language: "typescript" },
-    },
-    nbformat: 4,
-    nbformat_minor: 5,
-  };
-  writeFileSync(join(dir, "in.ipynb"), JSON.stringify(nb, null, 1));
-  const r = run(
-    JUPYTER,
-    [
-      "nbconvert",
-      "--to",
-      "notebook",
-      "--execute",
-      "--allow-errors",
-      "--ExecutePreprocessor.kernel_name=mmulab",
-      "--ExecutePreprocessor.timeout=120",
-      "--output",
-      "out.ipynb",
-      "in.ipynb",
-    ],
-    dir,
-    240_000,
-  );
+  const { result: r, cells } = executeNotebook(dir, CELLS);
   expect(r.status, `${r.stdout}\n${r.stderr}`).toBe(0);
-  const out = JSON.parse(readFileSync(join(dir, "out.ipynb"), "utf8")) as { cells: Cell[] };
-  const codeCells = out.cells.filter((c) => c.cell_type === "code");
+  const codeCells = cells!.filter((c) => c.cell_type === "code");
   expect(codeCells).toHaveLength(6);
   // Counts 1..6 in order: every cell ran, none was skipped after the failures.
   expect(codeCells.map((c) => c.execution_count)).toEqual([1, 2, 3, 4, 5, 6]);

@@ -3,7 +3,7 @@
  * and running /usr/bin/python3 / jupyter with that path.
  */
 import { type SpawnSyncReturns, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
@@ -59,4 +59,68 @@ export function run(
     timeout: timeoutMs,
     maxBuffer: 64 << 20,
   });
+}
+
+/** An output of a saved notebook cell (nbformat 4). */
+export interface NbOutput {
+  output_type: string;
+  ename?: string;
+  evalue?: string;
+  traceback?: string[];
+  name?: string;
+  text?: string | string[];
+  data?: Record<string, unknown>;
+  execution_count?: number | null;
+}
+
+/** A saved notebook cell (nbformat 4). */
+export interface NbCell {
+  cell_type: string;
+  source: string | string[];
+  execution_count?: number | null;
+  outputs?: NbOutput[];
+}
+
+/** A code cell not run yet. */
+export const codeCell = (source: string): NbCell =>
+  ({ cell_type: "code", source, metadata: {}, outputs: [], execution_count: null }) as NbCell;
+
+/**
+ * Writes `cells` as `dir`/in.ipynb for the mmulab kernel and executes it with the real
+ * `jupyter nbconvert --execute --allow-errors`, cwd = `dir`. Returns the process result and, when
+ * it succeeded, the executed notebook's cells.
+ */
+export function executeNotebook(
+  dir: string,
+  cells: NbCell[],
+): { result: SpawnSyncReturns<string>; cells: NbCell[] | undefined } {
+  const nb = {
+    cells,
+    metadata: {
+      kernelspec: { name: "mmulab", display_name: "TypeScript (mmulab)", language: "typescript" },
+    },
+    nbformat: 4,
+    nbformat_minor: 5,
+  };
+  writeFileSync(join(dir, "in.ipynb"), JSON.stringify(nb, null, 1));
+  const result = run(
+    JUPYTER,
+    [
+      "nbconvert",
+      "--to",
+      "notebook",
+      "--execute",
+      "--allow-errors",
+      "--ExecutePreprocessor.kernel_name=mmulab",
+      "--ExecutePreprocessor.timeout=120",
+      "--output",
+      "out.ipynb",
+      "in.ipynb",
+    ],
+    dir,
+    240_000,
+  );
+  if (result.status !== 0) return { result, cells: undefined };
+  const out = JSON.parse(readFileSync(join(dir, "out.ipynb"), "utf8")) as { cells: NbCell[] };
+  return { result, cells: out.cells };
 }

@@ -4,13 +4,13 @@
  * behind a failing cell are all answered.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import * as zmq from "zeromq";
 import { writeConnectionFile } from "../src/transport";
 import { decode, encode, type Message, makeHeader } from "../src/wire";
-import { KERNEL_ROOT } from "./support";
+import { KERNEL_ROOT, REPO_ROOT } from "./support";
 
 const KEY = "9f1c2d3e-wire-level-test-key";
 
@@ -126,6 +126,23 @@ describe("kernel over zeromq", () => {
     expect(r1.content.status).toBe("ok");
     const r2 = await request(control, "kernel_info_request", {});
     expect(r2.header.msg_type).toBe("kernel_info_reply");
+  });
+
+  it("language_info of kernel_info_reply is what every committed notebook carries", async () => {
+    const reply = await request(shell, "kernel_info_request", {});
+    const info = reply.content.language_info as Record<string, unknown>;
+    const dirs = [join(REPO_ROOT, "notebooks"), join(REPO_ROOT, "notebooks", "teacher")];
+    const files = dirs.flatMap((d) =>
+      readdirSync(d)
+        .filter((f) => f.endsWith(".ipynb"))
+        .map((f) => join(d, f)),
+    );
+    expect(files.length).toBeGreaterThan(0);
+    for (const file of files) {
+      const nb = JSON.parse(readFileSync(file, "utf8")) as { metadata: Record<string, unknown> };
+      // JupyterLab writes the reply's object into the metadata as is: key order counts on save.
+      expect(JSON.stringify(info), file).toBe(JSON.stringify(nb.metadata.language_info));
+    }
   });
 
   it("answers every request sent back to back behind a failing cell", async () => {

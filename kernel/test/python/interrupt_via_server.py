@@ -91,16 +91,19 @@ def main():
                     reader["future"] = asyncio.ensure_future(ws.read_message())
                 return reader["future"]
 
-            def execute(code):
+            def request(msg_type, content):
                 msg_id = uuid.uuid4().hex
                 ws.write_message(json.dumps({
                     "header": {"msg_id": msg_id, "session": sess, "username": "test", "date": "",
-                               "msg_type": "execute_request", "version": "5.3"},
+                               "msg_type": msg_type, "version": "5.3"},
                     "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-                    "content": {"code": code, "silent": False, "store_history": True,
-                                "user_expressions": {}, "allow_stdin": False, "stop_on_error": False},
+                    "content": content,
                 }))
                 return msg_id
+
+            def execute(code):
+                return request("execute_request", {"code": code, "silent": False, "store_history": True,
+                                                   "user_expressions": {}, "allow_stdin": False, "stop_on_error": False})
 
             async def until(pred, timeout):
                 end = time.time() + timeout
@@ -161,17 +164,22 @@ def main():
             # Restart through REST: the kernel is replaced, state is gone, cells run again.
             t1 = time.time()
             await ioloop.IOLoop.current().run_in_executor(None, lambda: rest("POST", f"/api/kernels/{kid}/restart"))
-            after_id = None
+            # Ready when the new kernel answers kernel_info (asked again until it does: a request
+            # sent while the server reconnects may be lost). kernel_info does not count as a cell,
+            # so the one `acc` cell below must get execution count 1.
             end = time.time() + 60
-            while time.time() < end:
-                # `acc` was declared by the long cell: a fresh kernel does not know it.
-                after_id = execute("acc")
+            while True:
+                info_id = request("kernel_info_request", {})
                 try:
-                    m = await until(lambda m: m["msg_type"] == "execute_reply" and m["parent_header"].get("msg_id") == after_id, 5)
-                    result["after_restart_reply"] = {k: m["content"].get(k) for k in ("status", "ename", "evalue", "execution_count")}
+                    await until(lambda m: m["msg_type"] == "kernel_info_reply" and m["parent_header"].get("msg_id") == info_id, 2)
                     break
                 except TimeoutError:
-                    continue
+                    if time.time() > end:
+                        raise
+            # `acc` was declared by the long cell: a fresh kernel does not know it.
+            after_id = execute("acc")
+            m = await until(lambda m: m["msg_type"] == "execute_reply" and m["parent_header"].get("msg_id") == after_id, 60)
+            result["after_restart_reply"] = {k: m["content"].get(k) for k in ("status", "ename", "evalue", "execution_count")}
             result["restart_seconds"] = time.time() - t1
             ws.close()
 
