@@ -105,6 +105,38 @@ export function diagnosticsError(result: ConvertResult, code = ""): CellError {
   return { ename: COMPILE_ERROR, evalue: heads[0] ?? "compile error", traceback };
 }
 
+const IDENT = /[\w$]/;
+
+/**
+ * Where to ask TypeScript for quick info when the user inspects at `cursor`: the cursor itself;
+ * the last character of a name the cursor sits right after (`vm.setUserMemoryRegion|`); and the
+ * callee of the innermost call whose parentheses are still open before the cursor
+ * (`vm.setUserMemoryRegion({ slot: 0, |`), as IPython answers inside a call. Brackets inside
+ * string literals and comments are not told apart: a wrong guess only finds other info.
+ */
+export function inspectPositions(code: string, cursor: number): number[] {
+  const at = [cursor];
+  if (cursor > 0 && IDENT.test(code[cursor - 1]!)) at.push(cursor - 1);
+  let depth = 0;
+  for (let i = cursor - 1; i >= 0; i--) {
+    const ch = code[i]!;
+    if (ch === ")" || ch === "]" || ch === "}") depth++;
+    else if (ch === "[" || ch === "{") depth = Math.max(0, depth - 1);
+    else if (ch === "(") {
+      if (depth > 0) {
+        depth--;
+        continue;
+      }
+      let j = i - 1;
+      while (j >= 0 && /\s/.test(code[j]!)) j--;
+      // Generic arguments (`f<T>(`) are not skipped: the name must touch the parenthesis.
+      if (j >= 0 && IDENT.test(code[j]!)) at.push(j);
+      break;
+    }
+  }
+  return at;
+}
+
 /** Result of a completion request in cell coordinates. */
 export interface Completion {
   start: number;
@@ -171,11 +203,17 @@ export class Engine {
     return { start: info.start, end: info.end, matches: info.candidates };
   }
 
-  /** Quick info (type and doc, inline links as their labels) at `cursor`, or undefined. */
+  /**
+   * Quick info (type and doc, inline links as their labels) at `cursor`, or undefined. Tried at
+   * each of {@link inspectPositions}: Shift+Tab is pressed with the cursor after a name or
+   * inside a call's parentheses as often as on the name itself.
+   */
   inspect(code: string, cursor: number): RenderedQuickInfo | undefined {
-    const info = this.executor.inspect(code, cursor);
-    if (!info) return undefined;
-    return renderQuickInfo(info);
+    for (const at of inspectPositions(code, cursor)) {
+      const info = this.executor.inspect(code, at);
+      if (info) return renderQuickInfo(info);
+    }
+    return undefined;
   }
 
   /** Whether `code` is a complete cell; for incomplete code, the indent of the next line. */

@@ -474,6 +474,31 @@ describe("KernelHandler", () => {
     expect(data["text/markdown"]).not.toContain("{@");
   });
 
+  it("inspect inside a call's parentheses or right after a name shows the callee's doc", async () => {
+    const head = 'import { createVm } from "@mmulab/core";\nconst vm = createVm({ mmu: "tdp" });\n';
+    for (const tail of [
+      "vm.setUserMemoryRegion",
+      "vm.setUserMemoryRegion(",
+      "vm.setUserMemoryRegion({ slot: 0, flags: Math.max(1, 2), ",
+    ]) {
+      const code = head + tail;
+      const insp = only(
+        await send("inspect_request", { code, cursor_pos: code.length, detail_level: 0 }),
+        "inspect_reply",
+      ).content;
+      expect(insp.found, tail).toBe(true);
+      expect((insp.data as Record<string, string>)["text/plain"], tail).toContain(
+        "setUserMemoryRegion(region: UserMemoryRegion)",
+      );
+    }
+    // Nothing to show is still an answer: not found, no data.
+    const none = only(
+      await send("inspect_request", { code: "   ", cursor_pos: 1, detail_level: 0 }),
+      "inspect_reply",
+    ).content;
+    expect(none.found).toBe(false);
+  });
+
   it("inspect renders every inline-link form as its label, in the doc and in tags", async () => {
     const code = [
       "class Foo {}",

@@ -165,6 +165,7 @@ describe("the notebook experience in the lab npm start serves", () => {
     await page.keyboard.press("Shift+Tab");
     const tip = page.locator(".jp-Tooltip");
     await tip.waitFor({ timeout: LIMITS.run });
+    await page.screenshot({ path: path.join(artifacts, "experience-tooltip.png") });
     const text = (await tip.textContent()).replace(/\s+/g, " ");
     const doc = tsdocOf("kvm/kvm_main.ts", "setUserMemoryRegion");
     // The doc's first sentence, with {@link X} read as X.
@@ -191,6 +192,7 @@ describe("the notebook experience in the lab npm start serves", () => {
     const err = out.locator(".jp-RenderedText[data-mime-type='application/vnd.jupyter.stderr']");
     await err.waitFor({ timeout: LIMITS.run });
     const text = await err.textContent();
+    await out.screenshot({ path: path.join(artifacts, "experience-error.png") });
     assert.match(text, /boom on line 3/);
     // A frame names the cell and line 3, not the compiled script or the kernel's files.
     assert.match(text, /(line 3\b|:3:\d+)/, text);
