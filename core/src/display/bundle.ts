@@ -4,6 +4,7 @@
  * GitHub) and `text/plain` (for terminals and the test suites).
  */
 
+import { changeRunText, levelChangesText } from "./changes";
 import {
   type Entry,
   type MimeBundle,
@@ -93,14 +94,37 @@ function treeHeading(tree: Tree): string {
   return `${tree.kind} tree (${tree.format})${tree.label !== undefined ? `: ${tree.label}` : ""}`;
 }
 
+/** Text lines of a folded change list: per tree its counts by level, then one line per run. */
+function changesLines(payload: PagetablePayload): string[] {
+  const c = payload.changes;
+  if (c === undefined) return [];
+  const total = c.levels.reduce((n, l) => n + l.added + l.removed + l.changed, 0);
+  const out = [`changes: ${total} entries in ${c.runs.length + (c.omitted ?? 0)} runs`];
+  payload.trees.forEach((tree, t) => {
+    const levels = c.levels.filter((l) => l.tree === t);
+    out.push(
+      `  ${treeHeading(tree)}: ${levels.length > 0 ? levels.map(levelChangesText).join("; ") : "no changes"}`,
+    );
+  });
+  for (const run of c.runs) {
+    const tree = payload.trees[run.tree] ?? payload.trees[0]!;
+    out.push(`  ${tree.kind}: ${changeRunText(run, tree)}`);
+  }
+  if (c.omitted) out.push(`  (${c.omitted} more runs not listed)`);
+  return out;
+}
+
 /**
- * Bundle of a page-table snapshot: {@link PAGETABLE_MIME} + static HTML + text.
+ * Bundle of a page-table snapshot: {@link PAGETABLE_MIME} + static HTML + text. A `changes()`
+ * view leads with its folded change list (counts per level, one line per run) before the trees.
  * @throws TypeError naming every schema violation when `payload` is invalid.
  */
 export function pagetableBundle(payload: PagetablePayload): MimeBundle {
   assertDisplayPayload(PAGETABLE_MIME, payload);
   const text: string[] = [];
   if (payload.title !== undefined) text.push(payload.title);
+  const changes = changesLines(payload);
+  text.push(...changes);
   const trees = payload.trees.map((tree) => {
     text.push(treeHeading(tree));
     tableText(tree.root, "  ", text);
@@ -109,7 +133,14 @@ export function pagetableBundle(payload: PagetablePayload): MimeBundle {
   if (payload.truncated) text.push("(snapshot truncated)");
   const title = payload.title !== undefined ? `<div><b>${escapeHtml(payload.title)}</b></div>` : "";
   const note = payload.truncated ? "<div><i>snapshot truncated</i></div>" : "";
-  const html = `<div class="mmulab-pagetable" style="font-family:monospace;font-size:12px">${title}<div style="display:flex;align-items:flex-start">${trees.join("")}</div>${note}</div>`;
+  const changesHtml =
+    changes.length > 0
+      ? `<div class="mmulab-changes"><div><b>${escapeHtml(changes[0])}</b></div><ul style="margin:0;padding-left:1.2em">${changes
+          .slice(1)
+          .map((l) => `<li>${escapeHtml(l.trim())}</li>`)
+          .join("")}</ul></div>`
+      : "";
+  const html = `<div class="mmulab-pagetable" style="font-family:monospace;font-size:12px">${title}${changesHtml}<div style="display:flex;flex-wrap:wrap;align-items:flex-start">${trees.join("")}</div>${note}</div>`;
   return { [PAGETABLE_MIME]: payload, "text/html": html, "text/plain": text.join("\n") };
 }
 
