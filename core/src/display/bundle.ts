@@ -261,10 +261,19 @@ function numbers(values: ReadonlyArray<number | string> | undefined, n: number):
   return values.map((v, i) => (typeof v === "number" && Number.isFinite(v) ? v : i));
 }
 
-/** A small static SVG line chart of the figure's traces: the offline fallback of a plot. */
+/**
+ * A small static SVG line chart of the figure's traces: the offline fallback of a plot. A `null`
+ * y is a gap; with a log y axis (`layout.yaxis.type: "log"`) y is drawn as log10 and values of 0
+ * or less are gaps, as plotly draws them.
+ */
 function plotSvg(figure: PlotlyFigure): string {
+  const yaxis = figure.layout?.yaxis as { type?: unknown } | undefined;
+  const log = yaxis?.type === "log";
   const series = figure.data.map((t) => {
-    const ys = (t.y ?? []).map((v) => (typeof v === "number" ? v : Number(v)));
+    const ys = (t.y ?? []).map((v) => {
+      const y = v === null ? Number.NaN : typeof v === "number" ? v : Number(v);
+      return log ? (y > 0 ? Math.log10(y) : Number.NaN) : y;
+    });
     return { name: t.name ?? "", xs: numbers(t.x, ys.length), ys };
   });
   const allX = series.flatMap((s) => s.xs.filter((_x, i) => Number.isFinite(s.ys[i])));
@@ -274,6 +283,8 @@ function plotSvg(figure: PlotlyFigure): string {
   const y0 = Math.min(0, ...allY);
   const y1 = allY.length ? Math.max(...allY) : 1;
   const sx = (x: number) => PAD + ((x - x0) / (x1 - x0 || 1)) * (SVG_W - 2 * PAD);
+  // Axis labels show values, not their logarithms.
+  const yText = (y: number) => (log ? Number((10 ** y).toPrecision(3)) : y);
   const sy = (y: number) => SVG_H - PAD - ((y - y0) / (y1 - y0 || 1)) * (SVG_H - 2 * PAD);
   const lines = series
     .map((s, i) => {
@@ -285,7 +296,7 @@ function plotSvg(figure: PlotlyFigure): string {
       return `<polyline fill="none" stroke="${colour}" stroke-width="1.5" points="${pts}"/><text x="${SVG_W - PAD + 4}" y="${PAD + 14 * i}" font-size="10" fill="${colour}">${escapeHtml(s.name)}</text>`;
     })
     .join("");
-  const axes = `<line x1="${PAD}" y1="${SVG_H - PAD}" x2="${SVG_W - PAD}" y2="${SVG_H - PAD}" stroke="#888"/><line x1="${PAD}" y1="${PAD}" x2="${PAD}" y2="${SVG_H - PAD}" stroke="#888"/><text x="${PAD}" y="${SVG_H - PAD + 14}" font-size="10">${escapeHtml(x0)}</text><text x="${SVG_W - PAD}" y="${SVG_H - PAD + 14}" font-size="10" text-anchor="end">${escapeHtml(x1)}</text><text x="${PAD - 4}" y="${SVG_H - PAD}" font-size="10" text-anchor="end">${escapeHtml(y0)}</text><text x="${PAD - 4}" y="${PAD + 4}" font-size="10" text-anchor="end">${escapeHtml(y1)}</text>`;
+  const axes = `<line x1="${PAD}" y1="${SVG_H - PAD}" x2="${SVG_W - PAD}" y2="${SVG_H - PAD}" stroke="#888"/><line x1="${PAD}" y1="${PAD}" x2="${PAD}" y2="${SVG_H - PAD}" stroke="#888"/><text x="${PAD}" y="${SVG_H - PAD + 14}" font-size="10">${escapeHtml(x0)}</text><text x="${SVG_W - PAD}" y="${SVG_H - PAD + 14}" font-size="10" text-anchor="end">${escapeHtml(x1)}</text><text x="${PAD - 4}" y="${SVG_H - PAD}" font-size="10" text-anchor="end">${escapeHtml(yText(y0))}</text><text x="${PAD - 4}" y="${PAD + 4}" font-size="10" text-anchor="end">${escapeHtml(yText(y1))}</text>`;
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${SVG_W + 80}" height="${SVG_H}" viewBox="0 0 ${SVG_W + 80} ${SVG_H}">${axes}${lines}</svg>`;
 }
 

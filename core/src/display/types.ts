@@ -316,7 +316,8 @@ export interface PlotlyTrace {
   type?: string;
   name?: string;
   x?: ReadonlyArray<number | string>;
-  y?: ReadonlyArray<number | string>;
+  /** `null` is a gap in the line (plotly's convention). */
+  y?: ReadonlyArray<number | string | null>;
   mode?: string;
   [key: string]: unknown;
 }
