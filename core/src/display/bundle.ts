@@ -39,6 +39,19 @@ function sizeName(bytes: number | undefined): string {
   return `${bytes / 1024}K`;
 }
 
+/** Bytes as the largest binary unit that divides them ("64 MiB", "12 KiB", "100 B"). */
+export function sizeText(bytes: number): string {
+  for (const [unit, n] of [
+    ["TiB", 2 ** 40],
+    ["GiB", 2 ** 30],
+    ["MiB", 2 ** 20],
+    ["KiB", 2 ** 10],
+  ] as const) {
+    if (bytes >= n && bytes % n === 0) return `${bytes / n} ${unit}`;
+  }
+  return `${bytes} B`;
+}
+
 function entryRange(e: Entry): string {
   return e.count !== undefined && e.count > 1
     ? `${e.index}..${e.index + e.count - 1}`
