@@ -13,6 +13,7 @@ import {
   TdpTreeView,
   TdpWalk,
 } from "./inspect/mmu_introspect";
+import { snapshotTitle } from "./inspect/snapshot_fold";
 import { KvmStatView, RmapHistogram, TraceView } from "./inspect/trace_view";
 import type { VmMmu } from "./mmu/mmu";
 import { auditMmu } from "./mmu/mmu_audit";
@@ -56,7 +57,9 @@ export class Vm extends KvmX86 {
   /**
    * The MMU's tables as a bounded, folded, displayable snapshot: the EPT tree under TDP; under
    * shadow paging a vCPU root's shadow tree (by gva; indirect/direct pages, write tracking,
-   * unsync and flooding state in the linking entries' notes).
+   * unsync and flooding state in the linking entries' notes). `title` names the view and its
+   * tree; `label` is an alias of it (both snapshots take either).
+   * @throws InvalidArgumentError naming a bad option, or `title` and `label` that differ.
    */
   snapshot(opts?: TdpSnapshotOptions): TdpTreeView {
     const mmu = this.views("snapshot()");
@@ -65,7 +68,7 @@ export class Vm extends KvmX86 {
         throw new InvalidArgumentError(
           "opts",
           opts,
-          "an object { maxEntriesPerTable?, maxTables?, root?, label? }",
+          "an object { maxEntriesPerTable?, maxTables?, root?, title?, label? }",
         );
       }
       for (const k of ["maxEntriesPerTable", "maxTables"] as const) {
@@ -81,9 +84,9 @@ export class Vm extends KvmX86 {
           `one of the roots [${mmu.roots.join(", ")}]`,
         );
       }
-      if (opts.label !== undefined && (typeof opts.label !== "string" || opts.label.length > 200)) {
-        throw new InvalidArgumentError("label", opts.label, "a string of at most 200 characters");
-      }
+      // `title` is the name, `label` its alias: checked as the guest builder's snapshot checks it.
+      const title = snapshotTitle(opts);
+      if (title !== undefined) opts = { ...opts, title, label: undefined };
     }
     return new TdpTreeView(mmu, opts);
   }

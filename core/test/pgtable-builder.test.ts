@@ -51,15 +51,15 @@ describe("GuestPageTableBuilder", () => {
     const slot = v.memslots.get(0)!;
     const tableGfns = [0, 1, 2, 3].map((i) => (16 * MiB) / 4096 + i);
     expect(tableGfns.every((g) => slot.testDirty(g))).toBe(true);
-    expect(v.stat.guestStores).toBe(4);
+    expect(v.hostAccessStat.guestStores).toBe(4);
   });
   it("refuses a mapping under an existing large page before writing anything", () => {
     const v = vm();
     const b = new GuestPageTableBuilder(v, { mode: "4-level", poolBase: 16 * MiB, poolSize: MiB });
     b.map(0x200000, 0x200000, 2 * MiB, { pageSize: 2 * MiB });
-    const stores = v.stat.guestStores;
+    const stores = v.hostAccessStat.guestStores;
     expect(() => b.map(0x1ff000, 0x1000, 0x2000)).toThrow(InvalidArgumentError);
-    expect(v.stat.guestStores).toBe(stores);
+    expect(v.hostAccessStat.guestStores).toBe(stores);
     expect(b.entryAddress(0x1ff000, 1)).toBeUndefined(); // its page table was never created
   });
   it("refuses a mapping that needs more tables than the pool has, before writing anything", () => {
@@ -71,7 +71,7 @@ describe("GuestPageTableBuilder", () => {
     });
     // 4 MiB of 4K pages needs a PDPT, a PD and two PTs; 3 pool pages are left after the PML4.
     expect(() => b.map(0x400000, 0x100000, 4 * MiB)).toThrow(/at most 3 new tables \(needs 4\)/);
-    expect(v.stat.guestStores).toBe(0);
+    expect(v.hostAccessStat.guestStores).toBe(0);
   });
   it("refuses misaligned, out-of-mode and out-of-range arguments", () => {
     const v = vm();
@@ -87,6 +87,6 @@ describe("GuestPageTableBuilder", () => {
     expect(
       () => new GuestPageTableBuilder(v, { mode: "4-level", poolBase: 200 * MiB, poolSize: MiB }),
     ).toThrow(/poolBase.*memslots/);
-    expect(v.stat.guestStores).toBe(0);
+    expect(v.hostAccessStat.guestStores).toBe(0);
   });
 });

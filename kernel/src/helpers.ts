@@ -153,11 +153,15 @@ export function plot(figure: PlotlyFigure): void {
   publish(wrap(() => plotlyBundle(figure)));
 }
 
-/** The spte counts by level, as KVM's `pages_4k`/`pages_2m`/`pages_1g` stats. */
+/**
+ * The spte counts by level, as KVM's `pages_4k`/`pages_2m`/`pages_1g` stats. Any subset may be
+ * given (a machine without 1 GiB pages has no `pages_1g` to report); a level missing from a step
+ * is a gap in its line, and a level missing from every step has no line at all.
+ */
 export interface SpteLevelCounts {
-  pages_4k: number;
-  pages_2m: number;
-  pages_1g: number;
+  pages_4k?: number;
+  pages_2m?: number;
+  pages_1g?: number;
 }
 
 /** One step of an experiment: the counts, directly or under `stat`/`stats`, and an optional label. */
@@ -166,31 +170,100 @@ export type SpteStep =
   | { label?: string | number; step?: string | number; stat: SpteLevelCounts }
   | { label?: string | number; step?: string | number; stats: SpteLevelCounts };
 
-const LEVEL_KEYS = ["pages_4k", "pages_2m", "pages_1g"] as const;
+/** Options of {@link spteLevelFigure} and {@link plotSpteLevels}. */
+export interface SpteLevelPlotOptions {
+  /** Figure title; default "SPTEs by level" ("memory mapped by page size" for `view: "bytes"`). */
+  title?: string;
+  /** Name of the x axis (each step's `label`/`step`, or its index); default "step". */
+  xTitle?: string;
+  /**
+   * `"log"` for a logarithmic y axis (counts of 4 KiB and 1 GiB leaves differ by orders of
+   * magnitude); zeros are left out there, as log(0) has no place on the axis. Default `"linear"`.
+   */
+  yAxis?: "linear" | "log";
+  /**
+   * `"sptes"` (default): leaf counts per level. `"bytes"`: memory each page size maps,
+   * pages_4k × 4 KiB, pages_2m × 2 MiB, pages_1g × 1 GiB.
+   */
+  view?: "sptes" | "bytes";
+}
 
+/** The three levels: stat name, bytes one leaf maps, the line's name in the bytes view. */
+const LEVELS = [
+  { key: "pages_4k", bytes: 2 ** 12, name: "4 KiB pages" },
+  { key: "pages_2m", bytes: 2 ** 21, name: "2 MiB pages" },
+  { key: "pages_1g", bytes: 2 ** 30, name: "1 GiB pages" },
+] as const;
+
+/** The counts of step `i` (levels it does not give are undefined). */
 function countsOf(step: SpteStep, i: number): SpteLevelCounts {
   const s = step as Record<string, unknown>;
+  if (s === null || typeof s !== "object") {
+    throw new DisplayError(`steps[${i}] must be an object of spte counts, got ${plainText(s)}`);
+  }
   const src = (s.stat ?? s.stats ?? s) as Record<string, unknown>;
-  for (const k of LEVEL_KEYS) {
-    const v = src[k];
+  const out: SpteLevelCounts = {};
+  for (const { key } of LEVELS) {
+    const v = src[key];
+    if (v === undefined) continue;
     if (typeof v !== "number" || !Number.isInteger(v) || v < 0) {
       throw new DisplayError(
-        `steps[${i}].${k} must be a non-negative integer count, got ${plainText(v)}`,
+        `steps[${i}].${key} must be a non-negative integer count, got ${plainText(v)}`,
+      );
+    }
+    out[key] = v;
+  }
+  if (Object.keys(out).length === 0) {
+    throw new DisplayError(
+      `steps[${i}] has none of pages_4k, pages_2m, pages_1g (directly or under stat/stats), got ${plainText(step)}`,
+    );
+  }
+  return out;
+}
+
+/** A value for an error message, strings in quotes (a bare word reads like part of the sentence). */
+function quoted(v: unknown): string {
+  return typeof v === "string" ? JSON.stringify(v) : plainText(v);
+}
+
+/** Options from the old `(title, xTitle)` shape or an options object, checked. */
+function plotOptions(
+  titleOrOptions: string | SpteLevelPlotOptions | undefined,
+  xTitle: string | undefined,
+): SpteLevelPlotOptions {
+  const o: SpteLevelPlotOptions =
+    typeof titleOrOptions === "string" || titleOrOptions === undefined
+      ? { title: titleOrOptions, xTitle }
+      : { xTitle, ...titleOrOptions };
+  if (titleOrOptions !== undefined && typeof titleOrOptions !== "string") {
+    if (titleOrOptions === null || typeof titleOrOptions !== "object") {
+      throw new DisplayError(
+        `options must be a title string or { title?, xTitle?, yAxis?, view? }, got ${plainText(titleOrOptions)}`,
       );
     }
   }
-  return src as unknown as SpteLevelCounts;
+  if (o.yAxis !== undefined && o.yAxis !== "linear" && o.yAxis !== "log") {
+    throw new DisplayError(`yAxis must be "linear" or "log", got ${quoted(o.yAxis)}`);
+  }
+  if (o.view !== undefined && o.view !== "sptes" && o.view !== "bytes") {
+    throw new DisplayError(`view must be "sptes" or "bytes", got ${quoted(o.view)}`);
+  }
+  return o;
 }
 
 /**
  * The plotly figure of spte counts by level (pages_4k, pages_2m, pages_1g) across the steps of an
- * experiment; x is each step's `label`/`step`, or its index, and `xTitle` names it.
+ * experiment, or of the memory each page size maps (`view: "bytes"`); x is each step's
+ * `label`/`step`, or its index. The old call shape `(steps, title, xTitle)` still works.
+ * @throws DisplayError naming the step and field of a bad count, a step with no level, or a bad
+ * option.
  */
 export function spteLevelFigure(
   steps: ReadonlyArray<SpteStep>,
-  title = "SPTEs by level",
-  xTitle = "step",
+  titleOrOptions?: string | SpteLevelPlotOptions,
+  xTitle?: string,
 ): PlotlyFigure {
+  const o = plotOptions(titleOrOptions, xTitle);
   if (!Array.isArray(steps) || steps.length === 0) {
     throw new DisplayError(
       `steps must be a non-empty array of spte counts, got ${plainText(steps)}`,
@@ -201,32 +274,42 @@ export function spteLevelFigure(
     const r = s as { label?: string | number; step?: string | number };
     return r.label ?? r.step ?? i;
   });
-  return {
-    data: LEVEL_KEYS.map((k) => ({
+  const bytes = o.view === "bytes";
+  const log = o.yAxis === "log";
+  const data = LEVELS.filter(({ key }) => counts.some((c) => c[key] !== undefined)).map(
+    ({ key, bytes: size, name }) => ({
       type: "scatter",
       mode: "lines+markers",
-      name: k,
+      name: bytes ? name : key,
       x,
-      y: counts.map((c) => c[k]),
-    })),
+      // A missing level is a gap (null), as is a zero on a log axis.
+      y: counts.map((c) => {
+        const n = c[key];
+        if (n === undefined || (log && n === 0)) return null;
+        return bytes ? n * size : n;
+      }),
+    }),
+  );
+  return {
+    data: data as PlotlyFigure["data"],
     layout: {
-      title: { text: title },
-      xaxis: { title: { text: xTitle } },
-      yaxis: { title: { text: "sptes" } },
+      title: { text: o.title ?? (bytes ? "memory mapped by page size" : "SPTEs by level") },
+      xaxis: { title: { text: o.xTitle ?? "step" } },
+      yaxis: { title: { text: bytes ? "bytes mapped" : "sptes" }, type: log ? "log" : "linear" },
     },
   };
 }
 
 /**
  * Records spte counts step by step. `vm.stats` is live (it keeps changing), so each
- * {@link SpteSeries.record} copies pages_4k/2m/1g at the time of the call.
+ * {@link SpteSeries.record} copies the pages_4k/2m/1g it has at the time of the call.
  *
  * ```ts
  * const series = new SpteSeries();
  * series.record("boot", vm.stats);
  * // ... faults, dirty logging, zaps ...
  * series.record("after dirty-log", vm.stats);
- * plotSpteLevels(series);
+ * plotSpteLevels(series, { yAxis: "log" });
  * ```
  */
 export class SpteSeries {
@@ -235,18 +318,22 @@ export class SpteSeries {
   /** Copies the counts of `source` (stats, or anything with `stat`/`stats` holding them). */
   record(label: string | number, source: SpteStep | { stats: SpteLevelCounts }): this {
     const c = countsOf(source as SpteStep, this.steps.length);
-    this.steps.push({ label, pages_4k: c.pages_4k, pages_2m: c.pages_2m, pages_1g: c.pages_1g });
+    this.steps.push({ label, ...c });
     return this;
   }
 }
 
-/** Plots {@link spteLevelFigure} of an array of steps or a {@link SpteSeries}. */
+/**
+ * Plots {@link spteLevelFigure} of an array of steps or a {@link SpteSeries}:
+ * `plotSpteLevels(steps, "title", "x title")` or
+ * `plotSpteLevels(steps, { title, xTitle, yAxis: "log", view: "bytes" })`.
+ */
 export function plotSpteLevels(
   steps: ReadonlyArray<SpteStep> | SpteSeries,
-  title?: string,
+  titleOrOptions?: string | SpteLevelPlotOptions,
   xTitle?: string,
 ): void {
-  plot(spteLevelFigure(steps instanceof SpteSeries ? steps.steps : steps, title, xTitle));
+  plot(spteLevelFigure(steps instanceof SpteSeries ? steps.steps : steps, titleOrOptions, xTitle));
 }
 
 /** Thrown by {@link Progress.update} after the user interrupted the kernel. */

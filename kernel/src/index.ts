@@ -18,6 +18,7 @@ export {
   plotSpteLevels,
   progress,
   type SpteLevelCounts,
+  type SpteLevelPlotOptions,
   SpteSeries,
   type SpteStep,
   spteLevelFigure,

@@ -186,17 +186,20 @@ export class Differ {
 
   /**
    * The rows of `now` against `before`, in index order: an entry stays whole while all its
-   * members share one status; a run is cut where the status changes, and each changed member
-   * gets its own piece (with the `before` member it replaced). `removed` lists the indices of
-   * `before` that `now` no longer covers, as pieces of `before`'s entries.
+   * members share one status; a run is cut where the status changes, and changed members are cut
+   * where the `before` entry they replaced changes, so each changed piece is members of one
+   * `now` run that replaced members of one `before` run (both sides progress uniformly: the
+   * piece reads as "n entries, was ..." with `old` the replaced members as one entry).
+   * `removed` lists the indices of `before` that `now` no longer covers, as pieces of `before`'s
+   * entries.
    */
   pieces(now: Table, before: Table | undefined): { rows: Piece[]; removed: Piece[] } {
     const a = this.index(now);
     const b = this.index(before);
     const level = now.level;
-    const oldAt = (i: number): Entry | undefined => {
+    const oldAt = (i: number, count: number): Entry | undefined => {
       const pb = b.at(i);
-      return pb < 0 ? undefined : this.member(b.entry(pb), level, i, 1);
+      return pb < 0 ? undefined : this.member(b.entry(pb), level, i, count);
     };
     const statusAt = (pa: number, i: number): DiffStatus => {
       const pb = b.at(i);
@@ -210,12 +213,13 @@ export class Differ {
       let cur = statusAt(pa, start);
       for (let i = start + 1; i <= end; i++) {
         const s = i < end ? statusAt(pa, i) : null;
-        // Changed members are never folded: each shows the value it replaced.
-        if (s === cur && cur !== "changed") continue;
+        // A changed piece stays within one `before` entry, so its old members are one run too.
+        if (s === cur && (cur !== "changed" || b.at(i) === b.at(start))) continue;
+        const count = i - start;
         rows.push({
-          entry: this.member(e, level, start, i - start),
+          entry: this.member(e, level, start, count),
           status: cur,
-          old: oldAt(start),
+          old: oldAt(start, cur === "changed" ? count : 1),
         });
         start = i;
         cur = s as DiffStatus;

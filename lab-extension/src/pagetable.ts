@@ -10,11 +10,14 @@
  * - an entry with a child table has a toggle that expands the child below it.
  * With a `before` snapshot each index is compared with the table at the same path in the earlier
  * tree, member by member through folded runs (diff.ts): added, changed and removed entries are
- * marked, changed ones are never folded away, and tables holding changes start expanded.
+ * marked, changed members fold only with members of the same `before` run (one row "×n, was
+ * ..."), and tables holding changes start expanded. A `changes()` payload also carries the
+ * folded change list, drawn above the trees (changes.ts).
  */
 
 import type { Entry, Flag, PagetablePayload, Role, Table, Tree } from "@mmulab/core/display";
 import { decodeEntry, entryBase, entryShift, hex, sizeName } from "./bits";
+import { renderChanges } from "./changes";
 import { Differ, type DiffStatus, frameStep, type Piece } from "./diff";
 import { errorBox, h, text } from "./dom";
 
@@ -596,15 +599,23 @@ function addressBits(format: Tree["format"]): number {
   return 48;
 }
 
+/** Where {@link searchTree} ended. */
+interface SearchResult {
+  /** A sentence: the entries walked and how the walk ended. */
+  text: string;
+  hit: boolean;
+  /**
+   * The address the leaf translates `addr` to (its frame plus the offset within the page) — for
+   * a guest tree the gpa that the TDP tree maps; absent without a leaf or for an MMIO spte.
+   */
+  out?: bigint;
+}
+
 /**
  * Walks `view`'s tree to the entry mapping `addr`, expanding tables along the way and selecting
  * the deepest entry found. Returns a sentence saying where the walk ended.
  */
-function searchTree(
-  view: TableView,
-  addr: bigint,
-  select: boolean,
-): { text: string; hit: boolean } {
+function searchTree(view: TableView, addr: bigint, select: boolean): SearchResult {
   const mask = (1n << BigInt(addressBits(view.tree.format))) - 1n;
   const a = addr & mask;
   let v: TableView | undefined = view;
@@ -630,14 +641,63 @@ function searchTree(
       Number((a - (entryBase(v.tree.format, v.table, v.base, hit.index, hit.va) & mask)) >> shift);
     if (select) v.selectIndex(hit.child ? hit.index : index);
     found += `${v.table.name}[${index}] → `;
-    if (!hit.child)
-      return {
+    if (!hit.child) {
+      const r: SearchResult = {
         text: `${found}${hit.leaf ? "leaf" : "entry without table in snapshot"} ${hit.value}`,
         hit: true,
       };
+      if (hit.leaf && hit.target !== undefined && !hit.flags.includes("mmio")) {
+        // Member k of a folded run points k page sizes past the run's first frame (core's
+        // folding rule), so the page's first byte is that frame and the offset carries over.
+        const k = BigInt(index - hit.index);
+        const memberStart =
+          (entryBase(v.tree.format, v.table, v.base, hit.index, hit.va) & mask) + (k << shift);
+        const frame = BigInt(hit.target) + k * BigInt(frameStep(v.tree.format, v.table.level, hit));
+        r.out = (frame << 12n) + (a - memberStart);
+      }
+      return r;
+    }
     v = v.children.get(hit.index);
   }
   return { text: found, hit: false };
+}
+
+/**
+ * Searches every tree for `addr` as the hardware would translate it: guest and shadow trees are
+ * indexed by gva, TDP trees by gpa. With a guest tree in the view the typed address is a gva, so
+ * the TDP trees are searched for the gpa the first guest tree translates it to (its leaf's frame
+ * plus the page offset), and the sentence says so; without one it is a gpa already. The first
+ * tree that maps its address gets the selection. Returns the sentence for the result line.
+ */
+function findAddress(roots: readonly TableView[], addr: bigint): string {
+  const name = (r: TableView): string => r.tree.label ?? r.tree.kind;
+  const byGva = roots.some((r) => r.tree.kind === "guest");
+  let selected = false;
+  let gpa: bigint | undefined;
+  const parts = new Map<TableView, string>();
+  // Guest-side trees first: the TDP trees need the gpa the guest tree produced.
+  for (const r of roots) {
+    if (r.tree.kind === "tdp" && byGva) continue;
+    const found = searchTree(r, addr, !selected);
+    selected ||= found.hit;
+    let line = `${name(r)}: ${found.text}`;
+    if (r.tree.kind === "guest" && gpa === undefined && found.out !== undefined) {
+      gpa = found.out;
+      line += ` | gva ${hex(addr)} → gpa ${hex(gpa)}`;
+    }
+    parts.set(r, line);
+  }
+  for (const r of roots) {
+    if (parts.has(r)) continue;
+    if (gpa === undefined) {
+      parts.set(r, `${name(r)}: not searched (gva ${hex(addr)} has no gpa in the guest tree)`);
+      continue;
+    }
+    const found = searchTree(r, gpa, !selected);
+    selected ||= found.hit;
+    parts.set(r, `${name(r)}: gpa ${hex(gpa)}: ${found.text}`);
+  }
+  return roots.map((r) => parts.get(r)).join(" | ");
 }
 
 /** Renders a validated pagetable payload into `host`. */
@@ -696,16 +756,7 @@ export function renderPagetable(host: HTMLElement, payload: PagetablePayload): v
       result.textContent = `not an address: ${raw.slice(0, 40)} (use hex 0x... or decimal)`;
       return;
     }
-    const addr = BigInt(raw);
-    // Every tree is walked and reported; the first tree that maps the address gets the selection
-    // (a guest tree translates gvas, a TDP tree gpas: the same number means different things).
-    let selected = false;
-    const parts = roots.map((r) => {
-      const found = searchTree(r, addr, !selected);
-      selected ||= found.hit;
-      return `${r.tree.label ?? r.tree.kind}: ${found.text}`;
-    });
-    result.textContent = parts.join(" | ");
+    result.textContent = findAddress(roots, BigInt(raw));
   };
   go.addEventListener("click", guarded(ctx, run));
   input.addEventListener(
@@ -726,6 +777,9 @@ export function renderPagetable(host: HTMLElement, payload: PagetablePayload): v
         text: "Snapshot truncated: some present entries were left out (see 'omitted' counts).",
       }),
     );
+  }
+  if (payload.changes !== undefined) {
+    host.appendChild(renderChanges(payload, (fn) => guarded(ctx, fn)));
   }
   host.appendChild(legend());
   host.appendChild(treesEl);

@@ -4,6 +4,7 @@
  * GitHub) and `text/plain` (for terminals and the test suites).
  */
 
+import { changeRunText, levelChangesText } from "./changes";
 import {
   type Entry,
   type MimeBundle,
@@ -36,6 +37,19 @@ function sizeName(bytes: number | undefined): string {
   if (bytes >= 1 << 30) return `${bytes / (1 << 30)}G`;
   if (bytes >= 1 << 20) return `${bytes / (1 << 20)}M`;
   return `${bytes / 1024}K`;
+}
+
+/** Bytes as the largest binary unit that divides them ("64 MiB", "12 KiB", "100 B"). */
+export function sizeText(bytes: number): string {
+  for (const [unit, n] of [
+    ["TiB", 2 ** 40],
+    ["GiB", 2 ** 30],
+    ["MiB", 2 ** 20],
+    ["KiB", 2 ** 10],
+  ] as const) {
+    if (bytes >= n && bytes % n === 0) return `${bytes / n} ${unit}`;
+  }
+  return `${bytes} B`;
 }
 
 function entryRange(e: Entry): string {
@@ -93,14 +107,37 @@ function treeHeading(tree: Tree): string {
   return `${tree.kind} tree (${tree.format})${tree.label !== undefined ? `: ${tree.label}` : ""}`;
 }
 
+/** Text lines of a folded change list: per tree its counts by level, then one line per run. */
+function changesLines(payload: PagetablePayload): string[] {
+  const c = payload.changes;
+  if (c === undefined) return [];
+  const total = c.levels.reduce((n, l) => n + l.added + l.removed + l.changed, 0);
+  const out = [`changes: ${total} entries in ${c.runs.length + (c.omitted ?? 0)} runs`];
+  payload.trees.forEach((tree, t) => {
+    const levels = c.levels.filter((l) => l.tree === t);
+    out.push(
+      `  ${treeHeading(tree)}: ${levels.length > 0 ? levels.map(levelChangesText).join("; ") : "no changes"}`,
+    );
+  });
+  for (const run of c.runs) {
+    const tree = payload.trees[run.tree] ?? payload.trees[0]!;
+    out.push(`  ${tree.kind}: ${changeRunText(run, tree)}`);
+  }
+  if (c.omitted) out.push(`  (${c.omitted} more runs not listed)`);
+  return out;
+}
+
 /**
- * Bundle of a page-table snapshot: {@link PAGETABLE_MIME} + static HTML + text.
+ * Bundle of a page-table snapshot: {@link PAGETABLE_MIME} + static HTML + text. A `changes()`
+ * view leads with its folded change list (counts per level, one line per run) before the trees.
  * @throws TypeError naming every schema violation when `payload` is invalid.
  */
 export function pagetableBundle(payload: PagetablePayload): MimeBundle {
   assertDisplayPayload(PAGETABLE_MIME, payload);
   const text: string[] = [];
   if (payload.title !== undefined) text.push(payload.title);
+  const changes = changesLines(payload);
+  text.push(...changes);
   const trees = payload.trees.map((tree) => {
     text.push(treeHeading(tree));
     tableText(tree.root, "  ", text);
@@ -109,7 +146,14 @@ export function pagetableBundle(payload: PagetablePayload): MimeBundle {
   if (payload.truncated) text.push("(snapshot truncated)");
   const title = payload.title !== undefined ? `<div><b>${escapeHtml(payload.title)}</b></div>` : "";
   const note = payload.truncated ? "<div><i>snapshot truncated</i></div>" : "";
-  const html = `<div class="mmulab-pagetable" style="font-family:monospace;font-size:12px">${title}<div style="display:flex;align-items:flex-start">${trees.join("")}</div>${note}</div>`;
+  const changesHtml =
+    changes.length > 0
+      ? `<div class="mmulab-changes"><div><b>${escapeHtml(changes[0])}</b></div><ul style="margin:0;padding-left:1.2em">${changes
+          .slice(1)
+          .map((l) => `<li>${escapeHtml(l.trim())}</li>`)
+          .join("")}</ul></div>`
+      : "";
+  const html = `<div class="mmulab-pagetable" style="font-family:monospace;font-size:12px">${title}${changesHtml}<div style="display:flex;flex-wrap:wrap;align-items:flex-start">${trees.join("")}</div>${note}</div>`;
   return { [PAGETABLE_MIME]: payload, "text/html": html, "text/plain": text.join("\n") };
 }
 
@@ -230,10 +274,19 @@ function numbers(values: ReadonlyArray<number | string> | undefined, n: number):
   return values.map((v, i) => (typeof v === "number" && Number.isFinite(v) ? v : i));
 }
 
-/** A small static SVG line chart of the figure's traces: the offline fallback of a plot. */
+/**
+ * A small static SVG line chart of the figure's traces: the offline fallback of a plot. A `null`
+ * y is a gap; with a log y axis (`layout.yaxis.type: "log"`) y is drawn as log10 and values of 0
+ * or less are gaps, as plotly draws them.
+ */
 function plotSvg(figure: PlotlyFigure): string {
+  const yaxis = figure.layout?.yaxis as { type?: unknown } | undefined;
+  const log = yaxis?.type === "log";
   const series = figure.data.map((t) => {
-    const ys = (t.y ?? []).map((v) => (typeof v === "number" ? v : Number(v)));
+    const ys = (t.y ?? []).map((v) => {
+      const y = v === null ? Number.NaN : typeof v === "number" ? v : Number(v);
+      return log ? (y > 0 ? Math.log10(y) : Number.NaN) : y;
+    });
     return { name: t.name ?? "", xs: numbers(t.x, ys.length), ys };
   });
   const allX = series.flatMap((s) => s.xs.filter((_x, i) => Number.isFinite(s.ys[i])));
@@ -243,6 +296,8 @@ function plotSvg(figure: PlotlyFigure): string {
   const y0 = Math.min(0, ...allY);
   const y1 = allY.length ? Math.max(...allY) : 1;
   const sx = (x: number) => PAD + ((x - x0) / (x1 - x0 || 1)) * (SVG_W - 2 * PAD);
+  // Axis labels show values, not their logarithms.
+  const yText = (y: number) => (log ? Number((10 ** y).toPrecision(3)) : y);
   const sy = (y: number) => SVG_H - PAD - ((y - y0) / (y1 - y0 || 1)) * (SVG_H - 2 * PAD);
   const lines = series
     .map((s, i) => {
@@ -254,7 +309,7 @@ function plotSvg(figure: PlotlyFigure): string {
       return `<polyline fill="none" stroke="${colour}" stroke-width="1.5" points="${pts}"/><text x="${SVG_W - PAD + 4}" y="${PAD + 14 * i}" font-size="10" fill="${colour}">${escapeHtml(s.name)}</text>`;
     })
     .join("");
-  const axes = `<line x1="${PAD}" y1="${SVG_H - PAD}" x2="${SVG_W - PAD}" y2="${SVG_H - PAD}" stroke="#888"/><line x1="${PAD}" y1="${PAD}" x2="${PAD}" y2="${SVG_H - PAD}" stroke="#888"/><text x="${PAD}" y="${SVG_H - PAD + 14}" font-size="10">${escapeHtml(x0)}</text><text x="${SVG_W - PAD}" y="${SVG_H - PAD + 14}" font-size="10" text-anchor="end">${escapeHtml(x1)}</text><text x="${PAD - 4}" y="${SVG_H - PAD}" font-size="10" text-anchor="end">${escapeHtml(y0)}</text><text x="${PAD - 4}" y="${PAD + 4}" font-size="10" text-anchor="end">${escapeHtml(y1)}</text>`;
+  const axes = `<line x1="${PAD}" y1="${SVG_H - PAD}" x2="${SVG_W - PAD}" y2="${SVG_H - PAD}" stroke="#888"/><line x1="${PAD}" y1="${PAD}" x2="${PAD}" y2="${SVG_H - PAD}" stroke="#888"/><text x="${PAD}" y="${SVG_H - PAD + 14}" font-size="10">${escapeHtml(x0)}</text><text x="${SVG_W - PAD}" y="${SVG_H - PAD + 14}" font-size="10" text-anchor="end">${escapeHtml(x1)}</text><text x="${PAD - 4}" y="${SVG_H - PAD}" font-size="10" text-anchor="end">${escapeHtml(yText(y0))}</text><text x="${PAD - 4}" y="${PAD + 4}" font-size="10" text-anchor="end">${escapeHtml(yText(y1))}</text>`;
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${SVG_W + 80}" height="${SVG_H}" viewBox="0 0 ${SVG_W + 80} ${SVG_H}">${axes}${lines}</svg>`;
 }
 

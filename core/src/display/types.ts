@@ -153,6 +153,68 @@ export interface PagetablePayload {
   /** optional earlier snapshot of the same trees, same order: the renderer shows what changed */
   before?: Tree[];
   truncated?: boolean;
+  /** what differs between `before` and `trees`, folded (written by `changes()`) */
+  changes?: PagetableChanges;
+}
+
+/** Kinds of change of schema `changeRun.kind`. */
+export const CHANGE_KINDS = ["added", "removed", "changed"] as const;
+/** How an entry differs from its `before` snapshot. */
+export type ChangeKind = (typeof CHANGE_KINDS)[number];
+
+/** One side, before or after, of a change run's first member (schema `definitions.changeSide`). */
+export interface ChangeSide {
+  value: Hex;
+  flags: Flag[];
+  /** gfn (guest tree) or pfn (TDP/shadow tree) of the first member */
+  target?: Hex;
+  /**
+   * Value of the last member (count > 1). Members progress uniformly: member k's value is
+   * `value + k * (last - value) / (count - 1)` and its target moves by as many 4 KiB frames.
+   */
+  last?: Hex;
+}
+
+/**
+ * `count` entries at one level, changed the same way, whose addresses follow each other (each
+ * member maps the next span of the level) and whose values progress uniformly (schema
+ * `definitions.changeRun`).
+ */
+export interface ChangeRun {
+  /** index into `trees` */
+  tree: number;
+  level: number;
+  name: LevelName;
+  kind: ChangeKind;
+  count: number;
+  /** first address the first member maps: gva (guest, shadow trees) or gpa (TDP trees) */
+  addr: Hex;
+  /** first address the last member maps (count > 1) */
+  lastAddr?: Hex;
+  /** the first member before (changed, removed) */
+  before?: ChangeSide;
+  /** the first member after (added, changed) */
+  after?: ChangeSide;
+}
+
+/** Changes at one level of one tree (schema `changes.levels[]`). */
+export interface LevelChanges {
+  tree: number;
+  level: number;
+  name: LevelName;
+  added: number;
+  removed: number;
+  changed: number;
+}
+
+/** What differs between two snapshots of the same trees, folded (schema `definitions.changes`). */
+export interface PagetableChanges {
+  /** counts per tree and level, trees in order, top level first; levels without changes left out */
+  levels: LevelChanges[];
+  /** the folded runs, trees in order, top level first, by address; at most 1000 */
+  runs: ChangeRun[];
+  /** runs left out beyond the 1000 */
+  omitted?: number;
 }
 
 /** One level of a guest walk (schema `definitions.walkLevel`). */
@@ -254,7 +316,8 @@ export interface PlotlyTrace {
   type?: string;
   name?: string;
   x?: ReadonlyArray<number | string>;
-  y?: ReadonlyArray<number | string>;
+  /** `null` is a gap in the line (plotly's convention). */
+  y?: ReadonlyArray<number | string | null>;
   mode?: string;
   [key: string]: unknown;
 }

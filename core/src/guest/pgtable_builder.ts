@@ -38,7 +38,7 @@ import {
 import { pagetableBundle } from "../display/bundle";
 import type { Entry, Flag, MimeBundle, PagetablePayload, Table, Tree } from "../display/types";
 import { InvalidArgumentError } from "../errors";
-import { LeafRunFolder } from "../inspect/snapshot_fold";
+import { LeafRunFolder, snapshotTitle } from "../inspect/snapshot_fold";
 import { pt32Index, pt64Index } from "../mmu/paging_tmpl";
 import type { SregsInput } from "../x86/vcpu";
 import type { KvmX86 as Vm } from "../x86/x86";
@@ -427,14 +427,26 @@ export class GuestPageTableBuilder {
   /**
    * Snapshot of the tables as a `pagetable` display (tree kind "guest"): runs of alike leaves
    * folded into one entry with `count` (snapshot_fold.ts), at most `maxEntries` entries listed.
+   * `title` names the view and its tree; `label` is an alias (the name `vm.snapshot()` used).
+   * @throws InvalidArgumentError for a bad `maxEntries`, a bad title, or `title` and `label` that
+   * differ.
    */
-  snapshot(opts: { maxEntries?: number; title?: string } = {}): GuestPageTableSnapshot {
+  snapshot(
+    opts: { maxEntries?: number; title?: string; label?: string } = {},
+  ): GuestPageTableSnapshot {
+    if (opts === null || typeof opts !== "object") {
+      throw new InvalidArgumentError("opts", opts, "an object { maxEntries?, title?, label? }");
+    }
+    const max = opts.maxEntries;
+    if (max !== undefined && (!Number.isInteger(max) || max < 1 || max > 1024 * 1024)) {
+      throw new InvalidArgumentError("maxEntries", max, "an integer from 1 to 1048576");
+    }
     return new GuestPageTableSnapshot(
       this.vm,
       this.mode,
       this.root,
-      opts.maxEntries ?? 256,
-      opts.title,
+      max ?? 256,
+      snapshotTitle(opts),
     );
   }
 }
@@ -522,6 +534,7 @@ export class GuestPageTableSnapshot {
       return t;
     };
     const tree: Tree = { kind: "guest", format: mode, root: build(root, rootLevel, 0) };
+    if (title !== undefined) tree.label = title;
     this.payload = { version: 1, kind: "pagetable", trees: [tree] };
     if (title !== undefined) this.payload.title = title;
     if (truncated) this.payload.truncated = true;

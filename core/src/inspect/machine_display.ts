@@ -4,30 +4,11 @@
  */
 import { hexNum as hex } from "../arch/addr";
 import { X86_EFLAGS_AC } from "../arch/constants";
-import {
-  CR0_BIT_NAMES,
-  CR4_BIT_NAMES,
-  EFER_BIT_NAMES,
-  KVM_MEM_FLAG_NAMES,
-  setBitNames,
-} from "../arch/reg_names";
-import { htmlTableBundle, type MimeBundle, type TableRow } from "../display";
+import { CR0_BIT_NAMES, CR4_BIT_NAMES, EFER_BIT_NAMES, setBitNames } from "../arch/reg_names";
+import { htmlTableBundle, type MimeBundle, sizeText, type TableRow } from "../display";
 import { switchNames } from "../era/features";
 import type { KvmVcpu as Vcpu } from "../x86/vcpu";
 import type { KvmX86 as Vm } from "../x86/x86";
-
-/** Bytes as the largest binary unit that divides them ("64 MiB", "12 KiB", "100 B"). */
-export function sizeText(bytes: number): string {
-  for (const [unit, n] of [
-    ["TiB", 2 ** 40],
-    ["GiB", 2 ** 30],
-    ["MiB", 2 ** 20],
-    ["KiB", 2 ** 10],
-  ] as const) {
-    if (bytes >= n && bytes % n === 0) return `${bytes / n} ${unit}`;
-  }
-  return `${bytes} B`;
-}
 
 const plural = (n: number, what: string): string => `${n} ${what}${n === 1 ? "" : "s"}`;
 
@@ -57,18 +38,15 @@ function mmuSwitchesText(vm: Vm): string {
 }
 
 function slotRows(vm: Vm): TableRow[] {
-  return vm.memslots.list().map((s) => {
-    const gpa = s.baseGfn * 4096;
-    const size = s.npages * 4096;
-    return {
-      slot: s.id,
-      gpa: `${hex(gpa)}-${hex(gpa + size - 1)}`,
-      size: sizeText(size),
-      flags: setBitNames(s.flags, KVM_MEM_FLAG_NAMES).join("|") || "-",
-      backing: s.backing,
-      hva: hex(s.userspaceAddr),
-    };
-  });
+  // The memslots' own rows (kvm/memslot.ts), without the columns a VM summary can spare.
+  return vm.memslots.rows().map(({ slot, gpa, size, flags, backing, hva }) => ({
+    slot,
+    gpa,
+    size,
+    flags,
+    backing,
+    hva,
+  }));
 }
 
 /** The KVM stats a VM display shows, under their kernel names. */

@@ -56,7 +56,9 @@ export interface TdpSnapshotOptions {
   maxTables?: number;
   /** Root to show (default: the first valid root). */
   root?: number;
-  /** Label of the tree. */
+  /** Title of the view and label of its tree (default: the root it shows). */
+  title?: string;
+  /** Alias of `title` (its first name here; the guest snapshot took `title`). */
   label?: string;
 }
 
@@ -126,7 +128,10 @@ export function tdpTreeSnapshot(
     return {
       kind: shadow ? "shadow" : "tdp",
       format,
-      label: opts.label ?? (shadow ? "shadow MMU (no root loaded)" : "TDP (no root loaded)"),
+      label:
+        opts.title ??
+        opts.label ??
+        (shadow ? "shadow MMU (no root loaded)" : "TDP (no root loaded)"),
       root: emptyRoot,
       truncated,
     };
@@ -224,6 +229,7 @@ export function tdpTreeSnapshot(
     kind: shadow ? "shadow" : "tdp",
     format,
     label:
+      opts.title ??
       opts.label ??
       (shadow
         ? `shadow root ${shadowPageNote(mmu, root)} (${rootLevel}-level guest)`
@@ -237,17 +243,20 @@ export function tdpTreeSnapshot(
 export class TdpTreeView {
   readonly tree: Tree;
   readonly truncated: boolean;
+  /** The title given to the snapshot (`title` or its alias `label`), if any. */
+  readonly title: string | undefined;
   constructor(mmu: VmMmu, opts: TdpSnapshotOptions = {}) {
     const { truncated, ...tree } = tdpTreeSnapshot(mmu, opts);
     this.tree = tree;
     this.truncated = truncated;
+    this.title = opts.title ?? opts.label;
   }
   /** display.v1 `pagetable` payload. */
   payload(): PagetablePayload {
     return {
       version: 1,
       kind: "pagetable",
-      title: this.tree.kind === "shadow" ? "shadow MMU (ept=0)" : "TDP MMU",
+      title: this.title ?? (this.tree.kind === "shadow" ? "shadow MMU (ept=0)" : "TDP MMU"),
       trees: [this.tree],
       truncated: this.truncated,
     };

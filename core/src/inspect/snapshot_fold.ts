@@ -6,8 +6,10 @@
  * plus k pages (so bits no flag names — PWT, PCD, PAT, ignored bits, memory type — match too,
  * and a renderer can recompute every member). Only runs of two or more carry `count`.
  * Snapshots are built on request for display, never on a hot path, so BigInt is fine here.
+ * Also the one title rule of both snapshots ({@link snapshotTitle}).
  */
 import type { Entry } from "../display/types";
+import { InvalidArgumentError } from "../errors";
 
 /** Largest run one entry may stand for (schema `entry.count` maximum). */
 const MAX_RUN = 1024;
@@ -67,4 +69,30 @@ export class LeafRunFolder {
   close(): void {
     this.run = null;
   }
+}
+
+/**
+ * The title both snapshots take (`builder.snapshot()`, `vm.snapshot()`): `title` is the name,
+ * `label` an alias of it (the TDP snapshot called it `label` first, the guest one `title`; each
+ * now takes either). Giving both with different values is an error, since one would be dropped.
+ * @throws InvalidArgumentError for a non-string, a string over 200 characters, or two values.
+ */
+export function snapshotTitle(opts: { title?: unknown; label?: unknown }): string | undefined {
+  const { title, label } = opts;
+  for (const [k, v] of [
+    ["title", title],
+    ["label", label],
+  ] as const) {
+    if (v !== undefined && (typeof v !== "string" || v.length > 200)) {
+      throw new InvalidArgumentError(k, v, "a string of at most 200 characters");
+    }
+  }
+  if (title !== undefined && label !== undefined && title !== label) {
+    throw new InvalidArgumentError(
+      "label",
+      label,
+      `the title's value (${JSON.stringify(title)}) or nothing: label is an alias of title`,
+    );
+  }
+  return (title ?? label) as string | undefined;
 }

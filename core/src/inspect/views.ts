@@ -11,6 +11,7 @@ import {
   type Tree,
 } from "../display/types";
 import { InvalidArgumentError } from "../errors";
+import { foldChanges } from "./change_fold";
 
 /** Anything that carries a pagetable payload: a guest snapshot, a TDP view, or a payload. */
 export type PagetableSource =
@@ -69,7 +70,9 @@ export function sideBySide(...sources: PagetableSource[]): PagetableView {
 
 /**
  * What changed from `before` to `after` (snapshots of the same trees, in the same order): the
- * view shows `after` and marks the entries that differ from `before`.
+ * view shows `after` and marks the entries that differ from `before`, and lists the differences
+ * folded (`payload.changes`: counts per level, and runs of alike changes at consecutive addresses
+ * as one line each, see change_fold.ts).
  * @throws InvalidArgumentError when the two do not hold the same kinds of trees.
  */
 export function changes(
@@ -87,7 +90,13 @@ export function changes(
       `snapshots of the same trees as after (${shape(a)})`,
     );
   }
-  const payload: PagetablePayload = { version: 1, kind: "pagetable", trees: a, before: b };
+  const payload: PagetablePayload = {
+    version: 1,
+    kind: "pagetable",
+    trees: a,
+    before: b,
+    changes: foldChanges(b, a),
+  };
   if (title !== undefined) payload.title = title;
   return new PagetableView(payload);
 }

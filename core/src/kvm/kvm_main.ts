@@ -93,8 +93,11 @@ export abstract class Kvm {
   dirtyRingEntries = 0;
   /** Entries reserved at the end of each ring (64, +512 with PML). */
   protected dirtyRingReserved = KVM_DIRTY_RING_RSVD_ENTRIES;
-  /** Counters of host accesses to guest memory and dirty marks. */
-  readonly stat = { guestStores: 0, mmioExits: 0, dirtyPagesMarked: 0 };
+  /**
+   * The simulator's own counters of host accesses to guest memory and dirty marks (no KVM
+   * counterpart; `stat` is KVM's name for the VM statistics, see {@link stat}).
+   */
+  readonly hostAccessStat = { guestStores: 0, mmioExits: 0, dirtyPagesMarked: 0 };
   private nextHva = HVA_POOL_START;
   private readonly scratch: U64Parts = { hi: 0, lo: 0 };
 
@@ -145,6 +148,14 @@ export abstract class Kvm {
 
   /** Called with every counted remote flush (for the trace). */
   protected traceFlush(_reason: string): void {}
+
+  /**
+   * `kvm->stat`, the name KVM gives the VM's statistics (`struct kvm_vm_stat`): the same live
+   * object as {@link stats}, for readers coming from the kernel source.
+   */
+  get stat(): KvmStats {
+    return this.stats;
+  }
 
   /**
    * KVM's statistics under their kernel names: ONE live object, safe to hold on to. VM stats and
@@ -255,11 +266,11 @@ export abstract class Kvm {
       // to (KVM warns and drops it).
       if (v === null || v.dirtyRing === null || (slot.flags & 1) === 0) return;
       v.dirtyRing.push(slot.id, gfn - slot.baseGfn);
-      this.stat.dirtyPagesMarked++;
+      this.hostAccessStat.dirtyPagesMarked++;
       if (v.dirtyRing.softFull()) v.requests |= KVM_REQ_DIRTY_RING_SOFT_FULL;
       return;
     }
-    if (slot.markDirty(gfn)) this.stat.dirtyPagesMarked++;
+    if (slot.markDirty(gfn)) this.hostAccessStat.dirtyPagesMarked++;
   }
 
   /** `kvm_vcpu_mark_page_dirty` / `mark_page_dirty`: by gfn. */
@@ -563,14 +574,14 @@ export abstract class Kvm {
     const gfn = Math.floor(gpa / PAGE_SIZE);
     const slot = this.memslots.gfnToSlot(gfn);
     if (slot === undefined || slot.readonly) {
-      this.stat.mmioExits++;
+      this.hostAccessStat.mmioExits++;
       return NOT_STORED;
     }
     const hvfn = slot.hvfn(gfn);
     const off = gpa % PAGE_SIZE;
     this.memory.write32(hvfn, off, lo >>> 0);
     if (bytes === 8) this.memory.write32(hvfn, off + 4, hi >>> 0);
-    this.stat.guestStores++;
+    this.hostAccessStat.guestStores++;
     this.markPageDirtyInSlot(slot, gfn);
     return STORED;
   }

@@ -6,7 +6,7 @@
  * anything is modified, so a rejected request leaves every slot as it was. Lookup by gfn is a
  * binary search over slots sorted by base gfn (O(log n)) behind a one-entry cache.
  */
-import { toUnsigned } from "../arch/addr";
+import { hexNum, toUnsigned } from "../arch/addr";
 import {
   KVM_MEM_LOG_DIRTY_PAGES,
   KVM_MEM_MAX_NR_PAGES,
@@ -14,6 +14,8 @@ import {
   KVM_USER_MEM_SLOTS,
   PAGE_SIZE,
 } from "../arch/constants";
+import { KVM_MEM_FLAG_NAMES, setBitNames } from "../arch/reg_names";
+import { htmlTableBundle, JUPYTER_DISPLAY, type MimeBundle, sizeText } from "../display";
 import { InvalidArgumentError } from "../errors";
 
 /** Host backing of a slot (kvm/host.ts models it; stored and validated here). */
@@ -122,6 +124,21 @@ export class MemSlot {
     if (rest !== 0) bm[full] = (bm[full]! | ((1 << rest) - 1)) >>> 0;
   }
 
+  /** Pages set in the dirty bitmap (its first buffer), or null when the slot has none. */
+  dirtyCount(): number | null {
+    const bm = this.dirtyBitmap;
+    if (bm === null) return null;
+    let n = 0;
+    for (let i = 0; i < dirtyBitmapWords(this.npages) / 2; i++) {
+      // Population count of one 32-bit word (the bits past npages are never set).
+      let w = bm[i]! >>> 0;
+      w -= (w >>> 1) & 0x55555555;
+      w = (w & 0x33333333) + ((w >>> 2) & 0x33333333);
+      n += (((w + (w >>> 4)) & 0x0f0f0f0f) * 0x01010101) >>> 24;
+    }
+    return n;
+  }
+
   /** Whether `gfn` is set in the dirty bitmap. */
   testDirty(gfn: number): boolean {
     const bm = this.dirtyBitmap;
@@ -161,7 +178,52 @@ export interface MemslotUpdate {
   new: MemSlot | undefined;
 }
 
-/** The VM's memslots (one address space). */
+/** One memslot as a row of the memslot table (`vm.memslots` in a notebook). */
+export interface MemSlotRow {
+  /** Slot id. */
+  slot: number;
+  /** First and last gpa, `"0x0-0x3fffffff"`. */
+  gpa: string;
+  /** Size in binary units, `"1 GiB"`. */
+  size: string;
+  /** `KVM_MEM_*` flag names joined by `|`, or `-`. */
+  flags: string;
+  backing: SlotBacking;
+  /** `userspace_addr`. */
+  hva: string;
+  /**
+   * Dirty logging: `off`; `N/M pages dirty` with the bitmap (pages set in it, of the slot's);
+   * or `on, no bitmap (dirty ring)` when the dirty ring replaces bitmaps.
+   */
+  dirtyLog: string;
+}
+
+/** The display row of one slot. */
+function slotRow(s: MemSlot): MemSlotRow {
+  const gpa = s.baseGfn * PAGE_SIZE;
+  const size = s.npages * PAGE_SIZE;
+  const dirty = s.dirtyCount();
+  const logging = (s.flags & KVM_MEM_LOG_DIRTY_PAGES) !== 0;
+  return {
+    slot: s.id,
+    gpa: `${hexNum(gpa)}-${hexNum(gpa + size - 1)}`,
+    size: sizeText(size),
+    flags: setBitNames(s.flags, KVM_MEM_FLAG_NAMES).join("|") || "-",
+    backing: s.backing,
+    hva: hexNum(s.userspaceAddr),
+    dirtyLog: !logging
+      ? "off"
+      : dirty === null
+        ? "on, no bitmap (dirty ring)"
+        : `${dirty}/${s.npages} pages dirty`,
+  };
+}
+
+/**
+ * The VM's memslots (one address space). In a notebook `vm.memslots` shows as a table of the
+ * slots (`[Symbol.for("Jupyter.display")]`), `String()` gives one line, `JSON.stringify` the
+ * slots' fields.
+ */
 export class MemSlots {
   private readonly byId = new Map<number, MemSlot>();
   /** Slots sorted by base gfn, and parallel bounds for the binary search. */
@@ -194,6 +256,52 @@ export class MemSlots {
   /** Slot by id. */
   get(id: number): MemSlot | undefined {
     return this.byId.get(id);
+  }
+
+  /** One display row per slot, in ascending gfn order. */
+  rows(): MemSlotRow[] {
+    return this.sorted.map(slotRow);
+  }
+
+  /** The slots' fields (not the MMU's per-slot metadata or the bitmap words), and the generation. */
+  toJSON(): {
+    generation: number;
+    slots: {
+      id: number;
+      baseGfn: number;
+      npages: number;
+      flags: string[];
+      userspaceAddr: number;
+      backing: SlotBacking;
+      dirtyPages: number | null;
+    }[];
+  } {
+    return {
+      generation: this.generation,
+      slots: this.sorted.map((s) => ({
+        id: s.id,
+        baseGfn: s.baseGfn,
+        npages: s.npages,
+        flags: setBitNames(s.flags, KVM_MEM_FLAG_NAMES),
+        userspaceAddr: s.userspaceAddr,
+        backing: s.backing,
+        dirtyPages: s.dirtyCount(),
+      })),
+    };
+  }
+
+  /** One line: `MemSlots(generation 2: slot 0 gpa 0x0-0x3fffffff 1 GiB, flags -, backing 4k)`. */
+  toString(): string {
+    const slots = this.rows().map(
+      (r) => `slot ${r.slot} gpa ${r.gpa} ${r.size}, flags ${r.flags}, backing ${r.backing}`,
+    );
+    return `MemSlots(generation ${this.generation}${slots.length ? `: ${slots.join("; ")}` : ", none"})`;
+  }
+
+  /** Jupyter display: a table of the slots (text/html and text/plain). */
+  [JUPYTER_DISPLAY](): MimeBundle {
+    const rows = this.rows().map(({ dirtyLog, ...r }) => ({ ...r, "dirty log": dirtyLog }));
+    return htmlTableBundle(`Memslots (${rows.length}), generation ${this.generation}`, rows);
   }
 
   /** Total pages over all slots. */

@@ -1,0 +1,166 @@
+// The tour's page-table views made by the real simulator (core/dist), in the standalone renderer
+// page at the notebook width of 1,400 px: sideBySide() fits without clipping a tree, Find
+// translates a gva through the guest tree and then its gpa through the TDP tree, and changes()
+// after touching 8 MiB is a few screens (a folded change list, "show all" expands it), not the
+// 2,048 rows it used to be. Expected numbers come from the guest program (pages touched, frames
+// mapped) and the x86 index bits.
+import assert from "node:assert/strict";
+import { createRequire } from "node:module";
+import path from "node:path";
+import { test } from "node:test";
+import { rendererPageFixture, renderWidget, repo, TIMEOUT } from "./helpers.mjs";
+
+const core = createRequire(import.meta.url)(path.join(repo, "core", "dist", "cjs", "index.js"));
+const MiB = 2 ** 20;
+const GVA = 0x40000000;
+const GPA = 16 * MiB;
+const hex = (n) => `0x${n.toString(16)}`;
+
+/** notebooks/src/00-tour.nb.txt up to its changes() cell. */
+function tour() {
+  const vm = core.createVm({ mmu: "tdp" });
+  vm.setUserMemoryRegion({
+    slot: 0,
+    guestPhysAddr: 0,
+    memorySize: 2 ** 30,
+    flags: 0,
+    backing: "4k",
+  });
+  const tables = new core.GuestPageTableBuilder(vm, {
+    mode: "4-level",
+    poolBase: MiB,
+    poolSize: MiB,
+  });
+  tables.map(GVA, GPA, 8 * MiB, { user: true, writable: true });
+  tables.map(0xffff800000000000n, 32 * MiB, 2 * MiB, {
+    user: false,
+    writable: true,
+    pageSize: 2 * MiB,
+  });
+  const vcpu = vm.createVcpu();
+  vcpu.setSregs({ ...tables.sregs({ nx: true }), cpl: 3 });
+  vcpu.access(GVA + 0x3123, { write: true, user: true });
+  const before = [tables.snapshot(), vm.snapshot()];
+  const sbs = core.sideBySide(...before).payload;
+  for (let gva = GVA; gva < GVA + 8 * MiB; gva += 4096) vcpu.access(gva, { user: true });
+  const diff = core.changes(
+    before,
+    [tables.snapshot(), vm.snapshot()],
+    "after touching 8 MiB",
+  ).payload;
+  return { sbs, diff };
+}
+
+const fx = rendererPageFixture();
+const views = tour();
+
+/** Each tree's box and whether its content fits it. */
+const treeBoxes = (w) =>
+  w.locator(".mmulab-pt-tree").evaluateAll((els) =>
+    els.map((t) => {
+      const r = t.getBoundingClientRect();
+      return { top: r.top, left: r.left, width: r.width, fits: t.scrollWidth <= t.clientWidth };
+    }),
+  );
+
+test("sideBySide at 1,400 px clips no tree; on a wide page the trees stand side by side", {
+  timeout: TIMEOUT.page,
+}, async () => {
+  await fx.page.setViewportSize({ width: 1400, height: 1000 });
+  const w = await renderWidget(fx.page, views.sbs);
+  const narrow = await treeBoxes(w);
+  assert.equal(narrow.length, 2);
+  for (const [i, t] of narrow.entries())
+    assert.ok(t.fits, `tree ${i} is clipped: ${JSON.stringify(t)}`);
+  const outer = await w.evaluate((el) => el.scrollWidth <= el.clientWidth);
+  assert.ok(outer, "the output scrolls sideways");
+  try {
+    await fx.page.setViewportSize({ width: 3000, height: 1000 });
+    const wide = await treeBoxes(w);
+    assert.equal(wide[0].top, wide[1].top, JSON.stringify(wide));
+    assert.ok(wide[1].left >= wide[0].left + wide[0].width, JSON.stringify(wide));
+    for (const t of wide) assert.ok(t.fits);
+  } finally {
+    await fx.page.setViewportSize({ width: 1400, height: 1000 });
+  }
+});
+
+test("Find in a side-by-side view translates: gva in the guest tree, its gpa in the TDP tree", {
+  timeout: TIMEOUT.page,
+}, async () => {
+  const w = await renderWidget(fx.page, views.sbs);
+  const gva = GVA + 0x3123;
+  const gpa = GPA + 0x3123; // the builder maps gva GVA + x to gpa GPA + x
+  await w.locator(".mmulab-search-input").fill(hex(gva));
+  await w.locator(".mmulab-search-go").click();
+  const said = await w.locator(".mmulab-search-result").textContent();
+  // gpa 0x1003123: PML4 index bits 47:39 = 0, PDPT 38:30 = 0, PD 29:21 = 8, PT 20:12 = 3.
+  const pd = Math.floor(gpa / 2 ** 21) % 512;
+  const pt = Math.floor(gpa / 4096) % 512;
+  assert.ok(said.includes(`gva ${hex(gva)} → gpa ${hex(gpa)}`), said);
+  assert.match(
+    said,
+    new RegExp(`gpa ${hex(gpa)}: PML4\\[0\\] → PDPT\\[0\\] → PD\\[${pd}\\] → PT\\[${pt}\\] → leaf`),
+  );
+  assert.doesNotMatch(said, /not mapped/);
+  // A gva the guest does not map has no gpa: the TDP tree is not searched for the typed number.
+  await w.locator(".mmulab-search-input").fill(hex(0x50000000));
+  await w.locator(".mmulab-search-go").click();
+  const miss = await w.locator(".mmulab-search-result").textContent();
+  assert.match(miss, /absent: not mapped/);
+  assert.match(miss, /not searched \(gva 0x50000000 has no gpa in the guest tree\)/);
+});
+
+test("changes() after touching 8 MiB: a short folded list with counts per level; show all expands it", {
+  timeout: TIMEOUT.page,
+}, async () => {
+  const w = await renderWidget(fx.page, views.diff);
+  const height = await w.evaluate((el) => el.getBoundingClientRect().height);
+  // One row per entry made it 43,000 px or more; folded it is a few screens.
+  assert.ok(height < 3000, `height ${height} px`);
+  // From the program: 2,048 PTEs gain A except page 3 (A|D from the first write); the PDEs of
+  // PTs 2..4 gain A. On the TDP side every data page but page 3 (mapped by the first access) and
+  // the guest PTs 2..4 (read for the first time) get a leaf, under 3 new PD entries.
+  const levels = await w.locator(".mmulab-change-level").allTextContents();
+  assert.match(levels[0], /PD: 3 changed; PT: 2047 changed/);
+  assert.match(levels[1], /PD: 3 added; PT: 2050 added/);
+  const total = 2047 + 3 + 2050 + 3;
+  assert.match(
+    await w.locator(".mmulab-changes-title").textContent(),
+    new RegExp(`^${total} entries`),
+  );
+  const runs = await w
+    .locator(".mmulab-change-run")
+    .evaluateAll((els) =>
+      els.map((e) => ({ count: Number(e.dataset.count), text: e.textContent })),
+    );
+  assert.ok(runs.length < 20, `${runs.length} runs`);
+  assert.equal(
+    runs.reduce((n, r) => n + r.count, 0),
+    total,
+  );
+  // The longest guest run: pages 4..2047 of the region, contiguous frames, +accessed.
+  assert.ok(
+    runs.some(
+      (r) =>
+        r.count === 2044 &&
+        r.text.includes(`gva ${hex(GVA + 4 * 4096)}..${hex(GVA + 2047 * 4096)} +accessed`),
+    ),
+    JSON.stringify(runs),
+  );
+  assert.equal(await w.locator(".mmulab-change-member").count(), 0);
+  await w.locator(".mmulab-change-showall").click();
+  const members = await w.locator(".mmulab-change-member").allTextContents();
+  assert.equal(
+    members.length,
+    runs.reduce((n, r) => n + (r.count > 1 ? r.count : 0), 0),
+  );
+  // Page 2047's PTE now: frame GPA + 2047 pages with P, R/W, U/S and A (bits 0, 1, 2, 5).
+  const last = GPA + 2047 * 4096;
+  assert.ok(
+    members.includes(`${hex(GVA + 2047 * 4096)} ${hex(last | 0x7)} -> ${hex(last | 0x27)}`),
+  );
+  await w.locator(".mmulab-change-showall").click();
+  assert.equal(await w.locator(".mmulab-change-member:visible").count(), 0);
+  assert.deepEqual(fx.pageErrors, []);
+});
