@@ -475,10 +475,40 @@ function roleSummary(role: Role): string {
   return parts.join(" ");
 }
 
-function flagChips(flags: ReadonlyArray<string>): HTMLElement {
+/**
+ * Short names a tree's rows show for flags when the tree is narrow (two trees side by side in a
+ * notebook); the chip's text stays the full name (hover title, copy, find), CSS swaps the shown one.
+ */
+const FLAG_SHORT: Readonly<Record<Flag, string>> = {
+  present: "P",
+  writable: "W",
+  user: "U",
+  accessed: "A",
+  dirty: "D",
+  nx: "NX",
+  exec: "X",
+  huge: "PS",
+  global: "G",
+  pkey: "PK",
+  mmio: "MMIO",
+  "host-writable": "HW",
+  "mmu-writable": "MW",
+  "write-protected": "WP",
+  unsync: "UNS",
+  "access-tracked": "AT",
+  reserved: "RSV",
+};
+
+function flagChips(flags: ReadonlyArray<Flag>): HTMLElement {
   const wrap = h("span", { cls: "mmulab-flags" });
   for (const f of flags)
-    wrap.appendChild(h("span", { cls: `mmulab-flag mmulab-flag-${f}`, text: f }));
+    wrap.appendChild(
+      h("span", {
+        cls: `mmulab-flag mmulab-flag-${f}`,
+        text: f,
+        attrs: { title: f, "data-short": FLAG_SHORT[f] ?? f },
+      }),
+    );
   return wrap;
 }
 

@@ -153,7 +153,7 @@ const cellOutput = (n) => panel().locator(".jp-CodeCell").nth(n).locator(".jp-Ou
 
 /**
  * Saves the top of an output (at most `maxHeight` px) as a PNG. The left sidebar is collapsed so
- * the output gets the width (the trees sit side by side). The notebook scrolls inside its panel,
+ * the output gets the width. The notebook scrolls inside its panel,
  * so the output is scrolled to the top of that view and the shot clipped to it (a plain element
  * shot of a tall output would take in the menus around it).
  */
@@ -277,6 +277,17 @@ describe("00-tour.ipynb in JupyterLab", () => {
       );
     }
     await shootOutput(out, "tour-trees.png", 460);
+    // With the side bar collapsed (as shootOutput leaves it) at 1,400 px, the trees stand side by
+    // side and neither is clipped (a row too long for its tree wraps).
+    const boxes = await out.locator(".mmulab-pt-tree").evaluateAll((els) =>
+      els.map((t) => {
+        const r = t.getBoundingClientRect();
+        return { top: r.top, left: r.left, right: r.right, fits: t.scrollWidth <= t.clientWidth };
+      }),
+    );
+    assert.equal(boxes[0].top, boxes[1].top, JSON.stringify(boxes));
+    assert.ok(boxes[1].left >= boxes[0].right, JSON.stringify(boxes));
+    for (const b of boxes) assert.ok(b.fits, JSON.stringify(boxes));
   });
 
   // What the 8 MiB read sweep changes, by the x86 and KVM rules: in the guest tables the walker

@@ -63,25 +63,42 @@ const treeBoxes = (w) =>
     }),
   );
 
-test("sideBySide at 1,400 px clips no tree; on a wide page the trees stand side by side", {
+/** Two trees stand side by side: same top, the second to the right of the first. */
+function assertSideBySide(t, where) {
+  assert.equal(t.length, 2, where);
+  assert.equal(t[0].top, t[1].top, `${where}: ${JSON.stringify(t)}`);
+  assert.ok(t[1].left >= t[0].left + t[0].width, `${where}: ${JSON.stringify(t)}`);
+  for (const [i, b] of t.entries()) assert.ok(b.fits, `${where}: tree ${i} is clipped`);
+}
+
+test("sideBySide: side by side without clipping in a 1,000 px output and on a wide page; stacked when narrow", {
   timeout: TIMEOUT.page,
 }, async () => {
   await fx.page.setViewportSize({ width: 1400, height: 1000 });
   const w = await renderWidget(fx.page, views.sbs);
-  const narrow = await treeBoxes(w);
-  assert.equal(narrow.length, 2);
-  for (const [i, t] of narrow.entries())
-    assert.ok(t.fits, `tree ${i} is clipped: ${JSON.stringify(t)}`);
-  const outer = await w.evaluate((el) => el.scrollWidth <= el.clientWidth);
-  assert.ok(outer, "the output scrolls sideways");
+  // A notebook's output area in a 1,400 px JupyterLab window with the file browser open.
+  const within = async (px) => {
+    await w.evaluate((el, width) => {
+      el.style.width = `${width}px`;
+    }, px);
+    return treeBoxes(w);
+  };
   try {
-    await fx.page.setViewportSize({ width: 3000, height: 1000 });
-    const wide = await treeBoxes(w);
-    assert.equal(wide[0].top, wide[1].top, JSON.stringify(wide));
-    assert.ok(wide[1].left >= wide[0].left + wide[0].width, JSON.stringify(wide));
-    for (const t of wide) assert.ok(t.fits);
+    assertSideBySide(await within(1000), "1,000 px");
+    const outer = await w.evaluate((el) => el.scrollWidth <= el.clientWidth);
+    assert.ok(outer, "the output scrolls sideways");
+    // Narrow trees name flags by letter; the chip's text stays the flag's name.
+    const chip = w.locator(".mmulab-pt-row .mmulab-flag-present").first();
+    assert.equal(await chip.textContent(), "present");
+    assert.equal(await chip.evaluate((el) => getComputedStyle(el, "::after").content), '"P"');
+    assertSideBySide(await within(2600), "2,600 px");
+    const stacked = await within(700);
+    assert.ok(stacked[1].top > stacked[0].top, JSON.stringify(stacked));
+    for (const b of stacked) assert.ok(b.fits, "a stacked tree is clipped");
   } finally {
-    await fx.page.setViewportSize({ width: 1400, height: 1000 });
+    await w.evaluate((el) => {
+      el.style.width = "";
+    });
   }
 });
 
