@@ -10,8 +10,19 @@ import { repo, setup } from "./setup.mjs";
 
 const WORKSPACES = ["core", "kernel", "lab-extension", "notebooks", "test"];
 
+/** `git status` of the checkout, or undefined outside a git checkout (e.g. an npm tarball). */
+function gitStatus() {
+  const r = spawnSync("git", ["status", "--porcelain", "--untracked-files=all"], {
+    cwd: repo,
+    encoding: "utf8",
+  });
+  return r.status === 0 ? r.stdout : undefined;
+}
+
 await setup();
 const results = [];
+// After setup (a fresh clone's first build writes only ignored files): what the tests may not change.
+const statusBefore = gitStatus();
 {
   console.log("\n=== lint: npm run lint (biome check .) ===");
   const t0 = Date.now();
@@ -32,6 +43,20 @@ for (const ws of WORKSPACES) {
     env: process.env,
   });
   results.push({ name: pkg.name, ok: r.status === 0, s: (Date.now() - t0) / 1000 });
+}
+{
+  // Tests, the lab and the kernel write only ignored files (test-artifacts/, workspace/, builds).
+  const after = gitStatus();
+  if (after === undefined || statusBefore === undefined) {
+    console.log("\n=== repository unchanged: not checked (not a git checkout) ===");
+  } else {
+    const changed = after !== statusBefore;
+    if (changed)
+      console.log(
+        `\n=== git status changed during the tests ===\nbefore:\n${statusBefore}\nafter:\n${after}`,
+      );
+    results.push({ name: "repository unchanged by the tests (git status)", ok: !changed, s: 0 });
+  }
 }
 console.log("\n=== summary ===");
 for (const r of results) console.log(`${r.ok ? "PASS" : "FAIL"}  ${r.name}  (${r.s.toFixed(1)} s)`);
