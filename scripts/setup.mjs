@@ -95,6 +95,11 @@ const BUILDS = [
     needs: ["core"],
   },
   {
+    ws: "sweep",
+    inputs: ["sweep/src", "sweep/package.json", "sweep/tsconfig.json"],
+    needs: ["core"],
+  },
+  {
     ws: "notebooks",
     inputs: ["notebooks/lib", "notebooks/package.json", "notebooks/tsconfig.build.json"],
     needs: ["core"],

@@ -8,7 +8,7 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import { repo, setup } from "./setup.mjs";
 
-const WORKSPACES = ["core", "kernel", "lab-extension", "notebooks", "test"];
+const WORKSPACES = ["core", "kernel", "sweep", "lab-extension", "notebooks", "test"];
 
 /** `git status` of the checkout, or undefined outside a git checkout (e.g. an npm tarball). */
 function gitStatus() {
