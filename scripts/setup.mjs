@@ -24,6 +24,7 @@ const DEBIAN = [
   ["python3-jupyter-kernel-test", "/usr/lib/python3/dist-packages/jupyter_kernel_test"],
   ["python3-jupyterlab-server", "/usr/lib/python3/dist-packages/jupyterlab_server"],
   ["chromium", "/usr/bin/chromium"],
+  ["redis-server", "/usr/bin/redis-server"],
 ];
 
 function log(msg) {
