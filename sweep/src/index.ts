@@ -11,7 +11,12 @@ export {
   pointId,
   SIMULATOR_VERSION,
 } from "./grid";
-export { type QueueRunnerOptions, queueRunner } from "./queue";
+export {
+  InterruptedError,
+  type QueueRunnerOptions,
+  QueueUnreachableError,
+  queueRunner,
+} from "./queue";
 export {
   BUILTIN_TASKS,
   type BuiltinTask,
