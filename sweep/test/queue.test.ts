@@ -146,6 +146,52 @@ describe("queueRunner with mmulab-worker processes", () => {
     }
   }, 60_000);
 
+  it("puts a killed worker's running point back for another worker, without using an attempt", async () => {
+    // A task that takes 1.5 s, so the kill surely lands while it runs.
+    const dir = mkdtempSync(path.join(os.tmpdir(), "mmulab-queue-"));
+    const module = path.join(dir, "slow.js");
+    writeFileSync(
+      module,
+      "exports.slow = (p) => { Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1500); return { twice: p.n * 2 }; };\n",
+    );
+    const task = { module, export: "slow" };
+    const { url } = await startRedis();
+    const victim = await startWorker(url);
+    let rescuer: Awaited<ReturnType<typeof startWorker>> | undefined;
+    const t0 = Date.now();
+    const outcomes: PointOutcome[] = [];
+    // attempts: 1 — were the kill counted as a failed attempt, the point would fail.
+    await queueRunner({ url, attempts: 1 })([{ id: pointId({ n: 21 }), point: { n: 21 } }], task, {
+      onStart: () => {
+        killGroup(victim.proc);
+        startWorker(url).then((w) => {
+          rescuer = w;
+        });
+      },
+      onDone: (o) => outcomes.push(o),
+    });
+    expect(outcomes).toEqual([{ id: pointId({ n: 21 }), ok: true, record: { twice: 42 } }]);
+    expect(doneLines(victim.out)).toEqual([]);
+    expect(doneLines(rescuer!.out)).toEqual([pointId({ n: 21 })]);
+    // Lock 5 s, then up to two stalled checks 2 s apart, then the 1.5 s point.
+    expect(Date.now() - t0).toBeLessThan(15_000);
+  }, 60_000);
+
+  it("works with a password-protected Redis, and a wrong password fails fast", async () => {
+    const { port } = await startRedis(["--requirepass", "s3cret"]);
+    const url = `redis://:s3cret@127.0.0.1:${port}`;
+    const worker = await startWorker(url);
+    const points = expandGrid({ vcpus: [1, 2], seed: [1] });
+    const { outcomes } = await submit(url, "populate", points);
+    expect(outcomes.map((o) => (o.ok ? o.record : o.error))).toEqual(
+      outcomes.map((o) => runPoint("populate", points.find((p) => pointId(p) === o.id)!)),
+    );
+    expect(worker.out.join("\n")).not.toContain("s3cret");
+    const wrong = submit(`redis://:nope@127.0.0.1:${port}`, "populate", points);
+    await expect(wrong).rejects.toThrow(QueueUnreachableError);
+    await expect(wrong).rejects.toThrow(`redis://127.0.0.1:${port}`);
+  }, 60_000);
+
   it("removes the points not started when aborted, and rejects with InterruptedError", async () => {
     const { url } = await startRedis();
     const points = expandGrid({ vcpus: [1], seed: [1, 2, 3, 4, 5] });

@@ -59,9 +59,12 @@ export async function waitForLine(s: Started, re: RegExp, ms = 15_000): Promise<
 }
 
 /** A throwaway redis-server: no persistence, loopback only. */
-export async function startRedis(): Promise<{ url: string; server: Started }> {
+export async function startRedis(
+  extra: string[] = [],
+): Promise<{ url: string; port: number; server: Started }> {
   const port = await freePort();
   const server = start("redis-server", [
+    ...extra,
     "--port",
     String(port),
     "--bind",
@@ -72,7 +75,7 @@ export async function startRedis(): Promise<{ url: string; server: Started }> {
     "no",
   ]);
   await waitForLine(server, /Ready to accept connections/);
-  return { url: `redis://127.0.0.1:${port}`, server };
+  return { url: `redis://127.0.0.1:${port}`, port, server };
 }
 
 /** `mmulab-worker --queue url --concurrency 1`, once it has said it is taking points. */
