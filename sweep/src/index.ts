@@ -11,10 +11,28 @@ export {
   pointId,
   SIMULATOR_VERSION,
 } from "./grid";
+export { type PoolRunnerOptions, poolRunner, poolSize, SweepInterruptedError } from "./pool";
 export { type QueueRunnerOptions, queueRunner } from "./queue";
+export {
+  type QueryRow,
+  queryRows,
+  type SweepDb,
+  type SweepResultsOptions,
+  sweepResults,
+} from "./results";
+export {
+  POINT_ID_COLUMN,
+  type SweepFailure,
+  type SweepOptions,
+  type SweepResult,
+  type SweepRow,
+  sweep,
+  sweepId,
+} from "./sweep";
 export {
   BUILTIN_TASKS,
   type BuiltinTask,
+  checkPoint,
   checkTaskRef,
   resolveTask,
   runPoint,
