@@ -1,7 +1,7 @@
 /**
  * @mmulab/kernel — the notebook-facing API. In a cell:
  * ```ts
- * import { display, plot, plotSpteLevels, progress, runDirtyLogPerf } from "@mmulab/kernel";
+ * import { display, plot, plotSpteLevels, progress, runDirtyLogPerf, runSweep } from "@mmulab/kernel";
  * ```
  * The kernel process itself starts from `bin/mmulab-kernel.js` (see cli.ts).
  */
@@ -24,4 +24,4 @@ export {
   spteLevelFigure,
 } from "./helpers";
 export type { DisplayOptions } from "./session";
-export { runDirtyLogPerf } from "./workloads";
+export { runDirtyLogPerf, runSweep } from "./workloads";
