@@ -11,6 +11,18 @@ export class MmuLabError extends Error {
   }
 }
 
+/**
+ * A long run stopped because the user asked (a kernel interrupt, an aborted signal): not a fault
+ * of the run. One class for the notebook helpers, the sweep pool and the sweep queue, named
+ * "Interrupted" as Jupyter names an interrupted cell.
+ */
+export class InterruptedError extends MmuLabError {
+  constructor(message: string) {
+    super(message);
+    this.name = "Interrupted";
+  }
+}
+
 /** Render a value for an error message: hex for addresses, JSON-ish for the rest. */
 export function describeValue(value: unknown): string {
   if (typeof value === "bigint")

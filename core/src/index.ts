@@ -50,6 +50,7 @@ export { PRESETS, type Preset, type PresetName } from "./era/presets";
 // Errors.
 export {
   GeneralProtectionError,
+  InterruptedError,
   InvalidArgumentError,
   MmuBugError,
   MmuLabError,

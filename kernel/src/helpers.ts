@@ -9,6 +9,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { inspect } from "node:util";
+import { InterruptedError } from "@mmulab/core";
 import {
   escapeHtml,
   JUPYTER_DISPLAY,
@@ -336,10 +337,8 @@ export function plotSpteLevels(
   plot(spteLevelFigure(steps instanceof SpteSeries ? steps.steps : steps, titleOrOptions, xTitle));
 }
 
-/** Thrown by {@link Progress.update} after the user interrupted the kernel. */
-export class InterruptedError extends Error {
-  override name = "Interrupted";
-}
+/** Thrown by {@link Progress.update} after the user interrupted the kernel (core's class). */
+export { InterruptedError };
 
 /** Minimum time between two progress updates sent to the front end. */
 const PROGRESS_INTERVAL_MS = 100;

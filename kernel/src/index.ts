@@ -1,10 +1,24 @@
 /**
  * @mmulab/kernel — the notebook-facing API. In a cell:
  * ```ts
- * import { display, plot, plotSpteLevels, progress, runDirtyLogPerf } from "@mmulab/kernel";
+ * import { display, plot, plotSpteLevels, progress, runDirtyLogPerf, runSweep } from "@mmulab/kernel";
  * ```
  * The kernel process itself starts from `bin/mmulab-kernel.js` (see cli.ts).
  */
+
+// A sweep's results from a notebook in any folder: @mmulab/sweep comes with the kernel (its
+// own package resolution covers @mmulab/core and @mmulab/kernel only).
+export {
+  type Grid,
+  type QueryRow,
+  queryRows,
+  type SweepDb,
+  type SweepOptions,
+  type SweepProgress,
+  type SweepResult,
+  sweepResults,
+  type TaskRef,
+} from "@mmulab/sweep";
 export {
   bundleOf,
   checkBundle,
@@ -24,4 +38,4 @@ export {
   spteLevelFigure,
 } from "./helpers";
 export type { DisplayOptions } from "./session";
-export { runDirtyLogPerf } from "./workloads";
+export { runDirtyLogPerf, runSweep } from "./workloads";

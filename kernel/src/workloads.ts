@@ -9,7 +9,16 @@
  * ```
  */
 import { type DirtyLogPerfResult, dirtyLogPerfSteps, type MemstressOptions } from "@mmulab/core";
-import { displayBundle, Progress } from "./helpers";
+import {
+  type Grid,
+  type Point,
+  type SweepOptions,
+  type SweepProgress,
+  type SweepResult,
+  sweep,
+  type TaskRef,
+} from "@mmulab/sweep";
+import { display, displayBundle, InterruptedError, Progress } from "./helpers";
 
 /** Progress steps per phase (the bar's resolution within a phase). */
 const STEPS_PER_PHASE = 1000;
@@ -51,5 +60,88 @@ export async function runDirtyLogPerf(opts: MemstressOptions = {}): Promise<Dirt
   } catch (e) {
     bar?.finish("failed");
     throw e;
+  }
+}
+
+/** How often a sweep's cell looks for an interrupt while its points run in other threads. */
+const SWEEP_POLL_MS = 50;
+
+/** "3 s", "2 min 5 s": an ETA for the bar. */
+function etaText(ms: number): string {
+  const s = Math.ceil(ms / 1000);
+  return s < 60 ? `${s} s` : `${Math.floor(s / 60)} min ${s % 60} s`;
+}
+
+/** The bar's detail: what runs, what failed, what is left. */
+function sweepDetail(p: SweepProgress): string {
+  const parts = [`running ${p.running}`, `failed ${p.failed}`];
+  if (p.skipped > 0) parts.push(`skipped ${p.skipped}`);
+  if (p.etaMs !== undefined && p.done < p.total) parts.push(`ETA ${etaText(p.etaMs)}`);
+  return parts.join(", ");
+}
+
+/**
+ * `sweep(grid, task, opts)` (from `@mmulab/sweep`) with a progress bar, "sweep <id8>:
+ * done/total · running r, failed f, ETA …", stoppable by the kernel's interrupt: the pool's
+ * threads are terminated, points already finished stay stored (the next call skips them), and
+ * the cell ends Interrupted. At the end it displays the result table and resolves to the
+ * `SweepResult`. `opts.onProgress` and `opts.signal` are called/honoured as well.
+ *
+ * ```ts
+ * const r = await runSweep({ vcpus: [1, 2], backing: ["4k", "thp"], bytesPerVcpu: [2 ** 22] }, "populate");
+ * ```
+ */
+export async function runSweep(
+  grid: Grid | readonly Point[],
+  task: TaskRef,
+  opts: SweepOptions = {},
+): Promise<SweepResult> {
+  const abort = new AbortController();
+  const outer = opts.signal;
+  const forward = () => abort.abort();
+  outer?.addEventListener("abort", forward, { once: true });
+  let bar: Progress | undefined;
+  let last: SweepProgress | undefined;
+  let interrupted = false;
+  // Progress.update throws once the kernel got an interrupt (or closed the bar when the cell
+  // was stopped while awaiting): that is the cue to stop the pool.
+  const show = (p: SweepProgress | undefined): void => {
+    if (p === undefined || interrupted) return;
+    try {
+      bar ??= new Progress(p.total, `sweep ${p.sweepId.slice(0, 8)}`, sweepDetail(p));
+      bar.update(p.done, sweepDetail(p));
+    } catch (e) {
+      if (!(e instanceof InterruptedError)) throw e;
+      interrupted = true;
+      abort.abort();
+    }
+  };
+  // Points run in other threads, so this thread idles in between: look for an interrupt.
+  const poll = setInterval(() => show(last), SWEEP_POLL_MS);
+  try {
+    const result = await sweep(grid, task, {
+      ...opts,
+      signal: abort.signal,
+      onProgress: (p) => {
+        last = p;
+        show(p);
+        opts.onProgress?.(p);
+      },
+    });
+    bar?.finish("done");
+    display(result);
+    return result;
+  } catch (e) {
+    if (interrupted) {
+      bar?.finish("interrupted");
+      throw new InterruptedError(
+        `sweep interrupted at ${last?.done ?? 0}/${last?.total ?? "?"} points (finished points are stored)`,
+      );
+    }
+    bar?.finish(outer?.aborted ? "interrupted" : "failed");
+    throw e;
+  } finally {
+    clearInterval(poll);
+    outer?.removeEventListener("abort", forward);
   }
 }

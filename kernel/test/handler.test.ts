@@ -2,7 +2,8 @@
  * The protocol handler with the real tslab engine, without sockets: requests go in through
  * `handle`, and every reply/publication lands in a recording outbox.
  */
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Engine } from "../src/engine";
@@ -448,6 +449,81 @@ describe("KernelHandler", () => {
     const last = updates[updates.length - 1]!.content.data as Record<string, string>;
     expect(last["text/plain"]).toMatch(/^dirty_log_perf_test: \d+\/\d+ \(\d+%\) interrupted · /);
     expect(only(await exec("7 * 6"), "execute_reply").content.status).toBe("ok");
+  });
+
+  it("runSweep: a bar of points with running/failed counts, then the result table; a failing point is listed", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "mmulab-kernel-sweep-"));
+    try {
+      // 2 x 2 = 4 points. 1 vCPU x 1 MiB cannot be backed by 2 MiB host pages (a slot holds
+      // whole host pages), so exactly that thp point fails; the other three finish.
+      const msg = request("execute_request", {
+        code:
+          'import { runSweep } from "@mmulab/kernel";\n' +
+          `const sw = await runSweep({ vcpus: [1, 2], bytesPerVcpu: [2 ** 20], backing: ["4k", "thp"] }, "populate", { dir: ${JSON.stringify(dir)}, workers: 2 });`,
+      });
+      await handler.handle(msg, "shell");
+      const out = sent.filter((s) => s.parentId === msg.header.msg_id);
+      expect(only(out, "execute_reply").content.status).toBe("ok");
+      const id = String(
+        (only(await exec("sw.id"), "execute_result").content.data as Record<string, string>)[
+          "text/plain"
+        ],
+      ).replaceAll("'", "");
+      expect(id).toMatch(/^[0-9a-f]{16}$/);
+      const displays = out.filter((s) => s.msgType === "display_data");
+      expect(displays).toHaveLength(2); // the bar, then the table
+      const first = displays[0]!.content.data as Record<string, string>;
+      expect(first["text/plain"]).toBe(`sweep ${id.slice(0, 8)}: 0/4 (0%) · running 0, failed 0`);
+      const updates = out.filter((s) => s.msgType === "update_display_data");
+      const last = updates[updates.length - 1]!.content.data as Record<string, string>;
+      expect(last["text/plain"]).toBe(
+        `sweep ${id.slice(0, 8)}: 4/4 (100%) done · running 0, failed 1`,
+      );
+      const table = displays[1]!.content.data as Record<string, string>;
+      expect(table["text/plain"]).toContain(
+        `sweep ${id} (populate): 4 points, 3 done, 1 failed, 0 skipped`,
+      );
+      expect(table["text/html"]).toContain("<table");
+      const failed = only(await exec("sw.failed.map((f) => f.point)"), "execute_result").content
+        .data as Record<string, string>;
+      expect(failed["text/plain"]).toContain("backing: 'thp'");
+      expect(failed["text/plain"]).toContain("vcpus: 1");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("runSweep stops its pool on interrupt: the bar says interrupted, no point finishes afterwards", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "mmulab-kernel-sweep-"));
+    try {
+      // 20 points of 4 vCPUs x 1 GiB on 4 KiB pages, ~0.4 s each: far longer than 1.5 s.
+      const msg = request("execute_request", {
+        code:
+          'import { runSweep } from "@mmulab/kernel";\n' +
+          `await runSweep({ seed: [...Array(20).keys()], vcpus: [4], bytesPerVcpu: [2 ** 30] }, "populate", { dir: ${JSON.stringify(dir)}, workers: 2 })`,
+      });
+      const t0 = Date.now();
+      const done = handler.handle(msg, "shell");
+      setTimeout(() => handler.interrupt(), 1500);
+      await done;
+      console.log(`runSweep interrupted: cell ended ${Date.now() - t0} ms after it started`);
+      const out = sent.filter((s) => s.parentId === msg.header.msg_id);
+      expect(only(out, "error").content.ename).toBe("Interrupted");
+      const updates = out.filter((s) => s.msgType === "update_display_data");
+      const last = updates[updates.length - 1]!.content.data as Record<string, string>;
+      expect(last["text/plain"]).toMatch(/^sweep [0-9a-f]{8}: \d+\/20 \(\d+%\) interrupted · /);
+      // The pool's threads are gone: no point is stored after the interrupt took effect.
+      await new Promise((r) => setTimeout(r, 300));
+      const [sweepDir] = readdirSync(dir);
+      const stored = () => readdirSync(join(dir, sweepDir!, "points")).length;
+      const before = stored();
+      expect(before).toBeLessThan(20);
+      await new Promise((r) => setTimeout(r, 1500));
+      expect(stored()).toBe(before);
+      expect(only(await exec("7 * 6"), "execute_reply").content.status).toBe("ok");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("inspect shows TSDoc {@link X} of a core method as X (markdown: `X`), never the raw tag", async () => {

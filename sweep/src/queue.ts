@@ -10,7 +10,7 @@
  */
 import { createHash } from "node:crypto";
 import path from "node:path";
-import { InvalidArgumentError, MmuLabError } from "@mmulab/core";
+import { InterruptedError, InvalidArgumentError, MmuLabError } from "@mmulab/core";
 import { FlowProducer, Job, Queue, QueueEvents, Worker } from "bullmq";
 import {
   COLLECT_QUEUE,
@@ -35,7 +35,6 @@ export interface QueueRunnerOptions {
 }
 
 /** A queue run stopped by its abort signal. */
-export class InterruptedError extends MmuLabError {}
 
 /**
  * How long finished jobs stay in Redis if nobody collects them (a submitter killed, or aborted

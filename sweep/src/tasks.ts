@@ -129,6 +129,16 @@ export function taskKey(task: TaskRef): string {
   return typeof task === "string" ? task : `${path.resolve(task.module)}#${task.export}`;
 }
 
+/**
+ * Checks a point's parameter names before anything runs, for built-in tasks (their names are
+ * known: a typo fails the whole sweep up front, not at its first point). A user's task checks its
+ * own points when they run.
+ * @throws InvalidArgumentError naming the unknown parameter and the allowed ones.
+ */
+export function checkPoint(task: TaskRef, point: Point): void {
+  if (typeof task === "string") memstressOptions(task, point);
+}
+
 /** The function `task` names; a module that is missing or lacks the export is a clear error. */
 export function resolveTask(task: TaskRef): TaskFn {
   if (typeof task === "string") return BUILTIN_TASKS[task];
@@ -172,11 +182,12 @@ export function runPoint(task: TaskRef, point: Point): SweepRecord {
       "a non-empty flat record of numbers, strings and booleans",
     );
   for (const [k, v] of Object.entries(rec)) {
-    if (Object.hasOwn(point, k))
+    // point_id: the results' id column (sweep.ts).
+    if (Object.hasOwn(point, k) || k === "point_id")
       throw new InvalidArgumentError(
         `${name}'s result column`,
         k,
-        "a name that is not a parameter of the point",
+        "a name that is not point_id nor a parameter of the point",
       );
     if (
       !(

@@ -33,7 +33,10 @@ export type Runner = (
 
 /** Progress of a sweep, for bars: points done, running, failed, skipped (had results), ETA. */
 export interface SweepProgress {
+  /** The sweep's id (its folder's name). */
+  sweepId: string;
   total: number;
+  /** Points that ended: with a record or a failure, stored ones (skipped) included. */
   done: number;
   running: number;
   failed: number;
