@@ -91,14 +91,14 @@ const BUILDS = [
     needs: [],
   },
   {
-    ws: "kernel",
-    inputs: ["kernel/src", "kernel/package.json", "kernel/tsconfig.json"],
-    needs: ["core"],
-  },
-  {
     ws: "sweep",
     inputs: ["sweep/src", "sweep/package.json", "sweep/tsconfig.json"],
     needs: ["core"],
+  },
+  {
+    ws: "kernel",
+    inputs: ["kernel/src", "kernel/package.json", "kernel/tsconfig.json"],
+    needs: ["core", "sweep"],
   },
   {
     ws: "notebooks",
