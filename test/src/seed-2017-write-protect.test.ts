@@ -34,7 +34,9 @@ beforeAll(() => {
 
 describe("05-seed-2017-fast-write-protect", () => {
   it("runs without an error output (every claim cell held)", () => {
-    const errors = nb.cells.flatMap((c) => (c.outputs ?? []).filter((o) => o.output_type === "error"));
+    const errors = nb.cells.flatMap((c) =>
+      (c.outputs ?? []).filter((o) => o.output_type === "error"),
+    );
     expect(errors.map((e) => `${e.ename}: ${e.evalue}`)).toEqual([]);
   });
 
