@@ -105,6 +105,7 @@ export {
   guestRandomU32,
   MEMSTRESS_GPA,
   MEMSTRESS_GVA,
+  MEMSTRESS_OPTION_KEYS,
   Memstress,
   type MemstressOptions,
   memstress,

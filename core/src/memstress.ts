@@ -84,25 +84,28 @@ function positiveInt(name: string, v: unknown, max: number): number {
   return v;
 }
 
+/** Every key of {@link MemstressOptions} (what a sweep point or a caller may set). */
+export const MEMSTRESS_OPTION_KEYS = [
+  "vcpus",
+  "bytesPerVcpu",
+  "backing",
+  "slots",
+  "writePercent",
+  "randomAccess",
+  "iterations",
+  "manualProtect",
+  "initiallySet",
+  "clearChunkPages",
+  "eagerSplit",
+  "preset",
+  "features",
+  "seed",
+] as const satisfies readonly (keyof MemstressOptions)[];
+
 function resolve(o: MemstressOptions): Resolved {
   if (o === null || typeof o !== "object")
     throw new InvalidArgumentError("options", o, "an object of memstress options");
-  const keys = [
-    "vcpus",
-    "bytesPerVcpu",
-    "backing",
-    "slots",
-    "writePercent",
-    "randomAccess",
-    "iterations",
-    "manualProtect",
-    "initiallySet",
-    "clearChunkPages",
-    "eagerSplit",
-    "preset",
-    "features",
-    "seed",
-  ];
+  const keys: readonly string[] = MEMSTRESS_OPTION_KEYS;
   for (const k of Object.keys(o))
     if (!keys.includes(k)) throw new InvalidArgumentError("options", k, keys.join(", "));
   const vcpus = positiveInt("vcpus", o.vcpus ?? 1, 512);

@@ -9,6 +9,7 @@ import {
   dirtyLogPerf as coreDirtyLogPerf,
   type DirtyLogPhase,
   InvalidArgumentError,
+  MEMSTRESS_OPTION_KEYS,
   type MemstressOptions,
   memstress,
 } from "@mmulab/core";
@@ -21,27 +22,16 @@ export type TaskFn = (point: Point) => SweepRecord;
 /** A built-in task by name, or a user's exported function. */
 export type TaskRef = BuiltinTask | { module: string; export: string };
 
-/** memstress options a point may set (the rest of a point is an error: a typo would be silent). */
-const MEMSTRESS_KEYS = [
-  "vcpus",
-  "bytesPerVcpu",
-  "backing",
-  "slots",
-  "writePercent",
-  "randomAccess",
-  "iterations",
-  "manualProtect",
-  "initiallySet",
-  "clearChunkPages",
-  "eagerSplit",
-  "preset",
-  "seed",
-] as const;
+/**
+ * memstress options a point may set: memstress's own keys but `features` (an object, which a
+ * point's flat values cannot hold). The rest of a point is an error: a typo would be silent.
+ */
+const MEMSTRESS_KEYS: readonly string[] = MEMSTRESS_OPTION_KEYS.filter((k) => k !== "features");
 
 function memstressOptions(task: string, point: Point): MemstressOptions {
   const o: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(point)) {
-    if (!(MEMSTRESS_KEYS as readonly string[]).includes(k))
+    if (!MEMSTRESS_KEYS.includes(k))
       throw new InvalidArgumentError(`${task} parameter`, k, MEMSTRESS_KEYS.join(", "));
     o[k] = v;
   }
