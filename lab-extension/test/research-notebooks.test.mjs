@@ -1,9 +1,9 @@
-// The research notebooks (04, 05, 06, 10) in the JupyterLab `npm start` serves, on a workspace
+// The write-ups, labs and research notebooks (03 and up) in the JupyterLab `npm start` serves, on a workspace
 // prepared as `npm start` prepares workspace/: each runs top to bottom with the mmulab kernel, every
 // plotly figure in it is drawn by the renderer, no cell shows an error, and the page has
 // no console errors. Their numbers are checked in test/src (nbconvert); this is the browser side.
 import assert from "node:assert/strict";
-import { readdirSync, rmSync } from "node:fs";
+import { readdirSync, rmSync, statSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { prepareWorkspace, SHIPPED } from "../../scripts/workspace.mjs";
@@ -16,16 +16,18 @@ import {
   launchBrowser,
   newPage,
   openAndRunAll,
+  publishScreenshots,
   startTestLab,
   TIMEOUT,
 } from "./helpers.mjs";
 
-/** The write-ups and the sweep notebook: every shipped notebook numbered 04 and up. */
+/** Every shipped notebook numbered 03 and up (00-02 have browser tests of their own). */
 const NOTEBOOKS = readdirSync(SHIPPED)
-  .filter((f) => /^(0[4-9]|[1-9]\d)-.*\.ipynb$/.test(f))
+  .filter((f) => /^(0[3-9]|[1-9]\d)-.*\.ipynb$/.test(f))
   .sort();
 
 const ws = path.join(artifacts, "research-workspace");
+const SEED_PLOT = "seed-2015-plot.png";
 let lab;
 let browser;
 let ctx;
@@ -55,7 +57,7 @@ describe("research notebooks in JupyterLab", () => {
   });
 
   for (const name of NOTEBOOKS) {
-    test(`${name}: runs with the mmulab kernel; its plots are drawn; no error output`, {
+    test(`${name}: runs with the mmulab kernel; its renderers and plots are drawn; no error output`, {
       timeout: TIMEOUT.notebook,
     }, async () => {
       const { page } = ctx;
@@ -87,15 +89,28 @@ describe("research notebooks in JupyterLab", () => {
         .first()
         .waitFor({ timeout: LIMITS.run })
         .catch(() => {});
+      // Every notebook shows at least one of our renderers' outputs (tree, walk or plot); a lab
+      // may have no plot, a write-up has at least one.
+      assert.ok((await nb.locator(".mmulab-output").count()) >= 1, `${name}: no mmulab output`);
       const nDrawn = await drawn.count();
-      assert.ok(nDrawn >= 1, `${name}: no plot drawn`);
+      if (!/-lab\.ipynb$/.test(name)) assert.ok(nDrawn >= 1, `${name}: no plot drawn`);
       for (let i = 0; i < nDrawn; i++)
         await drawn.nth(i).locator(".main-svg").first().waitFor({ timeout: LIMITS.action });
       await page.screenshot({ path: path.join(artifacts, `research-${name}.png`) });
+      // The README's seed plot: the first figure of the 2015 write-up, cropped to the figure.
+      if (name.startsWith("04-")) {
+        await drawn.first().scrollIntoViewIfNeeded();
+        await drawn.first().screenshot({ path: path.join(artifacts, SEED_PLOT) });
+      }
     });
   }
 
   test("no uncaught exception, no console error, nothing fetched from outside 127.0.0.1", () => {
     assertCleanPage(ctx);
+  });
+
+  test("seed plot screenshot saved; docs/img refreshed when MMULAB_UPDATE_DOCS_IMG=1", () => {
+    assert.ok(statSync(path.join(artifacts, SEED_PLOT)).size > 1000, `${SEED_PLOT} not written`);
+    publishScreenshots({ [SEED_PLOT]: SEED_PLOT });
   });
 });

@@ -3,7 +3,7 @@
 import { spawnSync } from "node:child_process";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
-import { describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { artifacts, executeNotebook, type Notebook, normalize, repo, text } from "./jupyter";
 
 const nbDir = path.join(repo, "notebooks");
@@ -31,11 +31,33 @@ describe("notebook sources", () => {
   });
 });
 
+/** Seconds per run of each notebook (nbconvert, kernel start included), for the summary. */
+const seconds = new Map<string, number[]>();
+
+afterAll(() => {
+  // Measured, not asserted (timings depend on the machine): the issue's budget is one run of
+  // every notebook in under 6 minutes on a 2-core machine.
+  if (seconds.size === 0) return;
+  const rows = [...seconds].map(
+    ([rel, s]) => `  ${rel.padEnd(44)} ${s.map((x) => x.toFixed(1).padStart(6)).join(" ")}`,
+  );
+  const total = (k: number) => [...seconds.values()].reduce((a, s) => a + (s[k] ?? 0), 0);
+  console.log(
+    `notebook run times (s, run 1 and run 2):\n${rows.join("\n")}\n  ${"total".padEnd(44)} ${total(0).toFixed(1).padStart(6)} ${total(1).toFixed(1).padStart(6)}`,
+  );
+});
+
 describe.each(notebooks.map((p) => [path.relative(nbDir, p), p]))("%s", (rel, nbPath) => {
   it("runs top to bottom with the mmulab kernel, twice, with identical outputs", () => {
-    const runs = [1, 2].map((k) =>
-      executeNotebook(nbPath, path.join(artifacts, "notebooks", `run${k}`, path.dirname(rel))),
-    );
+    const runs = [1, 2].map((k) => {
+      const t0 = performance.now();
+      const nb = executeNotebook(
+        nbPath,
+        path.join(artifacts, "notebooks", `run${k}`, path.dirname(rel)),
+      );
+      seconds.set(rel, [...(seconds.get(rel) ?? []), (performance.now() - t0) / 1000]);
+      return nb;
+    });
     for (const nb of runs) {
       const errors = nb.cells.flatMap((c) =>
         (c.outputs ?? []).filter((o) => o.output_type === "error"),
