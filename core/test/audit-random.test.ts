@@ -9,19 +9,18 @@ import { PRESETS, type PresetName } from "../src";
 import { MmuBugError } from "../src/errors";
 import { pteListAdd } from "../src/mmu/mmu";
 import type { SlotArch } from "../src/mmu/mmu_internal";
-import {
-  pfnHi,
-  pfnLo,
-  SPTE_A,
-  SPTE_D,
-  SPTE_HI_HOST_WRITABLE,
-  SPTE_MMU_PRESENT,
-  SPTE_R,
-  SPTE_W,
-  SPTE_X,
-} from "../src/mmu/spte";
+import { pfnHi, pfnLo } from "../src/mmu/spte";
 import type { Vcpu } from "../src/vcpu";
 import { createVm, type Vm } from "../src/vm";
+import {
+  EPT_A as SPTE_A,
+  EPT_D as SPTE_D,
+  HI_HOST_WRITABLE as SPTE_HI_HOST_WRITABLE,
+  SPTE_MMU_PRESENT_BIT as SPTE_MMU_PRESENT,
+  EPT_R as SPTE_R,
+  EPT_W as SPTE_W,
+  EPT_X as SPTE_X,
+} from "./kvm-values";
 import { lastSpte } from "./tdp-helpers";
 
 const PAGE = 4096;
@@ -316,6 +315,16 @@ describe("vm.audit() reports corrupted state", () => {
     const { vm, mmu, sp, idx } = populated();
     mmu.store.spt[sp]![idx * 2 + 1]! &= ~SPTE_HI_HOST_WRITABLE;
     expect(vm.audit().join("\n")).toMatch(/writable leaf without Host-writable/);
+  });
+
+  it("a writable leaf in a dirty-logged slot whose gfn is not dirty (a write would go unlogged)", () => {
+    const { vm, mmu, sp, idx } = populated({ eagerPageSplit: false });
+    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 8 * MIB, flags: 1 });
+    expect(vm.audit()).toEqual([]); // enabling logging write-protected every leaf
+    mmu.store.spt[sp]![idx * 2]! |= SPTE_W;
+    expect(vm.audit().join("\n")).toMatch(
+      /writable leaf in dirty-logged slot 0 but gfn 0x5 is not dirty/,
+    );
   });
 
   it("seed 2010: a stored gfn that contradicts the formula; the self-check throws on zap", () => {

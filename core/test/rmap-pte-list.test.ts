@@ -5,13 +5,13 @@
  */
 import { describe, expect, it } from "vitest";
 import {
-  PTE_LIST_EXT,
   PteListDescPool,
   pteListAdd,
   pteListContains,
   pteListForEach,
   pteListRemove,
 } from "../src/mmu/mmu";
+import { PTE_LIST_EXT_MODERN as PTE_LIST_EXT } from "./kvm-values";
 
 function contents(pool: PteListDescPool, heads: Uint32Array, i: number): number[] {
   const out: number[] = [];

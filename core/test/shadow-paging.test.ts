@@ -17,7 +17,11 @@ import type { FeatureOptions } from "../src/era/features";
 import { kvmPageTableHashfn } from "../src/mmu/mmu";
 import { roleAccess, roleDirect, roleLevel } from "../src/mmu/mmu_internal";
 import { gfnWriteTrackCount } from "../src/mmu/page_track";
-import { SPTE_HI_MMU_WRITABLE, SPTE_R, SPTE_W } from "../src/mmu/spte";
+import {
+  HI_MMU_WRITABLE as SPTE_HI_MMU_WRITABLE,
+  EPT_R as SPTE_R,
+  EPT_W as SPTE_W,
+} from "./kvm-values";
 
 const PRU = 7n; // P | RW | US
 const A = 0x20n;

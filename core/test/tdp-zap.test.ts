@@ -5,8 +5,13 @@
  */
 import { describe, expect, it } from "vitest";
 import { GuestPageTableBuilder } from "../src/guest/pgtable_builder";
-import { SPTE_A, SPTE_D, SPTE_HI_MMU_WRITABLE, SPTE_W } from "../src/mmu/spte";
 import { createVm } from "../src/vm";
+import {
+  EPT_A as SPTE_A,
+  EPT_D as SPTE_D,
+  HI_MMU_WRITABLE as SPTE_HI_MMU_WRITABLE,
+  EPT_W as SPTE_W,
+} from "./kvm-values";
 import { lastSpte } from "./tdp-helpers";
 
 const PAGE = 4096;

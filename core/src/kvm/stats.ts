@@ -95,6 +95,10 @@ export class KvmStats {
   wrprot_masked_calls = 0;
   /** Seed-2010 self-checks made (stored gfn against the formula; `selfCheckGfns`). */
   gfn_self_checks = 0;
+  /**
+   * Steps of the TDP MMU's iterator (`tdp_iter_next`) in its range walks: zap, split,
+   * write-protect, D-clear and collapse (the fault path's descent is not counted).
+   */
   tdp_iter_steps = 0;
   rmap_heads_scanned = 0;
   sptes_visited = 0;

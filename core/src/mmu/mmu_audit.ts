@@ -7,7 +7,7 @@
  */
 import { hexNum as hex } from "../arch/addr";
 import { hostPfn } from "../kvm/host";
-import type { MemSlots } from "../kvm/memslot";
+import type { MemSlot, MemSlots } from "../kvm/memslot";
 import { pteListContains, pteListForEach, type VmMmu } from "./mmu";
 import {
   directEntryGfn,
@@ -28,11 +28,37 @@ import {
   isShadowPresent,
   mmioSpteGen,
   mmioSpteGfn,
+  SPTE_W,
   spteInvariantViolation,
   sptePfn,
 } from "./spte";
 
 const MAX_REPORTS = 200;
+
+/**
+ * Dirty logging with a bitmap: a leaf the CPU may write without exiting must cover only gfns
+ * already dirty, or a write through it would never be logged (KVM keeps this by marking the page
+ * dirty whenever it makes an spte writable, `mark_page_dirty_in_slot`, and by write-protecting
+ * what it clears, `kvm_arch_mmu_enable_log_dirty_pt_masked`). With PML the CPU logs through the D
+ * bit instead, and the dirty ring keeps no bitmap, so neither is checked. Returns the first gfn
+ * that breaks it, or -1.
+ */
+function writableUndirtied(
+  mmu: VmMmu,
+  slot: MemSlot,
+  lo: number,
+  gfn: number,
+  span: number,
+): number {
+  const bm = slot.dirtyBitmap;
+  if (bm === null || (lo & SPTE_W) === 0 || mmu.kvm.features.pml || mmu.kvm.dirtyRingEntries !== 0)
+    return -1;
+  for (let g = gfn; g < gfn + span; g++) {
+    const rel = g - slot.baseGfn;
+    if (((bm[rel >>> 5]! >>> (rel & 31)) & 1) === 0) return g;
+  }
+  return -1;
+}
 
 /** Audit the MMU of a VM; returns human-readable violations. */
 export function auditMmu(mmu: VmMmu, slots: MemSlots): string[] {
@@ -125,6 +151,11 @@ export function auditMmu(mmu: VmMmu, slots: MemSlots): string[] {
           `${where}: level-${level} leaf for gfn ${hex(gfn)} exceeds kvm_mmu_max_mapping_level ${mmu.maxMappingLevel(slot, gfn, 3)}`,
         );
       }
+      const undirtied = writableUndirtied(mmu, slot, lo, gfn, span);
+      if (undirtied >= 0)
+        report(
+          `${where}: writable leaf in dirty-logged slot ${slot.id} but gfn ${hex(undirtied)} is not dirty in its bitmap`,
+        );
       if (isHostWritable(hi) === slot.readonly)
         report(
           `${where}: Host-writable ${isHostWritable(hi)} in a ${slot.readonly ? "read-only" : "writable"} slot`,
@@ -380,6 +411,11 @@ function auditShadowPaging(mmu: VmMmu, slots: MemSlots): string[] {
         report(`${w}: leaf for gfn ${hex(gfn)} outside every memslot`);
         continue;
       }
+      const undirtied = writableUndirtied(mmu, slot, lo, gfn, GFN_SPAN[level]!);
+      if (undirtied >= 0)
+        report(
+          `${w}: writable leaf in dirty-logged slot ${slot.id} but gfn ${hex(undirtied)} is not dirty in its bitmap`,
+        );
       if (sptePfn(lo, hi) !== hostPfn(slot, gfn))
         report(`${w}: leaf pfn ${hex(sptePfn(lo, hi))} is not the frame of gfn ${hex(gfn)}`);
       const heads = slot.arch instanceof SlotArch ? slot.arch.rmap?.heads[level - 1] : undefined;

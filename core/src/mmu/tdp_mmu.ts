@@ -404,6 +404,7 @@ export class TdpMmu {
         this.iterSet((lo & ~SPTE_W) >>> 0, it.oldHi);
         changed = true;
       }
+      this.core.stats.tdp_iter_steps += it.steps;
     }
     return changed;
   }
@@ -425,6 +426,7 @@ export class TdpMmu {
         this.iterSet((lo & ~SPTE_W) >>> 0, (hi & ~SPTE_HI_MMU_WRITABLE) >>> 0);
         changed = true;
       }
+      this.core.stats.tdp_iter_steps += it.steps;
     }
     return changed;
   }
@@ -445,6 +447,7 @@ export class TdpMmu {
         if ((lo & clear) === 0) continue;
         this.iterSet((lo & ~clear) >>> 0, it.oldHi);
       }
+      this.core.stats.tdp_iter_steps += it.steps;
     }
   }
 
@@ -463,6 +466,7 @@ export class TdpMmu {
         this.iterSet((lo & ~SPTE_D) >>> 0, it.oldHi);
         changed = true;
       }
+      this.core.stats.tdp_iter_steps += it.steps;
     }
     return changed;
   }
@@ -530,6 +534,7 @@ export class TdpMmu {
         );
         n++;
       }
+      this.core.stats.tdp_iter_steps += it.steps;
     }
     return n;
   }
