@@ -20,9 +20,12 @@ import {
   TIMEOUT,
 } from "./helpers.mjs";
 
-/** The write-ups and the sweep notebook: every shipped notebook numbered 04 and up. */
+/**
+ * The write-ups and the sweep notebook: every shipped notebook numbered 04 and up, except the
+ * classroom labs (`*-lab`), which draw no plots (their check() cells are tested in test/src).
+ */
 const NOTEBOOKS = readdirSync(SHIPPED)
-  .filter((f) => /^(0[4-9]|[1-9]\d)-.*\.ipynb$/.test(f))
+  .filter((f) => /^(0[4-9]|[1-9]\d)-.*\.ipynb$/.test(f) && !/-lab\.ipynb$/.test(f))
   .sort();
 
 const ws = path.join(artifacts, "research-workspace");
