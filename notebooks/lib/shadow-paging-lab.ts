@@ -125,6 +125,14 @@ export function pte(gfn: number, opts: { writable?: boolean; user?: boolean } = 
   if (!Number.isSafeInteger(gfn) || gfn < 0 || gfn >= 2 ** 40) {
     throw new InvalidArgumentError("gfn", gfn, "a frame number from 0 to 2^40 - 1");
   }
+  if (opts === null || typeof opts !== "object") {
+    throw new InvalidArgumentError("options", opts, "{ writable?: boolean, user?: boolean }");
+  }
+  for (const k of ["writable", "user"] as const) {
+    if (opts[k] !== undefined && typeof opts[k] !== "boolean") {
+      throw new InvalidArgumentError(k, opts[k], "true or false");
+    }
+  }
   return (
     (BigInt(gfn) << 12n) | P | (opts.writable === false ? 0n : RW) | (opts.user === false ? 0n : US)
   );

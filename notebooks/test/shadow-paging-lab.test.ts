@@ -184,6 +184,8 @@ describe("the lab machine", () => {
     expect(() => lab.setGpte(0x103, 512, 0n)).toThrow(/index.*0 to 511/);
     expect(() => lab.touch(-1)).toThrow(/gva/);
     expect(() => pte(-1)).toThrow(/gfn/);
+    expect(() => pte(0x300, null as never)).toThrow(/options/);
+    expect(() => pte(0x300, { user: "yes" as never })).toThrow(/user.*true or false/);
     expect(() => createLab({ backing: "1g" as never })).toThrow(/backing/);
   });
 
