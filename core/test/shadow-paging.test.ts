@@ -401,6 +401,42 @@ describe("shadow paging details", () => {
     expect(t.vcpu.write(0x400000, 2n)).toEqual({ fault: true, vector: 14, errorCode: 0xf });
   });
 
+  // kvm_set_cr3: kvm_mmu_new_pgd only when the value changes; every load then requests a sync
+  // of the roots and a local flush (kvm_invalidate_pcid → KVM_REQ_TLB_FLUSH_CURRENT, counted in
+  // tlb_flush by kvm_vcpu_flush_tlb_current).
+  it("MOV CR3: one local flush per load; a reload of the same value keeps the root's flooding count", () => {
+    const t = s5();
+    t.vm.guestWrite64(0x105010, 0x100000n | PRU); // gva 0x40002000 → gfn 0x100 (the PML4)
+    t.vcpu.access(0x400000);
+    const root = t.sp1(0x100);
+    const st0 = { ...t.vm.stats.toJSON() };
+    // A reload with nothing unsync: no remote flush, no lookup, one local flush.
+    t.vcpu.movCr3(0x100000);
+    t.vcpu.access(0x400000);
+    let st = t.vm.stats;
+    expect(st.tlb_flush - st0.tlb_flush!).toBe(1);
+    expect(st.remote_tlb_flush_requests).toBe(st0.remote_tlb_flush_requests);
+    expect(st.mmu_cache_miss).toBe(st0.mmu_cache_miss);
+    // An emulated write to the PML4 counts once against the root (its own fault cleared the
+    // path first: shadow_page_table_clear_flood).
+    t.vcpu.setCpl(0);
+    t.vcpu.write(0x40002000 + 5 * 8, 0n);
+    expect(t.store.flood[root]).toBe(1);
+    t.vcpu.movCr3(0x100000);
+    t.vcpu.access(0x400000, { user: true });
+    expect(t.store.flood[root]).toBe(1); // no kvm_mmu_new_pgd for the same value
+    st = t.vm.stats;
+    expect(st.tlb_flush - st0.tlb_flush!).toBe(2);
+    // Away and back: kvm_mmu_new_pgd finds the root in prev_roots and clears its count.
+    t.vm.guestWrite64(0x110000, 0x101000n | PRU);
+    t.vcpu.movCr3(0x110000);
+    t.vcpu.movCr3(0x100000);
+    t.vcpu.access(0x400000, { user: true });
+    expect(t.vcpu.mmu.root).toBe(root);
+    expect(t.store.flood[root]).toBe(0);
+    expect(t.vm.audit()).toEqual([]);
+  });
+
   it("MOV CR3 back to an earlier root reuses it from prev_roots (no cache miss)", () => {
     const t = s5();
     t.vcpu.access(0x400000);

@@ -7,16 +7,24 @@ import {
   createVm,
   GuestPageTableBuilder,
   htmlTableBundle,
-  JUPYTER_DISPLAY,
-  type MimeBundle,
   type Vcpu,
   type Vm,
   type WalkResult,
   X86_CR4_SMAP,
   X86_CR4_SMEP,
 } from "@mmulab/core";
-import { escapeHtml } from "@mmulab/core";
+import {
+  asInt,
+  type CheckResult,
+  type Displayable,
+  displayable,
+  type Exercise,
+  exerciseTable,
+  gradeExercise,
+} from "./check";
 import { describeErrorCode, hex } from "./words";
+
+export { CheckResult, type Displayable } from "./check";
 
 const MiB = 2 ** 20;
 
@@ -75,38 +83,6 @@ export interface LabAccess {
   fetch?: boolean;
 }
 
-/** The result of {@link check}: shows itself as a coloured box in a notebook. */
-export class CheckResult {
-  constructor(
-    readonly id: string,
-    readonly ok: boolean,
-    readonly message: string,
-    readonly answered = true,
-  ) {}
-
-  toString(): string {
-    const head = this.ok ? "Right" : this.answered ? "Not yet" : "No answer yet";
-    return `${this.id}: ${head}. ${this.message}`;
-  }
-
-  [JUPYTER_DISPLAY](): MimeBundle {
-    const colour = this.ok ? "#2e7d32" : this.answered ? "#c62828" : "#6d6d6d";
-    const head = this.ok ? "✔ Right" : this.answered ? "✘ Not yet" : "… No answer yet";
-    return {
-      "text/html": `<div class="mmulab-check" style="border-left:4px solid ${colour};padding:4px 8px;margin:2px 0"><b style="color:${colour}">${head}</b> <span>(${escapeHtml(this.id)})</span><div>${escapeHtml(this.message)}</div></div>`,
-      "text/plain": this.toString(),
-    };
-  }
-}
-
-interface Exercise {
-  id: string;
-  question: string;
-  /** What a missing answer should look like. */
-  form: string;
-  grade(answer: unknown): { ok: boolean; message: string };
-}
-
 function describeAccess(a: LabAccess): string {
   const kind = a.fetch ? "instruction fetch" : a.write ? "write" : "read";
   return `a ${a.user ? "user-mode" : "supervisor-mode"} ${kind} at ${hex(a.gva)}`;
@@ -138,12 +114,6 @@ function outcome(w: WalkResult): string {
   if (!w.fault) return `it succeeds (gpa ${hex(w.gpa ?? 0)})`;
   if (w.vector === 13) return "it raises #GP (the address is not canonical)";
   return `it faults with error code ${describeErrorCode(w.errorCode ?? 0)}`;
-}
-
-function asInt(answer: unknown, what: string): number | string {
-  if (typeof answer === "number" && Number.isInteger(answer)) return answer;
-  if (typeof answer === "bigint") return Number(answer);
-  return `expected ${what} as a whole number, got ${String(answer)}`;
 }
 
 const GVA3 = 0x7f1234567abcn;
@@ -383,21 +353,9 @@ const EXERCISES: Exercise[] = [
   },
 ];
 
-/** A value that shows `bundle` when a notebook displays it. */
-export interface Displayable {
-  [JUPYTER_DISPLAY](): MimeBundle;
-}
-
-function displayable(bundle: MimeBundle): Displayable {
-  return { [JUPYTER_DISPLAY]: () => bundle };
-}
-
 /** The exercises: id and question, as a table in the notebook. */
 export function exercises(): Displayable {
-  return displayable(htmlTableBundle(
-    "Exercises",
-    EXERCISES.map((e) => ({ id: e.id, question: e.question, "answer form": e.form })),
-  ));
+  return exerciseTable(EXERCISES);
 }
 
 /** The lab machine's regions, as a table in the notebook. */
@@ -418,14 +376,5 @@ export function regions(): Displayable {
  * in words what is right or wrong. Throws only for an unknown exercise id.
  */
 export function check(id: string, answer: unknown): CheckResult {
-  const ex = EXERCISES.find((e) => e.id === id);
-  if (!ex) {
-    throw new RangeError(`unknown exercise ${JSON.stringify(id)}; the exercises are ${EXERCISES.map((e) => e.id).join(", ")}`);
-  }
-  if (answer === undefined) {
-    return new CheckResult(id, false, `write your answer as ${ex.form}, then run the cell again.`, false);
-  }
-  const g = ex.grade(answer);
-  return new CheckResult(id, g.ok, g.message);
+  return gradeExercise(EXERCISES, id, answer);
 }
-

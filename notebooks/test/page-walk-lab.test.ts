@@ -3,13 +3,13 @@
 // not from the grader.
 import { describe, expect, it } from "vitest";
 import { check } from "../lib/page-walk-lab";
+import { type CheckCases, describeCheckCases } from "./check-cases";
 
 const gva3 = 0x7f1234567abcn;
 const field = (lo: number, width: number) =>
   Number((gva3 >> BigInt(lo)) & ((1n << BigInt(width)) - 1n));
 
-/** id → [right answers], [[wrong answer, words the explanation must contain]]. */
-const CASES: Record<string, { right: unknown[]; wrong: Array<[unknown, RegExp]> }> = {
+const CASES: CheckCases = {
   // user write to a present, read-only user page: P|W|U
   ex1: {
     right: [{ gva: 0x400000, user: true, write: true }],
@@ -124,27 +124,7 @@ const CASES: Record<string, { right: unknown[]; wrong: Array<[unknown, RegExp]> 
 };
 
 describe("page-walk lab check()", () => {
-  for (const [id, c] of Object.entries(CASES)) {
-    describe(id, () => {
-      it.each(c.right.map((a) => [JSON.stringify(a), a]))(
-        "accepts the right answer %s",
-        (_s, a) => {
-          const r = check(id, a);
-          expect(r.message).not.toBe("");
-          expect(r.ok).toBe(true);
-        },
-      );
-      it.each(c.wrong.map(([a, re]) => [JSON.stringify(a), a, re]))(
-        "explains the wrong answer %s",
-        (_s, a, re) => {
-          const r = check(id, a);
-          expect(r.ok).toBe(false);
-          expect(r.message).toMatch(re as RegExp);
-          expect(String(r)).not.toMatch(/^(false|False)$/);
-        },
-      );
-    });
-  }
+  describeCheckCases(check, CASES);
   it("says what is missing when there is no answer yet, without failing the cell", () => {
     const r = check("ex3", undefined);
     expect(r.ok).toBe(false);

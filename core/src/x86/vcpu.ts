@@ -47,6 +47,7 @@ import {
   IN_GUEST_MODE,
   KVM_REQ_DIRTY_RING_SOFT_FULL,
   KVM_REQ_MMU_SYNC,
+  KVM_REQ_TLB_FLUSH,
   type Kvm,
   type KvmVcpuCommon,
   OUTSIDE_GUEST_MODE,
@@ -439,6 +440,7 @@ export class KvmVcpu implements KvmVcpuCommon {
     // any other paging-register change resets the MMU context (kvm_mmu_reset_context).
     const onlyCr3 = s.cr0 === undefined && s.cr4 === undefined && s.efer === undefined;
     const shadowRoots = this.vmMmu?.shadowPaging === true && loadsControlRegs;
+    const cr3Changed = cr3Hi !== this.cr3Hi || cr3Lo !== this.cr3Lo;
     // Commit.
     this.cr0 = cr0;
     this.cr4 = cr4;
@@ -449,8 +451,14 @@ export class KvmVcpu implements KvmVcpuCommon {
     this.rebuildMmu();
     if (shadowRoots) {
       if (onlyCr3) {
-        this.vmMmu!.newPgd(this.mmu, cr3Hi * 1048576 + (cr3Lo >>> 12));
-        this.requests |= KVM_REQ_MMU_SYNC;
+        // kvm_set_cr3 calls kvm_mmu_new_pgd only for a new value (a reload keeps the root and its
+        // flooding count); special roots (pae_root, none yet) are looked up again as before.
+        if (cr3Changed || this.mmu.root < 0)
+          this.vmMmu!.newPgd(this.mmu, cr3Hi * 1048576 + (cr3Lo >>> 12));
+        // kvm_invalidate_pcid (the model has no CR3 NOFLUSH bit: every load flushes): a sync of
+        // the roots (KVM_REQ_MMU_SYNC) and KVM_REQ_TLB_FLUSH_CURRENT, which
+        // kvm_vcpu_flush_tlb_current counts in tlb_flush.
+        this.requests |= KVM_REQ_MMU_SYNC | KVM_REQ_TLB_FLUSH;
       } else this.vmMmu!.unloadRoots(this.mmu);
     }
     if (reloadPdptrs || mode !== "pae") {
