@@ -186,7 +186,10 @@ const EXERCISES: Exercise[] = [
     form: "{ pml4, pdpt, pd, pt, offset }",
     grade(answer) {
       if (answer === null || typeof answer !== "object") {
-        return { ok: false, message: `expected { pml4, pdpt, pd, pt, offset }, got ${String(answer)}` };
+        return {
+          ok: false,
+          message: `expected { pml4, pdpt, pd, pt, offset }, got ${String(answer)}`,
+        };
       }
       const a = answer as Record<string, unknown>;
       const fields: Array<[string, number, number]> = [
@@ -206,7 +209,11 @@ const EXERCISES: Exercise[] = [
         }
       }
       if (wrong.length === 0) {
-        return { ok: true, message: "each level takes the next 9 bits down from bit 47; the last 12 bits are the offset in the 4 KiB page." };
+        return {
+          ok: true,
+          message:
+            "each level takes the next 9 bits down from bit 47; the last 12 bits are the offset in the 4 KiB page.",
+        };
       }
       return { ok: false, message: `${wrong.join("; ")}.` };
     },
@@ -218,7 +225,8 @@ const EXERCISES: Exercise[] = [
     grade(answer) {
       const bit = asInt(answer, "a bit number");
       if (typeof bit === "string") return { ok: false, message: bit };
-      if (bit < 0 || bit > 63) return { ok: false, message: `bit ${bit} is not a bit of a 64-bit PTE (0..63)` };
+      if (bit < 0 || bit > 63)
+        return { ok: false, message: `bit ${bit} is not a bit of a 64-bit PTE (0..63)` };
       const lab = createLab();
       const gva = REGIONS.userRw.gva;
       const pte = lab.tables.getEntry(gva, 1) ?? 0n;
@@ -244,13 +252,18 @@ const EXERCISES: Exercise[] = [
     grade(answer) {
       const letter = typeof answer === "string" ? answer.trim().toLowerCase() : "";
       const choice = EX5_CHOICES[letter];
-      if (!choice) return { ok: false, message: `expected one of "a", "b", "c", "d", got ${String(answer)}` };
+      if (!choice)
+        return { ok: false, message: `expected one of "a", "b", "c", "d", got ${String(answer)}` };
       // The premise, from the simulator: the PDE gets A and not D, the PTE gets both.
       const w = run({ gva: REGIONS.userRw.gva, user: true, write: true });
       const pde = w.levels.find((l) => l.level === 2);
       const pte = w.levels.find((l) => l.level === 1);
       if (!pde?.aSet || pde.dSet || !pte?.dSet) {
-        return { ok: false, message: "the lab machine no longer shows the premise (PDE: A set, D not): please report this" };
+        return {
+          ok: false,
+          message:
+            "the lab machine no longer shows the premise (PDE: A set, D not): please report this",
+        };
       }
       return { ok: choice.ok, message: choice.ok ? choice.why : `not (${letter}): ${choice.why}` };
     },
@@ -265,7 +278,11 @@ const EXERCISES: Exercise[] = [
       if (v !== 0 && v !== 1) return { ok: false, message: `CR0.WP is one bit: 0 or 1, not ${v}` };
       const w = run({ gva: REGIONS.kernelRo.gva, write: true }, { wp: v === 1 });
       if (!w.fault) {
-        return { ok: true, message: "with CR0.WP=0 supervisor writes ignore R/W (the 'write protect' of CR0 is off), so the write succeeds." };
+        return {
+          ok: true,
+          message:
+            "with CR0.WP=0 supervisor writes ignore R/W (the 'write protect' of CR0 is off), so the write succeeds.",
+        };
       }
       return {
         ok: false,
@@ -275,12 +292,17 @@ const EXERCISES: Exercise[] = [
   },
   {
     id: "ex7",
-    question: "Make an instruction fetch fault whose error code has the I (instruction fetch) bit set.",
+    question:
+      "Make an instruction fetch fault whose error code has the I (instruction fetch) bit set.",
     form: "{ gva: number, user?: boolean, fetch: true }",
     grade(answer) {
       const a = parseAccess(answer);
       if (typeof a === "string") return { ok: false, message: a };
-      if (!a.fetch) return { ok: false, message: `${describeAccess(a)} is not an instruction fetch: set fetch: true.` };
+      if (!a.fetch)
+        return {
+          ok: false,
+          message: `${describeAccess(a)} is not an instruction fetch: set fetch: true.`,
+        };
       const w = run(a);
       if (w.fault && w.vector === 14 && ((w.errorCode ?? 0) & 0x10) !== 0) {
         return {
@@ -306,7 +328,10 @@ const EXERCISES: Exercise[] = [
       lab.tables.setEntry(gva, 1, (lab.tables.getEntry(gva, 1) ?? 0n) | (1n << 51n));
       const w = lab.vcpu.walk(gva, { user: true });
       if (n === w.errorCode) {
-        return { ok: true, message: `${describeErrorCode(n)}: a reserved bit set in a present entry is reported with P and RSVD.` };
+        return {
+          ok: true,
+          message: `${describeErrorCode(n)}: a reserved bit set in a present entry is reported with P and RSVD.`,
+        };
       }
       return {
         ok: false,
@@ -321,12 +346,16 @@ const EXERCISES: Exercise[] = [
     grade(answer) {
       const pkru = asInt(answer, "a PKRU value");
       if (typeof pkru === "string") return { ok: false, message: pkru };
-      if (pkru < 0 || pkru > 0xffffffff) return { ok: false, message: `PKRU is 32 bits: 0..0xffffffff, not ${pkru}` };
+      if (pkru < 0 || pkru > 0xffffffff)
+        return { ok: false, message: `PKRU is 32 bits: 0..0xffffffff, not ${pkru}` };
       const gva = REGIONS.userKey5.gva;
       const r = run({ gva, user: true }, { pkru });
       const w = run({ gva, user: true, write: true }, { pkru });
       if (!r.fault && w.fault && ((w.errorCode ?? 0) & 0x20) !== 0) {
-        return { ok: true, message: `PKRU ${hex(pkru)}: WD5 (bit 11) is set and AD5 (bit 10) clear, so key 5 may be read but not written; the write faults with ${describeErrorCode(w.errorCode ?? 0)}.` };
+        return {
+          ok: true,
+          message: `PKRU ${hex(pkru)}: WD5 (bit 11) is set and AD5 (bit 10) clear, so key 5 may be read but not written; the write faults with ${describeErrorCode(w.errorCode ?? 0)}.`,
+        };
       }
       return {
         ok: false,
@@ -339,15 +368,26 @@ const EXERCISES: Exercise[] = [
     question: `A first user-mode write to the 2 MiB page at ${hex(REGIONS.huge.gva)} on fresh tables: how many paging-structure entries does the walk read, and how many does it write back (A/D updates)?`,
     form: "{ reads: number, writes: number }",
     grade(answer) {
-      if (answer === null || typeof answer !== "object") return { ok: false, message: `expected { reads, writes }, got ${String(answer)}` };
+      if (answer === null || typeof answer !== "object")
+        return { ok: false, message: `expected { reads, writes }, got ${String(answer)}` };
       const a = answer as Record<string, unknown>;
       const w = run({ gva: REGIONS.huge.gva, user: true, write: true });
       const reads = w.levels.length;
       const writes = w.levels.filter((l) => l.after !== l.before).length;
       const msgs: string[] = [];
-      if (a.reads !== reads) msgs.push(`reads: a 2 MiB page ends the 4-level walk at the PD (PS=1), so it reads PML4, PDPT and PD, not ${String(a.reads)}`);
-      if (a.writes !== writes) msgs.push(`writes: each entry used gets A, and the leaf gets D in the same write-back, so one write per entry, not ${String(a.writes)}`);
-      if (msgs.length === 0) return { ok: true, message: `${reads} reads and ${writes} write-backs: A on PML4E and PDPTE, A and D together on the PDE (the leaf).` };
+      if (a.reads !== reads)
+        msgs.push(
+          `reads: a 2 MiB page ends the 4-level walk at the PD (PS=1), so it reads PML4, PDPT and PD, not ${String(a.reads)}`,
+        );
+      if (a.writes !== writes)
+        msgs.push(
+          `writes: each entry used gets A, and the leaf gets D in the same write-back, so one write per entry, not ${String(a.writes)}`,
+        );
+      if (msgs.length === 0)
+        return {
+          ok: true,
+          message: `${reads} reads and ${writes} write-backs: A on PML4E and PDPTE, A and D together on the PDE (the leaf).`,
+        };
       return { ok: false, message: `${msgs.join("; ")}.` };
     },
   },
@@ -360,15 +400,17 @@ export function exercises(): Displayable {
 
 /** The lab machine's regions, as a table in the notebook. */
 export function regions(): Displayable {
-  return displayable(htmlTableBundle(
-    "The lab machine (4-level paging; CR0.WP, EFER.NXE, CR4.SMEP/SMAP/PKE on; CPL 0 unless user)",
-    Object.entries(REGIONS).map(([name, r]) => ({
-      name,
-      gva: hex(r.gva),
-      gpa: r.gpa === null ? "—" : hex(r.gpa),
-      what: r.what,
-    })),
-  ));
+  return displayable(
+    htmlTableBundle(
+      "The lab machine (4-level paging; CR0.WP, EFER.NXE, CR4.SMEP/SMAP/PKE on; CPL 0 unless user)",
+      Object.entries(REGIONS).map(([name, r]) => ({
+        name,
+        gva: hex(r.gva),
+        gpa: r.gpa === null ? "—" : hex(r.gpa),
+        what: r.what,
+      })),
+    ),
+  );
 }
 
 /**
