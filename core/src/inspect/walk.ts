@@ -90,7 +90,7 @@ export class WalkResult {
   readonly levels: readonly WalkTraceLevel[];
   /** Final effective rights (ACC bits: 1 exec, 2 write, 4 user) after protect_clean_gpte; on an access-rights fault, the rights that failed. */
   readonly pteAccess: number;
-  /** Leaf page size in bytes (success only). */
+  /** Leaf page size in bytes (success only; unknown when a shadow-paging access walked no guest table). */
   readonly pageSize?: number;
   /** Protection key of the leaf (64-bit modes). */
   readonly pkey: number;
@@ -150,7 +150,9 @@ export class WalkResult {
     this.levels = levels;
     this.pteAccess = walked && !gp ? w.pteAccess : 0;
     this.pkey = walked && !gp ? w.pkey : 0;
-    if (!result.fault) this.pageSize = walked ? 2 ** w.pageShift : 4096;
+    // Without paging a page is 4 KiB; a shadow-paging access that KVM did not walk has no size.
+    if (!result.fault && (walked || mode === "none"))
+      this.pageSize = walked ? 2 ** w.pageShift : 4096;
     this.reason = gp
       ? "non-canonical address (#GP)"
       : result.fault
@@ -204,7 +206,7 @@ export class WalkResult {
         : {
             fault: false,
             gpa: hexNum(this.gpa!),
-            pageSize: this.pageSize as 4096,
+            ...(this.pageSize !== undefined ? { pageSize: this.pageSize as 4096 } : {}),
             ...(this.mmio ? { mmio: true } : {}),
           },
     };
