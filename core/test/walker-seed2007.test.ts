@@ -489,6 +489,13 @@ describe("2007 walkers: FNAME(walk_addr) of 2.6.21-2.6.25 against the architectu
 });
 
 describe("vcpu.walk under shadow paging: the trace is KVM's walk, when there is one", () => {
+  it("a walk the 2007 walkers stop at a PDE without PS shows that PDE as a table entry, not a huge page", () => {
+    const { vm, vcpu } = s5Shadow("w07b");
+    vm.guestWrite64(0x102010, 0x103000n | 3n); // PD entry 2: P|RW, no US
+    const pd = vcpu.walk(0x400000, { user: true }).toPayload().levels.at(-1)!;
+    expect([pd.name, pd.leaf, pd.flags]).toEqual(["PD", true, ["present", "writable"]]);
+  });
+
   it("a read that faults shows KVM's walk; the same read again goes through the sptes and shows no levels", () => {
     for (const f of FLAVOURS) {
       const { vcpu } = s5Shadow(f);

@@ -14,7 +14,7 @@ import {
   PFERR_USER_MASK,
   PFERR_WRITE_MASK,
 } from "../arch/constants";
-import { gpteFlags, type PagingMode } from "../arch/guest_pte";
+import { gpteFlags, type PagingMode, PT_PAGE_SIZE_MASK } from "../arch/guest_pte";
 import { walkBundle } from "../display/bundle";
 import type {
   ErrorBit,
@@ -57,6 +57,18 @@ const FAILURE_REASON = [
   "access rights",
   "table outside memslots",
 ];
+
+/**
+ * Whether the last entry of a walk maps a page (so its D, G, PS and key bits mean something): a
+ * present entry at level 1, or one with PS above. A walk can also end at a table entry: the 2007
+ * walkers refuse an access at the first entry whose own rights forbid it, and any walker stops at
+ * an entry with a reserved bit.
+ */
+function mapsPage(level: number, lo: number, last: boolean): boolean {
+  return last && (lo & 1) === 1 && (level === 1 || (lo & PT_PAGE_SIZE_MASK) !== 0);
+}
+
+type Flags = WalkLevel["flags"];
 
 function errorBitsOf(ec: number): ErrorBit[] {
   const out: ErrorBit[] = [];
@@ -174,7 +186,7 @@ export class WalkResult {
         pteGpa: hexNum(l.pteGpa),
         before: `0x${l.before.toString(16)}`,
         after: `0x${l.after.toString(16)}`,
-        flags: gpteFlags(hi, lo, l.level, l.leaf && (lo & 1) === 1, wide) as WalkLevel["flags"],
+        flags: gpteFlags(hi, lo, l.level, mapsPage(l.level, lo, l.leaf), wide) as Flags,
         leaf: l.leaf,
         aSet: l.aSet,
         dSet: l.dSet,
