@@ -1,4 +1,4 @@
-// The research notebooks (04, 05, 06, 10) in the JupyterLab `npm start` serves, on a workspace
+// The research notebooks (03, 04, 05, 06, 10) in the JupyterLab `npm start` serves, on a workspace
 // prepared as `npm start` prepares workspace/: each runs top to bottom with the mmulab kernel, every
 // plotly figure in it is drawn by the renderer, no cell shows an error, and the page has
 // no console errors. Their numbers are checked in test/src (nbconvert); this is the browser side.
@@ -20,9 +20,9 @@ import {
   TIMEOUT,
 } from "./helpers.mjs";
 
-/** The write-ups and the sweep notebook: every shipped notebook numbered 04 and up. */
+/** The write-ups and the sweep notebook: every shipped notebook numbered 03 and up. */
 const NOTEBOOKS = readdirSync(SHIPPED)
-  .filter((f) => /^(0[4-9]|[1-9]\d)-.*\.ipynb$/.test(f))
+  .filter((f) => /^(0[3-9]|[1-9]\d)-.*\.ipynb$/.test(f))
   .sort();
 
 const ws = path.join(artifacts, "research-workspace");
