@@ -16,6 +16,11 @@ export class Vcpu extends KvmVcpu {
   /**
    * Like {@link KvmVcpu.access}, but returns a {@link WalkResult} with the per-level trace (table
    * gfn, index, entry gpa, value before/after, A/D set) and the final rights. Not for hot loops.
+   *
+   * Under shadow paging the CPU walks KVM's sptes, and the guest tables are walked only by KVM,
+   * when that walk faults (`FNAME(page_fault)`) or an access is emulated: the trace is that walk
+   * (the last one, if there were several). An access the sptes let through walks no guest table,
+   * and its result has no levels.
    */
   walk(gva: number | bigint, opts?: AccessOptions): WalkResult {
     const g = splitU64("gva", gva, this.walkScratch);
@@ -25,10 +30,14 @@ export class Vcpu extends KvmVcpu {
     if (!this.gvaOk(g.hi, gva)) {
       return new WalkResult(mode, gvaBig, access, this.gpFault(), this.walker, false);
     }
+    // Every walk leaves the walker at its leaf or faulting level (>= 1): 0 marks "no guest walk".
+    const shadow = this.mmu.shadowPaging && mode !== "none";
+    if (shadow) this.walker.level = 0;
     const r = this.walkGva(g.hi, g.lo, access);
     const result = r < 0 ? this.pageFault() : this.finish(r, access);
-    if (mode !== "none") recordLevels(this.walker, this.mmu, this.cpu.tables, g.hi, g.lo);
-    return new WalkResult(mode, gvaBig, access, result, this.walker, mode !== "none");
+    const walked = mode !== "none" && (!shadow || this.walker.level !== 0);
+    if (walked) recordLevels(this.walker, this.mmu, this.cpu.tables, g.hi, g.lo);
+    return new WalkResult(mode, gvaBig, access, result, this.walker, walked);
   }
 
   /** One line: id, paging mode, CPL, CR3. */

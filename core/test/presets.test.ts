@@ -5,7 +5,7 @@
  * that tell neighbouring presets apart: MMU data pages (v2.6.34 vs v2.6.35), the fast path and
  * collapse (v2.6.35 vs v4.1), zap-on-fault and the TDP MMU (v4.2 vs v5.10), eager split
  * (v5.10 vs v6.12), collapse flushes (v6.12 vs v6.13), the bitmap (v4.2 vs rfc-fast-wp).
- * v2.6.23 runs shadow paging with the seed-2007 walker.
+ * v2.6.23 and v2.6.25 run shadow paging with the walkers before and after seed 2007.
  */
 import { describe, expect, it } from "vitest";
 import { createVm, PRESETS, type PresetName, presetTable } from "../src";
@@ -104,7 +104,7 @@ function cycle(preset: PresetName) {
   return { vm, got: { s1, enable, writePass, get, disable, touch } };
 }
 
-const ERAS: Record<Exclude<PresetName, "v2.6.23">, Era> = {
+const ERAS: Record<Exclude<PresetName, "v2.6.23" | "v2.6.25">, Era> = {
   "v2.6.34": {
     gfnsForDirect: true,
     tdpMmu: false,
@@ -182,8 +182,10 @@ describe("era presets: S1 and one dirty-log cycle", () => {
     expect(() => v42.writeProtectAllSps({ mode: "bitmap" })).toThrow(/possibleWritableBitmap/);
   }, 60_000);
 
-  it("v2.6.23 runs shadow paging with the seed-2007 walker (A while walking, D at the end)", () => {
-    const vm = createVm({ preset: "v2.6.23" });
+  // S5's walk (PML4 0x100, PDPT 0x101, PD 0x102, PT 0x103; gva 0x400000 -> data gfn 0x200),
+  // all entries P|RW|US with A and D clear, written once by the user.
+  function s5Write(preset: "v2.6.23" | "v2.6.25") {
+    const vm = createVm({ preset });
     expect(vm.mmuMode).toBe("shadow");
     vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 0x4000 * 4096, flags: 0 });
     vm.guestWrite64(0x100000, 0x101007n);
@@ -193,16 +195,43 @@ describe("era presets: S1 and one dirty-log cycle", () => {
     const v = vm.createVcpu();
     v.setSregs({ cr0: 0x80010001, cr3: 0x100000, cr4: 0x20, efer: 0x900, cpl: 3 });
     expect(v.write(0x400000, 1n).fault).toBe(false);
-    // 4 A writes while walking + the leaf's D (S5 walker-flavour table), and the 2.6.23 walker
-    // tells the MMU of its D write.
+    // One exit, one walk: 4 A writes while walking + the leaf's D (S5 walker-flavour table).
     expect(vm.stats.gpte_ad_writes).toBe(5);
-    expect(vm.stats.mmu_pte_write).toBe(1);
+    expect(vm.stats.gpte_reads).toBe(4);
     // v4-era stats: pf_fixed per installed mapping, no pf_taken.
     expect(vm.stats.pf_fixed).toBe(1);
     expect(vm.stats.pf_taken).toBe(0);
     // Before seed 2010: the shadowed tables (indirect pages) have arrays either way.
     expect(vm.stats.translation_pages_live).toBe(4);
     expect(vm.audit()).toEqual([]);
+    return { vm, v };
+  }
+
+  it("v2.6.23 runs shadow paging with the walker before seed 2007 (D when the spte is built)", () => {
+    const { vm, v } = s5Write("v2.6.23");
+    expect(vm.features.guestWalker).toBe("w07a");
+    // 2.6.23 set D in set_pte_common, after the walk, and told the MMU nothing.
+    expect(v.stat.gpte_d_writes_after_walk).toBe(1);
+    expect(vm.stats.mmu_pte_write).toBe(0);
+    // The walker kept the current table mapped from one level to the next.
+    expect(vm.stats.mappings_held_max).toBe(1);
+  });
+
+  it("v2.6.25 runs shadow paging with the walker of seed 2007 (D at the end of the walk)", () => {
+    const { vm, v } = s5Write("v2.6.25");
+    expect(vm.features.guestWalker).toBe("w07b");
+    // D set by the walker, which tells the MMU of its write (kvm_mmu_pte_write).
+    expect(v.stat.gpte_d_writes_after_walk).toBe(0);
+    expect(vm.stats.mmu_pte_write).toBe(1);
+    expect(vm.stats.mappings_held_max).toBe(0);
+  });
+
+  it("v2.6.23 and v2.6.25 differ only in the walker; neither prefetches (pte_prefetch: 2.6.36)", () => {
+    const a = createVm({ preset: "v2.6.23" }).features;
+    const b = createVm({ preset: "v2.6.25" }).features;
+    const differ = (Object.keys(a) as (keyof typeof a)[]).filter((k) => a[k] !== b[k]);
+    expect(differ).toEqual(["guestWalker"]);
+    expect(a.prefetch).toBe(false);
   });
 });
 

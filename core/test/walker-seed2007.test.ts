@@ -2,11 +2,13 @@
  * Seed 2007 ("KVM: MMU: Simplify page table walker"): the `features.guestWalker` switch.
  *
  * Expected numbers come from `rules()` below, a restatement of the walker rules (modern: rights
- * ANDed and checked once at the end, A/D written after a successful walk; w07b / w07a: checks
- * level by level, A set while walking, D after) written without looking at paging_tmpl.ts; the
- * model is itself checked against the contrast table below (walker flavours on fresh S5 tables:
- * gpte reads, A/D writes and error codes). Error codes on the access.c space come from the oracle
- * in scripts/access-space-lib.mjs; the 2007 per-level check order is layered on top of it.
+ * ANDed and checked once at the end, A/D written after a successful walk; w07a / w07p / w07b,
+ * drivers/kvm/paging_tmpl.h FNAME(walk_addr) of 2.6.21-2.6.25: checks level by level, A set while
+ * walking, D after, the access's fetch bit reported as it came) written without looking at
+ * paging_tmpl.ts; the model is itself checked against the contrast table below (walker flavours
+ * on fresh S5 tables: gpte reads, A/D writes and error codes). Error codes on the access.c space
+ * come from the oracle in scripts/access-space-lib.mjs; the 2007 per-level check order, with no
+ * reserved-bit check, is layered on top of it.
  */
 import { describe, expect, it } from "vitest";
 // @ts-expect-error -- plain JS module shared with the full-space script
@@ -14,8 +16,11 @@ import * as space from "../scripts/access-space-lib.mjs";
 import { createVm, InvalidArgumentError, SWITCHES, type Vcpu, type Vm } from "../src";
 import { switchNames } from "../src/era/features";
 
-type Flavour = "modern" | "w07b" | "w07a";
-const FLAVOURS: readonly Flavour[] = ["modern", "w07b", "w07a"];
+type Flavour = "modern" | "w07b" | "w07a" | "w07p";
+const FLAVOURS: readonly Flavour[] = ["modern", "w07b", "w07a", "w07p"];
+const OLD = ["w07b", "w07a", "w07p"] as const;
+/** The 2007 walkers that kept a table mapped from one level to the next (before 42bf3f0a). */
+const holdsMapping = (f: Flavour) => f === "w07a" || f === "w07p";
 
 /** One guest PTE as the rules see it. */
 interface Gpte {
@@ -53,7 +58,10 @@ function rules(
   const write = acc.write === true;
   const user = acc.user === true;
   const fetch = acc.fetch === true;
-  const ec = (write ? 2 : 0) | (user ? 4 : 0) | (fetch && cpu.nx ? 16 : 0);
+  // W, U and F of the access; the modern walker reports F only with EFER.NX (or SMEP), the 2007
+  // ones pass it on as the exit reported it.
+  const ec =
+    (write ? 2 : 0) | (user ? 4 : 0) | (fetch && (cpu.nx || flavour !== "modern") ? 16 : 0);
   // One entry refusing the access on its own bits (the 2007 per-level checks).
   const refuses = (e: Gpte) =>
     (write && !e.rw && (user || cpu.wp)) || (user && !e.us) || (fetch && cpu.nx && e.nx);
@@ -119,7 +127,11 @@ interface S5 {
   chain: { level: number; e: Gpte }[];
 }
 
-function s5(flavour: Flavour, over: Partial<Record<number, Partial<Gpte>>> = {}, mmu?: "none"): S5 {
+function s5(
+  flavour: Flavour,
+  over: Partial<Record<number, Partial<Gpte>>> = {},
+  mmu?: "none" | "shadow",
+): S5 {
   const vm = createVm({ maxPhysAddrBits: 46, mmu, features: { guestWalker: flavour } });
   vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 0x4000 * 4096, flags: 0 });
   const chain = [4, 3, 2, 1].map((level) => ({ level, e: { ...PRU, ...over[level] } }));
@@ -191,7 +203,7 @@ describe("features.guestWalker: the rules model reproduces the S5 contrast table
       }));
       const m = rules("modern", chain, row.acc);
       expect({ reads: m.reads, writes: m.writes, err: m.err }).toEqual(row.modern);
-      for (const f of ["w07b", "w07a"] as const) {
+      for (const f of OLD) {
         const o = rules(f, chain, row.acc);
         expect({ reads: o.reads, writes: o.writes, aLevels: o.aLevels, err: o.err }).toEqual(
           row.old,
@@ -266,7 +278,7 @@ describe("features.guestWalker: S5 steps 1-4 under each flavour", () => {
       expect(vcpu.stat.pf_guest).toBe(0);
       expect(vcpu.stat.walk_not_present).toBe(1);
       expect(vcpu.stat.walk_access_error).toBe(1);
-      expect(vcpu.stat.mappings_held_max).toBe(flavour === "w07a" ? 1 : 0);
+      expect(vcpu.stat.mappings_held_max).toBe(holdsMapping(flavour) ? 1 : 0);
     });
   }
 
@@ -363,7 +375,7 @@ describe("features.guestWalker: bad values", () => {
       const e = err as InvalidArgumentError;
       expect(e.argument).toBe("features.guestWalker");
       expect(e.value).toBe(bad);
-      expect(e.message).toMatch(/"modern" \| "w07b" \| "w07a"/);
+      expect(e.message).toMatch(/"modern" \| "w07b" \| "w07a" \| "w07p"/);
     });
   }
   it("defaults to modern; the flavour is a KVM switch in vm.features, not a CPUID boolean", () => {
@@ -377,34 +389,169 @@ describe("features.guestWalker: bad values", () => {
   });
 });
 
+// --- what the 2007 kernel did that the architecture does not ----------------------------------
+
+/** The S5 tables under shadow paging with EFER as given (0x900: LME|LMA|NXE; 0x500: no NXE). */
+function s5Shadow(flavour: Flavour, efer = 0x900) {
+  const t = s5(flavour, {}, "shadow");
+  t.vcpu.setSregs({ cr0: 0x80010001, cr3: 0x100000, cr4: 0x20, efer, cpl: 3 });
+  return t;
+}
+
+describe("2007 walkers: FNAME(walk_addr) of 2.6.21-2.6.25 against the architecture", () => {
+  // SDM: bit 7 of a PML4E is reserved, so a user read faults with RSVD|P|U (0xd). The 2007
+  // walker had no reserved-bit check (82725b20 added one in 2.6.31) and looked at PS only in a
+  // PDE: it walks on, and the read reaches the S5 page.
+  it("PS in the PML4E: modern faults 0xd; the 2007 walkers ignore the bit", () => {
+    for (const f of FLAVOURS) {
+      const { vm, vcpu } = s5Shadow(f);
+      vm.guestWrite64(0x100000, 0x101000n | 7n | 0x80n);
+      const r = vcpu.access(0x400000, { user: true });
+      if (f === "modern") expect([f, r.fault, r.errorCode]).toEqual([f, true, 0xd]);
+      else expect([f, r.fault, r.gpa]).toEqual([f, false, 0x200000]);
+    }
+  });
+
+  // SDM: without EFER.NXE bit 63 is reserved (0xd for a user read). FNAME(gpte_access) of
+  // 2.6.25 honours NX only with EFER.NX: the read succeeds.
+  it("NX bit without EFER.NX: modern faults 0xd; the 2007 walkers ignore the bit", () => {
+    for (const f of FLAVOURS) {
+      const { vm, vcpu } = s5Shadow(f, 0x500);
+      vm.guestWrite64(0x103000, 0x200007n | (1n << 63n));
+      const r = vcpu.access(0x400000, { user: true });
+      if (f === "modern") expect([f, r.fault, r.errorCode]).toEqual([f, true, 0xd]);
+      else expect([f, r.fault, r.gpa]).toEqual([f, false, 0x200000]);
+    }
+  });
+
+  // SDM: the I/D bit is set only with EFER.NXE or CR4.SMEP (neither here): a user fetch of an
+  // absent page is 0x4. The 2007 err: label ORs in the exit's fetch bit: 0x14.
+  it("fetch without EFER.NX: modern reports 0x4, the 2007 walkers 0x14", () => {
+    for (const f of FLAVOURS) {
+      const { vm, vcpu } = s5Shadow(f, 0x500);
+      vm.guestWrite64(0x103000, 0n);
+      const r = vcpu.access(0x400000, { user: true, fetch: true });
+      expect([f, r.fault, r.errorCode]).toEqual([f, true, f === "modern" ? 0x4 : 0x14]);
+      expect(vm.stats.pf_guest).toBe(1);
+    }
+  });
+
+  // An upper entry that refuses the access above an absent one: the SDM and the modern walker
+  // report a not-present fault (0x4); the 2007 walkers stop at the refusing PDE (0x5).
+  it("PDE with US=0 above an absent PTE: modern 0x4, the 2007 walkers 0x5", () => {
+    for (const f of FLAVOURS) {
+      const { vm, vcpu } = s5Shadow(f);
+      vm.guestWrite64(0x102010, 0x103000n | 3n);
+      vm.guestWrite64(0x103000, 0n);
+      const r = vcpu.access(0x400000, { user: true });
+      expect([f, r.errorCode]).toEqual([f, f === "modern" ? 0x4 : 0x5]);
+    }
+  });
+
+  // A PDPTE with PS is a 1 GiB page for the architecture (Page1GB is on); the 2007 walker knew
+  // no 1 GiB pages and reads the frame as a page directory: entry 2 of gfn 0 is zero.
+  it("PS in a PDPTE: modern maps 1 GiB; the 2007 walkers read a PD there and find it absent", () => {
+    for (const f of FLAVOURS) {
+      const { vm, vcpu } = s5Shadow(f);
+      vm.guestWrite64(0x101000, 0n | 7n | 0x80n);
+      const r0 = vcpu.stat.gpte_reads;
+      const r = vcpu.access(0x400000, { user: true });
+      if (f === "modern") expect([f, r.fault, r.gpa]).toEqual([f, false, 0x400000]);
+      else {
+        expect([f, r.fault, r.errorCode]).toEqual([f, true, 0x4]);
+        expect(vcpu.stat.gpte_reads - r0).toBe(3);
+      }
+    }
+  });
+
+  // 42bf3f0a changed how long a table stays mapped and nothing else: the same accesses leave the
+  // same guest tables and the same counters behind, mappings_held_max apart.
+  it("w07p (the parent of 42bf3f0a) and w07b differ only in mappings_held_max", () => {
+    const run = (f: Flavour) => {
+      const { vm, vcpu } = s5Shadow(f);
+      vm.guestWrite64(0x103008, 0x201005n); // 0x401000: read-only
+      vcpu.access(0x400000, { user: true });
+      vcpu.access(0x400000, { user: true, write: true });
+      vcpu.access(0x401000, { user: true, write: true });
+      vcpu.access(0x402000, { user: true });
+      const tables = [0x100000, 0x101000, 0x102010, 0x103000, 0x103008].map((g) =>
+        vm.readPhys64(g),
+      );
+      return { stats: vm.stats.toJSON(), tables };
+    };
+    const p = run("w07p");
+    const b = run("w07b");
+    expect(p.tables).toEqual(b.tables);
+    expect([p.stats.mappings_held_max, b.stats.mappings_held_max]).toEqual([1, 0]);
+    expect({ ...p.stats, mappings_held_max: 0 }).toEqual({ ...b.stats, mappings_held_max: 0 });
+    expect(b.stats.mmu_pte_write).toBe(1); // the one D write, told to the MMU
+  });
+});
+
+describe("vcpu.walk under shadow paging: the trace is KVM's walk, when there is one", () => {
+  it("a walk the 2007 walkers stop at a PDE without PS shows that PDE as a table entry, not a huge page", () => {
+    const { vm, vcpu } = s5Shadow("w07b");
+    vm.guestWrite64(0x102010, 0x103000n | 3n); // PD entry 2: P|RW, no US
+    const pd = vcpu.walk(0x400000, { user: true }).toPayload().levels.at(-1)!;
+    expect([pd.name, pd.leaf, pd.flags]).toEqual(["PD", true, ["present", "writable"]]);
+  });
+
+  it("a read that faults shows KVM's walk; the same read again goes through the sptes and shows no levels", () => {
+    for (const f of FLAVOURS) {
+      const { vcpu } = s5Shadow(f);
+      const first = vcpu.walk(0x400000, { user: true });
+      expect([f, first.levels.length, first.pageSize]).toEqual([f, 4, 4096]);
+      const again = vcpu.walk(0x400000, { user: true });
+      expect([f, again.fault, again.gpa, again.levels.length]).toEqual([f, false, 0x200000, 0]);
+      expect(again.pageSize).toBeUndefined();
+      // Its display is a valid walk payload (walkBundle validates it).
+      expect(again.toPayload().result).toEqual({ fault: false, gpa: "0x200000" });
+      const display = (again as unknown as Record<symbol, () => Record<string, unknown>>)[
+        Symbol.for("Jupyter.display")
+      ]!;
+      expect(Object.keys(display.call(again))).toContain("application/vnd.mmulab.walk+json");
+      // A write through the read-only spte exits again: KVM walks and sets D.
+      const write = vcpu.walk(0x400000, { user: true, write: true });
+      expect([f, write.levels.filter((l) => l.dSet).map((l) => l.level)]).toEqual([f, [1]]);
+    }
+  });
+});
+
 // --- access.c space: error codes by flavour -------------------------------------------------
 
 const FN: string[] = space.FLAG_NAMES;
 const has = (f: number, n: string) => ((f >>> FN.indexOf(n)) & 1) === 1;
 
+/** The access.c flags that set a reserved bit (at MAXPHYADDR 46: bit 51, bit 13 of a 2 MiB PDE, NX without EFER.NX). */
+const RSVD_FLAGS = ["pde.51", "pde.13", "pte.51", "pde.nx", "pte.nx"];
+
 /**
- * The first entry (PDPTE, PDE, PTE unless the PDE is a 2 MiB leaf) at which the 2007 walker
- * stops, and the error it reports, for the access.c mapping (PML4E = P|RW|US, PDPTE = P|US and RW
- * unless pdpte.ro) at MAXPHYADDR 46: not present -> error, reserved bits -> error|RSVD|P, the
- * entry's own rights refuse the access -> error|P. null when every entry passes (the end-of-walk
- * checks, here protection keys, are the oracle's).
+ * The error the 2007 walker reports for the access.c mapping (PML4E = P|RW|US, PDPTE = P|US and
+ * RW unless pdpte.ro) at MAXPHYADDR 46, or null when the access goes through. Per level: not
+ * present -> error; the entry's own rights refuse the access -> error|P. No reserved-bit check:
+ * bit 51 of a PDE puts the page table beyond every memslot (it reads as not present), bit 51 of a
+ * leaf points beyond memory (an MMIO access, no fault), bit 13 of a 2 MiB PDE and NX without
+ * EFER.NX are ignored. F comes with every fetch. When every entry passes, the end-of-walk checks
+ * (here protection keys) are the oracle's on the same mapping without its reserved bits.
  */
-function firstPerLevelStop(f: number, acc: Access): number | null {
+function w07Error(f: number, acc: Access): number | null {
   const nx = has(f, "efer.nx");
   const wp = has(f, "cr0.wp");
-  const ec = (acc.write ? 2 : 0) | (acc.user ? 4 : 0) | (acc.fetch && nx ? 16 : 0);
+  const ec = (acc.write ? 2 : 0) | (acc.user ? 4 : 0) | (acc.fetch ? 16 : 0);
   const refuses = (rw: boolean, us: boolean, xd: boolean) =>
     (acc.write && !rw && (acc.user || wp)) || (acc.user && !us) || (acc.fetch && nx && xd);
   if (refuses(!has(f, "pdpte.ro"), true, false)) return ec | 1;
   if (!has(f, "pde.p")) return ec;
-  const pse = has(f, "pde.pse");
-  if (has(f, "pde.51") || (pse && has(f, "pde.13")) || (has(f, "pde.nx") && !nx)) return ec | 9;
   if (refuses(has(f, "pde.rw"), has(f, "pde.user"), has(f, "pde.nx"))) return ec | 1;
-  if (pse) return null;
-  if (!has(f, "pte.p")) return ec;
-  if (has(f, "pte.51") || (has(f, "pte.nx") && !nx)) return ec | 9;
-  if (refuses(has(f, "pte.rw"), has(f, "pte.user"), has(f, "pte.nx"))) return ec | 1;
-  return null;
+  if (!has(f, "pde.pse")) {
+    if (has(f, "pde.51")) return ec;
+    if (!has(f, "pte.p")) return ec;
+    if (refuses(has(f, "pte.rw"), has(f, "pte.user"), has(f, "pte.nx"))) return ec | 1;
+  }
+  let clean = f;
+  for (const n of RSVD_FLAGS) clean &= ~(1 << FN.indexOf(n));
+  const end = space.oracleAccess(clean >>> 0, acc, { pteAD: 0n, pdeAD: 0n }, 46);
+  return end.fault ? end.errorCode | ec : null;
 }
 
 /** The access.c harness over a VM of `flavour`, reporting the vCPU's own result of each case. */
@@ -433,7 +580,7 @@ function harness(flavour: Flavour) {
 }
 
 describe("features.guestWalker: access.c space error codes (seeded sample)", () => {
-  it("w07b and w07a report the oracle's error code except where the 2007 check order stops first; A/D timing differs by design", () => {
+  it("the 2007 walkers report the 2007 rules' error code: per-level order, no reserved bits, F with every fetch; A/D timing differs by design", () => {
     const runs = Object.fromEntries(FLAVOURS.map((fl) => [fl, harness(fl)])) as Record<
       Flavour,
       ReturnType<typeof harness>
@@ -445,7 +592,8 @@ describe("features.guestWalker: access.c space error codes (seeded sample)", () 
     const CASES = 40_000;
     let cases = 0;
     let same = 0;
-    let orderDiffers = 0;
+    let differs = 0;
+    let rsvdIgnored = 0;
     let adDiffers = 0;
     const bad: string[] = [];
     while (cases < CASES) {
@@ -456,11 +604,10 @@ describe("features.guestWalker: access.c space error codes (seeded sample)", () 
       const st = { pteAD: 0n, pdeAD: 0n };
       const oracle = space.oracleAccess(f, acc, st, 46);
       const oracleErr = oracle.fault ? oracle.errorCode : null;
-      const stop = firstPerLevelStop(f, acc);
-      const oldErr = stop ?? oracleErr;
+      const oldErr = w07Error(f, acc);
       const m = runs.modern(f);
       if (m.mismatch !== null) bad.push(`modern [${space.describeFlags(f)}] ${m.mismatch}`);
-      for (const fl of ["w07b", "w07a"] as const) {
+      for (const fl of OLD) {
         const o = runs[fl](f);
         if (o.err !== oldErr)
           bad.push(`${fl} [${space.describeFlags(f)}] error ${o.err} expected ${oldErr}`);
@@ -471,18 +618,23 @@ describe("features.guestWalker: access.c space error codes (seeded sample)", () 
         else if (o.mismatch !== null && fl === "w07b") adDiffers++;
       }
       if (oldErr === oracleErr) same++;
-      else orderDiffers++;
+      else {
+        differs++;
+        if (oracleErr !== null && (oracleErr & 8) !== 0) rsvdIgnored++;
+      }
       if (bad.length > 10) break;
     }
     expect(bad).toEqual([]);
-    // Most cases agree with the architectural oracle; the per-level order changes the error
-    // code only when an upper entry refuses the access and a lower one is absent or reserved.
+    // The error codes differ from the architecture's where an upper entry refuses the access
+    // and a lower one is absent (P set), where a reserved bit is set (never RSVD), and on
+    // fetches without EFER.NX (F set).
     console.log(
       `access.c sample (${CASES} cases, seed 2007): 2007 walkers' error = oracle's in ${same}, ` +
-        `per-level order gives an access error instead in ${orderDiffers}; A/D differ from the modern oracle in ${adDiffers} (w07b)`,
+        `differs in ${differs} (${rsvdIgnored} with a reserved bit the 2007 walker ignores); A/D differ from the modern oracle in ${adDiffers} (w07b)`,
     );
-    expect(same + orderDiffers).toBe(CASES);
-    expect(orderDiffers).toBeGreaterThan(0);
+    expect(same + differs).toBe(CASES);
+    expect(rsvdIgnored).toBeGreaterThan(0);
+    expect(differs).toBeGreaterThan(rsvdIgnored);
     expect(adDiffers).toBeGreaterThan(0);
   }, 120_000);
 });

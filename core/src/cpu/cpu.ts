@@ -56,6 +56,8 @@ export class CpuMmu implements TableSource {
   readonly ept: EptWalker | null;
   /** After {@link stage2}: whether the frame may be written. */
   writable = false;
+  /** First gfn at MAXPHYADDR. */
+  private readonly maxGfn: number;
   private readonly kvm: Kvm;
   private readonly slots: MemSlots;
   private readonly memory: GuestMemory;
@@ -73,6 +75,7 @@ export class CpuMmu implements TableSource {
     this.memory = kvm.memory;
     this.mmu = mmu;
     this.regs = regs;
+    this.maxGfn = 2 ** (kvm.maxPhysAddrBits - 12);
     this.vm = vm;
     this.ept = vm === null || vm.shadowPaging ? null : new EptWalker(vm, mmu, vcpu);
     // Without EPT A/D bits the CPU's guest paging-structure reads are reads for EPT; an A/D
@@ -196,6 +199,11 @@ export class CpuMmu implements TableSource {
   stage2(gfn: number, pfec: number, final: boolean): number {
     const ept = this.ept;
     if (ept !== null) {
+      // A gpa at or above MAXPHYADDR is in no memslot. The architecture's walk faults on the
+      // reserved bits before it makes one; the 2007 walkers (no reserved-bit check) can, and the
+      // EPT walk would index it by its low bits. KVM emulates such an access
+      // (kvm_handle_noslot_fault: gfn > kvm_mmu_max_gfn()).
+      if (gfn >= this.maxGfn) return STAGE2_MMIO;
       const r = ept.translate(gfn, pfec, final);
       this.writable = ept.writable;
       return r;

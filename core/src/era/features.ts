@@ -51,13 +51,17 @@ export const SWITCHES = {
   // ---- KVM behaviour -------------------------------------------------------------------------
   guestWalker: {
     kind: "kvm",
-    values: ["modern", "w07b", "w07a"],
+    values: ["modern", "w07b", "w07a", "w07p"],
     default: "modern",
     doc:
       "Seed 2007 (paging_tmpl.h, commit 42bf3f0a): 'modern' = FNAME(walk_addr_generic), rights " +
-      "ANDed and checked once, A/D written after a successful walk; 'w07b' = 2.6.23-25, rights " +
-      "checked level by level, A set while walking, leaf D at the end of the walk; 'w07a' = " +
-      "2.6.21/22, D set when the shadow entry is made writable, one table mapping held across levels",
+      "ANDed and checked once, A/D written after a successful walk. The 2007 walkers check each " +
+      "entry as they descend (no reserved-bit check, PS only in a PDE), set A while walking and " +
+      "report the access's fetch bit as it came: 'w07a' = as released in 2.6.21-2.6.24, one table " +
+      "mapping held across levels, leaf D set after the walk when the spte is made (fix_write_pf, " +
+      "then set_pte_common); 'w07p' = the parent of 42bf3f0a (kvm.git, October 2007): D set at " +
+      "the end of the walk with kvm_mmu_pte_write (commits e3c5e7ec, c4fcc272), mapping still " +
+      "held; 'w07b' = 42bf3f0a as released in 2.6.25: the same, no mapping across levels",
   },
   allocTranslationForDirect: {
     kind: "kvm",

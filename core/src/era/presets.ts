@@ -39,10 +39,14 @@ const V4_RMAP: FeatureOptions = {
   collapseFlush: "batched",
 };
 
-/** Switches of the 2.6.3x rmap MMU (EPT since 2.6.26, no fast page fault yet). */
+/**
+ * Switches of the 2.6.3x rmap MMU (EPT since 2.6.26, no fast page fault yet). Under EPT the guest
+ * walk that matters is the CPU's, the architecture's ("modern" here); KVM's own walker of the time
+ * (per-level checks as in 2007, plus the reserved-bit check of 2.6.31) only serves emulation and
+ * is not modelled.
+ */
 const V2_6_3X: FeatureOptions = {
   ...V4_RMAP,
-  guestWalker: "w07b",
   fastPageFault: "none",
   collapseOnLogDisable: "none",
 };
@@ -50,17 +54,34 @@ const V2_6_3X: FeatureOptions = {
 /** The presets, by name (`createVm({ preset })`). */
 export const PRESETS = {
   /**
-   * Linux 2.6.23 (October 2007): shadow paging only (EPT arrived in 2.6.26), the walker after
-   * seed 2007 (commit 42bf3f0a, "KVM: MMU: Simplify page table walker": A per level, D at the
-   * end of the walk with `kvm_mmu_pte_write`), every shadow page with a gfn array.
+   * Linux 2.6.23 (October 2007): shadow paging only (EPT arrived in 2.6.26), the walker before
+   * seed 2007 ("w07a": per-level checks, A while walking, one table mapping held across levels,
+   * D set when the spte is built in `FNAME(set_pte_common)`), every shadow page with a gfn array,
+   * no spte prefetch.
    */
   "v2.6.23": {
     release: "Linux 2.6.23 (Oct 2007)",
     commits:
-      "42bf3f0a1f5a (seed 2007, walker); no EPT (2.6.26), no fast page fault (3.6); not " +
-      "modelled: the per-vCPU last-written-gfn flooding counter and mmu_pte_updated of 2.6.2x",
+      "97a0a01e (fix_write_pf folded into set_pte_common); 42bf3f0a (seed 2007) came with 2.6.25. " +
+      "No EPT (2.6.26), unsync shadow pages (2.6.27), spte prefetch (2.6.36) or fast page fault " +
+      "(3.6); not modelled: the per-vCPU last-written-gfn flooding counter",
     mmu: "shadow",
-    features: { ...V2_6_3X, allocTranslationForDirect: true },
+    features: { ...V2_6_3X, guestWalker: "w07a", prefetch: false, allocTranslationForDirect: true },
+  },
+  /**
+   * Linux 2.6.25 (April 2008): the walker after seed 2007 ("w07b", commit 42bf3f0a, "KVM: MMU:
+   * Simplify page table walker": A per level, D at the end of the walk with `kvm_mmu_pte_write`,
+   * a table mapped only to touch one gpte); otherwise as v2.6.23.
+   */
+  "v2.6.25": {
+    release: "Linux 2.6.25 (Apr 2008)",
+    commits:
+      "e3c5e7ec, c4fcc272 (D in the walker, kvm_mmu_pte_write) and 42bf3f0a (seed 2007). No " +
+      "EPT (2.6.26), unsync shadow pages (2.6.27), spte prefetch (2.6.36) or fast page fault " +
+      "(3.6); not modelled: the per-vCPU last-written-gfn flooding counter and the level-1 " +
+      "re-instantiation of kvm_mmu_pte_write (mmu_pte_write_new_pte)",
+    mmu: "shadow",
+    features: { ...V2_6_3X, guestWalker: "w07b", prefetch: false, allocTranslationForDirect: true },
   },
   /** Linux 2.6.34 (May 2010): EPT with the rmap MMU, just before seed 2010 (direct pages keep a gfn array). */
   "v2.6.34": {

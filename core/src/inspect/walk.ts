@@ -14,7 +14,7 @@ import {
   PFERR_USER_MASK,
   PFERR_WRITE_MASK,
 } from "../arch/constants";
-import { gpteFlags, type PagingMode } from "../arch/guest_pte";
+import { gpteFlags, type PagingMode, PT_PAGE_SIZE_MASK } from "../arch/guest_pte";
 import { walkBundle } from "../display/bundle";
 import type {
   ErrorBit,
@@ -58,6 +58,18 @@ const FAILURE_REASON = [
   "table outside memslots",
 ];
 
+/**
+ * Whether the last entry of a walk maps a page (so its D, G, PS and key bits mean something): a
+ * present entry at level 1, or one with PS above. A walk can also end at a table entry: the 2007
+ * walkers refuse an access at the first entry whose own rights forbid it, and any walker stops at
+ * an entry with a reserved bit.
+ */
+function mapsPage(level: number, lo: number, last: boolean): boolean {
+  return last && (lo & 1) === 1 && (level === 1 || (lo & PT_PAGE_SIZE_MASK) !== 0);
+}
+
+type Flags = WalkLevel["flags"];
+
 function errorBitsOf(ec: number): ErrorBit[] {
   const out: ErrorBit[] = [];
   if (ec & PFERR_PRESENT_MASK) out.push("P");
@@ -90,7 +102,7 @@ export class WalkResult {
   readonly levels: readonly WalkTraceLevel[];
   /** Final effective rights (ACC bits: 1 exec, 2 write, 4 user) after protect_clean_gpte; on an access-rights fault, the rights that failed. */
   readonly pteAccess: number;
-  /** Leaf page size in bytes (success only). */
+  /** Leaf page size in bytes (success only; unknown when a shadow-paging access walked no guest table). */
   readonly pageSize?: number;
   /** Protection key of the leaf (64-bit modes). */
   readonly pkey: number;
@@ -150,7 +162,9 @@ export class WalkResult {
     this.levels = levels;
     this.pteAccess = walked && !gp ? w.pteAccess : 0;
     this.pkey = walked && !gp ? w.pkey : 0;
-    if (!result.fault) this.pageSize = walked ? 2 ** w.pageShift : 4096;
+    // Without paging a page is 4 KiB; a shadow-paging access that KVM did not walk has no size.
+    if (!result.fault && (walked || mode === "none"))
+      this.pageSize = walked ? 2 ** w.pageShift : 4096;
     this.reason = gp
       ? "non-canonical address (#GP)"
       : result.fault
@@ -172,7 +186,7 @@ export class WalkResult {
         pteGpa: hexNum(l.pteGpa),
         before: `0x${l.before.toString(16)}`,
         after: `0x${l.after.toString(16)}`,
-        flags: gpteFlags(hi, lo, l.level, l.leaf && (lo & 1) === 1, wide) as WalkLevel["flags"],
+        flags: gpteFlags(hi, lo, l.level, mapsPage(l.level, lo, l.leaf), wide) as Flags,
         leaf: l.leaf,
         aSet: l.aSet,
         dSet: l.dSet,
@@ -204,7 +218,7 @@ export class WalkResult {
         : {
             fault: false,
             gpa: hexNum(this.gpa!),
-            pageSize: this.pageSize as 4096,
+            ...(this.pageSize !== undefined ? { pageSize: this.pageSize as 4096 } : {}),
             ...(this.mmio ? { mmio: true } : {}),
           },
     };

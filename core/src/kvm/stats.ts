@@ -167,11 +167,11 @@ export class VcpuStat {
   get gpte_ad_writes(): number {
     return this.#w.gpteAdWrites;
   }
-  /** "w07a": D bits set in the step after the walk (also counted in gpte_ad_writes). */
+  /** "w07a": D bits set after the walk, when the spte is built (also counted in gpte_ad_writes). */
   get gpte_d_writes_after_walk(): number {
     return this.#w.gpteDWritesAfterWalk;
   }
-  /** Guest-table mappings held across walker levels, at most (1 for "w07a", else 0). */
+  /** Guest-table mappings held across walker levels, at most (1 for "w07a" and "w07p", else 0). */
   get mappings_held_max(): number {
     return this.#w.mappingsHeldMax;
   }

@@ -8,8 +8,8 @@
  * against the precomputed permission table; A (every level) and D (leaf, writes) are written back
  * with cmpxchg only after the whole walk succeeded.
  *
- * The pre-2008 walkers of the seed-2007 switch (`features.guestWalker: "w07b" | "w07a"`), as
- * paging_tmpl.h was in 2.6.21–25, are at the end of this file; they share the per-level pieces.
+ * The 2007 walkers of the seed-2007 switch (`features.guestWalker: "w07a" | "w07p" | "w07b"`), as
+ * paging_tmpl.h was in 2.6.21-2.6.25, are at the end of this file; they share the per-level pieces.
  * The vCPU picks its walk function once ({@link walkAddrFor}).
  *
  * The same walk serves the simulated CPU (the hardware walk under TDP and on the bare machine)
@@ -259,14 +259,15 @@ export class GuestWalker implements WalkerCounters {
   gpteReads = 0;
   gpteAdWrites = 0;
   /**
-   * Of `gpteAdWrites`, the D bits the 2.6.21/22 walker flavour ("w07a") left to the step after
-   * the walk (`FNAME(fix_write_pf)` time).
+   * Of `gpteAdWrites`, the D bits the 2.6.21-2.6.24 walker ("w07a") left to the step after the
+   * walk that builds the spte (`FNAME(fix_write_pf)`, later `FNAME(set_pte_common)`).
    */
   gpteDWritesAfterWalk = 0;
   /**
-   * Most guest-table mappings held across walker levels (`mappings_held_max`): 1 for "w07a",
-   * which kept the current table mapped from level to level and returned it to its caller;
-   * 0 for "w07b" and "modern", which map a table only to touch one gpte.
+   * Most guest-table mappings held across walker levels (`mappings_held_max`): 1 for "w07a" and
+   * "w07p", which kept the current table kmapped from one level to the next; 0 for "w07b", which
+   * maps a table only to touch one gpte (42bf3f0a), and "modern", which maps none (it copies
+   * gptes from the host's user mapping).
    */
   mappingsHeldMax = 0;
   /** PAE: the PDPTE register the walk started from (set by walkStart). */
@@ -306,15 +307,18 @@ export function pt32Index(lo: number, level: number): number {
 
 /**
  * Guest walker flavours of the seed-2007 switch `features.guestWalker`: `FNAME(walk_addr_generic)`
- * and the 2.6.21–25 walkers of paging_tmpl.h (documented in era/features.ts).
+ * and the 2.6.21-2.6.25 walkers of paging_tmpl.h (documented in era/features.ts).
  */
-export const GUEST_WALKER_FLAVOURS = ["modern", "w07b", "w07a"] as const;
-/** "modern": `walk_addr_generic`; "w07b": 2.6.23–25 walker; "w07a": 2.6.21/22 walker. */
+export const GUEST_WALKER_FLAVOURS = ["modern", "w07b", "w07a", "w07p"] as const;
+/**
+ * "modern": `walk_addr_generic`; "w07b": 42bf3f0a as in 2.6.25; "w07a": the 2.6.21-2.6.24
+ * walker; "w07p": the parent of 42bf3f0a.
+ */
 export type GuestWalkerFlavour = (typeof GUEST_WALKER_FLAVOURS)[number];
 
 /**
- * A walk function (`walkAddrGeneric`, `walkAddrW07b`, `walkAddrW07a`). The vCPU picks one when it
- * is created, so the modern loop carries no flavour branches.
+ * A walk function (`walkAddrGeneric`, `walkAddrW07a`, `walkAddrW07p`, `walkAddrW07b`). The vCPU
+ * picks one when it is created, so the modern loop carries no flavour branches.
  */
 export type WalkAddrFn = (
   w: GuestWalker,
@@ -366,8 +370,9 @@ export function walkAddrGeneric(
   const rsvd = mmu.rsvd;
   let reads = 0;
   const largeOk = wide || mmu.pse;
-  // The level loop inlines readGpte / gpteFailure / isLastGpte (the 2007 walkers call them):
-  // as calls they cost the modern walk ~5 % (none 4K translateGva, core/bench/walker.bench.mjs).
+  // The level loop inlines the per-level steps (reading the gpte, the present and reserved-bit
+  // checks, FNAME(is_last_gpte)): as calls they cost the modern walk ~5 % (none 4K translateGva,
+  // core/bench/walker.bench.mjs).
   // Everything stays int32 (gptes as signed halves), so that V8 keeps the loop in integer
   // registers: the table's cache entry and key come from the gpte's halves (address bits 23:12,
   // and 51:24 as `gfn >> 12`), and a hit costs one compare. A miss leaves the level loop to
@@ -572,21 +577,6 @@ export function readGpte(
   return true;
 }
 
-/** @internal Present and reserved-bit checks of one gpte: WALK_OK, WALK_NOT_PRESENT or WALK_RSVD. */
-export function gpteFailure(mmu: KvmMmu, li: number, pteLo: number, pteHi: number): number {
-  if ((pteLo & PT_PRESENT_MASK) === 0) return WALK_NOT_PRESENT;
-  const ri = (((pteLo >>> 7) & 1) * 5 + li) << 1;
-  return ((pteLo & mmu.rsvd[ri]!) | (pteHi & mmu.rsvd[ri + 1]!)) !== 0 ? WALK_RSVD : WALK_OK;
-}
-
-/**
- * @internal `FNAME(is_last_gpte)`: level 1 ends; bit 7 ends where it is a page-size bit (in
- * 32-bit paging only with CR4.PSE; at PML4/PML5 it was a reserved-bit fault already).
- */
-export function isLastGpte(level: number, pteLo: number, wide: boolean, pse: boolean): boolean {
-  return level === 1 || ((pteLo & PT_PAGE_SIZE_MASK) !== 0 && (wide || pse));
-}
-
 /** @internal Fail the walk at `level` for `failure` (not present / reserved / access rights). */
 export function failWalk(
   w: GuestWalker,
@@ -761,60 +751,44 @@ export function walkError(w: GuestWalker, mmu: KvmMmu, errcode: number, access: 
 // ---- the 2007 walkers (seed 2007) ---------------------------------------------------------------
 
 /*
- * The guest walker as it was around the 2007 rewrite ("KVM: MMU: Simplify page table walker",
- * commit 42bf3f0a), for `createVm({ features: { guestWalker: "w07b" | "w07a" } })`.
+ * `FNAME(walk_addr)` of drivers/kvm/paging_tmpl.h around the 2007 rewrite ("KVM: MMU: Simplify
+ * page table walker", commit 42bf3f0a, merged for 2.6.25), for
+ * `createVm({ features: { guestWalker: "w07a" | "w07p" | "w07b" } })`. Three states of it:
+ * - "w07a", as released in 2.6.21-2.6.24: the current table stays kmapped from one level to the
+ *   next (2.6.21/22 even handed it to the caller, `FNAME(release_walker)`); the leaf's D is set
+ *   after the walk, in the step that builds the spte (`FNAME(fix_write_pf)` up to 2.6.22,
+ *   `FNAME(set_pte_common)` in 2.6.23/24 after commit 97a0a01e);
+ * - "w07p", the parent of 42bf3f0a: e3c5e7ec ("Move guest pte dirty bit management to the guest
+ *   pagetable walker") and c4fcc272 ("When updating the dirty bit, inform the mmu about it") set
+ *   D in the walker (`FNAME(update_dirty_bit)`) and call `kvm_mmu_pte_write`; the table is still
+ *   mapped across levels;
+ * - "w07b", 42bf3f0a as released in 2.6.25: the loop carries only the last gpte and maps a table
+ *   only to read or write one gpte; D at the end of the walk, as in "w07p".
  *
- * What differs from the modern walker above, and only this:
- * - rights are checked level by level, in the old order, on the entry just read (not-present;
- *   reserved bits; write && !RW when user or CR0.WP; user && !US; fetch && NX when EFER.NX), so a
- *   walk stops at the first entry that refuses the access;
- * - A is set in each entry as soon as that entry passed its checks, so walks that fail further
- *   down leave A set on the levels above;
- * - D of the leaf is a separate write after the walk: "w07b" (2.6.23–25) writes it at the end of
- *   the walk and tells the MMU (`kvm_mmu_pte_write`); "w07a" (2.6.21/22) sets it in the step that
- *   makes the shadow entry writable (`FNAME(fix_write_pf)`), here the step right after a
- *   successful write walk, counted in `gpteDWritesAfterWalk` as well;
- * - "w07a" kept the current table mapped across levels (`mappingsHeldMax` 1).
+ * What the three do differently from the modern walker above:
+ * - each entry is checked as it is read, in the old order (not present; write && !RW when user
+ *   or CR0.WP; user && !US; fetch && NX when EFER.NX), so a walk stops at the first entry that
+ *   refuses the access: an access error even where a lower entry is not present;
+ * - no reserved-bit check (KVM had none until 82725b20, 2.6.31): reserved bits are ignored, PS
+ *   ends a walk only in a PDE (no 1 GiB pages), and NX means nothing without EFER.NX
+ *   (`FNAME(gpte_access)` of 2.6.25);
+ * - A is set in each entry as soon as it passed its checks, so a walk that fails further down
+ *   leaves A on the levels above;
+ * - the error code takes W, U and F as the exit reported them (the `err:` label), F even without
+ *   EFER.NX: under VMX the guest ran with the host's EFER.NX (vmx.c `load_transition_efer`
+ *   switches only SCE), so the CPU reported F on every fetch fault.
  *
- * Kept as in the modern walker so that both see the same guest tables: the reserved-bit check
- * (placed right after the present check, where KVM put it when it was added), 1 GiB and 5-level
- * tables, and the checks that postdate 2007 (SMEP, SMAP, protection keys), made once at the end.
- * Old-walker writes are plain stores (no cmpxchg: there was no lock-free A/D update in 2007).
- *
- * Not verified from the commit itself: whether the end-of-walk D write is part of 42bf3f0a or of
- * its immediate follow-ups; the seed patch shows it in the "after" code, and its "before" side
- * already calls `update_dirty_bit` from the walker. "w07a" places the D update in
- * `fix_write_pf`, as 2.6.21/22 did.
+ * Kept as in the modern walker: 5-level tables and the checks that postdate 2007 (SMEP, SMAP,
+ * protection keys), made once at the end. Writes are plain stores; 2.6.25 used cmpxchg
+ * (b3e4e63f) and restarted the walk on a lost race, which a deterministic run never loses.
  */
 
-/** 2.6.23–25 walker: A per level while walking, D at the end of the walk. */
-export const walkAddrW07b: WalkAddrFn = (w, mmu, t, hi, lo, access) => {
-  if (!walkLoopW07b(w, mmu, t, hi, lo, access)) return false;
-  if ((access & PFERR_WRITE_MASK) !== 0 && setGpteBits(w, t, w.level - 1, PT_DIRTY_MASK)) {
-    // The walker wrote a guest page table: kvm_mmu_pte_write.
-    t.source.notifyPteWrite(w.pteGpa[w.level - 1]!, mmu.rootLevel === 2 ? 4 : 8);
-  }
-  return true;
-};
-
-/** 2.6.21/22 walker: A per level while walking; D only in the step after a successful write walk. */
-export const walkAddrW07a: WalkAddrFn = (w, mmu, t, hi, lo, access) => {
-  if (!walkLoopW07a(w, mmu, t, hi, lo, access)) return false;
-  // FNAME(fix_write_pf) time: the shadow entry becomes writable and the gpte gets D.
-  if ((access & PFERR_WRITE_MASK) !== 0 && setGpteBits(w, t, w.level - 1, PT_DIRTY_MASK))
-    w.gpteDWritesAfterWalk++;
-  return true;
-};
-
-/**
- * The level loop both 2007 flavours share (made once per flavour at load, not per walk);
- * `holdsMapping` for the 2.6.21/22 one.
- */
+/** The level loop of the 2007 walkers (made once per kind at load, not per walk). */
 const walkW07 =
   (holdsMapping: boolean): WalkAddrFn =>
   (w, mmu, t, hi, lo, access) => {
     let level = walkStart(w, mmu, lo);
-    if (level === 0) return walkError(w, mmu, 0, access);
+    if (level === 0) return walkErrorW07(w, 0, access);
     // These walkers record every level as they go (readGpte).
     w.recorded = true;
     const wide = mmu.rootLevel !== 2;
@@ -826,34 +800,84 @@ const walkW07 =
     let pteAccess = 7;
     for (;;) {
       const ptAccess = pteAccess;
-      if (!readGpte(w, t, level, hi, lo, wide, pteHi, pteLo)) return walkError(w, mmu, 0, access);
-      // The table stays mapped until the next level's is (and the last one until the caller
-      // releases it): one mapping held across levels.
+      if (!readGpte(w, t, level, hi, lo, wide, pteHi, pteLo)) return walkErrorW07(w, 0, access);
+      // The table stays mapped until the next level's is: one mapping held across levels.
       if (holdsMapping) w.mappingsHeldMax = 1;
       const li = level - 1;
       pteLo = w.ptesLo[li]!;
       pteHi = w.ptesHi[li]!;
-      pteAccess = ptAccess & ((pteLo & 7) ^ (pteHi >>> 31));
-      const failure = gpteFailure(mmu, li, pteLo, pteHi);
-      if (failure !== WALK_OK) return failWalk(w, mmu, level, failure, access);
+      // FNAME(gpte_access) of 2.6.25: NX counts only with EFER.NX.
+      const nx = mmu.nx ? pteHi >>> 31 : 0;
+      pteAccess = ptAccess & ((pteLo & 7) ^ nx);
+      if ((pteLo & PT_PRESENT_MASK) === 0) return failW07(w, level, WALK_NOT_PRESENT, access);
       if (
         (write && (pteLo & PT_WRITABLE_MASK) === 0 && (user || mmu.wp)) ||
         (user && (pteLo & PT_USER_MASK) === 0) ||
-        (fetch && mmu.nx && pteHi >>> 31 !== 0)
+        (fetch && nx !== 0)
       ) {
         w.pteAccess = pteAccess;
-        return failWalk(w, mmu, level, WALK_ACCESS, access);
+        return failW07(w, level, WALK_ACCESS, access);
       }
       w.ptAccess[li] = ptAccess;
       if ((pteLo & PT_ACCESSED_MASK) === 0 && setGpteBits(w, t, li, PT_ACCESSED_MASK))
         pteLo = w.ptesLo[li]!;
-      if (isLastGpte(level, pteLo, wide, mmu.pse)) break;
+      // A leaf at level 1, or a PDE with PS (64-bit and PAE tables, or 32-bit with CR4.PSE).
+      if (level === 1 || (level === 2 && (pteLo & PT_PAGE_SIZE_MASK) !== 0 && (wide || mmu.pse)))
+        break;
       level--;
     }
-    return finishWalk(w, mmu, t, level, wide, pteLo, pteHi, lo, access, pteAccess);
+    if (finishWalk(w, mmu, t, level, wide, pteLo, pteHi, lo, access, pteAccess)) return true;
+    // SMEP, SMAP or a protection key refused it: the error code as the 2007 exit path made it.
+    w.errorCode |= access & PFERR_FETCH_MASK;
+    return false;
   };
-const walkLoopW07b = walkW07(false);
-const walkLoopW07a = walkW07(true);
+const walkLoopMapped = walkW07(true);
+const walkLoopUnmapped = walkW07(false);
+
+/** Fail a 2007 walk at `level`: error code 0 (not present) or P (access rights), then {@link walkErrorW07}. */
+function failW07(w: GuestWalker, level: number, failure: number, access: number): false {
+  w.level = level;
+  w.failure = failure;
+  return walkErrorW07(w, failure === WALK_ACCESS ? PFERR_PRESENT_MASK : 0, access);
+}
+
+/** The 2007 `err:` label: W, U and F of the access, F whatever EFER.NX says. */
+function walkErrorW07(w: GuestWalker, errcode: number, access: number): false {
+  w.errorCode = errcode | (access & (PFERR_WRITE_MASK | PFERR_USER_MASK | PFERR_FETCH_MASK));
+  return false;
+}
+
+/**
+ * Set D in the leaf at the end of a write walk and tell the MMU (`FNAME(update_dirty_bit)` of
+ * c4fcc272, inlined into the walker by 42bf3f0a: `kvm_mmu_pte_write`).
+ */
+function dirtyAtEndOfWalk(w: GuestWalker, mmu: KvmMmu, t: GuestTables, access: number): void {
+  if ((access & PFERR_WRITE_MASK) !== 0 && setGpteBits(w, t, w.level - 1, PT_DIRTY_MASK))
+    t.source.notifyPteWrite(w.pteGpa[w.level - 1]!, mmu.rootLevel === 2 ? 4 : 8);
+}
+
+/** 2.6.21-2.6.24 walker: A per level while walking, table mapped across levels, D after the walk. */
+export const walkAddrW07a: WalkAddrFn = (w, mmu, t, hi, lo, access) => {
+  if (!walkLoopMapped(w, mmu, t, hi, lo, access)) return false;
+  // FNAME(fix_write_pf) / FNAME(set_pte_common) time: the spte is built and the gpte gets D.
+  if ((access & PFERR_WRITE_MASK) !== 0 && setGpteBits(w, t, w.level - 1, PT_DIRTY_MASK))
+    w.gpteDWritesAfterWalk++;
+  return true;
+};
+
+/** The parent of 42bf3f0a: A per level, table mapped across levels, D at the end of the walk. */
+export const walkAddrW07p: WalkAddrFn = (w, mmu, t, hi, lo, access) => {
+  if (!walkLoopMapped(w, mmu, t, hi, lo, access)) return false;
+  dirtyAtEndOfWalk(w, mmu, t, access);
+  return true;
+};
+
+/** 42bf3f0a (2.6.25): A per level, a table mapped only to touch one gpte, D at the end of the walk. */
+export const walkAddrW07b: WalkAddrFn = (w, mmu, t, hi, lo, access) => {
+  if (!walkLoopUnmapped(w, mmu, t, hi, lo, access)) return false;
+  dirtyAtEndOfWalk(w, mmu, t, access);
+  return true;
+};
 
 /**
  * Set `bits` in the gpte at level index `li` with a plain store (map, write, unmap) and account
@@ -872,7 +896,16 @@ function setGpteBits(w: GuestWalker, t: GuestTables, li: number, bits: number): 
 
 /** The walk function of a `features.guestWalker` flavour (chosen once per vCPU). */
 export function walkAddrFor(flavour: GuestWalkerFlavour): WalkAddrFn {
-  return flavour === "w07b" ? walkAddrW07b : flavour === "w07a" ? walkAddrW07a : walkAddrGeneric;
+  switch (flavour) {
+    case "w07a":
+      return walkAddrW07a;
+    case "w07p":
+      return walkAddrW07p;
+    case "w07b":
+      return walkAddrW07b;
+    default:
+      return walkAddrGeneric;
+  }
 }
 
 // ---- shadow paging: FNAME(page_fault), FNAME(fetch), FNAME(sync_spte), FNAME(pte_prefetch) ------
