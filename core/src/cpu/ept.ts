@@ -266,8 +266,14 @@ export class EptWalker {
       // table and set no A/D, as the memslot-only machine does.
       const w = write && !(!final && this.slots.gfnToSlot(gfn)?.readonly === true);
       // handle_ept_violation's error code: reads report USER; PRESENT if the entry allowed any
-      // access; an MMIO spte is a misconfiguration (RSVD).
-      let err = w ? PFERR_WRITE_MASK : fetch ? PFERR_FETCH_MASK : PFERR_USER_MASK;
+      // access; an MMIO spte is a misconfiguration (RSVD). A guest paging-structure access that
+      // counts as a write (EPT A/D on) sets both the read and the write bit of the exit
+      // qualification, so it reports USER | WRITE.
+      let err = w
+        ? PFERR_WRITE_MASK | (final ? 0 : PFERR_USER_MASK)
+        : fetch
+          ? PFERR_FETCH_MASK
+          : PFERR_USER_MASK;
       if (isMmioSpte(lo)) err |= PFERR_RSVD_MASK;
       else if ((lo & (SPTE_R | SPTE_W | SPTE_X)) !== 0 && (lo & SPTE_MMU_PRESENT) !== 0)
         err |= PFERR_PRESENT_MASK;
