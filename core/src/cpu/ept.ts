@@ -69,6 +69,13 @@ const COMPLETE_LOG = 4096;
 export class EptWalker {
   /** After {@link translate}: whether the frame may be written. */
   writable = false;
+  /**
+   * VM exits this walker took (EPT violations and misconfigurations), and the error code
+   * `handle_ept_violation` derived for the latest. Counted on the exit path only, so that a view
+   * (`vcpu.walk2d()`) can tell which step of an access exited, without a hook on the access.
+   */
+  exits = 0;
+  exitError = 0;
   private readonly vm: VmMmu;
   private readonly mmu: KvmMmu;
   private readonly vcpu: KvmVcpuCommon;
@@ -357,6 +364,8 @@ export class EptWalker {
   /** The VM exit: KVM handles the fault for this vCPU, then the vCPU re-enters the guest. */
   private exit(gfn: number, err: number): number {
     const kvm = this.vm.kvm;
+    this.exits++;
+    this.exitError = err;
     this.flushPml();
     const prev = kvm.running;
     kvm.running = this.vcpu;
