@@ -36,7 +36,9 @@ export {
   type PlotlyFigure,
   pagetableBundle,
   plotlyBundle,
+  type Walk2dPayload,
   type WalkPayload,
+  walk2dBundle,
   walkBundle,
 } from "./display";
 // Behaviour switches (guest CPUID and KVM eras).
@@ -75,6 +77,12 @@ export { KvmStatView, RmapHistogram, TraceView } from "./inspect/trace_view";
 export { changes, type PagetableSource, PagetableView, sideBySide } from "./inspect/views";
 // Views.
 export { WalkResult, type WalkTraceLevel } from "./inspect/walk";
+export {
+  type EptStepTrace,
+  TwoDimWalk,
+  type Walk2dColumnTrace,
+  type Walk2dViolationTrace,
+} from "./inspect/walk2d";
 export {
   type DirtyGfn,
   KVM_DIRTY_GFN_F_DIRTY,

@@ -1,11 +1,13 @@
 /**
  * The vCPU notebooks use: the model (`KvmVcpu`, x86/vcpu.ts) plus what is only for looking at
- * it — a walk with its trace, a one-line summary and a Jupyter display of the registers.
+ * it — a walk with its trace, the 2-D walk under EPT, a one-line summary and a Jupyter display
+ * of the registers.
  */
-import { splitU64, type U64Parts } from "./arch/addr";
+import { splitU64, type U64Parts, u64Of } from "./arch/addr";
 import { JUPYTER_DISPLAY, type MimeBundle } from "./display";
 import { vcpuBundle, vcpuString } from "./inspect/machine_display";
 import { WalkResult } from "./inspect/walk";
+import { type TwoDimWalk, walk2d } from "./inspect/walk2d";
 import { recordLevels } from "./mmu/paging_tmpl";
 import { type AccessOptions, KvmVcpu } from "./x86/vcpu";
 
@@ -26,7 +28,7 @@ export class Vcpu extends KvmVcpu {
     const g = splitU64("gva", gva, this.walkScratch);
     const access = this.accessBits(opts);
     const mode = this.pagingMode;
-    const gvaBig = (BigInt(g.hi) << 32n) | BigInt(g.lo >>> 0);
+    const gvaBig = u64Of(g.hi, g.lo);
     if (!this.gvaOk(g.hi, gva)) {
       return new WalkResult(mode, gvaBig, access, this.gpFault(), this.walker, false);
     }
@@ -38,6 +40,21 @@ export class Vcpu extends KvmVcpu {
     const walked = mode !== "none" && (!shadow || this.walker.level !== 0);
     if (walked) recordLevels(this.walker, this.mmu, this.cpu.tables, g.hi, g.lo);
     return new WalkResult(mode, gvaBig, access, result, this.walker, walked);
+  }
+
+  /**
+   * The access as {@link walk} makes it, drawn in two dimensions: under EPT each guest
+   * paging-structure entry the walk reads (top level first), and then the data, sits at a
+   * guest-physical address the CPU first translates through EPT. Returns a {@link TwoDimWalk}:
+   * per guest access the EPT walk (root first) with every entry before and after, the memory
+   * references numbered in the CPU's order ((g + 1)(e + 1) − 1 for g guest levels and e EPT
+   * levels: 24 for 4-level on 4-level), the A/D bits set and the EPT violations taken (KVM's
+   * fault, then the retry). Not for hot loops.
+   * @throws InvalidArgumentError without EPT (`mmu: "shadow"` or `"none"`), for a bad gva or bad
+   *   access options; nothing has run then.
+   */
+  walk2d(gva: number | bigint, opts?: AccessOptions): TwoDimWalk {
+    return walk2d(this, gva, opts);
   }
 
   /** One line: id, paging mode, CPL, CR3. */

@@ -7,6 +7,8 @@ import {
   pagetableBundle,
   plotlyBundle,
   WALK_MIME,
+  WALK2D_MIME,
+  walk2dBundle,
   walkBundle,
 } from "../src/display";
 
@@ -73,6 +75,61 @@ describe("display bundles", () => {
     expect(b[WALK_MIME]).toBeDefined();
     expect(b["text/plain"]).toContain("fault: vector 14 error code 0x4 [U]: not present");
     expect(b["text/html"]).toContain("PDPTR (3)");
+  });
+
+  it("walk2dBundle: a grid of EPT levels by guest access, escaped, and one text line per access", () => {
+    const step = (level: number, ref: number) => ({
+      level,
+      name: (["", "PT", "PD", "PDPT", "PML4"] as const)[level] as "PML4" | "PDPT" | "PD" | "PT",
+      index: 0,
+      before: "0x0",
+      after: "0x907",
+      leaf: level === 1,
+      ref,
+      installed: true,
+    });
+    const b = walk2dBundle({
+      version: 1,
+      kind: "walk2d",
+      mode: "none",
+      eptLevels: 4,
+      eptAccessDirty: true,
+      gva: "0x1000",
+      access: { write: false, user: false, fetch: false },
+      columns: [
+        {
+          kind: "data",
+          name: "data",
+          gpa: "0x1000",
+          eptAccess: "read",
+          ept: [step(4, 1), step(3, 2), step(2, 3), step(1, 4)],
+          eptResult: "mapped",
+          hpa: "0x5000",
+          violation: {
+            count: 1,
+            level: 4,
+            name: "PML4",
+            reason: "<b>not</b> present",
+            errorCode: 4,
+          },
+        },
+      ],
+      references: 4,
+      violations: 1,
+      result: { fault: false, gpa: "0x1000" },
+    });
+    expect(b[WALK2D_MIME]).toBeDefined();
+    const text = b["text/plain"] as string;
+    expect(text.split("\n")[0]).toBe(
+      "2-D walk of gva 0x1000 (none guest on 4-level EPT, read supervisor): 4 memory references, 1 EPT violation",
+    );
+    expect(text).toContain("PML4[0] #1 0x907 new, PDPT[0] #2 0x907 new");
+    expect(text).toContain("1 EPT violation at EPT PML4");
+    const html = b["text/html"] as string;
+    expect(html).toContain("&lt;b&gt;not&lt;/b&gt; present");
+    expect(html).not.toContain("<b>not</b>");
+    for (const name of ["EPT PML4", "EPT PDPT", "EPT PD", "EPT PT"]) expect(html).toContain(name);
+    expect(() => walk2dBundle({ version: 1, kind: "walk2d" } as never)).toThrow(/references/);
   });
 
   it("htmlTableBundle aligns columns and escapes cells; bigints shown as hex", () => {

@@ -8,6 +8,8 @@ import {
   PLOTLY_MIME,
   validateDisplayPayload,
   WALK_MIME,
+  WALK2D_MIME,
+  type Walk2dPayload,
   type WalkPayload,
 } from "../src/display";
 
@@ -118,6 +120,75 @@ function walk(): WalkPayload {
   };
 }
 
+/**
+ * A 2-D walk of a 4-level guest on 4-level EPT, warm: 24 references (5 columns; each guest read
+ * costs 4 EPT references plus its own, the data 4). Entries abridged to the same values.
+ */
+function walk2d(): Walk2dPayload {
+  let ref = 0;
+  const ept = () =>
+    [4, 3, 2, 1].map((level) => ({
+      level,
+      name: (["", "PT", "PD", "PDPT", "PML4"] as const)[level] as "PML4" | "PDPT" | "PD" | "PT",
+      index: 0,
+      sp: 4 - level,
+      before: "0x907",
+      after: "0x907",
+      flags: ["present" as const, "writable" as const, "user" as const, "exec" as const],
+      leaf: level === 1,
+      ref: ++ref,
+    }));
+  const gpte = (name: "PML4" | "PDPT" | "PD" | "PT", level: number) => {
+    const steps = ept();
+    return {
+      kind: "gpte" as const,
+      name,
+      gpa: `0x${(0x100000 + (4 - level) * 0x1000).toString(16)}`,
+      eptAccess: "write" as const,
+      ept: steps,
+      eptResult: "mapped" as const,
+      guest: {
+        level,
+        name,
+        index: 0,
+        pteGpa: "0x100000",
+        before: "0x101027",
+        after: "0x101027",
+        leaf: level === 1,
+      },
+      guestRef: ++ref,
+    };
+  };
+  const columns: Walk2dPayload["columns"] = [
+    gpte("PML4", 4),
+    gpte("PDPT", 3),
+    gpte("PD", 2),
+    gpte("PT", 1),
+  ];
+  columns.push({
+    kind: "data",
+    name: "data",
+    gpa: "0x1003123",
+    eptAccess: "read",
+    ept: ept(),
+    eptResult: "mapped",
+    hpa: "0x10001003123",
+  });
+  return {
+    version: 1,
+    kind: "walk2d",
+    mode: "4-level",
+    eptLevels: 4,
+    eptAccessDirty: true,
+    gva: "0x40003123",
+    access: { write: false, user: true, fetch: false },
+    columns,
+    references: ref,
+    violations: 0,
+    result: { fault: false, gpa: "0x1003123", pageSize: 4096 },
+  };
+}
+
 describe("validateDisplayPayload", () => {
   it("accepts well-formed pagetable and walk payloads", () => {
     expect(validateDisplayPayload(PAGETABLE_MIME, guestTree())).toEqual({ ok: true });
@@ -135,12 +206,108 @@ describe("validateDisplayPayload", () => {
     expect(validateDisplayPayload(WALK_MIME, fault)).toEqual({ ok: true });
   });
 
+  it("accepts a well-formed walk2d payload, with violations, a PDPTE register column and a fault", () => {
+    const p = walk2d();
+    expect(p.references).toBe(24);
+    expect(validateDisplayPayload(WALK2D_MIME, p)).toEqual({ ok: true });
+    const cold = walk2d();
+    cold.violations = 1;
+    cold.columns[0]!.violation = {
+      count: 1,
+      level: 4,
+      name: "PML4",
+      reason: "EPT entry not present",
+      errorCode: 2,
+    };
+    cold.columns[0]!.ept[0]!.installed = true;
+    cold.columns[3]!.writeBackViolations = 1;
+    cold.columns[3]!.ept[3]!.aSet = true;
+    cold.columns[3]!.ept[3]!.dSet = true;
+    cold.columns[3]!.ept[3]!.pageSize = 4096;
+    expect(validateDisplayPayload(WALK2D_MIME, cold)).toEqual({ ok: true });
+    const pae: Walk2dPayload = {
+      ...walk2d(),
+      mode: "pae",
+      columns: [
+        {
+          kind: "pdptr",
+          name: "PDPTR",
+          gpa: "0x1008",
+          ept: [],
+          guest: {
+            level: 3,
+            name: "PDPTR",
+            index: 1,
+            pteGpa: "0x1008",
+            before: "0x0",
+            after: "0x0",
+            leaf: false,
+          },
+          note: "PDPTE register",
+        },
+      ],
+      references: 0,
+      result: { fault: true, vector: 14, errorCode: 4, errorBits: ["U"], reason: "not present" },
+    };
+    expect(validateDisplayPayload(WALK2D_MIME, pae)).toEqual({ ok: true });
+  });
+
+  it("rejects bad walk2d payloads: each field checked, with its path", () => {
+    type Node = Record<string | number, unknown>;
+    /** The problems of a walk2d payload with `value` at `path` (undefined: the key deleted). */
+    const bad = (path: (string | number)[], value: unknown) => {
+      const p = walk2d() as unknown as Node;
+      let node = p;
+      for (const k of path.slice(0, -1)) node = node[k] as Node;
+      const last = path[path.length - 1]!;
+      if (value === undefined) delete node[last];
+      else node[last] = value;
+      const r = validateDisplayPayload(WALK2D_MIME, p);
+      expect(r.ok).toBe(false);
+      return r.ok ? "" : r.errors.join("\n");
+    };
+    const cols = walk2d().columns;
+    const col0 = ["columns", 0];
+    const step0 = [...col0, "ept", 0];
+    expect(bad(["references"], undefined)).toContain('lacks required property "references"');
+    expect(bad(["eptLevels"], 3)).toMatch(/payload\.eptLevels must be one of \[4,5\]/);
+    expect(bad(["references"], 36)).toMatch(/payload\.references must be <= 35/);
+    expect(bad(["violations"], -1)).toMatch(/payload\.violations must be >= 0/);
+    expect(bad([...col0, "kind"], "register")).toMatch(
+      /payload\.columns\[0\]\.kind must be one of/,
+    );
+    expect(bad([...step0, "name"], "PDPTR")).toMatch(
+      /payload\.columns\[0\]\.ept\[0\]\.name must be one of/,
+    );
+    expect(bad([...step0, "index"], 512)).toMatch(/must be <= 511/);
+    expect(bad([...step0, "ref"], 0)).toMatch(/ref must be >= 1/);
+    expect(bad([...step0, "after"], "0xZZ")).toMatch(/ept\[0\]\.after must match pattern/);
+    expect(bad([...col0, "eptAccess"], "exec")).toMatch(/eptAccess must be one of/);
+    expect(bad([...col0, "eptResult"], "fault")).toMatch(/eptResult must be one of/);
+    expect(bad([...col0, "violation"], { count: 0, reason: "x", errorCode: 2 })).toMatch(
+      /violation\.count must be >= 1/,
+    );
+    expect(bad([...col0, "violation"], { count: 1, reason: "x" })).toContain(
+      'lacks required property "errorCode"',
+    );
+    expect(bad([...col0, "guest", "name"], "data")).toMatch(/guest\.name must be one of/);
+    expect(bad([...col0, "colour"], "red")).toContain('unknown property "colour"');
+    expect(bad(["columns"], [...cols, cols[0], cols[1]])).toMatch(
+      /payload\.columns must NOT have more than 6 items/,
+    );
+    expect(bad(["columns", 4, "ept"], [...cols[4]!.ept, ...cols[4]!.ept])).toMatch(
+      /ept must NOT have more than 5 items/,
+    );
+    expect(bad(["kind"], "walk")).toMatch(/kind must be "walk2d", got "walk"/);
+  });
+
   it("uses the schema file in core/schema (version constant agrees with it)", () => {
     const schema = JSON.parse(
       readFileSync(join(__dirname, "../schema/display.v1.schema.json"), "utf8"),
     );
     expect(schema.definitions.pagetable.properties.version.const).toBe(DISPLAY_SCHEMA_VERSION);
     expect(schema.definitions.walk.properties.version.const).toBe(DISPLAY_SCHEMA_VERSION);
+    expect(schema.definitions.walk2d.properties.version.const).toBe(DISPLAY_SCHEMA_VERSION);
   });
 
   it("says a newer version is newer, before anything else", () => {
@@ -207,7 +374,7 @@ describe("types.ts mirrors the schema's enums", () => {
     readFileSync(join(__dirname, "../schema/display.v1.schema.json"), "utf8"),
   );
   const d = schema.definitions;
-  it("flags, level names, page sizes, tree kinds/formats, walk modes, error bits", async () => {
+  it("flags, level names, page sizes, tree kinds/formats, walk modes, error bits, walk2d enums", async () => {
     const t = await import("../src/display/types");
     expect([...t.FLAGS]).toEqual(d.flag.enum);
     expect([...t.TABLE_NAMES]).toEqual(d.table.properties.name.enum);
@@ -216,9 +383,15 @@ describe("types.ts mirrors the schema's enums", () => {
     expect([...t.TREE_KINDS]).toEqual(d.tree.properties.kind.enum);
     expect([...t.TREE_FORMATS]).toEqual(d.tree.properties.format.enum);
     expect([...t.WALK_MODES]).toEqual(d.walk.properties.mode.enum);
-    expect([...t.ERROR_BITS]).toEqual(
-      d.walk.properties.result.oneOf[1].properties.errorBits.items.enum,
+    expect([...t.ERROR_BITS]).toEqual(d.walkResult.oneOf[1].properties.errorBits.items.enum);
+    expect([...t.EPT_TABLE_NAMES]).toEqual(d.eptStep.properties.name.enum);
+    expect([...t.EPT_TABLE_NAMES]).toEqual(
+      d.walk2dColumn.properties.violation.properties.name.enum,
     );
+    expect([...t.WALK2D_COLUMN_KINDS]).toEqual(d.walk2dColumn.properties.kind.enum);
+    expect([...t.EPT_ACCESSES]).toEqual(d.walk2dColumn.properties.eptAccess.enum);
+    expect([...t.WALK_MODES]).toEqual(d.walk2d.properties.mode.enum);
+    expect([...t.TABLE_NAMES, "data"]).toEqual(d.walk2dColumn.properties.name.enum);
   });
 });
 

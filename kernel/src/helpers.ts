@@ -21,6 +21,8 @@ import {
   plotlyBundle,
   validateDisplayPayload,
   WALK_MIME,
+  WALK2D_MIME,
+  walk2dBundle,
   walkBundle,
 } from "@mmulab/core/display";
 import { currentSession, type DisplayOptions } from "./session";
@@ -31,7 +33,7 @@ export class DisplayError extends TypeError {
 }
 
 /** MIME types whose data is checked before sending. */
-const CHECKED = new Set([PAGETABLE_MIME, WALK_MIME, PLOTLY_MIME]);
+const CHECKED = new Set([PAGETABLE_MIME, WALK_MIME, WALK2D_MIME, PLOTLY_MIME]);
 
 /** text/plain of an arbitrary value, as Node's REPL shows it. */
 export function plainText(value: unknown): string {
@@ -91,7 +93,7 @@ function isPayload(value: unknown, kind: string): boolean {
 
 /**
  * The MIME bundle of a value: its `[Symbol.for("Jupyter.display")]()` when it has one, a bundle
- * built from a bare pagetable/walk payload, or text/plain otherwise. Always checked.
+ * built from a bare pagetable/walk/walk2d payload, or text/plain otherwise. Always checked.
  */
 export function bundleOf(value: unknown): MimeBundle {
   if (value !== null && (typeof value === "object" || typeof value === "function")) {
@@ -105,6 +107,7 @@ export function bundleOf(value: unknown): MimeBundle {
     }
     if (isPayload(value, "pagetable")) return wrap(() => pagetableBundle(value as never));
     if (isPayload(value, "walk")) return wrap(() => walkBundle(value as never));
+    if (isPayload(value, "walk2d")) return wrap(() => walk2dBundle(value as never));
   }
   return { "text/plain": plainText(value) };
 }

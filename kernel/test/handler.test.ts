@@ -76,6 +76,18 @@ function only(out: Sent[], msgType: string): Sent {
 const exec = (code: string, extra: Record<string, unknown> = {}) =>
   send("execute_request", { code, silent: false, store_history: true, ...extra });
 
+/**
+ * A cell prefix: a TDP VM (MAXPHYADDR 46: 4-level EPT) with 1 GiB of 4 KiB pages, a 4-level
+ * guest mapping one page at 0x400000, a vCPU `vcpu`.
+ */
+const GUEST_CELL =
+  'import { createVm, GuestPageTableBuilder } from "@mmulab/core";\n' +
+  'const vm = createVm({ mmu: "tdp", maxPhysAddrBits: 46 });\n' +
+  "vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 1 << 30, flags: 0 });\n" +
+  'const b = new GuestPageTableBuilder(vm, { mode: "4-level", poolBase: 0x100000, poolSize: 0x100000 });\n' +
+  "b.map(0x400000, 0x200000, 0x1000, { writable: true, user: true });\n" +
+  "const vcpu = vm.createVcpu();\n" +
+  "vcpu.setSregs(b.sregs({ nx: true }));\n";
 describe("KernelHandler", () => {
   it("answers kernel_info with status and language_info, between busy and idle", async () => {
     const out = await send("kernel_info_request", {});
@@ -312,16 +324,7 @@ describe("KernelHandler", () => {
   });
 
   it("a core object (walk result) is an execute_result carrying the walk MIME type, validated", async () => {
-    const out = await exec(
-      'import { createVm, GuestPageTableBuilder } from "@mmulab/core";\n' +
-        "const vm = createVm({ maxPhysAddrBits: 46 });\n" +
-        "vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 1 << 30, flags: 0 });\n" +
-        'const b = new GuestPageTableBuilder(vm, { mode: "4-level", poolBase: 0x100000, poolSize: 0x100000 });\n' +
-        "b.map(0x400000, 0x200000, 0x1000, { writable: true, user: true });\n" +
-        "const vcpu = vm.createVcpu();\n" +
-        "vcpu.setSregs(b.sregs({ nx: true }));\n" +
-        "vcpu.walk(0x400000)",
-    );
+    const out = await exec(`${GUEST_CELL}vcpu.walk(0x400000)`);
     expect(only(out, "execute_reply").content.status).toBe("ok");
     const data = only(out, "execute_result").content.data as Record<string, unknown>;
     expect(Object.keys(data).sort()).toEqual([
@@ -333,6 +336,32 @@ describe("KernelHandler", () => {
     // 4-level paging walks PML4, PDPT, PD, PT for a 4 KiB mapping.
     expect(walk.gva).toBe("0x400000");
     expect(walk.levels).toHaveLength(4);
+  });
+
+  it("a 2-D walk is an execute_result carrying the walk2d MIME type; a bad walk2d payload is refused", async () => {
+    const out = await exec(`${GUEST_CELL}vcpu.walk2d(0x400000)`);
+    expect(only(out, "execute_reply").content.status).toBe("ok");
+    const data = only(out, "execute_result").content.data as Record<string, unknown>;
+    expect(Object.keys(data).sort()).toEqual([
+      "application/vnd.mmulab.walk2d+json",
+      "text/html",
+      "text/plain",
+    ]);
+    // 4-level guest on 4-level EPT (MAXPHYADDR 46), 4 KiB host pages: (4 + 1)(4 + 1) - 1.
+    const w = data["application/vnd.mmulab.walk2d+json"] as {
+      references: number;
+      columns: unknown[];
+    };
+    expect(w.references).toBe(24);
+    expect(w.columns).toHaveLength(5);
+    const bad = await exec(
+      'import { display } from "@mmulab/kernel";\n' +
+        'display({ version: 1, kind: "walk2d", mode: "4-level", eptLevels: 3, eptAccessDirty: true, gva: "0x1000",' +
+        " access: { write: false, user: false, fetch: false }, columns: [], references: 0, violations: 0," +
+        ' result: { fault: false, gpa: "0x1000" } });',
+    );
+    expect(bad.some((m) => m.msgType === "display_data")).toBe(false);
+    expect((only(bad, "error").content as { evalue: string }).evalue).toMatch(/eptLevels/);
   });
 
   it("a payload failing the schema is a clear error in the cell and nothing is displayed", async () => {

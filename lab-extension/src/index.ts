@@ -16,15 +16,18 @@ import {
   PLOTLY_MIME,
   validateDisplayPayload,
   WALK_MIME,
+  WALK2D_MIME,
+  type Walk2dPayload,
   type WalkPayload,
 } from "@mmulab/core/display";
 import { errorBox, h } from "./dom";
 import { renderPagetable } from "./pagetable";
 import { type Figure, purgePlotly, renderPlotly } from "./plotly";
 import { renderWalk } from "./walk";
+import { renderWalk2d } from "./walk2d";
 
 export { decodePfErrorCode } from "./walk";
-export { PAGETABLE_MIME, PLOTLY_MIME, WALK_MIME };
+export { PAGETABLE_MIME, PLOTLY_MIME, WALK_MIME, WALK2D_MIME };
 
 /** Rank below 50 (text/html's) so our view wins over the HTML fallback the kernel also sends. */
 const RANK = 20;
@@ -32,10 +35,11 @@ const RANK = 20;
 const TITLES: Record<string, string> = {
   [PAGETABLE_MIME]: "mmulab page-table payload",
   [WALK_MIME]: "mmulab walk payload",
+  [WALK2D_MIME]: "mmulab 2-D walk payload",
   [PLOTLY_MIME]: "plotly figure",
 };
 
-/** One output's widget; the same class draws all three MIME types. */
+/** One output's widget; the same class draws every MIME type below. */
 export class MmulabRenderer extends Widget implements IRenderMime.IRenderer {
   private readonly mimeType: string;
 
@@ -71,6 +75,9 @@ export class MmulabRenderer extends Widget implements IRenderMime.IRenderer {
       } else if (this.mimeType === WALK_MIME) {
         host.classList.add("mmulab-walk");
         renderWalk(host, data as WalkPayload);
+      } else if (this.mimeType === WALK2D_MIME) {
+        host.classList.add("mmulab-walk2d");
+        renderWalk2d(host, data as Walk2dPayload);
       } else {
         host.classList.add("mmulab-plotly");
         await renderPlotly(host, data as Figure);
@@ -90,10 +97,10 @@ export class MmulabRenderer extends Widget implements IRenderMime.IRenderer {
   }
 }
 
-/** Renderer factory for the three MIME types. */
+/** Renderer factory for mmulab's MIME types and plotly's. */
 export const rendererFactory: IRenderMime.IRendererFactory = {
   safe: true,
-  mimeTypes: [PAGETABLE_MIME, WALK_MIME, PLOTLY_MIME],
+  mimeTypes: [PAGETABLE_MIME, WALK_MIME, WALK2D_MIME, PLOTLY_MIME],
   defaultRank: RANK,
   createRenderer: (options) => new MmulabRenderer(options),
 };

@@ -35,15 +35,16 @@ export function decodePfErrorCode(code: number): { name: string; set: boolean; w
   return out;
 }
 
-/** Renders a validated walk payload into `host`. */
-export function renderWalk(host: HTMLElement, p: WalkPayload): void {
-  const acc = [
-    p.access.write ? "write" : "read",
-    p.access.user ? "user" : "supervisor",
-    p.access.fetch ? "fetch" : null,
-  ]
+/** The access walked for, in words ("write, user"). */
+export function accessWords(a: WalkPayload["access"]): string {
+  return [a.write ? "write" : "read", a.user ? "user" : "supervisor", a.fetch ? "fetch" : null]
     .filter((x) => x !== null)
     .join(", ");
+}
+
+/** Renders a validated walk payload into `host`. */
+export function renderWalk(host: HTMLElement, p: WalkPayload): void {
+  const acc = accessWords(p.access);
   host.appendChild(
     h("div", { cls: "mmulab-walk-head" }, [
       h("span", { cls: "mmulab-walk-gva", text: `walk of ${p.gva}` }),

@@ -33,6 +33,7 @@ const MiB = 2 ** 20;
 const GiB = 2 ** 30;
 const PAGETABLE = "application/vnd.mmulab.pagetable+json";
 const WALK = "application/vnd.mmulab.walk+json";
+const WALK2D = "application/vnd.mmulab.walk2d+json";
 const PLOTLY = "application/vnd.plotly.v1+json";
 
 /** Code cells of a notebook file, as source strings. */
@@ -71,7 +72,7 @@ const mapCall = cellMatching(
   /tables\.map\((0x[0-9a-f]+), ([^,]+), ([^,]+), \{ user: true, writable: true \}\)/,
 ).match;
 const tour = {
-  mode: cellMatching(tourCells, /mode: "([\w-]+)"/).match[1],
+  mode: cellMatching(tourCells, /new GuestPageTableBuilder\(vm, \{ mode: "([\w-]+)"/).match[1],
   mapGva: literal(mapCall[1]),
   mapGpa: literal(mapCall[2]),
   mapSize: literal(mapCall[3]),
@@ -253,6 +254,57 @@ describe("00-tour.ipynb in JupyterLab", () => {
       payload.indexBits.map((b) => b.value),
       [...names, "offset"].map((n) => idx[n]),
     );
+  });
+
+  // The 2-D walk section: a fresh VM (4 KiB backing, MAXPHYADDR 46: 4-level EPT with 4 KiB
+  // leaves) and the same 4-level guest, walked cold then warm. Geometry: 4 guest reads of 4 EPT
+  // references + 1 each, then 4 for the data: (4 + 1)(4 + 1) - 1 = 24 references both times.
+  // Cold, every guest-physical page is touched for the first time: the 4 table pages on the
+  // address's path and the data page, one EPT violation each; warm, none.
+  test("the 2-D walk: a grid of 4 EPT levels by 5 guest accesses, 24 numbered references, cold and warm", async () => {
+    tourRan.check();
+    const cases = [
+      { cell: cellMatching(tourCells, /^const cold = vcpu2\.walk2d\(/m), violations: 5 },
+      { cell: cellMatching(tourCells, /^const warm = vcpu2\.walk2d\(/m), violations: 0 },
+    ];
+    const refs = (4 + 1) * (4 + 1) - 1;
+    for (const { cell, violations } of cases) {
+      const out = cellOutput(cell.index).locator(".mmulab-walk2d");
+      await out.waitFor({ state: "attached" });
+      assert.equal(await out.getAttribute("data-references"), String(refs));
+      assert.deepEqual(
+        await out.locator("th.mmulab-w2d-col").evaluateAll((els) => els.map((e) => e.dataset.name)),
+        ["PML4", "PDPT", "PD", "PT", "data"],
+      );
+      assert.deepEqual(
+        await out
+          .locator("tr.mmulab-w2d-row[data-level]")
+          .evaluateAll((els) => els.map((e) => e.dataset.level)),
+        ["4", "3", "2", "1"],
+      );
+      // Every reference drawn once, numbered 1..24; per column 4 EPT cells then the guest entry.
+      const drawn = await out
+        .locator("td[data-ref]")
+        .evaluateAll((els) => els.map((e) => Number(e.dataset.ref)));
+      assert.deepEqual(
+        [...drawn].sort((a, b) => a - b),
+        Array.from({ length: refs }, (_v, i) => i + 1),
+      );
+      assert.equal(await out.locator("td.mmulab-w2d-violation").count(), violations);
+      assert.equal(await out.getAttribute("data-violations"), String(violations));
+      assert.match(
+        await out.locator(".mmulab-w2d-refs").textContent(),
+        new RegExp(`^${refs} memory references = \\(4 \\+ 1\\) × \\(4 \\+ 1\\) − 1$`),
+      );
+      const [payload] = sent(cell.source, WALK2D);
+      assert.ok(payload, "the kernel sent no walk2d payload");
+      assert.equal(payload.references, refs);
+      assert.equal(payload.violations, violations);
+    }
+    const cold = cellOutput(cases[0].cell.index).locator(".mmulab-walk2d");
+    // Cold: everything on the EPT side was installed by KVM's faults.
+    assert.equal((await cold.locator("td .mmulab-w2d-new").count()) > 0, true);
+    await shootOutput(cold, "lab-walk2d.png", 560);
   });
 
   test("the side-by-side view shows a guest tree and a TDP tree", async () => {
@@ -442,7 +494,11 @@ describe("afterwards", () => {
   });
 
   test("screenshots saved; docs/img refreshed when MMULAB_UPDATE_DOCS_IMG=1", () => {
-    const shots = { "tour-trees.png": "tour-trees.png", "tour-plot.png": "tour-plot.png" };
+    const shots = {
+      "tour-trees.png": "tour-trees.png",
+      "tour-plot.png": "tour-plot.png",
+      "lab-walk2d.png": "lab-walk2d.png",
+    };
     for (const f of Object.keys(shots))
       assert.ok(statSync(path.join(artifacts, f)).size > 1000, `${f} not written`);
     publishScreenshots(shots);

@@ -1,5 +1,5 @@
-// The tour's page-table views made by the real simulator (core/dist), in the standalone renderer
-// page at the notebook width of 1,400 px: sideBySide() fits without clipping a tree, Find
+// The tour's page-table views and 2-D walk made by the real simulator (core/dist), in the
+// standalone renderer page at the notebook width of 1,400 px: sideBySide() fits without clipping a tree, Find
 // translates a gva through the guest tree and then its gpa through the TDP tree, and changes()
 // after touching 8 MiB is a few screens (a folded change list, "show all" expands it), not the
 // 2,048 rows it used to be. Expected numbers come from the guest program (pages touched, frames
@@ -9,6 +9,7 @@ import { createRequire } from "node:module";
 import path from "node:path";
 import { test } from "node:test";
 import { rendererPageFixture, renderWidget, repo, TIMEOUT } from "./helpers.mjs";
+import { HOSTILE_STRINGS } from "./payloads.mjs";
 
 const core = createRequire(import.meta.url)(path.join(repo, "core", "dist", "cjs", "index.js"));
 const MiB = 2 ** 20;
@@ -16,22 +17,27 @@ const GVA = 0x40000000;
 const GPA = 16 * MiB;
 const hex = (n) => `0x${n.toString(16)}`;
 
-/** notebooks/src/00-tour.nb.txt up to its changes() cell. */
-function tour() {
+/**
+ * The tour's guest: a TDP VM with 1 GiB of `backing` at gpa 0, guest tables in the pool at 1 MiB,
+ * `bytes` of 4 KiB user pages from GVA to GPA.
+ */
+function tourGuest({ backing = "4k", mode = "4-level", bytes = 8 * MiB } = {}) {
   const vm = core.createVm({ mmu: "tdp" });
   vm.setUserMemoryRegion({
     slot: 0,
     guestPhysAddr: 0,
     memorySize: 2 ** 30,
     flags: 0,
-    backing: "4k",
+    backing,
   });
-  const tables = new core.GuestPageTableBuilder(vm, {
-    mode: "4-level",
-    poolBase: MiB,
-    poolSize: MiB,
-  });
-  tables.map(GVA, GPA, 8 * MiB, { user: true, writable: true });
+  const tables = new core.GuestPageTableBuilder(vm, { mode, poolBase: MiB, poolSize: MiB });
+  tables.map(GVA, GPA, bytes, { user: true, writable: true });
+  return { vm, tables };
+}
+
+/** notebooks/src/00-tour.nb.txt up to its changes() cell. */
+function tour() {
+  const { vm, tables } = tourGuest();
   tables.map(0xffff800000000000n, 32 * MiB, 2 * MiB, {
     user: false,
     writable: true,
@@ -49,6 +55,21 @@ function tour() {
     "after touching 8 MiB",
   ).payload;
   return { sbs, diff };
+}
+
+const WALK2D = "application/vnd.mmulab.walk2d+json";
+
+/**
+ * The tour's 2-D walk section (a fresh VM, the same guest mapping 2 MiB, 4 KiB backing), with
+ * `backing` and `mode` varied: the payloads of a cold and a warm walk of the tour's address.
+ */
+function walk2d(backing = "4k", mode = "4-level") {
+  const { vm, tables } = tourGuest({ backing, mode, bytes: 2 * MiB });
+  const vcpu = vm.createVcpu();
+  vcpu.setSregs({ ...tables.sregs({ nx: true }), cpl: 3 });
+  const cold = vcpu.walk2d(GVA + 0x3123, { write: true, user: true }).toPayload();
+  const warm = vcpu.walk2d(GVA + 0x3123, { write: true, user: true }).toPayload();
+  return { cold, warm };
 }
 
 const fx = rendererPageFixture();
@@ -179,5 +200,106 @@ test("changes() after touching 8 MiB: a short folded list with counts per level;
   );
   await w.locator(".mmulab-change-showall").click();
   assert.equal(await w.locator(".mmulab-change-member:visible").count(), 0);
+  assert.deepEqual(fx.pageErrors, []);
+});
+
+// The 2-D walk renderer on the simulator's payloads. Geometry: g guest reads of e + 1 references
+// each and e for the data, (g + 1)(e + 1) - 1; e is 4 for 4-level EPT with 4 KiB leaves, 3 above
+// a 2 MiB leaf (THP backing), and PAE reads 2 guest levels (its PDPTE is a register).
+test("2-D walk: the tour's grid fits a 1,000 px output; one numbered cell per reference", {
+  timeout: TIMEOUT.page,
+}, async () => {
+  await fx.page.setViewportSize({ width: 1400, height: 1000 });
+  const { cold } = walk2d();
+  const w = await renderWidget(fx.page, cold, WALK2D);
+  // JupyterLab's fonts (light theme defaults), which the standalone page lacks, and the output
+  // width of a 1,400 px window with the side bar open.
+  await w.evaluate((el) => {
+    el.style.setProperty("--jp-code-font-family", "'DejaVu Sans Mono', monospace");
+    el.style.setProperty("--jp-code-font-size", "13px");
+    el.style.setProperty("--jp-ui-font-family", "'DejaVu Sans', sans-serif");
+    el.style.width = "1000px";
+  });
+  try {
+    const grid = w.locator(".mmulab-w2d-scroll");
+    assert.ok(await grid.evaluate((el) => el.scrollWidth <= el.clientWidth), "the grid scrolls");
+    const refs = await w
+      .locator("td[data-ref]")
+      .evaluateAll((els) => els.map((e) => Number(e.dataset.ref)));
+    assert.deepEqual(
+      refs.sort((a, b) => a - b),
+      Array.from({ length: 24 }, (_v, i) => i + 1),
+    );
+    // Hover text decodes the entry: an EPT leaf of a 4 KiB page maps with R, W, X and, after the
+    // fault, A and D (make_spte with EPT A/D on).
+    const leaf = w.locator("tr[data-level='1'] td[data-ref='4']");
+    const title = await leaf.getAttribute("title");
+    assert.match(title, /^EPT PT\[\d+\]/);
+    for (const f of ["R (readable)", "W (writable)", "X (executable)", "A (accessed)", "D (dirty)"])
+      assert.ok(title.includes(f), `${f} in ${title}`);
+    // Cold: each column's first try stopped once (⚠ in one cell per column).
+    assert.equal(await w.locator("td.mmulab-w2d-violation").count(), 5);
+  } finally {
+    await w.evaluate((el) => {
+      el.style.width = "";
+    });
+  }
+  assert.deepEqual(fx.pageErrors, []);
+});
+
+test("2-D walk: 2 MiB EPT leaves end each column at EPT PD; PAE's PDPTE is a register column", {
+  timeout: TIMEOUT.page,
+}, async () => {
+  const thp = await renderWidget(fx.page, walk2d("thp").warm, WALK2D);
+  assert.equal(
+    await thp.locator(".mmulab-walk2d").getAttribute("data-references"),
+    String(5 * 4 - 1),
+  );
+  // Below the huge leaf: one dotted cell per column, saying why.
+  const below = thp.locator("tr[data-level='1'] td.mmulab-w2d-empty");
+  assert.equal(await below.count(), 5);
+  assert.match(await below.first().getAttribute("title"), /ended at a huge leaf \(EPT PD\)/);
+  const pae = await renderWidget(fx.page, walk2d("4k", "pae").warm, WALK2D);
+  assert.deepEqual(
+    await pae.locator("th.mmulab-w2d-col").evaluateAll((els) => els.map((e) => e.dataset.kind)),
+    ["pdptr", "gpte", "gpte", "data"],
+  );
+  assert.equal(
+    await pae.locator(".mmulab-walk2d").getAttribute("data-references"),
+    String(3 * 5 - 1),
+  );
+  assert.equal(await pae.locator(".mmulab-w2d-register").count(), 1);
+  assert.match(
+    await pae.locator(".mmulab-w2d-refs").textContent(),
+    /^14 memory references = \(2 \+ 1\) × \(4 \+ 1\) − 1$/,
+  );
+  assert.deepEqual(fx.pageErrors, []);
+});
+
+test("2-D walk: markup in a reason or a note is drawn as text; nothing runs", {
+  timeout: TIMEOUT.page,
+}, async () => {
+  const p = structuredClone(walk2d().cold);
+  p.columns[0].violation.reason = HOSTILE_STRINGS[0];
+  p.columns[1].note = HOSTILE_STRINGS[1];
+  const w = await renderWidget(fx.page, p, WALK2D);
+  assert.ok(
+    (await w.locator("th.mmulab-w2d-col").first().getAttribute("title")).includes(
+      HOSTILE_STRINGS[0],
+    ),
+  );
+  assert.ok(
+    (await w.locator("tr.mmulab-w2d-guestrow td").nth(1).getAttribute("title")).includes(
+      HOSTILE_STRINGS[1],
+    ),
+  );
+  assert.equal(await w.locator("script, img").count(), 0);
+  assert.equal(await fx.page.evaluate(() => window.__mmulabPwned), undefined);
+  // An invalid payload (a reference numbered 0) is an error box, not a grid.
+  const bad = structuredClone(walk2d().cold);
+  bad.columns[0].ept[0].ref = 0;
+  const e = await renderWidget(fx.page, bad, WALK2D);
+  assert.equal(await e.locator(".mmulab-error").count(), 1);
+  assert.match(await e.locator(".mmulab-error").textContent(), /ref must be >= 1/);
   assert.deepEqual(fx.pageErrors, []);
 });

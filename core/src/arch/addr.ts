@@ -83,3 +83,13 @@ export function toUnsigned(name: string, v: unknown, bits: number, what?: string
 export function hexNum(n: number): string {
   return `0x${n.toString(16)}`;
 }
+
+/** A 64-bit value from its two 32-bit words (views only: hot paths keep the words). */
+export function u64Of(hi: number, lo: number): bigint {
+  return (BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0);
+}
+
+/** The two 32-bit words of a 64-bit bigint (views only). */
+export function u64Words(v: bigint): U64Parts {
+  return { hi: Number((v >> 32n) & 0xffffffffn), lo: Number(v & 0xffffffffn) };
+}

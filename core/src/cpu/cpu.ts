@@ -90,8 +90,8 @@ export class CpuMmu implements TableSource {
 
   private readonly shadowPaging: boolean;
   private readonly vm: VmMmu | null;
-  /** PFERR bits of the guest walk's table reads at stage 2. */
-  private readonly tableAccess: number = NESTED_ACCESS;
+  /** @internal PFERR bits of the guest walk's table reads at stage 2 (W|U, or U without EPT A/D). */
+  readonly tableAccess: number = NESTED_ACCESS;
 
   /**
    * The CPU's walk of KVM's shadow tables for gva `hi:lo` and access `access` (PFERR W/U/F and

@@ -69,6 +69,13 @@ const COMPLETE_LOG = 4096;
 export class EptWalker {
   /** After {@link translate}: whether the frame may be written. */
   writable = false;
+  /**
+   * VM exits this walker took (EPT violations and misconfigurations), and the error code
+   * `handle_ept_violation` derived for the latest. Counted on the exit path only, so that a view
+   * (`vcpu.walk2d()`) can tell which step of an access exited, without a hook on the access.
+   */
+  exits = 0;
+  exitError = 0;
   private readonly vm: VmMmu;
   private readonly mmu: KvmMmu;
   private readonly vcpu: KvmVcpuCommon;
@@ -266,8 +273,14 @@ export class EptWalker {
       // table and set no A/D, as the memslot-only machine does.
       const w = write && !(!final && this.slots.gfnToSlot(gfn)?.readonly === true);
       // handle_ept_violation's error code: reads report USER; PRESENT if the entry allowed any
-      // access; an MMIO spte is a misconfiguration (RSVD).
-      let err = w ? PFERR_WRITE_MASK : fetch ? PFERR_FETCH_MASK : PFERR_USER_MASK;
+      // access; an MMIO spte is a misconfiguration (RSVD). A guest paging-structure access that
+      // counts as a write (EPT A/D on) sets both the read and the write bit of the exit
+      // qualification, so it reports USER | WRITE.
+      let err = w
+        ? PFERR_WRITE_MASK | (final ? 0 : PFERR_USER_MASK)
+        : fetch
+          ? PFERR_FETCH_MASK
+          : PFERR_USER_MASK;
       if (isMmioSpte(lo)) err |= PFERR_RSVD_MASK;
       else if ((lo & (SPTE_R | SPTE_W | SPTE_X)) !== 0 && (lo & SPTE_MMU_PRESENT) !== 0)
         err |= PFERR_PRESENT_MASK;
@@ -351,6 +364,8 @@ export class EptWalker {
   /** The VM exit: KVM handles the fault for this vCPU, then the vCPU re-enters the guest. */
   private exit(gfn: number, err: number): number {
     const kvm = this.vm.kvm;
+    this.exits++;
+    this.exitError = err;
     this.flushPml();
     const prev = kvm.running;
     kvm.running = this.vcpu;

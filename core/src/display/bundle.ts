@@ -7,6 +7,8 @@
 import { changeRunText, levelChangesText } from "./changes";
 import {
   type Entry,
+  EPT_TABLE_NAMES,
+  type EptStep,
   type MimeBundle,
   PAGETABLE_MIME,
   type PagetablePayload,
@@ -15,6 +17,12 @@ import {
   type Table,
   type Tree,
   WALK_MIME,
+  WALK2D_MIME,
+  type Walk2dColumn,
+  type Walk2dPayload,
+  type WalkAccess,
+  type WalkFault,
+  type WalkOk,
   type WalkPayload,
 } from "./types";
 import { assertDisplayPayload } from "./validate";
@@ -157,25 +165,28 @@ export function pagetableBundle(payload: PagetablePayload): MimeBundle {
   return { [PAGETABLE_MIME]: payload, "text/html": html, "text/plain": text.join("\n") };
 }
 
+/** "write user", "read supervisor fetch", ... */
+function accessText(a: WalkAccess): string {
+  return [a.write ? "write" : "read", a.user ? "user" : "supervisor", a.fetch ? "fetch" : ""]
+    .filter((s) => s !== "")
+    .join(" ");
+}
+
+/** A walk's result in words: the gpa, or the fault with its error code. */
+function walkResultText(r: WalkOk | WalkFault): string {
+  return r.fault
+    ? `fault: vector ${r.vector} error code 0x${r.errorCode.toString(16)}${r.errorBits?.length ? ` [${r.errorBits.join("|")}]` : ""}: ${r.reason}`
+    : `gpa ${r.gpa}${r.pageSize !== undefined ? ` (${sizeName(r.pageSize)} page)` : ""}${r.mmio ? " mmio" : ""}`;
+}
+
 /**
  * Bundle of a guest-walk trace: {@link WALK_MIME} + static HTML + text.
  * @throws TypeError naming every schema violation when `payload` is invalid.
  */
 export function walkBundle(payload: WalkPayload): MimeBundle {
   assertDisplayPayload(WALK_MIME, payload);
-  const a = payload.access;
-  const accessText = [
-    a.write ? "write" : "read",
-    a.user ? "user" : "supervisor",
-    a.fetch ? "fetch" : "",
-  ]
-    .filter((s) => s !== "")
-    .join(" ");
-  const head = `walk of gva ${payload.gva} (${payload.mode}, ${accessText})`;
-  const r = payload.result;
-  const resultText = r.fault
-    ? `fault: vector ${r.vector} error code 0x${r.errorCode.toString(16)}${r.errorBits?.length ? ` [${r.errorBits.join("|")}]` : ""}: ${r.reason}`
-    : `gpa ${r.gpa}${r.pageSize !== undefined ? ` (${sizeName(r.pageSize)} page)` : ""}${r.mmio ? " mmio" : ""}`;
+  const head = `walk of gva ${payload.gva} (${payload.mode}, ${accessText(payload.access)})`;
+  const resultText = walkResultText(payload.result);
   const bits = (payload.indexBits ?? [])
     .map((b) => `${b.name}[${b.hi}:${b.lo}]=${b.value}`)
     .join(" ");
@@ -205,6 +216,96 @@ export function walkBundle(payload: WalkPayload): MimeBundle {
     resultText,
   ];
   return { [WALK_MIME]: payload, "text/html": html, "text/plain": text.join("\n") };
+}
+
+/** A 2-D walk column's heading: the guest entry read ("PML4E"), the PDPTE register, or the data. */
+export function walk2dColumnTitle(c: Walk2dColumn): string {
+  if (c.kind === "data") return "data";
+  if (c.kind === "pdptr") return "PDPTE (register)";
+  return `${c.name}E`;
+}
+
+/** One EPT entry of a 2-D walk in words: `#3 0x...` with new / +A / +D. */
+function eptStepText(s: EptStep): string {
+  const marks = [s.installed ? "new" : "", s.aSet ? "+A" : "", s.dSet ? "+D" : ""].filter(
+    (m) => m !== "",
+  );
+  return `${s.ref !== undefined ? `#${s.ref} ` : ""}${s.after}${marks.length ? ` ${marks.join(" ")}` : ""}${s.leaf && s.pageSize !== undefined ? ` (${sizeName(s.pageSize)} leaf)` : ""}`;
+}
+
+/** The guest entry a 2-D walk column read, in words. */
+function guestEntryText(c: Walk2dColumn): string {
+  const l = c.guest;
+  if (l === undefined)
+    return c.kind === "data" ? (c.hpa !== undefined ? `-> hpa ${c.hpa}` : "") : "";
+  const ad = `${l.aSet ? " +A" : ""}${l.dSet ? " +D" : ""}`;
+  const value = l.before === l.after ? l.after : `${l.before} -> ${l.after}`;
+  return `${c.guestRef !== undefined ? `#${c.guestRef} ` : ""}${value}${ad}`;
+}
+
+/** A column's EPT violations in words. */
+function violationText(c: Walk2dColumn): string {
+  const v = c.violation;
+  const parts: string[] = [];
+  if (v !== undefined)
+    parts.push(
+      `${v.count} EPT violation${v.count > 1 ? "s" : ""}${v.name !== undefined ? ` at EPT ${v.name}` : ""} (${v.reason}; error code 0x${v.errorCode.toString(16)}), KVM fault, retry`,
+    );
+  if (c.writeBackViolations !== undefined)
+    parts.push(`${c.writeBackViolations} on the A/D write-back`);
+  return parts.join("; ");
+}
+
+/**
+ * Bundle of a 2-D walk: {@link WALK2D_MIME} + static HTML (the grid: guest accesses across, EPT
+ * levels down) + text (one line per guest access).
+ * @throws TypeError naming every schema violation when `payload` is invalid.
+ */
+export function walk2dBundle(payload: Walk2dPayload): MimeBundle {
+  assertDisplayPayload(WALK2D_MIME, payload);
+  const head = `2-D walk of gva ${payload.gva} (${payload.mode} guest on ${payload.eptLevels}-level EPT, ${accessText(payload.access)}): ${payload.references} memory references, ${payload.violations} EPT violation${payload.violations === 1 ? "" : "s"}`;
+  const resultText = walkResultText(payload.result);
+  const text = [head];
+  for (const c of payload.columns) {
+    const ept = c.ept.map((s) => `${s.name}[${s.index}] ${eptStepText(s)}`).join(", ");
+    const parts = [`${walk2dColumnTitle(c)} gpa ${c.gpa}`];
+    if (c.eptAccess !== undefined) parts.push(`EPT ${c.eptAccess}: ${ept || "-"}`);
+    const v = violationText(c);
+    if (v) parts.push(v);
+    const guest = guestEntryText(c);
+    if (guest) parts.push(c.kind === "data" ? guest : `entry ${guest}`);
+    if (c.note !== undefined) parts.push(c.note);
+    text.push(`  ${parts.join("; ")}`);
+  }
+  text.push(resultText);
+  // The grid: one row per EPT level (root first), then the guest entries; one column per access.
+  const cell = (content: string, bold = false) =>
+    `<td style="${CSS_CELL}">${bold ? `<b>${escapeHtml(content)}</b>` : escapeHtml(content)}</td>`;
+  const th = [
+    `<th style="${CSS_CELL}"></th>`,
+    ...payload.columns.map(
+      (c) =>
+        `<th style="${CSS_CELL}">${escapeHtml(walk2dColumnTitle(c))}<br>${escapeHtml(`gpa ${c.gpa}`)}</th>`,
+    ),
+  ].join("");
+  const rows: string[] = [];
+  for (let level = payload.eptLevels; level >= 1; level--) {
+    const name = EPT_TABLE_NAMES[5 - level]!;
+    const tds = payload.columns.map((c) => {
+      const s = c.ept.find((x) => x.level === level);
+      return cell(s === undefined ? "" : eptStepText(s));
+    });
+    rows.push(`<tr>${cell(`EPT ${name}`, true)}${tds.join("")}</tr>`);
+  }
+  rows.push(
+    `<tr>${cell("guest entry / data", true)}${payload.columns.map((c) => cell(guestEntryText(c))).join("")}</tr>`,
+  );
+  if (payload.columns.some((c) => violationText(c) !== ""))
+    rows.push(
+      `<tr>${cell("EPT violations", true)}${payload.columns.map((c) => cell(violationText(c))).join("")}</tr>`,
+    );
+  const html = `<div class="mmulab-walk2d" style="font-family:monospace;font-size:12px"><div><b>${escapeHtml(head)}</b></div><table style="${CSS_TABLE}"><thead><tr>${th}</tr></thead><tbody>${rows.join("")}</tbody></table><div>${escapeHtml(resultText)}</div></div>`;
+  return { [WALK2D_MIME]: payload, "text/html": html, "text/plain": text.join("\n") };
 }
 
 /** One row of {@link htmlTableBundle}: column name → cell (shown with `String()`, bigints as hex). */

@@ -12,6 +12,8 @@
 export const PAGETABLE_MIME = "application/vnd.mmulab.pagetable+json";
 /** MIME type of a guest-walk trace payload ({@link WalkPayload}). */
 export const WALK_MIME = "application/vnd.mmulab.walk+json";
+/** MIME type of a two-dimensional (guest × EPT) walk payload ({@link Walk2dPayload}). */
+export const WALK2D_MIME = "application/vnd.mmulab.walk2d+json";
 /** MIME type of a plotly figure (rendered by JupyterLab's plotly renderer or ours). */
 export const PLOTLY_MIME = "application/vnd.plotly.v1+json";
 /** Version of the display schema this code writes and accepts. */
@@ -292,8 +294,111 @@ export interface WalkPayload {
   result: WalkOk | WalkFault;
 }
 
-/** Either payload of the schema. */
-export type DisplayPayload = PagetablePayload | WalkPayload;
+/** EPT table names of the schema (`eptStep.name`): the EPT PML5 table down to the EPT page table. */
+export const EPT_TABLE_NAMES = ["PML5", "PML4", "PDPT", "PD", "PT"] as const;
+/** Name of an EPT paging-structure level. */
+export type EptTableName = (typeof EPT_TABLE_NAMES)[number];
+
+/**
+ * One EPT paging-structure entry the CPU read while translating a column's guest-physical
+ * address, root first (schema `definitions.eptStep`).
+ */
+export interface EptStep {
+  /** EPT level, 1..5 */
+  level: number;
+  name: EptTableName;
+  /** 0..511 */
+  index: number;
+  /** Shadow page (KVM's `struct kvm_mmu_page`) holding the entry. */
+  sp?: number;
+  /** The entry before the access (0x0: not present). */
+  before: Hex;
+  /** The entry after the access. */
+  after: Hex;
+  /** Flags of `after`. */
+  flags?: Flag[];
+  leaf: boolean;
+  /** Size the leaf maps. */
+  pageSize?: 4096 | 2097152 | 1073741824;
+  /** Number of this memory reference in the order the CPU made them, 1..35. */
+  ref?: number;
+  /** Not present before, present after: a KVM fault installed it (with A/D as `make_spte` sets them). */
+  installed?: boolean;
+  /** The CPU set A / D in this (already present) entry during the access. */
+  aSet?: boolean;
+  dSet?: boolean;
+  note?: string;
+}
+
+/** Column kinds of the schema (`walk2dColumn.kind`). */
+export const WALK2D_COLUMN_KINDS = ["gpte", "pdptr", "data"] as const;
+/** A guest paging-structure entry read, a PAE PDPTE register, or the data access. */
+export type Walk2dColumnKind = (typeof WALK2D_COLUMN_KINDS)[number];
+
+/** How the EPT walk treated an access (schema `walk2dColumn.eptAccess`). */
+export const EPT_ACCESSES = ["read", "write", "fetch"] as const;
+/** Access kind of an EPT walk. */
+export type EptAccess = (typeof EPT_ACCESSES)[number];
+
+/** The EPT violations one column's access took (schema `walk2dColumn.violation`). */
+export interface Walk2dViolation {
+  /** Exits taken (the CPU retries after each). */
+  count: number;
+  /** Where the first walk stopped. */
+  level?: number;
+  name?: EptTableName;
+  reason: string;
+  /** Error code `handle_ept_violation` derived for the last exit (PFERR bits). */
+  errorCode: number;
+}
+
+/** One guest-physical access of a 2-D walk (schema `definitions.walk2dColumn`). */
+export interface Walk2dColumn {
+  kind: Walk2dColumnKind;
+  /** Guest table of the entry read (`PDPTR`: the PAE register), or `data`. */
+  name: LevelName | "data";
+  /** Guest-physical address translated: the entry's, or the data's. */
+  gpa: Hex;
+  eptAccess?: EptAccess;
+  /** The EPT walk, root first; empty for a PDPTE register. At most 5. */
+  ept: EptStep[];
+  /** `mmio`: the access left the guest (no memslot, or a write to a read-only one). */
+  eptResult?: "mapped" | "mmio";
+  /** Host-physical address reached. */
+  hpa?: Hex;
+  violation?: Walk2dViolation;
+  /** EPT violations of the A/D write-back into this guest table (EPT without A/D bits). */
+  writeBackViolations?: number;
+  /** The guest entry read (gpte and pdptr columns). */
+  guest?: WalkLevel;
+  /** Reference number of the guest entry read. */
+  guestRef?: number;
+  note?: string;
+}
+
+/** Payload of {@link WALK2D_MIME} (schema `definitions.walk2d`). */
+export interface Walk2dPayload {
+  version: 1;
+  kind: "walk2d";
+  /** Guest paging mode. */
+  mode: WalkMode;
+  /** EPT levels (4 or 5). */
+  eptLevels: 4 | 5;
+  /** EPTP bit 6: the CPU sets EPT A/D bits, and guest table accesses count as writes. */
+  eptAccessDirty: boolean;
+  gva: Hex;
+  access: WalkAccess;
+  /** Guest table reads top first, then the data access; at most 6. */
+  columns: Walk2dColumn[];
+  /** Memory references of the walk, 0..35. */
+  references: number;
+  /** EPT violations (VM exits) the access took. */
+  violations: number;
+  result: WalkOk | WalkFault;
+}
+
+/** Any payload of the schema. */
+export type DisplayPayload = PagetablePayload | WalkPayload | Walk2dPayload;
 
 /** A Jupyter MIME bundle: MIME type → data. */
 export type MimeBundle = Record<string, unknown>;

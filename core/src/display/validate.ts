@@ -8,7 +8,13 @@
 
 import schema from "@mmulab/core/schema/display.v1.schema.json";
 import Ajv, { type ErrorObject, type ValidateFunction } from "ajv";
-import { DISPLAY_SCHEMA_VERSION, PAGETABLE_MIME, PLOTLY_MIME, WALK_MIME } from "./types";
+import {
+  DISPLAY_SCHEMA_VERSION,
+  PAGETABLE_MIME,
+  PLOTLY_MIME,
+  WALK_MIME,
+  WALK2D_MIME,
+} from "./types";
 
 /** Result of {@link validateDisplayPayload}. */
 export type ValidationResult =
@@ -25,6 +31,7 @@ export type ValidationResult =
 const DEFINITION_OF: Readonly<Record<string, { definition: string; kind: string }>> = {
   [PAGETABLE_MIME]: { definition: "pagetable", kind: "pagetable" },
   [WALK_MIME]: { definition: "walk", kind: "walk" },
+  [WALK2D_MIME]: { definition: "walk2d", kind: "walk2d" },
 };
 
 /** At most this many schema errors are reported; beyond that they only repeat the cause. */
@@ -157,7 +164,7 @@ export function validateDisplayPayload(mime: string, data: unknown): ValidationR
   const target = DEFINITION_OF[mime];
   if (target === undefined) {
     return fail(
-      `unknown display MIME type ${show(mime)}; allowed: ${[PAGETABLE_MIME, WALK_MIME, PLOTLY_MIME].join(", ")}`,
+      `unknown display MIME type ${show(mime)}; allowed: ${[...Object.keys(DEFINITION_OF), PLOTLY_MIME].join(", ")}`,
     );
   }
   if (data === null || typeof data !== "object" || Array.isArray(data)) {

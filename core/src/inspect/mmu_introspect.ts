@@ -275,6 +275,9 @@ export interface TdpWalkStep {
   /** Host-physical address of the spte. */
   sptepHpa: number;
   spte: string;
+  /** The spte's low and high words as stored (for views that compare two walks). */
+  lo: number;
+  hi: number;
   flags: string[];
   leaf: boolean;
 }
@@ -311,6 +314,8 @@ export class TdpWalk {
         index: idx,
         sptepHpa: store.spPfn(sp) * 4096 + idx * 8,
         spte: spteHexLayout(lo, hi, false, mmu.spteLayout),
+        lo,
+        hi,
         flags: spteFlags(lo, hi, level),
         leaf,
       });

@@ -4,7 +4,7 @@
  * rights; with a Jupyter display drawn by the walk renderer. Built on request from the walker's
  * state after the walk, never in hot loops.
  */
-import { hexNum } from "../arch/addr";
+import { hexNum, u64Words } from "../arch/addr";
 import {
   LEVEL_NAMES,
   PFERR_FETCH_MASK,
@@ -176,8 +176,7 @@ export class WalkResult {
   toPayload(): WalkPayload {
     const wide = this.mode !== "32-bit";
     const levels: WalkLevel[] = this.levels.map((l) => {
-      const lo = Number(l.before & 0xffffffffn);
-      const hi = Number(l.before >> 32n);
+      const { hi, lo } = u64Words(l.before);
       const out: WalkLevel = {
         level: l.level,
         name: l.name,

@@ -240,8 +240,8 @@ export class KvmVcpu implements KvmVcpuCommon {
   readonly vmMmu: VmMmu | null;
   /** The simulated CPU's translation hardware for this vCPU. */
   readonly cpu: CpuMmu;
-  /** The guest walker of the VM's `features.guestWalker` flavour, chosen once. */
-  private readonly walkAddr: WalkAddrFn;
+  /** @internal The guest walker of the VM's `features.guestWalker` flavour, chosen once. */
+  readonly walkAddr: WalkAddrFn;
   private readonly scratch: U64Parts = { hi: 0, lo: 0 };
   private readonly scratch2: U64Parts = { hi: 0, lo: 0 };
   /** Shadow paging: what `FNAME(page_fault)` uses of this vCPU (walker, table frames, walk). */
