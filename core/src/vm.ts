@@ -115,9 +115,13 @@ export class Vm extends KvmX86 {
     return new TraceView(events, dropped);
   }
 
-  /** A `kvm_stat`-style view: call `.sample(label)` at the end of each interval. */
+  /**
+   * A `kvm_stat`-style view: call `.sample(label)` at the end of each interval. It reads what
+   * kvm_stat reads: the statistics (`vm.stats`, KVM's debugfs files) and the counts of the
+   * `kvm:` tracepoints while tracing is on.
+   */
   kvmStat(): KvmStatView {
-    return new KvmStatView(() => this.stats);
+    return new KvmStatView(() => ({ ...this.stats.toJSON(), ...this.tracepointCounts("kvm") }));
   }
 
   /** `mmu_rmaps_stat`: the rmap chains of every slot by length, per level. */

@@ -99,4 +99,32 @@ describe("display bundles", () => {
     expect(b["text/plain"]).toBe("sptes\n  pages_4k: 3 points, y 0..1024, last 1024");
     expect(() => plotlyBundle({ data: "x" } as never)).toThrow(/array of traces/);
   });
+
+  it("plotlyBundle draws a heatmap offline as cells (runs merged, empty cells blank) and summarises z", () => {
+    const fig = {
+      data: [
+        {
+          type: "heatmap",
+          name: "faults",
+          y: ["0 GiB", "1 GiB"],
+          z: [
+            [1, 1, null, 3],
+            [null, null, null, null],
+          ],
+        },
+      ],
+      layout: { title: { text: "heat" } },
+    };
+    const b = plotlyBundle(fig);
+    const html = b["text/html"] as string;
+    // Row 0: the two 1s are one run of the lowest colour, the blank cell is no rect, 3 the
+    // highest; row 1 is all blank. No polyline: this is not a line chart.
+    const rects = html.match(/<rect [^>]*fill="rgb[^"]*"/g) ?? [];
+    expect(rects).toHaveLength(2);
+    expect(rects[0]).toContain('fill="rgb(68,1,84)"');
+    expect(rects[1]).toContain('fill="rgb(253,231,37)"');
+    expect(html).not.toContain("<polyline");
+    expect(html).toContain(">1 GiB</text>");
+    expect(b["text/plain"]).toBe("heat\n  faults: heatmap of 2 × 4 cells, z 1..3");
+  });
 });
