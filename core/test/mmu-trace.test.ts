@@ -195,6 +195,35 @@ describe("trace: exact event sequences", () => {
     ]);
   });
 
+  it("mmulab_collapse comes when the collapse is done, with what it changed (v6.12 zap, v6.13 recover)", () => {
+    for (const [preset, flushes] of [
+      ["v6.12", 2], // zap_collapsible_spte_range: one atomic zap (and flush) per PDE
+      ["v6.13", 1], // kvm_mmu_recover_huge_pages: one flush for the slot
+    ] as const) {
+      const vm = createVm({ preset });
+      const thp = { size: 4 * MIB, backing: "thp" as const };
+      slot(vm, 0, thp);
+      const vcpu = vm.createVcpu();
+      vcpu.access(0);
+      vcpu.access(0x200000);
+      slot(vm, 1, thp); // eager split: both 2M regions become 512 4K leaves
+      vm.startTrace(10000, ["mmulab_collapse", "mmulab_flush_remote_tlbs"]);
+      slot(vm, 0, thp);
+      const ev = vm.stopTrace().events;
+      expect(ev.map((e) => e.name)).toEqual([
+        ...new Array(flushes).fill("mmulab_flush_remote_tlbs"),
+        "mmulab_collapse",
+      ]);
+      // Two regions of 2 MiB: two PDEs zapped, or two huge sptes made in place.
+      expect(ev.at(-1)!.fields).toEqual({
+        mode: preset === "v6.12" ? "zap" : "recover",
+        start: "0x0",
+        end: "0x400",
+        changed: 2,
+      });
+    }
+  });
+
   it("TDP fast page fault: fast_page_fault alone, no kvm_tdp_mmu_spte_changed (fast_pf_fix_direct_spte is a cmpxchg)", () => {
     const vm = createVm();
     slot(vm);

@@ -187,7 +187,8 @@ export const TRACE_EVENTS = [
       ["errno", "u"],
     ],
   },
-  // The simulator's VM-wide work: remote flushes and collapses.
+  // The simulator's VM-wide work: remote flushes, and the collapse when logging stops (emitted
+  // when it is done; `changed`: the sptes it zapped or the huge sptes it made in place).
   { name: "mmulab_flush_remote_tlbs", system: "kvmmmu", track: "vm", fields: [["reason", "str"]] },
   {
     name: "mmulab_collapse",
