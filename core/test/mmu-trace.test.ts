@@ -8,7 +8,7 @@
  */
 import Ajv from "ajv";
 import { describe, expect, it } from "vitest";
-import { createVm, FaultHeatmap, InvalidArgumentError } from "../src";
+import { createVm, FaultHeatmap, InvalidArgumentError, JUPYTER_DISPLAY } from "../src";
 
 const MIB = 2 ** 20;
 const HVA = 4 * 2 ** 30; // slot hva: pfn = hva >> 12 + (gfn - base)
@@ -525,6 +525,16 @@ describe("trace exports", () => {
       ["kvm_page_fault", ["first", "second", "third"], [10, 2, 0]],
     ]);
     expect(k.labels).toEqual(["first", "second", "third"]);
+    // Options given at creation are every view's default (kvm_stat's command line).
+    const k2 = vm.kvmStat({ fields: "pf_fixed", sort: "name" });
+    vcpu.access(20 * 4096);
+    k2.sample("one");
+    expect(k2.deltas()).toEqual([{ name: "pf_fixed", intervals: [1], total: 1 }]);
+    expect(k2[JUPYTER_DISPLAY]()["text/plain"]).toBe(
+      "kvm_stat: change per interval (sorted as kvm_stat sorts: by name)\ncounter   one  total\npf_fixed  1    1",
+    );
+    expect(() => vm.kvmStat({ sort: "up" as never })).toThrow(/sort/);
+    expect(() => vm.kvmStat({ fields: "[" })).toThrow(/fields/);
     expect(() => k.deltas({ sort: "value" as never })).toThrow(/sort/);
     expect(() => k.deltas({ fields: "(" })).toThrow(/fields/);
     expect(() => k.figure({ top: 0 })).toThrow(/top/);

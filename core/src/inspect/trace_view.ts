@@ -351,8 +351,20 @@ export interface KvmStatRow {
 export class KvmStatView {
   private readonly read: () => Record<string, number>;
   private readonly samples: { label: string; stats: Record<string, number> }[] = [];
+  /** The `fields` and `sort` given at creation (kvm_stat's command line): every method's default. */
+  readonly options: Readonly<KvmStatOptions>;
 
-  constructor(read: () => Record<string, number>) {
+  /**
+   * Samples `read()` now (the start). `opts` are the defaults of every view, as kvm_stat's
+   * `-f` is given on its command line.
+   * @throws InvalidArgumentError for a bad `fields` or `sort`.
+   */
+  constructor(read: () => Record<string, number>, opts: KvmStatOptions = {}) {
+    if (opts === null || typeof opts !== "object")
+      throw new InvalidArgumentError("opts", opts, "{ fields?, sort? }");
+    fieldsMatcher(opts.fields);
+    checkSort(opts.sort);
+    this.options = { ...opts };
     this.read = read;
     this.samples.push({ label: "start", stats: read() });
   }
@@ -375,10 +387,8 @@ export class KvmStatView {
    * @throws InvalidArgumentError for a bad `fields` or `sort`.
    */
   deltas(opts: KvmStatOptions = {}): KvmStatRow[] {
-    const match = fieldsMatcher(opts.fields);
-    const sort = opts.sort ?? "current";
-    if (sort !== "current" && sort !== "total" && sort !== "name")
-      throw new InvalidArgumentError("sort", sort, '"current", "total" or "name"');
+    const match = fieldsMatcher(opts.fields ?? this.options.fields);
+    const sort = checkSort(opts.sort ?? this.options.sort);
     const first = this.samples[0]!.stats;
     const last = this.samples[this.samples.length - 1]!.stats;
     const out: KvmStatRow[] = [];
@@ -463,8 +473,13 @@ export class KvmStatView {
 
   [JUPYTER_DISPLAY](): MimeBundle {
     const labels = this.labels;
+    const order = {
+      current: "the last interval, then the total",
+      total: "the total",
+      name: "name",
+    }[checkSort(this.options.sort)];
     return htmlTableBundle(
-      "kvm_stat: change per interval (sorted as kvm_stat: last interval, then total)",
+      `kvm_stat: change per interval (sorted as kvm_stat sorts: by ${order})`,
       this.deltas().map((d) => {
         const row: Record<string, string | number> = { counter: d.name };
         d.intervals.forEach((v, i) => {
@@ -475,6 +490,14 @@ export class KvmStatView {
       }),
     );
   }
+}
+
+/** `sort`, checked; default "current" (kvm_stat's `SORT_DEFAULT`). */
+function checkSort(sort: unknown): KvmStatSort {
+  if (sort === undefined) return "current";
+  if (sort !== "current" && sort !== "total" && sort !== "name")
+    throw new InvalidArgumentError("sort", sort, '"current", "total" or "name"');
+  return sort;
 }
 
 /** kvm_stat's `-f` filter as a predicate (`re.match`: anchored at the start of the name). */
