@@ -126,5 +126,20 @@ describe("display bundles", () => {
     expect(html).not.toContain("<polyline");
     expect(html).toContain(">1 GiB</text>");
     expect(b["text/plain"]).toBe("heat\n  faults: heatmap of 2 × 4 cells, z 1..3");
+    expect(html).toMatch(/>3<\/text>.*>1<\/text><\/svg>/); // no ticks named: highest, lowest
+    // Ticks named (a log scale): those within z's range label the bar, where they fall.
+    const log = plotlyBundle({
+      data: [
+        {
+          ...fig.data[0]!,
+          colorbar: { tickvals: [0, 1, 2, 3, 9], ticktext: ["1", "10", "100", "1000", "1e9"] },
+        },
+      ],
+    });
+    const labels = [
+      ...(log["text/html"] as string).matchAll(/y="([\d.]+)" font-size="10">(1|1\d*|1e9)<\/text>/g),
+    ];
+    expect(labels.map((m) => m[2])).toEqual(["10", "100", "1000"]);
+    expect(Number(labels[0]![1])).toBeGreaterThan(Number(labels[2]![1])); // 10 below 1000
   });
 });

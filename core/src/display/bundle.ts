@@ -349,9 +349,14 @@ function heatmapZ(trace: PlotlyTrace): (number | null)[][] | undefined {
 /**
  * A static SVG of a heatmap: a band per row of `z`, cells coloured on Viridis from the lowest to
  * the highest value, empty cells left blank, runs of one colour merged; rows wider than
- * {@link HEATMAP_MAX_COLS} show the maximum of each group of cells.
+ * {@link HEATMAP_MAX_COLS} show the maximum of each group of cells. The colour bar is labelled
+ * with the trace's `colorbar.tickvals`/`ticktext` where it has them.
  */
-function heatmapSvg(z: (number | null)[][], yLabels: ReadonlyArray<unknown> | undefined): string {
+function heatmapSvg(
+  z: (number | null)[][],
+  yLabels: ReadonlyArray<unknown> | undefined,
+  colorbar: unknown,
+): string {
   const rows = z.length;
   const width = Math.max(1, ...z.map((r) => r.length));
   const group = Math.ceil(width / HEATMAP_MAX_COLS);
@@ -399,7 +404,25 @@ function heatmapSvg(z: (number | null)[][], yLabels: ReadonlyArray<unknown> | un
     )
     .join("");
   const frame = `<rect x="${PAD}" y="${PAD}" width="${SVG_W - 2 * PAD}" height="${SVG_H - 2 * PAD}" fill="none" stroke="#888"/>`;
-  const legend = `<text x="${SVG_W - PAD + 4}" y="${PAD + 10}" font-size="10">${escapeHtml(Number(hi.toPrecision(3)))}</text><text x="${SVG_W - PAD + 4}" y="${SVG_H - PAD}" font-size="10">${escapeHtml(Number(lo.toPrecision(3)))}</text>`;
+  // The colour bar's labels: its ticks where the figure names them (a log scale labels log10
+  // values with counts), else the lowest and highest value.
+  const bar = (colorbar ?? {}) as { tickvals?: unknown; ticktext?: unknown };
+  const tickText = bar.ticktext;
+  const ticks =
+    Array.isArray(bar.tickvals) && Array.isArray(tickText)
+      ? bar.tickvals
+          .map((v, i) => [v, tickText[i]] as const)
+          .filter(([v]) => typeof v === "number" && v >= lo && v <= hi)
+      : [
+          [hi, Number(hi.toPrecision(3))],
+          [lo, Number(lo.toPrecision(3))],
+        ];
+  const legend = ticks
+    .map(([v, label]) => {
+      const y = SVG_H - PAD - (((v as number) - lo) / (hi - lo || 1)) * (SVG_H - 2 * PAD);
+      return `<text x="${SVG_W - PAD + 4}" y="${(y + 3).toFixed(1)}" font-size="10">${escapeHtml(label)}</text>`;
+    })
+    .join("");
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${SVG_W + 80}" height="${SVG_H}" viewBox="0 0 ${SVG_W + 80} ${SVG_H}">${rects.join("")}${frame}${labels}${legend}</svg>`;
 }
 
@@ -421,11 +444,11 @@ export function plotlyBundle(figure: PlotlyFigure): MimeBundle {
   assertDisplayPayload(PLOTLY_MIME, figure);
   const title = figureTitle(figure);
   const text = [title ?? "plot"];
-  let heat: { z: (number | null)[][]; y: PlotlyTrace["y"] } | undefined;
+  let heat: { z: (number | null)[][]; y: PlotlyTrace["y"]; colorbar: unknown } | undefined;
   for (const t of figure.data) {
     const z = heatmapZ(t);
     if (z !== undefined) {
-      heat ??= { z, y: t.y };
+      heat ??= { z, y: t.y, colorbar: t.colorbar };
       const zs = z.flat().filter((v): v is number => v !== null);
       const range = zs.length ? `, z ${Math.min(...zs)}..${Math.max(...zs)}` : "";
       text.push(
@@ -439,7 +462,7 @@ export function plotlyBundle(figure: PlotlyFigure): MimeBundle {
       : "";
     text.push(`  ${t.name ?? t.type ?? "trace"}: ${(t.y ?? []).length} points${range}`);
   }
-  const svg = heat !== undefined ? heatmapSvg(heat.z, heat.y) : plotSvg(figure);
+  const svg = heat !== undefined ? heatmapSvg(heat.z, heat.y, heat.colorbar) : plotSvg(figure);
   const html = `<div class="mmulab-plot">${title !== undefined ? `<div><b>${escapeHtml(title)}</b></div>` : ""}${svg}</div>`;
   return { [PLOTLY_MIME]: figure, "text/html": html, "text/plain": text.join("\n") };
 }
