@@ -520,9 +520,10 @@ describe("trace exports", () => {
       `third ${num(-1)}${num(0)}`,
     ]);
     const fig = k.figure({ fields: f, top: 2 });
-    expect(fig.data.map((t) => [t.name, t.x, t.y])).toEqual([
-      ["pf_fixed", ["first", "second", "third"], [10, 2, 0]],
-      ["kvm_page_fault", ["first", "second", "third"], [10, 2, 0]],
+    expect(fig.layout?.barmode).toBe("group");
+    expect(fig.data.map((t) => [t.type, t.name, t.x, t.y])).toEqual([
+      ["bar", "pf_fixed", ["first", "second", "third"], [10, 2, 0]],
+      ["bar", "kvm_page_fault", ["first", "second", "third"], [10, 2, 0]],
     ]);
     expect(k.labels).toEqual(["first", "second", "third"]);
     // Options given at creation are every view's default (kvm_stat's command line).

@@ -439,9 +439,9 @@ export class KvmStatView {
   }
 
   /**
-   * A plotly figure of the counters over the intervals: one line per counter, the `top` first
-   * by total (default 6) among those `fields` selects. On the default log axis a change of 0 or
-   * less is a gap.
+   * A plotly figure of the counters over the intervals: a group of bars per interval, one bar
+   * per counter, for the `top` first by total (default 6) among those `fields` selects. On the
+   * default log axis a change of 0 or less has no bar.
    */
   figure(
     opts: Omit<KvmStatOptions, "sort"> & { top?: number; yAxis?: "log" | "linear" } = {},
@@ -456,15 +456,10 @@ export class KvmStatView {
     return {
       data: this.deltas({ fields: opts.fields, sort: "total" })
         .slice(0, top)
-        .map((r) => ({
-          type: "scatter",
-          mode: "lines+markers",
-          name: r.name,
-          x: labels,
-          y: r.intervals,
-        })),
+        .map((r) => ({ type: "bar", name: r.name, x: labels, y: r.intervals })),
       layout: {
         title: { text: "kvm_stat: change per interval" },
+        barmode: "group",
         xaxis: { title: { text: "interval" } },
         yaxis: { type: yAxis, title: { text: "change" } },
       },
