@@ -1,4 +1,4 @@
-// The research notebooks (04, 05, 06, 10) in the JupyterLab `npm start` serves, on a workspace
+// The research notebooks (04, 05, 06, 08, 10) in the JupyterLab `npm start` serves, on a workspace
 // prepared as `npm start` prepares workspace/: each runs top to bottom with the mmulab kernel, every
 // plotly figure in it is drawn by the renderer, no cell shows an error, and the page has
 // no console errors. Their numbers are checked in test/src (nbconvert); this is the browser side.
