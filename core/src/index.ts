@@ -73,7 +73,17 @@ export {
   TdpWalk,
   type TdpWalkStep,
 } from "./inspect/mmu_introspect";
-export { KvmStatView, RmapHistogram, TraceView } from "./inspect/trace_view";
+export {
+  FaultHeatmap,
+  type FaultHeatmapOptions,
+  type KvmStatOptions,
+  type KvmStatRow,
+  type KvmStatSort,
+  KvmStatView,
+  RmapHistogram,
+  type TraceFilter,
+  TraceView,
+} from "./inspect/trace_view";
 export { changes, type PagetableSource, PagetableView, sideBySide } from "./inspect/views";
 // Views.
 export { WalkResult, type WalkTraceLevel } from "./inspect/walk";

@@ -14,7 +14,7 @@ import {
   TdpWalk,
 } from "./inspect/mmu_introspect";
 import { snapshotTitle } from "./inspect/snapshot_fold";
-import { KvmStatView, RmapHistogram, TraceView } from "./inspect/trace_view";
+import { type KvmStatOptions, KvmStatView, RmapHistogram, TraceView } from "./inspect/trace_view";
 import type { VmMmu } from "./mmu/mmu";
 import { auditMmu } from "./mmu/mmu_audit";
 import { Vcpu } from "./vcpu";
@@ -115,9 +115,18 @@ export class Vm extends KvmX86 {
     return new TraceView(events, dropped);
   }
 
-  /** A `kvm_stat`-style view: call `.sample(label)` at the end of each interval. */
-  kvmStat(): KvmStatView {
-    return new KvmStatView(() => this.stats);
+  /**
+   * A `kvm_stat`-style view: call `.sample(label)` at the end of each interval. It reads what
+   * kvm_stat reads: the statistics (`vm.stats`, KVM's debugfs files) and the counts of the
+   * `kvm:` tracepoints while tracing is on. `opts` (`fields`, as `kvm_stat -f`, and `sort`) are
+   * the view's defaults.
+   * @throws InvalidArgumentError for a bad `fields` or `sort`.
+   */
+  kvmStat(opts?: KvmStatOptions): KvmStatView {
+    return new KvmStatView(
+      () => ({ ...this.stats.toJSON(), ...this.tracepointCounts("kvm") }),
+      opts,
+    );
   }
 
   /** `mmu_rmaps_stat`: the rmap chains of every slot by length, per level. */

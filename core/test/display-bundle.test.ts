@@ -156,4 +156,47 @@ describe("display bundles", () => {
     expect(b["text/plain"]).toBe("sptes\n  pages_4k: 3 points, y 0..1024, last 1024");
     expect(() => plotlyBundle({ data: "x" } as never)).toThrow(/array of traces/);
   });
+
+  it("plotlyBundle draws a heatmap offline as cells (runs merged, empty cells blank) and summarises z", () => {
+    const fig = {
+      data: [
+        {
+          type: "heatmap",
+          name: "faults",
+          y: ["0 GiB", "1 GiB"],
+          z: [
+            [1, 1, null, 3],
+            [null, null, null, null],
+          ],
+        },
+      ],
+      layout: { title: { text: "heat" } },
+    };
+    const b = plotlyBundle(fig);
+    const html = b["text/html"] as string;
+    // Row 0: the two 1s are one run of the lowest colour, the blank cell is no rect, 3 the
+    // highest; row 1 is all blank. No polyline: this is not a line chart.
+    const rects = html.match(/<rect [^>]*fill="rgb[^"]*"/g) ?? [];
+    expect(rects).toHaveLength(2);
+    expect(rects[0]).toContain('fill="rgb(68,1,84)"');
+    expect(rects[1]).toContain('fill="rgb(253,231,37)"');
+    expect(html).not.toContain("<polyline");
+    expect(html).toContain(">1 GiB</text>");
+    expect(b["text/plain"]).toBe("heat\n  faults: heatmap of 2 × 4 cells, z 1..3");
+    expect(html).toMatch(/>3<\/text>.*>1<\/text><\/svg>/); // no ticks named: highest, lowest
+    // Ticks named (a log scale): those within z's range label the bar, where they fall.
+    const log = plotlyBundle({
+      data: [
+        {
+          ...fig.data[0]!,
+          colorbar: { tickvals: [0, 1, 2, 3, 9], ticktext: ["1", "10", "100", "1000", "1e9"] },
+        },
+      ],
+    });
+    const labels = [
+      ...(log["text/html"] as string).matchAll(/y="([\d.]+)" font-size="10">(1|1\d*|1e9)<\/text>/g),
+    ];
+    expect(labels.map((m) => m[2])).toEqual(["10", "100", "1000"]);
+    expect(Number(labels[0]![1])).toBeGreaterThan(Number(labels[2]![1])); // 10 below 1000
+  });
 });

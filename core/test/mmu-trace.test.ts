@@ -8,7 +8,7 @@
  */
 import Ajv from "ajv";
 import { describe, expect, it } from "vitest";
-import { createVm } from "../src";
+import { createVm, FaultHeatmap, InvalidArgumentError, JUPYTER_DISPLAY } from "../src";
 
 const MIB = 2 ** 20;
 const HVA = 4 * 2 ** 30; // slot hva: pfn = hva >> 12 + (gfn - base)
@@ -25,12 +25,18 @@ function eptLeaf(pfn: number): string {
   return hex(v);
 }
 
-function slot(vm: ReturnType<typeof createVm>) {
+/** Slot 0: 8 MiB of 4K pages at gpa 0 (or `size` bytes of `backing`), hva {@link HVA}. */
+function slot(
+  vm: ReturnType<typeof createVm>,
+  flags = 0,
+  { size = 8 * MIB, backing = "4k" as "4k" | "thp" } = {},
+) {
   vm.setUserMemoryRegion({
     slot: 0,
     guestPhysAddr: 0,
-    memorySize: 8 * MIB,
-    flags: 0,
+    memorySize: size,
+    flags,
+    backing,
     userspaceAddr: HVA,
   });
 }
@@ -158,6 +164,114 @@ describe("trace: exact event sequences", () => {
     expect(ev.at(-1)!.fields).toMatchObject({ ret: "retry", retry_reason: "guest #PF injected" });
   });
 
+  it("TDP eager split: the link's kvm_tdp_mmu_spte_changed, then kvm_mmu_split_huge_page with the huge spte (tdp_mmu_split_huge_page, out:)", () => {
+    const vm = createVm();
+    const thp = { size: 4 * MIB, backing: "thp" as const };
+    slot(vm, 0, thp);
+    const vcpu = vm.createVcpu();
+    vcpu.access(0x200000); // one 2M leaf for gfn 0x200
+    vm.startTrace(10000);
+    slot(vm, 1, thp); // KVM_MEM_LOG_DIRTY_PAGES: eager split, then write-protect the 512 pieces
+    const ev = vm.stopTrace().events;
+    const [link, split] = ev;
+    expect(link).toMatchObject({
+      name: "kvm_tdp_mmu_spte_changed",
+      fields: { gfn: "0x200", level: 2 },
+    });
+    expect(split).toMatchObject({
+      name: "kvm_mmu_split_huge_page",
+      fields: { gfn: "0x200", level: 2, errno: 0 },
+    });
+    // The event carries the huge spte the link replaced: a leaf (bit 7, PS) mapping the 2M frame.
+    const huge = BigInt(split!.fields.spte as string);
+    expect(huge).toBe(BigInt(link!.fields.old_spte as string));
+    expect((huge >> 7n) & 1n).toBe(1n);
+    expect((huge >> 21n) & ((1n << 31n) - 1n)).toBe(BigInt(HVA / 2 ** 21 + 1));
+    expect((BigInt(link!.fields.new_spte as string) >> 7n) & 1n).toBe(0n); // now a table
+    // Then the 512 pieces lose W, each through handle_changed_spte.
+    expect(ev.slice(2).map((e) => e.name)).toEqual([
+      ...new Array(512).fill("kvm_tdp_mmu_spte_changed"),
+      "mmulab_flush_remote_tlbs",
+    ]);
+  });
+
+  it("mmulab_collapse comes when the collapse is done, with what it changed (v6.12 zap, v6.13 recover)", () => {
+    for (const [preset, flushes] of [
+      ["v6.12", 2], // zap_collapsible_spte_range: one atomic zap (and flush) per PDE
+      ["v6.13", 1], // kvm_mmu_recover_huge_pages: one flush for the slot
+    ] as const) {
+      const vm = createVm({ preset });
+      const thp = { size: 4 * MIB, backing: "thp" as const };
+      slot(vm, 0, thp);
+      const vcpu = vm.createVcpu();
+      vcpu.access(0);
+      vcpu.access(0x200000);
+      slot(vm, 1, thp); // eager split: both 2M regions become 512 4K leaves
+      vm.startTrace(10000, ["mmulab_collapse", "mmulab_flush_remote_tlbs"]);
+      slot(vm, 0, thp);
+      const ev = vm.stopTrace().events;
+      expect(ev.map((e) => e.name)).toEqual([
+        ...new Array(flushes).fill("mmulab_flush_remote_tlbs"),
+        "mmulab_collapse",
+      ]);
+      // Two regions of 2 MiB: two PDEs zapped, or two huge sptes made in place.
+      expect(ev.at(-1)!.fields).toEqual({
+        mode: preset === "v6.12" ? "zap" : "recover",
+        start: "0x0",
+        end: "0x400",
+        changed: 2,
+      });
+    }
+  });
+
+  it("TDP fast page fault: fast_page_fault alone, no kvm_tdp_mmu_spte_changed (fast_pf_fix_direct_spte is a cmpxchg)", () => {
+    const vm = createVm();
+    slot(vm);
+    const vcpu = vm.createVcpu();
+    vcpu.access(0x5000, { write: true });
+    slot(vm, 1); // the 4K leaf loses W, keeps MMU-writable
+    vm.startTrace(100);
+    vcpu.access(0x5000, { write: true });
+    const ev = vm.stopTrace().events;
+    expect(ev.map((e) => e.name)).toEqual([
+      "kvm_page_fault",
+      "fast_page_fault",
+      "mmulab_page_fault_done",
+    ]);
+    expect(vm.stats.pf_fast).toBe(1);
+    // Still marked dirty, as fast_pf_fix_direct_spte does (W 0 -> 1).
+    expect(vm.getDirtyLog(0)[0]).toBe(1 << 5);
+  });
+
+  it("an event list records only those tracepoints (perf record -e); their counts go on past the ring", () => {
+    const vm = createVm();
+    slot(vm);
+    const vcpu = vm.createVcpu();
+    const before = vm.tracepointCounts().kvm_page_fault;
+    vm.startTrace(2, ["kvm_page_fault"]);
+    for (let g = 0; g < 5; g++) vcpu.access(g * 4096);
+    const t = vm.stopTrace();
+    expect(t.events.map((e) => [e.seq, e.name, e.fields.fault_address])).toEqual([
+      [3, "kvm_page_fault", "0x3000"],
+      [4, "kvm_page_fault", "0x4000"],
+    ]);
+    expect(t.dropped).toBe(3);
+    // One per EPT violation, whatever the ring kept; nothing counted while tracing is off.
+    expect(vm.tracepointCounts().kvm_page_fault - before).toBe(5);
+    vcpu.access(5 * 4096);
+    expect(vm.tracepointCounts().kvm_page_fault - before).toBe(5);
+    expect(Object.keys(vm.tracepointCounts("kvm"))).toEqual(["kvm_page_fault"]);
+    expect(() => vm.tracepointCounts("kvmmu" as never)).toThrow(/system.*kvmmu/);
+    expect(() => vm.startTrace(10, ["kvm_page_faults" as never])).toThrow(InvalidArgumentError);
+    expect(() => vm.startTrace(10, ["kvm_page_faults" as never])).toThrow(
+      /kvm_page_faults.*kvm_page_fault/,
+    );
+    expect(() => vm.startTrace(10, [])).toThrow(/events/);
+    vm.startTrace(10); // no list: everything again
+    vcpu.access(6 * 4096);
+    expect(new Set(vm.stopTrace().events.map((e) => e.name)).size).toBeGreaterThan(1);
+  });
+
   it("the ring keeps the newest events and counts the overwritten ones", () => {
     const vm = createVm();
     slot(vm);
@@ -237,6 +351,89 @@ describe("trace exports", () => {
     expect(() => JSON.parse(JSON.stringify(j))).not.toThrow();
   });
 
+  it("Chrome JSON stays balanced when the trace lacks the faults' ends; metadata carry ts 0", () => {
+    const vm = createVm();
+    slot(vm);
+    const v0 = vm.createVcpu();
+    vm.startTrace(100, ["kvm_page_fault", "mmulab_flush_remote_tlbs"]);
+    for (let g = 0; g < 3; g++) v0.access(g * 4096);
+    vm.zapGfnRange(0, 16);
+    const j = vm.stopTrace().chrome();
+    const validate = new Ajv({ allErrors: true }).compile(CHROME_SCHEMA);
+    expect(validate(j), JSON.stringify(validate.errors)).toBe(true);
+    expect(j.traceEvents.filter((e) => e.ph === "M").map((e) => [e.ts, e.cat])).toEqual([
+      [0, "__metadata"],
+      [0, "__metadata"],
+      [0, "__metadata"],
+    ]);
+    // Three faults (seq 0, 1, 2) on vCPU 0's track: each ends where the next begins, the last
+    // one microsecond after the last event (the flush, seq 3).
+    expect(
+      j.traceEvents.filter((e) => e.tid === 1 && e.ph !== "M").map((e) => [e.ph, e.ts]),
+    ).toEqual([
+      ["B", 0],
+      ["E", 1],
+      ["B", 1],
+      ["E", 2],
+      ["B", 2],
+      ["E", 4],
+    ]);
+  });
+
+  it("filter by event name, gfn range and vCPU", () => {
+    const vm = createVm();
+    slot(vm);
+    const vcpu = vm.createVcpu();
+    vm.startTrace(1000);
+    for (let g = 0; g < 8; g++) vcpu.access(g * 4096);
+    vm.zapGfnRange(0, 8);
+    const t = vm.stopTrace();
+    const leaves = t.filter({ events: ["kvm_mmu_set_spte"], gfns: [2, 5] });
+    expect(leaves.events.map((e) => e.fields.gfn)).toEqual(["0x2", "0x3", "0x4"]);
+    expect(t.filter({ vcpu: "vm" }).events.every((e) => e.vcpu === -1)).toBe(true);
+    expect(t.filter({ vcpu: 0 }).counts().kvm_page_fault).toBe(8);
+    expect(t.filter((e) => e.seq < 3).events).toHaveLength(3);
+    expect(() => t.filter({ events: ["nope"] })).toThrow(/nope/);
+    expect(() => t.filter({ gfns: [5, 2] })).toThrow(InvalidArgumentError);
+    expect(() => t.filter({ vcpu: -2 })).toThrow(/vcpu/);
+  });
+
+  it("fault heat map: kvm_page_fault per 2 MiB region of guest-physical memory, a row per 1 GiB", () => {
+    const vm = createVm();
+    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 2 * 2 ** 30, flags: 0 });
+    const vcpu = vm.createVcpu();
+    vm.startTrace(1000, ["kvm_page_fault"]);
+    for (let p = 0; p < 3; p++) vcpu.access(p * 4096); // region 0: 3 faults
+    vcpu.access(5 * MIB); // region 2
+    for (let p = 0; p < 4; p++) vcpu.access(2 ** 30 + 2 * MIB + p * 4096); // row 1, region 1
+    const h = vm.stopTrace().faultHeatmap();
+    expect([h.rows, h.cols, h.total, h.outside]).toEqual([2, 512, 8, 0]);
+    expect([h.counts[0], h.counts[1], h.counts[2], h.counts[512 + 1]]).toEqual([3, 0, 1, 4]);
+    expect(h.count(2 ** 30 + 3 * MIB)).toBe(4);
+    const fig = h.figure();
+    expect(fig.data[0]!.type).toBe("heatmap");
+    expect(fig.data[0]!.y).toEqual(["0 GiB", "1 GiB"]);
+    expect((fig.data[0]!.customdata as number[][])[1]![1]).toBe(4);
+    expect((fig.data[0]!.z as (number | null)[][])[0]!.slice(0, 3)).toEqual([
+      Math.log10(3),
+      null,
+      0,
+    ]);
+    // A narrower map: one row of 4 MiB from 1 GiB; the rest is outside.
+    const n = new FaultHeatmap([0, 2 ** 30, 2 ** 30 + 2 * MIB + 1], {
+      base: 2 ** 30,
+      rowBytes: 4 * MIB,
+      rows: 1,
+      scale: "linear",
+    });
+    expect([Array.from(n.counts), n.outside]).toEqual([[1, 1], 1]);
+    expect(() => new FaultHeatmap([], { regionBytes: 3 * MIB })).toThrow(/regionBytes/);
+    expect(() => new FaultHeatmap([], { rowBytes: 3 * MIB })).toThrow(/rowBytes/);
+    expect(() => new FaultHeatmap([], { base: MIB })).toThrow(/base/);
+    expect(() => new FaultHeatmap([], { rows: 0 })).toThrow(/rows/);
+    expect(() => new FaultHeatmap([], { scale: "sqrt" as never })).toThrow(/scale/);
+  });
+
   it("perf script text: comm, pid, [cpu], time, system:event, fields", () => {
     const vm = createVm();
     slot(vm);
@@ -261,6 +458,87 @@ describe("trace exports", () => {
     k.sample("again");
     const pf = k.deltas().find((d) => d.name === "pf_fixed")!;
     expect(pf).toEqual({ name: "pf_fixed", intervals: [10, 0], total: 10 });
+  });
+
+  it("kvm_stat view: kvm_stat's orders, -f filter, kvm: tracepoints while tracing, -1 and -l text, a figure", () => {
+    const vm = createVm();
+    slot(vm); // 8 MiB of 4K pages: one fault per page touched
+    const vcpu = vm.createVcpu();
+    const k = vm.kvmStat();
+    vm.startTrace(10, ["kvm_page_fault"]);
+    for (let g = 0; g < 10; g++) vcpu.access(g * 4096);
+    k.sample("first");
+    for (let g = 0; g < 12; g++) vcpu.access(g * 4096); // 2 new pages
+    vm.zapGfnRange(0, 1); // one remote flush, one leaf fewer
+    k.sample("second");
+    vm.stopTrace();
+    vm.zapGfnRange(1, 2);
+    k.sample("third");
+    const f = "pf_fixed|pages_4k|kvm_page_fault|remote_tlb_flush_requests";
+    const rows = k.deltas({ fields: f });
+    // -f matches at the start of the name, as re.match does: remote_tlb_flush alone does not.
+    const byName = Object.fromEntries(rows.map((r) => [r.name, r]));
+    expect(byName).toEqual({
+      pf_fixed: { name: "pf_fixed", intervals: [10, 2, 0], total: 12 },
+      // One per EPT violation while tracing was on (the ring held 10 events only).
+      kvm_page_fault: { name: "kvm_page_fault", intervals: [10, 2, 0], total: 12 },
+      pages_4k: { name: "pages_4k", intervals: [10, 1, -1], total: 10 },
+      remote_tlb_flush_requests: {
+        name: "remote_tlb_flush_requests",
+        intervals: [0, 1, 1],
+        total: 2,
+      },
+    });
+    // SORT_DEFAULT: the last change, then the total, descending (ties keep the read order).
+    expect(rows.map((r) => r.name)).toEqual([
+      "remote_tlb_flush_requests",
+      "pf_fixed",
+      "kvm_page_fault",
+      "pages_4k",
+    ]);
+    expect(k.deltas({ fields: f, sort: "total" }).map((r) => r.name)).toEqual([
+      "pf_fixed",
+      "kvm_page_fault",
+      "pages_4k",
+      "remote_tlb_flush_requests",
+    ]);
+    expect(k.deltas({ fields: f, sort: "name" }).map((r) => r.name)).toEqual([
+      "kvm_page_fault",
+      "pages_4k",
+      "pf_fixed",
+      "remote_tlb_flush_requests",
+    ]);
+    expect(k.deltas({ fields: /^pf_f/ }).map((r) => r.name)).toEqual(["pf_fixed"]);
+    expect(k.batchText({ fields: "pf_fixed" })).toBe(
+      `${"pf_fixed".padEnd(42)}${"12".padStart(10)}${"0".padStart(10)}`,
+    );
+    const num = (n: number) => ` ${String(n).padStart(9)}`;
+    expect(k.logText({ fields: "pf_fixed|pages_4k" }).split("\n")).toEqual([
+      "       pages_4k pf_fixed",
+      `first ${num(10)}${num(10)}`,
+      `second${num(1)}${num(2)}`,
+      `third ${num(-1)}${num(0)}`,
+    ]);
+    const fig = k.figure({ fields: f, top: 2 });
+    expect(fig.layout?.barmode).toBe("group");
+    expect(fig.data.map((t) => [t.type, t.name, t.x, t.y])).toEqual([
+      ["bar", "pf_fixed", ["first", "second", "third"], [10, 2, 0]],
+      ["bar", "kvm_page_fault", ["first", "second", "third"], [10, 2, 0]],
+    ]);
+    expect(k.labels).toEqual(["first", "second", "third"]);
+    // Options given at creation are every view's default (kvm_stat's command line).
+    const k2 = vm.kvmStat({ fields: "pf_fixed", sort: "name" });
+    vcpu.access(20 * 4096);
+    k2.sample("one");
+    expect(k2.deltas()).toEqual([{ name: "pf_fixed", intervals: [1], total: 1 }]);
+    expect(k2[JUPYTER_DISPLAY]()["text/plain"]).toBe(
+      "kvm_stat: change per interval (sorted as kvm_stat sorts: by name)\ncounter   one  total\npf_fixed  1    1",
+    );
+    expect(() => vm.kvmStat({ sort: "up" as never })).toThrow(/sort/);
+    expect(() => vm.kvmStat({ fields: "[" })).toThrow(/fields/);
+    expect(() => k.deltas({ sort: "value" as never })).toThrow(/sort/);
+    expect(() => k.deltas({ fields: "(" })).toThrow(/fields/);
+    expect(() => k.figure({ top: 0 })).toThrow(/top/);
   });
 
   it("mmu_rmaps_stat histogram: 8 MiB of 4K leaves on the rmap MMU", () => {

@@ -14,6 +14,7 @@ import {
   type PagetablePayload,
   PLOTLY_MIME,
   type PlotlyFigure,
+  type PlotlyTrace,
   type Table,
   type Tree,
   WALK_MIME,
@@ -414,6 +415,118 @@ function plotSvg(figure: PlotlyFigure): string {
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${SVG_W + 80}" height="${SVG_H}" viewBox="0 0 ${SVG_W + 80} ${SVG_H}">${axes}${lines}</svg>`;
 }
 
+/** Viridis (plotly's colour scale of the same name), five stops, low to high. */
+const VIRIDIS = [
+  [68, 1, 84],
+  [59, 82, 139],
+  [33, 145, 140],
+  [94, 201, 98],
+  [253, 231, 37],
+] as const;
+
+/** Colour of `t` in [0, 1] on {@link VIRIDIS}, quantised to 16 steps (so equal cells merge). */
+function viridis(t: number): string {
+  const q = Math.round(Math.min(1, Math.max(0, t)) * 15) / 15;
+  const x = q * (VIRIDIS.length - 1);
+  const i = Math.min(VIRIDIS.length - 2, Math.floor(x));
+  const f = x - i;
+  const c = VIRIDIS[i]!.map((v, k) => Math.round(v + (VIRIDIS[i + 1]![k]! - v) * f));
+  return `rgb(${c.join(",")})`;
+}
+
+/** Cells a static heatmap draws per row at most: wider rows are max-pooled. */
+const HEATMAP_MAX_COLS = 128;
+
+/** The numbers of a heatmap trace's `z` (rows of numbers; `null` for an empty cell), or undefined. */
+function heatmapZ(trace: PlotlyTrace): (number | null)[][] | undefined {
+  const z = trace.z;
+  if (trace.type !== "heatmap" || !Array.isArray(z) || !z.every((r) => Array.isArray(r)))
+    return undefined;
+  return (z as unknown[][]).map((r) =>
+    r.map((v) => (typeof v === "number" && Number.isFinite(v) ? v : null)),
+  );
+}
+
+/**
+ * A static SVG of a heatmap: a band per row of `z`, cells coloured on Viridis from the lowest to
+ * the highest value, empty cells left blank, runs of one colour merged; rows wider than
+ * {@link HEATMAP_MAX_COLS} show the maximum of each group of cells. The colour bar is labelled
+ * with the trace's `colorbar.tickvals`/`ticktext` where it has them.
+ */
+function heatmapSvg(
+  z: (number | null)[][],
+  yLabels: ReadonlyArray<unknown> | undefined,
+  colorbar: unknown,
+): string {
+  const rows = z.length;
+  const width = Math.max(1, ...z.map((r) => r.length));
+  const group = Math.ceil(width / HEATMAP_MAX_COLS);
+  const cols = Math.ceil(width / group);
+  const pooled = z.map((r) =>
+    Array.from({ length: cols }, (_v, c) => {
+      let m: number | null = null;
+      for (let k = c * group; k < Math.min(r.length, (c + 1) * group); k++) {
+        const v = r[k];
+        if (v !== null && v !== undefined && (m === null || v > m)) m = v;
+      }
+      return m;
+    }),
+  );
+  const all = pooled.flat().filter((v): v is number => v !== null);
+  const lo = all.length ? Math.min(...all) : 0;
+  const hi = all.length ? Math.max(...all) : 1;
+  const cw = (SVG_W - 2 * PAD) / cols;
+  const rh = (SVG_H - 2 * PAD) / Math.max(1, rows);
+  const rects: string[] = [];
+  pooled.forEach((r, ri) => {
+    let c = 0;
+    while (c < cols) {
+      const v = r[c];
+      let e = c + 1;
+      const colour = v === null || v === undefined ? null : viridis((v - lo) / (hi - lo || 1));
+      while (e < cols) {
+        const w = r[e];
+        const next = w === null || w === undefined ? null : viridis((w - lo) / (hi - lo || 1));
+        if (next !== colour) break;
+        e++;
+      }
+      if (colour !== null)
+        rects.push(
+          `<rect x="${(PAD + c * cw).toFixed(1)}" y="${(PAD + ri * rh).toFixed(1)}" width="${((e - c) * cw).toFixed(1)}" height="${rh.toFixed(1)}" fill="${colour}"/>`,
+        );
+      c = e;
+    }
+  });
+  const labels = (yLabels ?? [])
+    .slice(0, rows)
+    .map(
+      (l, ri) =>
+        `<text x="${PAD - 4}" y="${(PAD + (ri + 0.5) * rh + 3).toFixed(1)}" font-size="10" text-anchor="end">${escapeHtml(l)}</text>`,
+    )
+    .join("");
+  const frame = `<rect x="${PAD}" y="${PAD}" width="${SVG_W - 2 * PAD}" height="${SVG_H - 2 * PAD}" fill="none" stroke="#888"/>`;
+  // The colour bar's labels: its ticks where the figure names them (a log scale labels log10
+  // values with counts), else the lowest and highest value.
+  const bar = (colorbar ?? {}) as { tickvals?: unknown; ticktext?: unknown };
+  const tickText = bar.ticktext;
+  const ticks =
+    Array.isArray(bar.tickvals) && Array.isArray(tickText)
+      ? bar.tickvals
+          .map((v, i) => [v, tickText[i]] as const)
+          .filter(([v]) => typeof v === "number" && v >= lo && v <= hi)
+      : [
+          [hi, Number(hi.toPrecision(3))],
+          [lo, Number(lo.toPrecision(3))],
+        ];
+  const legend = ticks
+    .map(([v, label]) => {
+      const y = SVG_H - PAD - (((v as number) - lo) / (hi - lo || 1)) * (SVG_H - 2 * PAD);
+      return `<text x="${SVG_W - PAD + 4}" y="${(y + 3).toFixed(1)}" font-size="10">${escapeHtml(label)}</text>`;
+    })
+    .join("");
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${SVG_W + 80}" height="${SVG_H}" viewBox="0 0 ${SVG_W + 80} ${SVG_H}">${rects.join("")}${frame}${labels}${legend}</svg>`;
+}
+
 function figureTitle(figure: PlotlyFigure): string | undefined {
   const t = figure.layout?.title;
   if (typeof t === "string") return t;
@@ -432,14 +545,26 @@ export function plotlyBundle(figure: PlotlyFigure): MimeBundle {
   assertDisplayPayload(PLOTLY_MIME, figure);
   const title = figureTitle(figure);
   const text = [title ?? "plot"];
+  let heat: { z: (number | null)[][]; y: PlotlyTrace["y"]; colorbar: unknown } | undefined;
   for (const t of figure.data) {
+    const z = heatmapZ(t);
+    if (z !== undefined) {
+      heat ??= { z, y: t.y, colorbar: t.colorbar };
+      const zs = z.flat().filter((v): v is number => v !== null);
+      const range = zs.length ? `, z ${Math.min(...zs)}..${Math.max(...zs)}` : "";
+      text.push(
+        `  ${t.name ?? "heatmap"}: heatmap of ${z.length} × ${Math.max(0, ...z.map((r) => r.length))} cells${range}`,
+      );
+      continue;
+    }
     const ys = (t.y ?? []).filter((y): y is number => typeof y === "number");
     const range = ys.length
       ? `, y ${Math.min(...ys)}..${Math.max(...ys)}, last ${ys[ys.length - 1]}`
       : "";
     text.push(`  ${t.name ?? t.type ?? "trace"}: ${(t.y ?? []).length} points${range}`);
   }
-  const html = `<div class="mmulab-plot">${title !== undefined ? `<div><b>${escapeHtml(title)}</b></div>` : ""}${plotSvg(figure)}</div>`;
+  const svg = heat !== undefined ? heatmapSvg(heat.z, heat.y, heat.colorbar) : plotSvg(figure);
+  const html = `<div class="mmulab-plot">${title !== undefined ? `<div><b>${escapeHtml(title)}</b></div>` : ""}${svg}</div>`;
   return { [PLOTLY_MIME]: figure, "text/html": html, "text/plain": text.join("\n") };
 }
 

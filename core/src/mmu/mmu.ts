@@ -2517,6 +2517,8 @@ export class VmMmu implements MmuCore {
     const start = slot.baseGfn;
     const end = slot.baseGfn + slot.npages;
     const perSpte = this.features.collapseFlush === "perSpte";
+    const zapped0 = this.stats.collapse_sptes_zapped;
+    const installed0 = this.stats.collapse_hugepages_installed;
     const canBeHuge = (gfn: number, level: number): boolean => {
       const s = this.kvm.memslots.gfnToSlot(gfn);
       return s !== undefined && this.maxMappingLevel(s, gfn, 3) >= level;
@@ -2534,10 +2536,6 @@ export class VmMmu implements MmuCore {
         this.shadow.zapCollapsible(start, end, canBeHuge, perSpte);
       }
     }
-    if (this.trace.on) {
-      const t = this.trace;
-      t.emit(EV.collapse, t.str(mode), start, end, this.stats.collapse_sptes_zapped);
-    }
     if (this.tdp !== null) {
       const live = this.store.live;
       if (mode === "recover") {
@@ -2546,6 +2544,14 @@ export class VmMmu implements MmuCore {
         if (n > 0) this.flushRemoteTlbs("recover_huge_pages");
       } else this.stats.collapse_sptes_zapped += this.tdp.zapCollapsible(start, end, canBeHuge);
       this.stats.collapse_tables_freed += live - this.store.live;
+    }
+    if (this.trace.on) {
+      // When done: what this collapse changed (sptes zapped, or huge sptes made in place).
+      const t = this.trace;
+      const s = this.stats;
+      const changed =
+        s.collapse_sptes_zapped + s.collapse_hugepages_installed - zapped0 - installed0;
+      t.emit(EV.collapse, t.str(mode), start, end, changed);
     }
   }
 

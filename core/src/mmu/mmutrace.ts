@@ -187,7 +187,8 @@ export const TRACE_EVENTS = [
       ["errno", "u"],
     ],
   },
-  // The simulator's VM-wide work: remote flushes and collapses.
+  // The simulator's VM-wide work: remote flushes, and the collapse when logging stops (emitted
+  // when it is done; `changed`: the sptes it zapped or the huge sptes it made in place).
   { name: "mmulab_flush_remote_tlbs", system: "kvmmmu", track: "vm", fields: [["reason", "str"]] },
   {
     name: "mmulab_collapse",
@@ -250,6 +251,14 @@ export class MmuTrace {
   dropped = 0;
   /** vCPU the next events belong to (-1: VM-wide work, e.g. an ioctl). */
   vcpu = -1;
+  /**
+   * Per event id, how often the tracepoint fired while it was enabled, over the VM's life (not
+   * reset by {@link start}, not bounded by the ring): what `kvm_stat` reads from a perf counter
+   * per tracepoint (tools/kvm/kvm_stat, `TracepointProvider`).
+   */
+  readonly hits: Float64Array = new Float64Array(TRACE_EVENTS.length);
+  /** Per event id, 1 when recorded (`perf record -e`); all 1 unless {@link start} got a list. */
+  private readonly enabled = new Uint8Array(TRACE_EVENTS.length).fill(1);
   private ring = new Float64Array(0);
   private capacity = 0;
   private next = 0;
@@ -258,8 +267,12 @@ export class MmuTrace {
   private readonly strings: string[] = [];
   private readonly stringIds = new Map<string, number>();
 
-  /** Start recording into a ring of `capacity` events (the newest are kept). */
-  start(capacity = 10000): void {
+  /**
+   * Start recording into a ring of `capacity` events (the newest are kept): every event, or only
+   * those named in `events` (as `perf record -e kvm:kvm_page_fault` enables one tracepoint).
+   * @throws InvalidArgumentError for a bad capacity or an unknown event name (nothing changes).
+   */
+  start(capacity = 10000, events?: readonly string[]): void {
     if (
       typeof capacity !== "number" ||
       !Number.isInteger(capacity) ||
@@ -267,6 +280,19 @@ export class MmuTrace {
       capacity > 2 ** 24
     )
       throw new InvalidArgumentError("capacity", capacity, "an integer from 1 to 16777216");
+    if (events !== undefined) {
+      if (!Array.isArray(events) || events.length === 0)
+        throw new InvalidArgumentError("events", events, "a non-empty array of event names");
+      for (const name of events)
+        if (typeof name !== "string" || IDS[name] === undefined)
+          throw new InvalidArgumentError(
+            "events",
+            name,
+            `one of ${TRACE_EVENTS.map((e) => e.name).join(", ")}`,
+          );
+    }
+    this.enabled.fill(events === undefined ? 1 : 0);
+    if (events !== undefined) for (const name of events) this.enabled[IDS[name]!] = 1;
     this.ring = new Float64Array(capacity * STRIDE);
     this.capacity = capacity;
     this.next = 0;
@@ -298,6 +324,8 @@ export class MmuTrace {
    * {@link vcpu} unless the event is drawn on the VM-wide track.
    */
   emit(id: number, a = 0, b = 0, c = 0, d = 0, e = 0, f = 0, g = 0, h = 0): void {
+    if (this.enabled[id] === 0) return;
+    this.hits[id]!++;
     const o = this.next * STRIDE;
     const r = this.ring;
     r[o] = this.seq++;
@@ -328,10 +356,15 @@ export class MmuTrace {
       let slot = o + 3;
       for (const [name, kind] of def.fields) {
         const v = r[slot++]!;
-        // 64-bit values past 2^53 need BigInt (here only, when decoding).
-        if (kind === "spte" || kind === "x64")
-          fields[name] = `0x${((BigInt(r[slot++]!) << 32n) | BigInt(v)).toString(16)}`;
-        else if (kind === "str") fields[name] = this.strings[v] ?? "";
+        if (kind === "spte" || kind === "x64") {
+          const hi = r[slot++]!;
+          // Exact as a double below 2^53; only values past it need BigInt (here only, when
+          // decoding).
+          fields[name] =
+            hi < 0x200000
+              ? `0x${(hi * 4294967296 + v).toString(16)}`
+              : `0x${((BigInt(hi) << 32n) | BigInt(v)).toString(16)}`;
+        } else if (kind === "str") fields[name] = this.strings[v] ?? "";
         else if (kind === "bool") fields[name] = v !== 0;
         else if (kind === "ret") fields[name] = RET_NAMES[v] ?? String(v);
         else if (kind === "x") fields[name] = `0x${v.toString(16)}`;
@@ -385,28 +418,36 @@ export interface ChromeTrace {
  * The events as Chrome trace-event JSON (which Perfetto loads): one track (thread) per vCPU and
  * one for VM-wide work (zaps, flushes, splits, collapses); a page fault is a slice from
  * `kvm_page_fault` to its `mmulab_page_fault_done`, everything else an instant event.
- * Timestamps are sequence numbers in microseconds.
+ * Timestamps are sequence numbers in microseconds, so the document is the same on every run.
+ * Slices stay balanced when the ring dropped or the trace left out a fault's end: a fault
+ * still open when the next one starts on its track ends there, and one open at the end of the
+ * trace ends one microsecond after the last event. Metadata events carry `ts: 0` and category
+ * `__metadata`, as Chrome's own traces do.
  */
 export function chromeTrace(events: readonly MmuTraceEvent[]): ChromeTrace {
   const pid = 1;
   const tidOf = (vcpu: number) => (vcpu >= 0 ? vcpu + 1 : 0);
+  const meta = (name: string, tid: number, label: string) => ({
+    name,
+    cat: "__metadata",
+    ph: "M",
+    ts: 0,
+    pid,
+    tid,
+    args: { name: label },
+  });
   const out: Record<string, unknown>[] = [
-    { name: "process_name", ph: "M", pid, tid: 0, args: { name: "mmulab VM" } },
-    {
-      name: "thread_name",
-      ph: "M",
-      pid,
-      tid: 0,
-      args: { name: "VM-wide (zaps, flushes, splits)" },
-    },
+    meta("process_name", 0, "mmulab VM"),
+    meta("thread_name", 0, "VM-wide (zaps, flushes, splits)"),
   ];
   const vcpus = new Set(events.filter((e) => e.vcpu >= 0).map((e) => e.vcpu));
   for (const v of [...vcpus].sort((a, b) => a - b))
-    out.push({ name: "thread_name", ph: "M", pid, tid: tidOf(v), args: { name: `vCPU ${v}` } });
+    out.push(meta("thread_name", tidOf(v), `vCPU ${v}`));
   const open = new Set<number>();
   for (const e of events) {
     const tid = tidOf(e.vcpu);
     if (e.name === "kvm_page_fault") {
+      if (open.has(tid)) out.push({ name: "page fault", cat: "kvm", ph: "E", ts: e.seq, pid, tid });
       out.push({ name: "page fault", cat: "kvm", ph: "B", ts: e.seq, pid, tid, args: e.fields });
       open.add(tid);
     } else if (e.name === "mmulab_page_fault_done" && open.has(tid)) {

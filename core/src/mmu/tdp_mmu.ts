@@ -122,6 +122,7 @@ export class TdpMmu {
   /**
    * `handle_changed_spte`: bookkeeping for one spte transition at `level` mapping `gfn`, found
    * at entry `idx` of `sp`. Forbids replacing a present leaf by a present leaf of another pfn.
+   * `traced` is false only for the fast path's write, which KVM makes without this function.
    */
   handleChangedSpte(
     sp: number,
@@ -132,12 +133,13 @@ export class TdpMmu {
     newLo: number,
     newHi: number,
     level: number,
+    traced = true,
   ): void {
     const store = this.store;
     store.spteEpoch++;
     store.tableSpteChanged(gfn, level);
     if (store.pwTrack) store.logPossibleWritable(sp, idx, oldLo, oldHi, newLo, newHi);
-    if (this.core.trace.on)
+    if (traced && this.core.trace.on)
       this.core.trace.emit(EV.tdpChanged, 0, gfn, level, oldLo, oldHi, newLo, newHi);
     const wasPresent = isShadowPresent(oldLo);
     const isPresent = isShadowPresent(newLo);
@@ -242,10 +244,14 @@ export class TdpMmu {
       // Seed 2017: the pieces written here bypass handle_changed_spte, their bits do not.
       if (this.store.pwTrack) this.store.logPossibleWritable(child, i, 0, 0, out.lo, out.hi);
     }
-    if (this.core.trace.on) this.core.trace.emit(EV.split, it.gfn, it.oldLo, it.oldHi, level, 0);
+    const hugeLo = it.oldLo;
+    const hugeHi = it.oldHi;
     this.linkSp(child);
     updatePageStats(this.core.stats, level - 1, 512);
     this.core.stats.huge_splits++;
+    // At the end, after the link's kvm_tdp_mmu_spte_changed, with the huge spte it replaced
+    // (tdp_mmu_split_huge_page, `out:` label).
+    if (this.core.trace.on) this.core.trace.emit(EV.split, it.gfn, hugeLo, hugeHi, level, 0);
   }
 
   /**
@@ -562,7 +568,25 @@ export class TdpMmu {
    */
   fastPfFixSpte(last: LastSpte, gfn: number, newLo: number): void {
     const base = gfn - (gfn % GFN_SPAN[last.level]!);
-    this.setSpte(last.sp, last.idx, last.level, base, newLo, last.hi);
+    const spt = this.store.spt[last.sp]!;
+    const oldLo = spt[last.idx * 2]!;
+    const oldHi = spt[last.idx * 2 + 1]!;
+    spt[last.idx * 2] = newLo;
+    spt[last.idx * 2 + 1] = last.hi;
+    // fast_pf_fix_direct_spte (mmu.c) is a bare try_cmpxchg64 of the spte, not
+    // handle_changed_spte: no kvm_tdp_mmu_spte_changed (fast_page_fault is its tracepoint). The
+    // simulator's bookkeeping still runs; of KVM's, that is the dirty marking done there.
+    this.handleChangedSpte(
+      last.sp,
+      last.idx,
+      base,
+      oldLo,
+      oldHi,
+      newLo,
+      last.hi,
+      last.level,
+      false,
+    );
   }
 
   /** Fast zap: invalidate every root, then zap the invalidated ones. */

@@ -15,7 +15,7 @@ import { Kvm } from "../kvm/kvm_main";
 import type { MemSlot, MemslotChange } from "../kvm/memslot";
 import { KVM_MIN_ALLOC_MMU_PAGES, VmMmu } from "../mmu/mmu";
 import { SlotArch, slotArch } from "../mmu/mmu_internal";
-import { EV, type MmuTraceEvent } from "../mmu/mmutrace";
+import { EV, type MmuTraceEvent, TRACE_EVENTS, type TraceEventName } from "../mmu/mmutrace";
 import { KvmVcpu } from "./vcpu";
 
 /**
@@ -390,10 +390,28 @@ export class KvmX86 extends Kvm {
 
   /**
    * Start recording MMU trace events (mmutrace.h tracepoints and the simulator's own) into a
-   * ring of `capacity` events; the newest are kept, older ones counted in `dropped`.
+   * ring of `capacity` events; the newest are kept, older ones counted in `dropped`. `events`
+   * names the only events to record (`perf record -e kvm:kvm_page_fault`); default all.
+   * @throws InvalidArgumentError for a bad capacity or an unknown event name.
    */
-  startTrace(capacity = 10000): void {
-    this.requireMmu("tracing").trace.start(capacity);
+  startTrace(capacity = 10000, events?: readonly TraceEventName[]): void {
+    this.requireMmu("tracing").trace.start(capacity, events);
+  }
+
+  /**
+   * How often each tracepoint of `system` fired while tracing was on, over the VM's life (what
+   * `kvm_stat` counts with one perf counter per tracepoint); all 0 without a KVM MMU.
+   * @throws InvalidArgumentError for a system other than "kvm" and "kvmmmu".
+   */
+  tracepointCounts(system: "kvm" | "kvmmmu" = "kvm"): Record<string, number> {
+    if (system !== "kvm" && system !== "kvmmmu")
+      throw new InvalidArgumentError("system", system, '"kvm" or "kvmmmu"');
+    const out: Record<string, number> = {};
+    const hits = this.mmu?.trace.hits;
+    TRACE_EVENTS.forEach((e, i) => {
+      if (e.system === system) out[e.name] = hits?.[i] ?? 0;
+    });
+    return out;
   }
 
   /** Stop recording; the events, oldest first (`vm.stopTrace()` wraps them in a view). */
