@@ -82,25 +82,22 @@ describe("research notebooks in JupyterLab", () => {
         0,
         `${name}: a cell shows an error`,
       );
-      const drawn = nb.locator(".mmulab-plotly.js-plotly-plot");
-      await drawn
-        .first()
-        .locator(".main-svg")
-        .first()
-        .waitFor({ timeout: LIMITS.run })
-        .catch(() => {});
       // Every notebook shows at least one of our renderers' outputs (tree, walk or plot); a lab
-      // may have no plot, a write-up has at least one.
+      // may have no plot, every write-up has at least one.
+      const isLab = /-lab\.ipynb$/.test(name);
+      const drawn = nb.locator(".mmulab-plotly.js-plotly-plot");
+      if (!isLab) await drawn.first().locator(".main-svg").first().waitFor({ timeout: LIMITS.run });
       assert.ok((await nb.locator(".mmulab-output").count()) >= 1, `${name}: no mmulab output`);
       const nDrawn = await drawn.count();
-      if (!/-lab\.ipynb$/.test(name)) assert.ok(nDrawn >= 1, `${name}: no plot drawn`);
       for (let i = 0; i < nDrawn; i++)
         await drawn.nth(i).locator(".main-svg").first().waitFor({ timeout: LIMITS.action });
       await page.screenshot({ path: path.join(artifacts, `research-${name}.png`) });
-      // The README's seed plot: the first figure of the 2015 write-up, cropped to the figure.
+      // The README's seed plot: the 2015 write-up's comparison of the four collapse behaviours,
+      // cropped to the figure.
       if (name.startsWith("04-")) {
-        await drawn.first().scrollIntoViewIfNeeded();
-        await drawn.first().screenshot({ path: path.join(artifacts, SEED_PLOT) });
+        const fig = drawn.filter({ hasText: "pages_2m over the cancelled migration" }).first();
+        await fig.scrollIntoViewIfNeeded();
+        await fig.screenshot({ path: path.join(artifacts, SEED_PLOT) });
       }
     });
   }
