@@ -9,7 +9,7 @@
 //   dirty write, with one flush each.
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { artifacts, executeNotebook, type Notebook, repo } from "./jupyter";
+import { executeNotebookOnce, type Notebook, repo } from "./jupyter";
 
 const PAGE = 4096;
 const MiB = 2 ** 20;
@@ -28,10 +28,7 @@ describe("06-dirty-log-perf: the notebook's counts match the geometry and KVM's 
   let nb: Notebook;
   const started = Date.now();
   it("runs under nbconvert without errors, well within 90 s", () => {
-    nb = executeNotebook(
-      path.join(repo, "notebooks", "06-dirty-log-perf.ipynb"),
-      path.join(artifacts, "dirty-log-perf"),
-    );
+    nb = executeNotebookOnce(path.join(repo, "notebooks", "06-dirty-log-perf.ipynb"));
     const errors = nb.cells.flatMap((c) =>
       (c.outputs ?? []).filter((o) => o.output_type === "error"),
     );

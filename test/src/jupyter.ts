@@ -1,6 +1,6 @@
 // Helpers to run real Jupyter tools (Debian's /usr/bin/jupyter) with the repo-local kernelspec.
 import { spawnSync } from "node:child_process";
-import { mkdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 
 export const repo = path.resolve(__dirname, "..", "..");
@@ -74,6 +74,21 @@ export function executeNotebook(nbPath: string, outDir: string, allowErrors = fa
     throw new Error(`nbconvert failed on ${nbPath} (exit ${r.status}):\n${r.stderr.slice(-4000)}`);
   }
   return JSON.parse(readFileSync(path.join(outDir, outName), "utf8")) as Notebook;
+}
+
+/**
+ * The notebook executed once per `vitest run` (`MMULAB_TEST_RUN`, set by vitest.config.mts): the
+ * first test that needs it runs nbconvert, later ones in the same run read that result. The
+ * notebooks test's first run and the tests that check a notebook's numbers share one execution
+ * this way (its second run is always fresh, for the identical-outputs check).
+ */
+export function executeNotebookOnce(nbPath: string): Notebook {
+  const run = process.env.MMULAB_TEST_RUN ?? `pid-${process.pid}`;
+  const rel = path.relative(path.join(repo, "notebooks"), nbPath);
+  const dir = path.join(artifacts, "notebooks-once", run, path.dirname(rel));
+  const file = path.join(dir, path.basename(nbPath));
+  if (existsSync(file)) return JSON.parse(readFileSync(file, "utf8")) as Notebook;
+  return executeNotebook(nbPath, dir);
 }
 
 export const text = (s: string | string[] | undefined): string =>

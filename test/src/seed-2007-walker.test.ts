@@ -6,7 +6,7 @@
 // read-only spte; an access exits to KVM when its spte is missing or lacks the right).
 import path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import { artifacts, executeNotebook, type Notebook, repo, text } from "./jupyter";
+import { executeNotebookOnce, type Notebook, repo, text } from "./jupyter";
 
 type Walker = "w07a" | "w07p" | "w07b" | "modern";
 const WALKERS: Walker[] = ["w07a", "w07p", "w07b", "modern"];
@@ -224,10 +224,7 @@ describe("03-seed-2007-walker: the notebook's numbers match the walker rules", (
     errorCodes: Array<Record<string, string>>;
   };
   beforeAll(() => {
-    nb = executeNotebook(
-      path.join(repo, "notebooks", "03-seed-2007-walker.ipynb"),
-      path.join(artifacts, "seed-2007-walker"),
-    );
+    nb = executeNotebookOnce(path.join(repo, "notebooks", "03-seed-2007-walker.ipynb"));
     const all = nb.cells
       .flatMap((c) => c.outputs ?? [])
       .map((o) => o.data?.["application/vnd.mmulab.results+json"])

@@ -4,7 +4,7 @@
 // 256 MiB with logging on breaks 128 of them into 4 KiB sptes.
 import path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import { artifacts, executeNotebook, type Notebook, repo, text } from "./jupyter";
+import { executeNotebookOnce, type Notebook, repo, text } from "./jupyter";
 
 const PAGES = 2 ** 30 / 4096; // 262 144 4 KiB pages in the guest
 const REGIONS = PAGES / 512; // 512 regions of 2 MiB, each one 2M spte after populate
@@ -122,10 +122,7 @@ function expected(mode: "none" | "rmap2015" | "perSpte" | "zap" | "recover"): Ro
 describe("04-seed-2015-collapse: the notebook's numbers match KVM's rules", () => {
   let nb: Notebook;
   beforeAll(() => {
-    nb = executeNotebook(
-      path.join(repo, "notebooks", "04-seed-2015-collapse.ipynb"),
-      path.join(artifacts, "seed-2015-collapse"),
-    );
+    nb = executeNotebookOnce(path.join(repo, "notebooks", "04-seed-2015-collapse.ipynb"));
   });
 
   it("runs without errors and its claims cell reports every check holding", () => {

@@ -7,7 +7,7 @@
  */
 import path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import { artifacts, executeNotebook, type Notebook, repo } from "./jupyter";
+import { executeNotebookOnce, type Notebook, repo } from "./jupyter";
 
 const GiB = 2 ** 30;
 const PAGES_PER_GIB = GiB / 4096; // 262,144 leaves
@@ -26,10 +26,7 @@ function results(nb: Notebook, mime: string): Row[] {
 
 let nb: Notebook;
 beforeAll(() => {
-  nb = executeNotebook(
-    path.join(repo, "notebooks", "05-seed-2017-fast-write-protect.ipynb"),
-    path.join(artifacts, "seed-2017"),
-  );
+  nb = executeNotebookOnce(path.join(repo, "notebooks", "05-seed-2017-fast-write-protect.ipynb"));
 }, 300_000);
 
 describe("05-seed-2017-fast-write-protect", () => {

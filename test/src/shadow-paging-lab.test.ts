@@ -6,7 +6,7 @@
 // gfn 0x800, PD entry 4 a read-only alias of the PT, PML4 0x106 for address space B).
 import path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import { artifacts, type Cell, executeNotebook, type Notebook, repo, text } from "./jupyter";
+import { type Cell, executeNotebookOnce, type Notebook, repo, text } from "./jupyter";
 
 const NAME = "07-shadow-paging-lab.ipynb";
 const EXERCISES = 12;
@@ -57,14 +57,8 @@ describe("07-shadow-paging-lab under nbconvert", () => {
   let teacher: Notebook;
   let student: Notebook;
   beforeAll(() => {
-    teacher = executeNotebook(
-      path.join(repo, "notebooks", "teacher", NAME),
-      path.join(artifacts, "shadow-paging-lab", "teacher"),
-    );
-    student = executeNotebook(
-      path.join(repo, "notebooks", NAME),
-      path.join(artifacts, "shadow-paging-lab", "student"),
-    );
+    teacher = executeNotebookOnce(path.join(repo, "notebooks", "teacher", NAME));
+    student = executeNotebookOnce(path.join(repo, "notebooks", NAME));
   });
 
   it("both copies run without errors or stderr, and the claims cell holds in each", () => {

@@ -9,7 +9,7 @@
 // - kvm_stat: the same run's counters per interval from those rules.
 import path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import { artifacts, executeNotebook, type Notebook, repo, text } from "./jupyter";
+import { executeNotebookOnce, type Notebook, repo, text } from "./jupyter";
 
 const PAGE = 4096;
 const MiB = 2 ** 20;
@@ -114,10 +114,7 @@ describe("08-trace: the notebook's numbers match the geometry and KVM's rules", 
   let nb: Notebook;
   let results: Results;
   beforeAll(() => {
-    nb = executeNotebook(
-      path.join(repo, "notebooks", "08-trace.ipynb"),
-      path.join(artifacts, "trace-notebook"),
-    );
+    nb = executeNotebookOnce(path.join(repo, "notebooks", "08-trace.ipynb"));
     const found = nb.cells
       .flatMap((c) => c.outputs ?? [])
       .map((o) => o.data?.["application/vnd.mmulab.results+json"])
