@@ -1,0 +1,338 @@
+/**
+ * Programs for the MMU property suite: fast-check arbitraries of the world's commands
+ * (world.ts), a program arbitrary of exactly N commands that shrinks, one seed's run, and the
+ * printer that turns a shrunk failure into a vitest test ready to paste.
+ *
+ * The model-based part: every command runs on the system under test and, when the guest can see
+ * it, on the model — the bare walker machine plus the dirty-log bookkeeping of world.ts — and the
+ * checks after each command compare the two. fast-check generates the command lists and shrinks
+ * a failing one (fewer commands, simpler fields); commands are data, so a list prints as code.
+ */
+import fc, { Arbitrary, type Random, Stream, Value } from "fast-check";
+import {
+  type Cmd,
+  type CrBit,
+  configForSeed,
+  configName,
+  type PropConfig,
+  type RunStats,
+  Violation,
+  World,
+} from "./world";
+
+// ---- arbitraries --------------------------------------------------------------------------------
+
+const nat = (max: number) => fc.integer({ min: 0, max });
+const u32 = fc.integer({ min: 0, max: 0xffffffff });
+const bool = fc.boolean();
+/** `a` three times out of four. */
+const mostly = <A, B>(a: A, b: B) =>
+  fc.oneof({ weight: 3, arbitrary: fc.constant(a) }, { weight: 1, arbitrary: fc.constant(b) });
+
+function access(op: "access" | "read" | "write" | "fetch") {
+  return fc.record({
+    op: fc.constant(op),
+    vcpu: nat(1),
+    region: fc.oneof(
+      { weight: 6, arbitrary: fc.constant("test" as const) },
+      { weight: 2, arbitrary: fc.constant("ident" as const) },
+      { weight: 2, arbitrary: fc.constant("wide" as const) },
+    ),
+    pd: nat(5),
+    page: nat(15),
+    off: nat(7),
+    size: fc.constantFrom(8 as const, 4 as const, 2 as const, 1 as const),
+    user: bool,
+    kind: fc.constantFrom(0 as const, 1 as const, 2 as const),
+    value: u32,
+  });
+}
+
+/** The rights and bits of an edited entry (PTE or PDE). */
+const entryBits = {
+  rw: mostly(true, false),
+  us: mostly(true, false),
+  a: bool,
+  d: bool,
+  nx: fc.oneof({ weight: 5, arbitrary: fc.constant(false) }, fc.constant(true)),
+  rsvd: fc.oneof({ weight: 12, arbitrary: fc.constant(false) }, fc.constant(true)),
+};
+
+const pte = fc.record({
+  op: fc.constant("pte" as const),
+  pd: nat(5),
+  page: nat(15),
+  frame: nat(127),
+  p: mostly(true, false),
+  ...entryBits,
+  age: fc.oneof({ weight: 5, arbitrary: fc.constant(false) }, fc.constant(true)),
+  inval: mostly("invlpg" as const, "cr3" as const),
+});
+
+const pde = fc.record({
+  op: fc.constant("pde" as const),
+  pd: nat(3),
+  kind: fc.constantFrom("table" as const, "large" as const, "none" as const),
+  target: nat(3),
+  ...entryBits,
+});
+
+const BITS: CrBit[] = ["wp", "smep", "smap", "pg", "ac", "cpl"];
+
+/** The command arbitrary of a configuration: only the dirty-log commands of its mode. */
+export function commandArbitrary(cfg: PropConfig): Arbitrary<Cmd> {
+  const ring = cfg.dirty === "ring";
+  const manual = cfg.dirty === "manual" || cfg.dirty === "initially-set";
+  const w = (weight: number, arbitrary: Arbitrary<Cmd>) => ({ weight, arbitrary });
+  const arbs = [
+    w(24, access("read")),
+    w(24, access("write")),
+    w(10, access("fetch")),
+    w(32, access("access")),
+    w(28, pte),
+    w(6, pde),
+    w(
+      6,
+      fc.record({ op: fc.constant("cr" as const), vcpu: nat(1), bit: fc.constantFrom(...BITS) }),
+    ),
+    w(6, fc.record({ op: fc.constant("cr3" as const), vcpu: nat(1), root: nat(1) })),
+    w(
+      4,
+      fc.record({ op: fc.constant("invlpg" as const), vcpu: nat(1), pd: nat(5), page: nat(15) }),
+    ),
+    w(
+      2,
+      fc.record({
+        op: fc.constant("slot" as const),
+        action: fc.constantFrom(
+          "delete" as const,
+          "create" as const,
+          "createRo" as const,
+          "createLog" as const,
+          "move" as const,
+        ),
+      }),
+    ),
+    w(4, fc.record({ op: fc.constant("log" as const), slot: nat(2), on: mostly(true, false) })),
+    w(2, fc.record({ op: fc.constant("pause" as const), vcpu: nat(1) })),
+    w(1, fc.record({ op: fc.constant("zapAll" as const) })),
+    w(6, fc.record({ op: fc.constant("zap" as const), frame: nat(127), n: nat(63), one: bool })),
+    w(
+      4,
+      fc.record({
+        op: fc.constant("notifier" as const),
+        slot: nat(2),
+        page: nat(1023),
+        n: nat(600),
+      }),
+    ),
+    w(2, fc.record({ op: fc.constant("nrPages" as const), n: fc.integer({ min: 64, max: 160 }) })),
+  ];
+  if (ring)
+    arbs.push(w(8, fc.record({ op: fc.constant("harvest" as const), reset: mostly(true, false) })));
+  else arbs.push(w(6, fc.record({ op: fc.constant("get" as const), slot: nat(2) })));
+  if (manual)
+    arbs.push(
+      w(
+        3,
+        fc.record({
+          op: fc.constant("clear" as const),
+          slot: nat(2),
+          first: nat(7),
+          chunks: nat(7),
+          pattern: nat(3),
+          value: u32,
+        }),
+      ),
+    );
+  if (cfg.preset === "rfc-fast-wp")
+    arbs.push(w(2, fc.record({ op: fc.constant("wpAll" as const), fast: bool })));
+  return fc.oneof(...arbs);
+}
+
+/** The context fast-check's array arbitrary keeps with a value (only what we rebuild). */
+interface ArrayContext {
+  itemsContexts?: unknown[];
+}
+
+/**
+ * Exactly `n` commands when generated (the run length the suite promises), shrunk as fast-check
+ * shrinks any array (shorter lists, simpler commands) — except that when a run broke at command
+ * k, the first candidate is the list cut after k: what follows the failure cannot matter, and
+ * fast-check's own length shrinking drops commands from the front.
+ */
+class ProgramArbitrary extends Arbitrary<Cmd[]> {
+  private readonly fixed: Arbitrary<Cmd[]>;
+  private readonly free: Arbitrary<Cmd[]>;
+
+  constructor(
+    cmd: Arbitrary<Cmd>,
+    n: number,
+    /** The index of the failing command of each program that failed (by identity). */
+    private readonly failedAt: WeakMap<object, number>,
+  ) {
+    super();
+    this.fixed = fc.array(cmd, { minLength: n, maxLength: n });
+    this.free = fc.array(cmd, { maxLength: n });
+  }
+
+  generate(mrng: Random, biasFactor: number | undefined): Value<Cmd[]> {
+    return this.fixed.generate(mrng, biasFactor);
+  }
+
+  canShrinkWithoutContext(value: unknown): value is Cmd[] {
+    return this.free.canShrinkWithoutContext(value);
+  }
+
+  shrink(value: Cmd[], context: unknown): Stream<Value<Cmd[]>> {
+    const rest = this.free.shrink(value, context);
+    const at = this.failedAt.get(value);
+    if (at === undefined || at >= value.length - 1) return rest;
+    const items = (context as ArrayContext | undefined)?.itemsContexts ?? [];
+    const cut = new Value(value.slice(0, at + 1), {
+      shrunkOnce: false,
+      lengthContext: undefined,
+      itemsContexts: items.slice(0, at + 1),
+      startIndex: 0,
+    });
+    return Stream.of(cut).join(rest);
+  }
+}
+
+// ---- running ------------------------------------------------------------------------------------
+
+/** Run one program from scratch: a fresh world, every command, the final memory comparison. */
+export function runProgram(cfg: PropConfig, cmds: readonly Cmd[], world?: World): RunStats {
+  const w = world ?? new World(cfg);
+  const stats = w.run(cmds);
+  w.finish();
+  return stats;
+}
+
+/**
+ * Replay a printed failure (the tests the suite prints call this): throws the violation while the
+ * bug is there.
+ */
+export function replay(cfg: PropConfig, cmds: readonly Cmd[]): void {
+  runProgram(cfg, cmds);
+}
+
+/** Options of {@link runSeed}. */
+export interface SeedOptions {
+  /** Commands in the generated program (default 10,000). */
+  ops?: number;
+  /**
+   * Commands the shrinker may run in all, over every candidate it tries (default 3,000,000):
+   * a deterministic budget, so a seed shrinks to the same list on any machine.
+   */
+  shrinkBudget?: number;
+  /** Progress of the generated program's run (the soak's). */
+  onProgress?: (done: number) => void;
+  progressEvery?: number;
+  /** The configuration (default: {@link configForSeed}). */
+  config?: PropConfig;
+}
+
+/** What one seed did. */
+export type SeedResult =
+  | { ok: true; seed: number; config: PropConfig; stats: RunStats }
+  | {
+      ok: false;
+      seed: number;
+      config: PropConfig;
+      /** The violation of the shrunk program. */
+      message: string;
+      /** Commands of the generated program, and of the shrunk one. */
+      generated: number;
+      shrunk: Cmd[];
+      /** The shrunk program as a vitest test. */
+      test: string;
+    };
+
+/**
+ * One seed: fast-check generates a program of `ops` commands from the seed, runs it on the
+ * seed's world (a violation stops the run) and, on a failure, shrinks it.
+ */
+export function runSeed(seed: number, opts: SeedOptions = {}): SeedResult {
+  const n = opts.ops ?? 10_000;
+  const config = opts.config ?? configForSeed(seed);
+  const failedAt = new WeakMap<object, number>();
+  let budget = opts.shrinkBudget ?? 3_000_000;
+  let first = true;
+  let generated = n;
+  let stats: RunStats | undefined;
+  const property = fc.property(
+    new ProgramArbitrary(commandArbitrary(config), n, failedAt),
+    (cmds) => {
+      const isFirst = first;
+      first = false;
+      if (isFirst) generated = cmds.length;
+      // Out of shrinking budget: every further candidate passes, which ends the shrinking.
+      else if (budget <= 0) return true;
+      else budget -= cmds.length;
+      try {
+        const w = new World(config);
+        const s = w.run(cmds, {
+          onProgress: isFirst ? opts.onProgress : undefined,
+          progressEvery: opts.progressEvery,
+        });
+        w.finish();
+        if (isFirst) stats = s;
+        return true;
+      } catch (e) {
+        if (e instanceof Violation) failedAt.set(cmds, e.index);
+        throw e;
+      }
+    },
+  );
+  const details = fc.check(property, { seed, numRuns: 1, verbose: 0 });
+  if (!details.failed) return { ok: true, seed, config, stats: stats! };
+  const shrunk = details.counterexample?.[0] ?? [];
+  const err = details.errorInstance;
+  const message = err instanceof Error ? err.message : String(err);
+  return {
+    ok: false,
+    seed,
+    config,
+    message,
+    generated,
+    shrunk,
+    test: printTest(seed, config, shrunk, message),
+  };
+}
+
+/** A failure as a vitest test to paste into core/test/property/ (it calls {@link replay}). */
+export function printTest(
+  seed: number,
+  cfg: PropConfig,
+  cmds: readonly Cmd[],
+  msg: string,
+): string {
+  const title = `property seed ${seed} (${configName(cfg)}): ${msg.split("\n")[0]!.slice(0, 120)}`;
+  const lines = cmds.map((c) => `    ${JSON.stringify(c)},`);
+  return [
+    'import { it } from "vitest";',
+    'import { replay } from "./program";',
+    "",
+    `it(${JSON.stringify(title)}, () => {`,
+    "  replay(",
+    `    ${JSON.stringify(cfg)},`,
+    "    [",
+    ...lines.map((l) => `  ${l}`),
+    "    ],",
+    "  );",
+    "});",
+  ].join("\n");
+}
+
+/** A failed seed as the report the suite and the soak print. */
+export function failureReport(r: Extract<SeedResult, { ok: false }>): string {
+  return [
+    `MMU property violated — seed ${r.seed} (${configName(r.config)})`,
+    `generated ${r.generated} commands, shrunk to ${r.shrunk.length}`,
+    r.message,
+    "",
+    "Ready-to-paste test (core/test/property/):",
+    r.test,
+  ].join("\n");
+}
