@@ -22,7 +22,10 @@ const SEEDS = (process.env.MMU_PROPERTY_SEEDS ?? "20").includes(",")
 describe(`MMU property: ${SEEDS.length} seeds × ${OPS} commands`, () => {
   for (const seed of SEEDS) {
     it(`seed ${seed}: ${configName(configForSeed(seed))}`, () => {
-      const r = runSeed(seed, { ops: OPS });
+      const r = runSeed(seed, {
+        ops: OPS,
+        onFailure: (msg) => console.error(`seed ${seed} failed (shrinking next): ${msg}`),
+      });
       if (!r.ok) {
         const report = failureReport(r);
         console.error(report);
@@ -31,6 +34,6 @@ describe(`MMU property: ${SEEDS.length} seeds × ${OPS} commands`, () => {
       // The program ran in full and made accesses on both machines.
       expect(r.stats.ops).toBe(OPS);
       expect(r.stats.accesses).toBeGreaterThan(OPS / 4);
-    }, 600_000);
+    }, 900_000);
   }
 });

@@ -222,10 +222,13 @@ export interface SeedOptions {
   /** Commands in the generated program (default 10,000). */
   ops?: number;
   /**
-   * Commands the shrinker may run in all, over every candidate it tries (default 3,000,000):
-   * a deterministic budget, so a seed shrinks to the same list on any machine.
+   * Commands the shrinker may run in all, over every candidate it tries (default 500,000, a
+   * few minutes at most): a deterministic budget, so a seed shrinks to the same list on any
+   * machine.
    */
   shrinkBudget?: number;
+  /** Told of the generated program's violation before shrinking starts. */
+  onFailure?: (message: string) => void;
   /** Progress of the generated program's run (the soak's). */
   onProgress?: (done: number) => void;
   progressEvery?: number;
@@ -257,7 +260,7 @@ export function runSeed(seed: number, opts: SeedOptions = {}): SeedResult {
   const n = opts.ops ?? 10_000;
   const config = opts.config ?? configForSeed(seed);
   const failedAt = new WeakMap<object, number>();
-  let budget = opts.shrinkBudget ?? 3_000_000;
+  let budget = opts.shrinkBudget ?? 500_000;
   let first = true;
   let generated = n;
   let stats: RunStats | undefined;
@@ -281,6 +284,7 @@ export function runSeed(seed: number, opts: SeedOptions = {}): SeedResult {
         return true;
       } catch (e) {
         if (e instanceof Violation) failedAt.set(cmds, e.index);
+        if (isFirst) opts.onFailure?.((e as Error).message);
         throw e;
       }
     },

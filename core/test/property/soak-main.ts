@@ -27,6 +27,7 @@ for (const seed of seeds) {
   const r = runSeed(seed, {
     ops,
     progressEvery: every,
+    onFailure: (msg) => console.log(`[soak] seed ${seed} failed (shrinking next): ${msg}`),
     onProgress: (done) =>
       console.log(
         `[soak] seed ${seed}: ${done}/${ops} commands, ${((Date.now() - t0) / 1000).toFixed(0)} s`,
