@@ -8,13 +8,17 @@
  * 1,000,000 commands per seed (scripts/soak.mjs).
  *
  * MMU_PROPERTY_OPS and MMU_PROPERTY_SEEDS (a count, or a list "3,7") change the sizes for a local
- * run.
+ * run; MMU_PROPERTY_SHRINK_BUDGET the commands the shrinker may run (0: report unshrunk).
  */
 import { describe, expect, it } from "vitest";
 import { failureReport, runSeed } from "./program";
 import { configForSeed, configName } from "./world";
 
 const OPS = Number(process.env.MMU_PROPERTY_OPS ?? 10_000);
+const SHRINK =
+  process.env.MMU_PROPERTY_SHRINK_BUDGET === undefined
+    ? undefined
+    : Number(process.env.MMU_PROPERTY_SHRINK_BUDGET);
 const SEEDS = (process.env.MMU_PROPERTY_SEEDS ?? "20").includes(",")
   ? process.env.MMU_PROPERTY_SEEDS!.split(",").map(Number)
   : Array.from({ length: Number(process.env.MMU_PROPERTY_SEEDS ?? 20) }, (_, i) => i);
@@ -24,6 +28,7 @@ describe(`MMU property: ${SEEDS.length} seeds × ${OPS} commands`, () => {
     it(`seed ${seed}: ${configName(configForSeed(seed))}`, () => {
       const r = runSeed(seed, {
         ops: OPS,
+        shrinkBudget: SHRINK,
         onFailure: (msg) => console.error(`seed ${seed} failed (shrinking next): ${msg}`),
       });
       if (!r.ok) {

@@ -416,9 +416,8 @@ export class World {
   /** gpa of each test pd's PDE (in root 0; the tables above are never edited). */
   readonly pdeGpa: number[];
   readonly regs: Regs[];
-  /** Where slot 2 is (index into SLOT2_HOMES), and whether it exists. */
+  /** Where slot 2 is, or was last (index into SLOT2_HOMES). */
   slot2Home = 0;
-  slot2Exists = true;
   /**
    * Pages written while their slot logged and not reported since (slot id → page offsets); the
    * next read of the dirty log must report each of them.
@@ -941,7 +940,7 @@ export class World {
     const cur = this.sut.vm.memslots.get(2);
     if (c.action === "delete") {
       if (cur === undefined) return void this.noop();
-      if (this.setRegion(2, home, 0, 0)) this.slot2Exists = false;
+      this.setRegion(2, home, 0, 0);
       this.pending.delete(2);
       this.harvestedOpen.delete(2);
     } else if (c.action === "move") {
@@ -953,7 +952,7 @@ export class World {
     } else {
       if (cur !== undefined) return void this.noop();
       const flags = c.action === "createRo" ? KVM_MEM_READONLY : c.action === "createLog" ? LOG : 0;
-      if (this.setRegion(2, home, SLOT2_SIZE, flags)) this.slot2Exists = true;
+      this.setRegion(2, home, SLOT2_SIZE, flags);
     }
   }
 
