@@ -6,6 +6,8 @@
  *   shadow-paging exit (`kvm_mmu_page_fault`, the emulator) that is the faulting vCPU, so the
  *   gpte A/D write-back and the leaf made writable reach its dirty ring (the simulator had no
  *   running vCPU there and dropped them).
+ * - `kvm_sync_spte` syncs nothing where the spte is zero: an INVLPG of an unsync page's entry
+ *   that a host zap had cleared must leave it clear (the simulator rebuilt it around pfn 0).
  * - `kvm_zap_obsolete_pages` and `kvm_mmu_zap_oldest_mmu_pages` walk `active_mmu_pages` from the
  *   tail and start again from the tail when `__kvm_mmu_prepare_zap_page` zapped unsync children
  *   too (`if (unstable) goto restart`): the page before the one zapped may be gone (the simulator
@@ -18,7 +20,7 @@ import { GPTE } from "./kvm-values";
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const GiB = 1024 * MiB;
-const { P, RW, US } = GPTE;
+const { P, RW, US, A } = GPTE;
 
 describe("mark_page_dirty_in_slot under shadow paging (the faulting vCPU's dirty ring)", () => {
   it("a first guest store logs its four table pages (A set) and its data page in the ring", () => {
@@ -116,6 +118,38 @@ describe("kvm_mmu_zap_oldest_mmu_pages", () => {
       .pages.map((p) => p.gfn * 4096)
       .sort((x, y) => x - y);
     expect(left).toEqual([ptU, ...pdCopies]);
+    expect(vm.audit()).toEqual([]);
+  });
+});
+
+describe("kvm_sync_spte", () => {
+  it("an INVLPG leaves a zapped entry of an unsync page zero; the next access maps the frame again", () => {
+    const vm = createVm({ mmu: "shadow" });
+    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 16 * MiB, flags: 0 });
+    const b = new GuestPageTableBuilder(vm, { mode: "4-level", poolBase: MiB, poolSize: 64 * KiB });
+    b.map(0, 0, 2 * MiB, { writable: true, user: false, accessed: true, dirty: true });
+    b.map(4 * MiB, 8 * MiB, 4096, { writable: true, user: true });
+    vm.guestWrite64(8 * MiB, 0x1234n);
+    const vcpu = vm.createVcpu();
+    vcpu.setSregs({ ...b.sregs(), cpl: 0 });
+    expect(vcpu.read(4 * MiB, { user: false })).toMatchObject({ gpa: 8 * MiB });
+    // The host zaps the page's leaf (kvm_zap_gfn_range): its spte is zero now.
+    vm.zapGfnRange((8 * MiB) / 4096, (8 * MiB) / 4096 + 1);
+    // The guest changes the page's rights (same frame, now supervisor-only) through the
+    // identity map: the table's gfn is mapped writable for the store and its shadow page goes
+    // unsync. Then it invalidates the page, as the architecture requires. The zero spte stays
+    // zero: there is no pfn to rebuild it around.
+    const pte = b.entryAddress(4 * MiB, 1)!;
+    expect(vcpu.write(pte, BigInt(8 * MiB) | P | RW | A, { user: false }).fault).toBe(false);
+    expect(vm.stats.mmu_unsync).toBe(1);
+    vcpu.invlpg(4 * MiB);
+    expect(vm.audit()).toEqual([]);
+    // The next access faults the page in again: the frame at 8 MiB, its contents.
+    expect(vcpu.read(4 * MiB, { user: false })).toEqual({
+      fault: false,
+      gpa: 8 * MiB,
+      value: 0x1234n,
+    });
     expect(vm.audit()).toEqual([]);
   });
 });

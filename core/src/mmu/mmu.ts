@@ -878,8 +878,7 @@ export class ShadowMmu implements ShadowMmuOps {
     else {
       const spt = s.spt[sp]!;
       for (let i = 0; i < 512; i++) {
-        if (spt[i * 2] === 0 && spt[i * 2 + 1] === 0) continue;
-        const r = fnameSyncSpte(this, mmu, sp, i);
+        const r = this.syncSpte(mmu, sp, i);
         if (r < 0) {
           ret = -1;
           break;
@@ -889,6 +888,17 @@ export class ShadowMmu implements ShadowMmuOps {
     }
     if (ret < 0) this.prepareZapPage(sp);
     return ret;
+  }
+
+  /**
+   * `kvm_sync_spte`: a zero spte has nothing to sync (no gpte was ever shadowed there, or it was
+   * zapped since); else `FNAME(sync_spte)`. Without the check a zapped entry would be rebuilt
+   * from the pfn of its zero spte.
+   */
+  private syncSpte(mmu: KvmMmu, sp: number, i: number): number {
+    const spt = this.store.spt[sp]!;
+    if (spt[i * 2] === 0 && spt[i * 2 + 1] === 0) return 0;
+    return fnameSyncSpte(this, mmu, sp, i);
   }
 
   /**
@@ -926,7 +936,7 @@ export class ShadowMmu implements ShadowMmuOps {
     for (;;) {
       const i = spteIndex(gvaPfn, level);
       if (s.unsync[sp] !== 0) {
-        const r = fnameSyncSpte(this, mmu, sp, i);
+        const r = this.syncSpte(mmu, sp, i);
         if (r < 0) this.zapPte(sp, i, level);
         if (r !== 0) this.core.flushRemoteTlbs("invalidate_addr");
       }

@@ -170,6 +170,8 @@ class ProgramArbitrary extends Arbitrary<Cmd[]> {
     n: number,
     /** The index of the failing command of each program that failed (by identity). */
     private readonly failedAt: WeakMap<object, number>,
+    /** Commands the shrinker may still run: at 0 it offers no more candidates. */
+    private readonly budget: { left: number },
   ) {
     super();
     this.fixed = fc.array(cmd, { minLength: n, maxLength: n });
@@ -185,9 +187,13 @@ class ProgramArbitrary extends Arbitrary<Cmd[]> {
   }
 
   shrink(value: Cmd[], context: unknown): Stream<Value<Cmd[]>> {
+    // The budget ends the stream itself: candidates that merely passed would still have to be
+    // enumerated, and an array's shrinks grow with the square of its length.
+    const budget = this.budget;
+    const within = () => budget.left > 0;
     const rest = this.free.shrink(value, context);
     const at = this.failedAt.get(value);
-    if (at === undefined || at >= value.length - 1) return rest;
+    if (at === undefined || at >= value.length - 1) return rest.takeWhile(within);
     const items = (context as ArrayContext | undefined)?.itemsContexts ?? [];
     const cut = new Value(value.slice(0, at + 1), {
       shrunkOnce: false,
@@ -195,7 +201,7 @@ class ProgramArbitrary extends Arbitrary<Cmd[]> {
       itemsContexts: items.slice(0, at + 1),
       startIndex: 0,
     });
-    return Stream.of(cut).join(rest);
+    return Stream.of(cut).join(rest).takeWhile(within);
   }
 }
 
@@ -260,19 +266,17 @@ export function runSeed(seed: number, opts: SeedOptions = {}): SeedResult {
   const n = opts.ops ?? 10_000;
   const config = opts.config ?? configForSeed(seed);
   const failedAt = new WeakMap<object, number>();
-  let budget = opts.shrinkBudget ?? 500_000;
+  const budget = { left: opts.shrinkBudget ?? 500_000 };
   let first = true;
   let generated = n;
   let stats: RunStats | undefined;
   const property = fc.property(
-    new ProgramArbitrary(commandArbitrary(config), n, failedAt),
+    new ProgramArbitrary(commandArbitrary(config), n, failedAt, budget),
     (cmds) => {
       const isFirst = first;
       first = false;
       if (isFirst) generated = cmds.length;
-      // Out of shrinking budget: every further candidate passes, which ends the shrinking.
-      else if (budget <= 0) return true;
-      else budget -= cmds.length;
+      else budget.left -= cmds.length;
       try {
         const w = new World(config);
         const s = w.run(cmds, {

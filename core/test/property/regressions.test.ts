@@ -73,4 +73,56 @@ describe("property suite regressions", () => {
       { op: "slot", action: "delete" },
     ]);
   });
+
+  // Found by the soak (1,000,000 commands): INVLPG synced an unsync page's entry that a host zap
+  // had cleared, rebuilding a present leaf around pfn 0 (kvm_sync_spte skips a zero spte).
+  it("property seed 1003 (shadow, 5-level paging, initially-set dirty log, 2 vCPUs): command 5: audit after pte: leaf pfn 0x0 is not the frame of gfn 0x405", () => {
+    replay({ mmu: "shadow", paging: "5-level", dirty: "initially-set", vcpus: 2 }, [
+      { op: "cr", vcpu: 0, bit: "pg" },
+      {
+        op: "pte",
+        pd: 0,
+        page: 14,
+        frame: 5,
+        p: true,
+        rw: true,
+        us: true,
+        a: false,
+        d: false,
+        nx: false,
+        rsvd: false,
+        age: false,
+        inval: "invlpg",
+      },
+      { op: "cr", vcpu: 0, bit: "pg" },
+      {
+        op: "read",
+        vcpu: 0,
+        region: "test",
+        pd: 0,
+        page: 14,
+        off: 0,
+        size: 8,
+        user: false,
+        kind: 0,
+        value: 0,
+      },
+      { op: "zap", frame: 0, n: 5, one: false },
+      {
+        op: "pte",
+        pd: 0,
+        page: 14,
+        frame: 5,
+        p: true,
+        rw: true,
+        us: false,
+        a: true,
+        d: false,
+        nx: false,
+        rsvd: false,
+        age: false,
+        inval: "invlpg",
+      },
+    ]);
+  });
 });
