@@ -876,7 +876,6 @@ export class ShadowMmu implements ShadowMmuOps {
     let ret = 0;
     if ((s.role[sp]! & ROLE_DIRECT) !== 0 || ((s.role[sp]! ^ mmu.rootRole) & ~ign) !== 0) ret = -1;
     else {
-      const spt = s.spt[sp]!;
       for (let i = 0; i < 512; i++) {
         const r = this.syncSpte(mmu, sp, i);
         if (r < 0) {
