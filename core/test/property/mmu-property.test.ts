@@ -20,7 +20,10 @@ const SHRINK =
     ? undefined
     : Number(process.env.MMU_PROPERTY_SHRINK_BUDGET);
 const SEEDS = (process.env.MMU_PROPERTY_SEEDS ?? "20").includes(",")
-  ? process.env.MMU_PROPERTY_SEEDS!.split(",").map(Number)
+  ? process.env
+      .MMU_PROPERTY_SEEDS!.split(",")
+      .filter((x) => x !== "")
+      .map(Number)
   : Array.from({ length: Number(process.env.MMU_PROPERTY_SEEDS ?? 20) }, (_, i) => i);
 
 describe(`MMU property: ${SEEDS.length} seeds × ${OPS} commands`, () => {

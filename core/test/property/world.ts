@@ -21,7 +21,8 @@
  * TLB semantics: the bare machine has no TLB, while shadow paging may legitimately keep a stale
  * translation until the guest invalidates it (unsync pages, `kvm_mmu_invlpg`, `kvm_mmu_new_pgd`).
  * So every generated page-table edit carries the invalidation the architecture requires before
- * the old translation may no longer be used (SDM vol. 3 §4.10.4): INVLPG (or a CR3 load) on every
+ * the old translation may no longer be used (what KVM intercepts for it: `kvm_mmu_invlpg`,
+ * `kvm_mmu_new_pgd` with KVM_REQ_MMU_SYNC): INVLPG (or a CR3 load) on every
  * vCPU for a leaf edit, a CR3 load on every vCPU for a non-leaf edit. Guest stores that are not
  * edits never touch a used paging entry (data stores go to offsets 0x800 and up, which no table
  * of this layout uses). No global pages: nothing here models CR4.PGE flushes. EFER.NX is never
@@ -856,7 +857,8 @@ export class World {
       if (this.wide && c.rsvd) v |= RSVD;
       this.storeEntry(gpa, v, this.wide ? 8 : 4);
     }
-    // A not-present entry is never cached (SDM §4.10.2.3): only a present one needs invalidating.
+    // The TLB caches no translation from a not-present entry: only a present one needs
+    // invalidating (KVM's unsync pages rely on it: `FNAME(sync_spte)` runs at INVLPG or MOV CR3).
     if ((old & P) === 0n) return;
     if (c.inval === "cr3") {
       this.reloadCr3();
@@ -885,7 +887,8 @@ export class World {
       if (this.wide && c.rsvd) v |= RSVD;
     }
     for (const gpa of this.pdeAddresses(pd)) this.storeEntry(gpa, v, this.wide ? 8 : 4);
-    // A non-leaf entry: the paging-structure caches go with a CR3 load (SDM §4.10.4.1).
+    // A non-leaf entry: the paging-structure caches go with a CR3 load (and KVM write-protects
+    // upper-level tables: its shadow of this entry was zapped by `kvm_mmu_track_write`).
     this.reloadCr3();
   }
 
