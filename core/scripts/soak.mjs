@@ -6,7 +6,8 @@
 // any violation (each prints its seed and the shrunk program as a ready-to-paste test).
 //
 // Options: --seeds N (count, from --first, default 20) or --seeds 3,7 (a list); --first 1000;
-// --ops 1000000; --jobs 1; --every (progress interval, default ops / 10).
+// --ops 1000000; --jobs 1; --every (progress interval, default ops / 10); --shrink-budget
+// (commands the shrinker may run for a failure, default 10,000,000).
 import { spawn } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import path from "node:path";
@@ -24,15 +25,20 @@ function arg(name, fallback) {
 const first = Number(arg("first", "1000"));
 const seedsArg = arg("seeds", "20");
 const seeds = seedsArg.includes(",")
-  ? seedsArg.split(",").map(Number)
+  ? seedsArg
+      .split(",")
+      .filter((x) => x !== "")
+      .map(Number)
   : Array.from({ length: Number(seedsArg) }, (_, i) => first + i);
 const ops = Number(arg("ops", "1000000"));
 const jobs = Math.max(1, Math.min(seeds.length, Number(arg("jobs", "1"))));
 const every = arg("every", String(Math.max(1, Math.floor(ops / 10))));
+const shrinkBudget = Number(arg("shrink-budget", "10000000"));
 for (const [k, v] of [
   ["ops", ops],
   ["jobs", jobs],
   ["every", Number(every)],
+  ["shrink-budget", shrinkBudget + 1],
 ]) {
   if (!Number.isInteger(v) || v < 1) {
     console.error(`soak: --${k} must be a positive integer (got ${v})`);
@@ -81,6 +87,8 @@ await Promise.all(
           String(ops),
           "--every",
           every,
+          "--shrink-budget",
+          String(shrinkBudget),
         ],
         { stdio: ["ignore", "pipe", "inherit"] },
       );

@@ -174,17 +174,41 @@ class ProgramArbitrary extends Arbitrary<Cmd[]> {
     // enumerated, and an array's shrinks grow with the square of its length.
     const budget = this.budget;
     const within = () => budget.left > 0;
-    const rest = this.free.shrink(value, context);
-    const at = this.failedAt.get(value);
-    if (at === undefined || at >= value.length - 1) return rest.takeWhile(within);
     const items = (context as ArrayContext | undefined)?.itemsContexts ?? [];
-    const cut = new Value(value.slice(0, at + 1), {
+    const at = this.failedAt.get(value);
+    if (at !== undefined && at < value.length - 1) {
+      const cut = this.value(value.slice(0, at + 1), items.slice(0, at + 1));
+      return Stream.of(cut).join(this.free.shrink(value, context)).takeWhile(within);
+    }
+    return new Stream(this.chunkRemovals(value, items))
+      .join(this.free.shrink(value, context))
+      .takeWhile(within);
+  }
+
+  /** A program with its items' fast-check contexts (so that they shrink further). */
+  private value(cmds: Cmd[], itemsContexts: unknown[]): Value<Cmd[]> {
+    return new Value(cmds, {
       shrunkOnce: false,
       lengthContext: undefined,
-      itemsContexts: items.slice(0, at + 1),
+      itemsContexts,
       startIndex: 0,
     });
-    return Stream.of(cut).join(rest).takeWhile(within);
+  }
+
+  /**
+   * The program without one run of commands before the failing last one: halves first, then
+   * quarters, and so on down to single commands (delta debugging's complement step). fast-check
+   * alone drops commands only from the front or one at a time, which for a failure deep in a
+   * long program costs a full run per command.
+   */
+  private *chunkRemovals(value: Cmd[], items: unknown[]): IterableIterator<Value<Cmd[]>> {
+    const n = value.length - 1;
+    for (let size = n >> 1; size >= 1; size >>= 1) {
+      for (let start = 0; start + size <= n; start += size) {
+        const keep = (a: readonly unknown[]) => [...a.slice(0, start), ...a.slice(start + size)];
+        yield this.value(keep(value) as Cmd[], keep(items));
+      }
+    }
   }
 }
 

@@ -4,7 +4,9 @@
  * line per seed (`{"seed":...}`) that the runner sums up; a failure prints its report (seed and
  * the shrunk program as a ready-to-paste test).
  *
- * Usage: node soak.mjs --seeds 1000,1001 --ops 1000000 [--every 100000]
+ * Usage: node soak.mjs --seeds 1000,1001 --ops 1000000 [--every 100000] [--shrink-budget N]
+ * (the shrinker's budget in commands, default 10,000,000: a failure deep in a long program
+ * needs many long candidate runs).
  */
 import { failureReport, runSeed } from "./program";
 import { configForSeed, configName } from "./world";
@@ -19,6 +21,7 @@ const seeds = arg("seeds", "1000")
   .map((s) => Number(s));
 const ops = Number(arg("ops", "1000000"));
 const every = Number(arg("every", String(Math.max(1, Math.floor(ops / 10)))));
+const shrinkBudget = Number(arg("shrink-budget", "10000000"));
 
 for (const seed of seeds) {
   const t0 = Date.now();
@@ -26,6 +29,7 @@ for (const seed of seeds) {
   console.log(`[soak] seed ${seed} (${name}): ${ops} commands`);
   const r = runSeed(seed, {
     ops,
+    shrinkBudget,
     progressEvery: every,
     onFailure: (msg) => console.log(`[soak] seed ${seed} failed (shrinking next): ${msg}`),
     onProgress: (done) =>
