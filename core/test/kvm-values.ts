@@ -33,3 +33,24 @@ export const HI_MMU_WRITABLE = 2 ** (58 - 32);
  * was laid out to fill two cache lines (it was 3 before, as in v4.x).
  */
 export const PTE_LIST_EXT_MODERN = 14;
+
+/**
+ * Bits of a guest paging-structure entry (Intel SDM vol. 3, "Formats of Paging Structures"), as
+ * bigints for 64-bit entries (32-bit paging uses the low word).
+ */
+export const GPTE = {
+  /** Bit 0: present. */
+  P: 1n,
+  /** Bit 1: read/write. */
+  RW: 2n,
+  /** Bit 2: user/supervisor. */
+  US: 4n,
+  /** Bit 5: accessed. */
+  A: 0x20n,
+  /** Bit 6: dirty (leaves). */
+  D: 0x40n,
+  /** Bit 7: page size (a PDE or PDPTE that maps a page). */
+  PS: 0x80n,
+  /** Bit 63: execute-disable (with EFER.NXE). */
+  NX: 1n << 63n,
+} as const;

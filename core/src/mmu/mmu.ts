@@ -479,6 +479,11 @@ export class ShadowMmu implements ShadowMmuOps {
   /** `active_mmu_pages`: head = newest, tail = oldest. */
   listHead = -1;
   listTail = -1;
+  /**
+   * `list_unstable` of the last {@link prepareZapPage}: it zapped unsync children too, so pages
+   * other than itself left the active list (walkers of the list start again from the tail).
+   */
+  private listUnstable = false;
   /** `pte_list_desc` pool for the rmaps and parent lists. */
   readonly rmapPool: PteListDescPool;
   /** `kvm->arch.mmu_valid_gen`. */
@@ -871,10 +876,8 @@ export class ShadowMmu implements ShadowMmuOps {
     let ret = 0;
     if ((s.role[sp]! & ROLE_DIRECT) !== 0 || ((s.role[sp]! ^ mmu.rootRole) & ~ign) !== 0) ret = -1;
     else {
-      const spt = s.spt[sp]!;
       for (let i = 0; i < 512; i++) {
-        if (spt[i * 2] === 0 && spt[i * 2 + 1] === 0) continue;
-        const r = fnameSyncSpte(this, mmu, sp, i);
+        const r = this.syncSpte(mmu, sp, i);
         if (r < 0) {
           ret = -1;
           break;
@@ -884,6 +887,17 @@ export class ShadowMmu implements ShadowMmuOps {
     }
     if (ret < 0) this.prepareZapPage(sp);
     return ret;
+  }
+
+  /**
+   * `kvm_sync_spte`: a zero spte has nothing to sync (no gpte was ever shadowed there, or it was
+   * zapped since); else `FNAME(sync_spte)`. Without the check a zapped entry would be rebuilt
+   * from the pfn of its zero spte.
+   */
+  private syncSpte(mmu: KvmMmu, sp: number, i: number): number {
+    const spt = this.store.spt[sp]!;
+    if (spt[i * 2] === 0 && spt[i * 2 + 1] === 0) return 0;
+    return fnameSyncSpte(this, mmu, sp, i);
   }
 
   /**
@@ -921,7 +935,7 @@ export class ShadowMmu implements ShadowMmuOps {
     for (;;) {
       const i = spteIndex(gvaPfn, level);
       if (s.unsync[sp] !== 0) {
-        const r = fnameSyncSpte(this, mmu, sp, i);
+        const r = this.syncSpte(mmu, sp, i);
         if (r < 0) this.zapPte(sp, i, level);
         if (r !== 0) this.core.flushRemoteTlbs("invalidate_addr");
       }
@@ -1266,6 +1280,8 @@ export class ShadowMmu implements ShadowMmuOps {
     if (this.core.trace.on) this.traceSp(EV.prepareZap, sp);
     this.stats.mmu_shadow_zapped++;
     let zapped = this.zapUnsyncChildren(sp);
+    // "Zapping children means active_mmu_pages has become unstable" (list_unstable).
+    this.listUnstable = zapped > 0;
     const level = roleLevel(s.role[sp]!);
     for (let i = 0; i < 512; i++) if (s.spt[sp]![i * 2] !== 0) this.zapPte(sp, i, level);
     this.unlinkParents(sp);
@@ -1354,16 +1370,21 @@ export class ShadowMmu implements ShadowMmuOps {
   zapOldestMmuPages(nrToZap: number): number {
     const s = this.store;
     let total = 0;
-    let sp = this.listTail;
-    while (sp >= 0) {
-      const prev = s.prev[sp]!;
-      if (s.rootCount[sp]! > 0) {
+    restart: for (;;) {
+      let sp = this.listTail;
+      while (sp >= 0) {
+        const prev = s.prev[sp]!;
+        if (s.rootCount[sp]! > 0) {
+          sp = prev;
+          continue;
+        }
+        total += this.prepareZapPage(sp);
+        if (total >= nrToZap) break restart;
+        // Unsync children zapped with it: `prev` may be off the list (`goto restart`).
+        if (this.listUnstable) continue restart;
         sp = prev;
-        continue;
       }
-      total += this.prepareZapPage(sp);
-      if (total >= nrToZap) break;
-      sp = prev;
+      break;
     }
     this.commitZapPage();
     this.stats.mmu_recycled += total;
@@ -1599,14 +1620,19 @@ export class ShadowMmu implements ShadowMmuOps {
   zapAllFast(validGen: number): void {
     this.validGen = validGen & 1;
     const s = this.store;
-    let sp = this.listTail;
-    while (sp >= 0) {
-      const prev = s.prev[sp]!;
-      if (!this.isObsolete(sp)) break;
-      // Zapping a page orphans its children but removes only the page itself from the list,
-      // so the previous (newer) page is still on it.
-      this.prepareZapPage(sp);
-      sp = prev;
+    restart: for (;;) {
+      let sp = this.listTail;
+      while (sp >= 0) {
+        const prev = s.prev[sp]!;
+        if (!this.isObsolete(sp)) break restart;
+        this.prepareZapPage(sp);
+        // Zapping a page orphans its children and takes only the page itself off the list,
+        // unless it zapped unsync children too: then `prev` may be gone, and KVM starts again
+        // from the tail (kvm_zap_obsolete_pages: `if (unstable) goto restart`).
+        if (this.listUnstable) continue restart;
+        sp = prev;
+      }
+      break;
     }
     this.commitZapPage();
   }

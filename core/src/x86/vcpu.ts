@@ -826,12 +826,22 @@ export class KvmVcpu implements KvmVcpuCommon {
           "kvm_mmu_page_fault",
           `gva 0x${(hi * 4294967296 + lo).toString(16)}: still faulting (error 0x${cpu.hwError.toString(16)}) after ${n} exits`,
         );
-      const r = this.vmMmu!.shadowPageFault(mmu, this.shadowCtx, hi, lo, cpu.hwError, access);
-      if (mmu.fault.guestFault) {
-        this.stat.pf_guest++;
-        return -1;
+      // The exit is handled on this vCPU's thread: kvm_get_running_vcpu() is this vCPU, so the
+      // pages KVM dirties meanwhile (gpte A/D write-back, a leaf made writable, an emulated
+      // store) go to its dirty ring (mark_page_dirty_in_slot), and a flush does not kick it.
+      const kvm = this.kvm;
+      const prev = kvm.running;
+      kvm.running = this;
+      try {
+        const r = this.vmMmu!.shadowPageFault(mmu, this.shadowCtx, hi, lo, cpu.hwError, access);
+        if (mmu.fault.guestFault) {
+          this.stat.pf_guest++;
+          return -1;
+        }
+        if (r === RET_PF_EMULATE) return this.emulate(hi, lo, access);
+      } finally {
+        kvm.running = prev;
       }
-      if (r === RET_PF_EMULATE) return this.emulate(hi, lo, access);
       this.enterGuest();
     }
   }
@@ -869,8 +879,16 @@ export class KvmVcpu implements KvmVcpuCommon {
    * `kvm_mmu_track_write`).
    */
   private trackEmulatedWrite(gpa: number, bytes: number): void {
-    this.kvm.markPageDirty(Math.floor(gpa / PAGE_SIZE));
-    this.vmMmu!.shadow!.trackWrite(gpa, bytes, this.mmu.pae);
+    // Still the exit's handling on this vCPU's thread (see shadowWalk).
+    const kvm = this.kvm;
+    const prev = kvm.running;
+    kvm.running = this;
+    try {
+      kvm.markPageDirty(Math.floor(gpa / PAGE_SIZE));
+      this.vmMmu!.shadow!.trackWrite(gpa, bytes, this.mmu.pae);
+    } finally {
+      kvm.running = prev;
+    }
   }
 
   /**
