@@ -11,6 +11,7 @@
 import { spawn } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import path from "node:path";
+import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
 
@@ -92,17 +93,9 @@ await Promise.all(
         ],
         { stdio: ["ignore", "pipe", "inherit"] },
       );
-      let buf = "";
-      child.stdout.on("data", (d) => {
-        buf += d;
-        let nl = buf.indexOf("\n");
-        while (nl >= 0) {
-          const line = buf.slice(0, nl);
-          buf = buf.slice(nl + 1);
-          if (line.startsWith('{"seed"')) results.push(JSON.parse(line));
-          else console.log(line);
-          nl = buf.indexOf("\n");
-        }
+      createInterface({ input: child.stdout }).on("line", (line) => {
+        if (line.startsWith('{"seed"')) results.push(JSON.parse(line));
+        else console.log(line);
       });
       child.on("close", (code) => {
         if (code !== 0) console.log(`[soak] job ${j} exited with code ${code}`);

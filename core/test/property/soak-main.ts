@@ -2,12 +2,15 @@
  * The soak's worker (scripts/soak.mjs bundles it and runs one or more): the property suite's
  * seeds with many more commands. Prints one progress line per `--every` commands and one JSON
  * line per seed (`{"seed":...}`) that the runner sums up; a failure prints its report (seed and
- * the shrunk program as a ready-to-paste test).
+ * the shrunk program as a ready-to-paste test) and writes it to
+ * test-artifacts/soak/seed-N.failure.txt.
  *
  * Usage: node soak.mjs --seeds 1000,1001 --ops 1000000 [--every 100000] [--shrink-budget N]
  * (the shrinker's budget in commands, default 10,000,000: a failure deep in a long program
  * needs many long candidate runs).
  */
+import { mkdirSync, writeFileSync } from "node:fs";
+import path from "node:path";
 import { failureReport, runSeed } from "./program";
 import { configForSeed, configName } from "./world";
 
@@ -38,7 +41,15 @@ for (const seed of seeds) {
       ),
   });
   const seconds = (Date.now() - t0) / 1000;
-  if (!r.ok) console.log(failureReport(r));
+  if (!r.ok) {
+    // The whole report goes to a file; the console gets it too unless the program is long.
+    const report = failureReport(r);
+    const file = path.resolve("test-artifacts", "soak", `seed-${seed}.failure.txt`);
+    mkdirSync(path.dirname(file), { recursive: true });
+    writeFileSync(file, `${report}\n`);
+    if (r.shrunk.length <= 200) console.log(report);
+    else console.log(`${report.split("\n").slice(0, 3).join("\n")}\n(the test: ${file})`);
+  }
   console.log(
     JSON.stringify({
       seed,
