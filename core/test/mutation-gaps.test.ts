@@ -4,6 +4,8 @@
  * dirty-logging contract rather than read back from the model.
  */
 import { describe, expect, it } from "vitest";
+// @ts-expect-error -- plain JS module shared with the full-space script
+import { xorshift32 } from "../scripts/access-space-lib.mjs";
 import { createVm, GuestPageTableBuilder, KVM_DIRTY_LOG_INITIALLY_SET } from "../src";
 import { KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE } from "../src/kvm/kvm_main";
 
@@ -22,18 +24,8 @@ const PTE_PS = 1n << 7n;
 const PF_P = 1;
 const PF_RSVD = 8;
 
-/** A small seeded generator (xorshift32), so every subset below is the same on every run. */
-function rng(seed: number) {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x;
-  };
-}
+/** Seeded subsets: the tests' shared xorshift32, so every subset is the same on every run. */
+const rng = xorshift32;
 
 /** The page numbers whose bit is set in a KVM dirty bitmap (32 pages per element). */
 function pagesOf(bitmap: Uint32Array, npages: number): number[] {
