@@ -112,7 +112,10 @@ export async function main(argv: readonly string[]): Promise<void> {
   );
   const started = new Map<string, number>();
   const say = (line: string) => process.stdout.write(`${new Date().toISOString()} ${line}\n`);
-  worker.on("active", (job: Job<PointJobData>) => started.set(job.id!, Date.now()));
+  worker.on("active", (job: Job<PointJobData>) => {
+    started.set(job.id!, Date.now());
+    say(`start ${job.data.id}`);
+  });
   worker.on("completed", (job: Job<PointJobData>) => {
     say(`done ${job.data.id} in ${Date.now() - (started.get(job.id!) ?? Date.now())} ms`);
     started.delete(job.id!);

@@ -48,6 +48,11 @@ function doneLines(out: string[]): string[] {
   return out.flatMap((l) => /\bdone ([0-9a-f]{16})\b/.exec(l)?.[1] ?? []);
 }
 
+/** Point ids from the workers' "start <id>" lines. */
+function startLines(out: string[]): string[] {
+  return out.flatMap((l) => /\bstart ([0-9a-f]{16})\b/.exec(l)?.[1] ?? []);
+}
+
 describe("queueRunner with mmulab-worker processes", () => {
   it("runs 50 points on two workers, one SIGKILLed mid-run: each point once, records as in-process", async () => {
     // 2 × 5 × 5 = 50 distinct points; populate takes ~20–130 ms each at these sizes.
@@ -104,10 +109,16 @@ describe("queueRunner with mmulab-worker processes", () => {
     expect(new Set([...victimDone, ...survivorDone]).size).toBe(
       victimDone.length + survivorDone.length,
     );
-    expect(victimDone.length + survivorDone.length).toBe(50);
+    // A SIGKILL can land after the victim finished a point in Redis and before it printed its
+    // "done" line; such a point was started by the victim and must not have run on the survivor.
+    const printed = new Set([...victimDone, ...survivorDone]);
+    const unprinted = ids.filter((id) => !printed.has(id));
+    expect(unprinted.length).toBeLessThanOrEqual(1);
+    for (const id of unprinted) expect(startLines(victim.out)).toContain(id);
+    expect(printed.size + unprinted.length).toBe(50);
     console.log(
       `50 points in ${total} ms; victim killed after ${killedAt - t0} ms with ${inFlightAtKill.length} in flight, ` +
-        `had done ${victimDone.length}; survivor did ${survivorDone.length}`,
+        `had done ${victimDone.length} (+${unprinted.length} killed before its done line); survivor did ${survivorDone.length}`,
     );
   }, 120_000);
 
