@@ -22,6 +22,11 @@ import { GuestMemory } from "./memory";
 import { type MemSlot, MemSlots, type MemslotChange, type UserMemoryRegion } from "./memslot";
 import { KvmStats, sumVcpuStats, type VcpuStat } from "./stats";
 
+/** `kvm_age_gfn` result bit: a page in the range was accessed (young). */
+export const AGE_YOUNG = 1;
+/** Aging result bit: leaves without A/D bits were zapped to emulate A, so a flush is due. */
+export const AGE_ZAPPED = 2;
+
 /** `KVM_REQ_TLB_FLUSH`: flush this vCPU's TLB before it enters the guest again. */
 export const KVM_REQ_TLB_FLUSH = 1 << 0;
 /** `KVM_REQ_MMU_FREE_OBSOLETE_ROOTS`: drop a root that was invalidated, load a new one. */
@@ -142,6 +147,16 @@ export abstract class Kvm {
   ): void;
   /** `kvm_unmap_gfn_range` for the MMU notifier; returns whether a flush is needed. */
   protected abstract archUnmapGfnRange(slot: MemSlot, start: number, end: number): boolean;
+  /**
+   * `kvm_age_gfn` (`clear`) / `kvm_test_age_gfn` for the MMU notifier's aging calls: returns
+   * {@link AGE_YOUNG} | {@link AGE_ZAPPED}.
+   */
+  protected abstract archAgeGfnRange(
+    slot: MemSlot,
+    start: number,
+    end: number,
+    clear: boolean,
+  ): number;
 
   /** `kvm_arch_sync_dirty_log`: bring logs buffered in the CPUs (PML) into the dirty log. */
   protected archSyncDirtyLog(): void {}
@@ -516,23 +531,77 @@ export abstract class Kvm {
    * if anything was zapped. Returns whether it flushed.
    */
   mmuNotifierInvalidateHva(hvaStart: number, hvaEnd: number): boolean {
+    let flush = false;
+    this.forEachHvaRange(hvaStart, hvaEnd, (slot, start, end) => {
+      if (this.archUnmapGfnRange(slot, start, end)) flush = true;
+    });
+    if (flush) this.flushRemoteTlbs("mmu_notifier_invalidate");
+    return flush;
+  }
+
+  /**
+   * `kvm_mmu_notifier_clear_flush_young` on [hvaStart, hvaEnd): `kvm_age_gfn` on the gfns of every
+   * overlapping memslot (A cleared on the accessed leaves); one remote flush if any was young, so
+   * that the CPU sets A again on its next access. (Later kernels may elide this flush:
+   * CONFIG_KVM_ELIDE_TLB_FLUSH_IF_YOUNG.) Returns whether any page was young.
+   */
+  mmuNotifierClearFlushYoung(hvaStart: number, hvaEnd: number): boolean {
+    const r = this.ageHva(hvaStart, hvaEnd, true);
+    if (r !== 0) this.flushRemoteTlbs("mmu_notifier_clear_flush_young");
+    return (r & AGE_YOUNG) !== 0;
+  }
+
+  /**
+   * `kvm_mmu_notifier_clear_young`: as {@link mmuNotifierClearFlushYoung} without the flush (KVM:
+   * "we never issue secondary TLB flushes from clear_young"). Where aging had to zap leaves
+   * without A/D bits the simulator still flushes, so that no CPU keeps a translation its MMU no
+   * longer has. Returns whether any page was young.
+   */
+  mmuNotifierClearYoung(hvaStart: number, hvaEnd: number): boolean {
+    const r = this.ageHva(hvaStart, hvaEnd, true);
+    if ((r & AGE_ZAPPED) !== 0) this.flushRemoteTlbs("mmu_notifier_clear_young");
+    return (r & AGE_YOUNG) !== 0;
+  }
+
+  /**
+   * `kvm_mmu_notifier_test_young` (`kvm_test_age_gfn`): whether any page of [hvaStart, hvaEnd) was
+   * accessed since it was last aged; changes nothing.
+   */
+  mmuNotifierTestYoung(hvaStart: number, hvaEnd: number): boolean {
+    return (this.ageHva(hvaStart, hvaEnd, false) & AGE_YOUNG) !== 0;
+  }
+
+  private ageHva(hvaStart: number, hvaEnd: number, clear: boolean): number {
+    let r = 0;
+    this.forEachHvaRange(hvaStart, hvaEnd, (slot, start, end) => {
+      r |= this.archAgeGfnRange(slot, start, end, clear);
+    });
+    return r;
+  }
+
+  /**
+   * `kvm_handle_hva_range`: validate [hvaStart, hvaEnd), then call `fn` with the gfn range of every
+   * memslot whose userspace range overlaps it.
+   */
+  private forEachHvaRange(
+    hvaStart: number,
+    hvaEnd: number,
+    fn: (slot: MemSlot, start: number, end: number) => void,
+  ): void {
     const ok = (v: unknown): v is number =>
       typeof v === "number" && Number.isSafeInteger(v) && v >= 0 && v <= 2 ** 47;
     if (!ok(hvaStart))
       throw new InvalidArgumentError("hvaStart", hvaStart, "a host virtual address in [0, 2^47)");
     if (!ok(hvaEnd) || hvaEnd <= hvaStart)
       throw new InvalidArgumentError("hvaEnd", hvaEnd, "an exclusive end in (hvaStart, 2^47]");
-    let flush = false;
     for (const slot of this.memslots.list()) {
       const lo = Math.max(hvaStart, slot.userspaceAddr);
       const hi = Math.min(hvaEnd, slot.userspaceAddr + slot.npages * PAGE_SIZE);
       if (lo >= hi) continue;
       const start = slot.baseGfn + Math.floor((lo - slot.userspaceAddr) / PAGE_SIZE);
       const end = slot.baseGfn + Math.ceil((hi - slot.userspaceAddr) / PAGE_SIZE);
-      if (this.archUnmapGfnRange(slot, start, end)) flush = true;
+      fn(slot, start, end);
     }
-    if (flush) this.flushRemoteTlbs("mmu_notifier_invalidate");
-    return flush;
   }
 
   // ---- host accesses to guest memory -------------------------------------------------------------

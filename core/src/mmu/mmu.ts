@@ -32,6 +32,8 @@ import type { Features } from "../era/features";
 import { MmuBugError } from "../errors";
 import { hostMappingLevel, hostPfn } from "../kvm/host";
 import {
+  AGE_YOUNG,
+  AGE_ZAPPED,
   KVM_REQ_MMU_FREE_OBSOLETE_ROOTS,
   KVM_REQ_MMU_SYNC,
   KVM_REQ_TLB_FLUSH,
@@ -1597,6 +1599,52 @@ export class ShadowMmu implements ShadowMmuOps {
     return flush;
   }
 
+  /**
+   * `kvm_rmap_age_gfn_range` (`clear`; `kvm_age_rmap`) / `kvm_test_age_rmap`: whether an spte on
+   * the rmaps of [start, end) was accessed, clearing A on the way when `clear` (through the sink,
+   * whose flush request is dropped: the notifier decides). Sptes without A/D bits
+   * (role.ad_disabled) count as young and aging zaps them — the pre-v4.10 emulation
+   * (kvm_age_hva → kvm_unmap_rmapp); v4.10+ marks them for access tracking instead, which the
+   * simulator does not model. Returns {@link AGE_YOUNG} | {@link AGE_ZAPPED}.
+   */
+  ageGfnRange(start: number, end: number, clear: boolean): number {
+    let ret = 0;
+    const w = new SlotRmapWalkIterator();
+    const victims: number[] = [];
+    const s = this.store;
+    for (w.init(this.core.slots.list(), start, end, 1, 3); w.valid; w.next()) {
+      this.stats.rmap_heads_scanned++;
+      if (w.heads[w.index] === 0) continue;
+      victims.length = 0;
+      pteListForEach(this.rmapPool, w.heads, w.index, (sptep) => victims.push(sptep));
+      this.stats.sptes_visited += victims.length;
+      for (const sptep of victims) {
+        const sp = Math.floor(sptep / 512);
+        const idx = sptep % 512;
+        const lo = s.spt[sp]![idx * 2]!;
+        if ((s.role[sp]! & ROLE_AD_DISABLED) !== 0) {
+          ret |= AGE_YOUNG;
+          if (clear) {
+            this.dropSpte(sp, idx, w.level);
+            ret |= AGE_ZAPPED;
+          }
+        } else if ((lo & SPTE_A) !== 0) {
+          ret |= AGE_YOUNG;
+          if (clear)
+            this.setSpte(
+              sp,
+              idx,
+              w.level,
+              this.entryGfnFormula(sp, idx),
+              (lo & ~SPTE_A) >>> 0,
+              s.spt[sp]![idx * 2 + 1]!,
+            );
+        }
+      }
+    }
+    return ret;
+  }
+
   /** Drop the leaf mapping `gfn` under each root, each with its own flush (`kvm_flush_remote_tlbs_sptep`). */
   zapSpte(gfn: number): number {
     let n = 0;
@@ -2652,6 +2700,17 @@ export class VmMmu implements MmuCore {
   }
 
   // ---- zaps ------------------------------------------------------------------------------
+
+  /**
+   * `kvm_age_gfn` (`clear`) / `kvm_test_age_gfn` over [start, end) for every MMU of the VM.
+   * Returns {@link AGE_YOUNG} | {@link AGE_ZAPPED}; the caller flushes.
+   */
+  ageGfnRange(start: number, end: number, clear: boolean): number {
+    let ret = 0;
+    if (this.shadow !== null) ret |= this.shadow.ageGfnRange(start, end, clear);
+    if (this.tdp !== null) ret |= this.tdp.ageGfnRange(start, end, clear);
+    return ret;
+  }
 
   /** `kvm_unmap_gfn_range` / `kvm_zap_gfn_range`'s work: zap every leaf mapping [start, end). */
   unmapGfnRange(start: number, end: number): boolean {

@@ -15,6 +15,7 @@
 
 import { ACC_ALL } from "../arch/constants";
 import { MmuBugError } from "../errors";
+import { AGE_YOUNG, AGE_ZAPPED } from "../kvm/kvm_main";
 import { updatePageStats } from "../kvm/stats";
 import {
   childRole,
@@ -333,6 +334,38 @@ export class TdpMmu {
       this.core.stats.tdp_iter_steps += it.steps;
     }
     return flush;
+  }
+
+  /**
+   * `kvm_tdp_mmu_age_gfn_range` (`clear`) / `kvm_tdp_mmu_test_age_gfn`: whether a leaf in
+   * [start, end) was accessed since the last aging, clearing A on the way when `clear`. No flush
+   * here: the notifier decides. Leaves without A/D bits (role.ad_disabled) count as young; aging
+   * zaps them — the pre-v4.10 emulation of A for EPT without A/D (kvm_age_hva called
+   * kvm_unmap_rmapp); v4.10+ marks them for access tracking instead and restores them on the
+   * fast path, which the simulator does not model. Returns {@link AGE_YOUNG} | {@link AGE_ZAPPED}.
+   */
+  ageGfnRange(start: number, end: number, clear: boolean): number {
+    let ret = 0;
+    const it = this.it;
+    const role = this.store.role;
+    for (const root of this.roots) {
+      for (it.start(root, this.rootLevel, 1, start, end); it.valid; it.next()) {
+        if (!isShadowPresent(it.oldLo) || !isLastSpte(it.oldLo, it.level)) continue;
+        if ((role[it.sp]! & ROLE_AD_DISABLED) !== 0) {
+          ret |= AGE_YOUNG;
+          if (clear) {
+            this.iterSet(0, 0);
+            ret |= AGE_ZAPPED;
+          }
+        } else if ((it.oldLo & SPTE_A) !== 0) {
+          ret |= AGE_YOUNG;
+          // tdp_mmu_clear_spte_bits: only A changes, which handle_changed_spte has no work for.
+          if (clear) this.iterSet((it.oldLo & ~SPTE_A) >>> 0, it.oldHi);
+        }
+      }
+      this.core.stats.tdp_iter_steps += it.steps;
+    }
+    return ret;
   }
 
   /**

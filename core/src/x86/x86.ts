@@ -214,6 +214,10 @@ export class KvmX86 extends Kvm {
     return this.mmu?.unmapGfnRange(start, end) === true;
   }
 
+  protected archAgeGfnRange(_slot: MemSlot, start: number, end: number, clear: boolean): number {
+    return this.mmu === null ? 0 : this.mmu.ageGfnRange(start, end, clear);
+  }
+
   /** `kvm_arch_sync_dirty_log`: every vCPU's PML buffer is flushed (they are kicked out). */
   protected override archSyncDirtyLog(): void {
     if (!this.features.pml) return;

@@ -114,6 +114,7 @@ export function commandArbitrary(cfg: PropConfig): Arbitrary<Cmd> {
     w(1, fc.record({ op: op("zapAll") })),
     w(3, fc.record({ op: op("zap"), frame: nat(127), n: nat(63), one: bool })),
     w(2, fc.record({ op: op("notifier"), slot: nat(2), page: nat(1023), n: nat(600) })),
+    w(2, fc.record({ op: op("age"), slot: nat(2), page: nat(1023), n: nat(600), kind: nat(2) })),
     w(1, fc.record({ op: op("nrPages"), n: fc.integer({ min: 64, max: 160 }) })),
   ];
   if (ring) arbs.push(w(8, fc.record({ op: op("harvest"), reset: mostly(true, false) })));

@@ -245,6 +245,17 @@ export interface NotifierCmd {
   page: number;
   n: number;
 }
+/**
+ * MMU notifier aging over pages [page, page + n) of slot 0, 1 or 2's host range: kind 0
+ * clear_flush_young, 1 clear_young, 2 test_young.
+ */
+export interface AgeCmd {
+  op: "age";
+  slot: number;
+  page: number;
+  n: number;
+  kind: number;
+}
 /** KVM_SET_NR_MMU_PAGES. */
 export interface NrPagesCmd {
   op: "nrPages";
@@ -273,6 +284,7 @@ export type Cmd =
   | ZapAllCmd
   | ZapCmd
   | NotifierCmd
+  | AgeCmd
   | NrPagesCmd
   | WpAllCmd;
 
@@ -716,6 +728,24 @@ export class World {
         const end = Math.min(slot.npages, page + 1 + c.n);
         const hva = slot.userspaceAddr;
         this.sut.vm.mmuNotifierInvalidateHva(hva + page * PAGE, hva + end * PAGE);
+        break;
+      }
+      case "age": {
+        const slot = this.sut.vm.memslots.get(c.slot);
+        if (slot === undefined) return void this.noop();
+        const page = c.page % slot.npages;
+        const end = Math.min(slot.npages, page + 1 + c.n);
+        const lo = slot.userspaceAddr + page * PAGE;
+        const hi = slot.userspaceAddr + end * PAGE;
+        const vm = this.sut.vm;
+        if (c.kind === 2) vm.mmuNotifierTestYoung(lo, hi);
+        else {
+          if (c.kind === 0) vm.mmuNotifierClearFlushYoung(lo, hi);
+          else vm.mmuNotifierClearYoung(lo, hi);
+          // Aging leaves nothing young in the range (A cleared, or leaves without A/D zapped).
+          if (vm.mmuNotifierTestYoung(lo, hi))
+            this.fail(`pages ${page}..${end} of slot ${c.slot} still young after aging`);
+        }
         break;
       }
       case "nrPages":
