@@ -44,25 +44,41 @@ export function describeValue(value: unknown): string {
   if (typeof value === "symbol") return value.toString();
   if (typeof value === "function") return `function ${value.name || "(anonymous)"}`;
   if (value === null || typeof value !== "object") return String(value);
-  const proto: unknown = Object.getPrototypeOf(value);
-  if (proto !== Object.prototype && proto !== Array.prototype && proto !== null) {
-    const name = (value as { constructor?: { name?: string } }).constructor?.name ?? "object";
-    if (ArrayBuffer.isView(value))
-      return `${name}(${(value as { length?: number }).length ?? value.byteLength})`;
-    const own = (value as { toString?: unknown }).toString;
-    if (typeof own === "function" && own !== Object.prototype.toString) {
-      const text = String(value);
-      return text.length > MAX_OBJECT_TEXT ? `${text.slice(0, MAX_OBJECT_TEXT)}…` : text;
-    }
-    return `[${name}]`;
-  }
+  if (!isPlain(value)) return instanceText(value);
   let text: string;
   try {
-    text = JSON.stringify(value, (_k, v) => (typeof v === "bigint" ? `${v}n` : v)) ?? String(value);
+    // Nested class instances (a VM inside an options object) are named, not serialized.
+    text =
+      JSON.stringify(value, (k, v) =>
+        typeof v === "bigint"
+          ? `${v}n`
+          : k !== "" && v !== null && typeof v === "object" && !isPlain(v)
+            ? instanceText(v)
+            : v,
+      ) ?? String(value);
   } catch {
     text = Array.isArray(value) ? `[array of ${value.length}]` : "[object]";
   }
   return text.length > MAX_OBJECT_TEXT ? `${text.slice(0, MAX_OBJECT_TEXT)}…` : text;
+}
+
+/** A plain object or array (rendered as JSON); anything else is a class instance. */
+function isPlain(value: object): boolean {
+  const proto: unknown = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === Array.prototype || proto === null;
+}
+
+/** A class instance: its class and length, or its own one-line `toString()`, or its class. */
+function instanceText(value: object): string {
+  const name = (value as { constructor?: { name?: string } }).constructor?.name ?? "object";
+  if (ArrayBuffer.isView(value))
+    return `${name}(${(value as { length?: number }).length ?? value.byteLength})`;
+  const own = (value as { toString?: unknown }).toString;
+  if (typeof own === "function" && own !== Object.prototype.toString) {
+    const text = String(value);
+    return text.length > MAX_OBJECT_TEXT ? `${text.slice(0, MAX_OBJECT_TEXT)}…` : text;
+  }
+  return `[${name}]`;
 }
 
 /**

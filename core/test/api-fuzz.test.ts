@@ -594,26 +594,18 @@ const ENTRIES: readonly Entry[] = [
     valid: () => [200],
     call: (w, a) => w.vm.setNrMmuPages(a[0] as never),
   },
-  {
-    name: "Vm#zapGfnRange",
-    modes: ALL,
-    params: [
-      { name: "start", kind: { k: "gfn" } },
-      { name: "end", kind: { k: "gfn" } },
-    ],
-    valid: () => [LOGGED_GPA / 4096, LOGGED_GPA / 4096 + 4],
-    call: (w, a) => w.vm.zapGfnRange(a[0] as never, a[1] as never),
-  },
-  {
-    name: "Vm#mmuNotifierInvalidate",
-    modes: ALL,
-    params: [
-      { name: "start", kind: { k: "gfn" } },
-      { name: "end", kind: { k: "gfn" } },
-    ],
-    valid: () => [LOGGED_GPA / 4096, LOGGED_GPA / 4096 + 4],
-    call: (w, a) => w.vm.mmuNotifierInvalidate(a[0] as never, a[1] as never),
-  },
+  ...(["zapGfnRange", "mmuNotifierInvalidate"] as const).map(
+    (m): Entry => ({
+      name: `Vm#${m}`,
+      modes: ALL,
+      params: [
+        { name: "start", kind: { k: "gfn" } },
+        { name: "end", kind: { k: "gfn" } },
+      ],
+      valid: () => [LOGGED_GPA / 4096, LOGGED_GPA / 4096 + 4],
+      call: (w, a) => w.vm[m](a[0] as never, a[1] as never),
+    }),
+  ),
   {
     name: "Vm#mmuNotifierInvalidateHva",
     modes: ALL,
