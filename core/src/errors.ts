@@ -23,7 +23,15 @@ export class InterruptedError extends MmuLabError {
   }
 }
 
-/** Render a value for an error message: hex for addresses, JSON-ish for the rest. */
+/** Longest rendering of an object in an error message. */
+const MAX_OBJECT_TEXT = 200;
+
+/**
+ * Render a value for an error message: hex for addresses, JSON-ish for plain objects and arrays,
+ * and a short name for everything else. A class instance (a VM passed where a number belongs, a
+ * typed array) is named by its class and, when it has one, its own one-line `toString()`: its
+ * JSON would be megabytes of guest memory.
+ */
 export function describeValue(value: unknown): string {
   if (typeof value === "bigint")
     return `${value < 0n ? "-" : ""}0x${(value < 0n ? -value : value).toString(16)} (bigint)`;
@@ -33,11 +41,44 @@ export function describeValue(value: unknown): string {
   }
   if (typeof value === "string") return JSON.stringify(value);
   if (value === undefined) return "undefined";
+  if (typeof value === "symbol") return value.toString();
+  if (typeof value === "function") return `function ${value.name || "(anonymous)"}`;
+  if (value === null || typeof value !== "object") return String(value);
+  if (!isPlain(value)) return instanceText(value);
+  let text: string;
   try {
-    return JSON.stringify(value, (_k, v) => (typeof v === "bigint" ? `${v}n` : v)) ?? String(value);
+    // Nested class instances (a VM inside an options object) are named, not serialized.
+    text =
+      JSON.stringify(value, (k, v) =>
+        typeof v === "bigint"
+          ? `${v}n`
+          : k !== "" && v !== null && typeof v === "object" && !isPlain(v)
+            ? instanceText(v)
+            : v,
+      ) ?? String(value);
   } catch {
-    return String(value);
+    text = Array.isArray(value) ? `[array of ${value.length}]` : "[object]";
   }
+  return text.length > MAX_OBJECT_TEXT ? `${text.slice(0, MAX_OBJECT_TEXT)}…` : text;
+}
+
+/** A plain object or array (rendered as JSON); anything else is a class instance. */
+function isPlain(value: object): boolean {
+  const proto: unknown = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === Array.prototype || proto === null;
+}
+
+/** A class instance: its class and length, or its own one-line `toString()`, or its class. */
+function instanceText(value: object): string {
+  const name = (value as { constructor?: { name?: string } }).constructor?.name ?? "object";
+  if (ArrayBuffer.isView(value))
+    return `${name}(${(value as { length?: number }).length ?? value.byteLength})`;
+  const own = (value as { toString?: unknown }).toString;
+  if (typeof own === "function" && own !== Object.prototype.toString) {
+    const text = String(value);
+    return text.length > MAX_OBJECT_TEXT ? `${text.slice(0, MAX_OBJECT_TEXT)}…` : text;
+  }
+  return `[${name}]`;
 }
 
 /**
@@ -96,4 +137,38 @@ export class MmuBugError extends MmuLabError {
     this.where = where;
     this.what = what;
   }
+}
+
+/**
+ * Check an options argument: `undefined` (when `optional`) or a plain object, not an array, whose
+ * own keys are all in `keys` (a misspelt key is refused, not ignored). Returns the object, or an
+ * empty one for `undefined`.
+ * @throws InvalidArgumentError naming `argument` and the value, or the unknown key.
+ */
+export function checkOptionKeys(
+  argument: string,
+  opts: unknown,
+  keys: readonly string[],
+  optional = true,
+): Record<string, unknown> {
+  if (opts === undefined && optional) return {};
+  if (opts === null || typeof opts !== "object" || Array.isArray(opts))
+    throw new InvalidArgumentError(
+      argument,
+      opts,
+      `an object { ${keys.map((k) => `${k}?`).join(", ")} }`,
+    );
+  for (const k of Object.keys(opts))
+    if (!keys.includes(k)) throw new InvalidArgumentError(argument, k, `keys ${keys.join(", ")}`);
+  return opts as Record<string, unknown>;
+}
+
+/**
+ * Check a boolean option: `undefined` (the default) or true or false; 1, "true" or null are
+ * refused rather than read as truthy.
+ */
+export function checkFlag(argument: string, value: unknown): boolean | undefined {
+  if (value !== undefined && typeof value !== "boolean")
+    throw new InvalidArgumentError(argument, value, "true, false or undefined");
+  return value;
 }

@@ -23,7 +23,8 @@ import {
 } from "./display";
 import type { FeatureOptions } from "./era/features";
 import type { PresetName } from "./era/presets";
-import { InvalidArgumentError, MmuBugError } from "./errors";
+import { presetOf } from "./era/presets";
+import { checkOptionKeys, InvalidArgumentError, MmuBugError } from "./errors";
 import { GuestPageTableBuilder } from "./guest/pgtable_builder";
 import { SLOT_BACKINGS, type SlotBacking } from "./kvm/memslot";
 import type { Vcpu } from "./vcpu";
@@ -103,13 +104,11 @@ export const MEMSTRESS_OPTION_KEYS = [
 ] as const satisfies readonly (keyof MemstressOptions)[];
 
 function resolve(o: MemstressOptions): Resolved {
-  if (o === null || typeof o !== "object")
-    throw new InvalidArgumentError("options", o, "an object of memstress options");
-  const keys: readonly string[] = MEMSTRESS_OPTION_KEYS;
-  for (const k of Object.keys(o))
-    if (!keys.includes(k)) throw new InvalidArgumentError("options", k, keys.join(", "));
-  const vcpus = positiveInt("vcpus", o.vcpus ?? 1, 512);
-  const bytesPerVcpu = o.bytesPerVcpu ?? GIB;
+  checkOptionKeys("options", o, MEMSTRESS_OPTION_KEYS, false);
+  // `undefined` is the default; null is a value, refused by the checks below.
+  const or = <T>(v: T | undefined, d: T): T => (v === undefined ? d : v);
+  const vcpus = positiveInt("vcpus", or(o.vcpus, 1), 512);
+  const bytesPerVcpu = or(o.bytesPerVcpu, GIB);
   if (
     typeof bytesPerVcpu !== "number" ||
     !Number.isSafeInteger(bytesPerVcpu) ||
@@ -117,14 +116,14 @@ function resolve(o: MemstressOptions): Resolved {
     bytesPerVcpu % PAGE !== 0
   )
     throw new InvalidArgumentError("bytesPerVcpu", bytesPerVcpu, "a positive multiple of 4096");
-  const backing = o.backing ?? "4k";
+  const backing = or(o.backing, "4k");
   if (!SLOT_BACKINGS.includes(backing))
     throw new InvalidArgumentError(
       "backing",
       backing,
       SLOT_BACKINGS.map((b) => `"${b}"`).join(" | "),
     );
-  const slots = positiveInt("slots", o.slots ?? 1, 512);
+  const slots = positiveInt("slots", or(o.slots, 1), 512);
   const total = vcpus * bytesPerVcpu;
   const hugeBytes = backing === "hugetlb-1g" ? GIB : backing === "4k" ? PAGE : 2 * 2 ** 20;
   if (total % (slots * hugeBytes) !== 0)
@@ -133,7 +132,7 @@ function resolve(o: MemstressOptions): Resolved {
       slots,
       `a count that splits ${total} bytes into equal slots of whole ${hugeBytes}-byte host pages`,
     );
-  const writePercent = o.writePercent ?? 100;
+  const writePercent = or(o.writePercent, 100);
   if (
     typeof writePercent !== "number" ||
     !Number.isInteger(writePercent) ||
@@ -146,7 +145,7 @@ function resolve(o: MemstressOptions): Resolved {
       throw new InvalidArgumentError(k, o[k], "true or false");
   if (o.initiallySet === true && o.manualProtect !== true)
     throw new InvalidArgumentError("initiallySet", true, "false unless manualProtect is true");
-  const iterations = o.iterations ?? 2;
+  const iterations = or(o.iterations, 2);
   if (
     typeof iterations !== "number" ||
     !Number.isInteger(iterations) ||
@@ -154,15 +153,16 @@ function resolve(o: MemstressOptions): Resolved {
     iterations > 10000
   )
     throw new InvalidArgumentError("iterations", iterations, "an integer from 0 to 10000");
-  const seed = o.seed ?? 1;
+  const seed = or(o.seed, 1);
   if (typeof seed !== "number" || !Number.isInteger(seed) || seed < 0 || seed >= 2 ** 31 - 1)
     throw new InvalidArgumentError("seed", seed, "an integer from 0 to 2^31 - 2");
   const slotPages = total / slots / PAGE;
   if (o.clearChunkPages !== undefined) {
     const c = o.clearChunkPages;
-    if (typeof c !== "number" || !Number.isInteger(c) || c < 64 || c % 64 !== 0)
+    if (typeof c !== "number" || !Number.isSafeInteger(c) || c < 64 || c % 64 !== 0)
       throw new InvalidArgumentError("clearChunkPages", c, "a positive multiple of 64");
   }
+  if (o.preset !== undefined) presetOf(o.preset);
   return {
     vcpus,
     bytesPerVcpu,
@@ -176,13 +176,24 @@ function resolve(o: MemstressOptions): Resolved {
     clearChunkPages: o.clearChunkPages ?? slotPages,
     eagerSplit: o.eagerSplit,
     preset: o.preset,
-    features: o.features ?? {},
+    features: or(o.features, {}),
     seed,
   };
 }
 
 /** The selftest's guest RNG (`guest_random_u32`): Park–Miller, x ← x · 48271 mod (2^31 − 1). */
 export function guestRandomU32(state: { seed: number }): number {
+  if (state === null || typeof state !== "object" || Array.isArray(state))
+    throw new InvalidArgumentError("state", state, "an object { seed }");
+  const s = state.seed;
+  // 0 is the generator's fixed point; 2^31 - 1 is the modulus.
+  if (typeof s !== "number" || !Number.isInteger(s) || s < 1 || s > 2 ** 31 - 2)
+    throw new InvalidArgumentError("seed", s, "an integer from 1 to 2^31 - 2");
+  return nextRandom(state);
+}
+
+/** {@link guestRandomU32} without the checks, for the guest program's loop (seeds made here). */
+function nextRandom(state: { seed: number }): number {
   // 48271 · x < 2^47: exact in a double.
   state.seed = (state.seed * 48271) % 2147483647;
   return state.seed;
@@ -265,15 +276,17 @@ export class Memstress {
     const o = this.options;
     const n = this.pagesPerVcpu;
     const vcpus = this.vcpus;
-    if (!Number.isInteger(from) || !Number.isInteger(to) || from < 0 || to > n || from > to)
-      throw new InvalidArgumentError("rows", `${from}..${to}`, `a range within 0..${n}`);
+    if (typeof from !== "number" || !Number.isInteger(from) || from < 0 || from > n)
+      throw new InvalidArgumentError("from", from, `a row in 0..${n}`);
+    if (typeof to !== "number" || !Number.isInteger(to) || to < from || to > n)
+      throw new InvalidArgumentError("to", to, `a row in from..${n}`);
     // The access path of vcpu.access() without its result object (the guest program's loads
     // and stores, one per page): translate, then the final stage-2 access.
     for (let i = from; i < to; i++) {
       for (let v = 0; v < vcpus.length; v++) {
         const st = this.rng[v]!;
-        const page = o.randomAccess ? guestRandomU32(st) % n : i;
-        const write = guestRandomU32(st) % 100 < o.writePercent;
+        const page = o.randomAccess ? nextRandom(st) % n : i;
+        const write = nextRandom(st) % 100 < o.writePercent;
         const gva = MEMSTRESS_GVA + (v * n + page) * PAGE;
         const bits = write ? PFERR_WRITE_MASK : 0;
         const vcpu = vcpus[v]!;
@@ -331,6 +344,7 @@ export class DirtyLogPerfResult {
 
   /** The phase of `name`. */
   phase(name: string): DirtyLogPhase | undefined {
+    if (typeof name !== "string") throw new InvalidArgumentError("name", name, "a phase name");
     return this.phases.find((p) => p.name === name);
   }
 
@@ -551,6 +565,12 @@ export function dirtyLogPerf(
   opts: MemstressOptions = {},
   onPhase?: (name: string, index: number, count: number) => void,
 ): DirtyLogPerfResult {
+  if (onPhase !== undefined && typeof onPhase !== "function")
+    throw new InvalidArgumentError(
+      "onPhase",
+      onPhase,
+      "a function (name, index, count) or undefined",
+    );
   const steps = dirtyLogPerfSteps(opts);
   for (;;) {
     const r = steps.next();

@@ -4,7 +4,7 @@
  * self-audit, a one-line summary and a Jupyter display. The model never imports these views.
  */
 import { JUPYTER_DISPLAY, type MimeBundle } from "./display";
-import { InvalidArgumentError } from "./errors";
+import { checkOptionKeys, InvalidArgumentError } from "./errors";
 import { VmConfig } from "./inspect/config_view";
 import { vmBundle, vmString } from "./inspect/machine_display";
 import {
@@ -64,13 +64,7 @@ export class Vm extends KvmX86 {
   snapshot(opts?: TdpSnapshotOptions): TdpTreeView {
     const mmu = this.views("snapshot()");
     if (opts !== undefined) {
-      if (opts === null || typeof opts !== "object") {
-        throw new InvalidArgumentError(
-          "opts",
-          opts,
-          "an object { maxEntriesPerTable?, maxTables?, root?, title?, label? }",
-        );
-      }
+      checkOptionKeys("opts", opts, ["maxEntriesPerTable", "maxTables", "root", "title", "label"]);
       for (const k of ["maxEntriesPerTable", "maxTables"] as const) {
         const v = opts[k];
         if (v !== undefined && (!Number.isInteger(v) || v < 1 || v > 1024 * 1024)) {
@@ -100,8 +94,17 @@ export class Vm extends KvmX86 {
         this.mmuMode,
         '"tdp" (walkGpa() walks the EPT tables by gpa; shadow tables are indexed by gva: use vm.snapshot() or vcpu.walk())',
       );
-    if (typeof gpa !== "number" || !Number.isSafeInteger(gpa) || gpa < 0) {
-      throw new InvalidArgumentError("gpa", gpa, "a non-negative integer guest-physical address");
+    if (
+      typeof gpa !== "number" ||
+      !Number.isSafeInteger(gpa) ||
+      gpa < 0 ||
+      gpa >= 2 ** this.maxPhysAddrBits
+    ) {
+      throw new InvalidArgumentError(
+        "gpa",
+        gpa,
+        `a guest-physical address below 2^${this.maxPhysAddrBits} (MAXPHYADDR)`,
+      );
     }
     return new TdpWalk(mmu, gpa);
   }

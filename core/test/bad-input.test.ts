@@ -165,6 +165,21 @@ describe("memslots (KVM_SET_USER_MEMORY_REGION)", () => {
     );
     expect(slotsOf(vm)).toHaveLength(1);
   });
+  it("flags above 32 bits (2^53 & ~3 is 0 in JS) and misspelt fields are refused", () => {
+    // check_memory_region_flags tests `mem->flags & ~valid_flags` on the whole field.
+    const vm = vmWithSlot();
+    expectRejected(
+      () => vm.setUserMemoryRegion(slot1({ flags: 2 ** 53 })),
+      /flags/,
+      /2\^53|9007199254740992/,
+    );
+    expectRejected(
+      () => vm.setUserMemoryRegion({ ...slot1(), memorysize: MiB } as never),
+      /region/,
+      /"memorysize"/,
+    );
+    expect(vm.memslots.get(1)).toBeUndefined();
+  });
   it("unknown backing", () => {
     const vm = vmWithSlot();
     expectRejected(
@@ -174,6 +189,26 @@ describe("memslots (KVM_SET_USER_MEMORY_REGION)", () => {
       /hugetlb-2m/,
     );
     expect(vm.memslots.get(1)).toBeUndefined();
+  });
+});
+
+describe("KVM_ENABLE_CAP", () => {
+  it("KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2: INITIALLY_SET only with MANUAL_PROTECT_ENABLE, no bits above", () => {
+    // kvm_vm_ioctl_enable_cap_generic: allowed_options is MANUAL_PROTECT_ENABLE (1), widened to
+    // 1 | INITIALLY_SET (3) only when bit 0 is set; 2 alone and 2^53 (whose low 32 bits are 0)
+    // are -EINVAL.
+    const vm = vmWithSlot();
+    for (const args of [2, 4, 2 ** 53, 2 ** 32 + 1]) {
+      const e = expectRejected(
+        () => vm.enableCap("KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2", args),
+        /args/,
+        new RegExp(String(args)),
+      );
+      expect(e.errno).toBe("EINVAL");
+    }
+    expect(vm.manualDirtyLogProtect).toBe(0);
+    vm.enableCap("KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2", 3);
+    expect(vm.manualDirtyLogProtect).toBe(3);
   });
 });
 

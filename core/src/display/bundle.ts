@@ -334,6 +334,12 @@ export function htmlTableBundle(
   rows: ReadonlyArray<TableRow>,
   plain?: string,
 ): MimeBundle {
+  // The display layer imports nothing: its bad-input error is the TypeError of the schema checks.
+  if (typeof title !== "string") throw new TypeError(`htmlTableBundle: title must be a string`);
+  if (!Array.isArray(rows) || !rows.every((r) => r !== null && typeof r === "object"))
+    throw new TypeError("htmlTableBundle: rows must be an array of objects");
+  if (plain !== undefined && typeof plain !== "string")
+    throw new TypeError("htmlTableBundle: plain must be a string or undefined");
   const cols: string[] = [];
   for (const row of rows) for (const k of Object.keys(row)) if (!cols.includes(k)) cols.push(k);
   const cells = rows.map((row) => cols.map((c) => cellText(row[c])));

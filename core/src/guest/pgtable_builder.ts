@@ -37,11 +37,13 @@ import {
 } from "../arch/guest_pte";
 import { pagetableBundle } from "../display/bundle";
 import type { Entry, Flag, MimeBundle, PagetablePayload, Table, Tree } from "../display/types";
-import { InvalidArgumentError } from "../errors";
+import { checkFlag, checkOptionKeys, InvalidArgumentError } from "../errors";
 import { LeafRunFolder, snapshotTitle } from "../inspect/snapshot_fold";
 import { pt32Index, pt64Index } from "../mmu/paging_tmpl";
 import type { SregsInput } from "../x86/vcpu";
-import type { KvmX86 as Vm } from "../x86/x86";
+import { KvmX86 } from "../x86/x86";
+
+type Vm = KvmX86;
 
 /** Paging modes the builder lays out. */
 export type BuilderMode = Exclude<PagingMode, "none">;
@@ -76,6 +78,9 @@ export interface MapOptions {
   pkey?: number;
 }
 
+/** The keys of {@link MapOptions}. */
+const MAP_KEYS = ["pageSize", "writable", "user", "nx", "global", "accessed", "dirty", "pkey"];
+
 const SIZE_NAMES: Record<number, string> = {
   4096: "4K",
   2097152: "2M",
@@ -97,9 +102,9 @@ export class GuestPageTableBuilder {
   private readonly scratch: U64Parts = { hi: 0, lo: 0 };
 
   constructor(vm: Vm, opts: BuilderOptions) {
+    if (!(vm instanceof KvmX86)) throw new InvalidArgumentError("vm", vm, "a VM from createVm()");
     this.vm = vm;
-    if (opts === null || typeof opts !== "object")
-      throw new InvalidArgumentError("options", opts, "{ mode, poolBase, poolSize }");
+    checkOptionKeys("options", opts, ["mode", "poolBase", "poolSize"], false);
     const modes: BuilderMode[] = ["32-bit", "pae", "4-level", "5-level"];
     if (!modes.includes(opts.mode))
       throw new InvalidArgumentError("mode", opts.mode, modes.map((m) => `"${m}"`).join(" | "));
@@ -168,6 +173,8 @@ export class GuestPageTableBuilder {
   sregs(
     opts: { wp?: boolean; nx?: boolean; pke?: boolean; pse?: boolean } = {},
   ): Required<Omit<SregsInput, "cpl">> {
+    checkOptionKeys("opts", opts, ["wp", "nx", "pke", "pse"]);
+    for (const k of ["wp", "nx", "pke", "pse"] as const) checkFlag(k, opts[k]);
     const cr0 = (X86_CR0_PE | X86_CR0_PG | (opts.wp === false ? 0 : X86_CR0_WP)) >>> 0;
     let cr4 = 0;
     let efer = opts.nx && this.mode !== "32-bit" ? EFER_NX : 0;
@@ -183,6 +190,19 @@ export class GuestPageTableBuilder {
 
   /** Index of `gva` at `level` in this mode. */
   index(hi: number, lo: number, level: number): number {
+    for (const [name, v] of [
+      ["hi", hi],
+      ["lo", lo],
+    ] as const)
+      if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v > 0xffffffff)
+        throw new InvalidArgumentError(name, v, "a 32-bit half of the gva (0 to 2^32 - 1)");
+    if (
+      typeof level !== "number" ||
+      !Number.isInteger(level) ||
+      level < 1 ||
+      level > this.rootLevel
+    )
+      throw new InvalidArgumentError("level", level, `1..${this.rootLevel}`);
     if (!this.wide) return pt32Index(lo, level);
     if (this.mode === "pae" && level === 3) return lo >>> 30;
     return pt64Index(hi, lo, level);
@@ -320,7 +340,10 @@ export class GuestPageTableBuilder {
     opts: MapOptions = {},
   ): void {
     const g = this.parseGva("gva", gva);
-    const ps = opts.pageSize ?? 4096;
+    checkOptionKeys("opts", opts, MAP_KEYS);
+    for (const k of ["writable", "user", "nx", "global", "accessed", "dirty"] as const)
+      checkFlag(k, opts[k]);
+    const ps = opts.pageSize === undefined ? 4096 : opts.pageSize;
     const allowed =
       this.mode === "32-bit"
         ? [4096, 4194304]
@@ -434,9 +457,7 @@ export class GuestPageTableBuilder {
   snapshot(
     opts: { maxEntries?: number; title?: string; label?: string } = {},
   ): GuestPageTableSnapshot {
-    if (opts === null || typeof opts !== "object") {
-      throw new InvalidArgumentError("opts", opts, "an object { maxEntries?, title?, label? }");
-    }
+    checkOptionKeys("opts", opts, ["maxEntries", "title", "label"]);
     const max = opts.maxEntries;
     if (max !== undefined && (!Number.isInteger(max) || max < 1 || max > 1024 * 1024)) {
       throw new InvalidArgumentError("maxEntries", max, "an integer from 1 to 1048576");

@@ -5,6 +5,7 @@
 import { htmlTableBundle, JUPYTER_DISPLAY, type MimeBundle } from "../display";
 import { SWITCHES, type SwitchName } from "../era/features";
 import { PRESETS, type PresetName } from "../era/presets";
+import { InvalidArgumentError } from "../errors";
 import type { KvmX86, SwitchSource } from "../x86/x86";
 
 /** One switch of {@link VmConfig}. */
@@ -33,6 +34,7 @@ export class VmConfig {
 
   /** The value and source of one switch. */
   get(name: SwitchName): ConfigEntry | undefined {
+    if (typeof name !== "string") throw new InvalidArgumentError("name", name, "a switch name");
     return this.switches.find((e) => e.name === name);
   }
 

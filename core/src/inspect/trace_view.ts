@@ -12,7 +12,7 @@ import {
   plotlyBundle,
   tableAndPlotBundle,
 } from "../display";
-import { InvalidArgumentError } from "../errors";
+import { checkOptionKeys, InvalidArgumentError } from "../errors";
 import { pteListForEach, type VmMmu } from "../mmu/mmu";
 import { SlotArch } from "../mmu/mmu_internal";
 import {
@@ -74,8 +74,9 @@ export class TraceView {
   filter(filter: TraceFilter | ((e: MmuTraceEvent) => boolean)): TraceView {
     if (typeof filter === "function")
       return new TraceView(this.events.filter(filter), this.dropped);
-    if (filter === null || typeof filter !== "object")
+    if (filter === null || typeof filter !== "object" || Array.isArray(filter))
       throw new InvalidArgumentError("filter", filter, "a predicate or { events?, gfns?, vcpu? }");
+    checkOptionKeys("filter", filter, ["events", "gfns", "vcpu"]);
     const { events, gfns, vcpu } = filter;
     if (events !== undefined) {
       if (!Array.isArray(events))
@@ -96,7 +97,7 @@ export class TraceView {
         gfns[0] > gfns[1])
     )
       throw new InvalidArgumentError("gfns", gfns, "[start, end) with 0 <= start <= end, integers");
-    if (vcpu !== undefined && vcpu !== "vm" && !(Number.isInteger(vcpu) && vcpu >= 0))
+    if (vcpu !== undefined && vcpu !== "vm" && !(Number.isSafeInteger(vcpu) && vcpu >= 0))
       throw new InvalidArgumentError("vcpu", vcpu, 'a vCPU index or "vm"');
     const names = events === undefined ? undefined : new Set<string>(events);
     const track = vcpu === "vm" ? -1 : vcpu;
@@ -193,26 +194,27 @@ export class FaultHeatmap {
 
   /** Counts `addresses` (one per fault) into regions as `opts` lays them out. */
   constructor(addresses: readonly number[], opts: FaultHeatmapOptions = {}) {
-    if (opts === null || typeof opts !== "object")
+    checkOptionKeys("opts", opts, ["regionBytes", "rowBytes", "base", "rows", "scale"]);
+    if (!Array.isArray(addresses) || !addresses.every((a) => typeof a === "number"))
       throw new InvalidArgumentError(
-        "opts",
-        opts,
-        "{ regionBytes?, rowBytes?, base?, rows?, scale? }",
+        "addresses",
+        addresses,
+        "an array of numbers (fault addresses)",
       );
-    const region = opts.regionBytes ?? 2 * MIB;
+    const region = opts.regionBytes === undefined ? 2 * MIB : opts.regionBytes;
     if (!Number.isInteger(region) || region < 4096 || region > GIB || (region & (region - 1)) !== 0)
       throw new InvalidArgumentError("regionBytes", region, "a power of two from 4096 to 2^30");
-    const row = opts.rowBytes ?? GIB;
+    const row = opts.rowBytes === undefined ? GIB : opts.rowBytes;
     if (!Number.isSafeInteger(row) || row < region || row % region !== 0 || row / region > 4096)
       throw new InvalidArgumentError(
         "rowBytes",
         row,
         `a multiple of regionBytes (${region}) of at most 4096 regions`,
       );
-    const base = opts.base ?? 0;
+    const base = opts.base === undefined ? 0 : opts.base;
     if (!Number.isSafeInteger(base) || base < 0 || base % row !== 0)
       throw new InvalidArgumentError("base", base, `a non-negative multiple of rowBytes (${row})`);
-    const scale = opts.scale ?? "log";
+    const scale = opts.scale === undefined ? "log" : opts.scale;
     if (scale !== "log" && scale !== "linear")
       throw new InvalidArgumentError("scale", scale, '"log" or "linear"');
     let rows = opts.rows;
@@ -251,12 +253,15 @@ export class FaultHeatmap {
 
   /** Faults in the region that holds `address` (0 outside the map). */
   count(address: number): number {
+    if (typeof address !== "number" || !Number.isSafeInteger(address) || address < 0)
+      throw new InvalidArgumentError("address", address, "a non-negative integer address");
     const i = Math.floor((address - this.base) / this.regionBytes);
     return address >= this.base && i < this.counts.length ? this.counts[i]! : 0;
   }
 
   /** The plotly heatmap: a row per `rowBytes`, a cell per region, hover text with the count. */
   figure(title = `Faults per ${sizeText(this.regionBytes)} region`): PlotlyFigure {
+    if (typeof title !== "string") throw new InvalidArgumentError("title", title, "a string");
     const log = this.scale === "log";
     const z: (number | null)[][] = [];
     const custom: number[][] = [];
@@ -360,8 +365,7 @@ export class KvmStatView {
    * @throws InvalidArgumentError for a bad `fields` or `sort`.
    */
   constructor(read: () => Record<string, number>, opts: KvmStatOptions = {}) {
-    if (opts === null || typeof opts !== "object")
-      throw new InvalidArgumentError("opts", opts, "{ fields?, sort? }");
+    checkOptionKeys("opts", opts, ["fields", "sort"]);
     fieldsMatcher(opts.fields);
     checkSort(opts.sort);
     this.options = { ...opts };
@@ -387,8 +391,9 @@ export class KvmStatView {
    * @throws InvalidArgumentError for a bad `fields` or `sort`.
    */
   deltas(opts: KvmStatOptions = {}): KvmStatRow[] {
-    const match = fieldsMatcher(opts.fields ?? this.options.fields);
-    const sort = checkSort(opts.sort ?? this.options.sort);
+    checkOptionKeys("opts", opts, ["fields", "sort"]);
+    const match = fieldsMatcher(opts.fields === undefined ? this.options.fields : opts.fields);
+    const sort = checkSort(opts.sort === undefined ? this.options.sort : opts.sort);
     const first = this.samples[0]!.stats;
     const last = this.samples[this.samples.length - 1]!.stats;
     const out: KvmStatRow[] = [];
@@ -413,6 +418,7 @@ export class KvmStatView {
    * interval's (kvm_stat's one-second interval).
    */
   batchText(opts: Omit<KvmStatOptions, "sort"> = {}): string {
+    checkOptionKeys("opts", opts, ["fields"]);
     return this.deltas({ ...opts, sort: "name" })
       .map(
         (r) =>
@@ -426,6 +432,7 @@ export class KvmStatView {
    * line of changes per interval, each led by the interval's label where kvm_stat prints the time.
    */
   logText(opts: Omit<KvmStatOptions, "sort"> = {}): string {
+    checkOptionKeys("opts", opts, ["fields"]);
     const rows = this.deltas({ ...opts, sort: "name" });
     const labels = this.labels;
     const width = Math.max(0, ...labels.map((l) => l.length));
@@ -446,10 +453,11 @@ export class KvmStatView {
   figure(
     opts: Omit<KvmStatOptions, "sort"> & { top?: number; yAxis?: "log" | "linear" } = {},
   ): PlotlyFigure {
-    const top = opts.top ?? 6;
-    if (!Number.isInteger(top) || top < 1)
+    checkOptionKeys("opts", opts, ["fields", "top", "yAxis"]);
+    const top = opts.top === undefined ? 6 : opts.top;
+    if (!Number.isSafeInteger(top) || top < 1)
       throw new InvalidArgumentError("top", top, "a positive integer");
-    const yAxis = opts.yAxis ?? "log";
+    const yAxis = opts.yAxis === undefined ? "log" : opts.yAxis;
     if (yAxis !== "log" && yAxis !== "linear")
       throw new InvalidArgumentError("yAxis", yAxis, '"log" or "linear"');
     const labels = this.labels;

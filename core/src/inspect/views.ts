@@ -20,6 +20,12 @@ export type PagetableSource =
   | { payload(): PagetablePayload };
 
 function payloadOf(src: PagetableSource, name: string): PagetablePayload {
+  if (src === null || typeof src !== "object")
+    throw new InvalidArgumentError(
+      name,
+      src,
+      "a page-table snapshot (builder.snapshot(), vm.snapshot()) or a pagetable payload",
+    );
   const p =
     typeof (src as { payload?: unknown }).payload === "function"
       ? (src as { payload(): PagetablePayload }).payload()
@@ -37,7 +43,11 @@ function payloadOf(src: PagetableSource, name: string): PagetablePayload {
 function treesOf(sources: readonly PagetableSource[], name: string): Tree[] {
   const trees = sources.flatMap((s, i) => payloadOf(s, `${name}[${i}]`).trees);
   if (trees.length === 0 || trees.length > 4) {
-    throw new InvalidArgumentError(`${name}`, trees.length, "1 to 4 trees in all");
+    throw new InvalidArgumentError(
+      `${name}`,
+      sources,
+      `snapshots of 1 to 4 trees in all (these have ${trees.length})`,
+    );
   }
   return trees;
 }
@@ -46,6 +56,12 @@ function treesOf(sources: readonly PagetableSource[], name: string): Tree[] {
 export class PagetableView {
   readonly payload: PagetablePayload;
   constructor(payload: PagetablePayload) {
+    if (payload === null || typeof payload !== "object" || payload.kind !== "pagetable")
+      throw new InvalidArgumentError(
+        "payload",
+        payload,
+        'a pagetable payload ({ kind: "pagetable", trees })',
+      );
     this.payload = payload;
   }
   [JUPYTER_DISPLAY](): MimeBundle {
@@ -80,6 +96,8 @@ export function changes(
   after: PagetableSource | PagetableSource[],
   title?: string,
 ): PagetableView {
+  if (title !== undefined && typeof title !== "string")
+    throw new InvalidArgumentError("title", title, "a string or undefined");
   const b = treesOf(Array.isArray(before) ? before : [before], "before");
   const a = treesOf(Array.isArray(after) ? after : [after], "after");
   const shape = (ts: Tree[]) => ts.map((t) => `${t.kind}/${t.format}`).join(", ");

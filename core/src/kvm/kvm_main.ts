@@ -296,8 +296,8 @@ export abstract class Kvm {
 
   /**
    * `KVM_ENABLE_CAP` for `KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2` (`kvm_vm_ioctl_enable_cap_generic`):
-   * `args` = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE (1) | KVM_DIRTY_LOG_INITIALLY_SET (2); 0 turns
-   * manual protection off. Other bits are refused (-EINVAL).
+   * `args` = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE (1), optionally | KVM_DIRTY_LOG_INITIALLY_SET (2);
+   * 0 turns manual protection off. Other bits, and INITIALLY_SET alone, are refused (-EINVAL).
    */
   enableCap(
     cap: "KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2" | "KVM_CAP_DIRTY_LOG_RING",
@@ -315,12 +315,24 @@ export abstract class Kvm {
         "EINVAL",
       );
     }
-    const all = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | KVM_DIRTY_LOG_INITIALLY_SET;
-    if (typeof args !== "number" || !Number.isInteger(args) || args < 0 || (args & ~all) !== 0) {
+    // kvm_vm_ioctl_enable_cap_generic: INITIALLY_SET is allowed only with MANUAL_PROTECT_ENABLE
+    // (`allowed_options`), and `cap->args[0] & ~allowed_options` is tested on a u64 (-EINVAL);
+    // a JS `&` would see only the low 32 bits of 2^53, so the range is checked as a number.
+    const allowed =
+      typeof args === "number" && (args & KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE) !== 0
+        ? KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | KVM_DIRTY_LOG_INITIALLY_SET
+        : KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE;
+    if (
+      typeof args !== "number" ||
+      !Number.isInteger(args) ||
+      args < 0 ||
+      args > allowed ||
+      (args & ~allowed) !== 0
+    ) {
       throw new InvalidArgumentError(
         "args",
         args,
-        "KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE (1) | KVM_DIRTY_LOG_INITIALLY_SET (2)",
+        "0, KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE (1), or 1 | KVM_DIRTY_LOG_INITIALLY_SET (3)",
         "EINVAL",
       );
     }

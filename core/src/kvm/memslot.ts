@@ -16,12 +16,22 @@ import {
 } from "../arch/constants";
 import { KVM_MEM_FLAG_NAMES, setBitNames } from "../arch/reg_names";
 import { htmlTableBundle, JUPYTER_DISPLAY, type MimeBundle, sizeText } from "../display";
-import { InvalidArgumentError } from "../errors";
+import { checkOptionKeys, InvalidArgumentError } from "../errors";
 
 /** Host backing of a slot (kvm/host.ts models it; stored and validated here). */
 export type SlotBacking = "4k" | "thp" | "hugetlb-2m" | "hugetlb-1g";
 /** Accepted values of {@link SlotBacking}. */
 export const SLOT_BACKINGS: readonly SlotBacking[] = ["4k", "thp", "hugetlb-2m", "hugetlb-1g"];
+
+/** The fields of {@link UserMemoryRegion}. */
+const REGION_KEYS = [
+  "slot",
+  "guestPhysAddr",
+  "memorySize",
+  "flags",
+  "backing",
+  "userspaceAddr",
+] as const;
 
 /** Kind of memslot change (`enum kvm_mr_change`). */
 export type MemslotChange = "create" | "delete" | "move" | "flagsOnly";
@@ -345,6 +355,8 @@ export class MemSlots {
         "an object {slot, guestPhysAddr, memorySize, flags}",
       );
     }
+    // struct kvm_userspace_memory_region has these fields only: a misspelt one would be ignored.
+    checkOptionKeys("region", req, REGION_KEYS, false);
     const slotField = req.slot;
     if (
       typeof slotField !== "number" ||
@@ -378,11 +390,15 @@ export class MemSlots {
       );
     }
     const flags = req.flags;
+    // check_memory_region_flags: `mem->flags & ~valid_flags` on a u32; compared as a number here
+    // because `&` would drop the bits of 2^53 above 31.
+    const validFlags = KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY;
     if (
       typeof flags !== "number" ||
       !Number.isInteger(flags) ||
-      (flags & ~(KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY)) !== 0 ||
-      flags < 0
+      flags < 0 ||
+      flags > validFlags ||
+      (flags & ~validFlags) !== 0
     ) {
       throw new InvalidArgumentError(
         "flags",
@@ -391,7 +407,7 @@ export class MemSlots {
         "EINVAL",
       );
     }
-    const backing = req.backing ?? "4k";
+    const backing = req.backing === undefined ? "4k" : req.backing;
     if (!SLOT_BACKINGS.includes(backing)) {
       throw new InvalidArgumentError(
         "backing",

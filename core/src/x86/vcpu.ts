@@ -287,7 +287,7 @@ export class KvmVcpu implements KvmVcpuCommon {
    * In PAE mode the four PDPTEs are loaded from CR3 now, as MOV CR3 does.
    */
   setSregs(s: SregsInput): void {
-    if (s === null || typeof s !== "object")
+    if (s === null || typeof s !== "object" || Array.isArray(s))
       throw new InvalidArgumentError("sregs", s, "an object { cr0?, cr3?, cr4?, efer?, cpl? }");
     for (const k of Object.keys(s)) {
       if (!["cr0", "cr3", "cr4", "efer", "cpl"].includes(k))
@@ -470,11 +470,14 @@ export class KvmVcpu implements KvmVcpuCommon {
 
   /** MOV to CR3: same checks as the CR3 part of {@link setSregs} (PAE reloads the PDPTEs). */
   movCr3(cr3: number | bigint): void {
+    // An omitted field of setSregs keeps its value; here the value is the whole argument.
+    if (cr3 === undefined) throw new InvalidArgumentError("cr3", cr3, "a number or bigint");
     this.setSregs({ cr3 });
   }
 
   /** Set the current privilege level. */
   setCpl(cpl: number): void {
+    if (cpl === undefined) throw new InvalidArgumentError("cpl", cpl, "0, 1, 2 or 3");
     this.setSregs({ cpl });
   }
 
@@ -514,7 +517,8 @@ export class KvmVcpu implements KvmVcpuCommon {
   /** @internal Parse access options into PFERR bits (errors from {@link badAccess}). */
   accessBits(opts: AccessOptions | undefined): number {
     if (opts === undefined) return this.cpl === 3 ? PFERR_USER_MASK : 0;
-    if (opts === null || typeof opts !== "object") return this.badAccess(opts);
+    if (opts === null || typeof opts !== "object" || Array.isArray(opts))
+      return this.badAccess(opts);
     // Every enumerable key must be one of the four (for-in: no array per access).
     for (const k in opts) {
       if (k !== "write" && k !== "fetch" && k !== "user" && k !== "implicit")
@@ -541,7 +545,7 @@ export class KvmVcpu implements KvmVcpuCommon {
 
   /** The error for access options {@link accessBits} refused (kept out of its hot path). */
   private badAccess(opts: unknown): never {
-    if (opts === null || typeof opts !== "object")
+    if (opts === null || typeof opts !== "object" || Array.isArray(opts))
       throw new InvalidArgumentError(
         "access",
         opts,
@@ -765,13 +769,13 @@ export class KvmVcpu implements KvmVcpuCommon {
    */
   private dataSize(op: string, opts: DataAccessOptions | undefined): number {
     if (opts === undefined) return 8;
-    if (opts === null || typeof opts !== "object")
+    if (opts === null || typeof opts !== "object" || Array.isArray(opts))
       throw new InvalidArgumentError(op, opts, "an options object { size, user, implicit }");
     for (const k in opts) {
       if (k !== "size" && k !== "user" && k !== "implicit")
         throw new InvalidArgumentError(`${op} option`, k, "keys size, user, implicit");
     }
-    const size = opts.size ?? 8;
+    const size = opts.size === undefined ? 8 : opts.size;
     if (!DATA_SIZES.includes(size as number))
       throw new InvalidArgumentError(`${op}.size`, opts.size, "1, 2, 4 or 8 (bytes)");
     for (const k of ["user", "implicit"] as const) {

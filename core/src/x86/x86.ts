@@ -10,7 +10,7 @@
 import { KVM_MEM_LOG_DIRTY_PAGES } from "../arch/constants";
 import { type FeatureOptions, resolveFeatures } from "../era/features";
 import { type PresetName, presetOf } from "../era/presets";
-import { InvalidArgumentError } from "../errors";
+import { checkOptionKeys, InvalidArgumentError } from "../errors";
 import { Kvm } from "../kvm/kvm_main";
 import type { MemSlot, MemslotChange } from "../kvm/memslot";
 import { KVM_MIN_ALLOC_MMU_PAGES, VmMmu } from "../mmu/mmu";
@@ -66,13 +66,14 @@ function checkOptions(options: unknown): {
     if (!OPTION_KEYS.includes(k))
       throw new InvalidArgumentError("options", k, OPTION_KEYS.join(", "));
   }
-  const bits = o.maxPhysAddrBits ?? 46;
+  // `undefined` is the default; null is a value (refused below), not a missing option.
+  const bits = o.maxPhysAddrBits === undefined ? 46 : o.maxPhysAddrBits;
   if (typeof bits !== "number" || !Number.isInteger(bits) || bits < 32 || bits > 52) {
     throw new InvalidArgumentError("maxPhysAddrBits", bits, "an integer in [32, 52]");
   }
-  const preset = o.preset === undefined ? null : (o.preset as PresetName);
-  const p = preset === null ? null : presetOf(preset);
-  const mmu = o.mmu ?? p?.mmu ?? "tdp";
+  const p = o.preset === undefined ? null : presetOf(o.preset);
+  const preset = p === null ? null : (o.preset as PresetName);
+  const mmu = o.mmu === undefined ? (p?.mmu ?? "tdp") : o.mmu;
   if (mmu !== "none" && mmu !== "tdp" && mmu !== "shadow")
     throw new InvalidArgumentError("mmu", mmu, '"tdp" | "shadow" | "none"');
   let features = o.features;
@@ -286,7 +287,13 @@ export class KvmX86 extends Kvm {
   /** Zap the single leaf mapping `gfn` (an atomic zap with its own flush). Returns leaves zapped. */
   zapSpte(gfn: number): number {
     const mmu = this.requireMmu("zapSpte");
-    this.gfnRangeArgs(gfn, gfn + 1);
+    const limit = 2 ** (this.maxPhysAddrBits - 12);
+    if (typeof gfn !== "number" || !Number.isSafeInteger(gfn) || gfn < 0 || gfn >= limit)
+      throw new InvalidArgumentError(
+        "gfn",
+        gfn,
+        `a gfn (integer) in [0, 0x${limit.toString(16)}) (guest MAXPHYADDR ${this.maxPhysAddrBits})`,
+      );
     return mmu.zapSpte(gfn);
   }
 
@@ -337,17 +344,9 @@ export class KvmX86 extends Kvm {
     opts: { mode?: "bitmap" | "scan"; nonLeaf?: boolean; clearMmuWritable?: boolean } = {},
   ): { examined: number; changed: number; skipped: number } {
     const mmu = this.requireRmapMmu("writeProtectAllSps");
-    if (opts === null || typeof opts !== "object")
-      throw new InvalidArgumentError(
-        "opts",
-        opts,
-        "an object { mode?, nonLeaf?, clearMmuWritable? }",
-      );
-    for (const k of Object.keys(opts))
-      if (!["mode", "nonLeaf", "clearMmuWritable"].includes(k))
-        throw new InvalidArgumentError("opts", k, "keys mode, nonLeaf, clearMmuWritable");
+    checkOptionKeys("opts", opts, ["mode", "nonLeaf", "clearMmuWritable"], false);
     const bitmapOn = this.features.possibleWritableBitmap;
-    const mode = opts.mode ?? (bitmapOn ? "bitmap" : "scan");
+    const mode = opts.mode === undefined ? (bitmapOn ? "bitmap" : "scan") : opts.mode;
     if (mode !== "bitmap" && mode !== "scan")
       throw new InvalidArgumentError("mode", mode, '"bitmap" or "scan"');
     if (mode === "bitmap" && !bitmapOn)
