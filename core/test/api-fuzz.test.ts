@@ -606,6 +606,21 @@ const ENTRIES: readonly Entry[] = [
       call: (w, a) => w.vm[m](a[0] as never, a[1] as never),
     }),
   ),
+  ...(["mmuNotifierClearFlushYoung", "mmuNotifierClearYoung", "mmuNotifierTestYoung"] as const).map(
+    (m): Entry => ({
+      name: `Vm#${m}`,
+      modes: ALL,
+      params: [
+        { name: "hvaStart", kind: { k: "int", min: 0, max: 2 ** 47 } },
+        { name: "hvaEnd", kind: { k: "int", min: 0, max: 2 ** 47 } },
+      ],
+      valid: (w) => {
+        const s = w.vm.memslots.get(LOGGED_SLOT)!;
+        return [s.userspaceAddr, s.userspaceAddr + 4 * 4096];
+      },
+      call: (w, a) => w.vm[m](a[0] as never, a[1] as never),
+    }),
+  ),
   {
     name: "Vm#mmuNotifierInvalidateHva",
     modes: ALL,
@@ -1453,6 +1468,9 @@ const NOT_ENTRY_POINTS: Record<string, string> = {
   "Vm#archCommitMemoryRegion": "protected hook",
   "Vm#archMmuEnableLogDirtyPtMasked": "protected hook",
   "Vm#archUnmapGfnRange": "protected hook",
+  "Vm#archAgeGfnRange": "protected hook",
+  "Vm#ageHva": "private (the three aging notifiers are the entries)",
+  "Vm#forEachHvaRange": "private (validates for the notifier entries)",
   "Vm#archSyncDirtyLog": "protected hook",
   "Vm#traceFlush": "protected hook",
   "Vm#requireMmu": "private",
