@@ -387,6 +387,63 @@ const MUTATIONS = {
     c[k] = url;
     return root;
   },
+  /**
+   * Values the schema allows, chosen without regard to the rest of the payload: indices past a
+   * 4-entry table, runs past the table's end, levels that disagree with names, 64-bit entries
+   * with every bit set, references out of order, huge counts: what validation lets through to
+   * the renderers.
+   */
+  inRange(r, root) {
+    const range = {
+      index: () => r.pick([0, 3, 4, 511, 512, 1023]),
+      count: () => r.pick([1, 2, 512, 1023, 1024]),
+      level: () => 1 + r.int(5),
+      size: () => r.pick([4, 512, 1024]),
+      ref: () => 1 + r.int(35),
+      guestRef: () => 1 + r.int(35),
+      references: () => r.int(36),
+      pageSize: () => r.pick([4096, 2097152, 4194304, 1073741824]),
+      errorCode: () => r.pick([0, 0xffffffff, 2 ** 53 - 1, 2 ** 31]),
+      hi: () => r.int(64),
+      lo: () => r.int(64),
+      tree: () => r.int(4),
+      spId: () => r.pick([0, 2 ** 53 - 1]),
+      violations: () => r.pick([0, 2 ** 53 - 1]),
+      present: () => r.pick([0, 1024]),
+      omitted: () => r.pick([0, 2 ** 53 - 1]),
+      quadrant: () => r.int(4),
+      smm: () => r.int(256),
+      eptLevels: () => r.pick([4, 5]),
+    };
+    const hexKeys = [
+      "value",
+      "target",
+      "va",
+      "addr",
+      "gfn",
+      "gpa",
+      "hpa",
+      "gva",
+      "before",
+      "after",
+      "last",
+      "pteGpa",
+      "tableGfn",
+      "lastAddr",
+      "word",
+    ];
+    const s = slots(root).filter(
+      ([c, k]) => Object.hasOwn(range, k) || (hexKeys.includes(k) && typeof c[k] === "string"),
+    );
+    if (s.length === 0) return root;
+    for (let n = 1 + r.int(4); n > 0; n--) {
+      const [c, k] = r.pick(s);
+      c[k] = range[k]
+        ? range[k]()
+        : r.pick(["0x0", "0xffffffffffffffff", "0x8000000000000000", "0xfffffffffffff000", "0x1"]);
+    }
+    return root;
+  },
   /** Schema-valid but inconsistent values: indices past the table, runs past its end, etc. */
   inconsistent(r, root) {
     const s = slots(root).filter(([c, k]) => typeof c[k] === "number" || typeof c[k] === "boolean");
