@@ -362,7 +362,7 @@ describe("validateDisplayPayload", () => {
     expect(validateDisplayPayload(PAGETABLE_MIME, q).ok).toBe(false);
   });
 
-  it("checks plotly figures for shape only", () => {
+  it("checks plotly figures for shape (network and size limits: below)", () => {
     expect(validateDisplayPayload(PLOTLY_MIME, { data: [{ y: [1, 2] }] })).toEqual({ ok: true });
     const r = validateDisplayPayload(PLOTLY_MIME, { data: 3 });
     expect(r.ok || r.message).toMatch(/figure.data must be an array of traces, got 3/);
@@ -421,5 +421,144 @@ describe("validateDisplayPayload on very large payloads", () => {
     expect(r.ok).toBe(false);
     if (r.ok) return;
     expect(r.errors.length).toBe(p.trees[0]!.root.entries.length);
+  });
+});
+
+describe("validateDisplayPayload on hostile shapes (the renderer fuzz's findings)", () => {
+  /** `k` objects nested in each other, `{ a: { a: ... { a: 1 } } }`. */
+  const nest = (k: number): unknown => {
+    let v: unknown = 1;
+    for (let i = 0; i < k; i++) v = { a: v };
+    return v;
+  };
+  const depthMessage = /nests more than 64 levels of objects and arrays; at most 64 are allowed/;
+
+  it("refuses payloads nested more than 64 deep before ajv (whose recursion would overflow)", () => {
+    // The payload object is depth 1 and payload.x's outermost object depth 2, so nest(63) ends at
+    // depth 64 (allowed; the unknown property is what fails) and nest(64) at 65.
+    const at64 = { ...guestTree(), x: nest(63) };
+    const at65 = { ...guestTree(), x: nest(64) };
+    const r64 = validateDisplayPayload(PAGETABLE_MIME, at64);
+    expect(r64.ok || r64.message).toMatch(/has unknown property "x"/);
+    const r65 = validateDisplayPayload(PAGETABLE_MIME, at65);
+    expect(r65.ok || r65.message).toMatch(depthMessage);
+  });
+
+  it("a chain of 10^4 page tables, each the only child of the one above, is refused by depth", () => {
+    // Every table is schema-valid (level 1, 512 entries), so only the depth check stops it.
+    let table: Record<string, unknown> = { level: 1, name: "PT", size: 512, entries: [] };
+    for (let i = 0; i < 10_000; i++) {
+      table = {
+        level: 1,
+        name: "PT",
+        size: 512,
+        entries: [{ index: 0, value: "0x1", flags: ["present"], leaf: false, child: table }],
+      };
+    }
+    const p = {
+      version: 1,
+      kind: "pagetable",
+      trees: [{ kind: "guest", format: "4-level", root: table }],
+    };
+    const r = validateDisplayPayload(PAGETABLE_MIME, p);
+    expect(r.ok || r.message).toMatch(depthMessage);
+    const w = validateDisplayPayload(WALK2D_MIME, { version: 1, kind: "walk2d", x: nest(10_000) });
+    expect(w.ok || w.message).toMatch(depthMessage);
+  });
+
+  it("a 5-level tree (PML5 down to PT) nests 19 deep and passes", () => {
+    // payload 1, trees 2, tree 3, root (PML5) 4, and 3 more per table: PT at 16, its entries 17,
+    // an entry 18, its flags 19.
+    let table: Record<string, unknown> = {
+      level: 1,
+      name: "PT",
+      size: 512,
+      entries: [{ index: 0, value: "0x1003", flags: ["present"], leaf: true }],
+    };
+    for (const [level, name] of [
+      [2, "PD"],
+      [3, "PDPT"],
+      [4, "PML4"],
+      [5, "PML5"],
+    ] as const) {
+      table = {
+        level,
+        name,
+        size: 512,
+        entries: [{ index: 0, value: "0x2003", flags: ["present"], leaf: false, child: table }],
+      };
+    }
+    const p = {
+      version: 1,
+      kind: "pagetable",
+      trees: [{ kind: "guest", format: "5-level", root: table }],
+    };
+    expect(validateDisplayPayload(PAGETABLE_MIME, p)).toEqual({ ok: true });
+  });
+
+  it("plotly: map and geo traces (tiles, topojson from a CDN) are refused by name", () => {
+    for (const type of ["scattergeo", "choropleth", "scattermap", "densitymap", "scattermapbox"]) {
+      const r = validateDisplayPayload(PLOTLY_MIME, { data: [{ type: "bar", y: [1] }, { type }] });
+      expect(r.ok || r.message).toMatch(
+        new RegExp(
+          `figure\\.data\\[1\\]\\.type "${type}" draws a map whose tiles or outlines plotly fetches from the internet`,
+        ),
+      );
+    }
+    expect(validateDisplayPayload(PLOTLY_MIME, { data: [{ type: "heatmap", z: [[1]] }] })).toEqual({
+      ok: true,
+    });
+  });
+
+  it("plotly: image sources must be data: URLs, wherever they sit (layout, template, image trace)", () => {
+    const url = "http://192.0.2.1/x.png";
+    const cases: Array<[unknown, string]> = [
+      [{ data: [], layout: { images: [{ source: url }] } }, "figure.layout.images[0].source"],
+      [
+        { data: [], layout: { template: { layout: { images: [{ source: url }] } } } },
+        "figure.layout.template.layout.images[0].source",
+      ],
+      [{ data: [{ type: "image", source: `//192.0.2.1/x.png` }] }, "figure.data[0].source"],
+    ];
+    for (const [figure, path] of cases) {
+      const r = validateDisplayPayload(PLOTLY_MIME, figure);
+      expect(r.ok || r.message).toContain(`${path} must be a data: URL; plotly would load`);
+    }
+    const inline = { data: [{ type: "image", source: "data:image/png;base64,iVBORw0KGgo=" }] };
+    expect(validateDisplayPayload(PLOTLY_MIME, inline)).toEqual({ ok: true });
+  });
+
+  it("plotly: at most 1,000 traces, 10,000 per-point SVG shapes and 10,000-character strings", () => {
+    const traces = (n: number) => Array.from({ length: n }, () => ({ type: "scatter", y: [1] }));
+    expect(validateDisplayPayload(PLOTLY_MIME, { data: traces(1000) })).toEqual({ ok: true });
+    const many = validateDisplayPayload(PLOTLY_MIME, { data: traces(1001) });
+    expect(many.ok || many.message).toMatch(/has 1001 traces; at most 1000 are drawn/);
+    // Bars are one SVG path each; two traces of 5,000 bars are 10,000 shapes, one more is too many.
+    const bars = (n: number) => ({
+      type: "bar",
+      x: Array.from({ length: n }, (_, i) => i),
+      y: [1],
+    });
+    expect(validateDisplayPayload(PLOTLY_MIME, { data: [bars(5000), bars(5000)] })).toEqual({
+      ok: true,
+    });
+    const tooMany = validateDisplayPayload(PLOTLY_MIME, { data: [bars(5000), bars(5001)] });
+    expect(tooMany.ok || tooMany.message).toMatch(
+      /draws 10001 bars, markers or other per-point shapes/,
+    );
+    // A line is one path whatever its length; markers are one shape per point (scatter's default
+    // type when `type` is absent).
+    const ys = Array.from({ length: 100_000 }, (_, i) => i);
+    expect(validateDisplayPayload(PLOTLY_MIME, { data: [{ y: ys, mode: "lines" }] })).toEqual({
+      ok: true,
+    });
+    const markers = validateDisplayPayload(PLOTLY_MIME, { data: [{ y: ys, mode: "markers" }] });
+    expect(markers.ok || markers.message).toMatch(/draws 100000 bars, markers/);
+    const title = (n: number) => ({ data: [], layout: { title: { text: "t".repeat(n) } } });
+    expect(validateDisplayPayload(PLOTLY_MIME, title(10_000))).toEqual({ ok: true });
+    const long = validateDisplayPayload(PLOTLY_MIME, title(10_001));
+    expect(long.ok || long.message).toMatch(
+      /figure\.layout\.title\.text has 10001 characters; at most 10000 are allowed/,
+    );
   });
 });

@@ -5,6 +5,9 @@ import "../style/base.css";
 import { MmulabRenderer, PAGETABLE_MIME } from "../lib/index.js";
 import * as payloads from "./payloads.mjs";
 
+/** The widgets rendered so far, for {@link window.mmulabTest.disposeAll}. */
+const widgets = [];
+
 window.mmulabTest = {
   ...payloads,
   /** Renders `payload` into a new widget attached to the page; resolves with timings (ms). */
@@ -17,6 +20,7 @@ window.mmulabTest = {
       latexTypesetter: null,
     });
     Widget.attach(r, document.body);
+    widgets.push(r);
     r.node.dataset.testId = String(document.querySelectorAll(".mmulab-output").length - 1);
     const t0 = performance.now();
     await r.renderModel({ data: { [mime]: payload }, metadata: {}, trusted: false, setData() {} });
@@ -24,6 +28,10 @@ window.mmulabTest = {
     // First paint: the frame after the DOM was built has been painted once the next task runs.
     await new Promise((res) => requestAnimationFrame(() => setTimeout(res, 0)));
     return { built, painted: performance.now() - t0 };
+  },
+  /** Detaches and disposes every rendered widget (the fuzz renders a thousand, one at a time). */
+  disposeAll() {
+    for (const w of widgets.splice(0)) w.dispose();
   },
   /** Clicks `el` and resolves with the time until the next frame has been painted. */
   async clickAndPaint(el) {
