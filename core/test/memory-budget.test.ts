@@ -176,6 +176,19 @@ describe("createVm({ memoryBudget })", () => {
     expect((err as InvalidArgumentError).message).toMatch(/positive safe integer/);
   });
 
+  it("refuses a budget smaller than an empty VM (its first MiB of guest-memory arena)", () => {
+    let err: unknown;
+    try {
+      createVm({ memoryBudget: MIB });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ResourceLimitError);
+    // The arena starts with 256 frames of 4 KiB.
+    expect((err as ResourceLimitError).estimateBytes).toBeGreaterThan(256 * PAGE);
+    expect(createVm({ memoryBudget: 2 * MIB }).memoryUsage().usedBytes).toBeLessThan(2 * MIB);
+  });
+
   it("setHostMemoryInfo refuses sizes that are not positive integers", () => {
     expect(() => setHostMemoryInfo({ totalBytes: -1, heapLimitBytes: null })).toThrow(
       InvalidArgumentError,
@@ -456,7 +469,7 @@ console.log(JSON.stringify({ n, error, used: u.usedBytes, budget: u.budgetBytes,
     } finally {
       rmSync(out, { recursive: true, force: true });
     }
-  }, 120_000);
+  }, 240_000);
 });
 
 describe("vm.memoryUsage()", () => {

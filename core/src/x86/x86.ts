@@ -10,7 +10,7 @@
 import { KVM_MEM_LOG_DIRTY_PAGES } from "../arch/constants";
 import { type FeatureOptions, resolveFeatures } from "../era/features";
 import { type PresetName, presetOf } from "../era/presets";
-import { InvalidArgumentError } from "../errors";
+import { InvalidArgumentError, ResourceLimitError } from "../errors";
 import { defaultHeapBudget, defaultMemoryBudget } from "../kvm/host";
 import { Kvm } from "../kvm/kvm_main";
 import { HEAP_TYPED_ARRAY_BYTES, MemCg } from "../kvm/memcg";
@@ -164,6 +164,11 @@ export class KvmX86 extends Kvm {
     // PML's buffer is reserved at the end of each dirty ring (kvm_dirty_ring_get_rsvd_entries).
     if (f.pml) this.dirtyRingReserved += 512;
     this.mmu = o.mmu === "none" ? null : new VmMmu(this, o.mmu === "shadow");
+    // An empty VM's fixed structures (the first MiB of the guest-memory arena, the page columns,
+    // the hash) must fit too, or nothing could run; they are small, so the check comes after.
+    const m = this.memcg;
+    if (m.used > m.budget)
+      throw new ResourceLimitError("createVm: an empty VM", m.used, m.budget, 0);
   }
 
   /** KVM's statistics (see `Kvm.stats`), with the recounted gauge `orphan_sps`. */
