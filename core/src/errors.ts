@@ -172,3 +172,53 @@ export function checkFlag(argument: string, value: unknown): boolean | undefined
     throw new InvalidArgumentError(argument, value, "true, false or undefined");
   return value;
 }
+
+/** `n` bytes as "n bytes (x GiB)" or "(x MiB)": exact for the record, rounded for the reader. */
+export function bytesText(n: number): string {
+  const unit = n >= 2 ** 30 ? ([2 ** 30, "GiB"] as const) : ([2 ** 20, "MiB"] as const);
+  const v = n / unit[0];
+  return `${n} bytes (${v >= 100 ? v.toFixed(0) : v >= 1 ? v.toFixed(2) : v.toPrecision(2)} ${unit[1]})`;
+}
+
+/**
+ * An operation would take the VM past its memory budget (`createVm({ memoryBudget })`), so it
+ * was refused before it allocated anything: the simulator's `-ENOMEM`. KVM charges what it
+ * allocates for a VM to the VM process's memory cgroup (`GFP_KERNEL_ACCOUNT`), and an allocation
+ * past the cgroup's `memory.max` fails; the budget is that limit. `what` names the operation,
+ * `estimateBytes` what it would have allocated, `budgetBytes` the limit it would have crossed
+ * (the VM's memory budget, or for JS-heap objects the heap budget, see {@link ResourceLimitError.heap}),
+ * `usedBytes` what the VM already holds against that limit.
+ */
+export class ResourceLimitError extends MmuLabError {
+  /** The refused operation, e.g. `"KVM_SET_USER_MEMORY_REGION slot 0 (dirty bitmap, eager split)"`. */
+  readonly what: string;
+  /** Bytes the operation would have allocated (an estimate from its sizes, made before allocating). */
+  readonly estimateBytes: number;
+  /** The limit: the VM's memory budget, or the JS-heap budget when {@link heap} is true. */
+  readonly budgetBytes: number;
+  /** Bytes already accounted against that limit. */
+  readonly usedBytes: number;
+  /** True when the limit is the JS-heap budget (objects on V8's heap) rather than the memory budget. */
+  readonly heap: boolean;
+
+  constructor(
+    what: string,
+    estimateBytes: number,
+    budgetBytes: number,
+    usedBytes: number,
+    heap = false,
+  ) {
+    const limit = heap ? "JS-heap budget" : "memory budget";
+    const fix = heap
+      ? "shrink the request, or give Node a larger heap (node --max-old-space-size=<MiB>) and tell mmulab (setHostMemoryInfo)"
+      : "shrink the request, or raise the budget: createVm({ memoryBudget: <bytes> })";
+    super(
+      `${what} needs an estimated ${bytesText(estimateBytes)}; with ${bytesText(usedBytes)} already in use that exceeds the VM's ${limit} of ${bytesText(budgetBytes)}. Nothing was allocated or changed; ${fix}`,
+    );
+    this.what = what;
+    this.estimateBytes = estimateBytes;
+    this.budgetBytes = budgetBytes;
+    this.usedBytes = usedBytes;
+    this.heap = heap;
+  }
+}

@@ -56,6 +56,7 @@ export {
   InvalidArgumentError,
   MmuBugError,
   MmuLabError,
+  ResourceLimitError,
 } from "./errors";
 // Guest page tables.
 export {
@@ -65,6 +66,8 @@ export {
   type MapOptions,
 } from "./guest/pgtable_builder";
 export { type ConfigEntry, PresetTable, presetTable, VmConfig } from "./inspect/config_view";
+// Views.
+export { MemoryUsage, type MemoryUsageRow } from "./inspect/memory_view";
 export {
   type ShadowPageInfo,
   ShadowPageList,
@@ -85,7 +88,6 @@ export {
   TraceView,
 } from "./inspect/trace_view";
 export { changes, type PagetableSource, PagetableView, sideBySide } from "./inspect/views";
-// Views.
 export { WalkResult, type WalkTraceLevel } from "./inspect/walk";
 export {
   type EptStepTrace,
@@ -99,11 +101,14 @@ export {
   KVM_DIRTY_GFN_F_RESET,
   KvmDirtyRing,
 } from "./kvm/dirty_ring";
+// Memory budgets: what the host tells mmulab of its memory (the default budgets come from it).
+export { type HostMemoryInfo, hostMemoryInfo, setHostMemoryInfo } from "./kvm/host";
 export {
   type GuestStoreResult,
   KVM_DIRTY_LOG_INITIALLY_SET,
   KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE,
 } from "./kvm/kvm_main";
+export { MEM_CATEGORIES, type MemCategory } from "./kvm/memcg";
 export {
   type MemSlot,
   type MemslotChange,

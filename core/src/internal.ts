@@ -16,6 +16,7 @@ export * from "./errors";
 export * from "./index";
 export * from "./kvm/host";
 export * from "./kvm/kvm_main";
+export * from "./kvm/memcg";
 export * from "./kvm/memory";
 export * from "./kvm/memslot";
 export * from "./kvm/stats";

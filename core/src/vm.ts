@@ -7,6 +7,7 @@ import { JUPYTER_DISPLAY, type MimeBundle } from "./display";
 import { checkOptionKeys, InvalidArgumentError } from "./errors";
 import { VmConfig } from "./inspect/config_view";
 import { vmBundle, vmString } from "./inspect/machine_display";
+import { MemoryUsage } from "./inspect/memory_view";
 import {
   ShadowPageList,
   type TdpSnapshotOptions,
@@ -130,6 +131,15 @@ export class Vm extends KvmX86 {
       () => ({ ...this.stats.toJSON(), ...this.tracepointCounts("kvm") }),
       opts,
     );
+  }
+
+  /**
+   * Where the VM's memory goes: bytes charged per category (guest memory, dirty bitmaps, slot
+   * metadata, MMU pages, rmap descriptors, dirty rings, PML, trace ring) against the memory
+   * budget and the JS-heap budget (`createVm({ memoryBudget })`), as a table in a notebook.
+   */
+  memoryUsage(): MemoryUsage {
+    return new MemoryUsage(this.memcg);
   }
 
   /** `mmu_rmaps_stat`: the rmap chains of every slot by length, per level. */

@@ -152,6 +152,8 @@ interface Param {
   names?: readonly string[];
   /** Values of another type the parameter also takes (a predicate instead of a filter). */
   alsoAccepts?: (v: unknown) => boolean;
+  /** The same, per key of an options object. */
+  keysAlsoAccept?: Readonly<Record<string, (v: unknown) => boolean>>;
   /** An object the call writes to (guestRandomU32's state): a frozen one is not valid input. */
   mutable?: boolean;
 }
@@ -365,7 +367,7 @@ function badsFor(p: Param, valid: unknown, w: World | null, salt: number): Bad[]
         arg: { ...base, [key]: v },
         shown: v,
         names: keyNames,
-        mustReject: must,
+        mustReject: must && p.keysAlsoAccept?.[key]?.(v) !== true,
         label,
       });
     }
@@ -524,6 +526,7 @@ const ENTRIES: readonly Entry[] = [
             mmu: { k: "enum", values: ["tdp", "shadow", "none"] },
             preset: { k: "enum", values: Object.keys(api.PRESETS) },
             features: { k: "opts", keys: { nx: { k: "bool" } } },
+            memoryBudget: { k: "int", min: 1, max: 2 ** 53 - 1 },
           },
         },
       },
@@ -679,11 +682,66 @@ const ENTRIES: readonly Entry[] = [
     name: "Vm#startTrace",
     modes: ALL,
     params: [
-      { name: "capacity", optional: true, kind: { k: "int", min: 1, max: 2 ** 24 } },
+      // Up to the largest ring a Float64Array holds (2^31 - 1 words of 11 per event); a capacity
+      // in range may still cross the memory budget (ResourceLimitError).
+      {
+        name: "capacity",
+        optional: true,
+        kind: { k: "int", min: 1, max: Math.floor((2 ** 31 - 1) / 11) },
+      },
       { name: "events", optional: true, kind: { k: "enum", values: [] }, names: ["events"] },
     ],
     valid: () => [100, ["kvm_page_fault"]],
     call: (w, a) => w.vm.startTrace(a[0] as never, a[1] as never),
+  },
+  {
+    name: "Vm#memoryUsage",
+    modes: ALL,
+    params: [],
+    valid: () => [],
+    call: (w) => w.vm.memoryUsage(),
+    view: true,
+  },
+  {
+    name: "MemoryUsage#get",
+    modes: ["tdp"],
+    params: [{ name: "category", kind: { k: "enum", values: ["guestMemory", "mmuPages"] } }],
+    valid: () => ["mmuPages"],
+    call: (w, a) => w.vm.memoryUsage().get(a[0] as never),
+    view: true,
+  },
+  {
+    name: "setHostMemoryInfo",
+    // Process-wide: the valid call sets what the machine gives, and the hook is reset after.
+    params: [
+      {
+        name: "info",
+        kind: {
+          k: "opts",
+          keys: {
+            totalBytes: { k: "int", min: 1, max: 2 ** 53 - 1 },
+            heapLimitBytes: { k: "int", min: 1, max: 2 ** 53 - 1 },
+          },
+        },
+        // null forgets the host's facts; a null heap limit means unknown (both documented).
+        alsoAccepts: (v) => v === null,
+        keysAlsoAccept: { heapLimitBytes: (v) => v === null },
+      },
+    ],
+    valid: () => [{ totalBytes: 8 * 2 ** 30, heapLimitBytes: 2 ** 31 }],
+    call: (_w, a) => {
+      try {
+        return api.setHostMemoryInfo(a[0] as never);
+      } finally {
+        api.setHostMemoryInfo(null);
+      }
+    },
+  },
+  {
+    name: "hostMemoryInfo",
+    params: [],
+    valid: () => [],
+    call: () => api.hostMemoryInfo(),
   },
   {
     name: "Vm#stopTrace",
@@ -1361,26 +1419,33 @@ function fuzzEntry(e: Entry, m: number, t: Tally, salt: number): void {
       }
       if (!isAllowedError(err)) continue; // the display layer's documented TypeError
       const message = err.message;
-      const shown = describeValue(bad.shown);
-      // An object argument may be refused by one of its keys or fields (an unknown key, a
-      // missing required field shown as undefined).
-      const parts =
-        bad.shown !== null && typeof bad.shown === "object"
-          ? [
-              ...Object.keys(bad.shown),
-              ...Object.values(bad.shown),
-              ...(isOpts(e.params[i]!) ? [undefined] : []),
-            ].map(describeValue)
-          : [];
-      if (!message.includes(shown) && !parts.some((s) => message.includes(s)))
-        t.failures.push(`${what}: message does not show ${shown}: ${message}`);
-      const names = isOpts(e.params[i]!)
-        ? [...bad.names, ...Object.keys((e.params[i]!.kind as { keys: object }).keys)]
-        : bad.names;
-      if (!names.includes(err.argument))
-        t.failures.push(
-          `${what}: names argument ${JSON.stringify(err.argument)}, expected one of ${bad.names.join(", ")}`,
-        );
+      if (err.name === "ResourceLimitError") {
+        // A value within the argument's range whose cost crosses the VM's budget: the error
+        // names the budget and the estimate, not an argument.
+        if (!/budget of \d+ bytes/.test(message) || !/needs an estimated \d+ bytes/.test(message))
+          t.failures.push(`${what}: ResourceLimitError without estimate and budget: ${message}`);
+      } else {
+        const shown = describeValue(bad.shown);
+        // An object argument may be refused by one of its keys or fields (an unknown key, a
+        // missing required field shown as undefined).
+        const parts =
+          bad.shown !== null && typeof bad.shown === "object"
+            ? [
+                ...Object.keys(bad.shown),
+                ...Object.values(bad.shown),
+                ...(isOpts(e.params[i]!) ? [undefined] : []),
+              ].map(describeValue)
+            : [];
+        if (!message.includes(shown) && !parts.some((s) => message.includes(s)))
+          t.failures.push(`${what}: message does not show ${shown}: ${message}`);
+        const names = isOpts(e.params[i]!)
+          ? [...bad.names, ...Object.keys((e.params[i]!.kind as { keys: object }).keys)]
+          : bad.names;
+        if (!names.includes(err.argument))
+          t.failures.push(
+            `${what}: names argument ${JSON.stringify(err.argument)}, expected one of ${bad.names.join(", ")}`,
+          );
+      }
       if (before !== null) {
         const diff = stateDiff(before, stateOf(w, false));
         if (diff.length > 0) {
@@ -1433,6 +1498,7 @@ const VIEW_CLASSES: Record<string, string> = {
   Vm: "made by createVm (in the table)",
   Vcpu: "made by vm.createVcpu() (in the table)",
   VmConfig: "vm.config",
+  MemoryUsage: "vm.memoryUsage()",
   ShadowPageList: "vm.shadowPages()",
   TdpTreeView: "vm.snapshot()",
   TdpWalk: "vm.walkGpa()",
@@ -1468,6 +1534,10 @@ const NOT_ENTRY_POINTS: Record<string, string> = {
   "Vm#archCommitMemoryRegion": "protected hook",
   "Vm#archMmuEnableLogDirtyPtMasked": "protected hook",
   "Vm#archUnmapGfnRange": "protected hook",
+  "Vm#archMemoryRegionBytes": "protected hook (memory budget estimate)",
+  "Vm#archClearDirtyLogBytes": "protected hook (memory budget estimate)",
+  "Vm#archVcpuPmlBytes": "protected hook (memory budget estimate)",
+  "Vm#newDirtyBitmapBytes": "private (memory budget estimate)",
   "Vm#archAgeGfnRange": "protected hook",
   "Vm#ageHva": "private (the three aging notifiers are the entries)",
   "Vm#forEachHvaRange": "private (validates for the notifier entries)",

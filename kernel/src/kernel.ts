@@ -1,6 +1,9 @@
 /**
  * Starts a kernel process: engine + handler + zeromq transport, signal and error handlers.
  */
+import { totalmem } from "node:os";
+import { getHeapStatistics } from "node:v8";
+import { setHostMemoryInfo } from "@mmulab/core";
 import { Engine } from "./engine";
 import { KernelHandler } from "./handler";
 import { InterruptWatchdog } from "./interrupt";
@@ -13,6 +16,12 @@ export async function runKernel(connectionFile: string): Promise<void> {
     realStderr(`[mmulab-kernel] ${text}\n`);
   };
   const conn = readConnectionFile(connectionFile);
+  // Every VM's default memory budget is half the machine's RAM, and its JS-heap budget half of
+  // V8's heap limit: core runs in browsers too and cannot ask the OS, so the kernel tells it.
+  setHostMemoryInfo({
+    totalBytes: totalmem(),
+    heapLimitBytes: getHeapStatistics().heap_size_limit,
+  });
   // Compile nothing yet, but create the converter now: the first cell should not pay for it.
   const watchdog = new InterruptWatchdog();
   const engine = new Engine(process.cwd(), {

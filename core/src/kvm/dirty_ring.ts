@@ -39,6 +39,14 @@ export class KvmDirtyRing {
   private resetIndex = 0;
   private fetchIndex = 0;
 
+  /**
+   * Bytes a ring of `size` entries holds: flags (1), slot (4) and offset (8) per entry, where
+   * KVM's `struct kvm_dirty_gfn` takes 16 ({@link KVM_DIRTY_GFN_SIZE}).
+   */
+  static bytes(size: number): number {
+    return size * 13;
+  }
+
   constructor(size: number, reserved: number) {
     this.size = size;
     this.reserved = reserved;

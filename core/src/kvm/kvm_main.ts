@@ -9,7 +9,7 @@
  * x86 VM (x86/x86.ts) implements them with its MMU.
  */
 import { splitU64, toUnsigned, type U64Parts } from "../arch/addr";
-import { PAGE_SIZE } from "../arch/constants";
+import { KVM_MEM_LOG_DIRTY_PAGES, PAGE_SIZE } from "../arch/constants";
 import type { Features } from "../era/features";
 import { InvalidArgumentError } from "../errors";
 import {
@@ -18,8 +18,15 @@ import {
   KVM_DIRTY_RING_RSVD_ENTRIES,
   KvmDirtyRing,
 } from "./dirty_ring";
+import { HEAP_TYPED_ARRAY_BYTES, MC, type MemCg } from "./memcg";
 import { GuestMemory } from "./memory";
-import { type MemSlot, MemSlots, type MemslotChange, type UserMemoryRegion } from "./memslot";
+import {
+  dirtyBitmapWords,
+  type MemSlot,
+  MemSlots,
+  type MemslotChange,
+  type UserMemoryRegion,
+} from "./memslot";
 import { KvmStats, sumVcpuStats, type VcpuStat } from "./stats";
 
 /** `kvm_age_gfn` result bit: a page in the range was accessed (young). */
@@ -78,8 +85,13 @@ export abstract class Kvm {
   readonly features: Features;
   /** Memslots (address space 0). */
   readonly memslots: MemSlots;
+  /**
+   * The VM's memory account: what it allocates, by category, against its memory budget (see
+   * kvm/memcg.ts). Every operation whose allocation grows with a user-given size checks it first.
+   */
+  readonly memcg: MemCg;
   /** Host memory backing the slots, keyed by hva frame. */
-  readonly memory = new GuestMemory();
+  readonly memory: GuestMemory;
   /**
    * `kvm->stat` and the MMU's gauges, as the MMU keeps them (the vCPU sums are filled in when
    * {@link stats} is read).
@@ -106,7 +118,9 @@ export abstract class Kvm {
   private nextHva = HVA_POOL_START;
   private readonly scratch: U64Parts = { hi: 0, lo: 0 };
 
-  constructor(maxPhysAddrBits: number, features: Features) {
+  constructor(maxPhysAddrBits: number, features: Features, memcg: MemCg) {
+    this.memcg = memcg;
+    this.memory = new GuestMemory(memcg);
     this.maxPhysAddrBits = maxPhysAddrBits;
     this.features = features;
     this.memslots = new MemSlots(maxPhysAddrBits);
@@ -187,14 +201,34 @@ export abstract class Kvm {
 
   // ---- vCPUs and requests --------------------------------------------------------------------
 
-  /** `KVM_CREATE_VCPU`. */
+  /**
+   * `KVM_CREATE_VCPU`. Throws `ResourceLimitError` (no vCPU made) when its dirty ring and PML
+   * buffer would exceed the memory budget.
+   */
   createVcpu(): KvmVcpuCommon {
+    // kvm_vm_ioctl_create_vcpu → kvm_dirty_ring_alloc, which fails with -ENOMEM before the vCPU
+    // exists: checked first.
+    const ring = KvmDirtyRing.bytes(this.dirtyRingEntries);
+    const pml = this.archVcpuPmlBytes();
+    if (ring + pml > 0)
+      this.memcg.check(
+        `KVM_CREATE_VCPU ${this.vcpus.length} (dirty ring of ${this.dirtyRingEntries} entries, PML buffer)`,
+        ring + pml,
+        (ring > 0 ? 3 : 0) * HEAP_TYPED_ARRAY_BYTES,
+      );
     const v = this.archCreateVcpu(this.vcpus.length);
-    // kvm_vm_ioctl_create_vcpu → kvm_dirty_ring_alloc.
-    if (this.dirtyRingEntries !== 0)
+    if (this.dirtyRingEntries !== 0) {
       v.dirtyRing = new KvmDirtyRing(this.dirtyRingEntries, this.dirtyRingReserved);
+      this.memcg.charge(MC.dirtyRings, ring, 3 * HEAP_TYPED_ARRAY_BYTES);
+    }
+    if (pml > 0) this.memcg.charge(MC.pml, pml);
     this.vcpus.push(v);
     return v;
+  }
+
+  /** Bytes of a new vCPU's PML buffer (0 without PML). */
+  protected archVcpuPmlBytes(): number {
+    return 0;
   }
 
   /**
@@ -233,11 +267,24 @@ export abstract class Kvm {
   /**
    * `KVM_SET_USER_MEMORY_REGION`: create, move, change flags of, or delete (memorySize 0) a slot.
    * Returns the kind of change. Throws {@link InvalidArgumentError} with KVM's errno and changes
-   * nothing if KVM would refuse the request.
+   * nothing if KVM would refuse the request, and `ResourceLimitError` (changing nothing) when
+   * what the change allocates — the dirty bitmap, the slot's metadata, the page tables of an
+   * eager split when logging starts — would exceed the memory budget.
    */
   setUserMemoryRegion(region: UserMemoryRegion): MemslotChange {
     const u = this.memslots.prepare(region, (gpa, size) => this.pickHva(gpa, size));
     if (u.old === u.new) return u.change; // identical request: a no-op
+    // kvm_prepare_memory_region allocates the dirty bitmap and kvm_arch_prepare_memory_region
+    // the slot's metadata, either failing with -ENOMEM before anything changed: so the budget
+    // is checked here, for both and for what the MMU does on commit (eager split).
+    const newBitmap = this.newDirtyBitmapBytes(u.old, u.new);
+    const arch = this.archMemoryRegionBytes(u.change, u.old, u.new);
+    if (newBitmap + arch.bytes > 0)
+      this.memcg.check(
+        `KVM_SET_USER_MEMORY_REGION slot ${region.slot} (${u.change}: ${newBitmap > 0 ? "dirty bitmap, " : ""}${arch.what})`,
+        newBitmap + arch.bytes,
+        arch.heap + (newBitmap > 0 ? HEAP_TYPED_ARRAY_BYTES : 0),
+      );
     // kvm_invalidate_memslot: DELETE and MOVE zap the old slot's mappings while it is visible.
     if (u.change === "delete" || u.change === "move") this.archFlushShadowMemslot(u.old!);
     this.archPrepareMemoryRegion(u.change, u.old, u.new);
@@ -245,12 +292,50 @@ export abstract class Kvm {
     this.memslots.commit(u);
     // kvm_prepare_memory_region: a newly allocated bitmap starts all ones with INITIALLY_SET.
     const nw = u.new;
-    if (nw?.dirtyBitmap && nw.dirtyBitmap !== oldBitmap && this.dirtyLogInitiallySet)
-      nw.markAllDirty();
+    if (nw?.dirtyBitmap && nw.dirtyBitmap !== oldBitmap) {
+      this.memcg.charge(MC.dirtyBitmaps, nw.dirtyBitmap.byteLength, HEAP_TYPED_ARRAY_BYTES);
+      if (this.dirtyLogInitiallySet) nw.markAllDirty();
+    }
+    if (oldBitmap !== null && nw?.dirtyBitmap !== oldBitmap)
+      this.memcg.uncharge(MC.dirtyBitmaps, oldBitmap.byteLength, HEAP_TYPED_ARRAY_BYTES);
     if (u.change === "create" && region.userspaceAddr === undefined) this.reserveHva(u.new!);
     this.archMemslotsUpdated(this.memslots.generation);
     this.archCommitMemoryRegion(u.change, u.old, u.new);
     return u.change;
+  }
+
+  /** Bytes of the dirty bitmap a change allocates (`kvm_alloc_dirty_bitmap`), 0 if none. */
+  private newDirtyBitmapBytes(old: MemSlot | undefined, nw: MemSlot | undefined): number {
+    const log = KVM_MEM_LOG_DIRTY_PAGES;
+    if (nw === undefined || (nw.flags & log) === 0 || !this.memslots.useDirtyBitmap) return 0;
+    if (old !== undefined && (old.flags & log) !== 0) return 0; // carried over
+    return dirtyBitmapWords(nw.npages) * 4;
+  }
+
+  /**
+   * What a memslot change will allocate in the architecture's part (slot metadata, eager
+   * split), estimated before anything changes: bytes (with the heap part) and a few words
+   * naming it for the error message.
+   */
+  protected archMemoryRegionBytes(
+    _change: MemslotChange,
+    _old: MemSlot | undefined,
+    _new: MemSlot | undefined,
+  ): { bytes: number; heap: number; what: string } {
+    return { bytes: 0, heap: 0, what: "" };
+  }
+
+  /**
+   * What re-protecting the pages of a CLEAR may allocate (architecture: eager split), estimated
+   * before anything changes; see {@link archMemoryRegionBytes}.
+   */
+  protected archClearDirtyLogBytes(
+    _slot: MemSlot,
+    _firstPage: number,
+    _numPages: number,
+    _bitmap: Uint32Array,
+  ): { bytes: number; heap: number; what: string } {
+    return { bytes: 0, heap: 0, what: "" };
   }
 
   /** Default host address: congruent to gpa modulo 1 GiB, in a fresh 1 GiB-aligned range. */
@@ -494,6 +579,14 @@ export abstract class Kvm {
         "EINVAL",
       );
     }
+    // What re-protecting may allocate (an eager split with INITIALLY_SET), checked first.
+    const alloc = this.archClearDirtyLogBytes(slot, firstPage, numPages, bitmap);
+    if (alloc.bytes + alloc.heap > 0)
+      this.memcg.check(
+        `KVM_CLEAR_DIRTY_LOG slot ${slotId} (${alloc.what})`,
+        alloc.bytes,
+        alloc.heap,
+      );
     this.archSyncDirtyLog();
     const bm = slot.dirtyBitmap!;
     let flush = false;

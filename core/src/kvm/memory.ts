@@ -20,6 +20,7 @@
  * 10,000 leaves = 2.5 MB of directory on top of 40 MB of data.
  */
 import { MmuLabError } from "../errors";
+import { HEAP_MAP_LEAF_BYTES, HEAP_TYPED_ARRAY_BYTES, MC, MemCg } from "./memcg";
 
 const LEAF_ENTRIES = 64;
 const FRAME_WORDS = 1024;
@@ -32,6 +33,12 @@ export const MAX_FRAMES = 2 ** 21;
 
 /** Sparse, lazily backed memory. Offsets are byte offsets inside a 4 KiB frame. */
 export class GuestMemory {
+  /**
+   * The account the arena and the leaves are charged to (category `guestMemory`). A write that
+   * needs a new leaf or a larger arena checks it first and throws ResourceLimitError with nothing
+   * changed; the host analogue is a page allocation failing when the VM touches new memory.
+   */
+  readonly memcg: MemCg;
   private readonly directory = new Map<number, Int32Array>();
   private frames = 0;
   /** Every backed frame's words; frame f at word f * 1024. Replaced (copied) when it grows. */
@@ -41,6 +48,12 @@ export class GuestMemory {
   // Direct-mapped cache of backed frames for frameWord: hvfn -> word index.
   private readonly frameCacheKey: Float64Array = new Float64Array(FRAME_CACHE_SIZE).fill(-1);
   private readonly frameCacheWord: Int32Array = new Int32Array(FRAME_CACHE_SIZE);
+
+  /** `memcg`: the VM's account (default: an unlimited one of its own, for standalone use). */
+  constructor(memcg: MemCg = new MemCg(Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER)) {
+    this.memcg = memcg;
+    memcg.charge(MC.guestMemory, this.arena.byteLength, HEAP_TYPED_ARRAY_BYTES);
+  }
 
   /** Number of 4 KiB frames that have backing (were written at least once). */
   get framesAllocated(): number {
@@ -77,7 +90,9 @@ export class GuestMemory {
   private frameForWrite(hvfn: number): number {
     const key = Math.floor(hvfn / LEAF_ENTRIES);
     let leaf = this.leafFor(key);
+    if (leaf === undefined || leaf[hvfn - key * LEAF_ENTRIES] === 0) this.checkBacking(leaf);
     if (leaf === undefined) {
+      this.memcg.charge(MC.guestMemory, LEAF_ENTRIES * 4, HEAP_MAP_LEAF_BYTES);
       leaf = new Int32Array(LEAF_ENTRIES);
       this.directory.set(key, leaf);
       const c = key & (CACHE_SIZE - 1);
@@ -101,9 +116,34 @@ export class GuestMemory {
     return f;
   }
 
+  /** The arena's length after its next growth. */
+  private grownLength(): number {
+    return Math.min(this.arena.length * 2, MAX_FRAMES * FRAME_WORDS);
+  }
+
+  /**
+   * Budget check before a frame gets backing: a new leaf when `leaf` is missing, and a grown
+   * arena when the arena is full (the old and the new arena both exist while it is copied).
+   */
+  private checkBacking(leaf: Int32Array | undefined): void {
+    let bytes = leaf === undefined ? LEAF_ENTRIES * 4 : 0;
+    let heap = leaf === undefined ? HEAP_MAP_LEAF_BYTES : 0;
+    if (this.frames < MAX_FRAMES && (this.frames + 1) * FRAME_WORDS > this.arena.length) {
+      bytes += this.grownLength() * 4;
+      heap += HEAP_TYPED_ARRAY_BYTES;
+    }
+    if (bytes !== 0 && !this.memcg.fits(bytes, heap))
+      this.memcg.check(
+        `guest memory: backing for frame ${this.frames + 1} (a first write)`,
+        bytes,
+        heap,
+      );
+  }
+
   private grow(): void {
-    const next = new Uint32Array(Math.min(this.arena.length * 2, MAX_FRAMES * FRAME_WORDS));
+    const next = new Uint32Array(this.grownLength());
     next.set(this.arena);
+    this.memcg.charge(MC.guestMemory, next.byteLength - this.arena.byteLength);
     this.arena = next;
   }
 

@@ -40,6 +40,7 @@ import {
   type Kvm,
   type KvmVcpuCommon,
 } from "../kvm/kvm_main";
+import { HEAP_TYPED_ARRAY_BYTES, MC, type MemCg } from "../kvm/memcg";
 import type { MemSlot, MemSlots } from "../kvm/memslot";
 import { type KvmStats, updatePageStats } from "../kvm/stats";
 import {
@@ -138,6 +139,9 @@ export const KVM_MEMSLOT_PAGES_TO_MMU_PAGES_RATIO = 50;
  * tail descriptor is full) and removal fills the hole with the head descriptor's last entry.
  */
 
+/** `PT64_ROOT_MAX_LEVEL`: the deepest table walk (5-level paging), pages a fault may add. */
+const PT64_ROOT_MAX_LEVEL = 5;
+
 /** `PTE_LIST_EXT` (modern). */
 export const PTE_LIST_EXT = 14;
 const DESC_STRIDE = 16;
@@ -147,9 +151,21 @@ export class PteListDescPool {
   desc: Int32Array = new Int32Array(DESC_STRIDE * 64);
   /** `PTE_LIST_EXT`: sptes per descriptor (14 modern, 3 before v6.1; at most 14). */
   readonly ext: number;
+  /** The VM's memory account (category `pteListDescs`), or null (a standalone pool). */
+  private readonly memcg: MemCg | null;
 
-  constructor(ext = PTE_LIST_EXT) {
+  constructor(ext = PTE_LIST_EXT, memcg: MemCg | null = null) {
     this.ext = ext;
+    this.memcg = memcg;
+    memcg?.charge(MC.pteListDescs, this.desc.byteLength, HEAP_TYPED_ARRAY_BYTES);
+  }
+
+  /**
+   * Bytes that `n` more descriptors may add (the pool doubling), for the check before a fault:
+   * KVM tops up its `pte_list_desc` cache with 1 + PT64_ROOT_MAX_LEVEL + PTE_PREFETCH_NUM.
+   */
+  growBytesBound(n: number): number {
+    return (this.nextNew + n) * DESC_STRIDE > this.desc.length ? this.desc.byteLength : 0;
   }
 
   private freeHead = -1;
@@ -167,6 +183,7 @@ export class PteListDescPool {
       if ((d + 1) * DESC_STRIDE > this.desc.length) {
         const n = new Int32Array(this.desc.length * 2);
         n.set(this.desc);
+        this.memcg?.charge(MC.pteListDescs, n.byteLength - this.desc.byteLength);
         this.desc = n;
       }
     }
@@ -516,7 +533,8 @@ export class ShadowMmu implements ShadowMmuOps {
     this.hashShift = features.hashShift;
     this.hashMask = features.hashFn === "mask";
     this.hash = new Int32Array(1 << features.hashShift).fill(-1);
-    this.rmapPool = new PteListDescPool(features.pteListExt);
+    this.store.memcg.charge(MC.mmuPages, this.hash.byteLength, HEAP_TYPED_ARRAY_BYTES);
+    this.rmapPool = new PteListDescPool(features.pteListExt, this.store.memcg);
     this.legacyReclaim = features.reclaim === "legacy";
   }
 
@@ -1971,7 +1989,7 @@ export class VmMmu implements MmuCore {
   readonly slots: MemSlots;
   readonly store: MmuPageStore;
   readonly stats: KvmStats;
-  readonly trace = new MmuTrace();
+  readonly trace: MmuTrace;
   /** `tdp_mmu_enabled`: the TDP MMU builds the tables (features.mmuFlavor "tdp_mmu"). */
   readonly tdpMmuEnabled: boolean;
   /** The TDP MMU, or null with `tdp_mmu=0`. */
@@ -1990,6 +2008,10 @@ export class VmMmu implements MmuCore {
   private nRequestedMmuPages = 0;
   private readonly features: Features;
   private readonly last = new LastSpte();
+  /** New pages may get gfn arrays (shadow paging, seed 2010 "before", the self-check). */
+  private readonly faultTranslation: boolean;
+  /** Direct pages get gfn arrays (seed 2010 "before", or the self-check needs them). */
+  readonly directTranslation: boolean;
 
   /** `!tdp_enabled` (`ept=0`): the vCPUs run on shadow page tables. */
   readonly shadowPaging: boolean;
@@ -2010,7 +2032,10 @@ export class VmMmu implements MmuCore {
     this.slots = kvm.memslots;
     this.features = f;
     this.stats = kvm.vmStat;
-    this.store = new MmuPageStore(kvm.vmStat);
+    this.store = new MmuPageStore(kvm.vmStat, kvm.memcg);
+    this.trace = new MmuTrace(kvm.memcg);
+    this.directTranslation = f.allocTranslationForDirect || f.selfCheckGfns;
+    this.faultTranslation = shadowPaging || this.directTranslation;
     this.rootLevel = f.tdpLevels;
     // kvm_calc_tdp_mmu_root_page_role: ad_disabled without EPT A/D bits (shadow paging's
     // x86-format sptes always have them).
@@ -2131,6 +2156,8 @@ export class VmMmu implements MmuCore {
    */
   mmuLoad(mmu: KvmMmu): void {
     if (mmu.root !== -1) return;
+    // kvm_mmu_load tops up the caches first (mmu_topup_memory_caches), failing with -ENOMEM.
+    this.topupMemoryCaches(mmu);
     if (!this.shadowPaging) {
       mmu.root = this.tdp !== null ? this.tdp.getVcpuRoot() : this.shadow!.getVcpuRoot();
       return;
@@ -2300,6 +2327,52 @@ export class VmMmu implements MmuCore {
     mmu.root = -1;
   }
 
+  // ---- memory budget ---------------------------------------------------------------------------
+
+  /**
+   * `mmu_topup_memory_caches`: before a fault or a root load allocates, make sure the worst
+   * case fits the memory budget — PT64_ROOT_MAX_LEVEL (5) pages with their gfn arrays, and
+   * 1 + PT64_ROOT_MAX_LEVEL + PTE_PREFETCH_NUM (14) rmap descriptors, as KVM fills its caches
+   * with. KVM's top-up failing makes the fault return -ENOMEM before it changed anything; here
+   * it throws ResourceLimitError. Integer math on counters: no allocation on the fault path.
+   */
+  topupMemoryCaches(mmu: KvmMmu): void {
+    const store = this.store;
+    const t = this.faultTranslation;
+    const bytes =
+      store.allocBytesBound(PT64_ROOT_MAX_LEVEL, t) +
+      (this.shadow === null
+        ? 0
+        : this.shadow.rmapPool.growBytesBound(1 + PT64_ROOT_MAX_LEVEL + PTE_PREFETCH_NUM));
+    const heap = store.allocHeapBound(PT64_ROOT_MAX_LEVEL, t);
+    if (!this.kvm.memcg.fits(bytes, heap))
+      this.kvm.memcg.check(
+        `page fault on vCPU ${mmu.vcpuId} (mmu_topup_memory_caches)`,
+        bytes,
+        heap,
+      );
+  }
+
+  /**
+   * Page tables an eager split of [start, end) to 4K would allocate
+   * (`kvm_mmu_slot_try_split_huge_pages`): counted on the live tables, nothing allocated.
+   */
+  eagerSplitTables(start: number, end: number): number {
+    return this.features.eagerPageSplit && this.tdp !== null
+      ? this.tdp.splitTablesNeeded(start, end, 1)
+      : 0;
+  }
+
+  /** Upper bound on the bytes of `n` new direct page tables (see `allocBytesBound`). */
+  tableBytesBound(n: number): number {
+    return this.store.allocBytesBound(n, this.directTranslation);
+  }
+
+  /** The JS-heap part of {@link tableBytesBound}. */
+  tableHeapBound(n: number): number {
+    return this.store.allocHeapBound(n, this.directTranslation);
+  }
+
   // ---- the page-fault entry ----------------------------------------------------------------
 
   /**
@@ -2308,6 +2381,7 @@ export class VmMmu implements MmuCore {
    * statistics as the kernel does (pf_fixed, pf_emulate, pf_spurious by return code).
    */
   pageFault(mmu: KvmMmu, addrHi: number, addrLo: number, err: number): number {
+    this.topupMemoryCaches(mmu);
     const fault = mmu.fault;
     if (this.trace.on) this.traceFaultStart(mmu, addrHi, addrLo, err);
     if ((err & PFERR_RSVD_MASK) !== 0) {
@@ -2378,6 +2452,7 @@ export class VmMmu implements MmuCore {
     err: number,
     access: number,
   ): number {
+    this.topupMemoryCaches(mmu);
     const fault = mmu.fault;
     if (this.trace.on) this.traceFaultStart(mmu, hi, lo, err);
     if ((err & PFERR_RSVD_MASK) !== 0 && shadowRootFor(mmu, hi * 1048576 + (lo >>> 12)) >= 0) {

@@ -11,6 +11,7 @@
  *   declares them for the same reason: those files sit below mmu.c).
  */
 import { MmuBugError } from "../errors";
+import { HEAP_TYPED_ARRAY_BYTES, HEAP_VIEW_BYTES, MC, MemCg } from "../kvm/memcg";
 import type { MemSlot, MemSlots } from "../kvm/memslot";
 import type { KvmStats, VcpuStat } from "../kvm/stats";
 import type { MmuTrace } from "./mmutrace";
@@ -392,6 +393,8 @@ export interface MmuCore {
    * seed 2010 is switched to "before" (counted) or the self-check needs one (not counted).
    */
   allocDirectSp(role: number, gfn: number, tdpMmuPage: boolean): number;
+  /** Whether {@link allocDirectSp} gives pages a gfn array (for the memory-budget bounds). */
+  readonly directTranslation: boolean;
   /**
    * The seed-2010 self-check: entry `idx` of `sp` maps `gfn`, and the stored gfn equals
    * `kvm_mmu_page_get_gfn`'s formula. Throws {@link MmuBugError} otherwise; a no-op unless
@@ -513,6 +516,18 @@ export const SP_TRANSLATION_ACCOUNTED = 4;
 export const SP_ROOT_ZAPPED = 8;
 
 const CHUNK_PAGES = 64;
+/** Bytes of one spt chunk: 64 pages of 512 sptes × 8 bytes. */
+const CHUNK_BYTES = CHUNK_PAGES * SPT_WORDS * 4;
+/**
+ * Column bytes per page id (the table above): role 4, gfn 8, parentSp 4, parentIdx 2,
+ * rootCount 4, flags 1, validGen 1, prev 4, next 4, hashNext 4, parentPtes 4, unsync 1,
+ * unsyncChildren 4, unsyncBitmap 64, flood 1, pwBitmap 64, pwCount 4.
+ */
+const COLUMN_BYTES = 178;
+/** Typed arrays among the columns (each one JS object on the heap). */
+const COLUMN_ARRAYS = 17;
+/** A gfn array (512 × f64) plus, for indirect pages, the access array (512 × u8). */
+const TRANSLATION_BYTES = 512 * 8 + 512;
 
 /** Counters of MMU data pages (seed 2010: spt and gfn-array pages), live and over the lifetime. */
 export interface MmuPageCounts {
@@ -576,6 +591,8 @@ export class MmuPageStore {
   private chunks: ArrayBuffer[] = [];
   /** Memory counters, updated on every alloc/free (usually the VM's KvmStats object). */
   readonly counts: MmuPageCounts;
+  /** The VM's memory account (category `mmuPages`). */
+  readonly memcg: MemCg;
 
   constructor(
     counts: MmuPageCounts = {
@@ -585,8 +602,42 @@ export class MmuPageStore {
       mmu_data_pages_allocated: 0,
       mmu_data_pages_freed: 0,
     },
+    memcg: MemCg = new MemCg(Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER),
   ) {
     this.counts = counts;
+    this.memcg = memcg;
+    memcg.charge(
+      MC.mmuPages,
+      16 * COLUMN_BYTES + this.freeIds.byteLength,
+      (COLUMN_ARRAYS + 1) * HEAP_TYPED_ARRAY_BYTES,
+    );
+  }
+
+  /**
+   * Upper bound on the bytes that allocating `n` more pages adds (spt chunks, column growth,
+   * with `translation` a gfn and access array each): integer math, for the budget checks made
+   * before a fault or a split allocates (`mmu_topup_memory_caches`). The JS-heap part is
+   * {@link allocHeapBound}.
+   */
+  allocBytesBound(n: number, translation: boolean): number {
+    const fresh = n > this.nFree ? n - this.nFree : 0;
+    const ids = this.created + fresh;
+    let b = (Math.ceil(ids / CHUNK_PAGES) - this.chunks.length) * CHUNK_BYTES;
+    let cap = this.role.length;
+    if (ids > cap) {
+      while (cap < ids) cap *= 2;
+      b += (cap - this.role.length) * COLUMN_BYTES;
+    }
+    return translation ? b + n * TRANSLATION_BYTES : b;
+  }
+
+  /** The JS-heap part of {@link allocBytesBound}: views, chunk and array objects. */
+  allocHeapBound(n: number, translation: boolean): number {
+    const fresh = n > this.nFree ? n - this.nFree : 0;
+    const ids = this.created + fresh;
+    let h = fresh * HEAP_VIEW_BYTES;
+    h += (Math.ceil(ids / CHUNK_PAGES) - this.chunks.length) * HEAP_TYPED_ARRAY_BYTES;
+    return translation ? h + n * 2 * HEAP_TYPED_ARRAY_BYTES : h;
   }
 
   /**
@@ -609,8 +660,11 @@ export class MmuPageStore {
       id = this.created++;
       if (id >= this.role.length) this.grow(id + 1);
       const chunk = Math.floor(id / CHUNK_PAGES);
-      if (chunk >= this.chunks.length)
-        this.chunks.push(new ArrayBuffer(CHUNK_PAGES * SPT_WORDS * 4));
+      if (chunk >= this.chunks.length) {
+        this.chunks.push(new ArrayBuffer(CHUNK_BYTES));
+        this.memcg.charge(MC.mmuPages, CHUNK_BYTES, HEAP_TYPED_ARRAY_BYTES);
+      }
+      this.memcg.charge(MC.mmuPages, 0, HEAP_VIEW_BYTES);
       this.spt[id] = new Uint32Array(
         this.chunks[chunk]!,
         (id % CHUNK_PAGES) * SPT_WORDS * 4,
@@ -641,7 +695,11 @@ export class MmuPageStore {
     this.counts.mmu_data_pages_allocated++;
     if (withTranslation) {
       this.translation[id] = new Float64Array(512).fill(-1);
-      if ((role & ROLE_DIRECT) === 0) this.access[id] = new Uint8Array(512);
+      this.memcg.charge(MC.mmuPages, 512 * 8, HEAP_TYPED_ARRAY_BYTES);
+      if ((role & ROLE_DIRECT) === 0) {
+        this.access[id] = new Uint8Array(512);
+        this.memcg.charge(MC.mmuPages, 512, HEAP_TYPED_ARRAY_BYTES);
+      }
       if (accountTranslation) {
         this.flags[id]! |= SP_TRANSLATION_ACCOUNTED;
         this.counts.translation_pages_live++;
@@ -678,8 +736,17 @@ export class MmuPageStore {
   watchTable(gfn: number): void {
     if (gfn >= TABLE_WATCH_MAX_GFN) return;
     const w = gfn >>> 5;
-    if (w >= this.tableGfnBits.length)
+    if (w >= this.tableGfnBits.length) {
+      // Not checked: at most 32 MiB (a bit per gfn below TABLE_WATCH_MAX_GFN), only for guest
+      // table frames the CPU caches; charged so that the account shows it.
+      const old = this.tableGfnBits.byteLength;
       this.tableGfnBits = growBitmap(this.tableGfnBits, w, 64, TABLE_WATCH_MAX_GFN / 32);
+      this.memcg.charge(
+        MC.mmuPages,
+        this.tableGfnBits.byteLength - old,
+        old === 0 ? HEAP_TYPED_ARRAY_BYTES : 0,
+      );
+    }
     this.tableGfnBits[w] = (this.tableGfnBits[w]! | (1 << (gfn & 31))) >>> 0;
   }
 
@@ -711,13 +778,17 @@ export class MmuPageStore {
       this.counts.mmu_data_pages_live--;
       this.counts.mmu_data_pages_freed++;
     }
+    if (this.translation[id]) this.memcg.uncharge(MC.mmuPages, 512 * 8, HEAP_TYPED_ARRAY_BYTES);
+    if (this.access[id]) this.memcg.uncharge(MC.mmuPages, 512, HEAP_TYPED_ARRAY_BYTES);
     this.translation[id] = null;
     this.access[id] = null;
     this.flags[id] = 0;
     this.live--;
     if (this.nFree >= this.freeIds.length) {
+      // Bounded by the ids handed out, so it is not checked: it stays below the column bytes.
       const n = new Int32Array(this.freeIds.length * 2);
       n.set(this.freeIds);
+      this.memcg.charge(MC.mmuPages, n.byteLength - this.freeIds.byteLength);
       this.freeIds = n;
     }
     this.freeIds[this.nFree++] = id;
@@ -762,6 +833,7 @@ export class MmuPageStore {
   private grow(min: number): void {
     let n = this.role.length;
     while (n < min) n *= 2;
+    this.memcg.charge(MC.mmuPages, (n - this.role.length) * COLUMN_BYTES);
     const g = <T extends Uint32Array | Float64Array | Int32Array | Int16Array | Uint8Array>(
       a: T,
     ): T => {
@@ -965,12 +1037,54 @@ export class SlotArch {
   /** Geometry the metadata was built for (a moved slot needs new metadata). */
   readonly baseGfn: number;
   readonly npages: number;
+  /** The account charged for this metadata, or null (a scratch copy, e.g. the audit's). */
+  private readonly memcg: MemCg | null;
+  /** Bytes reserved for the rmap heads and write-tracking counts not yet allocated. */
+  private reservedRmap = 0;
+  private reservedTrack = 0;
 
-  constructor(slot: MemSlot) {
+  /** Bytes of lpage_info for a slot (levels 2 and 3, an int32 per entry). */
+  static lpageInfoBytes(baseGfn: number, npages: number): number {
+    return (slotLpages(baseGfn, npages, 2) + slotLpages(baseGfn, npages, 3)) * 4;
+  }
+
+  /** Bytes of the rmap heads for a slot (levels 1 to 3, a u32 per entry). */
+  static rmapBytes(baseGfn: number, npages: number): number {
+    return (
+      (slotLpages(baseGfn, npages, 1) +
+        slotLpages(baseGfn, npages, 2) +
+        slotLpages(baseGfn, npages, 3)) *
+      4
+    );
+  }
+
+  /** Bytes of `gfn_write_track` for a slot (a u16 per page). */
+  static writeTrackBytes(npages: number): number {
+    return npages * 2;
+  }
+
+  /**
+   * Metadata of `slot`. With `memcg`, lpage_info is charged, and the rmap heads (`rmaps`) and
+   * the write-tracking counts (`writeTrack`) are reserved: KVM allocates them with the slot
+   * when the shadow MMU or write tracking is in use (`kvm_alloc_memslot_metadata`), the
+   * simulator on first use (so their cost is checked now, and charged then).
+   */
+  constructor(slot: MemSlot, memcg: MemCg | null = null, rmaps = false, writeTrack = false) {
     const base = slot.baseGfn;
     const npages = slot.npages;
     this.baseGfn = base;
     this.npages = npages;
+    this.memcg = memcg;
+    if (memcg !== null) {
+      memcg.charge(
+        MC.slotMetadata,
+        SlotArch.lpageInfoBytes(base, npages),
+        2 * HEAP_TYPED_ARRAY_BYTES,
+      );
+      if (rmaps) this.reservedRmap = SlotArch.rmapBytes(base, npages);
+      if (writeTrack) this.reservedTrack = SlotArch.writeTrackBytes(npages);
+      memcg.reserve(MC.slotMetadata, this.reservedRmap + this.reservedTrack);
+    }
     const ugfn = slot.userspaceAddr / 4096;
     const info: Int32Array[] = [];
     for (let level = 2; level <= 3; level++) {
@@ -993,8 +1107,41 @@ export class SlotArch {
 
   /** The slot's rmap heads, allocated on first use (`memslot_rmap_alloc`). */
   rmapFor(slot: MemSlot): SlotRmap {
-    if (this.rmap === null) this.rmap = new SlotRmap(slot.baseGfn, slot.npages);
+    if (this.rmap === null) {
+      this.rmap = new SlotRmap(slot.baseGfn, slot.npages);
+      this.charged(this.rmap.bytes(), 3, this.reservedRmap);
+      this.reservedRmap = 0;
+    }
     return this.rmap;
+  }
+
+  /** The slot's write-tracking counts, allocated on first use. */
+  writeTrackFor(): Uint16Array {
+    if (this.gfnWriteTrack === null) {
+      this.gfnWriteTrack = new Uint16Array(this.npages);
+      this.charged(this.gfnWriteTrack.byteLength, 1, this.reservedTrack);
+      this.reservedTrack = 0;
+    }
+    return this.gfnWriteTrack;
+  }
+
+  /** Charge `bytes` in `arrays` typed arrays, `reserved` of them promised at the slot's creation. */
+  private charged(bytes: number, arrays: number, reserved: number): void {
+    const m = this.memcg;
+    if (m === null) return;
+    m.unreserve(MC.slotMetadata, reserved);
+    m.charge(MC.slotMetadata, bytes, arrays * HEAP_TYPED_ARRAY_BYTES);
+  }
+
+  /** The slot went away (deleted, or moved: new metadata was made): its account is released. */
+  release(): void {
+    const m = this.memcg;
+    if (m === null) return;
+    m.unreserve(MC.slotMetadata, this.reservedRmap + this.reservedTrack);
+    this.reservedRmap = 0;
+    this.reservedTrack = 0;
+    const arrays = 2 + (this.rmap === null ? 0 : 3) + (this.gfnWriteTrack === null ? 0 : 1);
+    m.uncharge(MC.slotMetadata, this.bytes(), arrays * HEAP_TYPED_ARRAY_BYTES);
   }
 
   /** Bytes of typed-array storage. */

@@ -13,10 +13,21 @@
  * request ({@link MmuTrace.events}, x86's `vm.trace*` views).
  */
 import { InvalidArgumentError } from "../errors";
+import { HEAP_TYPED_ARRAY_BYTES, MC, MemCg } from "../kvm/memcg";
 
 /** Numeric fields a record holds (an spte takes two: low and high word). */
 export const TRACE_FIELDS = 8;
 const STRIDE = 3 + TRACE_FIELDS;
+/** Bytes of one record in the ring. */
+export const TRACE_RECORD_BYTES = STRIDE * 8;
+/**
+ * V8 heap bytes allowed per decoded event (`stop()` returns an object per record with its fields
+ * object: about 260 bytes measured on Node 20, and the views built on them add more): a ring is
+ * refused when decoding it would not fit the JS-heap budget.
+ */
+export const TRACE_DECODED_EVENT_HEAP_BYTES = 400;
+/** Largest ring: its Float64Array stays below 2^31 elements, a length every V8 accepts. */
+export const TRACE_MAX_CAPACITY = Math.floor((2 ** 31 - 1) / STRIDE);
 
 /** How a field is stored and printed. */
 type FieldKind =
@@ -266,6 +277,13 @@ export class MmuTrace {
   private seq = 0;
   private readonly strings: string[] = [];
   private readonly stringIds = new Map<string, number>();
+  /** The VM's memory account (category `trace`). */
+  private readonly memcg: MemCg;
+
+  /** `memcg`: the VM's account (default: an unlimited one, for a standalone trace). */
+  constructor(memcg: MemCg = new MemCg(Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER)) {
+    this.memcg = memcg;
+  }
 
   /**
    * Start recording into a ring of `capacity` events (the newest are kept): every event, or only
@@ -273,13 +291,12 @@ export class MmuTrace {
    * @throws InvalidArgumentError for a bad capacity or an unknown event name (nothing changes).
    */
   start(capacity = 10000, events?: readonly string[]): void {
-    if (
-      typeof capacity !== "number" ||
-      !Number.isInteger(capacity) ||
-      capacity < 1 ||
-      capacity > 2 ** 24
-    )
-      throw new InvalidArgumentError("capacity", capacity, "an integer from 1 to 16777216");
+    if (typeof capacity !== "number" || !Number.isSafeInteger(capacity) || capacity < 1)
+      throw new InvalidArgumentError(
+        "capacity",
+        capacity,
+        `an integer from 1 to ${TRACE_MAX_CAPACITY}, within the VM's memory budget`,
+      );
     if (events !== undefined) {
       if (!Array.isArray(events) || events.length === 0)
         throw new InvalidArgumentError("events", events, "a non-empty array of event names");
@@ -291,9 +308,24 @@ export class MmuTrace {
             `one of ${TRACE_EVENTS.map((e) => e.name).join(", ")}`,
           );
     }
+    // The new ring replaces the old one; stop() will decode up to `capacity` events on the heap.
+    const old = this.ring.byteLength;
+    this.memcg.check(
+      `vm.startTrace(${capacity}): a trace ring of ${capacity} events (${TRACE_RECORD_BYTES} bytes each)`,
+      capacity * TRACE_RECORD_BYTES - old,
+      0,
+      capacity * TRACE_DECODED_EVENT_HEAP_BYTES,
+    );
+    if (capacity > TRACE_MAX_CAPACITY)
+      throw new InvalidArgumentError(
+        "capacity",
+        capacity,
+        `an integer from 1 to ${TRACE_MAX_CAPACITY} (the largest ring a typed array holds)`,
+      );
     this.enabled.fill(events === undefined ? 1 : 0);
     if (events !== undefined) for (const name of events) this.enabled[IDS[name]!] = 1;
     this.ring = new Float64Array(capacity * STRIDE);
+    this.memcg.charge(MC.trace, this.ring.byteLength - old, old === 0 ? HEAP_TYPED_ARRAY_BYTES : 0);
     this.capacity = capacity;
     this.next = 0;
     this.count = 0;

@@ -17,16 +17,15 @@ const WRITE_TRACK_MAX = 0xffff;
  * first use, as `kvm_page_track_write_tracking_alloc` does when shadow paging starts).
  */
 export function updateGfnWriteTrack(slot: MemSlot, gfn: number, count: number): void {
-  const arch = slotArch(slot);
-  if (arch.gfnWriteTrack === null) arch.gfnWriteTrack = new Uint16Array(slot.npages);
+  const track = slotArch(slot).writeTrackFor();
   const i = gfn - slot.baseGfn;
-  const v = arch.gfnWriteTrack[i]! + count;
+  const v = track[i]! + count;
   if (v < 0 || v > WRITE_TRACK_MAX)
     throw new MmuBugError(
       "update_gfn_write_track",
       `gfn 0x${gfn.toString(16)}: write-track count would become ${v}`,
     );
-  arch.gfnWriteTrack[i] = v;
+  track[i] = v;
 }
 
 /** `kvm_gfn_is_write_tracked`: the frame is a shadowed upper-level guest table. */

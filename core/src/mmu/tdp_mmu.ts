@@ -57,6 +57,31 @@ import {
 import { TdpIter } from "./tdp_iter";
 
 /** `kvm->arch.tdp_mmu_roots` and the functions of tdp_mmu.c. */
+/** `ENOMEM`: what a failed allocation returns (traced negated, as KVM traces `ret`). */
+const ENOMEM = 12;
+
+/**
+ * Tables that splitting the huge leaf at `gfn`, `level` down to `targetLevel` allocates when
+ * the split walks [start, end): one for the leaf, plus those of its pieces in the range.
+ */
+function splitTables(
+  gfn: number,
+  level: number,
+  start: number,
+  end: number,
+  target: number,
+): number {
+  if (level <= target) return 0;
+  const span = GFN_SPAN[level - 1]!;
+  if (level - 1 <= target) return 1;
+  const lo = Math.max(start, gfn);
+  const hi = Math.min(end, gfn + span * 512);
+  let n = 1;
+  for (let g = Math.floor(lo / span) * span; g < hi; g += span)
+    n += splitTables(g, level - 1, start, end, target);
+  return n;
+}
+
 export class TdpMmu {
   readonly core: MmuCore;
   readonly store: MmuPageStore;
@@ -404,7 +429,24 @@ export class TdpMmu {
    * turn as the walk steps into the new table). No flush. Returns the number of splits.
    */
   splitHugePages(start: number, end: number, targetLevel: number): number {
+    return this.splitWalk(start, end, targetLevel, false);
+  }
+
+  /**
+   * Page tables {@link splitHugePages}(start, end, targetLevel) would allocate, counted on the
+   * live tables without changing them: a huge leaf at level L takes one table, and each of its
+   * pieces overlapping [start, end) above targetLevel takes its own in turn.
+   */
+  splitTablesNeeded(start: number, end: number, targetLevel: number): number {
+    return this.splitWalk(start, end, targetLevel, true);
+  }
+
+  /** The walk of both: split each huge leaf met (returns the splits), or count the tables. */
+  private splitWalk(start: number, end: number, targetLevel: number, count: boolean): number {
     const it = this.it;
+    const store = this.store;
+    const memcg = store.memcg;
+    const translation = this.core.directTranslation;
     let n = 0;
     for (const root of this.roots) {
       if (this.isInvalidRoot(root)) continue;
@@ -415,6 +457,21 @@ export class TdpMmu {
           !isLastSpte(it.oldLo, it.level)
         )
           continue;
+        if (count) {
+          n += splitTables(it.gfn, it.level, start, end, targetLevel);
+          continue;
+        }
+        // The ioctls check the whole split first; a path that did not (a dirty-ring reset)
+        // stops here as tdp_mmu_split_huge_pages_root does when it cannot allocate: -ENOMEM
+        // traced, the remaining huge pages left for write faults to split.
+        if (
+          !memcg.fits(store.allocBytesBound(1, translation), store.allocHeapBound(1, translation))
+        ) {
+          if (this.core.trace.on)
+            this.core.trace.emit(EV.split, it.gfn, it.oldLo, it.oldHi, it.level, -ENOMEM);
+          this.core.stats.tdp_iter_steps += it.steps;
+          return n;
+        }
         const child = this.core.allocDirectSp(
           childRole(this.store.role[it.sp]!, true, ACC_ALL),
           it.gfn,
@@ -423,7 +480,7 @@ export class TdpMmu {
         this.splitHugePage(child);
         n++;
       }
-      this.core.stats.tdp_iter_steps += it.steps;
+      if (!count) this.core.stats.tdp_iter_steps += it.steps;
     }
     return n;
   }

@@ -10,8 +10,10 @@
 import { KVM_MEM_LOG_DIRTY_PAGES } from "../arch/constants";
 import { type FeatureOptions, resolveFeatures } from "../era/features";
 import { type PresetName, presetOf } from "../era/presets";
-import { checkOptionKeys, InvalidArgumentError } from "../errors";
+import { checkOptionKeys, InvalidArgumentError, ResourceLimitError } from "../errors";
+import { defaultHeapBudget, defaultMemoryBudget } from "../kvm/host";
 import { Kvm } from "../kvm/kvm_main";
+import { HEAP_TYPED_ARRAY_BYTES, MemCg } from "../kvm/memcg";
 import type { MemSlot, MemslotChange } from "../kvm/memslot";
 import { KVM_MIN_ALLOC_MMU_PAGES, VmMmu } from "../mmu/mmu";
 import { SlotArch, slotArch } from "../mmu/mmu_internal";
@@ -40,14 +42,29 @@ export interface VmOptions {
    * `features` overrides any single switch of it.
    */
   preset?: PresetName;
+  /**
+   * The VM's memory budget in bytes (a positive safe integer): what the simulator may allocate
+   * for it — guest memory written, dirty bitmaps, slot metadata, shadow/TDP pages, rmap
+   * descriptors, dirty rings, the trace ring (`vm.memoryUsage()` shows where it goes). An
+   * operation that would exceed it throws `ResourceLimitError` before it allocates, as a
+   * `GFP_KERNEL_ACCOUNT` allocation fails past the VM process's memory cgroup limit.
+   *
+   * Default: half of the machine's RAM when the host said how much (the Jupyter kernel does,
+   * through `setHostMemoryInfo`), else 4 GiB (half of an assumed 8 GiB: core runs in browsers
+   * too and cannot ask the OS). A second limit, half of V8's heap limit (or 1 GiB when
+   * unknown), covers the part that lives on the JS heap (the objects holding the typed arrays),
+   * so that a run ends with `ResourceLimitError` rather than Node running out of heap.
+   */
+  memoryBudget?: number;
 }
 
-const OPTION_KEYS = ["maxPhysAddrBits", "mmu", "features", "preset"];
+const OPTION_KEYS = ["maxPhysAddrBits", "mmu", "features", "preset", "memoryBudget"];
 
 /** Where a switch's value came from (`vm.config`). */
 export type SwitchSource = "default" | "preset" | "override";
 
 function checkOptions(options: unknown): {
+  budget: number;
   bits: number;
   mmu: MmuMode;
   features: unknown;
@@ -71,6 +88,13 @@ function checkOptions(options: unknown): {
   if (typeof bits !== "number" || !Number.isInteger(bits) || bits < 32 || bits > 52) {
     throw new InvalidArgumentError("maxPhysAddrBits", bits, "an integer in [32, 52]");
   }
+  const budget = o.memoryBudget === undefined ? defaultMemoryBudget() : o.memoryBudget;
+  if (typeof budget !== "number" || !Number.isSafeInteger(budget) || budget <= 0)
+    throw new InvalidArgumentError(
+      "memoryBudget",
+      budget,
+      "a positive safe integer number of bytes (at most 2^53 - 1), e.g. 2 * 2 ** 30",
+    );
   const p = o.preset === undefined ? null : presetOf(o.preset);
   const preset = p === null ? null : (o.preset as PresetName);
   const mmu = o.mmu === undefined ? (p?.mmu ?? "tdp") : o.mmu;
@@ -103,7 +127,7 @@ function checkOptions(options: unknown): {
     if (f === undefined || (f !== null && typeof f === "object" && !Array.isArray(f)))
       features = { ...(f ?? {}), pku: false };
   }
-  return { bits, mmu, features, preset, sources };
+  return { budget, bits, mmu, features, preset, sources };
 }
 
 /** The x86 VM model (notebooks use `Vm`, which adds views). */
@@ -120,7 +144,7 @@ export class KvmX86 extends Kvm {
 
   constructor(options: VmOptions = {}) {
     const o = checkOptions(options);
-    super(o.bits, resolveFeatures(o.features, o.bits));
+    super(o.bits, resolveFeatures(o.features, o.bits), new MemCg(o.budget, defaultHeapBudget()));
     this.mmuMode = o.mmu;
     this.preset = o.preset;
     this.switchSources = Object.freeze({ ...o.sources });
@@ -141,6 +165,11 @@ export class KvmX86 extends Kvm {
     // PML's buffer is reserved at the end of each dirty ring (kvm_dirty_ring_get_rsvd_entries).
     if (f.pml) this.dirtyRingReserved += 512;
     this.mmu = o.mmu === "none" ? null : new VmMmu(this, o.mmu === "shadow");
+    // An empty VM's fixed structures (the first MiB of the guest-memory arena, the page columns,
+    // the hash) must fit too, or nothing could run; they are small, so the check comes after.
+    const m = this.memcg;
+    if (m.used > m.budget)
+      throw new ResourceLimitError("createVm: an empty VM", m.used, m.budget, 0);
   }
 
   /** KVM's statistics (see `Kvm.stats`), with the recounted gauge `orphan_sps`. */
@@ -174,7 +203,88 @@ export class KvmX86 extends Kvm {
     nw: MemSlot | undefined,
   ): void {
     if (this.mmu === null) return;
-    if ((change === "create" || change === "move") && nw !== undefined) nw.arch = new SlotArch(nw);
+    if ((change === "create" || change === "move") && nw !== undefined)
+      nw.arch = new SlotArch(nw, this.memcg, this.mmu.shadow !== null, this.mmu.shadowPaging);
+  }
+
+  /**
+   * What {@link archPrepareMemoryRegion} and the commit will allocate: a created or moved
+   * slot's metadata (lpage_info; the rmap heads when the rmap MMU is in use; the write-tracking
+   * counts under shadow paging), and for logging turned on with eager splitting one page table
+   * per huge leaf split (a 1 GiB leaf split to 4K takes 1 + 512).
+   */
+  protected override archMemoryRegionBytes(
+    change: MemslotChange,
+    old: MemSlot | undefined,
+    nw: MemSlot | undefined,
+  ): { bytes: number; heap: number; what: string } {
+    const mmu = this.mmu;
+    if (mmu === null || nw === undefined) return { bytes: 0, heap: 0, what: "" };
+    if (change === "create" || change === "move") {
+      let bytes = SlotArch.lpageInfoBytes(nw.baseGfn, nw.npages);
+      if (mmu.shadow !== null) bytes += SlotArch.rmapBytes(nw.baseGfn, nw.npages);
+      if (mmu.shadowPaging) bytes += SlotArch.writeTrackBytes(nw.npages);
+      return { bytes, heap: 2 * HEAP_TYPED_ARRAY_BYTES, what: "slot metadata" };
+    }
+    const log = KVM_MEM_LOG_DIRTY_PAGES;
+    if (
+      change === "flagsOnly" &&
+      old !== undefined &&
+      (old.flags & log) === 0 &&
+      (nw.flags & log) !== 0 &&
+      !nw.readonly &&
+      !this.dirtyLogInitiallySet
+    ) {
+      const tables = mmu.eagerSplitTables(nw.baseGfn, nw.baseGfn + nw.npages);
+      if (tables > 0)
+        return {
+          bytes: mmu.tableBytesBound(tables),
+          heap: mmu.tableHeapBound(tables),
+          what: `eager split of huge pages into ${tables} page tables`,
+        };
+    }
+    return { bytes: 0, heap: 0, what: "" };
+  }
+
+  /**
+   * With INITIALLY_SET, re-protecting a CLEAR's pages eagerly splits the huge pages holding each
+   * 64-page mask's first and last set bit (`kvm_arch_mmu_enable_log_dirty_pt_masked`). Bounded
+   * by the split of everything from the bitmap's first set bit to its last (a sparse bitmap may
+   * split less).
+   */
+  protected override archClearDirtyLogBytes(
+    slot: MemSlot,
+    firstPage: number,
+    numPages: number,
+    bitmap: Uint32Array,
+  ): { bytes: number; heap: number; what: string } {
+    const mmu = this.mmu;
+    if (mmu === null || !this.dirtyLogInitiallySet) return { bytes: 0, heap: 0, what: "" };
+    let first = -1;
+    let last = -1;
+    for (let i = 0; i < Math.ceil(numPages / 32); i++) {
+      const w = bitmap[i]!;
+      if (w === 0) continue;
+      const lo = i * 32 + 31 - Math.clz32(w & -w);
+      const hi = Math.min(i * 32 + 31 - Math.clz32(w), numPages - 1);
+      if (lo >= numPages) break;
+      if (first < 0) first = lo;
+      last = hi;
+    }
+    if (first < 0) return { bytes: 0, heap: 0, what: "" };
+    const base = slot.baseGfn + firstPage;
+    const tables = mmu.eagerSplitTables(base + first, base + last + 1);
+    if (tables === 0) return { bytes: 0, heap: 0, what: "" };
+    return {
+      bytes: mmu.tableBytesBound(tables),
+      heap: mmu.tableHeapBound(tables),
+      what: `eager split of huge pages into at most ${tables} page tables`,
+    };
+  }
+
+  protected override archVcpuPmlBytes(): number {
+    // The EPT walker of every vCPU under TDP holds a PML buffer (cpu/ept.ts), used or not.
+    return this.mmuMode === "tdp" ? 512 * 8 : 0;
   }
 
   /** `kvm_arch_memslots_updated` → `kvm_mmu_invalidate_mmio_sptes`. */
@@ -195,6 +305,9 @@ export class KvmX86 extends Kvm {
     const mmu = this.mmu;
     if (mmu === null) return;
     if (nw !== undefined) slotArch(nw);
+    // The old slot's metadata is dropped with it (kvm_free_memslot → kvm_arch_free_memslot).
+    if ((change === "delete" || change === "move") && old?.arch instanceof SlotArch)
+      old.arch.release();
     if (change === "create" || change === "delete") mmu.recalculateMmuPages();
     if (change !== "flagsOnly" || old === undefined || nw === undefined || nw.readonly) return;
     if (((old.flags ^ nw.flags) & KVM_MEM_LOG_DIRTY_PAGES) === 0) return;
@@ -396,6 +509,8 @@ export class KvmX86 extends Kvm {
    * ring of `capacity` events; the newest are kept, older ones counted in `dropped`. `events`
    * names the only events to record (`perf record -e kvm:kvm_page_fault`); default all.
    * @throws InvalidArgumentError for a bad capacity or an unknown event name.
+   * @throws ResourceLimitError when the ring (88 bytes an event) would exceed the memory budget,
+   *   or decoding it at `stopTrace()` the JS-heap budget; the previous trace is kept.
    */
   startTrace(capacity = 10000, events?: readonly TraceEventName[]): void {
     this.requireMmu("tracing").trace.start(capacity, events);
