@@ -171,7 +171,7 @@ export class KernelHandler implements KernelSession {
   private shellQueue: Promise<void> = Promise.resolve();
   private parent: Message | undefined;
   private interrupted = false;
-  /** Set by shutdown_request: shell requests not yet started are aborted, not run. */
+  /** Set by shutdown_request: shell requests not yet started are answered, not run. */
   private shuttingDown = false;
   private readonly history = new History();
   private readonly stdout: StreamBuffer;
@@ -268,19 +268,22 @@ export class KernelHandler implements KernelSession {
   }
 
   /**
-   * Answers a shell request that arrived or waited while the kernel shuts down: status
-   * "aborted" (the protocol's word for a request the kernel did not run), with the current
-   * execution count on an execute_reply, between busy and idle as every request.
+   * Answers a shell request that arrived or waited while the kernel shuts down, without running
+   * it: an error reply (protocol 5.1 deprecated the "aborted" status in favour of "error"), with
+   * the current execution count on an execute_reply, between busy and idle as every request.
    */
   private async abort(msg: Message): Promise<void> {
     const type = msg.header.msg_type;
     this.outbox.publish("status", { execution_state: "busy" }, msg);
     if (type.endsWith("_request")) {
-      const content =
-        type === "execute_request"
-          ? { status: "aborted", execution_count: this.executionCount }
-          : { status: "aborted" };
-      this.outbox.reply(msg, type.replace(/_request$/, "_reply"), content);
+      const evalue = `${type} not run: the kernel is shutting down (shutdown_request)`;
+      this.outbox.reply(msg, type.replace(/_request$/, "_reply"), {
+        status: "error",
+        ename: "KernelShutdown",
+        evalue,
+        traceback: [`KernelShutdown: ${evalue}`],
+        ...(type === "execute_request" ? { execution_count: this.executionCount } : {}),
+      });
     }
     this.outbox.publish("status", { execution_state: "idle" }, msg);
   }
@@ -381,8 +384,8 @@ export class KernelHandler implements KernelSession {
       case "shutdown_request": {
         const restart = c.restart === true;
         // Every request gets its reply before the process goes: the running cell is interrupted
-        // and answers as such, the ones queued behind it are aborted (ipykernel leaves both
-        // unanswered). Bounded: Jupyter's manager sends SIGTERM after half its 5 s wait.
+        // and answers as such, the ones queued behind it answer KernelShutdown (ipykernel leaves
+        // both unanswered). Bounded: Jupyter's manager sends SIGTERM after half its 5 s wait.
         this.shuttingDown = true;
         this.interrupt();
         // (On shell, the legacy channel, the queue holds this very request: nothing to wait for.)

@@ -182,8 +182,10 @@ describe("kernel storms", () => {
         `print ${name}: reply after ${c.reply_seconds} s, idle after ${c.idle_seconds} s, ${c.stream_messages} stream messages, kernel RSS ${(c.mem.VmRSS / MIB).toFixed(0)} MiB (peak ${(c.mem.VmHWM / MIB).toFixed(0)} MiB; before ${(p.before.VmHWM / MIB).toFixed(0)} MiB)`,
       );
     }
-    // Line by line, nothing accumulates: the peak grows by far less than the 100 MiB printed.
-    expect(p.lines.mem.VmHWM - p.before.VmHWM).toBeLessThan(100 * MIB);
+    // Line by line, nothing accumulates. Kept output would be the 100 MiB of text plus its
+    // encoded frames queued for zeromq (at least 200 MiB); V8's heap growth under a million
+    // short-lived strings alone varied from 41 to 119 MiB between runs here.
+    expect(p.lines.mem.VmHWM - p.before.VmHWM).toBeLessThan(200 * MIB);
     // One 100 MiB string exists in the cell (and once more with console.log's newline): the
     // kernel keeps no further copies of it.
     expect(p.giant.mem.VmHWM - p.before.VmHWM).toBeLessThan(600 * MIB);
@@ -240,10 +242,10 @@ describe("kernel storms", () => {
     expect(rs.manager.queued_replies).toHaveLength(1);
     expect(rs.manager.bar_last).toMatch(/ interrupted$/);
     // A client's own shutdown_request(restart=true): replied, the cell interrupted and answered,
-    // the queued cell aborted, then the process exits by itself with status 0.
+    // the queued cell answered without running, then the process exits by itself with status 0.
     expect(rs.client_shutdown.shutdown_reply).toEqual({ status: "ok", restart: true });
     expect(rs.client_shutdown.long_replies).toEqual([["error", "Interrupted"]]);
-    expect(rs.client_shutdown.queued_replies).toEqual(["aborted"]);
+    expect(rs.client_shutdown.queued_replies).toEqual([["error", "KernelShutdown"]]);
     expect(rs.client_shutdown.exited_by_itself).toBe(true);
     expect(rs.client_shutdown.exit_code).toBe(0);
   });

@@ -546,7 +546,9 @@ def storm_restarts(nb_dir):
             rec["long_replies"] = [
                 (r["content"]["status"], r["content"].get("ename")) for r in c.replies[long_id]
             ]
-            rec["queued_replies"] = [r["content"]["status"] for r in c.replies[queued_id]]
+            rec["queued_replies"] = [
+                (r["content"]["status"], r["content"].get("ename")) for r in c.replies[queued_id]
+            ]
             last = [
                 m["content"]["data"]["text/plain"]
                 for m in c.iopub[long_id]
