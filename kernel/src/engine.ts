@@ -4,11 +4,12 @@
  * so that the outcome of a cell is a value — last expression, compile diagnostics or thrown
  * error with a traceback in cell lines.
  */
-import { inspect as nodeInspect, types } from "node:util";
+import { types } from "node:util";
 import type { ConvertResult } from "tslab/dist/converter";
 import { type PackageRoot, type RanCell, rewriteStack } from "./cellmap";
 import { createCellConverter, isCompleteCode } from "./converter";
 import { ASYNC_INTERRUPT_MESSAGE, CellExecutor, type ExecutorHooks } from "./executor";
+import { safeInspect } from "./helpers";
 import { coreDir, hookOwnPackageRequire, KERNEL_PACKAGE_DIR } from "./packages";
 import { type RenderedQuickInfo, renderQuickInfo } from "./quickinfo";
 
@@ -45,16 +46,79 @@ export interface FrameContext {
 }
 
 /**
+ * `obj[key]`, or what reading it threw: a thrown value may have getters that throw (an Error
+ * subclass overriding `message`, a proxy), and describing it must not throw again.
+ */
+function read(
+  obj: object,
+  key: string,
+): { ok: true; value: unknown } | { ok: false; thrown: unknown } {
+  try {
+    return { ok: true, value: (obj as Record<string, unknown>)[key] };
+  } catch (thrown) {
+    return { ok: false, thrown };
+  }
+}
+
+/** Whether `value` is an Error, also of another realm; false when asking throws (a proxy). */
+function isError(value: unknown): value is Error {
+  try {
+    return value instanceof Error || types.isNativeError(value);
+  } catch {
+    return types.isNativeError(value);
+  }
+}
+
+/**
+ * What a getter threw, in one line: `Name: message` for an Error (no stack: it would show the
+ * kernel's own frames), the inspected value otherwise.
+ */
+function brief(thrown: unknown): string {
+  if (!isError(thrown)) return safeInspect(thrown, 0);
+  try {
+    return Error.prototype.toString.call(thrown);
+  } catch {
+    return "an Error whose name or message cannot be read";
+  }
+}
+
+/**
+ * A field of a thrown Error as text: a string as is, another value inspected; a getter that
+ * threw gives `unreadable` with what it threw.
+ */
+function errorField(
+  error: Error,
+  key: "name" | "message",
+): { text: string | undefined; unreadable?: string } {
+  const r = read(error, key);
+  if (!r.ok) return { text: undefined, unreadable: `its ${key} getter threw ${brief(r.thrown)}` };
+  if (r.value === undefined) return { text: undefined };
+  return { text: typeof r.value === "string" ? r.value : safeInspect(r.value, 0) };
+}
+
+/** The name of `value`'s constructor, when it can be read and is a non-empty string. */
+function constructorName(value: object): string | undefined {
+  const c = read(value, "constructor");
+  if (!c.ok || typeof c.value !== "function") return undefined;
+  const n = read(c.value, "name");
+  return n.ok && typeof n.value === "string" && n.value !== "" ? n.value : undefined;
+}
+
+/**
  * Turns anything a cell threw into the Jupyter error triple; with `frames`, cell frames name cell
- * lines and the kernel's own frames are dropped.
+ * lines and the kernel's own frames are dropped. Never throws, whatever was thrown: errors whose
+ * getters throw, cyclic objects, symbols, proxies, null and undefined all get a readable
+ * ename/evalue ("Thrown" and the inspected value for anything that is not an Error).
  */
 export function toCellError(
   thrown: unknown,
   frames: FrameContext = { cells: new Map(), roots: [] },
 ): { error: CellError; interrupted: boolean } {
-  // isNativeError also holds for errors of other realms (vm contexts, test runners).
-  if (thrown instanceof Error || types.isNativeError(thrown)) {
-    if (INTERRUPT_MESSAGE.test(thrown.message)) {
+  if (isError(thrown)) {
+    const m = errorField(thrown, "message");
+    const message =
+      m.text ?? (m.unreadable !== undefined ? `<message unreadable: ${m.unreadable}>` : "");
+    if (INTERRUPT_MESSAGE.test(message)) {
       return {
         error: {
           ename: INTERRUPTED,
@@ -64,17 +128,26 @@ export function toCellError(
         interrupted: true,
       };
     }
-    const stack = (thrown.stack ?? `${thrown.name}: ${thrown.message}`).split("\n");
+    // An unreadable name falls back to the class's: ename stays a name, the evalue the message.
+    const n = errorField(thrown, "name");
+    const name = n.text || constructorName(thrown) || "Error";
+    const rawStack = read(thrown, "stack");
+    const stack = (
+      rawStack.ok && typeof rawStack.value === "string" ? rawStack.value : `${name}: ${message}`
+    ).split("\n");
     // Node prefixes errors thrown at a script's top level with "file:line / source / ^ / blank";
     // the traceback starts at the "Name: message" line.
-    const head = stack.findIndex((line) => line.startsWith(`${thrown.name}`));
-    const traceback = rewriteStack(stack.slice(Math.max(0, head)), frames.cells, frames.roots);
-    return {
-      error: { ename: thrown.name || "Error", evalue: thrown.message, traceback },
-      interrupted: false,
-    };
+    const head = stack.findIndex((line) => line.startsWith(name));
+    let traceback: string[];
+    try {
+      traceback = rewriteStack(stack.slice(Math.max(0, head)), frames.cells, frames.roots);
+    } catch {
+      traceback = stack;
+    }
+    if (n.unreadable !== undefined) traceback.push(`(name unreadable: ${n.unreadable})`);
+    return { error: { ename: name, evalue: message, traceback }, interrupted: false };
   }
-  const evalue = nodeInspect(thrown, { depth: 2 });
+  const evalue = safeInspect(thrown);
   return {
     error: { ename: "Thrown", evalue, traceback: [`uncaught value thrown: ${evalue}`] },
     interrupted: false,
@@ -181,6 +254,7 @@ export class Engine {
       return { ok: false, error: diagnosticsError(r.result, code), interrupted: false };
     }
     if (r.kind === "thrown") {
+      // toCellError never throws, so the kept/lost note below is always added.
       const { error, interrupted } = toCellError(r.thrown, {
         cells: this.executor.cells,
         roots: this.roots,

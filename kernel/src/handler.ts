@@ -3,8 +3,9 @@
  * requests and gives it an {@link Outbox} to reply and publish through, so the whole protocol is
  * unit-tested by calling {@link KernelHandler.handle} and reading what was sent.
  */
+import { Console } from "node:console";
 import type { MimeBundle } from "@mmulab/core/display";
-import type { CellError, Engine } from "./engine";
+import { type CellError, type Engine, toCellError } from "./engine";
 import { bundleOf, DisplayError } from "./helpers";
 import { History, type HistoryRequest } from "./history";
 import { type DisplayOptions, type KernelSession, setSession } from "./session";
@@ -45,22 +46,74 @@ export const LANGUAGE_INFO = {
   version: TS_VERSION.split(".").slice(0, 2).join("."),
 };
 
-/** Buffers one output stream so a loop printing lines becomes few messages. */
+/**
+ * Bytes of one stream (stdout or stderr) a cell may send; the rest is counted, not sent, and the
+ * stream says so. IOPub has no flow control: a cell printing without end would otherwise fill the
+ * kernel's zeromq queue (memory) and the front end, which keeps a stream output's whole text in
+ * the notebook model and in the saved file. 8 MiB is some 80 000 lines of 100 characters.
+ */
+export const STREAM_LIMIT_BYTES = 8 * 2 ** 20;
+
+/** The longest prefix of `text` whose UTF-8 encoding fits in `maxBytes`, cut between characters. */
+export function utf8Prefix(text: string, maxBytes: number): string {
+  // A code unit takes at least one byte: more than maxBytes units never fit.
+  let head = text.length > maxBytes ? text.slice(0, maxBytes) : text;
+  // A lone high surrogate at the cut would encode as U+FFFD.
+  const last = head.charCodeAt(head.length - 1);
+  if (last >= 0xd800 && last <= 0xdbff) head = head.slice(0, -1);
+  const buf = Buffer.from(head, "utf8");
+  if (buf.length <= maxBytes) return head;
+  let end = maxBytes;
+  // UTF-8 continuation bytes are 0b10xxxxxx: step back to the first byte of a character.
+  while (end > 0 && (buf[end]! & 0xc0) === 0x80) end--;
+  return buf.subarray(0, end).toString("utf8");
+}
+
+/**
+ * Buffers one output stream so a loop printing lines becomes few messages, and caps what one
+ * cell sends at {@link STREAM_LIMIT_BYTES}: past it, one notice "output truncated after N bytes"
+ * in the stream, and at the end of the cell how much was not sent. Never silent.
+ */
 class StreamBuffer {
   private text = "";
   private scheduled = false;
-  private lastFlush = 0;
+  /** When text was last sent; only real sends count, so a cell's first line goes out at once. */
+  private lastSent = 0;
+  /** Bytes of the current cell accepted (sent or buffered) and written past the limit. */
+  private accepted = 0;
+  private dropped = 0;
 
   constructor(
     private readonly name: "stdout" | "stderr",
     private readonly send: (name: string, text: string) => void,
   ) {}
 
+  /** A new cell starts: its own budget. */
+  startCell(): void {
+    this.accepted = 0;
+    this.dropped = 0;
+  }
+
   write(chunk: string): void {
+    if (this.dropped > 0) {
+      this.dropped += Buffer.byteLength(chunk);
+      return;
+    }
+    const bytes = Buffer.byteLength(chunk);
+    if (this.accepted + bytes > STREAM_LIMIT_BYTES) {
+      const head = utf8Prefix(chunk, STREAM_LIMIT_BYTES - this.accepted);
+      const headBytes = Buffer.byteLength(head);
+      this.accepted += headBytes;
+      this.dropped = bytes - headBytes;
+      this.text += `${head}\n[mmulab-kernel] output truncated after ${this.accepted} bytes: the rest of this cell's ${this.name} is not sent (limit ${STREAM_LIMIT_BYTES} bytes per cell)\n`;
+      this.flush();
+      return;
+    }
+    this.accepted += bytes;
     this.text += chunk;
     const now = Date.now();
     // A synchronous loop never yields to setImmediate: flush by size and age as well.
-    if (this.text.length > 8192 || now - this.lastFlush > 50) {
+    if (this.text.length > 8192 || now - this.lastSent > 50) {
       this.flush();
     } else if (!this.scheduled) {
       this.scheduled = true;
@@ -72,13 +125,27 @@ class StreamBuffer {
   }
 
   flush(): void {
-    this.lastFlush = Date.now();
     if (this.text === "") return;
+    this.lastSent = Date.now();
     const text = this.text;
     this.text = "";
     this.send(this.name, text);
   }
+
+  /** The cell ended: flushes, and says how much past the limit was not sent. */
+  endCell(): void {
+    this.flush();
+    if (this.dropped > 0) {
+      this.send(
+        this.name,
+        `[mmulab-kernel] ${this.name}: this cell wrote ${this.accepted + this.dropped} bytes; ${this.dropped} were not sent\n`,
+      );
+    }
+  }
 }
+
+/** How long shutdown_request waits for the interrupted cell to answer before the kernel exits. */
+const SHUTDOWN_DRAIN_MS = 1000;
 
 /** Converts a code-point offset (Jupyter's cursor_pos) to a UTF-16 offset (TypeScript's). */
 export function codePointToUtf16(text: string, cp: number): number {
@@ -104,6 +171,8 @@ export class KernelHandler implements KernelSession {
   private shellQueue: Promise<void> = Promise.resolve();
   private parent: Message | undefined;
   private interrupted = false;
+  /** Set by shutdown_request: shell requests not yet started are answered, not run. */
+  private shuttingDown = false;
   private readonly history = new History();
   private readonly stdout: StreamBuffer;
   private readonly stderr: StreamBuffer;
@@ -146,11 +215,18 @@ export class KernelHandler implements KernelSession {
       };
     process.stdout.write = forward(this.stdout) as typeof process.stdout.write;
     process.stderr.write = forward(this.stderr) as typeof process.stderr.write;
+    // Cells get a console of their own on the same streams. Node's global console also reports
+    // every call to V8's inspector whenever an inspector session is connected (the interrupt
+    // watchdog keeps one), and V8 keeps the last calls' arguments: console.log of a 100 MiB
+    // string took 19 s and held hundreds of MB, against 2 s for process.stdout.write.
+    const globalConsole = globalThis.console;
+    globalThis.console = new Console({ stdout: process.stdout, stderr: process.stderr });
     setSession(this);
     return () => {
       this.flushStreams();
       process.stdout.write = out;
       process.stderr.write = err;
+      globalThis.console = globalConsole;
       setSession(undefined);
     };
   }
@@ -185,8 +261,31 @@ export class KernelHandler implements KernelSession {
    */
   handle(msg: Message, channel: Channel): Promise<void> {
     if (channel === "control") return this.handleNow(msg, channel);
-    this.shellQueue = this.shellQueue.then(() => this.handleNow(msg, channel));
+    this.shellQueue = this.shellQueue.then(() =>
+      this.shuttingDown ? this.abort(msg) : this.handleNow(msg, channel),
+    );
     return this.shellQueue;
+  }
+
+  /**
+   * Answers a shell request that arrived or waited while the kernel shuts down, without running
+   * it: an error reply (protocol 5.1 deprecated the "aborted" status in favour of "error"), with
+   * the current execution count on an execute_reply, between busy and idle as every request.
+   */
+  private async abort(msg: Message): Promise<void> {
+    const type = msg.header.msg_type;
+    this.outbox.publish("status", { execution_state: "busy" }, msg);
+    if (type.endsWith("_request")) {
+      const evalue = `${type} not run: the kernel is shutting down (shutdown_request)`;
+      this.outbox.reply(msg, type.replace(/_request$/, "_reply"), {
+        status: "error",
+        ename: "KernelShutdown",
+        evalue,
+        traceback: [`KernelShutdown: ${evalue}`],
+        ...(type === "execute_request" ? { execution_count: this.executionCount } : {}),
+      });
+    }
+    this.outbox.publish("status", { execution_state: "idle" }, msg);
   }
 
   private async handleNow(msg: Message, channel: Channel): Promise<void> {
@@ -195,13 +294,16 @@ export class KernelHandler implements KernelSession {
     try {
       await this.dispatch(msg, channel);
     } catch (e) {
-      this.log(`error handling ${type}: ${(e as Error).stack ?? String(e)}`);
+      // The kernel's own failure. Describing it must not throw (the queue would break and every
+      // later request go unanswered): toCellError reads nothing unguarded.
+      const { error } = toCellError(e);
+      this.log(`error handling ${type}: ${error.traceback.join("\n")}`);
       if (type.endsWith("_request")) {
         this.outbox.reply(msg, type.replace(/_request$/, "_reply"), {
           status: "error",
           ename: "KernelError",
-          evalue: String((e as Error).message ?? e),
-          traceback: [],
+          evalue: `${error.ename}: ${error.evalue}`,
+          traceback: error.traceback,
         });
       }
     } finally {
@@ -281,6 +383,18 @@ export class KernelHandler implements KernelSession {
         return;
       case "shutdown_request": {
         const restart = c.restart === true;
+        // Every request gets its reply before the process goes: the running cell is interrupted
+        // and answers as such, the ones queued behind it answer KernelShutdown (ipykernel leaves
+        // both unanswered). Bounded: Jupyter's manager sends SIGTERM after half its 5 s wait.
+        this.shuttingDown = true;
+        this.interrupt();
+        // (On shell, the legacy channel, the queue holds this very request: nothing to wait for.)
+        if (channel === "control") {
+          await Promise.race([
+            this.shellQueue,
+            new Promise((resolve) => setTimeout(resolve, SHUTDOWN_DRAIN_MS)),
+          ]);
+        }
         this.outbox.reply(msg, "shutdown_reply", { status: "ok", restart });
         this.outbox.publish("shutdown_reply", { status: "ok", restart }, msg);
         this.options.onShutdown?.(restart);
@@ -313,27 +427,52 @@ export class KernelHandler implements KernelSession {
     const count = this.executionCount;
     this.parent = msg;
     this.interrupted = false;
+    this.stdout.startCell();
+    this.stderr.startCell();
     if (!silent) this.outbox.publish("execute_input", { code, execution_count: count }, msg);
 
-    const outcome = await this.engine.execute(code, silent ? "silent" : count);
-    this.flushStreams();
     let error: CellError | undefined;
     let interrupted = false;
-    if (!outcome.ok) {
-      error = outcome.error;
-      interrupted = outcome.interrupted;
-    } else if (outcome.hasValue && !silent) {
-      try {
-        const data = bundleOf(outcome.value);
-        this.outbox.publish("execute_result", { execution_count: count, data, metadata: {} }, msg);
-        if (storeHistory) this.history.recordOutput(count, String(data["text/plain"]));
-      } catch (e) {
-        error =
-          e instanceof DisplayError
-            ? { ename: e.name, evalue: e.message, traceback: [`${e.name}: ${e.message}`] }
-            : { ename: "DisplayError", evalue: String((e as Error).message ?? e), traceback: [] };
+    try {
+      const outcome = await this.engine.execute(code, silent ? "silent" : count);
+      this.flushStreams();
+      if (!outcome.ok) {
+        error = outcome.error;
+        interrupted = outcome.interrupted;
+      } else if (outcome.hasValue && !silent) {
+        try {
+          const data = bundleOf(outcome.value);
+          this.outbox.publish(
+            "execute_result",
+            { execution_count: count, data, metadata: {} },
+            msg,
+          );
+          if (storeHistory) this.history.recordOutput(count, String(data["text/plain"]));
+        } catch (e) {
+          // Building the value's bundle failed: its own display method may throw anything.
+          const { error: cause } = toCellError(e);
+          error =
+            e instanceof DisplayError
+              ? { ename: e.name, evalue: e.message, traceback: [`${e.name}: ${e.message}`] }
+              : {
+                  ename: "DisplayError",
+                  evalue: `cannot display the value: ${cause.ename === "Thrown" ? `it threw ${cause.evalue}` : `${cause.ename}: ${cause.evalue}`}`,
+                  traceback: cause.traceback,
+                };
+        }
       }
+    } catch (e) {
+      // Not the cell's failure but the kernel's: still this request's one reply, with its count.
+      const { error: cause } = toCellError(e);
+      this.log(`error executing cell ${count}: ${cause.traceback.join("\n")}`);
+      error = {
+        ename: "KernelError",
+        evalue: `${cause.ename}: ${cause.evalue}`,
+        traceback: cause.traceback,
+      };
     }
+    this.stdout.endCell();
+    this.stderr.endCell();
     // A failed cell leaves no progress bar claiming to run.
     if (error !== undefined) {
       for (const p of [...this.openProgress])

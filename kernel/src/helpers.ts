@@ -35,9 +35,25 @@ export class DisplayError extends TypeError {
 /** MIME types whose data is checked before sending. */
 const CHECKED = new Set([PAGETABLE_MIME, WALK_MIME, WALK2D_MIME, PLOTLY_MIME]);
 
-/** text/plain of an arbitrary value, as Node's REPL shows it. */
+/**
+ * `util.inspect` of anything, never throwing: a value whose inspection throws (a custom inspect
+ * method, a proxy whose traps throw) is named by its `Object.prototype.toString` tag instead.
+ */
+export function safeInspect(value: unknown, depth = 2): string {
+  try {
+    return inspect(value, { depth, maxArrayLength: 50 });
+  } catch {
+    try {
+      return `${Object.prototype.toString.call(value)} (could not be inspected)`;
+    } catch {
+      return `${typeof value} (could not be inspected)`;
+    }
+  }
+}
+
+/** text/plain of an arbitrary value, as Node's REPL shows it; never throws. */
 export function plainText(value: unknown): string {
-  return typeof value === "string" ? value : inspect(value, { depth: 4, maxArrayLength: 50 });
+  return typeof value === "string" ? value : safeInspect(value, 4);
 }
 
 /**
@@ -71,6 +87,16 @@ export function checkBundle(bundle: unknown, what = "bundle"): MimeBundle {
       throw new DisplayError(
         `${what}[${JSON.stringify(mime)}] is ${typeof data}; expected a string or JSON data`,
       );
+    } else if (typeof data === "object" && data !== null) {
+      // The wire carries JSON: a cycle or a BigInt inside would fail while sending, as a
+      // TypeError naming neither the bundle nor the MIME type.
+      try {
+        JSON.stringify(data);
+      } catch (e) {
+        throw new DisplayError(
+          `${what}[${JSON.stringify(mime)}] is not JSON data: ${(e as Error).message.split("\n")[0]}`,
+        );
+      }
     }
   }
   if (out["text/plain"] === undefined) out["text/plain"] = `[${mimes.join(", ")}]`;

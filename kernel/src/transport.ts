@@ -87,6 +87,11 @@ export class ZmqTransport implements Outbox {
   ) {
     // Replies and outputs must never block the kernel; a publisher drops at its high-water mark.
     this.iopub.sendHighWaterMark = 100000;
+    // Every send at once (zmq_msg_send with ZMQ_DONTWAIT). With the default (-1), zeromq.js
+    // defers every 512th consecutive send to the event loop and throws EBUSY ("Socket is busy
+    // writing") at the next one: a synchronous cell printing or updating a progress bar more
+    // than 512 times without yielding would lose its output and its execute_reply.
+    for (const s of [this.iopub, this.shell, this.control]) s.sendTimeout = 0;
   }
 
   private address(port: number): string {
