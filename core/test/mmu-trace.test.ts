@@ -9,6 +9,7 @@
 import Ajv from "ajv";
 import { describe, expect, it } from "vitest";
 import { createVm, FaultHeatmap, InvalidArgumentError, JUPYTER_DISPLAY } from "../src";
+import { TRACE_MAX_CAPACITY, TRACE_RECORD_BYTES } from "../src/mmu/mmutrace";
 
 const MIB = 2 ** 20;
 const HVA = 4 * 2 ** 30; // slot hva: pfn = hva >> 12 + (gfn - base)
@@ -551,5 +552,15 @@ describe("trace exports", () => {
     expect(h.counts[0]![1]).toBe(2048); // one spte per 4K head
     expect(h.counts[1]![0]).toBe(4); // four empty 2M heads
     expect(h.counts[2]![0]).toBe(1);
+  });
+});
+
+describe("trace ring limit", () => {
+  it("TRACE_MAX_CAPACITY is the most events whose Float64Array stays below 2^31 elements", () => {
+    // 88-byte records (3 header words + 8 fields, each a float64): 11 elements per event.
+    const perEvent = TRACE_RECORD_BYTES / 8;
+    expect(perEvent).toBe(11);
+    expect(TRACE_MAX_CAPACITY * perEvent).toBeLessThan(2 ** 31);
+    expect((TRACE_MAX_CAPACITY + 1) * perEvent).toBeGreaterThanOrEqual(2 ** 31);
   });
 });
