@@ -58,7 +58,7 @@ function modules() {
     dirty_ring: { mutate: ["src/kvm/dirty_ring.ts"], tests: t("dirty-ring") },
     tdp_iter: {
       mutate: ["src/mmu/tdp_iter.ts"],
-      tests: t("tdp-iter", "tdp-zap", "tdp-hugepage", gaps),
+      tests: t("tdp-iter", gaps),
     },
     kvm_main_dirty_log: {
       mutate: [`${kvmMain}:${from}-${to}`],
@@ -66,16 +66,7 @@ function modules() {
     },
     spte: {
       mutate: ["src/mmu/spte.ts"],
-      tests: t(
-        "ept-ad",
-        "s8-possible-writable",
-        "tdp-zap",
-        "tdp-hugepage",
-        "shadow-paging",
-        "rmap-walk",
-        "dirty-log-fidelity",
-        gaps,
-      ),
+      tests: t("spte", "ept-ad", "s8-possible-writable", gaps),
     },
     tdp_mmu: {
       mutate: ["src/mmu/tdp_mmu.ts"],
