@@ -11,7 +11,9 @@
 //   npm run mutate -- --sample             CI's sample: the lines of these modules changed since
 //                                          the merge base with main (MUTATE_BASE, default
 //                                          origin/main, else main); with none changed, a fixed
-//                                          seeded set of line windows (SAMPLE_SEED)
+//                                          seeded set of 6-line windows (SAMPLE_SEED, default 1;
+//                                          SAMPLE_WINDOWS per module, default 1); one Stryker run
+//                                          with the union of the modules' test files
 //   --force                                ignore the incremental results (re-test every mutant)
 //   --concurrency N                        Stryker's worker count (default 1: 2-core machines)
 //
@@ -30,16 +32,20 @@ const out = path.join(repo, "test-artifacts", "mutate");
 
 /**
  * The modules, smallest first. kvm_main.ts is only its dirty-log section (mark_page_dirty,
- * KVM_ENABLE_CAP, the dirty ring and the GET/CLEAR_DIRTY_LOG ioctls); the rest of it is the
- * memslot ioctl and host accesses. Line ranges are found from the section's markers so they
- * follow edits.
+ * KVM_ENABLE_CAP, the dirty ring and the GET/CLEAR_DIRTY_LOG ioctls; the rest of it is the
+ * memslot ioctl and host accesses); tdp_mmu_dirty_log is tdp_mmu.ts's write-protect and
+ * clear-dirty walks (a part of tdp_mmu, which mutates the whole file). Line ranges are found
+ * from markers in the source so they follow edits.
  */
 function modules() {
-  const kvmMain = "src/kvm/kvm_main.ts";
-  const lines = readFileSync(path.join(core, kvmMain), "utf8").split("\n");
-  const from = lines.findIndex((l) => l.includes("// ---- dirty logging")) + 1;
-  const to = lines.findIndex((l) => l.includes("// ---- MMU notifier"));
-  if (from <= 0 || to <= from) throw new Error(`${kvmMain}: dirty-logging section markers moved`);
+  /** `file`'s lines from the one holding `from` up to the one before the line holding `to`. */
+  const section = (file, from, to) => {
+    const lines = readFileSync(path.join(core, file), "utf8").split("\n");
+    const a = lines.findIndex((l) => l.includes(from)) + 1;
+    const b = lines.findIndex((l, i) => i >= a && l.includes(to));
+    if (a <= 0 || b < a) throw new Error(`${file}: section markers ${from} / ${to} moved`);
+    return `${file}:${a}-${b}`;
+  };
   // Each module with the unit test files that exercise it (the tests Stryker runs per mutant).
   const t = (...names) => names.map((n) => `test/${n}.test.ts`);
   const gaps = "mutation-gaps";
@@ -61,12 +67,22 @@ function modules() {
       tests: t("tdp-iter", gaps),
     },
     kvm_main_dirty_log: {
-      mutate: [`${kvmMain}:${from}-${to}`],
+      mutate: [section("src/kvm/kvm_main.ts", "// ---- dirty logging", "// ---- MMU notifier")],
       tests: t("dirty-log-modes", "dirty-log-fidelity", "bad-input", gaps),
     },
     spte: {
       mutate: ["src/mmu/spte.ts"],
       tests: t("spte", "ept-ad", "s8-possible-writable", gaps),
+    },
+    tdp_mmu_dirty_log: {
+      mutate: [
+        section(
+          "src/mmu/tdp_mmu.ts",
+          "`wrprot_gfn_range` over every valid root",
+          "`zap_collapsible_spte_range`",
+        ),
+      ],
+      tests: t("tdp-dirty-log", "dirty-log-fidelity", gaps),
     },
     tdp_mmu: {
       mutate: ["src/mmu/tdp_mmu.ts"],
@@ -178,10 +194,17 @@ if (flag("sample")) {
   const s = sample(
     all,
     Number(process.env.SAMPLE_SEED ?? 1),
-    Number(process.env.SAMPLE_WINDOWS ?? 2),
+    Number(process.env.SAMPLE_WINDOWS ?? 1),
   );
   console.log(`[mutate] sample: ${s.how}`);
-  selected = s.picked;
+  // One Stryker run for the whole sample (one dry run instead of one per module).
+  const picked = Object.values(s.picked);
+  selected = {
+    sample: {
+      mutate: picked.flatMap((p) => p.mutate),
+      tests: [...new Set(picked.flatMap((p) => p.tests))],
+    },
+  };
 } else if (files) {
   selected = {};
   for (const f of files.split(",").filter((x) => x !== "")) {
@@ -203,7 +226,7 @@ const stryker = path.join(repo, "node_modules", ".bin", "stryker");
 const results = [];
 let failed = false;
 for (const [name, { mutate: specs, tests }] of Object.entries(selected)) {
-  const dir = path.join(out, flag("sample") ? `sample-${name}` : name);
+  const dir = path.join(out, name);
   mkdirSync(dir, { recursive: true });
   const t0 = Date.now();
   const args = [

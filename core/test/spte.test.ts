@@ -180,6 +180,7 @@ describe("make_spte", () => {
 describe("make_nonleaf_spte, make_mmio_spte, make_huge_page_split_spte", () => {
   it("non-leaf: RWX + A + present at the child's frame", () => {
     const out = new SpteOut();
+    expect([out.lo, out.hi, out.wrprot, out.adKeep]).toEqual([0, 0, false, -1]);
     out.wrprot = true;
     makeNonleafSpte(out, PFN);
     expect([hex(val(out)), out.wrprot]).toEqual([hex(PRESENT | R | W | X | A | addr(PFN)), false]);
@@ -230,6 +231,9 @@ describe("spte_invariant_violation and flag names", () => {
     expect(check(leaf & ~MMU_W)).toBe("writable leaf without MMU-writable");
     expect(check(leaf & ~W & ~HOST_W)).toBe("MMU-writable leaf without Host-writable");
     expect(check(PRESENT | R | X | HOST_W)).toBe("");
+    expect(check(PRESENT | R | X)).toBe(""); // read-only, no writable bit at all
+    // nonLeafWrprot defaults to off: a non-leaf without W is a violation.
+    expect(spteInvariantViolation(lo(PRESENT | R | X), 0, 2)).toBe("non-leaf spte lacks R/W/X");
     expect(check(PRESENT | R | W | X, 2)).toBe("");
     expect(check(PRESENT | R | X, 2)).toBe("non-leaf spte lacks R/W/X");
     expect(check(PRESENT | R | X, 2, true)).toBe("");
@@ -268,6 +272,7 @@ describe("spte_invariant_violation and flag names", () => {
       "exec",
       "accessed",
     ]);
+    expect(f(PRESENT | W | HOST_W)).toEqual(["present", "writable", "host-writable"]);
     expect(f(PRESENT | R | MMU_W | HOST_W)).toEqual([
       "present",
       "user",
@@ -292,6 +297,9 @@ describe("hex views", () => {
     // Exec, huge, not user, not dirty, only Host-writable: no NX, PS kept.
     const v2 = PRESENT | PS | X | A | addr(0x200) | HOST_W;
     expect(spteHexX86(lo(v2), hi(v2))).toBe(hex(b(0) | b(5) | b(7) | b(9) | PRESENT | addr(0x200)));
+    // Neither writable bit: no software bits but MMU-present.
+    const v3 = PRESENT | R | addr(1);
+    expect(spteHexX86(lo(v3), hi(v3))).toBe(hex(b(0) | b(2) | PRESENT | addr(1) | b(63)));
     // Not present: as is.
     expect(spteHexX86(lo(W | R), 5)).toBe(hex((5n << 32n) | W | R));
   });
@@ -318,6 +326,8 @@ describe("hex views", () => {
     expect(spteHexLayout(lo(onlyHost), hi(onlyHost), true, "modern")).toBe(
       hex(b(0) | b(2) | b(9) | PRESENT | addr(1) | b(63)),
     );
+    const readOnly = PRESENT | R | addr(1);
+    expect(spteHexLayout(lo(readOnly), hi(readOnly), false, "v4")).toBe(hex(R | addr(1)));
     // Not present: unchanged in either layout.
     expect(spteHexLayout(lo(W | X), 0, false, "v4")).toBe(hex(W | X));
   });

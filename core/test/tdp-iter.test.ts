@@ -80,6 +80,8 @@ describe("tdp_iter: the pre-order walk of one root over a gfn range", () => {
     [2, 0, 2 ** 36],
     [3, 0x100, 2 ** 36],
     [1, 0x3fe00, 0x40000],
+    // Past the root's last entry: the walk ends there (no step up from the root).
+    [3, 0, 2 ** 40],
   ];
   for (const [minLevel, start, end] of cases) {
     it(`min level ${minLevel}, gfns [0x${start.toString(16)}, 0x${end.toString(16)})`, () => {
@@ -88,6 +90,22 @@ describe("tdp_iter: the pre-order walk of one root over a gfn range", () => {
       expect(walk(mmu.store, root, rootLevel, minLevel, start, end)).toEqual(want);
     });
   }
+
+  it("before start nothing is valid; stepping down and back up re-reads the parent entry", () => {
+    const it = new TdpIter(mmu.store);
+    expect(it.valid).toBe(false);
+    it.start(root, rootLevel, 1, 0x1ff, 0x200);
+    const path: Visit[] = [[it.level, it.gfn, it.oldLo, it.oldHi]];
+    while (it.stepDown()) path.push([it.level, it.gfn, it.oldLo, it.oldHi]);
+    expect(path.map((v) => v[0])).toEqual(
+      Array.from({ length: rootLevel }, (_, i) => rootLevel - i),
+    );
+    for (let k = path.length - 2; k >= 0; k--) {
+      expect(it.stepUp()).toBe(true);
+      expect([it.level, it.gfn, it.oldLo, it.oldHi]).toEqual(path[k]);
+    }
+    expect(it.stepUp()).toBe(false);
+  });
 
   it("counts a step per next() and write() stores both words of the current entry", () => {
     const it = new TdpIter(mmu.store);
