@@ -68,7 +68,7 @@ function modules() {
     },
     kvm_main_dirty_log: {
       mutate: [section("src/kvm/kvm_main.ts", "// ---- dirty logging", "// ---- MMU notifier")],
-      tests: t("dirty-log-modes", "dirty-log-fidelity", "bad-input", gaps),
+      tests: t("kvm-dirty-log", "dirty-log-fidelity", gaps),
     },
     spte: {
       mutate: ["src/mmu/spte.ts"],
