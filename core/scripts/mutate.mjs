@@ -82,7 +82,7 @@ function modules() {
           "`zap_collapsible_spte_range`",
         ),
       ],
-      tests: t("tdp-dirty-log", "dirty-log-fidelity", gaps),
+      tests: t("tdp-mmu-dirty-log", "dirty-log-fidelity", gaps),
     },
     tdp_mmu: {
       mutate: ["src/mmu/tdp_mmu.ts"],
