@@ -65,7 +65,7 @@ describe("KVM_ENABLE_CAP", () => {
   });
 
   it("DIRTY_LOG_RING: a power of two, 4096 to 65,536 × 16 bytes, once, before any vCPU", () => {
-    for (const bad of [3000, 2048, 0, -4096, 4096.5, Number.NaN]) {
+    for (const bad of [3000, 5000, 2048, 0, -4096, 4096.5, Number.NaN]) {
       const [arg, errno, allowed] = refusal(() =>
         createVm().enableCap("KVM_CAP_DIRTY_LOG_RING", bad),
       );
@@ -86,6 +86,12 @@ describe("KVM_ENABLE_CAP", () => {
         "EINVAL",
       ]);
     }
+    // With PML the reserved entries are 64 + 512 (the PML buffer): at least 576 × 16 = 9216 bytes.
+    const pml = createVm({ features: { pml: true } });
+    const [, , pmlAllowed] = refusal(() => pml.enableCap("KVM_CAP_DIRTY_LOG_RING", 8192));
+    expect(pmlAllowed).toContain(`${(64 + 512) * ENTRY} bytes`);
+    pml.enableCap("KVM_CAP_DIRTY_LOG_RING", 16384);
+    expect(refusal(() => pml.enableCap("KVM_CAP_DIRTY_LOG_RING", 16384))[2]).toContain("once");
     const late = createVm();
     late.createVcpu();
     expect(refusal(() => late.enableCap("KVM_CAP_DIRTY_LOG_RING", 4096))[2]).toContain(
@@ -115,6 +121,18 @@ describe("the dirty ring", () => {
     expect(refusal(() => vm.getDirtyLog(1)).slice(0, 2)).toEqual(["KVM_GET_DIRTY_LOG", "ENXIO"]);
   });
 
+  it("soft-full at size - 64 entries: the vCPU is asked to exit before it runs again", () => {
+    const vm = createVm();
+    vm.enableCap("KVM_CAP_DIRTY_LOG_RING", 4096); // 256 entries: soft-full at 192
+    vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: BASE, memorySize: 256 * PAGE, flags: LOG });
+    vm.setUserMemoryRegion({ slot: 2, guestPhysAddr: 2 * BASE, memorySize: 64 * PAGE, flags: 0 });
+    const v = vm.createVcpu();
+    for (let p = 0; p < 64; p++) v.write(2 * BASE + p * PAGE, 1n); // not logged: no entries
+    for (let p = 0; p < 192; p++) expect(v.write(BASE + p * PAGE, 1n).exit).toBeUndefined();
+    expect(v.dirtyRing!.used).toBe(192);
+    expect(v.write(BASE + 192 * PAGE, 1n)).toEqual({ fault: false, exit: "dirty_ring_full" });
+  });
+
   it("RESET re-protects the harvested pages (a new write is logged again) with one flush", () => {
     const { vm, v } = ringVm();
     for (const p of [0, 1, 127]) v.write(BASE + p * PAGE, 1n);
@@ -134,10 +152,31 @@ describe("the dirty ring", () => {
     v.dirtyRing!.harvest();
     vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: BASE, memorySize: 0, flags: 0 });
     expect(vm.resetDirtyRings()).toBe(1);
-    expect(refusal(() => createVm().resetDirtyRings()).slice(0, 2)).toEqual([
+    expect(refusal(() => createVm().resetDirtyRings())).toEqual([
       "KVM_RESET_DIRTY_RINGS",
       "EINVAL",
+      expect.stringContaining("KVM_CAP_DIRTY_LOG_RING"),
     ]);
+  });
+});
+
+describe("KVM_GET_DIRTY_LOG without manual protect", () => {
+  it("takes and clears the bits; flushes only when one was set; returns a copy", () => {
+    const vm = createVm();
+    vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: BASE, memorySize: 96 * PAGE, flags: LOG });
+    const v = vm.createVcpu();
+    const flushes = () => vm.stats.remote_tlb_flush_requests;
+    const f0 = flushes();
+    expect(popcount(vm.getDirtyLog(1))).toBe(0);
+    expect(flushes()).toBe(f0);
+    v.write(BASE + 70 * PAGE, 1n);
+    const first = vm.getDirtyLog(1);
+    expect([first.length, first[2]]).toEqual([4, 1 << (70 - 64)]);
+    expect(flushes()).toBe(f0 + 1);
+    v.write(BASE + 3 * PAGE, 1n);
+    const second = vm.getDirtyLog(1);
+    expect([second[0], second[2]]).toEqual([1 << 3, 0]);
+    expect([first[0], first[2]]).toEqual([0, 1 << 6]); // the first answer is not overwritten
   });
 });
 
@@ -154,6 +193,8 @@ describe("KVM_GET_DIRTY_LOG / KVM_CLEAR_DIRTY_LOG arguments", () => {
 
   it("unknown slots and slots that do not log are ENOENT", () => {
     const vm = manualVm();
+    expect(refusal(() => vm.getDirtyLog(9))[2]).toContain("existing memslot");
+    expect(refusal(() => vm.getDirtyLog(2))[2]).toContain("KVM_MEM_LOG_DIRTY_PAGES");
     for (const f of [
       () => vm.getDirtyLog(9),
       () => vm.getDirtyLog(2),
@@ -188,6 +229,7 @@ describe("KVM_GET_DIRTY_LOG / KVM_CLEAR_DIRTY_LOG arguments", () => {
     }
     expect(vm.clearDirtyLog(1, 128, NPAGES - 128, words(72))).toBe(0);
     expect(vm.clearDirtyLog(1, 0, 128, words(128))).toBe(0);
+    expect(vm.getDirtyLog(1)).toHaveLength(Math.ceil(NPAGES / 64) * 2); // the bitmap, not its snapshot half
   });
 
   it("bitmap: a Uint32Array of at least one bit per page", () => {
@@ -216,9 +258,12 @@ describe("KVM_GET_DIRTY_LOG / KVM_CLEAR_DIRTY_LOG arguments", () => {
     expect(vm.stats.remote_tlb_flush_requests - flushes).toBe(1);
     expect(vm.clearDirtyLog(1, 0, NPAGES, bm)).toBe(0); // already clear: no flush
     expect(vm.stats.remote_tlb_flush_requests - flushes).toBe(1);
+    // A bitmap longer than numPages: bits past the range are not cleared.
+    expect(vm.clearDirtyLog(1, 64, 64, new Uint32Array(4).fill(0xffffffff))).toBe(63); // 64 was clear
     const left = vm.getDirtyLog(1);
-    expect(popcount(left)).toBe(NPAGES - 5);
+    expect(popcount(left)).toBe(NPAGES - 5 - 63);
     for (const p of [0, 63, 64, 131, 199]) expect((left[p >>> 5]! >>> (p & 31)) & 1).toBe(0);
+    expect([left[2], left[3], left[4]! & 1]).toEqual([0, 0, 1]); // 64..127 clear, 128 still set
     // From page 128: bit k of the bitmap is page 128 + k.
     const hi = new Uint32Array(3);
     hi[0] = 1 << 2; // page 130
