@@ -94,7 +94,8 @@ describe("tdp_iter: the pre-order walk of one root over a gfn range", () => {
   it("before start nothing is valid; stepping down and back up re-reads the parent entry", () => {
     const it = new TdpIter(mmu.store);
     expect(it.valid).toBe(false);
-    it.start(root, rootLevel, 1, 0x1ff, 0x200);
+    // gfn 0x12345: entry 0x91 at level 2, so a parent entry's index is not 0.
+    it.start(root, rootLevel, 1, 0x12345, 0x12346);
     const path: Visit[] = [[it.level, it.gfn, it.oldLo, it.oldHi]];
     while (it.stepDown()) path.push([it.level, it.gfn, it.oldLo, it.oldHi]);
     expect(path.map((v) => v[0])).toEqual(

@@ -97,7 +97,7 @@ describe("TDP MMU dirty-log walks", () => {
   });
 
   it("clear_dirty_pt_masked: the set bits of both mask words, 4K leaves only; or D", () => {
-    const { tdp, leaf } = setup();
+    const { vm, tdp, leaf } = setup();
     // base 0: bits 0, 31 (lo word) and 32, 40, 63 (hi word).
     tdp.wrprotMasked(0, (1 | (1 << 31)) >>> 0, (1 | (1 << 8) | (1 << 31)) >>> 0);
     const cleared = new Set([0, 31, 32, 40, 63]);
@@ -105,6 +105,10 @@ describe("TDP MMU dirty-log walks", () => {
     tdp.wrprotMasked(64, 0, 1 << 3, D); // bit 35: gfn 99, D cleared, W kept
     expect(leaf(99)).toEqual({ level: 1, w: true, d: false, mmuW: true });
     expect(leaf(98).d).toBe(true);
+    // Leaves already without W are not written again (no spte change at all).
+    const epoch = vm.mmu!.store.spteEpoch;
+    tdp.wrprotMasked(0, 1, 0);
+    expect(vm.mmu!.store.spteEpoch).toBe(epoch);
     tdp.wrprotMasked(HUGE_BASE, 0xffffffff, 0xffffffff);
     expect(leaf(HUGE_BASE).w).toBe(true);
   });
@@ -117,6 +121,22 @@ describe("TDP MMU dirty-log walks", () => {
     expect(tdp.clearDirtyRange(50, 60)).toBe(false);
     expect(tdp.clearDirtyRange(HUGE_BASE, HUGE_BASE + 1024)).toBe(false);
     expect(leaf(HUGE_BASE).d).toBe(true);
+  });
+
+  it("tdp_iter_steps counts every step of the walks (one root, 4 levels)", () => {
+    const { vm, tdp } = setup();
+    expect(vm.mmu!.rootLevel).toBe(4);
+    const steps = (f: () => unknown) => {
+      const before = vm.stats.tdp_iter_steps;
+      f();
+      return vm.stats.tdp_iter_steps - before;
+    };
+    // A walk over n 4K entries under one L2 table visits root, L3 and L2 entries plus the n
+    // leaves, one step after each visit (the last one leaves the range).
+    expect(steps(() => tdp.wrprotRange(10, 20, 1))).toBe(3 + 10);
+    expect(steps(() => tdp.writeProtectGfn(42, 1))).toBe(3 + 1);
+    expect(steps(() => tdp.wrprotMasked(0, 1, 0))).toBe(3 + 64);
+    expect(steps(() => tdp.clearDirtyRange(50, 60))).toBe(3 + 10);
   });
 
   it("invalid roots are skipped", () => {
