@@ -112,12 +112,11 @@ export class KvmDirtyRing {
           }
           const m64 = (1n << 64n) - 1n;
           // In C a shift by 64 or more is undefined, hence the kernel's range test; with BigInt
-          // the overflow test alone already refuses every delta outside (-64, 0) (the mask's
-          // bit 0 would be lost), so these bounds' mutants are equivalent.
+          // the overflow test alone already refuses every delta outside (-64, 0) (bit 0 would be
+          // lost), so mutants that loosen these bounds survive as equivalent
+          // (test/mutation/equivalent.md).
           if (
-            // Stryker disable next-line ConditionalExpression,LogicalOperator,EqualityOperator: the overflow test below refuses delta <= -64 too
             delta > -64 &&
-            // Stryker disable next-line ConditionalExpression,EqualityOperator: delta >= 0 continued above or (>= 64) fails the overflow test
             delta < 0 &&
             ((mask << BigInt(-delta)) & m64) >> BigInt(-delta) === mask
           ) {

@@ -301,7 +301,6 @@ export abstract class Kvm {
       );
     }
     const all = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE | KVM_DIRTY_LOG_INITIALLY_SET;
-    // Stryker disable next-line ConditionalExpression: Number.isInteger refuses non-numbers and the bit test refuses negatives, so the typeof and < 0 tests are redundant
     if (typeof args !== "number" || !Number.isInteger(args) || args < 0 || (args & ~all) !== 0) {
       throw new InvalidArgumentError(
         "args",
@@ -322,10 +321,8 @@ export abstract class Kvm {
   private enableDirtyRing(bytes: number): void {
     const min = Math.max(4096, this.dirtyRingReserved * KVM_DIRTY_GFN_SIZE);
     if (
-      // Stryker disable next-line ConditionalExpression: Number.isInteger refuses non-numbers itself
       typeof bytes !== "number" ||
       !Number.isInteger(bytes) ||
-      // Stryker disable next-line ConditionalExpression,EqualityOperator: bytes < min (min >= 4096) refuses every bytes <= 0 too
       bytes <= 0 ||
       (bytes & (bytes - 1)) !== 0 ||
       bytes < min
@@ -442,7 +439,6 @@ export abstract class Kvm {
   clearDirtyLog(slotId: number, firstPage: number, numPages: number, bitmap: Uint32Array): number {
     const slot = this.loggedSlot(slotId);
     const int = (v: unknown): v is number =>
-      // Stryker disable next-line ConditionalExpression,LogicalOperator: Number.isSafeInteger refuses non-numbers itself
       typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
     // kvm_clear_dirty_log_protect: first_page > npages is refused; first_page == npages and
     // num_pages == 0 are accepted and clear nothing.

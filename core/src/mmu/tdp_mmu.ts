@@ -428,7 +428,6 @@ export class TdpMmu {
         const lo = it.oldLo;
         if (!isShadowPresent(lo) || !isLastSpte(lo, it.level)) continue;
         const hi = it.oldHi;
-        // Stryker disable next-line ConditionalExpression: W without MMU-writable breaks an spte invariant (spteInvariantViolation), so W clear alone never decides
         if ((lo & SPTE_W) === 0 && (hi & SPTE_HI_MMU_WRITABLE) === 0) continue;
         this.iterSet((lo & ~SPTE_W) >>> 0, (hi & ~SPTE_HI_MMU_WRITABLE) >>> 0);
         changed = true;
@@ -450,7 +449,7 @@ export class TdpMmu {
         const lo = it.oldLo;
         if (it.level > 1 || !isShadowPresent(lo) || !isLastSpte(lo, 1)) continue;
         const bit = it.gfn - base;
-        // Stryker disable next-line ConditionalExpression,ArithmeticOperator: the walk starts at base, so no 4K leaf has bit < 0; JS shifts count mod 32, so bit - 32 and bit + 32 agree
+        // Stryker disable next-line ArithmeticOperator: JS shift counts are mod 32, so bit - 32 and bit + 32 shift alike
         if (bit < 0 || ((bit < 32 ? maskLo >>> bit : maskHi >>> (bit - 32)) & 1) === 0) continue;
         if ((lo & clear) === 0) continue;
         this.iterSet((lo & ~clear) >>> 0, it.oldHi);
