@@ -119,6 +119,10 @@ export class KvmDirtyRing {
             continue;
           }
           const m64 = (1n << 64n) - 1n;
+          // In C a shift by 64 or more is undefined, hence the kernel's range test; with BigInt
+          // the overflow test alone already refuses every delta outside (-64, 0) (bit 0 would be
+          // lost), so mutants that loosen these bounds survive as equivalent
+          // (test/mutation/equivalent.md).
           if (
             delta > -64 &&
             delta < 0 &&

@@ -64,6 +64,7 @@ const TWO_20 = 1048576;
 const LO_FLAG_MASK = 0xfff;
 
 // Static checks: no two named fields overlap within a word.
+// Stryker disable StringLiteral: messages of a check that cannot fail with these constants
 {
   const lo = [SPTE_R, SPTE_W, SPTE_X, SPTE_MT_WB_IPAT, SPTE_PS, SPTE_A, SPTE_D, SPTE_MMU_PRESENT];
   let seen = 0;
@@ -79,6 +80,7 @@ const LO_FLAG_MASK = 0xfff;
     seen |= m;
   }
 }
+// Stryker restore StringLiteral
 
 /** Index of the entry for `gfn` in a table at `level` (`SPTE_INDEX`), without BigInt.
  *  Division by a power of two is exact, and `& 511` truncates then keeps the low 9 bits. */

@@ -12,6 +12,7 @@ export class TdpIter {
   /** `pt_path`: sp id of the table at each level along the current path (index = level). */
   readonly path: Int32Array = new Int32Array(6);
   /** Table (sp id) holding the current entry. */
+  // Stryker disable next-line UnaryOperator: start() sets it before anything reads it
   sp = -1;
   /** Index of the current entry in that table. */
   index = 0;

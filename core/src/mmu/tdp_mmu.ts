@@ -539,6 +539,7 @@ export class TdpMmu {
         const lo = it.oldLo;
         if (it.level > 1 || !isShadowPresent(lo) || !isLastSpte(lo, 1)) continue;
         const bit = it.gfn - base;
+        // Stryker disable next-line ArithmeticOperator: JS shift counts are mod 32, so bit - 32 and bit + 32 shift alike
         if (bit < 0 || ((bit < 32 ? maskLo >>> bit : maskHi >>> (bit - 32)) & 1) === 0) continue;
         if ((lo & clear) === 0) continue;
         this.iterSet((lo & ~clear) >>> 0, it.oldHi);
