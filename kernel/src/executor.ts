@@ -4,7 +4,8 @@
  * - each cell runs as its own script, `<cell N>`, with its source map kept, so tracebacks name
  *   cell lines, also for a function of an earlier cell called later (cellmap.ts);
  * - a cell that stops early keeps the declarations whose initialisers ran (decls.ts);
- * - the kernel learns when a cell is in its asynchronous part (the interrupt watchdog needs it).
+ * - the kernel learns which phase a cell is in: compiling, synchronous, awaiting (the interrupt
+ *   watchdog needs it).
  *
  * Values live in one `exports` object shared by all cells: the compiled cell stores each
  * top-level name there, and reads earlier cells' names from it (tslab's converter rewrites them).
@@ -45,10 +46,45 @@ const CELL_SCOPE_KEY = Symbol.for("mmulab.kernel.cell");
  */
 const EXPORTS_PROLOGUE = /^exports\.[\w$]+ = (?:exports\.[\w$]+ = )*void 0;$/gm;
 
+/**
+ * Where a cell is, for the interrupt watchdog: compiling (the TypeScript transpile, before Node's
+ * breakOnSigint is armed), running its synchronous part (under breakOnSigint), awaiting (its
+ * asynchronous part), or done.
+ */
+export type CellPhase = "compile" | "sync" | "async" | "idle";
+
+/** How long one run of {@link absorbStaleSigints} gives Node's SIGINT watchdog thread to wake. */
+const ABSORB_MS = 30;
+
+/**
+ * Takes SIGINTs left over from earlier cells before a cell runs. A SIGINT that reaches the
+ * process near the end of a run under breakOnSigint, before Node's SIGINT watchdog thread has woken
+ * for it, stays counted in that thread's semaphore when the run ends, and the next run under
+ * breakOnSigint, which would be the next cell, is stopped by it as soon as the thread wakes
+ * (`SigintWatchdogHelper::Stop` and `RunSigintWatchdog`, node_watchdog.cc); on a loaded machine the
+ * thread is often late. Runs that spin for {@link ABSORB_MS} under breakOnSigint take such counts
+ * instead, until one ends without being stopped. Only done when a SIGINT came since the last time,
+ * so an ordinary cell pays nothing.
+ */
+function absorbStaleSigints(): void {
+  for (let i = 0; i < 4; i++) {
+    try {
+      vm.runInThisContext(`{ const end = Date.now() + ${ABSORB_MS}; while (Date.now() < end); }`, {
+        breakOnSigint: true,
+      });
+      return;
+    } catch {
+      // A stale SIGINT, meant for a cell that has ended: taken; look for another.
+    }
+  }
+}
+
 /** Hooks of a {@link CellExecutor}. */
 export interface ExecutorHooks {
-  /** Called with true when a cell starts awaiting (its synchronous part is over), false at its end. */
-  onAsyncPart?(running: boolean): void;
+  /** Called as a cell moves from phase to phase: compile, then sync, maybe async, then idle. */
+  onPhase?(phase: CellPhase): void;
+  /** How many SIGINTs the process has had so far (counted outside the main thread). */
+  sigints?(): number;
 }
 
 interface LoadableModule {
@@ -78,6 +114,8 @@ export class CellExecutor {
   /** Every cell run so far by its script number, for tracebacks. */
   readonly cells = new Map<number, RanCell>();
   private rejectAwaiting: ((reason: unknown) => void) | undefined;
+  /** The SIGINT count when stale SIGINTs were last absorbed. */
+  private sigintsAbsorbed = 0;
   private readonly ts = typescript();
 
   constructor(
@@ -144,6 +182,20 @@ export class CellExecutor {
 
   /** Compiles and runs `src`; `label` names the cell in tracebacks (its execution count). */
   async run(src: string, label: string): Promise<RunResult> {
+    const sigints = this.hooks.sigints?.() ?? 0;
+    if (sigints !== this.sigintsAbsorbed) {
+      absorbStaleSigints();
+      this.sigintsAbsorbed = sigints;
+    }
+    this.hooks.onPhase?.("compile");
+    try {
+      return await this.compileAndRun(src, label);
+    } finally {
+      this.hooks.onPhase?.("idle");
+    }
+  }
+
+  private async compileAndRun(src: string, label: string): Promise<RunResult> {
     const meta = getCodeMetadata(src);
     if (meta.module !== undefined) {
       // tslab's `//%module: name` cell: registers a module later cells import as "./name".
@@ -172,7 +224,11 @@ export class CellExecutor {
       require: this.cellRequire,
     };
     try {
-      // breakOnSigint: SIGINT stops the synchronous part (Node's watchdog thread).
+      // breakOnSigint: SIGINT stops the synchronous part (Node's watchdog thread). A SIGINT that
+      // came while the cell compiled is lost when breakOnSigint is armed (node:vm takes the
+      // process's SIGINT listeners off for the run, and the signal pending for them goes): the
+      // interrupt watchdog sends it again (interrupt.ts).
+      this.hooks.onPhase?.("sync");
       const result = vm.runInThisContext(script, {
         filename: cellFilename(run),
         breakOnSigint: true,
@@ -210,7 +266,7 @@ export class CellExecutor {
   }
 
   private async awaitCell(promise: Promise<unknown>): Promise<void> {
-    this.hooks.onAsyncPart?.(true);
+    this.hooks.onPhase?.("async");
     try {
       await new Promise((resolve, reject) => {
         this.rejectAwaiting = reject;
@@ -218,7 +274,6 @@ export class CellExecutor {
       });
     } finally {
       this.rejectAwaiting = undefined;
-      this.hooks.onAsyncPart?.(false);
     }
   }
 

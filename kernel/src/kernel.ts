@@ -25,7 +25,8 @@ export async function runKernel(connectionFile: string): Promise<void> {
   // Compile nothing yet, but create the converter now: the first cell should not pay for it.
   const watchdog = new InterruptWatchdog();
   const engine = new Engine(process.cwd(), {
-    onAsyncPart: (running) => watchdog.asyncPart(running),
+    onPhase: (phase) => watchdog.phase(phase),
+    sigints: () => watchdog.sigints(),
   });
   const transport = new ZmqTransport(conn, log);
   const handler = new KernelHandler(engine, transport, {
@@ -49,7 +50,7 @@ export async function runKernel(connectionFile: string): Promise<void> {
     watchdog.sigintHandled();
     handler.interrupt();
   });
-  watchdog.start(log);
+  watchdog.start(log, () => handler.interrupt());
   process.on("uncaughtException", (err) => {
     process.stderr.write(`Uncaught exception: ${err.stack ?? String(err)}\n`);
   });

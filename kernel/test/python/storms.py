@@ -6,10 +6,9 @@ interrupt button through the server) and restarts it as the server does. A Block
 talks to it over zeromq. Nothing is mocked.
 
 Storms, in order, on one kernel (then restarts, each with a fresh kernel):
-  interrupts  100 interrupts during running cells of four kinds, each followed by a cell that
-              must return the right value; some requests silent or without history
-  interrupts_known  6 more on the two kinds that lose first interrupts today (a workload
-              runner cell, and a synchronous loop interrupted while it compiles)
+  interrupts  100 interrupts during running cells of six kinds (one of them interrupted while
+              it may still compile), each followed by a cell that must return the right value;
+              some requests silent or without history
   throws      cells throwing non-Error values and hostile errors
   prints      a cell printing 100 MiB line by line, and one printing a 100 MiB string
   displays    display() of payloads that fail validation
@@ -66,10 +65,8 @@ CELLS = {
     # while it compiles.
     "blind": "{ let n = 0; while (true) n++; }",
 }
-# Kinds every interrupt must stop at once; the other two lose some first interrupts today (the
-# test records how many; see the vitest file).
-KINDS = ["sync_loop", "sync_sim", "async_progress", "after_await"]
-KNOWN_LOSSY = ["dirtylogperf", "blind"]
+# Kinds every interrupt must stop at once.
+KINDS = ["sync_loop", "sync_sim", "async_progress", "after_await", "dirtylogperf", "blind"]
 
 
 def log(text):
@@ -587,7 +584,6 @@ def main():
     nb_dir = sys.argv[1]
     storms = sys.argv[2:] or [
         "interrupts",
-        "interrupts_known",
         "throws",
         "prints",
         "displays",
@@ -608,8 +604,6 @@ def main():
                 t0 = time.time()
                 if storm == "interrupts":
                     result[storm] = storm_interrupts(c, rng, KINDS, 100, 10)
-                elif storm == "interrupts_known":
-                    result[storm] = storm_interrupts(c, rng, KNOWN_LOSSY, 6, 3)
                 elif storm == "throws":
                     result[storm] = storm_throws(c)
                 elif storm == "prints":
