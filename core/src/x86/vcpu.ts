@@ -450,16 +450,25 @@ export class KvmVcpu implements KvmVcpuCommon {
     this.cpl = cpl;
     this.rebuildMmu();
     if (shadowRoots) {
-      if (onlyCr3) {
-        // kvm_set_cr3 calls kvm_mmu_new_pgd only for a new value (a reload keeps the root and its
-        // flooding count); special roots (pae_root, none yet) are looked up again as before.
-        if (cr3Changed || this.mmu.root < 0)
-          this.vmMmu!.newPgd(this.mmu, cr3Hi * 1048576 + (cr3Lo >>> 12));
-        // kvm_invalidate_pcid (the model has no CR3 NOFLUSH bit: every load flushes): a sync of
-        // the roots (KVM_REQ_MMU_SYNC) and KVM_REQ_TLB_FLUSH_CURRENT, which
-        // kvm_vcpu_flush_tlb_current counts in tlb_flush.
-        this.requests |= KVM_REQ_MMU_SYNC | KVM_REQ_TLB_FLUSH;
-      } else this.vmMmu!.unloadRoots(this.mmu);
+      // KVM_SET_SREGS and CR writes run on this vCPU's thread (vcpu_load makes it the running
+      // vCPU): what the MMU marks dirty meanwhile goes to this vCPU's dirty ring.
+      const kvm = this.kvm;
+      const prev = kvm.running;
+      kvm.running = this;
+      try {
+        if (onlyCr3) {
+          // kvm_set_cr3 calls kvm_mmu_new_pgd only for a new value (a reload keeps the root and
+          // its flooding count); special roots (pae_root, none yet) are looked up again as before.
+          if (cr3Changed || this.mmu.root < 0)
+            this.vmMmu!.newPgd(this.mmu, cr3Hi * 1048576 + (cr3Lo >>> 12));
+          // kvm_invalidate_pcid (the model has no CR3 NOFLUSH bit: every load flushes): a sync of
+          // the roots (KVM_REQ_MMU_SYNC) and KVM_REQ_TLB_FLUSH_CURRENT, which
+          // kvm_vcpu_flush_tlb_current counts in tlb_flush.
+          this.requests |= KVM_REQ_MMU_SYNC | KVM_REQ_TLB_FLUSH;
+        } else this.vmMmu!.unloadRoots(this.mmu);
+      } finally {
+        kvm.running = prev;
+      }
     }
     if (reloadPdptrs || mode !== "pae") {
       this.mmu.pdptrLo.set(pdLo);
@@ -985,7 +994,16 @@ export class KvmVcpu implements KvmVcpuCommon {
     const lo = g.lo;
     if (!this.gvaOk(hi, gva)) return;
     this.enterGuest();
-    this.vmMmu.shadow!.invlpg(this.mmu, hi * 1048576 + (lo >>> 12));
+    // The INVLPG exit is handled on this vCPU's thread (kvm_get_running_vcpu() is this vCPU): a
+    // spte the sync makes writable is pushed to this vCPU's dirty ring (mark_page_dirty_in_slot).
+    const kvm = this.kvm;
+    const prev = kvm.running;
+    kvm.running = this;
+    try {
+      this.vmMmu.shadow!.invlpg(this.mmu, hi * 1048576 + (lo >>> 12));
+    } finally {
+      kvm.running = prev;
+    }
     this.stat.invlpg++;
   }
 }

@@ -125,4 +125,57 @@ describe("property suite regressions", () => {
       },
     ]);
   });
+
+  // Found by the soak (seed 1012, preset v2.6.23, command 521,858 of 10^6), reduced by hand: INVLPG
+  // ran with no running vCPU, so when its sync made the spte of a page now writable in the guest
+  // writable, mark_page_dirty_in_slot had no vCPU ring to push to and the page was never logged
+  // (the vCPU's next write hit the writable spte without a fault).
+  for (const preset of [undefined, "v2.6.23"] as const) {
+    it(`soak seed 1012 (shadow${preset ? `, preset ${preset}` : ""}, 4-level paging, ring dirty log, 2 vCPUs), reduced: INVLPG's sync pushes to the vCPU's ring`, () => {
+      const pte = (rw: boolean) => ({
+        op: "pte" as const,
+        pd: 1,
+        page: 1,
+        frame: 0,
+        p: true,
+        rw,
+        us: true,
+        a: true,
+        d: true,
+        nx: false,
+        rsvd: false,
+        age: false,
+        inval: "invlpg" as const,
+      });
+      const data = (op: "read" | "write") => ({
+        op,
+        vcpu: 0,
+        region: "test" as const,
+        pd: 1,
+        page: 1,
+        off: 3,
+        size: 8 as const,
+        user: true,
+        kind: 1 as const,
+        value: 13,
+      });
+      replay(
+        {
+          mmu: "shadow",
+          ...(preset ? { preset } : {}),
+          paging: "4-level",
+          dirty: "ring",
+          vcpus: 2,
+        },
+        [
+          { op: "log", slot: 1, on: true },
+          pte(false),
+          data("read"),
+          pte(true),
+          data("write"),
+          { op: "harvest", reset: true },
+        ],
+      );
+    });
+  }
 });

@@ -939,6 +939,17 @@ export class World {
     }
     if (c.bit === "cpl") r.cpl = r.cpl === 0 ? 3 : 0;
     else r[c.bit] = !r[c.bit];
+    if (this.cfg.mmu === "shadow" && !r.wp && r.smap) {
+      // Shadow paging with CR0.WP=0 and CR4.SMAP=1 is not architecturally invisible in KVM: a
+      // supervisor write to a read-only user page that SMAP allows (explicit, EFLAGS.AC=1) turns
+      // the page into a kernel page (spte U=0, W=1; paging_tmpl.h, FNAME(page_fault)), so later
+      // supervisor accesses that SMAP should stop (implicit ones at CPL 3, or AC=0) no longer
+      // fault (Documentation/virt/kvm/x86/mmu.rst, "cr0.wp=0"). The simulator does as KVM does
+      // (test/shadow-cr0-wp-smap.test.ts); the suite compares against the bare machine, so it
+      // keeps out of that state.
+      if (c.bit === "wp" || c.bit === "smap") r[c.bit] = !r[c.bit];
+      return void this.noop();
+    }
     this.applyRegs(v);
   }
 
