@@ -238,6 +238,36 @@ describe("kvm_tdp_mmu_map: a write below a huge leaf while logging", () => {
   });
 });
 
+describe("kvm_tdp_mmu_map: a 1G leaf split on the way down (tdp_mmu_split_huge_page)", () => {
+  it("a write below a write-protected 1G leaf splits it into 512 2M pieces, then the one on the path into 512 4K", () => {
+    const { vm, vcpu, region, s } = guest(GIB, "hugetlb-1g", 0, { eagerPageSplit: false });
+    vcpu.access(0, { write: true });
+    expect(s.pages_1g).toBe(1);
+    region(LOG);
+    const tables = s.tdp_mmu_pages;
+    const gfn = 0x12345;
+    vcpu.access(gfn * PAGE, { write: true });
+    // selfCheckGfns: each piece's gfn (base + i * 512^(level-1)) is checked against the formula.
+    expect([s.pages_1g, s.pages_2m, s.pages_4k, s.huge_splits]).toEqual([0, 511, 512, 2]);
+    expect(s.tdp_mmu_pages).toBe(tables + 2);
+    expect(vm.memslots.get(0)!.testDirty(gfn)).toBe(true);
+    expect(vm.audit()).toEqual([]);
+  });
+});
+
+describe("kvm_mmu_set_spte for a TDP fault", () => {
+  it("carries the leaf as installed (A set: not a prefetch) and its sptep (table id * 512 + index)", () => {
+    const { vm, vcpu } = guest(2 * MIB);
+    vm.startTrace(100, ["kvm_mmu_set_spte"]);
+    vcpu.access(0x1f * PAGE, {});
+    const [ev] = vm.stopTrace().events;
+    const leaf = lastSpte(vm, vcpu, 0x1f);
+    expect(ev!.fields.sptep).toBe(`0x${(leaf.sp * 512 + leaf.idx).toString(16)}`);
+    expect(leaf.idx).toBe(0x1f);
+    expect((BigInt(ev!.fields.spte as string) & BigInt(EPT_A)) !== 0n).toBe(true);
+  });
+});
+
 describe("kvm_mmu_do_page_fault's statistics with a TDP MMU fault", () => {
   it("v4-style statistics count pf_fixed for each fault that installed a leaf", () => {
     const { vcpu, s } = guest(2 * MIB, "4k", 0, { statsStyle: "legacy" });
