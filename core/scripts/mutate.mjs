@@ -6,7 +6,9 @@
 //
 //   npm run mutate                         every module below
 //   npm run mutate -- --files spte,tdp_mmu  some of them (names below, or paths as Stryker takes
-//                                          them: src/mmu/spte.ts or src/mmu/spte.ts:10-40)
+//                                          them: src/mmu/spte.ts or src/mmu/spte.ts:10-40; a
+//                                          path to a module's file runs that module's tests,
+//                                          a range reports to <module>_<from>-<to>/)
 //   MUTATE_FILES=spte npm run mutate        the same through the environment
 //   npm run mutate -- --sample             CI's sample: the lines of these modules changed since
 //                                          the merge base with main (MUTATE_BASE, default
@@ -88,7 +90,17 @@ function modules() {
     },
     tdp_mmu: {
       mutate: ["src/mmu/tdp_mmu.ts"],
-      tests: t("tdp-zap", "tdp-hugepage", "tdp-dirty-log", "tdp-introspect", "s1-fault-in", gaps),
+      tests: t(
+        "tdp-zap",
+        "tdp-hugepage",
+        "tdp-dirty-log",
+        "tdp-introspect",
+        "s1-fault-in",
+        "tdp-mmu-mutants",
+        "mmu-trace",
+        "mmu-notifier-age",
+        gaps,
+      ),
     },
     paging_tmpl: {
       mutate: ["src/mmu/paging_tmpl.ts"],
@@ -224,9 +236,15 @@ if (flag("sample")) {
   selected = {};
   for (const f of files.split(",").filter((x) => x !== "")) {
     if (all[f]) selected[f] = all[f];
-    else if (existsSync(path.join(core, f.split(":")[0])))
-      selected[path.basename(f.split(":")[0], ".ts")] = { mutate: [f], tests: null };
-    else {
+    else if (existsSync(path.join(core, f.split(":")[0]))) {
+      // A part of a module's file (src/mmu/tdp_mmu.ts:148-252) runs that module's tests, not
+      // the whole fast suite; its report goes to <basename>_<from>-<to>/ so chunks do not
+      // overwrite each other.
+      const [file, range] = f.split(":");
+      const owner = Object.values(all).find((m) => m.mutate.length === 1 && m.mutate[0] === file);
+      const base = path.basename(file, ".ts");
+      selected[range ? `${base}_${range}` : base] = { mutate: [f], tests: owner?.tests ?? null };
+    } else {
       console.error(
         `[mutate] --files: ${JSON.stringify(f)} is neither a module (${Object.keys(all).join(", ")}) nor a file under core/`,
       );
