@@ -112,6 +112,21 @@ export class InvalidArgumentError extends MmuLabError {
 }
 
 /**
+ * Refuses a frozen, sealed or non-extensible VM or vCPU before a method changes anything.
+ * `Object.freeze` is shallow: the state lives in nested typed arrays, so without this a frozen
+ * VM would run some methods and fail others with a TypeError halfway through, at the first own
+ * field they assign.
+ */
+export function refuseFrozen(receiver: object, what: "vm" | "vcpu"): void {
+  if (!Object.isExtensible(receiver))
+    throw new InvalidArgumentError(
+      what,
+      receiver,
+      `a ${what} that is not frozen, sealed or made non-extensible: such a ${what} can be read (views, stats, audit) but not changed`,
+    );
+}
+
+/**
  * The guest CPU would raise #GP(0) for this operation (e.g. MOV to CR3 in PAE mode with a
  * reserved bit set in a PDPTE, or enabling paging without protection). Thrown by register
  * loads; the vCPU state is left unchanged, as the faulting instruction does not retire.

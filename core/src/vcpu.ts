@@ -9,7 +9,7 @@ import { vcpuBundle, vcpuString } from "./inspect/machine_display";
 import { WalkResult } from "./inspect/walk";
 import { type TwoDimWalk, walk2d } from "./inspect/walk2d";
 import { recordLevels } from "./mmu/paging_tmpl";
-import { type AccessOptions, KvmVcpu } from "./x86/vcpu";
+import { type AccessOptions, KvmVcpu, refuseFrozenVcpu } from "./x86/vcpu";
 
 /** A virtual CPU. Create with `vm.createVcpu()`. */
 export class Vcpu extends KvmVcpu {
@@ -25,6 +25,7 @@ export class Vcpu extends KvmVcpu {
    * and its result has no levels.
    */
   walk(gva: number | bigint, opts?: AccessOptions): WalkResult {
+    refuseFrozenVcpu(this);
     const g = splitU64("gva", gva, this.walkScratch);
     const access = this.accessBits(opts);
     const mode = this.pagingMode;
@@ -54,6 +55,7 @@ export class Vcpu extends KvmVcpu {
    *   access options; nothing has run then.
    */
   walk2d(gva: number | bigint, opts?: AccessOptions): TwoDimWalk {
+    refuseFrozenVcpu(this);
     return walk2d(this, gva, opts);
   }
 

@@ -4,7 +4,7 @@
  * self-audit, a one-line summary and a Jupyter display. The model never imports these views.
  */
 import { JUPYTER_DISPLAY, type MimeBundle } from "./display";
-import { checkOptionKeys, InvalidArgumentError } from "./errors";
+import { checkOptionKeys, InvalidArgumentError, refuseFrozen } from "./errors";
 import { VmConfig } from "./inspect/config_view";
 import { vmBundle, vmString } from "./inspect/machine_display";
 import { MemoryUsage } from "./inspect/memory_view";
@@ -115,6 +115,7 @@ export class Vm extends KvmX86 {
    * fields), as `perf script` text (`.perfScript()`), Chrome/Perfetto JSON (`.chrome()`) or a table.
    */
   stopTrace(): TraceView {
+    refuseFrozen(this, "vm");
     const { events, dropped } = this.stopTraceEvents();
     return new TraceView(events, dropped);
   }

@@ -1479,6 +1479,55 @@ describe("every public call, fuzzed: it succeeds as documented or throws Invalid
   });
 });
 
+// ---- a frozen VM or vCPU as the receiver -------------------------------------------------------
+
+/**
+ * `Object.freeze` is shallow, and the VM's state lives in nested typed arrays: a frozen VM or
+ * vCPU must either run a call that changes nothing, or refuse it with InvalidArgumentError naming
+ * the vm or vcpu before anything changed (never a TypeError halfway through, at the first own
+ * field the method assigns). Checked for every Vm/Vcpu entry's valid call, in every mode, with
+ * the VM frozen, and with only the vCPU frozen, against the full-state snapshot.
+ */
+describe("a frozen VM or vCPU as the receiver: the call changes nothing, or is refused naming it before anything changed", () => {
+  const methods = ENTRIES.filter((e) => /^(Vm|Vcpu)#/.test(e.name));
+  let refused = 0;
+  let ran = 0;
+  afterAll(() => {
+    console.log(`frozen receivers: ${ran} calls ran and changed nothing, ${refused} refused`);
+  });
+  for (const target of ["vm", "vcpu"] as const) {
+    it(`frozen ${target}`, () => {
+      const failures: string[] = [];
+      for (const e of methods) {
+        if (target === "vcpu" && !e.name.startsWith("Vcpu#")) continue;
+        for (const mode of e.modes ?? ["tdp"]) {
+          const w = buildWorld(mode as Mode);
+          const args = e.valid(w);
+          Object.freeze(target === "vm" ? w.vm : w.vcpu);
+          // `vm.stats` folds the vCPU counters into the VM's (the views read it): fold first.
+          void w.vm.stats;
+          const before = stateOf(w);
+          const tag = `${e.name} [${mode}] on a frozen ${target}`;
+          try {
+            e.call(w, args);
+            ran++;
+          } catch (err) {
+            if (!(err instanceof InvalidArgumentError) || err.argument !== target) {
+              failures.push(`${tag}: threw ${String(err)}`);
+              continue;
+            }
+            refused++;
+          }
+          const diff = stateDiff(before, stateOf(w, false));
+          if (diff.length > 0)
+            failures.push(`${tag}: state changed:\n${diff.slice(0, 5).join("\n")}`);
+        }
+      }
+      expect(failures).toEqual([]);
+    }, 120_000);
+  }
+});
+
 // ---- the table covers the curated surface -------------------------------------------------------
 
 /**

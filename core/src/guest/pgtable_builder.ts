@@ -37,7 +37,7 @@ import {
 } from "../arch/guest_pte";
 import { pagetableBundle } from "../display/bundle";
 import type { Entry, Flag, MimeBundle, PagetablePayload, Table, Tree } from "../display/types";
-import { checkFlag, checkOptionKeys, InvalidArgumentError } from "../errors";
+import { checkFlag, checkOptionKeys, InvalidArgumentError, refuseFrozen } from "../errors";
 import { LeafRunFolder, snapshotTitle } from "../inspect/snapshot_fold";
 import { pt32Index, pt64Index } from "../mmu/paging_tmpl";
 import type { SregsInput } from "../x86/vcpu";
@@ -103,6 +103,8 @@ export class GuestPageTableBuilder {
 
   constructor(vm: Vm, opts: BuilderOptions) {
     if (!(vm instanceof KvmX86)) throw new InvalidArgumentError("vm", vm, "a VM from createVm()");
+    // The builder writes guest memory: a frozen VM can be read, not changed.
+    refuseFrozen(vm, "vm");
     this.vm = vm;
     checkOptionKeys("options", opts, ["mode", "poolBase", "poolSize"], false);
     const modes: BuilderMode[] = ["32-bit", "pae", "4-level", "5-level"];

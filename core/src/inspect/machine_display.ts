@@ -76,7 +76,9 @@ export function vmString(vm: Vm): string {
   const bytes = slots.reduce((a, s) => a + s.npages * 4096, 0);
   const mmu =
     vm.mmu === null || vm.mmu.shadowPaging ? vm.mmuMode : `${vm.mmuMode}/${vm.features.mmuFlavor}`;
-  const s = vm.stats;
+  // The VM's own counters: `stats` would also fold the vCPU sums into them, and an error message
+  // naming this VM must not change it.
+  const s = vm.vmStat;
   return `Vm(mmu ${mmu}, ${plural(slots.length, "memslot")} ${sizeText(bytes)}, ${plural(vm.vcpus.length, "vCPU")}, pages_4k ${s.pages_4k} pages_2m ${s.pages_2m} pages_1g ${s.pages_1g})`;
 }
 

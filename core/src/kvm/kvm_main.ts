@@ -11,7 +11,7 @@
 import { splitU64, toUnsigned, type U64Parts } from "../arch/addr";
 import { KVM_MEM_LOG_DIRTY_PAGES, PAGE_SIZE } from "../arch/constants";
 import type { Features } from "../era/features";
-import { InvalidArgumentError } from "../errors";
+import { InvalidArgumentError, refuseFrozen } from "../errors";
 import {
   KVM_DIRTY_GFN_SIZE,
   KVM_DIRTY_RING_MAX_ENTRIES,
@@ -206,6 +206,7 @@ export abstract class Kvm {
    * buffer would exceed the memory budget.
    */
   createVcpu(): KvmVcpuCommon {
+    refuseFrozen(this, "vm");
     // kvm_vm_ioctl_create_vcpu → kvm_dirty_ring_alloc, which fails with -ENOMEM before the vCPU
     // exists: checked first.
     const ring = KvmDirtyRing.bytes(this.dirtyRingEntries);
@@ -272,6 +273,7 @@ export abstract class Kvm {
    * eager split when logging starts — would exceed the memory budget.
    */
   setUserMemoryRegion(region: UserMemoryRegion): MemslotChange {
+    refuseFrozen(this, "vm");
     const u = this.memslots.prepare(region, (gpa, size) => this.pickHva(gpa, size));
     if (u.old === u.new) return u.change; // identical request: a no-op
     // kvm_prepare_memory_region allocates the dirty bitmap and kvm_arch_prepare_memory_region
@@ -388,6 +390,7 @@ export abstract class Kvm {
     cap: "KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2" | "KVM_CAP_DIRTY_LOG_RING",
     args: number,
   ): void {
+    refuseFrozen(this, "vm");
     if (cap === "KVM_CAP_DIRTY_LOG_RING") {
       this.enableDirtyRing(args);
       return;
@@ -470,6 +473,7 @@ export abstract class Kvm {
    * reset.
    */
   resetDirtyRings(): number {
+    refuseFrozen(this, "vm");
     if (this.dirtyRingEntries === 0)
       throw new InvalidArgumentError(
         "KVM_RESET_DIRTY_RINGS",
@@ -511,6 +515,7 @@ export abstract class Kvm {
    * page, 32 pages per element).
    */
   getDirtyLog(slotId: number): Uint32Array {
+    refuseFrozen(this, "vm");
     if (this.dirtyRingEntries !== 0)
       throw new InvalidArgumentError(
         "KVM_GET_DIRTY_LOG",
@@ -549,6 +554,7 @@ export abstract class Kvm {
    * their pages re-protected; one remote flush if any was. Returns the number of pages cleared.
    */
   clearDirtyLog(slotId: number, firstPage: number, numPages: number, bitmap: Uint32Array): number {
+    refuseFrozen(this, "vm");
     const slot = this.loggedSlot(slotId);
     const int = (v: unknown): v is number =>
       typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
@@ -636,6 +642,7 @@ export abstract class Kvm {
    * if anything was zapped. Returns whether it flushed.
    */
   mmuNotifierInvalidateHva(hvaStart: number, hvaEnd: number): boolean {
+    refuseFrozen(this, "vm");
     let flush = false;
     this.forEachHvaRange(hvaStart, hvaEnd, (slot, start, end) => {
       if (this.archUnmapGfnRange(slot, start, end)) flush = true;
@@ -651,6 +658,7 @@ export abstract class Kvm {
    * CONFIG_KVM_ELIDE_TLB_FLUSH_IF_YOUNG.) Returns whether any page was young.
    */
   mmuNotifierClearFlushYoung(hvaStart: number, hvaEnd: number): boolean {
+    refuseFrozen(this, "vm");
     const r = this.ageHva(hvaStart, hvaEnd, true);
     if (r !== 0) this.flushRemoteTlbs("mmu_notifier_clear_flush_young");
     return (r & AGE_YOUNG) !== 0;
@@ -663,6 +671,7 @@ export abstract class Kvm {
    * longer has. Returns whether any page was young.
    */
   mmuNotifierClearYoung(hvaStart: number, hvaEnd: number): boolean {
+    refuseFrozen(this, "vm");
     const r = this.ageHva(hvaStart, hvaEnd, true);
     if ((r & AGE_ZAPPED) !== 0) this.flushRemoteTlbs("mmu_notifier_clear_young");
     return (r & AGE_YOUNG) !== 0;
@@ -670,9 +679,10 @@ export abstract class Kvm {
 
   /**
    * `kvm_mmu_notifier_test_young` (`kvm_test_age_gfn`): whether any page of [hvaStart, hvaEnd) was
-   * accessed since it was last aged; changes nothing.
+   * accessed since it was last aged; changes no spte (only the walk's work counters).
    */
   mmuNotifierTestYoung(hvaStart: number, hvaEnd: number): boolean {
+    refuseFrozen(this, "vm");
     return (this.ageHva(hvaStart, hvaEnd, false) & AGE_YOUNG) !== 0;
   }
 
@@ -731,6 +741,7 @@ export abstract class Kvm {
    * and stores nothing when no writable memslot backs the address (KVM: -EFAULT).
    */
   guestWrite64(gpa: number | bigint, value: number | bigint): GuestStoreResult {
+    refuseFrozen(this, "vm");
     const g = this.gpaArg("gpa", gpa, 8);
     const v = splitU64("value", value, this.scratch);
     return this.writeGuest(g, v.hi, v.lo, 8);
@@ -738,6 +749,7 @@ export abstract class Kvm {
 
   /** `kvm_write_guest` of 4 bytes (4-byte aligned); see {@link guestWrite64}. */
   guestWrite32(gpa: number | bigint, value: number | bigint): GuestStoreResult {
+    refuseFrozen(this, "vm");
     const g = this.gpaArg("gpa", gpa, 4);
     const v = toUnsigned("value", value, 32);
     return this.writeGuest(g, 0, v, 4);

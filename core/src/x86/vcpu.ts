@@ -41,7 +41,7 @@ import {
 } from "../arch/constants";
 import { type PagingMode, pagingModeOf, pdptrReservedMask } from "../arch/guest_pte";
 import { CpuMmu, STAGE2_MMIO } from "../cpu/cpu";
-import { GeneralProtectionError, InvalidArgumentError, MmuBugError } from "../errors";
+import { GeneralProtectionError, InvalidArgumentError, MmuBugError, refuseFrozen } from "../errors";
 import type { KvmDirtyRing } from "../kvm/dirty_ring";
 import {
   IN_GUEST_MODE,
@@ -210,6 +210,15 @@ function isFlag(v: unknown): boolean {
 }
 
 /** A virtual CPU (the model; notebooks get the `Vcpu` of `vm.createVcpu()`). */
+/**
+ * Refuses a frozen vCPU, or a vCPU of a frozen VM, before a method changes anything
+ * (errors.ts, `refuseFrozen`).
+ */
+export function refuseFrozenVcpu(vcpu: KvmVcpu): void {
+  refuseFrozen(vcpu, "vcpu");
+  refuseFrozen(vcpu.kvm, "vm");
+}
+
 export class KvmVcpu implements KvmVcpuCommon {
   /** The VM (its generic part). */
   readonly kvm: Kvm;
@@ -287,6 +296,7 @@ export class KvmVcpu implements KvmVcpuCommon {
    * In PAE mode the four PDPTEs are loaded from CR3 now, as MOV CR3 does.
    */
   setSregs(s: SregsInput): void {
+    refuseFrozenVcpu(this);
     if (s === null || typeof s !== "object" || Array.isArray(s))
       throw new InvalidArgumentError("sregs", s, "an object { cr0?, cr3?, cr4?, efer?, cpl? }");
     for (const k of Object.keys(s)) {
@@ -479,6 +489,7 @@ export class KvmVcpu implements KvmVcpuCommon {
 
   /** MOV to CR3: same checks as the CR3 part of {@link setSregs} (PAE reloads the PDPTEs). */
   movCr3(cr3: number | bigint): void {
+    refuseFrozenVcpu(this);
     // An omitted field of setSregs keeps its value; here the value is the whole argument.
     if (cr3 === undefined) throw new InvalidArgumentError("cr3", cr3, "a number or bigint");
     this.setSregs({ cr3 });
@@ -486,12 +497,14 @@ export class KvmVcpu implements KvmVcpuCommon {
 
   /** Set the current privilege level. */
   setCpl(cpl: number): void {
+    refuseFrozenVcpu(this);
     if (cpl === undefined) throw new InvalidArgumentError("cpl", cpl, "0, 1, 2 or 3");
     this.setSregs({ cpl });
   }
 
   /** WRPKRU. */
   setPkru(pkru: number | bigint): void {
+    refuseFrozenVcpu(this);
     const v = splitReg("pkru", pkru, this.scratch);
     if (v.hi !== 0) throw new InvalidArgumentError("pkru", pkru, "a 32-bit value");
     this.pkru = v.lo >>> 0;
@@ -499,6 +512,7 @@ export class KvmVcpu implements KvmVcpuCommon {
 
   /** Set RFLAGS (only AC matters to the MMU). Bit 1 is forced to 1 as on hardware; other reserved bits are refused. */
   setRflags(rflags: number | bigint): void {
+    refuseFrozenVcpu(this);
     const v = splitReg("rflags", rflags, this.scratch);
     // Reserved: bits 3, 5, 15, 22..63.
     const reserved = (1 << 3) | (1 << 5) | (1 << 15) | ~0x3fffff;
@@ -639,6 +653,7 @@ export class KvmVcpu implements KvmVcpuCommon {
    * count in `remote_tlb_flush_requests` but not in `remote_tlb_flush`.
    */
   pause(): void {
+    refuseFrozenVcpu(this);
     this.mode = OUTSIDE_GUEST_MODE;
     // Leaving the guest is a VM exit: the PML buffer goes to the dirty log.
     this.cpu.ept?.flushPml();
@@ -651,6 +666,7 @@ export class KvmVcpu implements KvmVcpuCommon {
    * data page never touched faults in through an EPT violation, as with {@link access}.
    */
   read(gva: number | bigint, opts?: DataAccessOptions): ReadResult {
+    refuseFrozenVcpu(this);
     return this.dataAccess("read", gva, undefined, opts, 0) as ReadResult;
   }
 
@@ -659,6 +675,7 @@ export class KvmVcpu implements KvmVcpuCommon {
    * access's fetch bit (NX, SMEP apply).
    */
   fetch(gva: number | bigint, opts?: DataAccessOptions): ReadResult {
+    refuseFrozenVcpu(this);
     return this.dataAccess("fetch", gva, undefined, opts, PFERR_FETCH_MASK) as ReadResult;
   }
 
@@ -671,6 +688,7 @@ export class KvmVcpu implements KvmVcpuCommon {
    * written. The CPU tells no one of its stores (KVM does not see them under EPT).
    */
   write(gva: number | bigint, value: number | bigint, opts?: DataAccessOptions): AccessResult {
+    refuseFrozenVcpu(this);
     return this.dataAccess("write", gva, value, opts, PFERR_WRITE_MASK) as AccessResult;
   }
 
@@ -911,6 +929,7 @@ export class KvmVcpu implements KvmVcpuCommon {
    * `{fault:true, vector:13, errorCode:0}` for a non-canonical address.
    */
   access(gva: number | bigint, opts?: AccessOptions): AccessResult {
+    refuseFrozenVcpu(this);
     let hi: number;
     let lo: number;
     // Number.isInteger, not `% 1`: V8 compiles a double's remainder to an x87 fprem.
@@ -988,6 +1007,7 @@ export class KvmVcpu implements KvmVcpuCommon {
    * A non-canonical address is a no-op.
    */
   invlpg(gva: number | bigint): void {
+    refuseFrozenVcpu(this);
     const g = splitU64("gva", gva, this.scratch);
     if (this.vmMmu === null || !this.vmMmu.shadowPaging) return;
     const hi = g.hi;

@@ -10,7 +10,7 @@
 import { KVM_MEM_LOG_DIRTY_PAGES } from "../arch/constants";
 import { type FeatureOptions, resolveFeatures } from "../era/features";
 import { type PresetName, presetOf } from "../era/presets";
-import { checkOptionKeys, InvalidArgumentError, ResourceLimitError } from "../errors";
+import { checkOptionKeys, InvalidArgumentError, ResourceLimitError, refuseFrozen } from "../errors";
 import { defaultHeapBudget, defaultMemoryBudget } from "../kvm/host";
 import { Kvm } from "../kvm/kvm_main";
 import { HEAP_TYPED_ARRAY_BYTES, MemCg } from "../kvm/memcg";
@@ -357,6 +357,7 @@ export class KvmX86 extends Kvm {
    * returns -EINVAL below it); the shadow MMU zaps its oldest pages down to it.
    */
   setNrMmuPages(n: number): void {
+    refuseFrozen(this, "vm");
     const mmu = this.requireMmu("KVM_SET_NR_MMU_PAGES");
     if (
       typeof n !== "number" ||
@@ -379,6 +380,7 @@ export class KvmX86 extends Kvm {
    * remote flush if anything was zapped. Returns whether it flushed.
    */
   zapGfnRange(start: number, end: number): boolean {
+    refuseFrozen(this, "vm");
     const mmu = this.requireMmu("zapGfnRange");
     this.gfnRangeArgs(start, end);
     return mmu.zapGfnRange(start, end);
@@ -394,11 +396,13 @@ export class KvmX86 extends Kvm {
 
   /** `kvm_mmu_zap_all_fast`: invalidate every root; vCPUs load new ones at their next entry. */
   zapAllFast(): void {
+    refuseFrozen(this, "vm");
     this.requireMmu("zapAllFast").zapAllFast();
   }
 
   /** Zap the single leaf mapping `gfn` (an atomic zap with its own flush). Returns leaves zapped. */
   zapSpte(gfn: number): number {
+    refuseFrozen(this, "vm");
     const mmu = this.requireMmu("zapSpte");
     const limit = 2 ** (this.maxPhysAddrBits - 12);
     if (typeof gfn !== "number" || !Number.isSafeInteger(gfn) || gfn < 0 || gfn >= limit)
@@ -456,6 +460,7 @@ export class KvmX86 extends Kvm {
   writeProtectAllSps(
     opts: { mode?: "bitmap" | "scan"; nonLeaf?: boolean; clearMmuWritable?: boolean } = {},
   ): { examined: number; changed: number; skipped: number } {
+    refuseFrozen(this, "vm");
     const mmu = this.requireRmapMmu("writeProtectAllSps");
     checkOptionKeys("opts", opts, ["mode", "nonLeaf", "clearMmuWritable"], false);
     const bitmapOn = this.features.possibleWritableBitmap;
@@ -487,6 +492,7 @@ export class KvmX86 extends Kvm {
    * Returns what the root pass examined and changed.
    */
   fastWriteProtectAll(): { examined: number; changed: number; skipped: number } {
+    refuseFrozen(this, "vm");
     const mmu = this.requireRmapMmu("fastWriteProtectAll");
     return this.wpCounts(() => mmu.fastWriteProtectAll());
   }
@@ -513,6 +519,7 @@ export class KvmX86 extends Kvm {
    *   or decoding it at `stopTrace()` the JS-heap budget; the previous trace is kept.
    */
   startTrace(capacity = 10000, events?: readonly TraceEventName[]): void {
+    refuseFrozen(this, "vm");
     this.requireMmu("tracing").trace.start(capacity, events);
   }
 
