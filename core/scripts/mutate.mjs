@@ -104,7 +104,23 @@ function modules() {
     },
     paging_tmpl: {
       mutate: ["src/mmu/paging_tmpl.ts"],
-      tests: t("walker-directed", "walker-s5", "walker-seed2007", "access-directed", gaps),
+      // The walker's directed tests, then FNAME(page_fault/fetch/sync_spte)'s: the shadow MMU's
+      // tests and the property suite (MMU_PROPERTY_OPS from vitest.stryker.config.mts), whose
+      // oracle is the bare walker machine.
+      tests: t(
+        "walker-directed",
+        "walker-s5",
+        "walker-seed2007",
+        "access-directed",
+        "data-access",
+        "shadow-paging",
+        "shadow-coherence",
+        "shadow-cr0-wp-smap",
+        "property-findings",
+        "property/regressions",
+        "property/mmu-property",
+        gaps,
+      ),
     },
     mmu: {
       mutate: ["src/mmu/mmu.ts"],
@@ -117,6 +133,9 @@ function modules() {
         "dirty-log-fidelity",
         "property-findings",
         "property/regressions",
+        "property/mmu-property",
+        "shadow-coherence",
+        "shadow-cr0-wp-smap",
         gaps,
       ),
     },
