@@ -1390,21 +1390,18 @@ export class ShadowMmu implements ShadowMmuOps {
   zapOldestMmuPages(nrToZap: number): number {
     const s = this.store;
     let total = 0;
-    restart: for (;;) {
-      let sp = this.listTail;
-      while (sp >= 0) {
-        const prev = s.prev[sp]!;
-        if (s.rootCount[sp]! > 0) {
-          sp = prev;
-          continue;
-        }
-        total += this.prepareZapPage(sp);
-        if (total >= nrToZap) break restart;
-        // Unsync children zapped with it: `prev` may be off the list (`goto restart`).
-        if (this.listUnstable) continue restart;
+    // No labelled loop for KVM's `goto restart` (StrykerJS's mutant switches cannot wrap one).
+    let sp = this.listTail;
+    while (sp >= 0) {
+      const prev = s.prev[sp]!;
+      if (s.rootCount[sp]! > 0) {
         sp = prev;
+        continue;
       }
-      break;
+      total += this.prepareZapPage(sp);
+      if (total >= nrToZap) break;
+      // Unsync children zapped with it: `prev` may be off the list (`goto restart`).
+      sp = this.listUnstable ? this.listTail : prev;
     }
     this.commitZapPage();
     this.stats.mmu_recycled += total;
@@ -1686,19 +1683,15 @@ export class ShadowMmu implements ShadowMmuOps {
   zapAllFast(validGen: number): void {
     this.validGen = validGen & 1;
     const s = this.store;
-    restart: for (;;) {
-      let sp = this.listTail;
-      while (sp >= 0) {
-        const prev = s.prev[sp]!;
-        if (!this.isObsolete(sp)) break restart;
-        this.prepareZapPage(sp);
-        // Zapping a page orphans its children and takes only the page itself off the list,
-        // unless it zapped unsync children too: then `prev` may be gone, and KVM starts again
-        // from the tail (kvm_zap_obsolete_pages: `if (unstable) goto restart`).
-        if (this.listUnstable) continue restart;
-        sp = prev;
-      }
-      break;
+    let sp = this.listTail;
+    while (sp >= 0) {
+      const prev = s.prev[sp]!;
+      if (!this.isObsolete(sp)) break;
+      this.prepareZapPage(sp);
+      // Zapping a page orphans its children and takes only the page itself off the list,
+      // unless it zapped unsync children too: then `prev` may be gone, and KVM starts again
+      // from the tail (kvm_zap_obsolete_pages: `if (unstable) goto restart`).
+      sp = this.listUnstable ? this.listTail : prev;
     }
     this.commitZapPage();
   }
