@@ -114,7 +114,6 @@ function modules() {
         "access-directed",
         "data-access",
         "shadow-paging",
-        "shadow-coherence",
         "shadow-cr0-wp-smap",
         "property-findings",
         "property/regressions",
