@@ -104,8 +104,9 @@ function modules() {
     },
     paging_tmpl: {
       mutate: ["src/mmu/paging_tmpl.ts"],
-      // The walker's directed tests, then FNAME(page_fault/fetch/sync_spte)'s: the shadow MMU's
-      // tests and the property suite (MMU_PROPERTY_OPS from vitest.stryker.config.mts), whose
+      // The walker's directed tests, then FNAME(page_fault/fetch/pte_prefetch/sync_spte)'s: the
+      // shadow MMU's tests (unsync and sync, the legacy prefetch switches, the walker's
+      // tracepoints) and the property suite (MMU_PROPERTY_OPS from vitest.stryker.config.mts), whose
       // oracle is the bare walker machine.
       tests: t(
         "walker-directed",
@@ -114,7 +115,14 @@ function modules() {
         "access-directed",
         "data-access",
         "shadow-paging",
+        "shadow-coherence",
         "shadow-cr0-wp-smap",
+        "s1-legacy",
+        "s8-possible-writable",
+        "fidelity",
+        "era-switches",
+        "mmu-trace",
+        "rmap-walk",
         "property-findings",
         "property/regressions",
         "property/mmu-property",
