@@ -123,6 +123,7 @@ function modules() {
         "era-switches",
         "mmu-trace",
         "rmap-walk",
+        "shadow-fetch-mutants",
         "property-findings",
         "property/regressions",
         "property/mmu-property",

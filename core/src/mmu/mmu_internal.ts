@@ -221,8 +221,6 @@ export class KvmPageFault {
   pfn = 0;
   /** `map_writable`: the host mapping may be written (false in a read-only slot). */
   mapWritable = false;
-  /** `write_fault_to_shadow_pgtable`: the write changes one of its own translations' gptes. */
-  writeFaultToShadowPgtable = false;
   /** Shadow paging: the guest walk failed and a #PF goes to the guest (`pf_guest`). */
   guestFault = false;
   /** The handler reached `mmu_set_spte` for the leaf (v4-style `pf_fixed` counts these). */
@@ -250,7 +248,6 @@ export class KvmPageFault {
     this.maxLevel = KVM_MAX_HUGEPAGE_LEVEL;
     this.reqLevel = 1;
     this.goalLevel = 1;
-    this.writeFaultToShadowPgtable = false;
     this.guestFault = false;
     this.mappedLeaf = false;
     this.retryReason = "";

@@ -1045,7 +1045,8 @@ function fnameFetch(
     if (child >= 0 && store.unsyncChildren[child]! > 0) ops.syncChildren(mmu, child);
     if (gpteChanged(mmu, w, t, level - 1)) return retry(fault, "gpte changed");
     if (child >= 0) ops.linkShadowPage(sp, idx, level, child);
-    if (fault.write && tableGfn === fault.gfn) fault.writeFaultToShadowPgtable = true;
+    // KVM also notes `write_fault_to_shadow_pgtable` here, read only by the emulator's
+    // retry decision (x86.c, `reexecute_instruction`), which the simulator does not model.
     const spt = store.spt[sp]!;
     sp = store.pfnToSp(sptePfn(spt[idx * 2]!, spt[idx * 2 + 1]!));
     level--;

@@ -1,0 +1,311 @@
+/**
+ * The shadow MMU's side of paging_tmpl.ts that only shows in the sptes, not in the guest's view
+ * (the property suite compares translations with the bare machine, which prefetch and sync do not
+ * change): `FNAME(pte_prefetch)` / `FNAME(prefetch_gpte)` and `FNAME(sync_spte)`
+ * (arch/x86/kvm/mmu/paging_tmpl.h). The expected sptes are written from those functions' rules:
+ *
+ * - pte_prefetch, after a 4K fault through an indirect level-1 page: the other entries of the
+ *   aligned group of PTE_PREFETCH_NUM = 8 around the faulting one are tried in index order; a
+ *   present spte is skipped; the first gpte that cannot be prefetched stops the loop (`break`):
+ *   not present, A clear or a reserved bit (`prefetch_invalid_gpte`), a gfn outside every slot or
+ *   in a read-only one, or a writable mapping in a dirty-logged slot
+ *   (`gfn_to_memslot_dirty_bitmap`). A prefetched spte is writable only if the gpte is dirty
+ *   (`protect_clean_gpte`).
+ * - sync_spte, when an unsync page is synced (MOV CR3: `kvm_mmu_sync_roots`): an invalid gpte or
+ *   one that now names another gfn drops the spte; changed rights rebuild it; a 32-bit guest's
+ *   table is shadowed by two pages, quadrant q covering gptes 512q..512q+511.
+ */
+import { describe, expect, it } from "vitest";
+import { createVm, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, type Vcpu, type Vm } from "../src";
+import { EPT_W } from "./kvm-values";
+
+const P = 1n;
+const RW = 2n;
+const US = 4n;
+const A = 0x20n;
+const D = 0x40n;
+const PRU = P | RW | US;
+
+const PT = 0x103; // the guest page table under test (4-level guests)
+const DATA = 0x200; // PT[i] maps gfn DATA + i
+const GVA = 0x400000; // PML4 0, PDPT 0, PD 2, PT 0
+const WINDOW = 0x40001000; // gva of the guest's mapping of its own PT (PDPT 1 → PD 0x104 → PT 0x105)
+
+/** A 4-level shadow-paging guest: PT[i] (i < 16) = DATA + i with `flags(i)`; CPL 3, WP on. */
+function guest(flags: (i: number) => bigint, features: Record<string, unknown> = {}) {
+  const vm = createVm({ mmu: "shadow", features });
+  vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 0x1000 * 4096, flags: 0 });
+  vm.guestWrite64(0x100000, 0x101000n | PRU);
+  vm.guestWrite64(0x101000, 0x102000n | PRU);
+  vm.guestWrite64(0x102000 + 2 * 8, BigInt(PT * 4096) | PRU);
+  for (let i = 0; i < 16; i++) {
+    const f = flags(i);
+    if (f !== 0n) vm.guestWrite64(PT * 4096 + i * 8, BigInt((DATA + i) * 4096) | f);
+  }
+  vm.guestWrite64(0x101000 + 8, 0x104000n | PRU);
+  vm.guestWrite64(0x104000, 0x105000n | PRU);
+  vm.guestWrite64(0x105008, BigInt(PT * 4096) | PRU); // WINDOW → the PT itself
+  const vcpu = vm.createVcpu();
+  vcpu.setSregs({ cr0: 0x80010001, cr3: 0x100000, cr4: 0x20, efer: 0x900, cpl: 3 });
+  return { vm, vcpu };
+}
+
+/** The level-1 indirect shadow page of guest table `gfn` (quadrant `q`) and its spte words. */
+function level1(vm: Vm, gfn: number, q = 0) {
+  const pages = vm
+    .shadowPages()
+    .pages.filter(
+      (p) =>
+        p.gfn === gfn && p.level === 1 && !p.direct && !p.role.invalid && p.role.quadrant === q,
+    );
+  expect(pages).toHaveLength(1);
+  const spt = vm.mmu!.store.spt[pages[0]!.id]!;
+  return {
+    info: pages[0]!,
+    present: (i: number) => (spt[i * 2]! & 0x800) !== 0,
+    writable: (i: number) => (spt[i * 2]! & EPT_W) !== 0,
+    /** Spte `i` is zero (neither present nor an MMIO spte). */
+    zero: (i: number) => spt[i * 2] === 0 && spt[i * 2 + 1] === 0,
+    /** Indices 0..n-1 with a present spte. */
+    presentSet: (n = 512) => [...Array(n).keys()].filter((i) => (spt[i * 2]! & 0x800) !== 0),
+  };
+}
+
+describe("FNAME(pte_prefetch): the aligned group of 8 around a 4K fault", () => {
+  it("maps every prefetchable neighbour of the group and nothing outside it; W only where the gpte is dirty", () => {
+    // Entries 0..15 P|RW|US|A, the odd ones also D. Fault on entry 11: group 8..15.
+    const { vm, vcpu } = guest((i) => PRU | A | (i % 2 === 1 ? D : 0n));
+    expect(vcpu.access(GVA + 11 * 4096).fault).toBe(false);
+    const pt = level1(vm, PT);
+    expect(pt.presentSet(16)).toEqual([8, 9, 10, 11, 12, 13, 14, 15]);
+    for (const i of [8, 10, 12, 14]) expect(pt.writable(i)).toBe(false); // clean: protect_clean_gpte
+    for (const i of [9, 13, 15]) expect(pt.writable(i)).toBe(true);
+    // Each prefetched entry maps its own gfn: the guest reads what the host wrote there.
+    for (let i = 8; i < 16; i++) vm.guestWrite64((DATA + i) * 4096, BigInt(0x5a00 + i));
+    const faults = vm.stats.pf_fixed;
+    for (let i = 8; i < 16; i++)
+      expect(vcpu.read(GVA + i * 4096, { size: 8 })).toMatchObject({ value: BigInt(0x5a00 + i) });
+    expect(vm.stats.pf_fixed).toBe(faults); // no fault: they were all prefetched
+  });
+
+  it("stops at the first neighbour that cannot be prefetched, in index order (A clear, then not present, then a reserved bit)", () => {
+    for (const [bad, flags] of [
+      [9, PRU], // A clear
+      [13, 0n], // not present
+      [10, PRU | A | (1n << 51n)], // bit 51: reserved below MAXPHYADDR 52
+    ] as const) {
+      const { vm, vcpu } = guest((i) => (i === bad ? flags : PRU | A | D));
+      expect(vcpu.access(GVA + 11 * 4096).fault).toBe(false);
+      // Tried 8, 9, 10, (11 is the fault), 12, ...: everything before `bad` is mapped.
+      const expected = [...Array(16).keys()].filter((i) => (i >= 8 && i < bad) || i === 11);
+      expect(level1(vm, PT).presentSet(16), `bad entry ${bad}`).toEqual(expected);
+    }
+  });
+
+  it("skips a neighbour whose spte is already present and goes on past it", () => {
+    // Entry 9 has A clear: a fault on 10 maps 8 and stops at 9.
+    const { vm, vcpu } = guest((i) => (i === 9 ? PRU : PRU | A | D));
+    expect(vcpu.access(GVA + 10 * 4096).fault).toBe(false);
+    expect(level1(vm, PT).presentSet(16)).toEqual([8, 10]);
+    // The guest's access to 9 sets A in its gpte (the walk) and maps it; the prefetch skips the
+    // present 8 and 10 and maps 11..15.
+    expect(vcpu.access(GVA + 9 * 4096).fault).toBe(false);
+    expect(level1(vm, PT).presentSet(16)).toEqual([8, 9, 10, 11, 12, 13, 14, 15]);
+    // Prefetch off: the fault alone.
+    const off = guest(() => PRU | A | D, { prefetch: false });
+    expect(off.vcpu.access(GVA + 12 * 4096).fault).toBe(false);
+    expect(level1(off.vm, PT).presentSet(16)).toEqual([12]);
+  });
+
+  it("stops at a gfn outside every slot, in a read-only slot, or writable in a dirty-logged slot", () => {
+    const cases: [string, (vm: Vm) => void, bigint, number[]][] = [
+      // gfn DATA + 10 moved outside every slot: PT[10] names gfn 0x100000.
+      ["no slot", () => {}, 0x100000n * 4096n, [8, 9, 11]],
+      ["read-only slot", (vm) => ro(vm), 0x2000n * 4096n, [8, 9, 11]],
+      ["dirty-logged, dirty gpte", (vm) => logged(vm), 0x3000n * 4096n, [8, 9, 11]],
+    ];
+    function ro(vm: Vm) {
+      vm.setUserMemoryRegion({
+        slot: 1,
+        guestPhysAddr: 0x2000 * 4096,
+        memorySize: 16 * 4096,
+        flags: KVM_MEM_READONLY,
+      });
+    }
+    function logged(vm: Vm) {
+      vm.setUserMemoryRegion({
+        slot: 2,
+        guestPhysAddr: 0x3000 * 4096,
+        memorySize: 16 * 4096,
+        flags: KVM_MEM_LOG_DIRTY_PAGES,
+      });
+    }
+    for (const [label, setup, target, expected] of cases) {
+      const { vm, vcpu } = guest(() => PRU | A | D);
+      setup(vm);
+      vm.guestWrite64(PT * 4096 + 10 * 8, target | PRU | A | D);
+      expect(vcpu.access(GVA + 11 * 4096).fault).toBe(false);
+      expect(level1(vm, PT).presentSet(16), label).toEqual(expected);
+    }
+    // A clean gpte in the dirty-logged slot is mapped read-only, and the loop goes on.
+    const { vm, vcpu } = guest(() => PRU | A | D);
+    logged(vm);
+    vm.guestWrite64(PT * 4096 + 10 * 8, (0x3000n * 4096n) | PRU | A);
+    expect(vcpu.access(GVA + 11 * 4096).fault).toBe(false);
+    const pt = level1(vm, PT);
+    expect(pt.presentSet(16)).toEqual([8, 9, 10, 11, 12, 13, 14, 15]);
+    expect(pt.writable(10)).toBe(false);
+  });
+
+  it("32-bit guest: the group is 8 four-byte gptes, gfn = gpte >> 12", () => {
+    const vm = createVm({ mmu: "shadow" });
+    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 0x1000 * 4096, flags: 0 });
+    // PD 0x100: PDE 1 (gva 0x400000) → PT 0x103; PT[i] → DATA + i for i < 16.
+    vm.guestWrite32(0x100000 + 4, PT * 4096 + 7);
+    for (let i = 0; i < 16; i++) vm.guestWrite32(PT * 4096 + i * 4, (DATA + i) * 4096 + 0x67);
+    const vcpu = vm.createVcpu();
+    vcpu.setSregs({ cr0: 0x80010001, cr3: 0x100000, cr4: 0, efer: 0, cpl: 3 });
+    for (let i = 0; i < 16; i++) vm.guestWrite32((DATA + i) * 4096, 0x700 + i);
+    expect(vcpu.access(GVA + 3 * 4096).fault).toBe(false);
+    expect(level1(vm, PT).presentSet(16)).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+    for (let i = 0; i < 8; i++)
+      expect(vcpu.read(GVA + i * 4096, { size: 4 })).toMatchObject({ value: BigInt(0x700 + i) });
+  });
+
+  it("a neighbour above 4 GiB maps its own frame (gfn from both gpte halves)", () => {
+    const { vm, vcpu } = guest(() => PRU | A | D);
+    const high = 0x100000 + 5; // gfn 4 GiB + 5 pages
+    vm.setUserMemoryRegion({
+      slot: 1,
+      guestPhysAddr: 0x100000 * 4096,
+      memorySize: 64 * 4096,
+      flags: 0,
+    });
+    vm.guestWrite64(PT * 4096 + 9 * 8, (BigInt(high) * 4096n) | PRU | A | D);
+    vm.guestWrite64(high * 4096, 0xabcdn);
+    expect(vcpu.access(GVA + 11 * 4096).fault).toBe(false);
+    expect(level1(vm, PT).present(9)).toBe(true);
+    const faults = vm.stats.pf_fixed;
+    expect(vcpu.read(GVA + 9 * 4096, { size: 8 })).toMatchObject({ value: 0xabcdn });
+    expect(vm.stats.pf_fixed).toBe(faults);
+  });
+});
+
+/** Make PT unsync: map entries 0..7, then a guest write through WINDOW (a write fault on PT). */
+function unsyncPt(vm: Vm, vcpu: Vcpu, entry: number, gpte: bigint) {
+  expect(vcpu.write(WINDOW + entry * 8, gpte).fault).toBe(false);
+  expect(level1(vm, PT).info.unsync).toBe(true);
+}
+
+/**
+ * MOV CR3 to the same value asks for KVM_REQ_MMU_SYNC (`kvm_set_cr3` → `kvm_invalidate_pcid`),
+ * served at the next guest entry (`kvm_mmu_sync_roots`): enter through a read of `gva`, which
+ * is mapped through another table.
+ */
+function syncAtEntry(vcpu: Vcpu, gva: number) {
+  vcpu.movCr3(0x100000);
+  expect(vcpu.read(gva, { size: 4 }).fault).toBe(false);
+}
+
+describe("FNAME(sync_spte): an unsync page brought in line with its gptes at MOV CR3", () => {
+  it("dropped rights, a not-present gpte and another gfn: each entry follows its gpte", () => {
+    const { vm, vcpu } = guest((i) => (i < 8 ? PRU | A | D : 0n));
+    expect(vcpu.access(GVA + 0 * 4096, { write: true }).fault).toBe(false);
+    let pt = level1(vm, PT);
+    expect(pt.presentSet(16)).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+    expect(pt.writable(1)).toBe(true);
+    // Through the window (the page goes unsync on the first write, then the others are plain
+    // stores): entry 1 read-only, entry 2 not present, entry 3 names gfn DATA + 9.
+    unsyncPt(vm, vcpu, 1, BigInt((DATA + 1) * 4096) | P | US | A | D);
+    expect(vcpu.write(WINDOW + 2 * 8, 0n).fault).toBe(false);
+    expect(vcpu.write(WINDOW + 3 * 8, BigInt((DATA + 9) * 4096) | PRU | A | D).fault).toBe(false);
+    // Unsync: the sptes still hold the old translations until the sync.
+    pt = level1(vm, PT);
+    expect(pt.writable(1)).toBe(true);
+    expect(pt.present(2)).toBe(true);
+    syncAtEntry(vcpu, WINDOW);
+    pt = level1(vm, PT);
+    expect(pt.info.unsync).toBe(false);
+    expect(pt.present(1) && !pt.writable(1)).toBe(true); // rights rebuilt without W
+    expect(pt.present(2)).toBe(false); // not present: dropped
+    expect(pt.present(3)).toBe(false); // another gfn: dropped (refaulted later)
+    for (const i of [0, 4, 5, 6, 7]) expect(pt.present(i) && pt.writable(i)).toBe(true);
+    // And the guest sees its new tables.
+    vm.guestWrite64((DATA + 9) * 4096, 0x99n);
+    expect(vcpu.read(GVA + 3 * 4096, { size: 8 })).toMatchObject({ value: 0x99n });
+    expect(vcpu.write(GVA + 1 * 4096, 1n).fault).toBe(true);
+    expect(vcpu.read(GVA + 2 * 4096).fault).toBe(true);
+  });
+
+  it("a gpte made clean loses W at the sync; a gpte given W back (and D) gets it", () => {
+    const { vm, vcpu } = guest((i) => (i < 8 ? (i === 5 ? P | US | A | D : PRU | A | D) : 0n));
+    expect(vcpu.access(GVA).fault).toBe(false);
+    unsyncPt(vm, vcpu, 4, BigInt((DATA + 4) * 4096) | PRU | A); // D cleared
+    expect(vcpu.write(WINDOW + 5 * 8, BigInt((DATA + 5) * 4096) | PRU | A | D).fault).toBe(false);
+    syncAtEntry(vcpu, WINDOW);
+    const pt = level1(vm, PT);
+    expect(pt.present(4) && !pt.writable(4)).toBe(true); // protect_clean_gpte
+    expect(pt.present(5)).toBe(true);
+    expect(pt.writable(5)).toBe(true);
+  });
+
+  it("W at the sync: granted for a data page, withheld for a gfn the shadow MMU write-protects (a PD it shadows)", () => {
+    // Entries 4 and 5 read-only at first: 4 names the guest's PD (gfn 0x102), 5 a data page.
+    const { vm, vcpu } = guest((i) =>
+      i >= 8 ? 0n : i === 4 || i === 5 ? P | US | A | D : PRU | A | D,
+    );
+    vm.guestWrite64(PT * 4096 + 4 * 8, 0x102000n | P | US | A | D);
+    expect(vcpu.access(GVA).fault).toBe(false);
+    let pt = level1(vm, PT);
+    expect(pt.present(4) && pt.present(5)).toBe(true);
+    unsyncPt(vm, vcpu, 4, 0x102000n | PRU | A | D);
+    expect(vcpu.write(WINDOW + 5 * 8, BigInt((DATA + 5) * 4096) | PRU | A | D).fault).toBe(false);
+    syncAtEntry(vcpu, WINDOW);
+    pt = level1(vm, PT);
+    // gfn 0x102 is shadowed by a level-2 page, which cannot go unsync (mmu_try_to_unsync_pages):
+    // make_spte withholds W. The data page gets it.
+    expect(pt.present(4) && !pt.writable(4)).toBe(true);
+    expect(pt.present(5) && pt.writable(5)).toBe(true);
+  });
+
+  it("an MMIO spte: cleared when its gpte names another gfn, kept when the gfn is the same", () => {
+    // Entries 6 and 7 name gfns outside every slot: their accesses are MMIO.
+    const { vm, vcpu } = guest((i) => (i < 6 ? PRU | A | D : 0n));
+    vm.guestWrite64(PT * 4096 + 6 * 8, 0x100006000n | PRU | A | D);
+    vm.guestWrite64(PT * 4096 + 7 * 8, 0x100007000n | PRU | A | D);
+    expect(vcpu.access(GVA).fault).toBe(false);
+    expect(vcpu.access(GVA + 6 * 4096)).toMatchObject({ fault: false, mmio: true });
+    expect(vcpu.access(GVA + 7 * 4096)).toMatchObject({ fault: false, mmio: true });
+    let pt = level1(vm, PT);
+    expect(pt.present(6) || pt.zero(6) || pt.present(7) || pt.zero(7)).toBe(false); // MMIO sptes
+    unsyncPt(vm, vcpu, 6, BigInt((DATA + 6) * 4096) | PRU | A | D);
+    syncAtEntry(vcpu, WINDOW);
+    pt = level1(vm, PT);
+    expect(pt.zero(6)).toBe(true); // sync_mmio_spte: another gfn
+    expect(pt.present(7) || pt.zero(7)).toBe(false); // the same gfn: still the MMIO spte
+  });
+
+  it("32-bit guest: quadrant 1's entry i is gpte 512 + i of the guest table", () => {
+    const vm = createVm({ mmu: "shadow" });
+    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 0x1000 * 4096, flags: 0 });
+    // PD 0x100: PDE 1 (gva 0x400000..0x7fffff) → PT 0x103; PDE 2 (gva 0x800000) → PT 0x105,
+    // whose entry 0 maps the PT 0x103 itself (the window).
+    vm.guestWrite32(0x100000 + 4, PT * 4096 + 7);
+    vm.guestWrite32(0x100000 + 8, 0x105000 + 7);
+    vm.guestWrite32(0x105000, PT * 4096 + 7);
+    for (let i = 512; i < 520; i++) vm.guestWrite32(PT * 4096 + i * 4, (DATA + i) * 4096 + 0x67);
+    const vcpu = vm.createVcpu();
+    vcpu.setSregs({ cr0: 0x80010001, cr3: 0x100000, cr4: 0, efer: 0, cpl: 3 });
+    const g = (i: number) => 0x400000 + i * 4096;
+    expect(vcpu.access(g(512)).fault).toBe(false);
+    let q1 = level1(vm, PT, 1);
+    expect(q1.presentSet(16)).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+    // Clear gpte 514 through the window (byte 514 * 4 of the table): quadrant 1's entry 2.
+    expect(vcpu.write(0x800000 + 514 * 4, 0, { size: 4 }).fault).toBe(false);
+    q1 = level1(vm, PT, 1);
+    expect(q1.info.unsync).toBe(true);
+    syncAtEntry(vcpu, 0x800000);
+    q1 = level1(vm, PT, 1);
+    expect(q1.presentSet(16)).toEqual([0, 1, 3, 4, 5, 6, 7]);
+  });
+});
