@@ -154,15 +154,52 @@ describe("trace: exact event sequences", () => {
       "kvm_mmu_walker_error",
       "mmulab_page_fault_done",
     ]);
-    // The elements are the gptes as the walk left them (A set), top level first.
+    // The elements are the gptes as the loop read them, top level first: A still clear, since
+    // FNAME(walk_addr_generic) traces each one before the A/D write-back after the loop.
     expect(ev.slice(3, 7).map((e) => [e.fields.pte, e.fields.level])).toEqual([
+      ["0x101007", 4],
+      ["0x102007", 3],
+      ["0x103007", 2],
+      ["0x200007", 1],
+    ]);
+    // The second walk reads the upper levels with the A bits the first one set.
+    expect(ev.slice(-6, -2).map((e) => [e.fields.pte, e.fields.level])).toEqual([
       ["0x101027", 4],
       ["0x102027", 3],
       ["0x103027", 2],
-      ["0x200027", 1],
+      ["0x0", 1],
     ]);
     expect(ev.at(-2)!.fields).toEqual({ pferr: "0x4" });
     expect(ev.at(-1)!.fields).toMatchObject({ ret: "retry", retry_reason: "guest #PF injected" });
+  });
+
+  it("shadow paging, PAE guest: the PDPTE register is traced at level 3 before its present check", () => {
+    const vm = createVm({ mmu: "shadow" });
+    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 0x4000 * 4096, flags: 0 });
+    // PDPT at 0x100000: entry 0 → PD 0x102 (PDPTEs have no A bit and no RW/US), entry 1 absent.
+    vm.guestWrite64(0x100000, 0x102001n);
+    vm.guestWrite64(0x102010, 0x103007n); // PD[2] → PT 0x103 (gva 0x400000)
+    vm.guestWrite64(0x103000, 0x200007n);
+    const vcpu = vm.createVcpu();
+    // CR0 = PE|WP|PG, CR4 = PAE, no long mode: PAE paging, PDPTEs loaded at the CR3 load.
+    vcpu.setSregs({ cr0: 0x80010001, cr3: 0x100000, cr4: 0x20, efer: 0, cpl: 3 });
+    vm.startTrace(100);
+    vcpu.access(0x400000);
+    vcpu.access(0x40000000); // PDPTE 1 not present
+    const walks = vm
+      .stopTrace()
+      .events.filter((e) => /^kvm_mmu_(pagetable_walk|paging_element|walker_error)$/.test(e.name))
+      .map((e) => [e.name, e.fields.pte ?? e.fields.pferr ?? "", e.fields.level ?? ""]);
+    // pferr: a user read is PFERR_USER (0x4); the failed walk's error code adds no P bit.
+    expect(walks).toEqual([
+      ["kvm_mmu_pagetable_walk", "0x4", ""],
+      ["kvm_mmu_paging_element", "0x102001", 3],
+      ["kvm_mmu_paging_element", "0x103007", 2],
+      ["kvm_mmu_paging_element", "0x200007", 1],
+      ["kvm_mmu_pagetable_walk", "0x4", ""],
+      ["kvm_mmu_paging_element", "0x0", 3],
+      ["kvm_mmu_walker_error", "0x4", ""],
+    ]);
   });
 
   it("TDP eager split: the link's kvm_tdp_mmu_spte_changed, then kvm_mmu_split_huge_page with the huge spte (tdp_mmu_split_huge_page, out:)", () => {

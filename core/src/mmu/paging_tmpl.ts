@@ -979,8 +979,9 @@ export function fnamePageFault(
 }
 
 /**
- * The walker's tracepoints, in the kernel's order: `kvm_mmu_pagetable_walk`, one
- * `kvm_mmu_paging_element` per level read, and `kvm_mmu_walker_error` when it failed.
+ * The walker's tracepoints, in the kernel's order (`FNAME(walk_addr_generic)`):
+ * `kvm_mmu_pagetable_walk`, one `kvm_mmu_paging_element` per level read (with PAE, the PDPTE
+ * register first), and `kvm_mmu_walker_error` when it failed.
  */
 function traceWalk(
   ops: ShadowMmuOps,
@@ -995,9 +996,16 @@ function traceWalk(
   const tr = ops.core.trace;
   tr.emit(EV.walk, lo, hi, access);
   recordLevels(w, mmu, t, hi, lo);
+  // PAE: the PDPTE register is traced at level 3 before its present check.
+  if (mmu.rootLevel === 3) tr.emit(EV.element, w.rootLo, w.rootHi, 3);
   const top = mmu.rootLevel === 3 ? Math.min(w.maxLevel, 2) : w.maxLevel;
-  for (let level = top; level >= w.level && level >= 1; level--)
-    tr.emit(EV.element, w.ptesLo[level - 1]!, w.ptesHi[level - 1]!, level);
+  // Each gpte as the loop read it, before the A/D write-back at the end of the walk.
+  const changed = w.aSet | w.dSet;
+  for (let level = top; level >= w.level && level >= 1; level--) {
+    const li = level - 1;
+    const pteLo = ((changed >>> li) & 1) !== 0 ? w.beforeLo[li]! : w.ptesLo[li]!;
+    tr.emit(EV.element, pteLo, w.ptesHi[li]!, level);
+  }
   if (!ok) tr.emit(EV.walkerError, w.errorCode);
 }
 
