@@ -291,11 +291,10 @@ describe("large leaves: gfn, page size and address bits above 4 GiB", () => {
   const setup = () => {
     const vm = bare();
     vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: G4, memorySize: 2 * 2 ** 30, flags: 0 });
-    const pde = tables4(vm);
+    tables4(vm);
     // PDPTE 1 (gva 1 GiB): a 1 GiB page at 5 GiB; PDE 2 (gva 4 MiB): a 2 MiB page at 4 GiB + 6 MiB.
     vm.guestWrite64(0x101008, BigInt(G4 + 2 ** 30) | PRU | PS);
     vm.guestWrite64(0x102000 + 2 * 8, BigInt(G4 + 6 * MiB) | PRU | PS);
-    void pde;
     const vcpu = vm.createVcpu();
     vcpu.setSregs({ ...LONG, cr3: 0x100000 });
     return { vm, vcpu };
@@ -478,7 +477,7 @@ describe("FNAME(page_fault): the walker's tracepoints fire only while tracing", 
   it("no kvm_mmu_pagetable_walk counted with tracing off; one per fault with it on", () => {
     const vm = createVm({ maxPhysAddrBits: 46, mmu: "shadow" });
     vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 16 * MiB, flags: 0 });
-    tables4(vm as never)(2, 0x103000);
+    tables4(vm)(2, 0x103000);
     vm.guestWrite64(0x103000, 0x200000n | PRU);
     vm.guestWrite64(0x103008, 0x201000n | PRU);
     const vcpu = vm.createVcpu();
