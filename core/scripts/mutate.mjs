@@ -112,6 +112,7 @@ function modules() {
         "walker-directed",
         "walker-s5",
         "walker-seed2007",
+        "walker-mutants",
         "access-directed",
         "data-access",
         "shadow-paging",
