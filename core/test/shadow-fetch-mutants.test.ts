@@ -86,6 +86,7 @@ describe("FNAME(pte_prefetch): the aligned group of 8 around a 4K fault", () => 
     for (let i = 8; i < 16; i++)
       expect(vcpu.read(GVA + i * 4096, { size: 8 })).toMatchObject({ value: BigInt(0x5a00 + i) });
     expect(vm.stats.pf_fixed).toBe(faults); // no fault: they were all prefetched
+    expect(vm.audit()).toEqual([]);
   });
 
   it("stops at the first neighbour that cannot be prefetched, in index order (A clear, then not present, then a reserved bit)", () => {
@@ -202,9 +203,11 @@ function unsyncPt(vm: Vm, vcpu: Vcpu, entry: number, gpte: bigint) {
  * served at the next guest entry (`kvm_mmu_sync_roots`): enter through a read of `gva`, which
  * is mapped through another table.
  */
-function syncAtEntry(vcpu: Vcpu, gva: number) {
+function syncAtEntry(vm: Vm, vcpu: Vcpu, gva: number) {
   vcpu.movCr3(0x100000);
   expect(vcpu.read(gva, { size: 4 }).fault).toBe(false);
+  // Dropped sptes left no rmap entry or count behind (drop_spte, not a bare clear).
+  expect(vm.audit()).toEqual([]);
 }
 
 describe("FNAME(sync_spte): an unsync page brought in line with its gptes at MOV CR3", () => {
@@ -223,7 +226,7 @@ describe("FNAME(sync_spte): an unsync page brought in line with its gptes at MOV
     pt = level1(vm, PT);
     expect(pt.writable(1)).toBe(true);
     expect(pt.present(2)).toBe(true);
-    syncAtEntry(vcpu, WINDOW);
+    syncAtEntry(vm, vcpu, WINDOW);
     pt = level1(vm, PT);
     expect(pt.info.unsync).toBe(false);
     expect(pt.present(1) && !pt.writable(1)).toBe(true); // rights rebuilt without W
@@ -242,7 +245,7 @@ describe("FNAME(sync_spte): an unsync page brought in line with its gptes at MOV
     expect(vcpu.access(GVA).fault).toBe(false);
     unsyncPt(vm, vcpu, 4, BigInt((DATA + 4) * 4096) | PRU | A); // D cleared
     expect(vcpu.write(WINDOW + 5 * 8, BigInt((DATA + 5) * 4096) | PRU | A | D).fault).toBe(false);
-    syncAtEntry(vcpu, WINDOW);
+    syncAtEntry(vm, vcpu, WINDOW);
     const pt = level1(vm, PT);
     expect(pt.present(4) && !pt.writable(4)).toBe(true); // protect_clean_gpte
     expect(pt.present(5)).toBe(true);
@@ -260,7 +263,7 @@ describe("FNAME(sync_spte): an unsync page brought in line with its gptes at MOV
     expect(pt.present(4) && pt.present(5)).toBe(true);
     unsyncPt(vm, vcpu, 4, 0x102000n | PRU | A | D);
     expect(vcpu.write(WINDOW + 5 * 8, BigInt((DATA + 5) * 4096) | PRU | A | D).fault).toBe(false);
-    syncAtEntry(vcpu, WINDOW);
+    syncAtEntry(vm, vcpu, WINDOW);
     pt = level1(vm, PT);
     // gfn 0x102 is shadowed by a level-2 page, which cannot go unsync (mmu_try_to_unsync_pages):
     // make_spte withholds W. The data page gets it.
@@ -269,20 +272,40 @@ describe("FNAME(sync_spte): an unsync page brought in line with its gptes at MOV
   });
 
   it("an MMIO spte: cleared when its gpte names another gfn, kept when the gfn is the same", () => {
-    // Entries 6 and 7 name gfns outside every slot: their accesses are MMIO.
-    const { vm, vcpu } = guest((i) => (i < 6 ? PRU | A | D : 0n));
-    vm.guestWrite64(PT * 4096 + 6 * 8, 0x100006000n | PRU | A | D);
-    vm.guestWrite64(PT * 4096 + 7 * 8, 0x100007000n | PRU | A | D);
+    // Entries 5, 6 and 7 name gfns outside every slot: their accesses are MMIO.
+    const { vm, vcpu } = guest((i) => (i < 5 ? PRU | A | D : 0n));
+    for (const i of [5, 6, 7])
+      vm.guestWrite64(PT * 4096 + i * 8, (0x100000000n + BigInt(i) * 4096n) | PRU | A | D);
     expect(vcpu.access(GVA).fault).toBe(false);
-    expect(vcpu.access(GVA + 6 * 4096)).toMatchObject({ fault: false, mmio: true });
-    expect(vcpu.access(GVA + 7 * 4096)).toMatchObject({ fault: false, mmio: true });
+    for (const i of [5, 6, 7])
+      expect(vcpu.access(GVA + i * 4096)).toMatchObject({ fault: false, mmio: true });
     let pt = level1(vm, PT);
-    expect(pt.present(6) || pt.zero(6) || pt.present(7) || pt.zero(7)).toBe(false); // MMIO sptes
+    for (const i of [5, 6, 7]) expect(pt.present(i) || pt.zero(i)).toBe(false); // MMIO sptes
     unsyncPt(vm, vcpu, 6, BigInt((DATA + 6) * 4096) | PRU | A | D);
-    syncAtEntry(vcpu, WINDOW);
+    expect(vcpu.write(WINDOW + 5 * 8, 0n).fault).toBe(false); // gpte 5 not present
+    syncAtEntry(vm, vcpu, WINDOW);
     pt = level1(vm, PT);
+    expect(pt.zero(5)).toBe(true); // prefetch_invalid_gpte: cleared
     expect(pt.zero(6)).toBe(true); // sync_mmio_spte: another gfn
     expect(pt.present(7) || pt.zero(7)).toBe(false); // the same gfn: still the MMIO spte
+  });
+
+  it("FNAME(fetch) syncs the unsync children of a page before linking it on another path", () => {
+    // The guest's PD (gfn 0x102) also sits under PDPT entry 2: gva 0x80400000 reaches PT 0x103
+    // through it, as GVA does through PDPT entry 0.
+    const { vm, vcpu } = guest((i) => (i < 8 ? PRU | A | D : 0n));
+    vm.guestWrite64(0x101000 + 2 * 8, 0x102000n | PRU);
+    expect(vcpu.access(GVA).fault).toBe(false);
+    unsyncPt(vm, vcpu, 3, 0n); // gpte 3 not present; the PT is unsync, the PD has an unsync child
+    const pd = vm.shadowPages().pages.find((p) => p.gfn === 0x102 && p.level === 2)!;
+    expect(pd.unsyncChildren).toBe(1);
+    expect(level1(vm, PT).present(3)).toBe(true); // stale until synced
+    // The new path links the existing PD page: mmu_sync_children first (no MOV CR3, no INVLPG).
+    expect(vcpu.access(0x80400000).fault).toBe(false);
+    const pt = level1(vm, PT);
+    expect(pt.info.unsync).toBe(false);
+    expect(pt.present(3)).toBe(false);
+    expect(vm.audit()).toEqual([]);
   });
 
   it("32-bit guest: quadrant 1's entry i is gpte 512 + i of the guest table", () => {
@@ -304,7 +327,7 @@ describe("FNAME(sync_spte): an unsync page brought in line with its gptes at MOV
     expect(vcpu.write(0x800000 + 514 * 4, 0, { size: 4 }).fault).toBe(false);
     q1 = level1(vm, PT, 1);
     expect(q1.info.unsync).toBe(true);
-    syncAtEntry(vcpu, 0x800000);
+    syncAtEntry(vm, vcpu, 0x800000);
     q1 = level1(vm, PT, 1);
     expect(q1.presentSet(16)).toEqual([0, 1, 3, 4, 5, 6, 7]);
   });
