@@ -332,3 +332,31 @@ describe("FNAME(sync_spte): an unsync page brought in line with its gptes at MOV
     expect(q1.presentSet(16)).toEqual([0, 1, 3, 4, 5, 6, 7]);
   });
 });
+
+describe("FNAME(page_fault) with CR0.WP=0: W without U only for a supervisor write to a read-only gpte", () => {
+  /** The 4-level guest with CR0.WP clear, at CPL 0. */
+  function noWp(flags: bigint) {
+    const g = guest((i) => (i < 8 ? flags : 0n));
+    g.vcpu.setSregs({ cr0: 0x80000001, cr3: 0x100000, cr4: 0x20, efer: 0x900, cpl: 0 });
+    return g;
+  }
+
+  it("a writable user gpte keeps U: the user read after the supervisor write takes no fault", () => {
+    const { vm, vcpu } = noWp(PRU | A | D);
+    const before = vm.stats.pf_fixed;
+    expect(vcpu.write(GVA, 1n).fault).toBe(false);
+    expect(vm.stats.pf_fixed).toBe(before + 1);
+    vcpu.setCpl(3);
+    expect(vcpu.read(GVA).fault).toBe(false);
+    expect(vm.stats.pf_fixed).toBe(before + 1); // the spte allowed it: no second fault
+  });
+
+  it("without SMEP the W-without-U spte keeps X: a supervisor fetch after the write takes no fault", () => {
+    const { vm, vcpu } = noWp(P | US | A | D);
+    const before = vm.stats.pf_fixed;
+    expect(vcpu.write(GVA, 1n).fault).toBe(false); // allowed: WP=0
+    expect(vm.stats.pf_fixed).toBe(before + 1);
+    expect(vcpu.fetch(GVA).fault).toBe(false);
+    expect(vm.stats.pf_fixed).toBe(before + 1);
+  });
+});
