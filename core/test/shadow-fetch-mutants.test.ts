@@ -103,6 +103,17 @@ describe("FNAME(pte_prefetch): the aligned group of 8 around a 4K fault", () => 
     }
   });
 
+  it("a reserved bit outside the address bits stops it too: NX without EFER.NXE, with and without PAT (bit 7)", () => {
+    const NXBIT = 1n << 63n;
+    for (const pat of [0n, 0x80n]) {
+      const { vm, vcpu } = guest((i) => (i === 10 ? PRU | A | D | pat | NXBIT : PRU | A | D));
+      // EFER.LME without NXE: bit 63 of every gpte is reserved (the faulting one has it clear).
+      vcpu.setSregs({ cr0: 0x80010001, cr3: 0x100000, cr4: 0x20, efer: 0x100, cpl: 3 });
+      expect(vcpu.access(GVA + 11 * 4096).fault).toBe(false);
+      expect(level1(vm, PT).presentSet(16), `PAT ${pat}`).toEqual([8, 9, 11]);
+    }
+  });
+
   it("skips a neighbour whose spte is already present and goes on past it", () => {
     // Entry 9 has A clear: a fault on 10 maps 8 and stops at 9.
     const { vm, vcpu } = guest((i) => (i === 9 ? PRU : PRU | A | D));
