@@ -169,6 +169,20 @@ describe("FNAME(pte_prefetch): the aligned group of 8 around a 4K fault", () => 
     expect(pt.writable(10)).toBe(false);
   });
 
+  it("a guest 2M page on 4K host pages: the direct page's group of 8 is prefetched (__direct_pte_prefetch)", () => {
+    const { vm, vcpu } = guest(() => 0n);
+    // PD[2] maps gva 0x400000 as one 2M guest page at gfn 0x200; the host backs it with 4K pages.
+    vm.guestWrite64(0x102000 + 2 * 8, 0x200000n | PRU | A | D | 0x80n);
+    expect(vcpu.access(GVA + 11 * 4096).fault).toBe(false);
+    const direct = vm
+      .shadowPages()
+      .pages.filter((p) => p.gfn === 0x200 && p.level === 1 && p.direct && !p.role.invalid);
+    expect(direct).toHaveLength(1);
+    const spt = vm.mmu!.store.spt[direct[0]!.id]!;
+    const present = [...Array(32).keys()].filter((i) => (spt[i * 2]! & 0x800) !== 0);
+    expect(present).toEqual([8, 9, 10, 11, 12, 13, 14, 15]);
+  });
+
   it("32-bit guest: the group is 8 four-byte gptes, gfn = gpte >> 12", () => {
     const vm = createVm({ mmu: "shadow" });
     vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 0x1000 * 4096, flags: 0 });
