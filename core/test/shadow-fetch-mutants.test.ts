@@ -385,3 +385,14 @@ describe("FNAME(page_fault) with CR0.WP=0: W without U only for a supervisor wri
     expect(vm.stats.pf_fixed).toBe(before + 1);
   });
 });
+
+describe("legacy statistics (v4 and before): pf_fixed counts the faults whose handler installed a leaf", () => {
+  it("a mapped fault counts, a #PF injected to the guest does not", () => {
+    const { vm, vcpu } = guest((i) => (i < 4 ? PRU | A | D : 0n), { statsStyle: "legacy" });
+    expect(vm.stats.pf_fixed).toBe(0);
+    expect(vcpu.access(GVA).fault).toBe(false);
+    expect(vm.stats.pf_fixed).toBe(1);
+    expect(vcpu.access(GVA + 9 * 4096).fault).toBe(true); // gpte 9 not present: the guest's #PF
+    expect(vm.stats.pf_fixed).toBe(1);
+  });
+});
