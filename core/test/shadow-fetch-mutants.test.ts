@@ -396,3 +396,21 @@ describe("legacy statistics (v4 and before): pf_fixed counts the faults whose ha
     expect(vm.stats.pf_fixed).toBe(1);
   });
 });
+
+describe("FNAME(page_fault): a write through a present spte to a write-tracked table is emulated at once", () => {
+  it("page_fault_handle_page_track: no fetch, no spte request (the guest's PD, which cannot go unsync)", () => {
+    const { vm, vcpu } = guest((i) => (i < 8 ? PRU | A | D : 0n));
+    vm.guestWrite64(0x105000, 0x102000n | PRU | A | D); // gva 0x40000000 → the guest's PD
+    expect(vcpu.access(GVA).fault).toBe(false); // shadows the PD: gfn 0x102 write-tracked
+    expect(vcpu.read(0x40000000).fault).toBe(false); // a read-only spte for the tracked PD
+    vm.startTrace(1000);
+    expect(vcpu.write(0x40000000 + 16, 0x103000n | PRU | A | D).fault).toBe(false);
+    const names = vm.stopTrace().events.map((e) => e.name);
+    const done = names.indexOf("mmulab_page_fault_done");
+    expect(names.indexOf("kvm_page_fault")).toBeGreaterThanOrEqual(0);
+    expect(done).toBeGreaterThan(names.indexOf("kvm_page_fault"));
+    expect(names.slice(0, done)).not.toContain("kvm_mmu_spte_requested");
+    expect(names.slice(0, done)).not.toContain("kvm_mmu_set_spte");
+    expect(vm.audit()).toEqual([]);
+  });
+});
