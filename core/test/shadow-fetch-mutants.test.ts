@@ -296,6 +296,24 @@ describe("FNAME(sync_spte): an unsync page brought in line with its gptes at MOV
     expect(pt.present(5) && pt.writable(5)).toBe(true);
   });
 
+  it("a page in a read-only slot gets no W at the sync, even when its gpte becomes writable", () => {
+    const { vm, vcpu } = guest((i) => (i < 8 ? PRU | A | D : 0n));
+    vm.setUserMemoryRegion({
+      slot: 1,
+      guestPhysAddr: 0x2000 * 4096,
+      memorySize: 16 * 4096,
+      flags: KVM_MEM_READONLY,
+    });
+    vm.guestWrite64(PT * 4096 + 4 * 8, 0x2000000n | P | US | A | D); // read-only gpte
+    expect(vcpu.access(GVA + 4 * 4096).fault).toBe(false);
+    expect(level1(vm, PT).present(4)).toBe(true);
+    unsyncPt(vm, vcpu, 4, 0x2000000n | PRU | A | D); // now writable in the guest's eyes
+    syncAtEntry(vm, vcpu, WINDOW);
+    const pt = level1(vm, PT);
+    expect(pt.present(4)).toBe(true);
+    expect(pt.writable(4)).toBe(false); // host page not writable: make_spte withholds W
+  });
+
   it("an MMIO spte: cleared when its gpte names another gfn, kept when the gfn is the same", () => {
     // Entries 5, 6 and 7 name gfns outside every slot: their accesses are MMIO.
     const { vm, vcpu } = guest((i) => (i < 5 ? PRU | A | D : 0n));
