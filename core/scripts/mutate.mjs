@@ -145,6 +145,8 @@ function modules() {
         "property/mmu-property",
         "shadow-coherence",
         "shadow-cr0-wp-smap",
+        "shadow-fetch-mutants",
+        "mmu-mutants",
         gaps,
       ),
     },

@@ -16,8 +16,15 @@
  *   table is shadowed by two pages, quadrant q covering gptes 512q..512q+511.
  */
 import { describe, expect, it } from "vitest";
-import { createVm, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, type Vcpu, type Vm } from "../src";
-import { EPT_W } from "./kvm-values";
+import {
+  createVm,
+  KVM_MEM_LOG_DIRTY_PAGES,
+  KVM_MEM_READONLY,
+  MmuBugError,
+  type Vcpu,
+  type Vm,
+} from "../src";
+import { EPT_A, EPT_W } from "./kvm-values";
 
 const P = 1n;
 const RW = 2n;
@@ -64,6 +71,10 @@ function level1(vm: Vm, gfn: number, q = 0) {
     info: pages[0]!,
     present: (i: number) => (spt[i * 2]! & 0x800) !== 0,
     writable: (i: number) => (spt[i * 2]! & EPT_W) !== 0,
+    /** Spte `i`'s A bit (bit 8 with A/D on). */
+    accessed: (i: number) => (spt[i * 2]! & EPT_A) !== 0,
+    /** The frame spte `i` maps (bits 51:12). */
+    pfn: (i: number) => (spt[i * 2 + 1]! & 0xfffff) * 2 ** 20 + (spt[i * 2]! >>> 12),
     /** Spte `i` is zero (neither present nor an MMIO spte). */
     zero: (i: number) => spt[i * 2] === 0 && spt[i * 2 + 1] === 0,
     /** Indices 0..n-1 with a present spte. */
@@ -430,5 +441,185 @@ describe("FNAME(page_fault): a write through a present spte to a write-tracked t
     expect(names.slice(0, done)).not.toContain("kvm_mmu_spte_requested");
     expect(names.slice(0, done)).not.toContain("kvm_mmu_set_spte");
     expect(vm.audit()).toEqual([]);
+  });
+});
+
+describe("FNAME(pte_prefetch) around neighbours it must leave alone", () => {
+  it("an MMIO spte just past the group is not touched: the loop stops at the group's 8 entries", () => {
+    const { vm, vcpu } = guest((i) => PRU | A | D);
+    vm.guestWrite64(PT * 4096 + 16 * 8, 0x100000000n | PRU | A | D); // gfn outside every slot
+    expect(vcpu.access(GVA + 16 * 4096)).toMatchObject({ fault: false, mmio: true });
+    let pt = level1(vm, PT);
+    expect(pt.present(16) || pt.zero(16)).toBe(false); // the MMIO spte
+    expect(vcpu.access(GVA + 11 * 4096).fault).toBe(false);
+    pt = level1(vm, PT);
+    expect(pt.presentSet(16)).toEqual([8, 9, 10, 11, 12, 13, 14, 15]);
+    expect(pt.present(16) || pt.zero(16)).toBe(false); // still the MMIO spte
+  });
+
+  it("a present neighbour is skipped even when its gpte changed meanwhile (an unsync page keeps the stale spte)", () => {
+    // Entry 10's A is clear: a fault on 9 maps 8 and 9 only.
+    const { vm, vcpu } = guest((i) => (i === 10 ? PRU : PRU | A | D));
+    expect(vcpu.access(GVA + 9 * 4096).fault).toBe(false);
+    let pt = level1(vm, PT);
+    expect(pt.presentSet(16)).toEqual([8, 9]);
+    expect(pt.pfn(9)).toBe(pt.pfn(8) + 1);
+    // The guest points gpte 9 at another frame (the PT goes unsync, no INVLPG) and fixes 10.
+    unsyncPt(vm, vcpu, 9, BigInt((DATA + 100) * 4096) | PRU | A | D);
+    expect(vcpu.write(WINDOW + 10 * 8, BigInt((DATA + 10) * 4096) | PRU | A | D).fault).toBe(false);
+    // A fault on 11 prefetches 10 and 12..15; 8 and 9 are present and left as they are.
+    expect(vcpu.access(GVA + 11 * 4096).fault).toBe(false);
+    pt = level1(vm, PT);
+    expect(pt.presentSet(16)).toEqual([8, 9, 10, 11, 12, 13, 14, 15]);
+    expect(pt.pfn(9)).toBe(pt.pfn(8) + 1);
+    expect(pt.pfn(10)).toBe(pt.pfn(8) + 2);
+  });
+});
+
+describe("FNAME(pte_prefetch) after faults that are not a 4K data page", () => {
+  it("after an MMIO fault the rest of the group is prefetched; the faulting entry keeps its MMIO spte", () => {
+    const { vm, vcpu } = guest((i) => PRU | A | D);
+    vm.guestWrite64(PT * 4096 + 11 * 8, 0x100000000n | PRU | A | D); // gfn outside every slot
+    expect(vcpu.access(GVA + 11 * 4096)).toMatchObject({ fault: false, mmio: true });
+    const pt = level1(vm, PT);
+    expect(pt.presentSet(16)).toEqual([8, 9, 10, 12, 13, 14, 15]);
+    expect(pt.present(11) || pt.zero(11)).toBe(false);
+  });
+
+  it("a guest 1G page on 2M host pages: a 2M leaf in a level-2 direct page, and no prefetch there", () => {
+    const { vm, vcpu } = guest(() => 0n);
+    vm.setUserMemoryRegion({
+      slot: 1,
+      guestPhysAddr: 2 ** 30,
+      memorySize: 16 * 2 ** 20,
+      flags: 0,
+      backing: "hugetlb-2m",
+    });
+    // PDPT[3]: gva 0xc0000000 is one 1G guest page at gpa 1 GiB.
+    vm.guestWrite64(0x101000 + 3 * 8, 0x40000000n | PRU | A | D | 0x80n);
+    expect(vcpu.access(0xc0000000 + 5 * 2 ** 21).fault).toBe(false);
+    const direct = vm
+      .shadowPages()
+      .pages.filter((p) => p.gfn === 0x40000 && p.direct && !p.role.invalid);
+    expect(direct.map((p) => p.level)).toEqual([2]);
+    const spt = vm.mmu!.store.spt[direct[0]!.id]!;
+    const present = [...Array(512).keys()].filter((i) => (spt[i * 2]! & 0x800) !== 0);
+    expect(present).toEqual([5]);
+    expect(spt[10]! & 0x80).toBe(0x80); // PS: a 2M leaf
+    expect(vm.audit()).toEqual([]);
+  });
+});
+
+describe("FNAME(fetch) on a dummy root (kvm_mmu_get_dummy_root)", () => {
+  it("a CR3 outside every memslot gets the dummy root; once a memslot holds it, the fault loads a real root and retries", () => {
+    const { vm, vcpu } = guest((i) => (i < 8 ? PRU | A | D : 0n));
+    const CR3 = 0x2000000; // outside slot 0
+    vcpu.setSregs({ cr0: 0x80010001, cr3: CR3, cr4: 0x20, efer: 0x900, cpl: 3 });
+    // The guest's walk cannot read its PML4: a #PF for the guest.
+    expect(vcpu.access(GVA).fault).toBe(true);
+    expect(vm.shadowPages().pages.some((p) => p.gfn === CR3 / 4096)).toBe(false);
+    vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: CR3, memorySize: 4096, flags: 0 });
+    vm.guestWrite64(CR3, 0x101000n | PRU); // the PML4: entry 0 → the PDPT of slot 0
+    vm.startTrace(1000);
+    expect(vcpu.access(GVA).fault).toBe(false);
+    const ev = vm.stopTrace().events;
+    // The first fault ran on the dummy root (RET_PF_RETRY); the retry, on the new root, maps it.
+    const done = ev.filter((e) => e.name === "mmulab_page_fault_done");
+    expect(done.map((e) => e.fields.ret)).toEqual(["retry", "fixed"]);
+    expect(done[0]!.fields.retry_reason).toBe("root reload");
+    const roots = vm.shadowPages().pages.filter((p) => p.gfn === CR3 / 4096 && p.level === 4);
+    expect(roots).toHaveLength(1);
+    expect(level1(vm, PT).present(0)).toBe(true);
+    expect(vm.audit()).toEqual([]);
+  });
+});
+
+describe("FNAME(fetch) on a pae_root entry left invalid", () => {
+  it("a PDPTE naming a gfn outside every memslot at root load, made visible since: KVM_RUN's -EFAULT until MOV CR3", () => {
+    const vm = createVm({ mmu: "shadow" });
+    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 0x1000 * 4096, flags: 0 });
+    const PD = 0x2000000; // outside slot 0
+    vm.guestWrite64(0x100000, BigInt(PD) | P); // PDPTE 0 → PD
+    const vcpu = vm.createVcpu();
+    vcpu.setSregs({ cr0: 0x80010001, cr3: 0x100000, cr4: 0x20, efer: 0, cpl: 0 });
+    expect(vcpu.access(0x1000).fault).toBe(true); // the guest's walk cannot read the PD
+    vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: PD, memorySize: 4096, flags: 0 });
+    vm.guestWrite64(PD, BigInt(PT * 4096) | PRU);
+    vm.guestWrite64(PT * 4096 + 8, BigInt(DATA * 4096) | PRU);
+    // The walk succeeds now (the PDPTE registers and the PD are readable), but pae_root[0] has no
+    // shadow page: FNAME(fetch)'s WARN.
+    expect(() => vcpu.access(0x1000)).toThrow(MmuBugError);
+    expect(() => vcpu.access(0x1000)).toThrow(/FNAME\(fetch\).*pae_root\[0\]/);
+    // MOV CR3 loads the PDPTE registers and a new pae_root.
+    vcpu.movCr3(0x100000);
+    expect(vcpu.access(0x1000).fault).toBe(false);
+    expect(vm.audit()).toEqual([]);
+  });
+});
+
+describe("FNAME(page_fault) before the fetch", () => {
+  it("a write to a page of a read-only slot is emulated (kvm_faultin_pfn): an MMIO exit, no spte, the host page unchanged", () => {
+    const { vm, vcpu } = guest((i) => (i < 4 ? PRU | A | D : 0n));
+    vm.setUserMemoryRegion({
+      slot: 1,
+      guestPhysAddr: 0x2000 * 4096,
+      memorySize: 16 * 4096,
+      flags: KVM_MEM_READONLY,
+    });
+    vm.guestWrite64(PT * 4096 + 5 * 8, 0x2000000n | PRU | A | D); // a writable gpte
+    expect(vcpu.access(GVA).fault).toBe(false);
+    expect(level1(vm, PT).present(5)).toBe(false); // the prefetch stops at a read-only slot
+    const emulated = vm.stats.pf_emulate;
+    expect(vcpu.write(GVA + 5 * 4096, 0x77n)).toEqual({ fault: false, gpa: 0x2000000, mmio: true });
+    expect(vm.stats.pf_emulate).toBe(emulated + 1);
+    expect(level1(vm, PT).present(5)).toBe(false);
+    expect(vm.readPhys64(0x2000000)).toBe(0n);
+    // A read maps it, without W.
+    expect(vcpu.read(GVA + 5 * 4096).fault).toBe(false);
+    const pt = level1(vm, PT);
+    expect(pt.present(5) && !pt.writable(5)).toBe(true);
+    expect(vm.audit()).toEqual([]);
+  });
+
+  it("CR0.WP=0: a supervisor write to a read-only gpte naming MMIO keeps the gpte's rights in the MMIO spte (no W-without-U)", () => {
+    const { vm, vcpu } = guest((i) => (i < 4 ? PRU | A | D : 0n));
+    vm.guestWrite64(PT * 4096 + 5 * 8, 0x100000000n | P | US | A | D); // read-only, user, MMIO
+    vcpu.setSregs({ cr0: 0x80000001, cr3: 0x100000, cr4: 0x20, efer: 0x900, cpl: 0 });
+    vm.startTrace(1000);
+    expect(vcpu.write(GVA + 5 * 4096, 1n)).toMatchObject({ fault: false, mmio: true });
+    const mark = vm.stopTrace().events.filter((e) => e.name === "mark_mmio_spte");
+    expect(mark).toHaveLength(1);
+    // mark_mmio_spte keeps access & (ACC_WRITE_MASK | ACC_USER_MASK): U (4), not W (2).
+    expect(Number(mark[0]!.fields.access)).toBe(4);
+  });
+});
+
+describe("FNAME(sync_spte): the spte it rebuilds", () => {
+  it("is made as a prefetch: A clear (make_spte with prefetch, before v6.13's 'synchronizing')", () => {
+    const { vm, vcpu } = guest((i) => (i < 8 ? PRU | A | D : 0n));
+    expect(vcpu.access(GVA + 4 * 4096).fault).toBe(false);
+    expect(level1(vm, PT).accessed(4)).toBe(true); // the faulting access's spte
+    unsyncPt(vm, vcpu, 4, BigInt((DATA + 4) * 4096) | P | US | A | D); // drop W
+    syncAtEntry(vm, vcpu, WINDOW);
+    const pt = level1(vm, PT);
+    expect(pt.present(4) && !pt.writable(4)).toBe(true);
+    expect(pt.accessed(4)).toBe(false);
+  });
+
+  it("withholds W for a gfn that an unsync level-1 page shadows: a sync may not unsync (can_unsync false)", () => {
+    // gpte 6 maps the guest table 0x105 (WINDOW's PT) writable; gpte 4 maps it read-only.
+    const { vm, vcpu } = guest((i) => (i < 8 ? PRU | A | D : 0n));
+    vm.guestWrite64(PT * 4096 + 6 * 8, 0x105000n | PRU | A | D);
+    vm.guestWrite64(PT * 4096 + 4 * 8, 0x105000n | P | US | A | D);
+    expect(vcpu.access(GVA).fault).toBe(false);
+    expect(vcpu.read(WINDOW).fault).toBe(false); // shadows 0x105 at level 1
+    // A write through gpte 6 to an unused entry of 0x105: its page goes unsync.
+    expect(vcpu.write(GVA + 6 * 4096 + 0x800, 0n).fault).toBe(false);
+    expect(level1(vm, 0x105).info.unsync).toBe(true);
+    unsyncPt(vm, vcpu, 4, 0x105000n | PRU | A | D); // gpte 4 now writable
+    syncAtEntry(vm, vcpu, WINDOW);
+    const pt = level1(vm, PT);
+    expect(pt.present(4)).toBe(true);
+    expect(pt.writable(4)).toBe(false);
   });
 });

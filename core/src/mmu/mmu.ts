@@ -15,6 +15,7 @@
  */
 import {
   ACC_ALL,
+  ACC_USER_MASK,
   ACC_WRITE_MASK,
   EFER_NX,
   KVM_MEM_LOG_DIRTY_PAGES,
@@ -117,6 +118,12 @@ export const KVM_MIN_FREE_MMU_PAGES = 5;
 export const KVM_REFILL_PAGES = 25;
 /** `RMAP_RECYCLE_THRESHOLD`. */
 export const RMAP_RECYCLE_THRESHOLD = 1000;
+/**
+ * The rights an MMIO spte keeps, as `mark_mmio_spte` traces them (mmu.c: `access &= ACC_WRITE_MASK
+ * | ACC_USER_MASK`, later `shadow_mmio_access_mask`).
+ */
+const MMIO_ACCESS_MASK = ACC_WRITE_MASK | ACC_USER_MASK;
+
 /** `KVM_MIN_ALLOC_MMU_PAGES`: the least `KVM_SET_NR_MMU_PAGES` accepts, and the default floor. */
 export const KVM_MIN_ALLOC_MMU_PAGES = 64;
 /** `KVM_MEMSLOT_PAGES_TO_MMU_PAGES_RATIO`: default n_max_mmu_pages = slot pages / 50. */
@@ -1458,7 +1465,13 @@ export class ShadowMmu implements ShadowMmuOps {
       this.setSpte(sp, idx, level, base, this.out.lo, this.out.hi);
       this.stats.pf_mmio_spte_created++;
       if (this.core.trace.on)
-        this.core.trace.emit(EV.markMmio, sp * 512 + idx, base, ACC_ALL, this.core.mmioGen);
+        this.core.trace.emit(
+          EV.markMmio,
+          sp * 512 + idx,
+          base,
+          MMIO_ACCESS_MASK,
+          this.core.mmioGen,
+        );
       return RET_PF_EMULATE;
     }
     fault.mappedLeaf = true;
@@ -1491,7 +1504,13 @@ export class ShadowMmu implements ShadowMmuOps {
       this.setSpte(sp, idx, level, gfn, this.out.lo, this.out.hi);
       this.stats.pf_mmio_spte_created++;
       if (this.core.trace.on)
-        this.core.trace.emit(EV.markMmio, sp * 512 + idx, gfn, pteAccess, this.core.mmioGen);
+        this.core.trace.emit(
+          EV.markMmio,
+          sp * 512 + idx,
+          gfn,
+          pteAccess & MMIO_ACCESS_MASK,
+          this.core.mmioGen,
+        );
       return RET_PF_EMULATE;
     }
     // Prefetching always gets a writable pfn.

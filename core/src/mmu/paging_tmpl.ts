@@ -40,6 +40,7 @@ import {
   PT_USER_MASK,
   PT_WRITABLE_MASK,
 } from "../arch/guest_pte";
+import { MmuBugError } from "../errors";
 import type { GuestMemory } from "../kvm/memory";
 import type { WalkerCounters } from "../kvm/stats";
 import {
@@ -1041,7 +1042,15 @@ function fnameFetch(
     return retry(fault, "root reload");
   }
   let sp = shadowRootFor(mmu, gvaPfn);
-  if (sp < 0) return retry(fault, "no root");
+  // A pae_root entry left invalid because its PDPTE named a gfn outside every memslot when the
+  // root was loaded (mmu_alloc_shadow_roots), made visible since: KVM's shadow walk starts at
+  // level 0 and FNAME(fetch) WARNs (`it.level != fault->goal_level`), failing KVM_RUN with
+  // -EFAULT, until the guest loads CR3 again.
+  if (sp < 0)
+    throw new MmuBugError(
+      "FNAME(fetch)",
+      `gva 0x${(fault.addrHi * 4294967296 + fault.addrLo).toString(16)}: pae_root[${(gvaPfn / 262144) & 3}] has no shadow page (its PDPTE named a gfn outside every memslot when the root was loaded); KVM_RUN fails with -EFAULT until the guest loads CR3 again`,
+    );
   let level = roleLevel(store.role[sp]!);
   let idx = 0;
   for (;;) {

@@ -1,0 +1,126 @@
+/**
+ * Directed tests for mmu.ts behaviour that the broader suites reach without checking: each one
+ * pins a rule that a StrykerJS mutant of mmu.ts broke while every other test still passed.
+ * Expected values come from the rule (pte_list's encoding, the descriptor pool's growth), not
+ * from running the code under test.
+ */
+import { describe, expect, it } from "vitest";
+import { MC, MemCg } from "../src/kvm/memcg";
+import {
+  PteListDescPool,
+  pteListAdd,
+  pteListContains,
+  pteListForEach,
+  pteListRemove,
+} from "../src/mmu/mmu";
+import { PTE_LIST_EXT_MODERN as PTE_LIST_EXT } from "./kvm-values";
+
+/** A descriptor is 16 Int32 words: `more`, `spte_count`, then PTE_LIST_EXT = 14 sptes. */
+const DESC_BYTES = 16 * 4;
+/** The pool starts with room for 64 descriptors and doubles when full. */
+const INITIAL_DESCS = 64;
+
+function contents(pool: PteListDescPool, heads: Uint32Array, i: number): number[] {
+  const out: number[] = [];
+  pteListForEach(pool, heads, i, (s) => out.push(s));
+  return out.sort((a, b) => a - b);
+}
+
+describe("pte_list_desc pool", () => {
+  it("keeps every spte across the pool's growth, and charges each doubling to the VM's account", () => {
+    const memcg = new MemCg(2 ** 40, 2 ** 40);
+    const pool = new PteListDescPool(PTE_LIST_EXT, memcg);
+    // The first 64 descriptors' storage, plus a heap estimate for the array object itself.
+    const charged0 = memcg.bytes[MC.pteListDescs]!;
+    expect(charged0).toBeGreaterThanOrEqual(INITIAL_DESCS * DESC_BYTES);
+    // 200 lists of 2 sptes each: one descriptor per list, 200 descriptors in all.
+    const heads = new Uint32Array(200);
+    for (let i = 0; i < 200; i++) {
+      pteListAdd(pool, heads, i, 1000 + i);
+      pteListAdd(pool, heads, i, 5000 + i);
+    }
+    expect(pool.live).toBe(200);
+    // 64 → 128 → 256 descriptors.
+    expect(pool.bytes()).toBe(256 * DESC_BYTES);
+    expect(memcg.bytes[MC.pteListDescs]! - charged0).toBe((256 - INITIAL_DESCS) * DESC_BYTES);
+    for (let i = 0; i < 200; i++) expect(contents(pool, heads, i)).toEqual([1000 + i, 5000 + i]);
+  });
+
+  it("the pool doubles at the 65th descriptor, not the 64th", () => {
+    const pool = new PteListDescPool();
+    for (let k = 0; k < INITIAL_DESCS; k++) pool.alloc();
+    expect(pool.bytes()).toBe(INITIAL_DESCS * DESC_BYTES);
+    pool.alloc();
+    expect(pool.bytes()).toBe(2 * INITIAL_DESCS * DESC_BYTES);
+  });
+
+  it("a pool without an account grows too", () => {
+    const pool = new PteListDescPool();
+    const heads = new Uint32Array(INITIAL_DESCS + 1);
+    for (let i = 0; i <= INITIAL_DESCS; i++) {
+      pteListAdd(pool, heads, i, 2 * i);
+      pteListAdd(pool, heads, i, 2 * i + 1);
+    }
+    expect(pool.bytes()).toBe(2 * INITIAL_DESCS * DESC_BYTES);
+    expect(contents(pool, heads, INITIAL_DESCS)).toEqual([
+      2 * INITIAL_DESCS,
+      2 * INITIAL_DESCS + 1,
+    ]);
+  });
+
+  it("growBytesBound: the bytes a doubling adds, only when n more descriptors would not fit", () => {
+    const pool = new PteListDescPool();
+    expect(pool.growBytesBound(INITIAL_DESCS)).toBe(0);
+    expect(pool.growBytesBound(INITIAL_DESCS + 1)).toBe(INITIAL_DESCS * DESC_BYTES);
+    const heads = new Uint32Array(10);
+    for (let i = 0; i < 10; i++) {
+      pteListAdd(pool, heads, i, 2 * i);
+      pteListAdd(pool, heads, i, 2 * i + 1);
+    }
+    expect(pool.growBytesBound(INITIAL_DESCS - 10)).toBe(0);
+    expect(pool.growBytesBound(INITIAL_DESCS - 9)).toBe(INITIAL_DESCS * DESC_BYTES);
+  });
+
+  it("a released descriptor is reused before a new one, descriptor 0 included", () => {
+    const pool = new PteListDescPool();
+    const a = pool.alloc();
+    const b = pool.alloc();
+    expect([a, b]).toEqual([0, 1]);
+    pool.release(a);
+    expect(pool.alloc()).toBe(0);
+    pool.release(b);
+    expect(pool.alloc()).toBe(1);
+    expect(pool.alloc()).toBe(2);
+    expect(pool.live).toBe(3);
+    // A free list of several: released 1, 0, 2 come back as 2, 0, 1 (last released first).
+    pool.release(1);
+    pool.release(0);
+    pool.release(2);
+    expect([pool.alloc(), pool.alloc(), pool.alloc(), pool.alloc()]).toEqual([2, 0, 1, 3]);
+    pool.release(3);
+    // Churn never grows the pool: 1,000 alloc/release pairs with 3 live stay in the first 64.
+    for (let k = 0; k < 1000; k++) pool.release(pool.alloc());
+    expect(pool.bytes()).toBe(INITIAL_DESCS * DESC_BYTES);
+  });
+});
+
+describe("pte_list on a single-spte head", () => {
+  it("removing another spte leaves the one there", () => {
+    const pool = new PteListDescPool();
+    const heads = new Uint32Array(1);
+    pteListAdd(pool, heads, 0, 77);
+    expect(pteListRemove(pool, heads, 0, 78)).toBe(false);
+    expect(contents(pool, heads, 0)).toEqual([77]);
+    expect(pteListContains(pool, heads, 0, 77)).toBe(true);
+    expect(pteListContains(pool, heads, 0, 78)).toBe(false);
+  });
+
+  it("contains finds members of a descriptor chain, in the head and in a full tail", () => {
+    const pool = new PteListDescPool();
+    const heads = new Uint32Array(1);
+    const n = PTE_LIST_EXT + 3;
+    for (let s = 0; s < n; s++) pteListAdd(pool, heads, 0, 10 * s);
+    for (let s = 0; s < n; s++) expect(pteListContains(pool, heads, 0, 10 * s)).toBe(true);
+    expect(pteListContains(pool, heads, 0, 5)).toBe(false);
+  });
+});
