@@ -446,7 +446,7 @@ describe("FNAME(page_fault): a write through a present spte to a write-tracked t
 
 describe("FNAME(pte_prefetch) around neighbours it must leave alone", () => {
   it("an MMIO spte just past the group is not touched: the loop stops at the group's 8 entries", () => {
-    const { vm, vcpu } = guest((i) => PRU | A | D);
+    const { vm, vcpu } = guest(() => PRU | A | D);
     vm.guestWrite64(PT * 4096 + 16 * 8, 0x100000000n | PRU | A | D); // gfn outside every slot
     expect(vcpu.access(GVA + 16 * 4096)).toMatchObject({ fault: false, mmio: true });
     let pt = level1(vm, PT);
@@ -478,7 +478,7 @@ describe("FNAME(pte_prefetch) around neighbours it must leave alone", () => {
 
 describe("FNAME(pte_prefetch) after faults that are not a 4K data page", () => {
   it("after an MMIO fault the rest of the group is prefetched; the faulting entry keeps its MMIO spte", () => {
-    const { vm, vcpu } = guest((i) => PRU | A | D);
+    const { vm, vcpu } = guest(() => PRU | A | D);
     vm.guestWrite64(PT * 4096 + 11 * 8, 0x100000000n | PRU | A | D); // gfn outside every slot
     expect(vcpu.access(GVA + 11 * 4096)).toMatchObject({ fault: false, mmio: true });
     const pt = level1(vm, PT);
