@@ -72,7 +72,7 @@ function modules() {
     },
     kvm_main_dirty_log: {
       mutate: [section("src/kvm/kvm_main.ts", "// ---- dirty logging", "// ---- MMU notifier")],
-      tests: t("kvm-dirty-log", "dirty-log-fidelity", gaps),
+      tests: t("kvm-dirty-log", "dirty-log-fidelity", "kvm-main-mutants", "memory-budget", gaps),
     },
     spte: {
       mutate: ["src/mmu/spte.ts"],
