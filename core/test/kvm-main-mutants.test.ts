@@ -36,6 +36,14 @@ function pages(bm: Uint32Array): number[] {
   return out;
 }
 
+/** A TDP VM with slot 1 (64 pages, logging) at {@link BASE}, the dirty ring if `ring`, and one vCPU. */
+function loggedVm(ring: boolean) {
+  const vm = createVm();
+  if (ring) vm.enableCap("KVM_CAP_DIRTY_LOG_RING", 4096);
+  vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: BASE, memorySize: 64 * PAGE, flags: LOG });
+  return { vm, v: vm.createVcpu() };
+}
+
 /**
  * A 4-level shadow-paging guest: PML4 0x100 → PDPT 0x101 → PD 0x102 → PT 0x103 → data 0x200,
  * all in slot 0 (`flags`); gva 0x400000 maps the data page.
@@ -78,10 +86,7 @@ describe("mark_page_dirty_in_slot", () => {
   });
 
   it("with the dirty ring, a kvm_write_guest made with no vCPU running is dropped (no ring to push to)", () => {
-    const vm = createVm();
-    vm.enableCap("KVM_CAP_DIRTY_LOG_RING", 4096);
-    vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: BASE, memorySize: 64 * PAGE, flags: LOG });
-    const v = vm.createVcpu();
+    const { vm, v } = loggedVm(true);
     expect(vm.guestWrite64(BASE + 8 * PAGE, 5n)).toBeDefined();
     expect(vm.readPhys64(BASE + 8 * PAGE)).toBe(5n);
     expect(v.dirtyRing!.harvest()).toEqual([]);
@@ -89,15 +94,10 @@ describe("mark_page_dirty_in_slot", () => {
   });
 
   it("counts each page newly marked: a bit that goes from 0 to 1, or an entry pushed on a ring", () => {
-    const vm = createVm();
-    vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: BASE, memorySize: 64 * PAGE, flags: LOG });
-    const v = vm.createVcpu();
+    const { vm, v } = loggedVm(false);
     for (const p of [3, 9, 3, 40]) v.write(BASE + p * PAGE, 1n);
     expect(vm.hostAccessStat.dirtyPagesMarked).toBe(3);
-    const ring = createVm();
-    ring.enableCap("KVM_CAP_DIRTY_LOG_RING", 4096);
-    ring.setUserMemoryRegion({ slot: 1, guestPhysAddr: BASE, memorySize: 64 * PAGE, flags: LOG });
-    const r = ring.createVcpu();
+    const { vm: ring, v: r } = loggedVm(true);
     for (const p of [3, 9]) r.write(BASE + p * PAGE, 1n);
     expect(ring.hostAccessStat.dirtyPagesMarked).toBe(2);
   });
@@ -105,10 +105,7 @@ describe("mark_page_dirty_in_slot", () => {
 
 describe("KVM_RESET_DIRTY_RINGS (kvm_reset_dirty_gfn)", () => {
   it("a run whose highest page lies past the end of a slot that shrank since the push is ignored", () => {
-    const vm = createVm();
-    vm.enableCap("KVM_CAP_DIRTY_LOG_RING", 4096);
-    vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: BASE, memorySize: 64 * PAGE, flags: LOG });
-    const v = vm.createVcpu();
+    const { vm, v } = loggedVm(true);
     v.write(BASE, 1n);
     v.write(BASE + 40 * PAGE, 1n);
     expect(v.dirtyRing!.harvest()).toEqual([
@@ -148,10 +145,7 @@ describe("the dirty-log ioctls' flushes and refusals", () => {
     const get = createVm();
     get.setUserMemoryRegion({ slot: 1, guestPhysAddr: BASE, memorySize: 64 * PAGE, flags: LOG });
     get.createVcpu().write(BASE, 1n);
-    const ring = createVm();
-    ring.enableCap("KVM_CAP_DIRTY_LOG_RING", 4096);
-    ring.setUserMemoryRegion({ slot: 1, guestPhysAddr: BASE, memorySize: 64 * PAGE, flags: LOG });
-    const r = ring.createVcpu();
+    const { vm: ring, v: r } = loggedVm(true);
     r.write(BASE, 1n);
     r.dirtyRing!.harvest();
     const reasons = (m: typeof vm, op: () => void) => {
