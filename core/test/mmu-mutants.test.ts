@@ -7,6 +7,8 @@
 import { describe, expect, it } from "vitest";
 import { MC, MemCg } from "../src/kvm/memcg";
 import {
+  detectWriteMisaligned,
+  kvmPageTableHashfn,
   PteListDescPool,
   pteListAdd,
   pteListContains,
@@ -122,5 +124,55 @@ describe("pte_list on a single-spte head", () => {
     for (let s = 0; s < n; s++) pteListAdd(pool, heads, 0, 10 * s);
     for (let s = 0; s < n; s++) expect(pteListContains(pool, heads, 0, 10 * s)).toBe(true);
     expect(pteListContains(pool, heads, 0, 5)).toBe(false);
+  });
+});
+
+describe("kvm_page_table_hashfn = hash_64(gfn, KVM_MMU_HASH_SHIFT = 12)", () => {
+  /** include/linux/hash.h: (val * GOLDEN_RATIO_64) >> (64 - bits), in 64-bit arithmetic. */
+  const hash64 = (gfn: number) =>
+    Number(((BigInt(gfn) * 0x61c8864680b583ebn) & 0xffffffffffffffffn) >> 52n);
+
+  it("matches the 64-bit product's top 12 bits for edge and pseudo-random gfns", () => {
+    const gfns = [
+      0,
+      1,
+      2,
+      0xfff,
+      0x1000,
+      0xffffffff,
+      2 ** 32,
+      2 ** 32 + 1,
+      2 ** 40 - 1,
+      2 ** 52 - 1,
+    ];
+    let x = 12345;
+    for (let i = 0; i < 2000; i++) {
+      x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+      const hi = (Math.imul(x, 2654435761) >>> 0) % 2 ** 20;
+      gfns.push(hi * 2 ** 32 + x, x, (x & 0xffff) * 0x10001);
+    }
+    for (const g of gfns) expect(kvmPageTableHashfn(g), `gfn ${g}`).toBe(hash64(g));
+  });
+});
+
+describe("detect_write_misaligned", () => {
+  /** mmu.c: a 1-byte write at a gpte's start is not; else (off ^ (off + bytes - 1)) & ~(size - 1), or bytes < 4. */
+  const rule = (size: number, off: number, bytes: number) =>
+    (off & (size - 1)) === 0 && bytes === 1
+      ? false
+      : ((off ^ (off + bytes - 1)) & ~(size - 1)) !== 0 || bytes < 4;
+  const HAS_4_BYTE_GPTE = 0x10; // kvm_mmu_page_role bit 4
+
+  it("follows the kernel's rule for every offset of a gpte pair and every write size up to 16", () => {
+    for (const [role, size] of [
+      [1, 8],
+      [1 | HAS_4_BYTE_GPTE, 4],
+    ] as const)
+      for (const page of [0, 0x7000])
+        for (const o of [...Array(24).keys(), ...Array.from({ length: 16 }, (_, k) => 4080 + k)])
+          for (let bytes = 1; bytes <= 16 && o + bytes <= 4096; bytes++)
+            expect(detectWriteMisaligned(role, page + o, bytes), `${size}:${o}+${bytes}`).toBe(
+              rule(size, o, bytes),
+            );
   });
 });
