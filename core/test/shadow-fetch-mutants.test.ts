@@ -623,3 +623,226 @@ describe("FNAME(sync_spte): the spte it rebuilds", () => {
     expect(pt.writable(4)).toBe(false);
   });
 });
+
+describe("kvm_mmu_find_shadow_page on a gfn with an unsync page", () => {
+  it("another path to the unsync guest PT: the lookup syncs it (kvm_sync_page) and leaves it unsync", () => {
+    const { vm, vcpu } = guest((i) => (i < 8 ? PRU | A | D : 0n));
+    vm.guestWrite64(0x102000 + 3 * 8, BigInt(PT * 4096) | PRU); // PD[3] → the same PT
+    expect(vcpu.access(GVA).fault).toBe(false);
+    unsyncPt(vm, vcpu, 3, 0n); // gpte 3 not present; spte 3 stale
+    expect(level1(vm, PT).present(3)).toBe(true);
+    vm.startTrace(1000);
+    expect(vcpu.access(0x600000).fault).toBe(false); // through PD[3]: links the same page
+    const reasons = vm
+      .stopTrace()
+      .events.filter((e) => e.name === "mmulab_flush_remote_tlbs")
+      .map((e) => e.fields.reason);
+    const pt = level1(vm, PT);
+    expect(pt.present(3)).toBe(false); // synced from its gpte
+    expect(pt.info.unsync).toBe(true); // but not write-protected or marked synced
+    expect(reasons).toContain("sync_page"); // the dropped spte is flushed
+    expect(vm.audit()).toEqual([]);
+  });
+
+  it("a lookup with nothing to change in the unsync page flushes nothing", () => {
+    const { vm, vcpu } = guest((i) => (i < 8 ? PRU | A | D : 0n));
+    vm.guestWrite64(0x102000 + 3 * 8, BigInt(PT * 4096) | PRU);
+    expect(vcpu.access(GVA).fault).toBe(false);
+    unsyncPt(vm, vcpu, 12, BigInt((DATA + 12) * 4096) | PRU | A | D); // a new gpte, no spte yet
+    vm.startTrace(1000);
+    expect(vcpu.access(0x600000).fault).toBe(false);
+    const reasons = vm
+      .stopTrace()
+      .events.filter((e) => e.name === "mmulab_flush_remote_tlbs")
+      .map((e) => e.fields.reason);
+    expect(reasons).not.toContain("sync_page");
+    expect(level1(vm, PT).info.unsync).toBe(true);
+  });
+
+  it("a guest table used as a PD zaps the unsync level-1 page of the same gfn (a level > 1 page cannot share it)", () => {
+    const { vm, vcpu } = guest((i) => (i < 8 ? PRU | A | D : 0n));
+    // PDPT[3] uses the PT as a PD: its entry 0 (gpte 0, → DATA) as a PDE points at a PT at DATA,
+    // whose entry 0 maps DATA + 1.
+    vm.guestWrite64(0x101000 + 3 * 8, BigInt(PT * 4096) | PRU);
+    vm.guestWrite64(DATA * 4096, BigInt((DATA + 1) * 4096) | PRU | A | D);
+    expect(vcpu.access(GVA).fault).toBe(false);
+    unsyncPt(vm, vcpu, 5, BigInt((DATA + 5) * 4096) | P | US | A | D);
+    expect(vcpu.access(0xc0000000).fault).toBe(false);
+    const pages = vm.shadowPages().pages.filter((p) => p.gfn === PT && !p.role.invalid);
+    expect(pages.map((p) => p.level)).toEqual([2]); // the unsync level-1 page is gone
+    expect(vm.audit()).toEqual([]);
+  });
+});
+
+describe("kvm_mmu_find_shadow_page: max_mmu_page_hash_collisions", () => {
+  const MASK64 = 0xffffffffffffffffn;
+  /** hash_64(gfn, 12) (include/linux/hash.h), in 64-bit arithmetic. */
+  const hash64 = (gfn: number) => Number(((BigInt(gfn) * 0x61c8864680b583ebn) & MASK64) >> 52n);
+  const eras = [
+    ["hash_64(gfn, 12)", {}, hash64],
+    ["gfn & 1023 (before ~v4.13)", { hashFn: "mask", hashShift: 10 }, (g: number) => g % 1024],
+  ] as const;
+
+  for (const [name, features, bucket] of eras)
+    it(`${name}: the lookup of a new gfn walks the pages of other gfns in its bucket`, () => {
+      const tables = [0x100, 0x101, 0x102]; // PML4, PDPT, PD
+      expect(new Set(tables.map(bucket)).size).toBe(3);
+      // Two free gfns that share a bucket no table uses, and a third alone in its bucket.
+      const taken = new Set(tables.map(bucket));
+      const first = new Map<number, number>();
+      let pair: [number, number] | null = null;
+      for (let g = 0x300; g < 0x1000 && pair === null; g++) {
+        const b = bucket(g);
+        if (taken.has(b)) continue;
+        const f = first.get(b);
+        if (f !== undefined) pair = [f, g];
+        else first.set(b, g);
+      }
+      const [ga, gb] = pair!;
+      let gc = 0x300;
+      while (taken.has(bucket(gc)) || bucket(gc) === bucket(ga)) gc++;
+      const { vm, vcpu } = guest(() => 0n, features);
+      // PD[4], PD[5] and PD[6] → guest PTs at ga, gb and gc, each mapping DATA at entry 0.
+      [ga, gb, gc].forEach((g, k) => {
+        vm.guestWrite64(0x102000 + (4 + k) * 8, BigInt(g * 4096) | PRU);
+        vm.guestWrite64(g * 4096, BigInt(DATA * 4096) | PRU | A | D);
+      });
+      expect(vcpu.access(0x800000).fault).toBe(false); // ga: alone in its bucket
+      expect(vm.stats.max_mmu_page_hash_collisions).toBe(0);
+      expect(vcpu.access(0xa00000).fault).toBe(false); // gb: walks ga's page
+      expect(vm.stats.max_mmu_page_hash_collisions).toBe(1);
+      expect(vcpu.access(0xc00000).fault).toBe(false); // gc: no collision; the maximum stays
+      expect(vm.stats.max_mmu_page_hash_collisions).toBe(1);
+    });
+});
+
+describe("mmu_sync_children: batches of KVM_PAGE_ARRAY_NR = 16 pages, the walk's parent included", () => {
+  /**
+   * `n` guest PTs at gfns 0x300 + k under PD entries 8 + k, each mapping DATA at entry 0, all
+   * made unsync through writable mappings of them in a PT at 0x3ff (PD[100]).
+   */
+  function unsyncMany(n: number) {
+    const { vm, vcpu } = guest(() => 0n);
+    const WPT = 0x3ff;
+    vm.guestWrite64(0x102000 + 100 * 8, BigInt(WPT * 4096) | PRU);
+    for (let k = 0; k < n; k++) {
+      vm.guestWrite64(0x102000 + (8 + k) * 8, BigInt((0x300 + k) * 4096) | PRU);
+      vm.guestWrite64((0x300 + k) * 4096, BigInt(DATA * 4096) | PRU | A | D);
+      vm.guestWrite64(WPT * 4096 + k * 8, BigInt((0x300 + k) * 4096) | PRU | A | D);
+    }
+    for (let k = 0; k < n; k++) expect(vcpu.read((8 + k) * 2 ** 21).fault).toBe(false);
+    for (let k = 0; k < n; k++) {
+      // gpte 1 of PT k: a new gpte (no spte to sync); the write makes the PT unsync.
+      const gva = 100 * 2 ** 21 + k * 4096 + 8;
+      expect(vcpu.write(gva, BigInt(DATA * 4096) | PRU | A | D).fault).toBe(false);
+    }
+    const unsync = vm.shadowPages().pages.filter((p) => p.level === 1 && p.unsync);
+    expect(unsync).toHaveLength(n);
+    return { vm, vcpu };
+  }
+
+  for (const [n, batches] of [
+    [13, 1],
+    [14, 2],
+    [26, 2],
+    [27, 3],
+  ] as const)
+    it(`${n} unsync PTs under one PD of a 4-level guest: ${batches} batch(es) of at most 13 (16 − root, PDPT, PD), one flush each`, () => {
+      const { vm, vcpu } = unsyncMany(n);
+      vm.startTrace(10000);
+      vcpu.movCr3(0x100000);
+      expect(vcpu.read(GVA).fault).toBe(true); // entry: kvm_mmu_sync_roots (PD[2] is not present)
+      const reasons = vm
+        .stopTrace()
+        .events.filter((e) => e.name === "mmulab_flush_remote_tlbs")
+        .map((e) => e.fields.reason);
+      // Each batch write-protects its PTs' gfns (writable through the PT at 0x3ff): one flush.
+      expect(reasons.filter((r) => r === "sync_children")).toHaveLength(batches);
+      expect(vm.shadowPages().pages.filter((p) => p.unsync)).toHaveLength(0);
+      expect(vm.audit()).toEqual([]);
+    });
+});
+
+describe("INVLPG on an unsync page (__kvm_mmu_invalidate_addr)", () => {
+  it("re-syncs the gva's entry: a changed gpte drops the spte with one flush; an unchanged one flushes nothing", () => {
+    const { vm, vcpu } = guest((i) => (i < 8 ? PRU | A | D : 0n));
+    expect(vcpu.access(GVA).fault).toBe(false);
+    unsyncPt(vm, vcpu, 3, 0n);
+    const flushes = () =>
+      vm
+        .stopTrace()
+        .events.filter((e) => e.name === "mmulab_flush_remote_tlbs")
+        .map((e) => e.fields.reason);
+    vm.startTrace(1000);
+    vcpu.invlpg(GVA + 5 * 4096); // gpte 5 unchanged
+    expect(flushes()).toEqual([]);
+    expect(level1(vm, PT).present(3)).toBe(true);
+    vm.startTrace(1000);
+    vcpu.invlpg(GVA + 3 * 4096);
+    expect(flushes()).toEqual(["invalidate_addr"]);
+    const pt = level1(vm, PT);
+    expect(pt.present(3)).toBe(false);
+    expect(pt.info.unsync).toBe(true); // INVLPG syncs one entry, the page stays unsync
+    expect(vm.audit()).toEqual([]);
+  });
+});
+
+describe("kvm_mmu_sync_roots under PAE: each pae_root entry", () => {
+  it("MOV CR3 syncs the unsync PT below PDPTE 0 (the first shadow page made)", () => {
+    const vm = createVm({ mmu: "shadow" });
+    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 0x1000 * 4096, flags: 0 });
+    // PDPTE 0 → PD 0x101; PD[2] → PT 0x103 (gva 0x400000); PD[3] → PT 0x105 whose entry 0 maps
+    // PT 0x103 (gva 0x600000: the window).
+    vm.guestWrite64(0x100000, 0x101000n | P);
+    vm.guestWrite64(0x101000 + 2 * 8, 0x103000n | PRU);
+    vm.guestWrite64(0x101000 + 3 * 8, 0x105000n | PRU);
+    vm.guestWrite64(0x105000, 0x103000n | PRU | A | D);
+    for (let i = 0; i < 8; i++)
+      vm.guestWrite64(0x103000 + i * 8, BigInt((DATA + i) * 4096) | PRU | A | D);
+    const vcpu = vm.createVcpu();
+    vcpu.setSregs({ cr0: 0x80010001, cr3: 0x100000, cr4: 0x20, efer: 0, cpl: 3 });
+    expect(vcpu.access(0x400000).fault).toBe(false);
+    const roots = vm.shadowPages().pages.filter((p) => p.gfn === 0x101 && p.level === 2);
+    expect(roots.map((p) => p.id)).toEqual([0]);
+    expect(vcpu.write(0x600000 + 3 * 8, 0n).fault).toBe(false); // gpte 3 cleared: PT unsync
+    const pt = () => vm.shadowPages().pages.find((p) => p.gfn === 0x103 && p.level === 1)!;
+    expect(pt().unsync).toBe(true);
+    vcpu.movCr3(0x100000);
+    expect(vcpu.read(0x600000).fault).toBe(false);
+    expect(pt().unsync).toBe(false);
+    const spt = vm.mmu!.store.spt[pt().id]!;
+    expect(spt[3 * 2]! & 0x800).toBe(0); // spte 3 dropped at the sync
+    expect(vm.audit()).toEqual([]);
+  });
+});
+
+describe("write flooding (detect_write_flooding, shadow_page_table_clear_flood)", () => {
+  /** The guest PD 0x102, writable at gva 0x800000 through PT 0x106 (PD[4]) and at 0x40002000 (PDPT[1] → PD 0x104 → PT 0x105 entry 2). */
+  function pdWindows() {
+    const g = guest((i) => (i < 8 ? PRU | A | D : 0n));
+    g.vm.guestWrite64(0x102000 + 4 * 8, 0x106000n | PRU);
+    g.vm.guestWrite64(0x106000, 0x102000n | PRU | A | D);
+    g.vm.guestWrite64(0x105000 + 2 * 8, 0x102000n | PRU | A | D);
+    expect(g.vcpu.access(GVA).fault).toBe(false);
+    return g;
+  }
+  const pdPage = (vm: Vm) =>
+    vm.shadowPages().pages.filter((p) => p.gfn === 0x102 && p.level === 2 && !p.role.invalid);
+
+  it("the third write in a row through another path zaps the guest's PD page (mmu_flooded)", () => {
+    const { vm, vcpu } = pdWindows();
+    for (let k = 0; k < 3; k++) {
+      expect(pdPage(vm)).toHaveLength(1);
+      expect(vcpu.write(0x40002000 + (20 + k) * 8, 0n).fault).toBe(false);
+    }
+    expect(pdPage(vm)).toHaveLength(0);
+    expect(vm.stats.mmu_flooded).toBe(1);
+  });
+
+  it("writes whose own translation goes through the PD reset its count first: never flooded", () => {
+    const { vm, vcpu } = pdWindows();
+    for (let k = 0; k < 6; k++) expect(vcpu.write(0x800000 + (20 + k) * 8, 0n).fault).toBe(false);
+    expect(pdPage(vm)).toHaveLength(1);
+    expect(vm.stats.mmu_flooded).toBe(0);
+  });
+});

@@ -799,13 +799,15 @@ export class ShadowMmu implements ShadowMmuOps {
 
   /**
    * `mmu_unsync_walk` / `__mmu_unsync_walk`: collect the unsync pages below `parent` in
-   * batches of at most KVM_PAGE_ARRAY_NR (16) entries (intermediate pages count), each with the
-   * path of (page, index) pairs that led to it; stale bitmap bits are cleared on the way.
+   * batches of at most KVM_PAGE_ARRAY_NR (16) entries (the parent and intermediate pages count),
+   * each with the path of (page, index) pairs that led to it; stale bitmap bits are cleared on
+   * the way.
    * Returns the unsync level-1 pages found with their paths.
    */
   private unsyncWalk(parent: number): { sp: number; path: number[] }[] {
     const out: { sp: number; path: number[] }[] = [];
-    let entries = 0;
+    // mmu_unsync_walk adds the parent itself first: it takes one of the KVM_PAGE_ARRAY_NR slots.
+    let entries = 1;
     const s = this.store;
     const walk = (sp: number, path: number[]): number => {
       let nr = 0;
