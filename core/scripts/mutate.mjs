@@ -149,6 +149,7 @@ function modules() {
         "shadow-cr0-wp-smap",
         "shadow-fetch-mutants",
         "mmu-mutants",
+        "mmu-trace",
         gaps,
       ),
     },

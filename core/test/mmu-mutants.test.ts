@@ -106,6 +106,30 @@ describe("pte_list_desc pool", () => {
   });
 });
 
+describe("pte_list walks", () => {
+  it("for-each returns how many sptes it visited", () => {
+    const pool = new PteListDescPool();
+    const heads = new Uint32Array(3);
+    pteListAdd(pool, heads, 1, 9);
+    for (let s = 0; s < 20; s++) pteListAdd(pool, heads, 2, 100 + s);
+    expect(pteListForEach(pool, heads, 0, () => {})).toBe(0);
+    expect(pteListForEach(pool, heads, 1, () => {})).toBe(1);
+    expect(pteListForEach(pool, heads, 2, () => {})).toBe(20);
+  });
+
+  it("an spte removed from the end of the head descriptor is no longer contained", () => {
+    const pool = new PteListDescPool();
+    const heads = new Uint32Array(1);
+    for (let s = 0; s < 5; s++) pteListAdd(pool, heads, 0, 10 + s);
+    expect(pteListRemove(pool, heads, 0, 14)).toBe(true); // the last one added
+    expect(pteListContains(pool, heads, 0, 14)).toBe(false);
+    expect(pteListRemove(pool, heads, 0, 11)).toBe(true); // the hole takes the last entry (13)
+    expect(pteListContains(pool, heads, 0, 13)).toBe(true);
+    expect(pteListContains(pool, heads, 0, 11)).toBe(false);
+    expect(contents(pool, heads, 0)).toEqual([10, 12, 13]);
+  });
+});
+
 describe("pte_list on a single-spte head", () => {
   it("removing another spte leaves the one there", () => {
     const pool = new PteListDescPool();

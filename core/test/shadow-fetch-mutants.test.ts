@@ -846,3 +846,38 @@ describe("write flooding (detect_write_flooding, shadow_page_table_clear_flood)"
     expect(vm.stats.mmu_flooded).toBe(0);
   });
 });
+
+describe("the shadow MMU's tracepoints for unsync and sync (kvm_mmu_unsync_page, kvm_mmu_sync_page)", () => {
+  it("each names the page: its gfn, and unsync as it was at the event", () => {
+    const { vm, vcpu } = guest((i) => (i < 8 ? PRU | A | D : 0n));
+    expect(vcpu.access(GVA).fault).toBe(false);
+    vm.startTrace(1000);
+    unsyncPt(vm, vcpu, 3, 0n);
+    syncAtEntry(vm, vcpu, WINDOW);
+    const ev = vm
+      .stopTrace()
+      .events.filter((e) => e.name === "kvm_mmu_unsync_page" || e.name === "kvm_mmu_sync_page");
+    expect(ev.map((e) => [e.name, e.fields.gfn, e.fields.unsync])).toEqual([
+      ["kvm_mmu_unsync_page", `0x${PT.toString(16)}`, false],
+      ["kvm_mmu_sync_page", `0x${PT.toString(16)}`, true],
+    ]);
+  });
+});
+
+describe("FNAME(sync_spte) for a page of a read-only slot (an spte without Host-writable)", () => {
+  it("a gpte made not present drops it at the sync", () => {
+    const { vm, vcpu } = guest((i) => (i < 8 ? PRU | A | D : 0n));
+    vm.setUserMemoryRegion({
+      slot: 1,
+      guestPhysAddr: 0x2000 * 4096,
+      memorySize: 16 * 4096,
+      flags: KVM_MEM_READONLY,
+    });
+    vm.guestWrite64(PT * 4096 + 4 * 8, 0x2000000n | P | US | A | D);
+    expect(vcpu.access(GVA + 4 * 4096).fault).toBe(false);
+    expect(level1(vm, PT).present(4)).toBe(true);
+    unsyncPt(vm, vcpu, 4, 0n);
+    syncAtEntry(vm, vcpu, WINDOW);
+    expect(level1(vm, PT).zero(4)).toBe(true);
+  });
+});

@@ -793,6 +793,8 @@ export class ShadowMmu implements ShadowMmuOps {
 
   /** `kvm_unlink_unsync_page`. */
   private unlinkUnsyncPage(sp: number): void {
+    // kvm_unlink_unsync_page traces the page before clearing unsync (kvm_sync_page does not).
+    if (this.core.trace.on) this.traceSp(EV.syncPage, sp);
     this.store.unsync[sp] = 0;
     this.stats.mmu_unsync--;
   }
@@ -899,7 +901,6 @@ export class ShadowMmu implements ShadowMmuOps {
    */
   syncPage(mmu: KvmMmu, sp: number): number {
     const s = this.store;
-    if (this.core.trace.on) this.traceSp(EV.syncPage, sp);
     const ign =
       ROLE_LEVEL_MASK | (7 << ROLE_ACCESS_SHIFT) | (3 << ROLE_QUADRANT_SHIFT) | ROLE_PASSTHROUGH;
     let ret = 0;
