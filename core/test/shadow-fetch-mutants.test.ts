@@ -144,17 +144,9 @@ describe("FNAME(pte_prefetch): the aligned group of 8 around a 4K fault", () => 
     const cases: [string, (vm: Vm) => void, bigint, number[]][] = [
       // gfn DATA + 10 moved outside every slot: PT[10] names gfn 0x100000.
       ["no slot", () => {}, 0x100000n * 4096n, [8, 9, 11]],
-      ["read-only slot", (vm) => ro(vm), 0x2000n * 4096n, [8, 9, 11]],
+      ["read-only slot", (vm) => readOnlySlot(vm), 0x2000n * 4096n, [8, 9, 11]],
       ["dirty-logged, dirty gpte", (vm) => logged(vm), 0x3000n * 4096n, [8, 9, 11]],
     ];
-    function ro(vm: Vm) {
-      vm.setUserMemoryRegion({
-        slot: 1,
-        guestPhysAddr: 0x2000 * 4096,
-        memorySize: 16 * 4096,
-        flags: KVM_MEM_READONLY,
-      });
-    }
     function logged(vm: Vm) {
       vm.setUserMemoryRegion({
         slot: 2,
@@ -227,6 +219,16 @@ describe("FNAME(pte_prefetch): the aligned group of 8 around a 4K fault", () => 
     expect(vm.stats.pf_fixed).toBe(faults);
   });
 });
+
+/** Slot 1: 16 read-only pages at gfn 0x2000. */
+function readOnlySlot(vm: Vm) {
+  vm.setUserMemoryRegion({
+    slot: 1,
+    guestPhysAddr: 0x2000 * 4096,
+    memorySize: 16 * 4096,
+    flags: KVM_MEM_READONLY,
+  });
+}
 
 /** Make PT unsync: map entries 0..7, then a guest write through WINDOW (a write fault on PT). */
 function unsyncPt(vm: Vm, vcpu: Vcpu, entry: number, gpte: bigint) {
@@ -309,12 +311,7 @@ describe("FNAME(sync_spte): an unsync page brought in line with its gptes at MOV
 
   it("a page in a read-only slot gets no W at the sync, even when its gpte becomes writable", () => {
     const { vm, vcpu } = guest((i) => (i < 8 ? PRU | A | D : 0n));
-    vm.setUserMemoryRegion({
-      slot: 1,
-      guestPhysAddr: 0x2000 * 4096,
-      memorySize: 16 * 4096,
-      flags: KVM_MEM_READONLY,
-    });
+    readOnlySlot(vm);
     vm.guestWrite64(PT * 4096 + 4 * 8, 0x2000000n | P | US | A | D); // read-only gpte
     expect(vcpu.access(GVA + 4 * 4096).fault).toBe(false);
     expect(level1(vm, PT).present(4)).toBe(true);
@@ -560,12 +557,7 @@ describe("FNAME(fetch) on a pae_root entry left invalid", () => {
 describe("FNAME(page_fault) before the fetch", () => {
   it("a write to a page of a read-only slot is emulated (kvm_faultin_pfn): an MMIO exit, no spte, the host page unchanged", () => {
     const { vm, vcpu } = guest((i) => (i < 4 ? PRU | A | D : 0n));
-    vm.setUserMemoryRegion({
-      slot: 1,
-      guestPhysAddr: 0x2000 * 4096,
-      memorySize: 16 * 4096,
-      flags: KVM_MEM_READONLY,
-    });
+    readOnlySlot(vm);
     vm.guestWrite64(PT * 4096 + 5 * 8, 0x2000000n | PRU | A | D); // a writable gpte
     expect(vcpu.access(GVA).fault).toBe(false);
     expect(level1(vm, PT).present(5)).toBe(false); // the prefetch stops at a read-only slot
@@ -867,12 +859,7 @@ describe("the shadow MMU's tracepoints for unsync and sync (kvm_mmu_unsync_page,
 describe("FNAME(sync_spte) for a page of a read-only slot (an spte without Host-writable)", () => {
   it("a gpte made not present drops it at the sync", () => {
     const { vm, vcpu } = guest((i) => (i < 8 ? PRU | A | D : 0n));
-    vm.setUserMemoryRegion({
-      slot: 1,
-      guestPhysAddr: 0x2000 * 4096,
-      memorySize: 16 * 4096,
-      flags: KVM_MEM_READONLY,
-    });
+    readOnlySlot(vm);
     vm.guestWrite64(PT * 4096 + 4 * 8, 0x2000000n | P | US | A | D);
     expect(vcpu.access(GVA + 4 * 4096).fault).toBe(false);
     expect(level1(vm, PT).present(4)).toBe(true);
