@@ -868,3 +868,119 @@ describe("FNAME(sync_spte) for a page of a read-only slot (an spte without Host-
     expect(level1(vm, PT).zero(4)).toBe(true);
   });
 });
+
+describe("the shadow MMU's bookkeeping around zaps and syncs", () => {
+  const flushReasons = (vm: Vm, op: () => void) => {
+    vm.startTrace(10000);
+    op();
+    return vm
+      .stopTrace()
+      .events.filter((e) => e.name === "mmulab_flush_remote_tlbs")
+      .map((e) => e.fields.reason);
+  };
+
+  it("a root zapped while another vCPU still holds it is not found again: the reload builds a new one", () => {
+    const { vm, vcpu } = guest((i) => (i < 8 ? PRU | A | D : 0n));
+    vm.guestWrite64(0x105000 + 2 * 8, 0x100000n | PRU | A | D); // 0x40002000 → the PML4
+    const other = vm.createVcpu();
+    other.setSregs({ cr0: 0x80010001, cr3: 0x100000, cr4: 0x20, efer: 0x900, cpl: 3 });
+    expect(vcpu.access(GVA).fault).toBe(false);
+    expect(other.access(GVA).fault).toBe(false);
+    const roots = () => vm.shadowPages().pages.filter((p) => p.gfn === 0x100 && p.level === 4);
+    expect(roots()).toHaveLength(1);
+    // A 2-byte write inside an unused PML4 entry (detect_write_misaligned) zaps the root page:
+    // invalid, kept while a vCPU holds it.
+    expect(vcpu.write(0x40002000 + 300 * 8 + 1, 0n, { size: 2 }).fault).toBe(false);
+    expect(vm.stats.mmu_flooded).toBe(1);
+    expect(vcpu.access(GVA).fault).toBe(false); // drops its reference, looks up, builds anew
+    expect(
+      roots()
+        .map((p) => p.role.invalid)
+        .sort(),
+    ).toEqual([false, true]);
+    expect(other.access(GVA).fault).toBe(false); // the other vCPU moves to the new root too
+    expect(roots().map((p) => p.role.invalid)).toEqual([false]);
+    expect(vm.audit()).toEqual([]);
+  });
+
+  it("shadowing a table mapped writable flushes once: account_shadowed for a PT, write_track_add_gfn for a PD", () => {
+    const { vm, vcpu } = guest((i) => (i < 8 ? PRU | A | D : 0n));
+    // gpte 6 maps a future PT (0x107) writable, gpte 7 a future PD (0x108).
+    vm.guestWrite64(PT * 4096 + 6 * 8, 0x107000n | PRU | A | D);
+    vm.guestWrite64(PT * 4096 + 7 * 8, 0x108000n | PRU | A | D);
+    vm.guestWrite64(0x108000, 0x107000n | PRU); // PD 0x108[0] → PT 0x107
+    vm.guestWrite64(0x107000, BigInt(DATA * 4096) | PRU | A | D);
+    expect(vcpu.write(GVA + 6 * 4096 + 0x800, 0n).fault).toBe(false); // writable sptes
+    expect(vcpu.write(GVA + 7 * 4096 + 0x800, 0n).fault).toBe(false);
+    vm.guestWrite64(0x102000 + 9 * 8, 0x107000n | PRU); // PD[9] → PT 0x107
+    expect(flushReasons(vm, () => vcpu.read(9 * 2 ** 21))).toEqual(["account_shadowed"]);
+    vm.guestWrite64(0x101000 + 4 * 8, 0x108000n | PRU); // PDPT[4] → PD 0x108
+    // (Then PT 0x107's entry 0, writable with D, is made again without D through the new path:
+    // make_spte keeps no D when the old spte was writable, and mmu_spte_update flushes.)
+    expect(flushReasons(vm, () => vcpu.read(4 * 2 ** 30))).toEqual([
+      "write_track_add_gfn",
+      "mmu_set_spte",
+    ]);
+  });
+
+  it("after a sync, no parent keeps an unsync-child bit for it (mmu_pages_clear_parents up to the root)", () => {
+    const { vm, vcpu } = guest((i) => (i < 8 ? PRU | A | D : 0n));
+    expect(vcpu.access(GVA).fault).toBe(false);
+    unsyncPt(vm, vcpu, 3, 0n);
+    const counts = () =>
+      [0x100, 0x101, 0x102].map(
+        (g) => vm.shadowPages().pages.find((p) => p.gfn === g && !p.role.invalid)!.unsyncChildren,
+      );
+    expect(counts()).toEqual([1, 1, 1]);
+    syncAtEntry(vm, vcpu, WINDOW);
+    expect(counts()).toEqual([0, 0, 0]);
+  });
+
+  it("a sync that write-protects nothing flushes only if it changed an spte", () => {
+    // An MMU-notifier invalidation of the PT's host page zaps its writable mapping (WINDOW)
+    // before the sync: nothing is left to write-protect.
+    const setup = (gpte3: bigint) => {
+      const { vm, vcpu } = guest((i) => (i < 8 ? PRU | A | D : 0n));
+      expect(vcpu.access(GVA).fault).toBe(false);
+      unsyncPt(vm, vcpu, 3, gpte3);
+      const pt = level1(vm, PT);
+      const hva = (pt.pfn(0) - DATA + PT) * 4096; // the slot maps gfns to consecutive host frames
+      expect(vm.mmuNotifierInvalidateHva(hva, hva + 4096)).toBe(true);
+      expect(pt.info.unsync).toBe(true);
+      return { vm, vcpu };
+    };
+    const same = setup(BigInt((DATA + 3) * 4096) | PRU | A | D); // gpte 3 rewritten as it was
+    expect(flushReasons(same.vm, () => syncAtEntry(same.vm, same.vcpu, GVA))).toEqual([]);
+    const cleared = setup(0n);
+    expect(flushReasons(cleared.vm, () => syncAtEntry(cleared.vm, cleared.vcpu, GVA))).toEqual([
+      "sync_children",
+    ]);
+  });
+
+  it("INVLPG also syncs the gva's entry below the previous roots (KVM_MMU_ROOTS_ALL)", () => {
+    const { vm, vcpu } = guest((i) => (i < 8 ? PRU | A | D : 0n));
+    expect(vcpu.access(GVA).fault).toBe(false);
+    unsyncPt(vm, vcpu, 3, 0n);
+    // Another address space: PML4 0x110 → PDPT 0x111 → PD 0x112 → PT 0x113 → DATA at gva 0.
+    vm.guestWrite64(0x110000, 0x111000n | PRU);
+    vm.guestWrite64(0x111000, 0x112000n | PRU);
+    vm.guestWrite64(0x112000, 0x113000n | PRU);
+    vm.guestWrite64(0x113000, BigInt(DATA * 4096) | PRU | A | D);
+    vcpu.movCr3(0x110000);
+    expect(vcpu.read(0).fault).toBe(false);
+    expect(level1(vm, PT).present(3)).toBe(true); // below the previous root, still stale
+    vcpu.invlpg(GVA + 3 * 4096);
+    expect(level1(vm, PT).present(3)).toBe(false);
+    expect(vm.audit()).toEqual([]);
+  });
+
+  it("deleting the memslot of the shadowed tables zaps every page (unaccount_shadowed without a slot)", () => {
+    const { vm, vcpu } = guest((i) => (i < 8 ? PRU | A | D : 0n));
+    expect(vcpu.access(GVA).fault).toBe(false);
+    unsyncPt(vm, vcpu, 3, 0n);
+    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 0, flags: 0 });
+    expect(vm.shadowPages().pages.filter((p) => !p.role.invalid)).toEqual([]);
+    expect(vm.stats.mmu_unsync).toBe(0);
+    expect(vm.audit()).toEqual([]);
+  });
+});
