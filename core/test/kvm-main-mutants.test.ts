@@ -7,6 +7,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { createVm, InvalidArgumentError } from "../src";
+import { flushReasons } from "./flush-reasons";
 
 const PAGE = 4096;
 const LOG = 1; // KVM_MEM_LOG_DIRTY_PAGES
@@ -148,19 +149,11 @@ describe("the dirty-log ioctls' flushes and refusals", () => {
     const { vm: ring, v: r } = loggedVm(true);
     r.write(BASE, 1n);
     r.dirtyRing!.harvest();
-    const reasons = (m: typeof vm, op: () => void) => {
-      m.startTrace(100);
-      op();
-      return m
-        .stopTrace()
-        .events.filter((e) => e.name === "mmulab_flush_remote_tlbs")
-        .map((e) => e.fields.reason);
-    };
-    expect(reasons(get, () => get.getDirtyLog(1))).toEqual(["get_dirty_log"]);
-    expect(reasons(vm, () => vm.clearDirtyLog(1, 0, 64, new Uint32Array([1, 0])))).toEqual([
+    expect(flushReasons(get, () => get.getDirtyLog(1))).toEqual(["get_dirty_log"]);
+    expect(flushReasons(vm, () => vm.clearDirtyLog(1, 0, 64, new Uint32Array([1, 0])))).toEqual([
       "clear_dirty_log",
     ]);
-    expect(reasons(ring, () => ring.resetDirtyRings())).toEqual(["reset_dirty_rings"]);
+    expect(flushReasons(ring, () => ring.resetDirtyRings())).toEqual(["reset_dirty_rings"]);
   });
 
   it("a frozen VM refuses every dirty-log ioctl, naming the vm", () => {

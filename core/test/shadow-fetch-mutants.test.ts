@@ -24,6 +24,7 @@ import {
   type Vcpu,
   type Vm,
 } from "../src";
+import { flushReasons } from "./flush-reasons";
 import { EPT_A, EPT_W } from "./kvm-values";
 
 const P = 1n;
@@ -870,15 +871,6 @@ describe("FNAME(sync_spte) for a page of a read-only slot (an spte without Host-
 });
 
 describe("the shadow MMU's bookkeeping around zaps and syncs", () => {
-  const flushReasons = (vm: Vm, op: () => void) => {
-    vm.startTrace(10000);
-    op();
-    return vm
-      .stopTrace()
-      .events.filter((e) => e.name === "mmulab_flush_remote_tlbs")
-      .map((e) => e.fields.reason);
-  };
-
   it("a root zapped while another vCPU still holds it is not found again: the reload builds a new one", () => {
     const { vm, vcpu } = guest((i) => (i < 8 ? PRU | A | D : 0n));
     vm.guestWrite64(0x105000 + 2 * 8, 0x100000n | PRU | A | D); // 0x40002000 → the PML4
