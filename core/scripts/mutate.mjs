@@ -150,6 +150,7 @@ function modules() {
         "shadow-fetch-mutants",
         "mmu-mutants",
         "mmu-trace",
+        "era-switches",
         gaps,
       ),
     },

@@ -25,7 +25,7 @@ import {
   type Vm,
 } from "../src";
 import { flushReasons } from "./flush-reasons";
-import { EPT_A, EPT_W } from "./kvm-values";
+import { EPT_A, EPT_D, EPT_W } from "./kvm-values";
 
 const P = 1n;
 const RW = 2n;
@@ -974,5 +974,44 @@ describe("the shadow MMU's bookkeeping around zaps and syncs", () => {
     expect(vm.shadowPages().pages.filter((p) => !p.role.invalid)).toEqual([]);
     expect(vm.stats.mmu_unsync).toBe(0);
     expect(vm.audit()).toEqual([]);
+  });
+});
+
+describe("two shadow pages of one guest PT with different rights", () => {
+  it("a lookup for the other role leaves the unsync one alone (only an upper-level page zaps it)", () => {
+    const { vm, vcpu } = guest((i) => (i < 8 ? PRU | A | D : 0n));
+    vm.guestWrite64(0x102000 + 3 * 8, BigInt(PT * 4096) | P | US); // PD[3]: the PT, read-only
+    expect(vcpu.access(GVA).fault).toBe(false);
+    unsyncPt(vm, vcpu, 3, 0n);
+    expect(vcpu.read(0x600000).fault).toBe(false); // a second level-1 page for the PT (no W)
+    const pages = vm
+      .shadowPages()
+      .pages.filter((p) => p.gfn === PT && p.level === 1 && !p.role.invalid);
+    expect(pages).toHaveLength(2);
+    expect(pages.filter((p) => p.unsync)).toHaveLength(1);
+    expect(vm.audit()).toEqual([]);
+  });
+});
+
+const EPT_A_BIG = BigInt(EPT_A);
+const EPT_D_BIG = BigInt(EPT_D);
+
+describe("sptes without A/D bits when EPT A/D is off (ad_disabled roots)", () => {
+  it("the rmap MMU's leaves carry neither A nor D; with A/D on they do", () => {
+    const leaf = (eptAccessDirty: boolean) => {
+      const vm = createVm({ features: { mmuFlavor: "legacy_direct", eptAccessDirty } });
+      vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 0x100 * 4096, flags: 0 });
+      const vcpu = vm.createVcpu();
+      vm.startTrace(100);
+      expect(vcpu.write(0x5000, 1n).fault).toBe(false);
+      // The faulting gfn's leaf (the prefetched neighbours are made without A in any case).
+      const set = vm
+        .stopTrace()
+        .events.filter((e) => e.name === "kvm_mmu_set_spte" && e.fields.gfn === "0x5");
+      expect(set).toHaveLength(1);
+      return BigInt(String(set[0]!.fields.spte));
+    };
+    expect(leaf(false) & (EPT_A_BIG | EPT_D_BIG)).toBe(0n);
+    expect(leaf(true) & (EPT_A_BIG | EPT_D_BIG)).toBe(EPT_A_BIG | EPT_D_BIG);
   });
 });
