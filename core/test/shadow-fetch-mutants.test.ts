@@ -1015,3 +1015,25 @@ describe("sptes without A/D bits when EPT A/D is off (ad_disabled roots)", () =>
     expect(leaf(true) & (EPT_A_BIG | EPT_D_BIG)).toBe(EPT_A_BIG | EPT_D_BIG);
   });
 });
+
+describe("which MMU made a page (sp->tdp_mmu_page)", () => {
+  it("the shadow MMU's pages, indirect or direct, are not TDP MMU pages; the TDP MMU's are", () => {
+    const { vm, vcpu } = guest((i) => (i < 8 ? PRU | A | D : 0n));
+    vm.guestWrite64(0x102000 + 5 * 8, 0x200000n | PRU | A | D | 0x80n); // a 2M guest page
+    expect(vcpu.access(GVA).fault).toBe(false);
+    expect(vcpu.access(5 * 2 ** 21).fault).toBe(false);
+    const pages = vm.shadowPages().pages;
+    expect(pages.some((p) => p.direct)).toBe(true);
+    expect(pages.filter((p) => p.tdp)).toEqual([]);
+    const legacy = createVm({ features: { mmuFlavor: "legacy_direct" } });
+    legacy.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 0x100 * 4096, flags: 0 });
+    expect(legacy.createVcpu().read(0x5000).fault).toBe(false);
+    expect(legacy.shadowPages().pages.filter((p) => p.tdp)).toEqual([]);
+    const tdp = createVm();
+    tdp.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 0x100 * 4096, flags: 0 });
+    expect(tdp.createVcpu().read(0x5000).fault).toBe(false);
+    const tdpPages = tdp.shadowPages().pages;
+    expect(tdpPages.length).toBeGreaterThan(0);
+    expect(tdpPages.every((p) => p.tdp)).toBe(true);
+  });
+});
