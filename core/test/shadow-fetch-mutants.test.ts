@@ -756,6 +756,38 @@ describe("mmu_sync_children: batches of KVM_PAGE_ARRAY_NR = 16 pages, the walk's
     });
 });
 
+describe("mmu_unsync_walk over two upper-level branches", () => {
+  it("unsync PTs under two PDs are found in one walk: one batch", () => {
+    const { vm, vcpu } = guest((i) => (i < 8 ? PRU | A | D : 0n));
+    // PDPT[2] → PD 0x120 → PT 0x121 (gva 0x80000000), written through WINDOW's PT 0x105 entry 3.
+    vm.guestWrite64(0x101000 + 2 * 8, 0x120000n | PRU);
+    vm.guestWrite64(0x120000, 0x121000n | PRU);
+    vm.guestWrite64(0x121000, BigInt(DATA * 4096) | PRU | A | D);
+    vm.guestWrite64(0x105000 + 3 * 8, 0x121000n | PRU | A | D);
+    expect(vcpu.access(GVA).fault).toBe(false);
+    expect(vcpu.access(0x80000000).fault).toBe(false);
+    unsyncPt(vm, vcpu, 3, 0n);
+    expect(vcpu.write(0x40003000 + 8, BigInt(DATA * 4096) | PRU | A | D).fault).toBe(false);
+    expect(
+      vm
+        .shadowPages()
+        .pages.filter((p) => p.unsync)
+        .map((p) => p.gfn)
+        .sort(),
+    ).toEqual([PT, 0x121]);
+    vm.startTrace(1000);
+    syncAtEntry(vm, vcpu, WINDOW);
+    const ev = vm
+      .stopTrace()
+      .events.filter((e) => e.name === "mmulab_flush_remote_tlbs" || e.name === "kvm_mmu_sync_page")
+      .map((e) => (e.name === "kvm_mmu_sync_page" ? `sync ${e.fields.gfn}` : "flush"));
+    // One batch: both PTs write-protected (one flush), both synced, then the flush for PT's
+    // dropped spte 3.
+    expect(ev).toEqual(["flush", "sync 0x103", "sync 0x121", "flush"]);
+    expect(vm.shadowPages().pages.filter((p) => p.unsync)).toEqual([]);
+  });
+});
+
 describe("INVLPG on an unsync page (__kvm_mmu_invalidate_addr)", () => {
   it("re-syncs the gva's entry: a changed gpte drops the spte with one flush; an unchanged one flushes nothing", () => {
     const { vm, vcpu } = guest((i) => (i < 8 ? PRU | A | D : 0n));
