@@ -342,6 +342,17 @@ describe("FNAME(sync_spte): an unsync page brought in line with its gptes at MOV
     expect(pt.present(7) || pt.zero(7)).toBe(false); // the same gfn: still the MMIO spte
   });
 
+  it("an MMIO spte of a gfn below 4 GiB (its high word zero) is synced too", () => {
+    const { vm, vcpu } = guest((i) => (i < 5 ? PRU | A | D : 0n));
+    vm.guestWrite64(PT * 4096 + 6 * 8, 0x3000000n | PRU | A | D); // gfn 0x3000: no slot
+    expect(vcpu.access(GVA).fault).toBe(false);
+    expect(vcpu.access(GVA + 6 * 4096)).toMatchObject({ fault: false, mmio: true });
+    expect(level1(vm, PT).present(6) || level1(vm, PT).zero(6)).toBe(false);
+    unsyncPt(vm, vcpu, 6, BigInt((DATA + 6) * 4096) | PRU | A | D);
+    syncAtEntry(vm, vcpu, WINDOW);
+    expect(level1(vm, PT).zero(6)).toBe(true); // sync_mmio_spte: another gfn
+  });
+
   it("FNAME(fetch) syncs the unsync children of a page before linking it on another path", () => {
     // The guest's PD (gfn 0x102) also sits under PDPT entry 2: gva 0x80400000 reaches PT 0x103
     // through it, as GVA does through PDPT entry 0.
@@ -757,15 +768,17 @@ describe("mmu_sync_children: batches of KVM_PAGE_ARRAY_NR = 16 pages, the walk's
 });
 
 describe("mmu_unsync_walk over two upper-level branches", () => {
-  it("unsync PTs under two PDs are found in one walk: one batch", () => {
+  it("unsync PTs under two PML4 entries are found in one walk: one batch", () => {
     const { vm, vcpu } = guest((i) => (i < 8 ? PRU | A | D : 0n));
-    // PDPT[2] → PD 0x120 → PT 0x121 (gva 0x80000000), written through WINDOW's PT 0x105 entry 3.
-    vm.guestWrite64(0x101000 + 2 * 8, 0x120000n | PRU);
+    // PML4[1] → PDPT 0x130 → PD 0x120 → PT 0x121 (gva 2^39), written through WINDOW's PT 0x105
+    // entry 3: an unsync PT below each of two PML4 entries.
+    vm.guestWrite64(0x100000 + 8, 0x130000n | PRU);
+    vm.guestWrite64(0x130000, 0x120000n | PRU);
     vm.guestWrite64(0x120000, 0x121000n | PRU);
     vm.guestWrite64(0x121000, BigInt(DATA * 4096) | PRU | A | D);
     vm.guestWrite64(0x105000 + 3 * 8, 0x121000n | PRU | A | D);
     expect(vcpu.access(GVA).fault).toBe(false);
-    expect(vcpu.access(0x80000000).fault).toBe(false);
+    expect(vcpu.access(2 ** 39).fault).toBe(false);
     unsyncPt(vm, vcpu, 3, 0n);
     expect(vcpu.write(0x40003000 + 8, BigInt(DATA * 4096) | PRU | A | D).fault).toBe(false);
     expect(
@@ -862,6 +875,20 @@ describe("write flooding (detect_write_flooding, shadow_page_table_clear_flood)"
     }
     expect(pdPage(vm)).toHaveLength(0);
     expect(vm.stats.mmu_flooded).toBe(1);
+  });
+
+  it("the same for a PD reached through an odd PDPT index (the whole path is reset)", () => {
+    const { vm, vcpu } = guest((i) => (i < 8 ? PRU | A | D : 0n));
+    // PDPT[1] → PD 0x104 → PT 0x105, whose entry 5 maps PD 0x104 itself at gva 0x40005000.
+    vm.guestWrite64(0x105000 + 5 * 8, 0x104000n | PRU | A | D);
+    expect(vcpu.access(GVA).fault).toBe(false);
+    const pd = () =>
+      vm.shadowPages().pages.filter((p) => p.gfn === 0x104 && p.level === 2 && !p.role.invalid);
+    expect(vcpu.read(0x40005000).fault).toBe(false);
+    expect(pd()).toHaveLength(1);
+    for (let k = 0; k < 6; k++) expect(vcpu.write(0x40005000 + (20 + k) * 8, 0n).fault).toBe(false);
+    expect(pd()).toHaveLength(1);
+    expect(vm.stats.mmu_flooded).toBe(0);
   });
 
   it("writes whose own translation goes through the PD reset its count first: never flooded", () => {
