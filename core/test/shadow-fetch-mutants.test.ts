@@ -342,15 +342,21 @@ describe("FNAME(sync_spte): an unsync page brought in line with its gptes at MOV
     expect(pt.present(7) || pt.zero(7)).toBe(false); // the same gfn: still the MMIO spte
   });
 
-  it("an MMIO spte of a gfn below 4 GiB (its high word zero) is synced too", () => {
+  it("MMIO sptes of gfns below 4 GiB (their high word zero) are synced too", () => {
     const { vm, vcpu } = guest((i) => (i < 5 ? PRU | A | D : 0n));
-    vm.guestWrite64(PT * 4096 + 6 * 8, 0x3000000n | PRU | A | D); // gfn 0x3000: no slot
+    // Entries 6 and 24 name gfns 0x3000 and 0x3018, outside every slot.
+    vm.guestWrite64(PT * 4096 + 6 * 8, 0x3000000n | PRU | A | D);
+    vm.guestWrite64(PT * 4096 + 24 * 8, 0x3018000n | PRU | A | D);
     expect(vcpu.access(GVA).fault).toBe(false);
-    expect(vcpu.access(GVA + 6 * 4096)).toMatchObject({ fault: false, mmio: true });
-    expect(level1(vm, PT).present(6) || level1(vm, PT).zero(6)).toBe(false);
+    for (const i of [6, 24]) {
+      expect(vcpu.access(GVA + i * 4096)).toMatchObject({ fault: false, mmio: true });
+      expect(level1(vm, PT).present(i) || level1(vm, PT).zero(i)).toBe(false);
+    }
     unsyncPt(vm, vcpu, 6, BigInt((DATA + 6) * 4096) | PRU | A | D);
+    expect(vcpu.write(WINDOW + 24 * 8, 0n).fault).toBe(false);
     syncAtEntry(vm, vcpu, WINDOW);
     expect(level1(vm, PT).zero(6)).toBe(true); // sync_mmio_spte: another gfn
+    expect(level1(vm, PT).zero(24)).toBe(true); // prefetch_invalid_gpte: not present
   });
 
   it("FNAME(fetch) syncs the unsync children of a page before linking it on another path", () => {
