@@ -16,17 +16,12 @@ import {
   pteListRemove,
 } from "../src/mmu/mmu";
 import { PTE_LIST_EXT_MODERN as PTE_LIST_EXT } from "./kvm-values";
+import { contents } from "./pte-list-contents";
 
 /** A descriptor is 16 Int32 words: `more`, `spte_count`, then PTE_LIST_EXT = 14 sptes. */
 const DESC_BYTES = 16 * 4;
 /** The pool starts with room for 64 descriptors and doubles when full. */
 const INITIAL_DESCS = 64;
-
-function contents(pool: PteListDescPool, heads: Uint32Array, i: number): number[] {
-  const out: number[] = [];
-  pteListForEach(pool, heads, i, (s) => out.push(s));
-  return out.sort((a, b) => a - b);
-}
 
 describe("pte_list_desc pool", () => {
   it("keeps every spte across the pool's growth, and charges each doubling to the VM's account", () => {

@@ -4,20 +4,9 @@
  * the count returned by add, and sptep 0 (which must not look like an empty head).
  */
 import { describe, expect, it } from "vitest";
-import {
-  PteListDescPool,
-  pteListAdd,
-  pteListContains,
-  pteListForEach,
-  pteListRemove,
-} from "../src/mmu/mmu";
+import { PteListDescPool, pteListAdd, pteListContains, pteListRemove } from "../src/mmu/mmu";
 import { PTE_LIST_EXT_MODERN as PTE_LIST_EXT } from "./kvm-values";
-
-function contents(pool: PteListDescPool, heads: Uint32Array, i: number): number[] {
-  const out: number[] = [];
-  pteListForEach(pool, heads, i, (s) => out.push(s));
-  return out.sort((a, b) => a - b);
-}
+import { contents } from "./pte-list-contents";
 
 describe("pte_list", () => {
   it("sptep 0 is stored and found (the head is not mistaken for empty)", () => {
