@@ -108,6 +108,7 @@ describe("pte_list walks", () => {
     pteListAdd(pool, heads, 1, 9);
     for (let s = 0; s < 20; s++) pteListAdd(pool, heads, 2, 100 + s);
     expect(pteListForEach(pool, heads, 0, () => {})).toBe(0);
+    expect(pteListContains(pool, heads, 0, 0)).toBe(false); // an empty head holds nothing
     expect(pteListForEach(pool, heads, 1, () => {})).toBe(1);
     expect(pteListForEach(pool, heads, 2, () => {})).toBe(20);
   });
