@@ -97,7 +97,9 @@ export const SWITCHES = {
     kind: "kvm",
     values: BOOL,
     default: true,
-    doc: "rmap MMU: direct_pte_prefetch of the aligned group of 8 around a 4K fault",
+    doc:
+      "rmap MMU: direct_pte_prefetch of the aligned group of 8 around a 4K fault (never with " +
+      "EPT A/D bits off: sp_ad_disabled)",
   },
   eagerPageSplit: {
     kind: "kvm",

@@ -1055,7 +1055,9 @@ export class ShadowMmu implements ShadowMmuOps {
         off %= 4096;
       }
       for (let k = 0; k < n; k++) {
-        const i = off / 8 + k;
+        // get_written_sptes: &sp->spt[page_offset / 8] — C's integer division (a 4-byte store
+        // into an 8-byte gpte's high half, from a vCPU without PAE, lands on that gpte).
+        const i = (off >>> 3) + k;
         if (isShadowPresent(s.spt[sp]![i * 2]!)) flush = true;
         this.zapPte(sp, i, level);
         if (!gentryZero && level > 1) this.stats.mmu_pde_zapped++;
@@ -1480,7 +1482,10 @@ export class ShadowMmu implements ShadowMmuOps {
     fault.mappedLeaf = true;
     const ret = this.mmuSetSpte(sp, idx, level, base, fault.pfn, ACC_ALL, slot, fault);
     if (ret === RET_PF_SPURIOUS) return ret;
-    if (this.prefetch && level === 1) this.directPtePrefetch(sp, idx);
+    // direct_pte_prefetch: not without A/D bits (sp_ad_disabled), where a prefetched spte could
+    // not be told from an accessed one (since v4.10), and only at 4K.
+    if (this.prefetch && level === 1 && (s.role[sp]! & ROLE_AD_DISABLED) === 0)
+      this.directPtePrefetch(sp, idx);
     return ret;
   }
 

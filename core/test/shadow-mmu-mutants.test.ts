@@ -1,0 +1,91 @@
+/**
+ * Directed tests for the shadow MMU's page bookkeeping in mmu.ts (`kvm_mmu_track_write`, the spte
+ * sink, `mmu_set_spte`, `__direct_pte_prefetch`, aging, reclaim): each pins a rule of
+ * arch/x86/kvm/mmu/mmu.c that a StrykerJS mutant broke while the broader suites still passed.
+ * Expected values come from the kernel's rules, worked out in the comments.
+ */
+import { describe, expect, it } from "vitest";
+import { createVm } from "../src";
+import { flushReasons } from "./flush-reasons";
+import { GPTE } from "./kvm-values";
+
+const { A, D } = GPTE;
+const PRU = GPTE.P | GPTE.RW | GPTE.US;
+
+/**
+ * A 4-level shadow-paging guest: PML4 0x100 → PDPT 0x101 → PD 0x102; PD[2] (gva 0x400000) → PT
+ * 0x103, whose entries 0..7 map gfn 0x200 + i. vCPU 0 runs it at CPL 3.
+ */
+function guest4() {
+  const vm = createVm({ mmu: "shadow" });
+  vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 0x1000 * 4096, flags: 0 });
+  vm.guestWrite64(0x100000, 0x101000n | PRU);
+  vm.guestWrite64(0x101000, 0x102000n | PRU);
+  vm.guestWrite64(0x102000 + 2 * 8, 0x103000n | PRU);
+  for (let i = 0; i < 8; i++)
+    vm.guestWrite64(0x103000 + i * 8, BigInt((0x200 + i) * 4096) | PRU | A | D);
+  const vcpu = vm.createVcpu();
+  vcpu.setSregs({ cr0: 0x80010001, cr3: 0x100000, cr4: 0x20, efer: 0x900, cpl: 3 });
+  return { vm, vcpu };
+}
+
+/** The valid indirect shadow page of guest table `gfn` at `level`. */
+function page(vm: ReturnType<typeof createVm>, gfn: number, level: number) {
+  const pages = vm
+    .shadowPages()
+    .pages.filter((p) => p.gfn === gfn && p.level === level && !p.direct && !p.role.invalid);
+  expect(pages).toHaveLength(1);
+  const spt = vm.mmu!.store.spt[pages[0]!.id]!;
+  return { info: pages[0]!, present: (i: number) => (spt[i * 2]! & 0x800) !== 0 };
+}
+
+describe("kvm_mmu_track_write", () => {
+  it("a 4-byte store by a 32-bit vCPU into the high half of an 8-byte gpte zaps that gpte's spte (get_written_sptes: page_offset / 8)", () => {
+    const { vm, vcpu } = guest4();
+    expect(vcpu.access(0x400000).fault).toBe(false);
+    expect(page(vm, 0x102, 2).present(2)).toBe(true);
+    // vCPU 1 runs 2-level paging: PD 0x300, PDE 1 (gva 0x400000) → PT 0x301, PTE 0 → gfn 0x102,
+    // the 4-level guest's PD, which is write-protected (it is shadowed at level 2).
+    vm.guestWrite32(0x300000 + 4, 0x301000 + 7);
+    vm.guestWrite32(0x301000, 0x102000 + 0x67);
+    const v32 = vm.createVcpu();
+    v32.setSregs({ cr0: 0x80010001, cr3: 0x300000, cr4: 0, efer: 0, cpl: 0 });
+    const writes = vm.stats.mmu_pte_write;
+    // The high half of PD[2]: offset 0x14. !is_pae, so no widening; not misaligned
+    // ((0x14 ^ 0x17) & ~7 = 0, bytes = 4); level 2, first write: not flooded. get_written_sptes
+    // gives &spt[0x14 / 8] = entry 2, which is zapped: the link to PT 0x103 goes, with a flush.
+    // The gentry read (4 bytes at 0x102014) is 0, so mmu_pde_zapped stays.
+    const pdeZapped = vm.stats.mmu_pde_zapped;
+    expect(flushReasons(vm, () => v32.write(0x400014, 0, { size: 4 }))).toContain("track_write");
+    expect(vm.stats.mmu_pte_write).toBe(writes + 1);
+    expect(vm.stats.mmu_flooded).toBe(0);
+    expect(vm.stats.mmu_pde_zapped).toBe(pdeZapped);
+    expect(page(vm, 0x102, 2).present(2)).toBe(false);
+    expect(vm.audit()).toEqual([]);
+  });
+});
+
+describe("direct_pte_prefetch (legacy TDP)", () => {
+  /** Present 4K leaves after one 4K access at gfn 0x203, with EPT A/D on or off. */
+  function leavesAfterOneFault(eptAccessDirty: boolean) {
+    const vm = createVm({ features: { mmuFlavor: "legacy_direct", eptAccessDirty } });
+    vm.setUserMemoryRegion({
+      slot: 0,
+      guestPhysAddr: 0,
+      memorySize: 0x1000 * 4096,
+      flags: 0,
+      backing: "4k",
+    });
+    const vcpu = vm.createVcpu();
+    expect(vcpu.access(0x203 * 4096).fault).toBe(false);
+    return vm.stats.pages_4k;
+  }
+
+  it("with A/D bits, the aligned group of 8 around the fault is mapped", () => {
+    expect(leavesAfterOneFault(true)).toBe(8);
+  });
+
+  it("without A/D bits (role.ad_disabled), nothing is prefetched: an access could not be told from a prefetch", () => {
+    expect(leavesAfterOneFault(false)).toBe(1);
+  });
+});
