@@ -1074,20 +1074,6 @@ export class ShadowMmu implements ShadowMmuOps {
     return s.flood[sp]! >= 3;
   }
 
-  /** `kvm_mmu_unprotect_page`-style zap of every valid page with guest PTEs at `gfn`. */
-  zapGfnShadowPages(gfn: number): number {
-    const s = this.store;
-    const victims: number[] = [];
-    for (let sp = this.hash[this.hashOf(gfn)]!; sp >= 0; sp = s.hashNext[sp]!) {
-      if (s.gfn[sp] !== gfn || this.isObsolete(sp)) continue;
-      if ((s.role[sp]! & (ROLE_INVALID | ROLE_DIRECT)) !== 0) continue;
-      victims.push(sp);
-    }
-    for (const sp of victims) if ((s.role[sp]! & ROLE_INVALID) === 0) this.prepareZapPage(sp);
-    this.commitZapPage();
-    return victims.length;
-  }
-
   // ---- roots ----------------------------------------------------------------------------
 
   /**
