@@ -89,3 +89,54 @@ describe("direct_pte_prefetch (legacy TDP)", () => {
     expect(leavesAfterOneFault(false)).toBe(1);
   });
 });
+
+describe("make_spte marks a writable spte's page dirty, whatever the old spte was", () => {
+  /**
+   * A shadow-paging guest with the dirty ring, slot 0 logged: gva 0x400000 → gfn 0x200, a gpte
+   * with RW, A, D and NX (upper gptes already accessed, so walks write nothing back).
+   */
+  function ringGuest() {
+    const vm = createVm({ mmu: "shadow" });
+    vm.enableCap("KVM_CAP_DIRTY_LOG_RING", 4096);
+    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 0x400 * 4096, flags: 1 });
+    vm.guestWrite64(0x100000, 0x101000n | PRU | A);
+    vm.guestWrite64(0x101000, 0x102000n | PRU | A);
+    vm.guestWrite64(0x102000 + 2 * 8, 0x103000n | PRU | A);
+    vm.guestWrite64(0x103000, 0x200000n | PRU | A | D | GPTE.NX);
+    const vcpu = vm.createVcpu();
+    vcpu.setSregs({ cr0: 0x80010001, cr3: 0x100000, cr4: 0x20, efer: 0xd00, cpl: 3 });
+    return { vm, vcpu };
+  }
+
+  it("a fetch fault that rebuilds a writable spte with X pushes the page on the ring again (mmu_set_spte → make_spte)", () => {
+    const { vm, vcpu } = ringGuest();
+    expect(vcpu.write(0x400000, 1).fault).toBe(false);
+    expect(vcpu.dirtyRing!.harvest()).toEqual([{ slot: 0, offset: 0x200 }]);
+    // The gpte now allows execution (a host store: no write tracking, so the spte keeps NX). The
+    // fetch faults and FNAME(page_fault) maps the same pfn with X; make_spte keeps W (the old
+    // spte had it) and, the slot being logged, marks the page dirty again.
+    vm.guestWrite64(0x103000, 0x200000n | PRU | A | D);
+    expect(vcpu.fetch(0x400000).fault).toBe(false);
+    expect(vcpu.dirtyRing!.harvest()).toEqual([{ slot: 0, offset: 0x200 }]);
+  });
+
+  it("syncing an unsync page whose gpte gained X keeps W and pushes the page again (FNAME(sync_spte) → make_spte)", () => {
+    const { vm, vcpu } = ringGuest();
+    // gva 0x40001000 maps the PT itself: PDPT[1] → PD 0x104 → PT 0x105, entry 1 → gfn 0x103.
+    vm.guestWrite64(0x101000 + 8, 0x104000n | PRU | A);
+    vm.guestWrite64(0x104000, 0x105000n | PRU | A);
+    vm.guestWrite64(0x105000 + 8, 0x103000n | PRU | A | D);
+    expect(vcpu.write(0x400000, 1).fault).toBe(false);
+    expect(vcpu.dirtyRing!.harvest()).toEqual([{ slot: 0, offset: 0x200 }]);
+    // The guest's own store into its PT (a level-1 page: it goes unsync, the store is not
+    // emulated) clears NX in gpte 0; the writable spte of the PT's frame is the one marked.
+    expect(vcpu.write(0x40001000, 0x200000n | PRU | A | D).fault).toBe(false);
+    expect(vcpu.dirtyRing!.harvest()).toEqual([{ slot: 0, offset: 0x103 }]);
+    // MOV CR3 syncs the page: gpte 0's access gained X, so sync_spte rebuilds the spte, still
+    // writable (the old one was), and make_spte marks gfn 0x200 again.
+    vcpu.movCr3(0x100000);
+    expect(vcpu.fetch(0x400000).fault).toBe(false);
+    expect(vcpu.dirtyRing!.harvest()).toEqual([{ slot: 0, offset: 0x200 }]);
+    expect(vm.audit()).toEqual([]);
+  });
+});

@@ -57,6 +57,7 @@ import {
   LastSpte,
   type MmuCore,
   MmuPageStore,
+  makeSpteMarkDirty,
   RET_PF_CONTINUE,
   RET_PF_EMULATE,
   RET_PF_FIXED,
@@ -1118,8 +1119,8 @@ export class ShadowMmu implements ShadowMmuOps {
    * The one place a shadow-MMU spte changes (`mmu_spte_set`, `mmu_spte_update`,
    * `mmu_spte_clear_track_bits`, `mmu_spte_clear_no_track`): entry `idx` of `sp`, at `level`,
    * mapping `gfn`, becomes (`newLo`, `newHi`). It owns, for leaves, the page stats and the rmap
-   * (`rmap_add` when a leaf appears, `rmap_remove` when one goes), the dirty mark (a 4K leaf that
-   * becomes writable in a logged slot) and the flush decision, which it returns: true when a
+   * (`rmap_add` when a leaf appears, `rmap_remove` when one goes) and the flush decision (the
+   * dirty mark is `make_spte`'s, see {@link makeSpteMarkDirty}), which it returns: true when a
    * present leaf went away or lost a translation bit the CPU may have cached (W while
    * MMU-writable, A, D: `mmu_spte_update`), or a table was unlinked.
    */
@@ -1158,10 +1159,6 @@ export class ShadowMmu implements ShadowMmuOps {
       if (wasPresent) flush = true;
       if (wasLeaf) this.rmapRemove(sp, idx, level);
       if (isLeaf) this.rmapAdd(sp, idx, gfn, level);
-    }
-    if (level === 1 && isLeaf && (newLo & SPTE_W) !== 0 && !(wasLeaf && (oldLo & SPTE_W) !== 0)) {
-      const slot = this.core.slots.gfnToSlot(gfn);
-      if (slot !== undefined) this.core.markPageDirtyInSlot(slot, gfn);
     }
     return flush;
   }
@@ -1531,6 +1528,7 @@ export class ShadowMmu implements ShadowMmuOps {
       this.mmuTryToUnsyncPages(slot, gfn, true, prefetch);
     const out = this.out;
     makeSpte(out, level, pteAccess, pfn, lo, prefetch, hostWritable, canWrite);
+    makeSpteMarkDirty(this.core, slot, gfn, out.lo);
     let ret = RET_PF_FIXED;
     if (out.lo === lo && out.hi === spt[idx * 2 + 1]) ret = RET_PF_SPURIOUS;
     else {
@@ -1611,6 +1609,11 @@ export class ShadowMmu implements ShadowMmuOps {
   fastPfFixSpte(last: LastSpte, gfn: number, newLo: number): void {
     const base = gfn - (gfn % GFN_SPAN[last.level]!);
     this.setSpte(last.sp, last.idx, last.level, base, newLo, last.hi);
+    // fast_pf_fix_direct_spte marks only a page that became writable.
+    if ((newLo & SPTE_W) !== 0 && (last.lo & SPTE_W) === 0) {
+      const slot = this.core.slots.gfnToSlot(gfn);
+      if (slot !== undefined) this.core.markPageDirtyInSlot(slot, gfn);
+    }
   }
 
   /**

@@ -362,6 +362,15 @@ export class KvmMmu {
 // ---- mmu.c services for the files below it (mmu_internal.h declarations) ---------------------
 
 /**
+ * `make_spte`'s last step: a writable spte marks its gfn dirty (`mark_page_dirty_in_slot`, which
+ * does nothing for a slot that does not log), whether or not the old spte was writable and
+ * whether or not the new one gets installed (spte.c).
+ */
+export function makeSpteMarkDirty(core: MmuCore, slot: MemSlot, gfn: number, lo: number): void {
+  if ((lo & SPTE_W) !== 0) core.markPageDirtyInSlot(slot, gfn);
+}
+
+/**
  * What mmu.c offers the MMU files it is built from (KVM declares these in mmu_internal.h):
  * the VM's shadow-page store and counters, remote TLB flushes, dirty marking and the mapping
  * level. Implemented by the VM's MMU (mmu.ts).

@@ -48,6 +48,7 @@ import {
   type KvmMmu,
   type KvmPageFault,
   kvmMmuPageGetGfn,
+  makeSpteMarkDirty,
   RET_PF_CONTINUE,
   RET_PF_EMULATE,
   RET_PF_RETRY,
@@ -1234,6 +1235,7 @@ export function fnameSyncSpte(ops: ShadowMmuOps, mmu: KvmMmu, sp: number, i: num
     (oldLo & SPTE_W) !== 0 ||
     ops.mmuTryToUnsyncPages(slot, gfn, false, true);
   makeSpte(spteOut, 1, access, sptePfn(oldLo, oldHi), oldLo, true, hostWritable, writable);
+  makeSpteMarkDirty(ops.core, slot, gfn, spteOut.lo);
   return ops.updateSpte(sp, i, 1, gfn, spteOut.lo, spteOut.hi) ? 1 : 0;
 }
 const spteOut = new SpteOut();
