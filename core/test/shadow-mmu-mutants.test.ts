@@ -140,3 +140,25 @@ describe("make_spte marks a writable spte's page dirty, whatever the old spte wa
     expect(vm.audit()).toEqual([]);
   });
 });
+
+describe("kvm_mmu_free_roots: one kvm_mmu_commit_zap_page for all the roots it frees", () => {
+  it("a vCPU holding a current and a previous obsolete root frees both with one flush", () => {
+    const { vm, vcpu } = guest4();
+    // A second address space: CR3 0x110 → PDPT 0x101 (shared below the root).
+    vm.guestWrite64(0x110000, 0x101000n | PRU);
+    expect(vcpu.access(0x400000).fault).toBe(false);
+    vcpu.movCr3(0x110000);
+    expect(vcpu.access(0x400000).fault).toBe(false);
+    const roots = () => vm.shadowPages().pages.filter((p) => p.level === 4).length;
+    expect(roots()).toBe(2); // current (0x110) and previous (0x100), both pinned
+    // kvm_mmu_zap_all_fast: every page is obsolete; the pinned roots stay, marked invalid, and
+    // every other page is freed with one commit.
+    expect(flushReasons(vm, () => vm.zapAllFast())).toEqual(["commit_zap_page"]);
+    expect(roots()).toBe(2);
+    // The vCPU's next entry (KVM_REQ_MMU_FREE_OBSOLETE_ROOTS → kvm_mmu_free_obsolete_roots)
+    // puts both roots on one invalid list: one commit, one flush.
+    expect(flushReasons(vm, () => vcpu.access(0x400000))).toEqual(["commit_zap_page"]);
+    expect(vm.shadowPages().pages.filter((p) => p.level === 4 && p.role.invalid)).toEqual([]);
+    expect(vm.audit()).toEqual([]);
+  });
+});

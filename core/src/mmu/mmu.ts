@@ -1089,16 +1089,23 @@ export class ShadowMmu implements ShadowMmuOps {
     return r;
   }
 
-  /** `mmu_free_root_page`: the last reference to an invalid root zaps and frees it. */
-  putRoot(root: number): void {
+  /**
+   * `mmu_free_root_page`: drop a reference; the last one to an invalid root puts it on the
+   * invalid list, for the caller's {@link commitZapPage} (`kvm_mmu_free_roots` commits once for
+   * every root it frees).
+   */
+  freeRootPage(root: number): void {
     const s = this.store;
     if (--s.rootCount[root]! > 0) return;
     const i = this.roots.indexOf(root);
     if (i >= 0) this.roots.splice(i, 1);
-    if ((s.role[root]! & ROLE_INVALID) !== 0) {
-      this.prepareZapPage(root);
-      this.commitZapPage();
-    }
+    if ((s.role[root]! & ROLE_INVALID) !== 0) this.prepareZapPage(root);
+  }
+
+  /** {@link freeRootPage} of one root, then its commit. */
+  putRoot(root: number): void {
+    this.freeRootPage(root);
+    this.commitZapPage();
   }
 
   /** The parent entries of `sp` (`parent_ptes`) as sp * 512 + index, for views and the audit. */
@@ -1337,7 +1344,7 @@ export class ShadowMmu implements ShadowMmuOps {
   }
 
   /** `kvm_mmu_commit_zap_page`: one remote flush if the list is non-empty, then free. */
-  private commitZapPage(): void {
+  commitZapPage(): void {
     if (this.invalidList.length === 0) return;
     this.core.flushRemoteTlbs("commit_zap_page");
     for (const sp of this.invalidList) {
@@ -2222,7 +2229,7 @@ export class VmMmu implements MmuCore {
     const sh = this.shadow!;
     if (mmu.root === KVM_DUMMY_ROOT) mmu.root = -1;
     // fast_pgd_switch keeps no special roots: pae_root is freed and loaded again.
-    if (mmu.root === KVM_PAE_ROOT) this.freePaeRoots(mmu);
+    if (mmu.root === KVM_PAE_ROOT) this.freeRoots(mmu, true, 0);
     const usable = (root: number, pgd: number): boolean =>
       root >= 0 && pgd === gfn && this.store.role[root] === mmu.rootRole && !sh.isInvalidRoot(root);
     let found = false;
@@ -2256,26 +2263,34 @@ export class VmMmu implements MmuCore {
     if (found) sh.clearSpFlood(mmu.root);
   }
 
-  /** `mmu_free_root_page` of each `pae_root` entry; the vCPU loads a root at its next entry. */
-  private freePaeRoots(mmu: KvmMmu): void {
-    for (let i = 0; i < 4; i++) {
-      if (mmu.paeRoot[i]! >= 0) this.shadow!.putRoot(mmu.paeRoot[i]!);
-      mmu.paeRoot[i] = -1;
+  /**
+   * `kvm_mmu_free_roots` under shadow paging: the previous roots whose bit is set in `prev`,
+   * then, with `current`, the current root (a `pae_root`'s four pages, or nothing for a dummy
+   * root); one `kvm_mmu_commit_zap_page` for all of them. The vCPU loads a root at its next entry.
+   */
+  private freeRoots(mmu: KvmMmu, current: boolean, prev: number): void {
+    const sh = this.shadow!;
+    for (let i = 0; i < KVM_MMU_NUM_PREV_ROOTS; i++) {
+      if ((prev & (1 << i)) === 0) continue;
+      if (mmu.prevRootSp[i]! >= 0) sh.freeRootPage(mmu.prevRootSp[i]!);
+      mmu.prevRootSp[i] = -1;
     }
-    mmu.root = -1;
+    if (current) {
+      if (mmu.root === KVM_PAE_ROOT) {
+        for (let i = 0; i < 4; i++) {
+          if (mmu.paeRoot[i]! >= 0) sh.freeRootPage(mmu.paeRoot[i]!);
+          mmu.paeRoot[i] = -1;
+        }
+      } else if (mmu.root >= 0) sh.freeRootPage(mmu.root);
+      mmu.root = -1;
+    }
+    sh.commitZapPage();
   }
 
   /** `kvm_mmu_unload` (`kvm_mmu_reset_context`): free the current and the previous roots. */
   unloadRoots(mmu: KvmMmu): void {
     if (this.shadow === null || !this.shadowPaging) return;
-    if (mmu.root === KVM_PAE_ROOT) this.freePaeRoots(mmu);
-    if (mmu.root >= 0) this.shadow.putRoot(mmu.root);
-    mmu.root = -1;
-    for (let i = 0; i < KVM_MMU_NUM_PREV_ROOTS; i++) {
-      const r = mmu.prevRootSp[i]!;
-      if (r >= 0) this.shadow.putRoot(r);
-      mmu.prevRootSp[i] = -1;
-    }
+    this.freeRoots(mmu, true, (1 << KVM_MMU_NUM_PREV_ROOTS) - 1);
   }
 
   /**
@@ -2312,17 +2327,20 @@ export class VmMmu implements MmuCore {
 
   /** `kvm_mmu_free_obsolete_roots`: drop the vCPU's roots that were invalidated. */
   freeObsoleteRoots(mmu: KvmMmu): void {
-    // A pae_root has no shadow page of its own: KVM treats it as obsolete (is_obsolete_root).
-    if (mmu.root === KVM_PAE_ROOT) this.freePaeRoots(mmu);
-    if (mmu.root === KVM_DUMMY_ROOT) mmu.root = -1;
     if (this.shadowPaging) {
+      const sh = this.shadow!;
+      let prev = 0;
       for (let i = 0; i < KVM_MMU_NUM_PREV_ROOTS; i++) {
         const r = mmu.prevRootSp[i]!;
-        if (r >= 0 && this.shadow!.isInvalidRoot(r)) {
-          this.shadow!.putRoot(r);
-          mmu.prevRootSp[i] = -1;
-        }
+        if (r >= 0 && sh.isInvalidRoot(r)) prev |= 1 << i;
       }
+      // A pae_root or a dummy root has no shadow page of its own: KVM treats it as obsolete
+      // (is_obsolete_root).
+      const root = mmu.root;
+      const current =
+        root === KVM_PAE_ROOT || root === KVM_DUMMY_ROOT || (root >= 0 && sh.isInvalidRoot(root));
+      if (current || prev !== 0) this.freeRoots(mmu, current, prev);
+      return;
     }
     const root = mmu.root;
     if (root < 0) return;
