@@ -277,8 +277,47 @@ describe("trace: exact event sequences", () => {
       "mmulab_page_fault_done",
     ]);
     expect(vm.stats.pf_fast).toBe(1);
+    const fast = ev[1]!.fields;
+    expect(fast.ret).toBe("fixed");
+    // The spte gained W (bit 1): new = old | 2.
+    expect(BigInt(fast.new_spte as string)).toBe(BigInt(fast.old_spte as string) | 2n);
     // Still marked dirty, as fast_pf_fix_direct_spte does (W 0 -> 1).
     expect(vm.getDirtyLog(0)[0]).toBe(1 << 5);
+  });
+
+  it("fast_page_fault is traced whatever its outcome: a write the fast path cannot fix goes on to the slow path", () => {
+    const vm = createVm();
+    slot(vm, 2); // KVM_MEM_READONLY
+    const vcpu = vm.createVcpu();
+    vcpu.access(0x5000);
+    vm.startTrace(100);
+    // A write to a read-only slot: the spte is present but neither writable nor MMU-writable, so
+    // fast_page_fault leaves it (RET_PF_INVALID) and the slow path emulates (an MMIO exit).
+    vcpu.access(0x5000, { write: true });
+    const ev = vm.stopTrace().events;
+    const fast = ev.filter((e) => e.name === "fast_page_fault");
+    expect(fast).toHaveLength(1);
+    expect(fast[0]!.fields.ret).toBe("invalid");
+    expect(fast[0]!.fields.vcpu_id).toBe(0);
+    expect(fast[0]!.fields.new_spte).toBe(fast[0]!.fields.old_spte);
+    expect(vm.stats.pf_fast).toBe(0);
+    expect(ev.map((e) => e.name).slice(0, 2)).toEqual(["kvm_page_fault", "fast_page_fault"]);
+  });
+
+  it("without EPT A/D bits a not-present fault tries the fast path too (page_fault_can_be_fast: !kvm_ad_enabled)", () => {
+    const names = (eptAccessDirty: boolean) => {
+      const vm = createVm({ features: { eptAccessDirty } });
+      slot(vm);
+      const vcpu = vm.createVcpu();
+      vm.startTrace(100);
+      vcpu.access(0x5000);
+      return vm.stopTrace().events.map((e) => [e.name, e.fields.ret ?? ""].join(" "));
+    };
+    expect(names(true).filter((n) => n.startsWith("fast_page_fault"))).toEqual([]);
+    // Nothing is access-tracked here, so it finds no spte: RET_PF_INVALID, then the slow path.
+    expect(names(false).filter((n) => n.startsWith("fast_page_fault"))).toEqual([
+      "fast_page_fault invalid",
+    ]);
   });
 
   it("an event list records only those tracepoints (perf record -e); their counts go on past the ring", () => {

@@ -144,8 +144,9 @@ export const SWITCHES = {
     values: ["modern", "v4", "none"],
     default: "modern",
     doc:
-      "fast_page_fault: 'modern' = any level unless the slot is logged; 'v4' = v3.6-v5.x: write " +
-      "faults on present 4K sptes that are Host- and MMU-writable only; 'none' = before v3.6",
+      "fast_page_fault: 'modern' = any level unless the slot is logged, and not-present faults " +
+      "too without A/D bits (page_fault_can_be_fast); 'v4' = v3.6-v5.x: write faults on present " +
+      "4K sptes that are Host- and MMU-writable only; 'none' = before v3.6",
   },
   hashShift: {
     kind: "kvm",

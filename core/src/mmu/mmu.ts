@@ -2512,7 +2512,7 @@ export class VmMmu implements MmuCore {
     if (fault.present && fault.write && !fault.rsvd && kvmGfnIsWriteTracked(fault.slot, gfn))
       return RET_PF_EMULATE;
     const root = shadowRootFor(mmu, gfn);
-    if (fault.present && fault.write && !fault.rsvd && this.fastPathOn) {
+    if (this.pageFaultCanBeFast(fault)) {
       const r = this.fastPageFaultAt(root, 2, fault);
       if (r !== RET_PF_INVALID) {
         this.stats.pf_fast++;
@@ -2542,22 +2542,54 @@ export class VmMmu implements MmuCore {
    * `fast_page_fault`: restore W on an MMU-writable leaf without taking mmu_lock. A huge leaf in
    * a dirty-logged slot is refused (the slow path must split it so logging stays 4K-granular).
    */
-  /** The fast path exists in this era (features.fastPageFault is not "none"). */
-  get fastPathOn(): boolean {
-    return this.fastMode !== "none";
+  /**
+   * `page_fault_can_be_fast` for a direct MMU: not a fault on an MMIO spte; a present fault if it
+   * is a write (a write-protection violation); a not-present one only without A/D bits
+   * (`!kvm_ad_enabled`, where it may be an access-tracked spte; since v4.10).
+   */
+  pageFaultCanBeFast(fault: KvmPageFault): boolean {
+    if (fault.rsvd || this.fastMode === "none") return false;
+    if (!fault.present)
+      return this.fastMode === "modern" && (this.rootRole & ROLE_AD_DISABLED) !== 0;
+    return fault.write;
   }
 
   fastPageFault(mmu: KvmMmu, fault: KvmPageFault): number {
     return this.fastPageFaultAt(mmu.root, this.rootLevel, fault);
   }
 
-  /** {@link fastPageFault} from table `root` at `rootLevel`. */
+  /**
+   * {@link fastPageFault} from table `root` at `rootLevel`. Every attempt ends with the
+   * `fast_page_fault` tracepoint (the spte read, the spte now, the RET_PF_* value), as KVM
+   * traces it at the end of `fast_page_fault` whatever the outcome.
+   */
   private fastPageFaultAt(root: number, rootLevel: number, fault: KvmPageFault): number {
     // After the RFC's write-protect-all, a write first pushes the protection down its path.
     if (this.shadow !== null && fault.write)
       this.shadow.pushDownWriteProtect(root, rootLevel, fault.gfn, this.store.pwTrack);
     const last = this.last;
     walkToLastSpte(this.store, root, rootLevel, fault.gfn, last);
+    const r = this.fastPageFaultFix(last, fault);
+    if (this.trace.on) {
+      const t = this.trace;
+      const spt = this.store.spt[last.sp]!;
+      t.emit(
+        EV.fastPf,
+        fault.addrLo,
+        fault.addrHi,
+        fault.errorCode,
+        last.lo,
+        last.hi,
+        spt[last.idx * 2]!,
+        spt[last.idx * 2 + 1]!,
+        r,
+      );
+    }
+    return r;
+  }
+
+  /** The decision of `fast_page_fault` on the last spte of the walk, and the fix. */
+  private fastPageFaultFix(last: LastSpte, fault: KvmPageFault): number {
     const lo = last.lo;
     if (!isShadowPresent(lo) || !isLastSpte(lo, last.level)) return RET_PF_INVALID;
     // v3.6-v5.x: 4K sptes only, and only when W can come back (Host- and MMU-writable).
@@ -2576,20 +2608,6 @@ export class VmMmu implements MmuCore {
         return RET_PF_INVALID;
     }
     if (nlo === lo || !isAccessAllowed(nlo, fault.write, fault.exec)) return RET_PF_INVALID;
-    if (this.trace.on) {
-      const t = this.trace;
-      t.emit(
-        EV.fastPf,
-        t.vcpu,
-        fault.addrLo,
-        fault.addrHi,
-        fault.errorCode,
-        lo,
-        last.hi,
-        nlo,
-        last.hi,
-      );
-    }
     if (this.tdp !== null) this.tdp.fastPfFixSpte(last, fault.gfn, nlo);
     else this.shadow!.fastPfFixSpte(last, fault.gfn, nlo);
     return RET_PF_FIXED;
@@ -2912,7 +2930,7 @@ export function kvmTdpPageFault(core: MmuCore, mmu: KvmMmu, fault: KvmPageFault)
   const gfn = Math.floor((fault.addrHi * 4294967296 + fault.addrLo) / 4096);
   fault.gfn = gfn;
   fault.slot = vm.slots.gfnToSlot(gfn) ?? null;
-  if (fault.present && fault.write && !fault.rsvd && vm.fastPathOn) {
+  if (vm.pageFaultCanBeFast(fault)) {
     const r = vm.fastPageFault(mmu, fault);
     if (r !== RET_PF_INVALID) {
       vm.stats.pf_fast++;

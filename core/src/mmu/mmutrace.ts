@@ -37,7 +37,8 @@ type FieldKind =
   | "x64" // the same for a 64-bit address (a gva may exceed 2^53)
   | "str" // interned string
   | "bool"
-  | "ret"; // RET_PF_* value, printed by name
+  | "ret" // RET_PF_* value, printed by name
+  | "vcpu"; // the event's vCPU (`vcpu_id`), taken from the record: no slot of its own
 
 /** Where an event is drawn: on its vCPU's track, or on the VM-wide one. */
 type Track = "vcpu" | "vm";
@@ -146,11 +147,13 @@ export const TRACE_EVENTS = [
     system: "kvmmmu",
     track: "vcpu",
     fields: [
-      ["vcpu_id", "u"],
+      ["vcpu_id", "vcpu"],
       ["cr2_or_gpa", "x64"],
       ["error_code", "x"],
       ["old_spte", "spte"],
       ["new_spte", "spte"],
+      // KVM prints `spurious` and `fixed` from it.
+      ["ret", "ret"],
     ],
   },
   { name: "kvm_mmu_zap_all_fast", system: "kvmmmu", track: "vm", fields: [["mmu_valid_gen", "u"]] },
@@ -387,6 +390,10 @@ export class MmuTrace {
       const fields: Record<string, number | string | boolean> = {};
       let slot = o + 3;
       for (const [name, kind] of def.fields) {
+        if (kind === "vcpu") {
+          fields[name] = r[o + 2]!;
+          continue;
+        }
         const v = r[slot++]!;
         if (kind === "spte" || kind === "x64") {
           const hi = r[slot++]!;
