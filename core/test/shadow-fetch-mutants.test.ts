@@ -231,6 +231,13 @@ function readOnlySlot(vm: Vm) {
   });
 }
 
+/** `unsync_children` of the valid pages of the guest's PML4, PDPT and PD (0x100..0x102). */
+function unsyncChildCounts(vm: Vm): number[] {
+  return [0x100, 0x101, 0x102].map(
+    (g) => vm.shadowPages().pages.find((p) => p.gfn === g && !p.role.invalid)!.unsyncChildren,
+  );
+}
+
 /** Make PT unsync: map entries 0..7, then a guest write through WINDOW (a write fault on PT). */
 function unsyncPt(vm: Vm, vcpu: Vcpu, entry: number, gpte: bigint) {
   expect(vcpu.write(WINDOW + entry * 8, gpte).fault).toBe(false);
@@ -984,13 +991,38 @@ describe("the shadow MMU's bookkeeping around zaps and syncs", () => {
     const { vm, vcpu } = guest((i) => (i < 8 ? PRU | A | D : 0n));
     expect(vcpu.access(GVA).fault).toBe(false);
     unsyncPt(vm, vcpu, 3, 0n);
-    const counts = () =>
-      [0x100, 0x101, 0x102].map(
-        (g) => vm.shadowPages().pages.find((p) => p.gfn === g && !p.role.invalid)!.unsyncChildren,
-      );
+    const counts = () => unsyncChildCounts(vm);
     expect(counts()).toEqual([1, 1, 1]);
     syncAtEntry(vm, vcpu, WINDOW);
     expect(counts()).toEqual([0, 0, 0]);
+  });
+
+  it("an unsync PT zapped for an upper-level page of its gfn leaves stale bits; the next sync clears them up to the root", () => {
+    const { vm, vcpu } = guest((i) => (i < 8 ? PRU | A | D : 0n));
+    expect(vcpu.access(GVA).fault).toBe(false);
+    unsyncPt(vm, vcpu, 3, 0n);
+    const counts = () => unsyncChildCounts(vm);
+    expect(counts()).toEqual([1, 1, 1]);
+    // PDPT[3] names the PT's frame as a PD: the level-2 page made for it zaps the unsync PT
+    // (__kvm_mmu_find_shadow_page). kvm_unlink_unsync_page and drop_parent_pte clear no
+    // unsync-child bit: PD 0x102 keeps one for an entry that is no longer present. (gva 3 GiB +
+    // 2 MiB: PDPT[3] → the PT's frame as a PD, its gpte 1 → page DATA + 1 as a PT → 0x300.)
+    vm.guestWrite64(0x101000 + 3 * 8, BigInt(PT * 4096) | PRU);
+    vm.guestWrite64((DATA + 1) * 4096, 0x300000n | PRU | A | D);
+    expect(vcpu.read(3 * 2 ** 30 + 2 ** 21).fault).toBe(false);
+    expect(vm.shadowPages().pages.filter((p) => p.gfn === PT && p.level === 1)).toEqual([]);
+    expect(counts()).toEqual([1, 1, 1]);
+    // MOV CR3 (KVM_REQ_MMU_SYNC at the next entry; a read through WINDOW takes no fault):
+    // mmu_sync_children(root) walks down to PD 0x102 and clears the stale bit there; each level
+    // whose walk found nothing clears its own bit above (mmu_unsync_walk's `ret == 0` case).
+    const unsync = vm.stats.mmu_unsync;
+    const faults = vm.stats.pf_taken;
+    vcpu.movCr3(0x100000);
+    expect(vcpu.read(WINDOW).fault).toBe(false);
+    expect(vm.stats.pf_taken).toBe(faults);
+    expect(counts()).toEqual([0, 0, 0]);
+    expect(vm.stats.mmu_unsync).toBe(unsync);
+    expect(vm.audit()).toEqual([]);
   });
 
   it("a sync that write-protects nothing flushes only if it changed an spte", () => {
