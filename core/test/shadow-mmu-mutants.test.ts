@@ -162,3 +162,33 @@ describe("kvm_mmu_free_roots: one kvm_mmu_commit_zap_page for all the roots it f
     expect(vm.audit()).toEqual([]);
   });
 });
+
+describe("kvm_rmap_age_gfn_range: the rmaps of every mapping level", () => {
+  it("legacy TDP: a 2M leaf is found through its level-2 rmap head, aged, and tested old afterwards", () => {
+    const HVA = 2 ** 33;
+    const vm = createVm({ features: { mmuFlavor: "legacy_direct" } });
+    vm.setUserMemoryRegion({
+      slot: 0,
+      guestPhysAddr: 0,
+      memorySize: 4 * 2 ** 21,
+      flags: 0,
+      backing: "hugetlb-2m",
+      userspaceAddr: HVA,
+    });
+    const vcpu = vm.createVcpu();
+    expect(vcpu.read(2 ** 21 + 5 * 4096).fault).toBe(false);
+    expect(vm.stats.pages_2m).toBe(1);
+    // Any 4K host page of the second 2 MiB region reaches the 2M leaf; the first region is not
+    // mapped.
+    expect(vm.mmuNotifierTestYoung(HVA + 2 ** 21 + 300 * 4096, HVA + 2 ** 21 + 301 * 4096)).toBe(
+      true,
+    );
+    expect(vm.mmuNotifierTestYoung(HVA, HVA + 2 ** 21)).toBe(false);
+    // test_young changed nothing; clear_young clears A on the 2M leaf, which stays mapped.
+    expect(vm.mmuNotifierTestYoung(HVA + 2 ** 21, HVA + 2 ** 21 + 4096)).toBe(true);
+    expect(vm.mmuNotifierClearYoung(HVA + 2 ** 21 + 511 * 4096, HVA + 2 ** 22)).toBe(true);
+    expect(vm.mmuNotifierTestYoung(HVA + 2 ** 21, HVA + 2 ** 22)).toBe(false);
+    expect(vm.stats.pages_2m).toBe(1);
+    expect(vm.audit()).toEqual([]);
+  });
+});
