@@ -192,3 +192,24 @@ describe("kvm_rmap_age_gfn_range: the rmaps of every mapping level", () => {
     expect(vm.audit()).toEqual([]);
   });
 });
+
+describe("an emulated store that crosses a page", () => {
+  it("goes through emulator_write_phys once per page: both parts are tracked, even the page the CPU could write", () => {
+    const { vm, vcpu } = guest4();
+    // PT entry 8 maps the guest's PD 0x102 (write-tracked: it is shadowed at level 2).
+    vm.guestWrite64(0x103000 + 8 * 8, 0x102000n | PRU | A | D);
+    expect(vcpu.write(0x400000 + 7 * 4096, 0n).fault).toBe(false); // page 7 writable
+    expect(vcpu.read(0x400000 + 8 * 4096).fault).toBe(false);
+    const writes = vm.stats.mmu_pte_write;
+    const emulated = vm.stats.pf_emulate;
+    // 8 bytes from 4 before the end of page 7: the PD's part faults (write-protected), so KVM
+    // emulates the whole store (x86_emulate_instruction); emulator_read_write splits it at the
+    // page boundary and each part is a kvm_page_track_write: mmu_pte_write counts both.
+    expect(vcpu.write(0x400000 + 8 * 4096 - 4, 0x1122334455667788n).fault).toBe(false);
+    expect(vm.stats.pf_emulate).toBe(emulated + 1);
+    expect(vm.stats.mmu_pte_write).toBe(writes + 2);
+    expect(vm.readPhys64(0x207ff8) >> 32n).toBe(0x55667788n);
+    expect(vm.readPhys64(0x102000) & 0xffffffffn).toBe(0x11223344n);
+    expect(vm.audit()).toEqual([]);
+  });
+});

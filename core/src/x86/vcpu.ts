@@ -771,8 +771,12 @@ export class KvmVcpu implements KvmVcpuCommon {
     }
     if (op === "write") {
       const n0 = split ? PAGE_SIZE - off : size;
-      if (emul0) this.trackEmulatedWrite(gpa0, n0);
-      if (emul1) this.trackEmulatedWrite(gpa1, size - n0);
+      // KVM emulates the whole store when either page needs it (x86_emulate_instruction), and
+      // emulator_read_write writes it one page at a time: each part is tracked.
+      if (emul0 || emul1) {
+        this.trackEmulatedWrite(gpa0, n0);
+        if (split) this.trackEmulatedWrite(gpa1, size - n0);
+      }
       return { fault: false, gpa: gpa0 };
     }
     return {
