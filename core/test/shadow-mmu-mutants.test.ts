@@ -50,6 +50,8 @@ describe("kvm_mmu_track_write", () => {
     vm.guestWrite32(0x301000, 0x102000 + 0x67);
     const v32 = vm.createVcpu();
     v32.setSregs({ cr0: 0x80010001, cr3: 0x300000, cr4: 0, efer: 0, cpl: 0 });
+    // PD[3]'s low half is not zero: a gentry read of 8 bytes at 0x102014 would not be 0.
+    vm.guestWrite64(0x102000 + 3 * 8, 0x777000n);
     const writes = vm.stats.mmu_pte_write;
     // The high half of PD[2]: offset 0x14. !is_pae, so no widening; not misaligned
     // ((0x14 ^ 0x17) & ~7 = 0, bytes = 4); level 2, first write: not flooded. get_written_sptes
@@ -61,6 +63,128 @@ describe("kvm_mmu_track_write", () => {
     expect(vm.stats.mmu_flooded).toBe(0);
     expect(vm.stats.mmu_pde_zapped).toBe(pdeZapped);
     expect(page(vm, 0x102, 2).present(2)).toBe(false);
+    expect(vm.audit()).toEqual([]);
+  });
+});
+
+describe("kvm_mmu_track_write: the gentry, mmu_pde_zapped and the written sptes", () => {
+  /** guest4 with gpte 0 mapped, and gva 0x40001000 mapping the PD 0x102 (write-tracked). */
+  function pdWindow() {
+    const g = guest4();
+    g.vm.guestWrite64(0x101000 + 8, 0x104000n | PRU | A);
+    g.vm.guestWrite64(0x104000, 0x105000n | PRU | A);
+    g.vm.guestWrite64(0x105000 + 8, 0x102000n | PRU | A | D);
+    expect(g.vcpu.access(0x400000).fault).toBe(false);
+    expect(g.vcpu.read(0x40001000).fault).toBe(false);
+    return { ...g, pd: () => page(g.vm, 0x102, 2) };
+  }
+
+  it("an 8-byte store of 0 into a PD entry: mmu_pte_write counts it, the gentry is 0 so mmu_pde_zapped does not", () => {
+    const { vm, vcpu } = pdWindow();
+    const s = vm.stats;
+    const [writes, pde] = [s.mmu_pte_write, s.mmu_pde_zapped];
+    expect(vcpu.write(0x40001000 + 5 * 8, 0n).fault).toBe(false);
+    expect([s.mmu_pte_write - writes, s.mmu_pde_zapped - pde]).toEqual([1, 0]);
+  });
+
+  it("an 8-byte store whose low word is 0 still has a non-zero gentry (both halves are read)", () => {
+    const { vm, vcpu } = pdWindow();
+    const s = vm.stats;
+    const pde = s.mmu_pde_zapped;
+    expect(vcpu.write(0x40001000 + 5 * 8, 1n << 63n).fault).toBe(false);
+    expect(s.mmu_pde_zapped - pde).toBe(1);
+  });
+
+  it("a 1-byte store at a gpte's first byte is not misaligned; no gentry is read for it", () => {
+    const { vm, vcpu, pd } = pdWindow();
+    const s = vm.stats;
+    const [pde, flooded] = [s.mmu_pde_zapped, s.mmu_flooded];
+    expect(pd().present(2)).toBe(true);
+    // PD[2]'s low byte, rewritten with the value it has (0x27): the spte of entry 2 is zapped.
+    expect(vcpu.write(0x40001000 + 2 * 8, 0x27n, { size: 1 }).fault).toBe(false);
+    expect(pd().present(2)).toBe(false);
+    expect([s.mmu_pde_zapped - pde, s.mmu_flooded - flooded]).toEqual([0, 0]);
+  });
+
+  it("a 4-byte store into a gpte's high half by a long-mode vCPU is widened to the whole gpte (is_pae)", () => {
+    const { vm, vcpu, pd } = pdWindow();
+    const s = vm.stats;
+    const pde = s.mmu_pde_zapped;
+    // The high half of PD[2] (0): widened to PD[2] at 0x102010, 8 bytes, whose gentry is the
+    // whole gpte (0x103027, non-zero): entry 2 is zapped and counted in mmu_pde_zapped.
+    expect(vcpu.write(0x40001000 + 2 * 8 + 4, 0, { size: 4 }).fault).toBe(false);
+    expect(pd().present(2)).toBe(false);
+    expect(s.mmu_pde_zapped - pde).toBe(1);
+  });
+});
+
+describe("kvm_mmu_track_write for a 32-bit guest (4-byte gptes, pages shadowed by quadrant)", () => {
+  const DATA = 0x200;
+  /**
+   * PD 0x100; PDE 1 (gva 0x400000) → PT 0x101, whose gptes 0..7 and 512 map data pages, gpte 8
+   * the PD (gva 0x408000) and gpte 9 the PT itself (gva 0x409000). Both halves of the 4 MiB
+   * region are mapped, so the quadrant-0 root links both shadow PTs (entries 2 and 3).
+   */
+  function guest32() {
+    const vm = createVm({ mmu: "shadow" });
+    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 0x1000 * 4096, flags: 0 });
+    vm.guestWrite32(0x100000 + 4, 0x101000 + 0x27);
+    for (let i = 0; i < 8; i++) vm.guestWrite32(0x101000 + i * 4, (DATA + i) * 4096 + 0x67);
+    vm.guestWrite32(0x101000 + 512 * 4, (DATA + 8) * 4096 + 0x67);
+    vm.guestWrite32(0x101000 + 8 * 4, 0x100000 + 0x67);
+    vm.guestWrite32(0x101000 + 9 * 4, 0x101000 + 0x67);
+    const vcpu = vm.createVcpu();
+    vcpu.setSregs({ cr0: 0x80010001, cr3: 0x100000, cr4: 0, efer: 0, cpl: 0 });
+    expect(vcpu.read(0x400000).fault).toBe(false);
+    expect(vcpu.read(0x600000).fault).toBe(false);
+    const sp = (gfn: number, level: number, quadrant: number) => {
+      const p = vm
+        .shadowPages()
+        .pages.filter(
+          (q) =>
+            q.gfn === gfn &&
+            q.level === level &&
+            q.role.quadrant === quadrant &&
+            !q.direct &&
+            !q.role.invalid,
+        );
+      expect(p).toHaveLength(1);
+      const spt = vm.mmu!.store.spt[p[0]!.id]!;
+      return { info: p[0]!, present: (i: number) => (spt[i * 2]! & 0x800) !== 0 };
+    };
+    return { vm, vcpu, sp };
+  }
+
+  it("a PDE covers two shadow PDEs: a store into PDE 1 zaps entries 2 and 3 of the quadrant-0 page", () => {
+    const { vm, vcpu, sp } = guest32();
+    expect([sp(0x100, 2, 0).present(2), sp(0x100, 2, 0).present(3)]).toEqual([true, true]);
+    expect(vcpu.read(0x408000).fault).toBe(false);
+    // PDE 1 rewritten as it is (emulated: the PD is write-tracked). get_written_sptes: offset
+    // 4 → 8 (64-bit sptes) → 16 (a 4 MiB PDE is two 2 MiB sptes), quadrant 0, entries 2 and 3.
+    expect(vcpu.write(0x408000 + 4, 0x101000 + 0x27, { size: 4 }).fault).toBe(false);
+    expect([sp(0x100, 2, 0).present(2), sp(0x100, 2, 0).present(3)]).toEqual([false, false]);
+    expect(vm.audit()).toEqual([]);
+  });
+
+  it("a store crossing from the PD into an unsync PT: the PT's part zaps its spte, no flooding, no mmu_pde_zapped", () => {
+    const { vm, vcpu, sp } = guest32();
+    // The guest's own store into its PT (gpte 100) makes the PT's two shadow pages unsync.
+    expect(vcpu.write(0x409000 + 100 * 4, 0, { size: 4 }).fault).toBe(false);
+    expect(sp(0x101, 1, 0).info.unsync).toBe(true);
+    expect(vcpu.read(0x408000).fault).toBe(false);
+    expect([sp(0x101, 1, 0).present(0), sp(0x101, 1, 0).present(1)]).toEqual([true, true]);
+    const s = vm.stats;
+    const [writes, pde, flooded] = [s.mmu_pte_write, s.mmu_pde_zapped, s.mmu_flooded];
+    // 8 bytes at 0x408ffc: 0 into PDE 1023, then gpte 0 of the PT rewritten as it is. Emulated
+    // (the PD is write-tracked), each page's part tracked. The PT part: level 1, so neither
+    // flooding nor mmu_pde_zapped (its gentry is not 0); offset 0 → gpte 0 → entry 0 of the
+    // quadrant-0 page only.
+    const gpte0 = BigInt(DATA * 4096 + 0x67);
+    expect(vcpu.write(0x408ffc, gpte0 << 32n).fault).toBe(false);
+    expect(s.mmu_pte_write - writes).toBe(2);
+    expect([s.mmu_pde_zapped - pde, s.mmu_flooded - flooded]).toEqual([0, 0]);
+    expect([sp(0x101, 1, 0).present(0), sp(0x101, 1, 0).present(1)]).toEqual([false, true]);
+    expect(sp(0x101, 1, 1).present(0)).toBe(true);
     expect(vm.audit()).toEqual([]);
   });
 });
