@@ -189,6 +189,84 @@ describe("kvm_mmu_track_write for a 32-bit guest (4-byte gptes, pages shadowed b
   });
 });
 
+describe("kvm_mmu_change_mmu_pages (KVM_SET_NR_MMU_PAGES)", () => {
+  /**
+   * A 4-level guest over 256 MiB (n_max 1310 by default) whose PD maps 80 page tables, each
+   * touched once: 83 shadow pages in use, none unsync.
+   */
+  function manyPts(reclaim: "modern" | "legacy") {
+    const vm = createVm({ mmu: "shadow", features: { reclaim, prefetch: false } });
+    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 0x10000 * 4096, flags: 0 });
+    vm.guestWrite64(0x100000, 0x101000n | PRU | A);
+    vm.guestWrite64(0x101000, 0x102000n | PRU | A);
+    for (let i = 0; i < 80; i++) {
+      vm.guestWrite64(0x102000 + i * 8, BigInt((0x300 + i) * 4096) | PRU | A);
+      vm.guestWrite64((0x300 + i) * 4096, BigInt((0x400 + i) * 4096) | PRU | A | D);
+    }
+    const vcpu = vm.createVcpu();
+    vcpu.setSregs({ cr0: 0x80010001, cr3: 0x100000, cr4: 0x20, efer: 0x900, cpl: 0 });
+    for (let i = 0; i < 80; i++) expect(vcpu.read(i * 2 ** 21).fault).toBe(false);
+    expect(vm.stats.n_used_mmu_pages).toBe(83);
+    return { vm, vcpu };
+  }
+
+  for (const reclaim of ["modern", "legacy"] as const) {
+    it(`${reclaim}: a goal equal to n_used zaps nothing; a lower one zaps exactly down to it`, () => {
+      const { vm } = manyPts(reclaim);
+      const s = vm.stats;
+      vm.setNrMmuPages(83);
+      expect([s.n_used_mmu_pages, s.n_max_mmu_pages, s.mmu_shadow_zapped]).toEqual([83, 83, 0]);
+      // The oldest pages go first (the tail of active_mmu_pages): root, PDPT, PD, then PTs. The
+      // modern reclaim skips the pinned root; the legacy one zaps it too, but a pinned root stays
+      // counted in n_used until its vCPU lets it go. Each zap counts itself only: the children
+      // it orphans stay allocated. So 3 zaps, or 4 with the root.
+      vm.setNrMmuPages(80);
+      expect([s.n_used_mmu_pages, s.n_max_mmu_pages, s.mmu_shadow_zapped]).toEqual([
+        80,
+        80,
+        reclaim === "modern" ? 3 : 4,
+      ]);
+      expect(vm.audit()).toEqual([]);
+    });
+  }
+});
+
+describe("roots", () => {
+  it("a root rotated out of the previous roots leaves the roots list (mmu_free_root_page)", () => {
+    const { vm, vcpu } = guest4();
+    const cr3s = [0x100, 0x110, 0x120, 0x130, 0x140];
+    for (const g of cr3s.slice(1)) vm.guestWrite64(g * 4096, 0x101000n | PRU);
+    for (const g of cr3s) {
+      vcpu.movCr3(g * 4096);
+      expect(vcpu.access(0x400000).fault).toBe(false);
+    }
+    // The current root and KVM_MMU_NUM_PREV_ROOTS = 3 previous ones stay pinned; the first
+    // root, rotated out at the fifth load, is unpinned and leaves the list (it stays allocated).
+    const roots = vm.mmu!.roots.map((r) => vm.mmu!.store.gfn[r]).sort();
+    expect(roots).toEqual([0x110, 0x120, 0x130, 0x140]);
+    expect(vm.shadowPages().pages.filter((p) => p.level === 4)).toHaveLength(5);
+  });
+});
+
+describe("direct_map on a gfn outside every memslot (legacy TDP)", () => {
+  it("installs an MMIO spte (mark_mmio_spte: the access is ACC_ALL's W and U), which the next access reuses", () => {
+    const vm = createVm({ features: { mmuFlavor: "legacy_direct" } });
+    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 16 * 4096, flags: 0 });
+    const vcpu = vm.createVcpu();
+    vm.startTrace(100);
+    expect(vcpu.access(0x100000)).toMatchObject({ fault: false, mmio: true });
+    const mark = vm.stopTrace().events.filter((e) => e.name === "mark_mmio_spte");
+    expect(mark).toHaveLength(1);
+    expect(mark[0]!.fields.gfn).toBe("0x100");
+    expect(mark[0]!.fields.access).toBe(6);
+    expect(vm.stats.pf_mmio_spte_created).toBe(1);
+    // The MMIO spte answers the next access (handle_mmio_page_fault): none is created.
+    expect(vcpu.access(0x100000)).toMatchObject({ fault: false, mmio: true });
+    expect(vm.stats.pf_mmio_spte_created).toBe(1);
+    expect(vm.audit()).toEqual([]);
+  });
+});
+
 describe("direct_pte_prefetch (legacy TDP)", () => {
   /** Present 4K leaves after one 4K access at gfn 0x203, with EPT A/D on or off. */
   function leavesAfterOneFault(eptAccessDirty: boolean) {
