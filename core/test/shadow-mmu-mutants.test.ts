@@ -231,6 +231,75 @@ describe("kvm_mmu_change_mmu_pages (KVM_SET_NR_MMU_PAGES)", () => {
   }
 });
 
+describe("zapping pages", () => {
+  it("zapping an upper-level page zaps the unsync pages below it first (mmu_zap_unsync_children), traced", () => {
+    const { vm, vcpu } = guest4();
+    // gva 0x40001000 → the PD 0x102, 0x40002000 → the PT 0x103.
+    vm.guestWrite64(0x101000 + 8, 0x104000n | PRU | A);
+    vm.guestWrite64(0x104000, 0x105000n | PRU | A);
+    vm.guestWrite64(0x105000 + 8, 0x102000n | PRU | A | D);
+    vm.guestWrite64(0x105000 + 16, 0x103000n | PRU | A | D);
+    expect(vcpu.access(0x400000).fault).toBe(false);
+    expect(vcpu.write(0x40002000 + 100 * 8, 0n).fault).toBe(false); // the PT goes unsync
+    expect(page(vm, 0x103, 1).info.unsync).toBe(true);
+    const s = vm.stats;
+    const [zapped, unsync] = [s.mmu_shadow_zapped, s.mmu_unsync];
+    vm.startTrace(1000);
+    // A 2-byte store into the PD is misaligned (detect_write_misaligned): the PD is zapped, and
+    // with it the unsync PT below it.
+    expect(vcpu.write(0x40001000 + 300 * 8, 0n, { size: 2 }).fault).toBe(false);
+    const ev = vm.stopTrace().events.filter((e) => e.name === "kvm_mmu_prepare_zap_page");
+    expect(new Set(ev.map((e) => e.fields.gfn))).toEqual(new Set(["0x102", "0x103"]));
+    expect(s.mmu_shadow_zapped - zapped).toBe(2);
+    expect(s.mmu_unsync - unsync).toBe(-1);
+    expect(vm.shadowPages().pages.filter((p) => p.gfn === 0x103 && p.level === 1)).toEqual([]);
+    expect(vm.audit()).toEqual([]);
+  });
+
+  it("an MMU-notifier invalidation zaps the leaves of its range only; an empty range flushes nothing", () => {
+    const vm = createVm({ features: { mmuFlavor: "legacy_direct", prefetch: false } });
+    vm.setUserMemoryRegion({
+      slot: 0,
+      guestPhysAddr: 0,
+      memorySize: 64 * 4096,
+      flags: 0,
+      backing: "4k",
+      userspaceAddr: 2 ** 33,
+    });
+    const vcpu = vm.createVcpu();
+    for (const p of [1, 2, 3, 40]) expect(vcpu.read(p * 4096).fault).toBe(false);
+    const s = vm.stats;
+    const [visited, flushes] = [s.sptes_visited, s.remote_tlb_flush_requests];
+    expect(vm.mmuNotifierInvalidateHva(2 ** 33 + 10 * 4096, 2 ** 33 + 30 * 4096)).toBe(false);
+    expect([s.sptes_visited - visited, s.remote_tlb_flush_requests - flushes]).toEqual([0, 0]);
+    expect(vm.mmuNotifierInvalidateHva(2 ** 33, 2 ** 33 + 4 * 4096)).toBe(true);
+    expect([s.sptes_visited - visited, s.remote_tlb_flush_requests - flushes, s.pages_4k]).toEqual([
+      3, 1, 1,
+    ]);
+    expect(vm.audit()).toEqual([]);
+  });
+});
+
+describe("__link_shadow_page over a huge leaf (legacy TDP)", () => {
+  it("a 4K write fault under dirty logging drops the 2M leaf with its own flush, then links a page table", () => {
+    const vm = createVm({ features: { mmuFlavor: "legacy_direct" } });
+    const region = {
+      slot: 0,
+      guestPhysAddr: 0,
+      memorySize: 4 * 2 ** 21,
+      backing: "hugetlb-2m" as const,
+    };
+    vm.setUserMemoryRegion({ ...region, flags: 0 });
+    const vcpu = vm.createVcpu();
+    expect(vcpu.read(2 ** 21).fault).toBe(false);
+    expect(vm.stats.pages_2m).toBe(1);
+    vm.setUserMemoryRegion({ ...region, flags: 1 }); // KVM_MEM_LOG_DIRTY_PAGES
+    expect(flushReasons(vm, () => vcpu.write(2 ** 21 + 5 * 4096, 1n))).toContain("drop_large_spte");
+    expect([vm.stats.pages_2m, vm.stats.pages_4k > 0]).toEqual([0, true]);
+    expect(vm.audit()).toEqual([]);
+  });
+});
+
 describe("roots", () => {
   it("a root rotated out of the previous roots leaves the roots list (mmu_free_root_page)", () => {
     const { vm, vcpu } = guest4();
