@@ -39,6 +39,21 @@ function page(vm: ReturnType<typeof createVm>, gfn: number, level: number) {
   return { info: pages[0]!, present: (i: number) => (spt[i * 2]! & 0x800) !== 0 };
 }
 
+const FLAT_HVA = 2 ** 33;
+/** A legacy-TDP VM (no prefetch) over 64 pages of 4K host pages at {@link FLAT_HVA}, one vCPU. */
+function flatLegacy(features: Record<string, unknown>) {
+  const vm = createVm({ features: { mmuFlavor: "legacy_direct", prefetch: false, ...features } });
+  vm.setUserMemoryRegion({
+    slot: 0,
+    guestPhysAddr: 0,
+    memorySize: 64 * 4096,
+    flags: 0,
+    backing: "4k",
+    userspaceAddr: FLAT_HVA,
+  });
+  return { vm, vcpu: vm.createVcpu() };
+}
+
 describe("kvm_mmu_track_write", () => {
   it("a 4-byte store by a 32-bit vCPU into the high half of an 8-byte gpte zaps that gpte's spte (get_written_sptes: page_offset / 8)", () => {
     const { vm, vcpu } = guest4();
@@ -257,16 +272,7 @@ describe("zapping pages", () => {
   });
 
   it("an MMU-notifier invalidation zaps the leaves of its range only; an empty range flushes nothing", () => {
-    const vm = createVm({ features: { mmuFlavor: "legacy_direct", prefetch: false } });
-    vm.setUserMemoryRegion({
-      slot: 0,
-      guestPhysAddr: 0,
-      memorySize: 64 * 4096,
-      flags: 0,
-      backing: "4k",
-      userspaceAddr: 2 ** 33,
-    });
-    const vcpu = vm.createVcpu();
+    const { vm, vcpu } = flatLegacy({});
     for (const p of [1, 2, 3, 40]) expect(vcpu.read(p * 4096).fault).toBe(false);
     const s = vm.stats;
     const [visited, flushes] = [s.sptes_visited, s.remote_tlb_flush_requests];
@@ -337,27 +343,157 @@ describe("direct_map on a gfn outside every memslot (legacy TDP)", () => {
 });
 
 describe("direct_pte_prefetch (legacy TDP)", () => {
-  /** Present 4K leaves after one 4K access at gfn 0x203, with EPT A/D on or off. */
-  function leavesAfterOneFault(eptAccessDirty: boolean) {
-    const vm = createVm({ features: { mmuFlavor: "legacy_direct", eptAccessDirty } });
-    vm.setUserMemoryRegion({
-      slot: 0,
-      guestPhysAddr: 0,
-      memorySize: 0x1000 * 4096,
-      flags: 0,
-      backing: "4k",
-    });
-    const vcpu = vm.createVcpu();
-    expect(vcpu.access(0x203 * 4096).fault).toBe(false);
-    return vm.stats.pages_4k;
+  const HVA = 2 ** 33;
+  /** A legacy-TDP VM over `slots` ([gfn, pages, flags]) of 4K host pages, one vCPU. */
+  function legacy(slots: [number, number, number][], features: Record<string, unknown> = {}) {
+    const vm = createVm({ features: { mmuFlavor: "legacy_direct", ...features } });
+    for (const [i, [gfn, pages, flags]] of slots.entries())
+      vm.setUserMemoryRegion({
+        slot: i,
+        guestPhysAddr: gfn * 4096,
+        memorySize: pages * 4096,
+        flags,
+        backing: "4k",
+        userspaceAddr: HVA + gfn * 4096,
+      });
+    return { vm, vcpu: vm.createVcpu() };
+  }
+  /** The gfns of the present 4K leaves among [from, to), and which of them are young. */
+  function leaves(vm: ReturnType<typeof createVm>, from: number, to: number) {
+    const mapped: number[] = [];
+    const young: number[] = [];
+    for (let g = from; g < to; g++) {
+      const walk = vm.walkGpa(g * 4096);
+      if (walk.steps.at(-1)?.flags.includes("present")) mapped.push(g);
+      if (vm.mmuNotifierTestYoung(HVA + g * 4096, HVA + (g + 1) * 4096)) young.push(g);
+    }
+    return { mapped, young };
   }
 
-  it("with A/D bits, the aligned group of 8 around the fault is mapped", () => {
-    expect(leavesAfterOneFault(true)).toBe(8);
+  it("with A/D bits, the aligned group of 8 around the fault is mapped; only the faulting leaf is young", () => {
+    for (const fault of [0x200, 0x203, 0x207]) {
+      const { vm, vcpu } = legacy([[0, 0x1000, 0]]);
+      expect(vcpu.access(fault * 4096).fault).toBe(false);
+      expect(leaves(vm, 0x1f8, 0x210)).toEqual({
+        mapped: [0x200, 0x201, 0x202, 0x203, 0x204, 0x205, 0x206, 0x207],
+        young: [fault],
+      });
+      expect(vm.audit()).toEqual([]);
+    }
   });
 
   it("without A/D bits (role.ad_disabled), nothing is prefetched: an access could not be told from a prefetch", () => {
-    expect(leavesAfterOneFault(false)).toBe(1);
+    const { vm, vcpu } = legacy([[0, 0x1000, 0]], { eptAccessDirty: false });
+    expect(vcpu.access(0x203 * 4096).fault).toBe(false);
+    expect(vm.stats.pages_4k).toBe(1);
+  });
+
+  it("not into a dirty-logged or a read-only slot, nor past the end of the slot (direct_pte_prefetch_many)", () => {
+    for (const flags of [1, 2]) {
+      const { vm, vcpu } = legacy([[0, 0x1000, flags]]);
+      expect(vcpu.read(0x203 * 4096).fault).toBe(false);
+      expect(vm.stats.pages_4k).toBe(1);
+    }
+    // The slot ends at 0x205: the run 0x204..0x207 does not fit; the run before the fault does.
+    const { vm, vcpu } = legacy([[0, 0x205, 0]]);
+    expect(vcpu.read(0x203 * 4096).fault).toBe(false);
+    expect(leaves(vm, 0x1f8, 0x205).mapped).toEqual([0x200, 0x201, 0x202, 0x203]);
+  });
+
+  it("a run refused stops the prefetch: the runs after it are not tried", () => {
+    // Slot 0 (logged) ends at 0x204, slot 1 (not logged) holds 0x204..: the fault at 0x205 has
+    // the run 0x200..0x204 before it (its first gfn in the logged slot: refused, stop) and the
+    // run 0x206..0x207 after it, in slot 1, which is then not tried.
+    const { vm, vcpu } = legacy([
+      [0, 0x204, 1],
+      [0x204, 0x100, 0],
+    ]);
+    expect(vcpu.read(0x205 * 4096).fault).toBe(false);
+    expect(leaves(vm, 0x200, 0x208).mapped).toEqual([0x205]);
+  });
+});
+
+describe("mmu notifier aging of the rmap MMU", () => {
+  it("counts the heads scanned (levels 1 to 3) and the sptes visited; without A/D bits every leaf is young and aging zaps it", () => {
+    for (const eptAccessDirty of [true, false]) {
+      const { vm, vcpu } = flatLegacy({ eptAccessDirty });
+      const HVA = FLAT_HVA;
+      for (const p of [1, 2, 5]) expect(vcpu.read(p * 4096).fault).toBe(false);
+      const s = vm.stats;
+      const [heads, visited] = [s.rmap_heads_scanned, s.sptes_visited];
+      // Pages 0..3: 4 level-1 heads, 1 level-2 head, 1 level-3 head; 2 leaves on them.
+      expect(vm.mmuNotifierTestYoung(HVA, HVA + 4 * 4096)).toBe(true);
+      expect([s.rmap_heads_scanned - heads, s.sptes_visited - visited]).toEqual([6, 2]);
+      expect(s.pages_4k).toBe(3);
+      expect(vm.mmuNotifierClearYoung(HVA, HVA + 4 * 4096)).toBe(true);
+      // With A/D bits A is cleared and the leaves stay; without, they are zapped.
+      expect(s.pages_4k).toBe(eptAccessDirty ? 3 : 1);
+      expect(vm.mmuNotifierTestYoung(HVA, HVA + 4 * 4096)).toBe(false);
+      expect(vm.audit()).toEqual([]);
+    }
+  });
+});
+
+describe("zapping one gfn's leaf (legacy TDP)", () => {
+  it("drops the leaf with its own flush; a gfn with no leaf zaps and flushes nothing", () => {
+    const vm = createVm({ features: { mmuFlavor: "legacy_direct", prefetch: false } });
+    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 64 * 4096, flags: 0 });
+    const vcpu = vm.createVcpu();
+    expect(vcpu.read(5 * 4096).fault).toBe(false);
+    expect(flushReasons(vm, () => expect(vm.zapSpte(6)).toBe(0))).toEqual([]);
+    expect(flushReasons(vm, () => expect(vm.zapSpte(5)).toBe(1))).toEqual(["zap_spte"]);
+    expect(vm.stats.pages_4k).toBe(0);
+  });
+});
+
+describe("mmu_set_spte (shadow paging)", () => {
+  it("a read through a writable gpte of a write-tracked table is fixed read-only, not emulated", () => {
+    const { vm, vcpu } = guest4();
+    vm.guestWrite64(0x101000 + 8, 0x104000n | PRU | A);
+    vm.guestWrite64(0x104000, 0x105000n | PRU | A);
+    vm.guestWrite64(0x105000 + 8, 0x102000n | PRU | A | D); // gva 0x40001000 → the PD
+    expect(vcpu.access(0x400000).fault).toBe(false);
+    const s = vm.stats;
+    const [fixed, emulated] = [s.pf_fixed, s.pf_emulate];
+    expect(vcpu.read(0x40001000).fault).toBe(false);
+    expect([s.pf_fixed - fixed, s.pf_emulate - emulated]).toEqual([1, 0]);
+  });
+
+  it("a read-only gpte of a guest page table leaves that table in sync (make_spte asks to unsync only for W)", () => {
+    const { vm, vcpu } = guest4();
+    vm.guestWrite64(0x103000 + 5 * 8, 0x103000n | GPTE.P | GPTE.US | A); // PT[5] → the PT, read-only
+    expect(vcpu.access(0x400000).fault).toBe(false);
+    expect(vcpu.read(0x400000 + 5 * 4096).fault).toBe(false);
+    expect(page(vm, 0x103, 1).info.unsync).toBe(false);
+    expect(vm.stats.mmu_unsync).toBe(0);
+  });
+
+  it("a gpte that now names another frame: the fault drops the old leaf (with a flush) and maps the new one", () => {
+    const { vm, vcpu } = guest4();
+    vm.guestWrite64(0x103000 + 3 * 8, 0x203000n | PRU | A); // clean: the spte is read-only
+    vm.guestWrite64(0x300000, 0xbeefn);
+    expect(vcpu.read(0x403000).fault).toBe(false);
+    // The host moves gpte 3 to frame 0x300 (no write tracking: a host store), still clean.
+    vm.guestWrite64(0x103000 + 3 * 8, 0x300000n | PRU | A);
+    // A write faults on the read-only spte; FNAME(page_fault) walks the new gpte.
+    expect(flushReasons(vm, () => vcpu.write(0x403008, 1n))).toContain("mmu_set_spte");
+    expect(vcpu.read(0x403000).value).toBe(0xbeefn);
+    expect(vm.audit()).toEqual([]);
+  });
+
+  it("a gpte naming a gfn outside every slot gets an MMIO spte (mark_mmio_spte names it)", () => {
+    const { vm, vcpu } = guest4();
+    vm.guestWrite64(0x103000 + 3 * 8, 0x2000000n | PRU | A | D);
+    expect(vcpu.access(0x400000).fault).toBe(false);
+    const created = vm.stats.pf_mmio_spte_created;
+    vm.startTrace(100);
+    expect(vcpu.read(0x403000)).toMatchObject({ fault: false, mmio: true });
+    const mark = vm.stopTrace().events.filter((e) => e.name === "mark_mmio_spte");
+    expect(vm.stats.pf_mmio_spte_created - created).toBe(1);
+    const pt = page(vm, 0x103, 1);
+    expect(mark.map((e) => [e.fields.gfn, e.fields.sptep])).toEqual([
+      ["0x2000", `0x${(pt.info.id * 512 + 3).toString(16)}`],
+    ]);
   });
 });
 
