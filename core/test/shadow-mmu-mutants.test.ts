@@ -7,7 +7,7 @@
 import { describe, expect, it } from "vitest";
 import { createVm } from "../src";
 import { flushReasons } from "./flush-reasons";
-import { GPTE } from "./kvm-values";
+import { EPT_D, EPT_W, GPTE } from "./kvm-values";
 
 const { A, D } = GPTE;
 const PRU = GPTE.P | GPTE.RW | GPTE.US;
@@ -130,6 +130,51 @@ describe("kvm_mmu_track_write: the gentry, mmu_pde_zapped and the written sptes"
     expect(vcpu.write(0x40001000 + 2 * 8 + 4, 0, { size: 4 }).fault).toBe(false);
     expect(pd().present(2)).toBe(false);
     expect(s.mmu_pde_zapped - pde).toBe(1);
+  });
+});
+
+describe("kvm_mmu_track_write: which pages of the hash bucket are written (for_each_gfn_valid_sp_with_gptes)", () => {
+  it("not a page of another gfn in the same bucket (hash 'mask', 2^10 buckets: gfn 0x502 shares 0x102's)", () => {
+    const vm = createVm({ mmu: "shadow", features: { hashFn: "mask", hashShift: 10 } });
+    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 0x1000 * 4096, flags: 0 });
+    vm.guestWrite64(0x100000, 0x101000n | PRU | A);
+    vm.guestWrite64(0x101000, 0x102000n | PRU | A);
+    vm.guestWrite64(0x102000 + 3 * 8, 0x502000n | PRU | A); // PD[3] → PT 0x502
+    vm.guestWrite64(0x502000 + 2 * 8, 0x202000n | PRU | A | D);
+    vm.guestWrite64(0x502000 + 3 * 8, 0x102000n | PRU | A | D); // gva 0x603000 → the PD
+    const vcpu = vm.createVcpu();
+    vcpu.setSregs({ cr0: 0x80010001, cr3: 0x100000, cr4: 0x20, efer: 0x900, cpl: 0 });
+    expect(vcpu.read(0x602000).fault).toBe(false);
+    expect(vcpu.read(0x603000).fault).toBe(false);
+    expect(page(vm, 0x502, 1).present(2)).toBe(true);
+    // PD[2] (not present in the guest) rewritten: PD 0x102's entry 2 is zapped, nothing of the
+    // page for 0x502, whose gfn differs.
+    expect(vcpu.write(0x603000 + 2 * 8, 0n).fault).toBe(false);
+    expect(page(vm, 0x502, 1).present(2)).toBe(true);
+    expect(vm.audit()).toEqual([]);
+  });
+
+  it("not a direct page of the same gfn (a guest 2M page over the guest's own PD)", () => {
+    const vm = createVm({ mmu: "shadow" });
+    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 0x1000 * 4096, flags: 0 });
+    vm.guestWrite64(0x100000, 0x101000n | PRU | A);
+    vm.guestWrite64(0x101000, 0x400000n | PRU | A); // the PD at gfn 0x400, 2M-aligned
+    vm.guestWrite64(0x400000 + 8, 0x400000n | PRU | A | D | GPTE.PS); // PD[1]: 2M page at gfn 0x400
+    const vcpu = vm.createVcpu();
+    vcpu.setSregs({ cr0: 0x80010001, cr3: 0x100000, cr4: 0x20, efer: 0x900, cpl: 0 });
+    expect(vcpu.read(2 ** 21 + 5 * 4096).fault).toBe(false);
+    const direct = vm
+      .shadowPages()
+      .pages.filter((p) => p.gfn === 0x400 && p.direct && !p.role.invalid);
+    expect(direct).toHaveLength(1);
+    const spt = vm.mmu!.store.spt[direct[0]!.id]!;
+    const present = (i: number) => (spt[i * 2]! & 0x800) !== 0;
+    expect(present(2)).toBe(true); // prefetched with the group of 8
+    // A store into PD[2] through the 2M mapping (the PD is write-tracked: emulated). Only the
+    // pages shadowing the PD's gptes are written; the direct page keeps its entry 2.
+    expect(vcpu.write(2 ** 21 + 2 * 8, 0n).fault).toBe(false);
+    expect(present(2)).toBe(true);
+    expect(vm.audit()).toEqual([]);
   });
 });
 
@@ -302,6 +347,29 @@ describe("__link_shadow_page over a huge leaf (legacy TDP)", () => {
     vm.setUserMemoryRegion({ ...region, flags: 1 }); // KVM_MEM_LOG_DIRTY_PAGES
     expect(flushReasons(vm, () => vcpu.write(2 ** 21 + 5 * 4096, 1n))).toContain("drop_large_spte");
     expect([vm.stats.pages_2m, vm.stats.pages_4k > 0]).toEqual([0, true]);
+    expect(vm.audit()).toEqual([]);
+  });
+});
+
+describe("validate_direct_spte", () => {
+  it("a guest 2M page whose rights changed: the direct page with the old access is unlinked, with a flush; same rights keep it", () => {
+    const { vm, vcpu } = guest4();
+    vm.guestWrite64(0x102000 + 4 * 8, 0x400000n | PRU | A | D | GPTE.PS); // gva 8M: a 2M page
+    expect(vcpu.read(0x800000 + 5 * 4096).fault).toBe(false);
+    // Same rights: a fault elsewhere in the region reuses the direct page.
+    expect(flushReasons(vm, () => vcpu.read(0x800000 + 100 * 4096))).not.toContain(
+      "validate_direct_spte",
+    );
+    // The guest makes the 2M page read-only; a fault on a page not mapped yet finds the direct
+    // page with ACC_WRITE in its role: unlinked (flush), and a new one is made.
+    vm.guestWrite64(0x102000 + 4 * 8, 0x400000n | GPTE.P | GPTE.US | A | D | GPTE.PS);
+    expect(flushReasons(vm, () => vcpu.read(0x800000 + 200 * 4096))).toContain(
+      "validate_direct_spte",
+    );
+    const direct = vm
+      .shadowPages()
+      .pages.filter((p) => p.gfn === 0x400 && p.direct && !p.role.invalid);
+    expect(direct.map((p) => p.parents.length).sort()).toEqual([0, 1]);
     expect(vm.audit()).toEqual([]);
   });
 });
@@ -479,6 +547,23 @@ describe("mmu_set_spte (shadow paging)", () => {
     expect(flushReasons(vm, () => vcpu.write(0x403008, 1n))).toContain("mmu_set_spte");
     expect(vcpu.read(0x403000).value).toBe(0xbeefn);
     expect(vm.audit()).toEqual([]);
+  });
+
+  it("rebuilding a writable leaf drops its D bit (make_spte: old spte writable), and mmu_spte_update flushes for that", () => {
+    const { vm, vcpu } = guest4();
+    vm.guestWrite64(0x103000 + 3 * 8, 0x203000n | PRU | A | D | GPTE.NX);
+    expect(vcpu.write(0x403000, 1n).fault).toBe(false); // writable, accessed, dirty, NX
+    const spte = () => {
+      const pt = page(vm, 0x103, 1);
+      return vm.mmu!.store.spt[pt.info.id]![3 * 2]!;
+    };
+    expect(spte() & EPT_D).toBe(EPT_D);
+    // The guest allows execution. The fetch faults on NX and mmu_set_spte rebuilds the leaf
+    // (same pfn) with X; W stays, D does not (make_spte jumps past the dirty mask when the old
+    // spte was writable): D lost, so a flush (v6.11 and before).
+    vm.guestWrite64(0x103000 + 3 * 8, 0x203000n | PRU | A | D);
+    expect(flushReasons(vm, () => vcpu.fetch(0x403000))).toEqual(["mmu_set_spte"]);
+    expect([spte() & EPT_W, spte() & EPT_D]).toEqual([EPT_W, 0]);
   });
 
   it("a gpte naming a gfn outside every slot gets an MMIO spte (mark_mmio_spte names it)", () => {
