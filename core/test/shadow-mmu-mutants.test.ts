@@ -331,6 +331,18 @@ describe("zapping pages", () => {
   });
 });
 
+describe("v4 statistics (statsStyle legacy): pf_fixed for every mapping a fault installed", () => {
+  it("a RAM page and an MMIO spte each count (__direct_map: ++pf_fixed after mmu_set_spte)", () => {
+    const vm = createVm({ features: { mmuFlavor: "legacy_direct", statsStyle: "legacy" } });
+    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 16 * 4096, flags: 0 });
+    const vcpu = vm.createVcpu();
+    expect(vcpu.read(0x3000).fault).toBe(false);
+    expect(vm.stats.pf_fixed).toBe(1);
+    expect(vcpu.read(0x100000)).toMatchObject({ fault: false, mmio: true });
+    expect([vm.stats.pf_fixed, vm.stats.pf_mmio_spte_created]).toEqual([2, 1]);
+  });
+});
+
 describe("__link_shadow_page over a huge leaf (legacy TDP)", () => {
   it("a 4K write fault under dirty logging drops the 2M leaf with its own flush, then links a page table", () => {
     const vm = createVm({ features: { mmuFlavor: "legacy_direct" } });
@@ -370,6 +382,45 @@ describe("validate_direct_spte", () => {
       .shadowPages()
       .pages.filter((p) => p.gfn === 0x400 && p.direct && !p.role.invalid);
     expect(direct.map((p) => p.parents.length).sort()).toEqual([0, 1]);
+    expect(vm.audit()).toEqual([]);
+  });
+});
+
+describe("rmap_add: max_mmu_rmap_size and the recycle past RMAP_RECYCLE_THRESHOLD", () => {
+  /**
+   * guest4 plus a second PT (PD[3] → 0x104): all 1024 gptes of the two PTs map gfn 0x300, none
+   * accessed yet (so nothing is prefetched: FNAME(prefetch_invalid_gpte) wants A).
+   */
+  function oneFrameEverywhere() {
+    const g = guest4();
+    g.vm.guestWrite64(0x102000 + 3 * 8, 0x104000n | PRU | A);
+    for (let i = 0; i < 512; i++) {
+      g.vm.guestWrite64(0x103000 + i * 8, 0x300000n | PRU);
+      g.vm.guestWrite64(0x104000 + i * 8, 0x300000n | PRU);
+    }
+    const gva = (k: number) => 0x400000 + k * 4096; // k < 1024: PT 0x103, then PT 0x104
+    return { ...g, gva };
+  }
+
+  it("pte_list_add returns the sptes already there: three on one frame make it 2, a lone one later does not lower it", () => {
+    const { vm, vcpu, gva } = oneFrameEverywhere();
+    for (let k = 0; k < 3; k++) expect(vcpu.read(gva(k)).fault).toBe(false);
+    expect(vm.stats.max_mmu_rmap_size).toBe(2);
+    vm.guestWrite64(0x103000 + 10 * 8, 0x301000n | PRU);
+    expect(vcpu.read(gva(10)).fault).toBe(false);
+    expect(vm.stats.max_mmu_rmap_size).toBe(2);
+  });
+
+  it("the mapping that finds 1001 sptes on the head zaps them all, with one flush", () => {
+    const { vm, vcpu, gva } = oneFrameEverywhere();
+    for (let k = 0; k < 1001; k++) expect(vcpu.read(gva(k)).fault).toBe(false);
+    expect(vm.stats.pages_4k).toBe(1001);
+    expect(flushReasons(vm, () => vcpu.read(gva(1001)))).toContain("rmap_recycle");
+    // kvm_zap_all_rmap_sptes takes the new spte too. The access then faults again: its spte,
+    // and gpte 1000's (accessed: FNAME(pte_prefetch) takes it, and stops at gpte 1002, not
+    // accessed), are all that map the frame now.
+    expect(vm.stats.pages_4k).toBe(2);
+    expect(vm.stats.max_mmu_rmap_size).toBe(1001);
     expect(vm.audit()).toEqual([]);
   });
 });
@@ -478,6 +529,21 @@ describe("direct_pte_prefetch (legacy TDP)", () => {
     ]);
     expect(vcpu.read(0x205 * 4096).fault).toBe(false);
     expect(leaves(vm, 0x200, 0x208).mapped).toEqual([0x205]);
+  });
+
+  it("a run that starts outside every slot stops it; so does one that runs past its slot's end", () => {
+    // The slot's last gfn is 0x204: the run after the fault starts at 0x205, in no slot.
+    const end = legacy([[0, 0x205, 0]]);
+    expect(end.vcpu.read(0x204 * 4096).fault).toBe(false);
+    expect(leaves(end.vm, 0x200, 0x208).mapped).toEqual([0x200, 0x201, 0x202, 0x203, 0x204]);
+    // Slot 0 ends at 0x202, slot 1 holds 0x202..: the run 0x200..0x204 before the fault at 0x205
+    // starts in slot 0 and does not fit in it (kvm_prefetch_pages): stop, 0x206.. not tried.
+    const split = legacy([
+      [0x100, 0x102, 0],
+      [0x202, 0x100, 0],
+    ]);
+    expect(split.vcpu.read(0x205 * 4096).fault).toBe(false);
+    expect(leaves(split.vm, 0x200, 0x208).mapped).toEqual([0x205]);
   });
 });
 

@@ -1454,23 +1454,10 @@ export class ShadowMmu implements ShadowMmuOps {
     }
     const idx = spteIndex(gfn, level);
     const base = gfn - (gfn % GFN_SPAN[level]!);
-    const slot = fault.slot;
-    if (slot === null) {
-      makeMmioSpte(this.out, base, this.core.mmioGen);
-      this.setSpte(sp, idx, level, base, this.out.lo, this.out.hi);
-      this.stats.pf_mmio_spte_created++;
-      if (this.core.trace.on)
-        this.core.trace.emit(
-          EV.markMmio,
-          sp * 512 + idx,
-          base,
-          MMIO_ACCESS_MASK,
-          this.core.mmioGen,
-        );
-      return RET_PF_EMULATE;
-    }
+    // No slot: mmu_set_spte makes an MMIO spte (mark_mmio_spte); v4's __direct_map counted
+    // pf_fixed for it too.
     fault.mappedLeaf = true;
-    const ret = this.mmuSetSpte(sp, idx, level, base, fault.pfn, ACC_ALL, slot, fault);
+    const ret = this.mmuSetSpte(sp, idx, level, base, fault.pfn, ACC_ALL, fault.slot, fault);
     if (ret === RET_PF_SPURIOUS) return ret;
     // direct_pte_prefetch: not without A/D bits (sp_ad_disabled), where a prefetched spte could
     // not be told from an accessed one (since v4.10), and only at 4K.
