@@ -632,6 +632,51 @@ describe("mmu_set_spte (shadow paging)", () => {
     expect([spte() & EPT_W, spte() & EPT_D]).toEqual([EPT_W, 0]);
   });
 
+  it("a rebuild that only takes W away flushes too (mmu_spte_update: MMU-writable, now not writable)", () => {
+    const { vm, vcpu } = guest4();
+    const gpte = (rights: bigint) => vm.guestWrite64(0x103000 + 3 * 8, 0x203000n | rights | A | D);
+    // A supervisor page: written at CPL 0 (W, A, D, NX), then made executable: the fetch
+    // rebuilds it writable without D (flush for D).
+    vcpu.setCpl(0);
+    gpte(GPTE.P | GPTE.RW | GPTE.NX);
+    expect(vcpu.write(0x403000, 1n).fault).toBe(false);
+    gpte(GPTE.P | GPTE.RW);
+    expect(flushReasons(vm, () => vcpu.fetch(0x403000))).toEqual(["mmu_set_spte"]);
+    // Now a read-only user page: the user read faults (the spte has no U) and the rebuild loses
+    // W and nothing else (no D to lose, A set again by the fault): still a flush.
+    gpte(GPTE.P | GPTE.US);
+    vcpu.setCpl(3);
+    expect(flushReasons(vm, () => vcpu.read(0x403000))).toEqual(["mmu_set_spte"]);
+  });
+
+  it("FNAME(sync_spte) flushes for an accessed spte it rebuilds (A dropped), not for a prefetched one that gains X", () => {
+    for (const touchAccessed of [true, false]) {
+      const { vm, vcpu } = guest4();
+      const RO_NX = GPTE.P | GPTE.US | A | GPTE.NX;
+      vm.guestWrite64(0x103000 + 3 * 8, 0x203000n | RO_NX);
+      vm.guestWrite64(0x103000 + 5 * 8, 0x205000n | RO_NX);
+      // gva 0x40002000 → the PT itself.
+      vm.guestWrite64(0x101000 + 8, 0x104000n | PRU | A);
+      vm.guestWrite64(0x104000, 0x105000n | PRU | A);
+      vm.guestWrite64(0x105000 + 2 * 8, 0x103000n | PRU | A | D);
+      // Entry 3 is accessed (A in the spte); entry 5 only prefetched (no A). Both read-only, NX.
+      expect(vcpu.read(0x403000).fault).toBe(false);
+      // The guest's own stores into its PT (it goes unsync) make entry 5, and with touchAccessed
+      // entry 3 too, executable.
+      const gpte = (i: number) => BigInt((0x200 + i) * 4096) | GPTE.P | GPTE.US | A;
+      expect(vcpu.write(0x40002000 + 5 * 8, gpte(5)).fault).toBe(false);
+      if (touchAccessed) expect(vcpu.write(0x40002000 + 3 * 8, gpte(3)).fault).toBe(false);
+      // MOV CR3: kvm_mmu_sync_roots write-protects the PT again (its writable mapping: one flush),
+      // then rebuilds the changed entries: entry 5 loses nothing; entry 3 loses A (the rebuilt
+      // spte is made as a prefetch), which mmu_spte_update flushes for (v6.11 and before).
+      vcpu.movCr3(0x100000);
+      expect(flushReasons(vm, () => vcpu.read(0x400000))).toEqual(
+        touchAccessed ? ["sync_children", "sync_children"] : ["sync_children"],
+      );
+      expect(vm.audit()).toEqual([]);
+    }
+  });
+
   it("a gpte naming a gfn outside every slot gets an MMIO spte (mark_mmio_spte names it)", () => {
     const { vm, vcpu } = guest4();
     vm.guestWrite64(0x103000 + 3 * 8, 0x2000000n | PRU | A | D);
