@@ -226,6 +226,25 @@ describe("kvm_mmu_track_write for a 32-bit guest (4-byte gptes, pages shadowed b
     expect(vm.audit()).toEqual([]);
   });
 
+  it("a tracked store over a gpte whose spte is an MMIO spte clears it (mmu_page_zap_pte)", () => {
+    const { vm, vcpu, sp } = guest32();
+    expect(vcpu.write(0x409000 + 100 * 4, 0, { size: 4 }).fault).toBe(false); // the PT unsync
+    // The guest points gpte 0 outside every slot and flushes it: INVLPG syncs the entry (the
+    // spte goes), and the next access makes an MMIO spte.
+    expect(vcpu.write(0x409000, 0x2000000 + 0x67, { size: 4 }).fault).toBe(false);
+    vcpu.invlpg(0x400000);
+    expect(vcpu.read(0x400000)).toMatchObject({ fault: false, mmio: true });
+    const spt = vm.mmu!.store.spt[sp(0x101, 1, 0).info.id]!;
+    expect([spt[0], spt[1]]).not.toEqual([0, 0]); // the MMIO spte
+    expect(vcpu.read(0x408000).fault).toBe(false);
+    // The crossing store (emulated: the PD is write-tracked) writes gpte 0 = a RAM page.
+    const ram = BigInt(DATA * 4096 + 0x67);
+    expect(vcpu.write(0x408ffc, ram << 32n).fault).toBe(false);
+    expect([spt[0], spt[1]]).toEqual([0, 0]);
+    expect(vcpu.read(0x400000)).toMatchObject({ fault: false, gpa: DATA * 4096 });
+    expect(vm.audit()).toEqual([]);
+  });
+
   it("a store crossing from the PD into an unsync PT: the PT's part zaps its spte, no flooding, no mmu_pde_zapped", () => {
     const { vm, vcpu, sp } = guest32();
     // The guest's own store into its PT (gpte 100) makes the PT's two shadow pages unsync.
