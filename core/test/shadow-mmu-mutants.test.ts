@@ -520,6 +520,14 @@ describe("direct_pte_prefetch (legacy TDP)", () => {
     }
   });
 
+  it("a present neighbour ends a run: it is not made again (its A bit stays)", () => {
+    const { vm, vcpu } = legacy([[0, 0x1000, 0]]);
+    expect(vcpu.access(0x200 * 4096).fault).toBe(false);
+    expect(vm.zapSpte(0x203)).toBe(1);
+    expect(vcpu.access(0x203 * 4096).fault).toBe(false);
+    expect(leaves(vm, 0x200, 0x208).young).toEqual([0x200, 0x203]);
+  });
+
   it("without A/D bits (role.ad_disabled), nothing is prefetched: an access could not be told from a prefetch", () => {
     const { vm, vcpu } = legacy([[0, 0x1000, 0]], { eptAccessDirty: false });
     expect(vcpu.access(0x203 * 4096).fault).toBe(false);
@@ -614,7 +622,8 @@ describe("mmu_set_spte (shadow paging)", () => {
 
   it("a read-only gpte of a guest page table leaves that table in sync (make_spte asks to unsync only for W)", () => {
     const { vm, vcpu } = guest4();
-    vm.guestWrite64(0x103000 + 5 * 8, 0x103000n | GPTE.P | GPTE.US | A); // PT[5] → the PT, read-only
+    // PT[5] → the PT, read-only, and not accessed yet (so not prefetched: the read faults).
+    vm.guestWrite64(0x103000 + 5 * 8, 0x103000n | GPTE.P | GPTE.US);
     expect(vcpu.access(0x400000).fault).toBe(false);
     expect(vcpu.read(0x400000 + 5 * 4096).fault).toBe(false);
     expect(page(vm, 0x103, 1).info.unsync).toBe(false);
@@ -651,21 +660,25 @@ describe("mmu_set_spte (shadow paging)", () => {
     expect([spte() & EPT_W, spte() & EPT_D]).toEqual([EPT_W, 0]);
   });
 
-  it("a rebuild that only takes W away flushes too (mmu_spte_update: MMU-writable, now not writable)", () => {
-    const { vm, vcpu } = guest4();
-    const gpte = (rights: bigint) => vm.guestWrite64(0x103000 + 3 * 8, 0x203000n | rights | A | D);
-    // A supervisor page: written at CPL 0 (W, A, D, NX), then made executable: the fetch
-    // rebuilds it writable without D (flush for D).
-    vcpu.setCpl(0);
-    gpte(GPTE.P | GPTE.RW | GPTE.NX);
-    expect(vcpu.write(0x403000, 1n).fault).toBe(false);
-    gpte(GPTE.P | GPTE.RW);
-    expect(flushReasons(vm, () => vcpu.fetch(0x403000))).toEqual(["mmu_set_spte"]);
-    // Now a read-only user page: the user read faults (the spte has no U) and the rebuild loses
-    // W and nothing else (no D to lose, A set again by the fault): still a flush.
-    gpte(GPTE.P | GPTE.US);
-    vcpu.setCpl(3);
-    expect(flushReasons(vm, () => vcpu.read(0x403000))).toEqual(["mmu_set_spte"]);
+  it("a rebuild that only takes W away flushes too (mmu_spte_update: MMU-writable, now not writable); one that keeps it does not", () => {
+    for (const keepW of [false, true]) {
+      const { vm, vcpu } = guest4();
+      const gpte = (rights: bigint) =>
+        vm.guestWrite64(0x103000 + 3 * 8, 0x203000n | rights | A | D);
+      // A supervisor page: written at CPL 0 (W, A, D, NX), then made executable: the fetch
+      // rebuilds it writable without D (flush for D).
+      vcpu.setCpl(0);
+      gpte(GPTE.P | GPTE.RW | GPTE.NX);
+      expect(vcpu.write(0x403000, 1n).fault).toBe(false);
+      gpte(GPTE.P | GPTE.RW);
+      expect(flushReasons(vm, () => vcpu.fetch(0x403000))).toEqual(["mmu_set_spte"]);
+      // Now a user page, read-only unless keepW: the user read faults (the spte has no U). The
+      // rebuild loses W and nothing else (no D to lose, A set again by the fault): a flush; with
+      // W kept it loses nothing: none.
+      gpte(GPTE.P | GPTE.US | (keepW ? GPTE.RW : 0n));
+      vcpu.setCpl(3);
+      expect(flushReasons(vm, () => vcpu.read(0x403000))).toEqual(keepW ? [] : ["mmu_set_spte"]);
+    }
   });
 
   it("FNAME(sync_spte) flushes for an accessed spte it rebuilds (A dropped), not for a prefetched one that gains X", () => {
