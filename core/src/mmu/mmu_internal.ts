@@ -10,6 +10,7 @@
  * - {@link MmuCore}: the mmu.c services that tdp_mmu.ts and paging_tmpl.ts call (mmu_internal.h
  *   declares them for the same reason: those files sit below mmu.c).
  */
+import { KVM_MEM_LOG_DIRTY_PAGES } from "../arch/constants";
 import { MmuBugError } from "../errors";
 import { HEAP_TYPED_ARRAY_BYTES, HEAP_VIEW_BYTES, MC, MemCg } from "../kvm/memcg";
 import type { MemSlot, MemSlots } from "../kvm/memslot";
@@ -362,12 +363,13 @@ export class KvmMmu {
 // ---- mmu.c services for the files below it (mmu_internal.h declarations) ---------------------
 
 /**
- * `make_spte`'s last step: a writable spte marks its gfn dirty (`mark_page_dirty_in_slot`, which
- * does nothing for a slot that does not log), whether or not the old spte was writable and
- * whether or not the new one gets installed (spte.c).
+ * `make_spte`'s last step: a writable spte in a dirty-logged slot (`kvm_slot_dirty_track_enabled`)
+ * marks its gfn dirty, whether or not the old spte was writable and whether or not the new one
+ * gets installed (spte.c). The slot test keeps the common case, no logging, to two integer tests.
  */
 export function makeSpteMarkDirty(core: MmuCore, slot: MemSlot, gfn: number, lo: number): void {
-  if ((lo & SPTE_W) !== 0) core.markPageDirtyInSlot(slot, gfn);
+  if ((lo & SPTE_W) !== 0 && (slot.flags & KVM_MEM_LOG_DIRTY_PAGES) !== 0)
+    core.markPageDirtyInSlot(slot, gfn);
 }
 
 /**
