@@ -156,6 +156,8 @@ function modules() {
         "tdp-zap",
         "fidelity",
         "shadow-mmu-mutants",
+        "dirty-log-modes",
+        "tdp-dirty-log",
         gaps,
       ),
     },
