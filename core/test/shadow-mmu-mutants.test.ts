@@ -310,6 +310,75 @@ describe("kvm_mmu_change_mmu_pages (KVM_SET_NR_MMU_PAGES)", () => {
   }
 });
 
+describe("more pinned roots than n_max_mmu_pages", () => {
+  /**
+   * A 4-level shadow-paging VM over 16 MiB (default n_max 4096 / 50 = 81) with `n` vCPUs. vCPU v
+   * loads `perVcpu(v)` CR3s in turn, the empty PML4s at gfn 0x800 + 4v + k, and enters the guest
+   * after each (the access finds nothing: a guest #PF, but the root is loaded). A vCPU keeps its
+   * current root and, through fast_pgd_switch, up to 3 previous ones: every root stays pinned.
+   * vCPU 0's last PML4 maps gva 0 → PDPT 0x101 → PD 0x102 → PT 0x103 → gfn 0x200 + i; vCPU 0
+   * does not touch it yet.
+   */
+  function manyRoots(n: number, perVcpu: (v: number) => number, nrMmuPages?: number) {
+    const vm = createVm({ mmu: "shadow", features: { prefetch: false } });
+    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 0x1000 * 4096, flags: 0 });
+    if (nrMmuPages !== undefined) vm.setNrMmuPages(nrMmuPages);
+    vm.guestWrite64(0x803000, 0x101000n | PRU | A);
+    vm.guestWrite64(0x101000, 0x102000n | PRU | A);
+    vm.guestWrite64(0x102000, 0x103000n | PRU | A);
+    for (let i = 0; i < 8; i++)
+      vm.guestWrite64(0x103000 + i * 8, BigInt((0x200 + i) * 4096) | PRU | A | D);
+    const vcpus = [];
+    for (let v = 0; v < n; v++) {
+      const vcpu = vm.createVcpu();
+      for (let k = 0; k < perVcpu(v); k++) {
+        const cr3 = (0x800 + 4 * v + k) * 4096;
+        if (k === 0) vcpu.setSregs({ cr0: 0x80010001, cr3, cr4: 0x20, efer: 0x900, cpl: 0 });
+        else vcpu.movCr3(cr3);
+        expect(vcpu.read(2 ** 39).fault).toBe(true); // PML4[1]: not present
+      }
+      vcpus.push(vcpu);
+    }
+    return { vm, vcpus };
+  }
+
+  it("KVM_SET_NR_MMU_PAGES below the pinned roots: nothing can go, and n_max is what is in use (kvm_mmu_change_mmu_pages)", () => {
+    // 17 vCPUs × 4 roots = 68 pages, all pinned, under the default n_max of 81.
+    const { vm } = manyRoots(17, () => 4);
+    const s = vm.stats;
+    expect([s.n_used_mmu_pages, s.n_max_mmu_pages]).toEqual([68, 81]);
+    // kvm_mmu_zap_oldest_mmu_pages(68 - 64) skips every page (root_count > 0); then
+    // goal_nr_mmu_pages = n_used_mmu_pages: n_max is 68, not the 64 asked for.
+    vm.setNrMmuPages(64);
+    expect([s.n_used_mmu_pages, s.n_max_mmu_pages, s.mmu_shadow_zapped]).toEqual([68, 68, 0]);
+    expect(vm.audit()).toEqual([]);
+  });
+
+  it("a fault with n_used above n_max counts no pages available, not fewer than none (kvm_mmu_available_pages)", () => {
+    // n_max 64 from the start. 15 vCPUs × 4 roots + 3 for vCPU 15 = 63 pinned roots; each load's
+    // make_mmu_pages_available finds nothing it may zap.
+    const { vm, vcpus } = manyRoots(16, (v) => (v === 15 ? 3 : 4), 64);
+    const s = vm.stats;
+    expect([s.n_used_mmu_pages, s.n_max_mmu_pages]).toEqual([63, 64]);
+    // vCPU 0's read of gva 0: one page is available (≥ 1, so no -ENOSPC), the fault shadows the
+    // PDPT, PD and PT: n_used 66, two above n_max (the "intentionally soft" check).
+    expect(vcpus[0]!.read(0).fault).toBe(false);
+    expect(s.n_used_mmu_pages).toBe(66);
+    // vCPUs 1 to 8 reset their MMU context (a CR4 change: kvm_mmu_unload frees the current and
+    // previous roots). Their 32 roots stay valid and in use, now unpinned.
+    for (let v = 1; v <= 8; v++)
+      vcpus[v]!.setSregs({ cr0: 0x80010001, cr4: 0x20 | 0x80, efer: 0x900 });
+    expect(s.n_used_mmu_pages).toBe(66);
+    // vCPU 0 reads gva 0x1000 (same PT, a new leaf): make_mmu_pages_available sees
+    // available = 0 (n_max ≤ n_used), so kvm_mmu_zap_oldest_mmu_pages(25 - 0) zaps the 25 oldest
+    // unpinned pages (vCPU 1's roots first) and nothing else; the fault adds no page.
+    const recycled = s.mmu_recycled;
+    expect(vcpus[0]!.read(0x1000).fault).toBe(false);
+    expect([s.mmu_recycled - recycled, s.n_used_mmu_pages]).toEqual([25, 41]);
+    expect(vm.audit()).toEqual([]);
+  });
+});
+
 describe("zapping pages", () => {
   it("zapping an upper-level page zaps the unsync pages below it first (mmu_zap_unsync_children), traced", () => {
     const { vm, vcpu } = guest4();
@@ -618,6 +687,24 @@ describe("mmu_set_spte (shadow paging)", () => {
     const [fixed, emulated] = [s.pf_fixed, s.pf_emulate];
     expect(vcpu.read(0x40001000).fault).toBe(false);
     expect([s.pf_fixed - fixed, s.pf_emulate - emulated]).toEqual([1, 0]);
+  });
+
+  it("a write whose own fault shadows the table it writes is emulated at once (mmu_set_spte: wrprot && write_fault)", () => {
+    const { vm, vcpu } = guest4();
+    // PT[0] (gva 0x400000) now maps the guest's PD, gfn 0x102. Only the root is shadowed before
+    // the first access, so page_fault_handle_page_track finds 0x102 untracked. FNAME(fetch) then
+    // shadows the PD at level 2 (which write-tracks 0x102) before it maps the leaf; make_spte's
+    // mmu_try_to_unsync_pages refuses W for a tracked gfn, and a write fault with wrprot set
+    // is emulated: one fault, pf_emulate 1, pf_fixed 0, and the store reaches the PD.
+    vm.guestWrite64(0x103000, 0x102000n | PRU | A | D);
+    const s = vm.stats;
+    const before = [s.pf_taken, s.pf_fixed, s.pf_emulate];
+    expect(vcpu.write(0x400000 + 5 * 8, 0x5, { size: 8 }).fault).toBe(false);
+    expect([s.pf_taken - before[0]!, s.pf_fixed - before[1]!, s.pf_emulate - before[2]!]).toEqual([
+      1, 0, 1,
+    ]);
+    expect(vm.readPhys64(0x102000 + 5 * 8)).toBe(0x5n);
+    expect(page(vm, 0x102, 2).info.unsync).toBe(false);
   });
 
   it("a read-only gpte of a guest page table leaves that table in sync (make_spte asks to unsync only for W)", () => {

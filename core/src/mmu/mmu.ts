@@ -1410,14 +1410,21 @@ export class ShadowMmu implements ShadowMmuOps {
     return total;
   }
 
-  /** `kvm_mmu_change_mmu_pages`: zap the oldest until n_used ≤ goal, then n_max = goal. */
+  /**
+   * `kvm_mmu_change_mmu_pages`: zap the oldest until n_used ≤ goal; if any had to go, n_max is
+   * what is left in use, which can be above the goal (pinned roots stay) or below it (unsync
+   * children are zapped with their parent).
+   */
   changeMmuPages(goal: number): void {
-    if (this.legacyReclaim) {
-      while (this.stats.n_used_mmu_pages > goal && this.prepareZapTail());
-      this.commitZapPage();
-    } else if (this.stats.n_used_mmu_pages > goal)
-      this.zapOldestMmuPages(this.stats.n_used_mmu_pages - goal);
-    this.stats.n_max_mmu_pages = goal;
+    let max = goal;
+    if (this.stats.n_used_mmu_pages > goal) {
+      if (this.legacyReclaim) {
+        while (this.stats.n_used_mmu_pages > goal && this.prepareZapTail());
+        this.commitZapPage();
+      } else this.zapOldestMmuPages(this.stats.n_used_mmu_pages - goal);
+      max = this.stats.n_used_mmu_pages;
+    }
+    this.stats.n_max_mmu_pages = max;
   }
 
   // ---- fault path -----------------------------------------------------------------------
