@@ -890,6 +890,24 @@ describe("write flooding (detect_write_flooding, shadow_page_table_clear_flood)"
     expect(vm.stats.mmu_flooded).toBe(1);
   });
 
+  it("a level-1 page of the same table is exempt: the PD page floods, the PT page stays", () => {
+    const { vm, vcpu } = pdWindows();
+    // PD[5] → PD 0x102 itself, used as a page table (gva 0xa00000): a level-1 page of 0x102 as
+    // well. It is made sync and stays so (the level-2 page write-tracks 0x102).
+    vm.guestWrite64(0x102000 + 5 * 8, 0x102000n | PRU);
+    expect(vcpu.read(0xa00000 + 2 * 4096).fault).toBe(false);
+    const pt = () =>
+      vm.shadowPages().pages.filter((p) => p.gfn === 0x102 && p.level === 1 && !p.role.invalid);
+    expect(pt()).toHaveLength(1);
+    // Three writes through PT 0x105: each reaches both pages (for_each_gfn_valid_sp_with_gptes);
+    // detect_write_flooding counts for the level-2 page only (a level-1 page may go unsync
+    // instead), so the third zaps the PD page alone: mmu_flooded 1.
+    for (let k = 0; k < 3; k++) expect(vcpu.write(0x40002000 + (20 + k) * 8, 0n).fault).toBe(false);
+    expect(pdPage(vm)).toHaveLength(0);
+    expect(pt()).toHaveLength(1);
+    expect(vm.stats.mmu_flooded).toBe(1);
+  });
+
   it("the same for a PD reached through an odd PDPT index (the whole path is reset)", () => {
     const { vm, vcpu } = guest((i) => (i < 8 ? PRU | A | D : 0n));
     // PDPT[1] → PD 0x104 → PT 0x105, whose entry 5 maps PD 0x104 itself at gva 0x40005000.
