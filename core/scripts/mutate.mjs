@@ -158,6 +158,7 @@ function modules() {
         "shadow-mmu-mutants",
         "dirty-log-modes",
         "tdp-dirty-log",
+        "tdp-mmu-mutants",
         gaps,
       ),
     },

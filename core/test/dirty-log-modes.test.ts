@@ -26,7 +26,12 @@ type Mode =
  * that turning logging on (a flags change) finds mapped leaves, huge ones included, and must
  * write-protect them or clear their D bits (kvm_mmu_slot_apply_flags).
  */
-function run(mode: Mode, iterations = 32, mmuFlavor = "tdp_mmu", prefault = false) {
+function run(
+  mode: Mode,
+  iterations = 32,
+  mmuFlavor: "tdp_mmu" | "legacy_direct" = "tdp_mmu",
+  prefault = false,
+) {
   const manual = mode === "manual" || mode === "manual+initially-set";
   const ring = mode === "ring" || mode === "ring+pml";
   const pml = mode === "pml" || mode === "ring+pml";

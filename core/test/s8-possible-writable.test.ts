@@ -87,21 +87,56 @@ describe("S8: write-protect cost, scan vs possible-writable bitmap", () => {
     expect(vm.audit()).toEqual([]);
   });
 
-  it("a second pass after a dirty-log-style first pass: the leaves stay in the bitmap (MMU-writable), 202 examined, 0 changed", () => {
+  it("a second pass after a dirty-log-style first pass: the leaves stay in the bitmap (MMU-writable), 202 examined, 0 changed, no flush", () => {
     const { vm } = s8(true);
     vm.writeProtectAllSps();
+    const flushes = vm.stats.remote_tlb_flush_requests;
     expect(vm.writeProtectAllSps()).toEqual({ examined: PW, changed: 0, skipped: 0 });
+    expect(vm.stats.remote_tlb_flush_requests).toBe(flushes);
+  });
+
+  it("a page-table-style pass after a dirty-log-style one still takes MMU-writable from the 100 leaves (W is gone already); writes are then slow faults", () => {
+    for (const bitmap of [true, false]) {
+      const { vm, writeAll } = s8(bitmap);
+      vm.writeProtectAllSps({ mode: bitmap ? "bitmap" : "scan" });
+      expect(
+        vm.writeProtectAllSps({ mode: bitmap ? "bitmap" : "scan", clearMmuWritable: true }).changed,
+      ).toBe(REGIONS);
+      const b = { ...vm.stats.toJSON() };
+      writeAll();
+      // Not MMU-writable: fast_page_fault cannot make them writable; each write takes the slow
+      // path.
+      expect([vm.stats.pf_taken - b.pf_taken!, vm.stats.pf_fast - b.pf_fast!]).toEqual([
+        REGIONS,
+        0,
+      ]);
+      expect(vm.audit()).toEqual([]);
+    }
+  });
+
+  it("scan mode leaves an MMIO spte alone (not shadow-present: its W bit is part of the EPT misconfiguration)", () => {
+    const { vm, vcpu } = s8(false);
+    // A gpa past the slot: an MMIO spte in a new PT.
+    expect(vcpu.access(GIB + 5 * 4096, { write: false }).mmio).toBe(true);
+    expect(vm.stats.pf_mmio_spte_created).toBe(1);
+    expect(vm.writeProtectAllSps({ mode: "scan" }).changed).toBe(REGIONS);
+    // The MMIO spte still works: the next access is a fast MMIO exit, no new spte.
+    expect(vcpu.access(GIB + 5 * 4096, { write: false }).mmio).toBe(true);
+    expect(vm.stats.pf_mmio_spte_created).toBe(1);
+    expect(vm.audit()).toEqual([]);
   });
 
   it("a second pass after a page-table-style first pass (MMU-writable cleared): 102 examined, 0 changed", () => {
     const { vm } = s8(true);
     vm.writeProtectAllSps({ clearMmuWritable: true });
-    // The 100 PTs now have count 0 and are skipped.
+    // The 100 PTs now have count 0 and are skipped; nothing changes, so nothing is flushed.
+    const flushes = vm.stats.remote_tlb_flush_requests;
     expect(vm.writeProtectAllSps()).toEqual({
       examined: PW - REGIONS,
       changed: 0,
       skipped: REGIONS,
     });
+    expect(vm.stats.remote_tlb_flush_requests).toBe(flushes);
     expect(vm.audit()).toEqual([]);
   });
 

@@ -812,6 +812,42 @@ describe("mmu_set_spte (shadow paging)", () => {
   });
 });
 
+describe("account_shadowed write-protects the new table's gfn (kvm_mmu_slot_gfn_write_protect)", () => {
+  /** PT[5] maps gfn 0x205 with `flags`; then PD[3] makes 0x205 a page table (gva 0x600000). */
+  function tableLater(flags: bigint) {
+    const g = guest4();
+    g.vm.guestWrite64(0x103000 + 5 * 8, 0x205000n | flags);
+    g.vm.guestWrite64(0x205000, 0x300000n | PRU | A | D);
+    const shadowIt = () => {
+      g.vm.guestWrite64(0x102000 + 3 * 8, 0x205000n | PRU);
+      return flushReasons(g.vm, () => expect(g.vcpu.read(0x600000).fault).toBe(false));
+    };
+    return { ...g, shadowIt };
+  }
+
+  it("a writable leaf of the gfn loses W: one flush", () => {
+    const { vcpu, shadowIt } = tableLater(PRU | A | D);
+    expect(vcpu.write(0x405800, 1n).fault).toBe(false);
+    expect(shadowIt()).toContain("account_shadowed");
+  });
+
+  it("a read-only leaf (neither W nor MMU-writable) is left as it is: no flush", () => {
+    const { vcpu, shadowIt } = tableLater(GPTE.P | GPTE.US | A | D);
+    expect(vcpu.read(0x405000).fault).toBe(false);
+    expect(shadowIt()).toEqual([]);
+  });
+
+  it("a leaf that dirty logging made read-only but left MMU-writable loses MMU-writable: a flush", () => {
+    const { vm, vcpu, shadowIt } = tableLater(PRU | A | D);
+    expect(vcpu.write(0x405800, 1n).fault).toBe(false);
+    // Logging on: rmap_write_protect(pt_protect = false) takes W and keeps MMU-writable.
+    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 0x1000 * 4096, flags: 1 });
+    // pt_protect = true: MMU-writable goes too (so the fast path cannot give W back), and
+    // mmu_spte_update flushes for an MMU-writable spte that is not writable after.
+    expect(shadowIt()).toContain("account_shadowed");
+  });
+});
+
 describe("make_spte marks a writable spte's page dirty, whatever the old spte was", () => {
   /**
    * A shadow-paging guest with the dirty ring, slot 0 logged: gva 0x400000 → gfn 0x200, a gpte
@@ -932,6 +968,162 @@ describe("an emulated store that crosses a page", () => {
     expect(vm.stats.mmu_pte_write).toBe(writes + 2);
     expect(vm.readPhys64(0x207ff8) >> 32n).toBe(0x55667788n);
     expect(vm.readPhys64(0x102000) & 0xffffffffn).toBe(0x11223344n);
+    expect(vm.audit()).toEqual([]);
+  });
+});
+
+describe("kvm_rmap_zap_collapsible_sptes (the ~5.13 criterion, collapse 'zap')", () => {
+  /**
+   * A VM over two 2 MiB regions of THP-backed memory (1024 pages, gpa and hva 2 MiB-aligned),
+   * logging from the start: every gfn may be mapped huge once logging is off
+   * (kvm_mmu_max_mapping_level 2M).
+   */
+  function thp(mmu: "tdp" | "shadow", features: Record<string, unknown>) {
+    const vm = createVm({ mmu, features: { collapseOnLogDisable: "zap", ...features } });
+    const region = (flags: number) =>
+      vm.setUserMemoryRegion({
+        slot: 0,
+        guestPhysAddr: 0,
+        memorySize: 1024 * 4096,
+        flags,
+        backing: "thp",
+        userspaceAddr: FLAT_HVA,
+      });
+    region(1);
+    return { vm, region, vcpu: vm.createVcpu() };
+  }
+
+  for (const collapseFlush of ["batched", "perSpte"] as const) {
+    it(`legacy TDP, ${collapseFlush}: zaps the 4K sptes of direct pages, with ${collapseFlush === "batched" ? "one flush" : "one flush each"}; a pass that zaps nothing flushes nothing`, () => {
+      const { vm, region, vcpu } = thp("tdp", {
+        mmuFlavor: "legacy_direct",
+        prefetch: false,
+        collapseFlush,
+      });
+      // Logging on from the start: three 4K leaves in region 0, two in region 1.
+      for (const g of [0, 7, 300, 512, 1000]) expect(vcpu.write(g * 4096, 1n).fault).toBe(false);
+      expect(vm.stats.pages_4k).toBe(5);
+      const s = vm.stats;
+      const [heads, visited] = [s.rmap_heads_scanned, s.sptes_visited];
+      const reasons = flushReasons(vm, () => region(0));
+      // walk_slot_rmaps over levels 1 and 2: 1024 + 2 heads; 5 sptes on them, all in direct
+      // PTs whose region may be huge.
+      expect(s.collapse_sptes_zapped).toBe(5);
+      expect([s.rmap_heads_scanned - heads, s.sptes_visited - visited]).toEqual([1026, 5]);
+      expect(reasons).toEqual(
+        collapseFlush === "batched"
+          ? ["zap_collapsible_sptes"]
+          : Array(5).fill("zap_collapsible_spte"),
+      );
+      // Logging on and off again over no 4K leaf: nothing zapped, no collapse flush.
+      region(1);
+      expect(flushReasons(vm, () => region(0))).toEqual([]);
+      expect(vm.audit()).toEqual([]);
+    });
+  }
+
+  it("shadow paging: the sptes of indirect pages (the guest's own 4K tables) are never collapsible", () => {
+    const { vm: sh, region, vcpu } = thp("shadow", {});
+    // Guest tables at gfns 0x100..0x103; PT 0x103 maps gva 0x400000 + i·4K → gfn 0x200 + i.
+    sh.guestWrite64(0x100000, 0x101000n | PRU);
+    sh.guestWrite64(0x101000, 0x102000n | PRU);
+    sh.guestWrite64(0x102000 + 2 * 8, 0x103000n | PRU);
+    for (let i = 0; i < 4; i++)
+      sh.guestWrite64(0x103000 + i * 8, BigInt((0x200 + i) * 4096) | PRU | A | D);
+    vcpu.setSregs({ cr0: 0x80010001, cr3: 0x100000, cr4: 0x20, efer: 0x900, cpl: 0 });
+    for (let i = 0; i < 4; i++) expect(vcpu.write(0x400000 + i * 4096, 1n).fault).toBe(false);
+    const leaves = sh.stats.pages_4k;
+    expect(leaves).toBe(4);
+    region(0);
+    // kvm_mmu_zap_collapsible_spte: sp->role.direct is false for every page here.
+    expect([sh.stats.collapse_sptes_zapped, sh.stats.pages_4k]).toEqual([0, leaves]);
+    expect(sh.audit()).toEqual([]);
+  });
+});
+
+describe("dirty logging on the rmap MMU (legacy TDP)", () => {
+  const ones = (n: number) => new Uint32Array(Math.ceil(n / 32)).fill(0xffffffff);
+
+  it("PML: turning logging on clears D on the level-1 rmaps and takes W at levels 2 and 3 (4096 + 8 + 1 heads)", () => {
+    const { vm, vcpu } = flatLegacy({ pml: true });
+    vm.setUserMemoryRegion({
+      slot: 1,
+      guestPhysAddr: 2 ** 30,
+      memorySize: 4096 * 4096,
+      flags: 0,
+      backing: "4k",
+      userspaceAddr: 2 * FLAT_HVA,
+    });
+    expect(vcpu.write(2 ** 30 + 7 * 4096, 1n).fault).toBe(false);
+    const heads = vm.stats.rmap_heads_scanned;
+    vm.setUserMemoryRegion({
+      slot: 1,
+      guestPhysAddr: 2 ** 30,
+      memorySize: 4096 * 4096,
+      flags: 1,
+      backing: "4k",
+      userspaceAddr: 2 * FLAT_HVA,
+    });
+    // kvm_mmu_slot_leaf_clear_dirty: one head per 4K page; then
+    // kvm_mmu_slot_remove_write_access from 2M: 4096 / 512 heads at level 2, one at level 3.
+    expect(vm.stats.rmap_heads_scanned - heads).toBe(4096 + 8 + 1);
+  });
+
+  it("manual protect: CLEAR write-protects the pages of the mask's set bits only", () => {
+    const { vm, vcpu } = flatLegacy({ manualDirtyLogProtect: true });
+    vm.setUserMemoryRegion({
+      slot: 0,
+      guestPhysAddr: 0,
+      memorySize: 64 * 4096,
+      flags: 1,
+      backing: "4k",
+      userspaceAddr: FLAT_HVA,
+    });
+    for (const g of [0, 1, 33, 34]) expect(vcpu.write(g * 4096, 1n).fault).toBe(false);
+    const bm = vm.getDirtyLog(0);
+    expect(Array.from(bm)).toEqual([0b11, 0b110]);
+    // Clear pages 0 and 34 only (one bit in each word): kvm_mmu_write_protect_pt_masked visits
+    // those two rmap heads.
+    const mask = new Uint32Array([0b1, 0b100]);
+    expect(vm.clearDirtyLog(0, 0, 64, mask)).toBe(2);
+    const taken = () => vm.stats.pf_taken;
+    const before = taken();
+    for (const g of [1, 33]) expect(vcpu.write(g * 4096, 2n).fault).toBe(false);
+    expect(taken() - before).toBe(0); // still writable
+    for (const g of [0, 34]) expect(vcpu.write(g * 4096, 2n).fault).toBe(false);
+    expect(taken() - before).toBe(2); // write-protected by the CLEAR
+  });
+
+  it("manual protect with INITIALLY_SET: CLEAR write-protects the 1 GiB leaf over its first page (levels 2 and 3)", () => {
+    const vm = createVm({
+      features: {
+        mmuFlavor: "legacy_direct",
+        manualDirtyLogProtect: true,
+        dirtyLogInitiallySet: true,
+      },
+    });
+    const region = (flags: number) =>
+      vm.setUserMemoryRegion({
+        slot: 0,
+        guestPhysAddr: 0,
+        memorySize: 2 ** 30,
+        flags,
+        backing: "hugetlb-1g",
+        userspaceAddr: FLAT_HVA,
+      });
+    region(0);
+    const vcpu = vm.createVcpu();
+    expect(vcpu.write(0, 1n).fault).toBe(false);
+    expect(vm.stats.pages_1g).toBe(1);
+    region(1); // INITIALLY_SET: nothing is protected yet
+    const before = vm.stats.pf_taken;
+    expect(vcpu.write(100 * 4096, 1n).fault).toBe(false);
+    expect(vm.stats.pf_taken).toBe(before);
+    // kvm_arch_mmu_enable_log_dirty_pt_masked: kvm_mmu_slot_gfn_write_protect(gfn 0, from 2M)
+    // reaches the 1G leaf through its level-3 rmap head.
+    vm.clearDirtyLog(0, 0, 64, ones(64));
+    expect(vcpu.write(100 * 4096, 2n).fault).toBe(false);
+    expect(vm.stats.pf_taken).toBe(before + 1);
     expect(vm.audit()).toEqual([]);
   });
 });

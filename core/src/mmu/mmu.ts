@@ -1717,11 +1717,12 @@ export class ShadowMmu implements ShadowMmuOps {
 
   /**
    * `rmap_write_protect(pt_protect = false)`: clear W (keep MMU-writable) on every spte of the
-   * head; returns whether one changed.
+   * head. Its callers do not need to know whether one changed: enabling logging flushes
+   * unconditionally (`kvm_mmu_slot_apply_flags`), and the dirty-log ioctls flush after the whole
+   * mask.
    */
-  private wrprotHead(heads: Uint32Array, i: number, level: number, clear = SPTE_W): boolean {
-    if (heads[i] === 0) return false;
-    let changed = false;
+  private wrprotHead(heads: Uint32Array, i: number, level: number, clear = SPTE_W): void {
+    if (heads[i] === 0) return;
     const s = this.store;
     pteListForEach(this.rmapPool, heads, i, (sptep) => {
       const sp = Math.floor(sptep / 512);
@@ -1737,34 +1738,28 @@ export class ShadowMmu implements ShadowMmuOps {
         (lo & ~clear) >>> 0,
         s.spt[sp]![idx * 2 + 1]!,
       );
-      changed = true;
     });
-    return changed;
   }
 
   /** `kvm_mmu_slot_leaf_clear_dirty` (PML): clear D on the 4K sptes of [start, end) (level-1 rmaps). */
-  clearDirtyRange(start: number, end: number): boolean {
-    let changed = false;
+  clearDirtyRange(start: number, end: number): void {
     const w = new SlotRmapWalkIterator();
     for (w.init(this.core.slots.list(), start, end, 1, 1); w.valid; w.next()) {
       this.stats.rmap_heads_scanned++;
-      if (this.wrprotHead(w.heads, w.index, 1, SPTE_D)) changed = true;
+      this.wrprotHead(w.heads, w.index, 1, SPTE_D);
     }
-    return changed;
   }
 
   /**
    * `kvm_mmu_slot_remove_write_access` for rmaps (`walk_slot_rmaps`, levels minLevel..3) over the
-   * slots overlapping [start, end). Returns whether any spte changed.
+   * slots overlapping [start, end).
    */
-  wrprotRange(start: number, end: number, minLevel: number): boolean {
-    let changed = false;
+  wrprotRange(start: number, end: number, minLevel: number): void {
     const w = new SlotRmapWalkIterator();
     for (w.init(this.core.slots.list(), start, end, minLevel, 3); w.valid; w.next()) {
       this.stats.rmap_heads_scanned++;
-      if (this.wrprotHead(w.heads, w.index, w.level)) changed = true;
+      this.wrprotHead(w.heads, w.index, w.level);
     }
-    return changed;
   }
 
   /**
@@ -1809,6 +1804,7 @@ export class ShadowMmu implements ShadowMmuOps {
     if (slot === undefined) return;
     const rmap = slotArch(slot).rmap;
     for (let bit = 0; bit < 64; bit++) {
+      // Stryker disable next-line ArithmeticOperator: JS shift counts are mod 32, so bit - 32 and bit + 32 shift alike
       if (((bit < 32 ? maskLo >>> bit : maskHi >>> (bit - 32)) & 1) === 0) continue;
       const gfn = base + bit;
       if (gfn >= slot.baseGfn + slot.npages) break;
@@ -1944,13 +1940,12 @@ export class ShadowMmu implements ShadowMmuOps {
    * The RFC's lazy step (seed 2017 series, "fast write protect"): a write fault whose path
    * crosses a non-leaf entry without W write-protects the page below it (its possibly-writable
    * entries, or all 512 without the bitmap) and gives the entry its W back, level by level
-   * from the root; the leaf is then fixed by the fast path. Returns whether a level was pushed.
+   * from the root; the leaf is then fixed by the fast path.
    */
-  pushDownWriteProtect(root: number, rootLevel: number, gfn: number, bitmap: boolean): boolean {
+  pushDownWriteProtect(root: number, rootLevel: number, gfn: number, bitmap: boolean): void {
     const s = this.store;
     let sp = root;
     let level = rootLevel;
-    let pushed = false;
     while (level > 1) {
       const i = spteIndex(gfn, level);
       const lo = s.spt[sp]![i * 2]!;
@@ -1960,27 +1955,18 @@ export class ShadowMmu implements ShadowMmuOps {
       if ((lo & SPTE_W) === 0) {
         this.writeProtectSp(child, bitmap, true, false);
         this.setSpte(sp, i, level, this.entryGfnFormula(sp, i), (lo | SPTE_W) >>> 0, hi);
-        pushed = true;
       }
       sp = child;
       level--;
     }
-    return pushed;
   }
 
-  /** Parentless, non-root live pages (`orphan_sps`). */
+  /** Parentless, non-root live pages (`orphan_sps`); the roots list holds every pinned page. */
   orphanCount(): number {
     let n = 0;
     const s = this.store;
-    for (let sp = 0; sp < s.created; sp++) {
-      if (
-        s.isLive(sp) &&
-        s.parentPtes[sp] === 0 &&
-        s.rootCount[sp] === 0 &&
-        !this.roots.includes(sp)
-      )
-        n++;
-    }
+    for (let sp = 0; sp < s.created; sp++)
+      if (s.isLive(sp) && s.parentPtes[sp] === 0 && !this.roots.includes(sp)) n++;
     return n;
   }
 }
