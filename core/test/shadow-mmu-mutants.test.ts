@@ -1127,3 +1127,208 @@ describe("dirty logging on the rmap MMU (legacy TDP)", () => {
     expect(vm.audit()).toEqual([]);
   });
 });
+
+describe("kvm_mmu_new_pgd: the previous-roots cache (fast_pgd_switch)", () => {
+  const [A, B, C, D, E] = [0x800, 0x801, 0x802, 0x803, 0x804];
+  const [A_BIT, D_BIT] = [GPTE.A, GPTE.D];
+  const X = 0x2000; // a CR3 frame outside every memslot: a dummy root
+  /**
+   * A 4-level shadow-paging guest over 16 MiB whose vCPU has loaded CR3 A, B, C and D in turn
+   * (entering the guest after each, so each got a root). PML4 D maps gva 0 → PDPT 0x101 → PD
+   * 0x102 → PT 0x103, whose entries map gfn 0x200 + i; entry 8 maps PT 0x103 itself and entry 9
+   * maps PML4 B. The other PML4s are empty.
+   */
+  function fourRoots() {
+    const vm = createVm({ mmu: "shadow", features: { prefetch: false } });
+    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 0x1000 * 4096, flags: 0 });
+    vm.guestWrite64(D * 4096, 0x101000n | PRU | A_BIT);
+    vm.guestWrite64(0x101000, 0x102000n | PRU | A_BIT);
+    vm.guestWrite64(0x102000, 0x103000n | PRU | A_BIT);
+    for (let i = 0; i < 8; i++)
+      vm.guestWrite64(0x103000 + i * 8, BigInt((0x200 + i) * 4096) | PRU | A_BIT | D_BIT);
+    vm.guestWrite64(0x103000 + 8 * 8, 0x103000n | PRU | A_BIT | D_BIT);
+    vm.guestWrite64(0x103000 + 9 * 8, BigInt(B * 4096) | PRU | A_BIT | D_BIT);
+    const vcpu = vm.createVcpu();
+    vcpu.setSregs({ cr0: 0x80010001, cr3: A * 4096, cr4: 0x20, efer: 0x900, cpl: 0 });
+    const load = (pgd: number) => {
+      vcpu.movCr3(pgd * 4096);
+      vcpu.read(2 ** 39); // enter the guest: PML4[1] is empty (a guest #PF), the root is loaded
+    };
+    vcpu.read(2 ** 39);
+    for (const pgd of [B, C, D]) load(pgd);
+    /** The current root and the three previous ones, by guest frame (-1: none). */
+    const cache = () => {
+      const m = vcpu.mmu;
+      const pgd = (sp: number) => (sp >= 0 ? vm.mmu!.store.gfn[sp]! : -1);
+      return [pgd(m.root), ...Array.from(m.prevRootSp, pgd)];
+    };
+    const pinned = (pgd: number) =>
+      vm.shadowPages().pages.find((p) => p.gfn === pgd && p.level === 4 && !p.role.invalid)
+        ?.rootCount ?? 0;
+    return { vm, vcpu, load, cache, pinned };
+  }
+
+  it("each new CR3 pushes the current root in front of the others; the fourth one back is let go", () => {
+    const { load, cache, pinned } = fourRoots();
+    // cached_root_find_and_keep_current swaps the current root through the three slots
+    // (C 0 1 2 → 2 C 0 1) and frees what is left current when nothing fits.
+    expect(cache()).toEqual([D, C, B, A]);
+    load(E);
+    expect(cache()).toEqual([E, D, C, B]);
+    expect([pinned(A), pinned(B)]).toEqual([0, 1]); // A stays, valid and unpinned
+    // Back to B: found in the last slot; the others move up one.
+    load(B);
+    expect(cache()).toEqual([B, E, D, C]);
+  });
+
+  it("a CR3 that differs only in PWT/PCD keeps the current root where it is", () => {
+    const { vcpu, cache } = fourRoots();
+    vcpu.movCr3(D * 4096 + 0x18);
+    vcpu.read(2 ** 39);
+    expect(cache()).toEqual([D, C, B, A]);
+  });
+
+  it("without a current root (a dummy root was dropped), a hit is taken out and the roots after it move up (cached_root_find_without_current)", () => {
+    const { vm, load, cache, pinned } = fourRoots();
+    load(X); // not in a memslot: nothing fits, A is let go, the vCPU gets the dummy root
+    expect(cache()).toEqual([-1, D, C, B]);
+    // fast_pgd_switch frees the dummy root (no shadow page), then finds C in slot 1: C becomes
+    // current, B moves up into slot 1, slot 2 is empty.
+    load(C);
+    expect(cache()).toEqual([C, D, B, -1]);
+    // A new CR3 then rotates C in and, finding nothing, frees only the empty slot's content:
+    // every root stays pinned.
+    load(E);
+    expect(cache()).toEqual([E, C, D, B]);
+    expect([pinned(B), pinned(C), pinned(D)]).toEqual([1, 1, 1]);
+    expect(vm.audit()).toEqual([]);
+  });
+
+  it("from a dummy root to a CR3 that is not cached, a new root is loaded", () => {
+    const { load, cache } = fourRoots();
+    load(X);
+    load(E);
+    expect(cache()).toEqual([E, D, C, B]);
+  });
+
+  it("kvm_mmu_free_obsolete_roots frees the invalid previous root only; the current one is kept (not reloaded, so not synced)", () => {
+    const { vm, vcpu, cache, pinned } = fourRoots();
+    const s = vm.stats;
+    // PT 0x103 goes unsync (a write through its own mapping at gva 0x8000).
+    expect(vcpu.write(0x8000 + 20 * 8, 0n).fault).toBe(false);
+    const pt = () => vm.shadowPages().pages.find((p) => p.gfn === 0x103 && p.level === 1)!;
+    expect(pt().unsync).toBe(true);
+    // Three emulated writes into PML4 B (gva 0x9000), from a path that does not hold B's page:
+    // detect_write_flooding zaps the pinned root B (mmu_flooded), which becomes invalid and asks
+    // every vCPU to free obsolete roots.
+    for (let k = 0; k < 3; k++) expect(vcpu.write(0x9000 + (100 + k) * 8, 0n).fault).toBe(false);
+    expect(s.mmu_flooded).toBe(1);
+    // The next entry: B's slot is emptied; D stays current (no kvm_mmu_load, so no
+    // kvm_mmu_sync_roots: the PT stays unsync).
+    vcpu.read(0);
+    expect(cache()).toEqual([D, C, -1, A]);
+    expect(pinned(B)).toBe(0);
+    expect(pt().unsync).toBe(true);
+    expect(vm.audit()).toEqual([]);
+  });
+});
+
+describe("kvm_init_shadow_mmu's root role and the roots of kvm_mmu_load", () => {
+  const MiB = 2 ** 20;
+  /** The role word of the valid root page(s) of a shadow-paging vCPU with these registers. */
+  function rootRole(cr0: number, cr4: number) {
+    const vm = createVm({ mmu: "shadow" });
+    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 16 * MiB, flags: 0 });
+    const vcpu = vm.createVcpu();
+    vcpu.setSregs({ cr0, cr3: 0x100000, cr4, efer: 0x900, cpl: 0 });
+    vcpu.read(0);
+    const roots = vm.shadowPages().pages.filter((p) => p.level === 4);
+    expect(roots).toHaveLength(1);
+    return Number(roots[0]!.role.word);
+  }
+  // union kvm_mmu_page_role: bit 13 cr0_wp, 14 smep_andnot_wp, 15 smap_andnot_wp.
+  const wpBits = (word: number) => [(word >>> 13) & 1, (word >>> 14) & 1, (word >>> 15) & 1];
+  const [PG_PE, WP] = [0x80000001, 0x10000];
+  const [PAE, SMEP, SMAP] = [0x20, 1 << 20, 1 << 21];
+
+  it("cr0_wp with CR0.WP; smep_andnot_wp and smap_andnot_wp only without it", () => {
+    expect(wpBits(rootRole(PG_PE | WP, PAE | SMEP | SMAP))).toEqual([1, 0, 0]);
+    expect(wpBits(rootRole(PG_PE, PAE | SMEP | SMAP))).toEqual([0, 1, 1]);
+    expect(wpBits(rootRole(PG_PE, PAE | SMEP))).toEqual([0, 1, 0]);
+    expect(wpBits(rootRole(PG_PE, PAE | SMAP))).toEqual([0, 0, 1]);
+  });
+
+  it("a 4-level guest whose PML4 is above 4 GiB gets its root for that frame", () => {
+    const vm = createVm({ mmu: "shadow" });
+    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 16 * MiB, flags: 0 });
+    vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: 2 ** 32, memorySize: MiB, flags: 0 });
+    const PML4 = 2 ** 32 + 0x3000;
+    vm.guestWrite64(PML4, 0x101000n | PRU | A);
+    vm.guestWrite64(0x101000, 0x102000n | PRU | A);
+    vm.guestWrite64(0x102000, 0x103000n | PRU | A);
+    vm.guestWrite64(0x103000, 0x200000n | PRU | A | D);
+    const vcpu = vm.createVcpu();
+    vcpu.setSregs({ cr0: 0x80010001, cr3: PML4, cr4: 0x20, efer: 0x900, cpl: 0 });
+    expect(vcpu.read(0x10).gpa).toBe(0x200010);
+    const roots = vm.shadowPages().pages.filter((p) => p.level === 4);
+    expect(roots.map((p) => p.gfn)).toEqual([PML4 / 4096]);
+    expect(vm.audit()).toEqual([]);
+  });
+
+  /** A PAE guest whose PDPTE 0 names a page directory above 4 GiB (gva 0 → gpa 0x200000). */
+  function paeHigh() {
+    const vm = createVm({ mmu: "shadow", maxPhysAddrBits: 36 });
+    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 16 * MiB, flags: 0 });
+    vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: 2 ** 32, memorySize: MiB, flags: 0 });
+    const PD = 2 ** 32 + 0x5000;
+    vm.guestWrite64(0x100000, BigInt(PD) | 1n); // PDPTE 0: present
+    vm.guestWrite64(PD, 0x103000n | PRU | A);
+    vm.guestWrite64(0x103000, 0x200000n | PRU | A | D);
+    const vcpu = vm.createVcpu();
+    vcpu.setSregs({ cr0: 0x80010001, cr3: 0x100000, cr4: 0x20, efer: 0, cpl: 0 });
+    expect(vcpu.read(0x10).gpa).toBe(0x200010);
+    return { vm, vcpu, PD };
+  }
+
+  it("a PAE guest's pae_root entry shadows the PDPTE's page directory, also above 4 GiB", () => {
+    const { vm, PD } = paeHigh();
+    const roots = vm.shadowPages().pages.filter((p) => p.level === 2 && p.rootCount > 0);
+    expect(roots.map((p) => p.gfn)).toEqual([PD / 4096]);
+  });
+
+  it("after kvm_mmu_zap_all_fast a pae_root is obsolete (it has no shadow page of its own): its roots are freed and loaded again", () => {
+    const { vm, vcpu, PD } = paeHigh();
+    vm.zapAllFast();
+    expect(vcpu.read(0x10).gpa).toBe(0x200010);
+    const roots = vm.shadowPages().pages.filter((p) => p.level === 2 && p.rootCount > 0);
+    expect(roots.map((p) => [p.gfn, p.role.invalid])).toEqual([[PD / 4096, false]]);
+    expect(vm.shadowPages().pages.filter((p) => p.role.invalid)).toEqual([]);
+    expect(vm.audit()).toEqual([]);
+  });
+});
+
+describe("seed 2010's gfn arrays and the self-check", () => {
+  function directPages(features: Record<string, unknown>) {
+    const vm = createVm({ features: { mmuFlavor: "legacy_direct", ...features } });
+    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 64 * 4096, flags: 0 });
+    const vcpu = vm.createVcpu();
+    for (let g = 0; g < 16; g++) vcpu.access(g * 4096, { write: true });
+    vm.zapAllFast();
+    const store = vm.mmu!.store;
+    const live = vm.shadowPages().pages.map((p) => p.id);
+    return { vm, arrays: live.filter((id) => store.translation[id] !== null).length };
+  }
+
+  it("after the seed (v2.6.35+), direct pages have no gfn array and nothing is self-checked", () => {
+    const { vm, arrays } = directPages({});
+    expect([arrays, vm.stats.gfn_self_checks]).toEqual([0, 0]);
+  });
+
+  it("before the seed each direct page has its array, yet only selfCheckGfns checks it", () => {
+    const before = directPages({ allocTranslationForDirect: true });
+    expect(before.vm.stats.gfn_self_checks).toBe(0);
+    const checked = directPages({ allocTranslationForDirect: true, selfCheckGfns: true });
+    // kvm_mmu_zap_all_fast drops the 16 leaves: each removal reads its stored gfn once.
+    expect(checked.vm.stats.gfn_self_checks).toBe(16);
+  });
+});

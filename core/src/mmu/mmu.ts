@@ -2231,11 +2231,17 @@ export class VmMmu implements MmuCore {
         }
       }
     } else {
+      // cached_root_find_without_current: the hit becomes current and the roots after it move
+      // up one slot, leaving the last one empty.
       for (let i = 0; i < KVM_MMU_NUM_PREV_ROOTS && !found; i++) {
         if (usable(mmu.prevRootSp[i]!, mmu.prevRootPgd[i]!)) {
           mmu.root = mmu.prevRootSp[i]!;
           mmu.rootPgd = mmu.prevRootPgd[i]!;
-          mmu.prevRootSp[i] = -1;
+          for (let j = i; j < KVM_MMU_NUM_PREV_ROOTS - 1; j++) {
+            mmu.prevRootSp[j] = mmu.prevRootSp[j + 1]!;
+            mmu.prevRootPgd[j] = mmu.prevRootPgd[j + 1]!;
+          }
+          mmu.prevRootSp[KVM_MMU_NUM_PREV_ROOTS - 1] = -1;
           found = true;
         }
       }
