@@ -1135,8 +1135,8 @@ describe("kvm_mmu_new_pgd: the previous-roots cache (fast_pgd_switch)", () => {
   /**
    * A 4-level shadow-paging guest over 16 MiB whose vCPU has loaded CR3 A, B, C and D in turn
    * (entering the guest after each, so each got a root). PML4 D maps gva 0 → PDPT 0x101 → PD
-   * 0x102 → PT 0x103, whose entries map gfn 0x200 + i; entry 8 maps PT 0x103 itself and entry 9
-   * maps PML4 B. The other PML4s are empty.
+   * 0x102 → PT 0x103, whose entries map gfn 0x200 + i; entry 8 maps PT 0x103 itself, entries
+   * 9, 10 and 11 map PML4s B, C and D. PML4 E shares PDPT 0x101; A, B and C are empty.
    */
   function fourRoots() {
     const vm = createVm({ mmu: "shadow", features: { prefetch: false } });
@@ -1148,6 +1148,9 @@ describe("kvm_mmu_new_pgd: the previous-roots cache (fast_pgd_switch)", () => {
       vm.guestWrite64(0x103000 + i * 8, BigInt((0x200 + i) * 4096) | PRU | A_BIT | D_BIT);
     vm.guestWrite64(0x103000 + 8 * 8, 0x103000n | PRU | A_BIT | D_BIT);
     vm.guestWrite64(0x103000 + 9 * 8, BigInt(B * 4096) | PRU | A_BIT | D_BIT);
+    vm.guestWrite64(0x103000 + 10 * 8, BigInt(C * 4096) | PRU | A_BIT | D_BIT);
+    vm.guestWrite64(0x103000 + 11 * 8, BigInt(D * 4096) | PRU | A_BIT | D_BIT);
+    vm.guestWrite64(E * 4096, 0x101000n | PRU | A_BIT);
     const vcpu = vm.createVcpu();
     vcpu.setSregs({ cr0: 0x80010001, cr3: A * 4096, cr4: 0x20, efer: 0x900, cpl: 0 });
     const load = (pgd: number) => {
@@ -1209,6 +1212,34 @@ describe("kvm_mmu_new_pgd: the previous-roots cache (fast_pgd_switch)", () => {
     load(X);
     load(E);
     expect(cache()).toEqual([E, D, C, B]);
+  });
+
+  it("back to the first root the VM made (shadow page 0): found in the cache", () => {
+    const { vm, load, cache } = fourRoots();
+    expect(vm.shadowPages().pages.find((p) => p.id === 0)?.gfn).toBe(A);
+    load(A);
+    expect(cache()).toEqual([A, D, C, B]);
+  });
+
+  it("a root taken from the cache, or kept for a CR3 that differs in PWT/PCD only, has its flooding count cleared", () => {
+    const { vm, vcpu, load } = fourRoots();
+    const flood = (pgd: number) => {
+      const p = vm.shadowPages().pages.find((q) => q.gfn === pgd && q.level === 4)!;
+      return vm.mmu!.store.flood[p.id]!;
+    };
+    // An emulated write into PML4 C (gva 0xa000) through D's tables: C is not on the path.
+    expect(vcpu.write(0xa000 + 100 * 8, 0n).fault).toBe(false);
+    expect(flood(C)).toBe(1);
+    load(C);
+    expect(flood(C)).toBe(0);
+    // A second vCPU on PML4 E (same tables below) writes into PML4 D: D is not on its path.
+    load(D);
+    const v2 = vm.createVcpu();
+    v2.setSregs({ cr0: 0x80010001, cr3: E * 4096, cr4: 0x20, efer: 0x900, cpl: 0 });
+    expect(v2.write(0xb000 + 100 * 8, 0n).fault).toBe(false);
+    expect(flood(D)).toBe(1);
+    vcpu.movCr3(D * 4096 + 0x18);
+    expect(flood(D)).toBe(0);
   });
 
   it("kvm_mmu_free_obsolete_roots frees the invalid previous root only; the current one is kept (not reloaded, so not synced)", () => {
