@@ -1363,3 +1363,27 @@ describe("seed 2010's gfn arrays and the self-check", () => {
     expect(checked.vm.stats.gfn_self_checks).toBe(16);
   });
 });
+
+describe("vcpu_enter_guest services the requests its own root load raised", () => {
+  it("a flush from kvm_mmu_sync_roots after a root load is done before entry, not left pending", () => {
+    const { vm, vcpu } = guest4();
+    // PT[8] maps PT 0x103 itself (gva 0x408000); a write through it makes the PT unsync.
+    vm.guestWrite64(0x103000 + 8 * 8, 0x103000n | PRU | A | D);
+    expect(vcpu.access(0x400000).fault).toBe(false);
+    expect(vcpu.write(0x408000 + 20 * 8, 0n).fault).toBe(false);
+    expect(page(vm, 0x103, 1).info.unsync).toBe(true);
+    // The guest points PT[0] at another frame (no tracking: the page is unsync), then a CR4
+    // change resets the MMU context: the root is let go, the unsync PT stays below it.
+    vm.guestWrite64(0x103000, 0x300000n | PRU | A | D);
+    vcpu.setSregs({ cr0: 0x80010001, cr4: 0x20 | 0x80, efer: 0x900 });
+    // The next entry loads the root again and syncs it: the stale spte for PT[0] is dropped
+    // and the remote flush asks every vCPU, this one included, to flush. KVM goes round
+    // vcpu_enter_guest again and flushes before entering, so nothing is left for later.
+    // (The access reads PT[1], whose spte the sync keeps: no fault, no second entry.)
+    expect(vcpu.access(0x401000).fault).toBe(false);
+    expect(page(vm, 0x103, 1).info.unsync).toBe(false);
+    const flushes = vcpu.stat.tlb_flush;
+    expect(vcpu.access(0x401000).fault).toBe(false);
+    expect(vcpu.stat.tlb_flush).toBe(flushes);
+  });
+});
