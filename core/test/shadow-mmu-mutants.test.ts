@@ -1387,3 +1387,59 @@ describe("vcpu_enter_guest services the requests its own root load raised", () =
     expect(vcpu.stat.tlb_flush).toBe(flushes);
   });
 });
+
+describe("the fault entry points (kvm_mmu_page_fault)", () => {
+  it("a guest #PF under shadow paging is RET_PF_RETRY: pf_taken only, not spurious", () => {
+    const { vm, vcpu } = guest4();
+    const s = vm.stats;
+    const before = [s.pf_taken, s.pf_fixed, s.pf_emulate, s.pf_spurious];
+    expect(vcpu.read(0x800000).fault).toBe(true); // PD[4]: not present
+    expect([
+      s.pf_taken - before[0]!,
+      s.pf_fixed - before[1]!,
+      s.pf_emulate - before[2]!,
+      s.pf_spurious - before[3]!,
+    ]).toEqual([1, 0, 0, 0]);
+  });
+});
+
+describe("nonpaging_page_fault (shadow paging, CR0.PG off)", () => {
+  /** vCPU 0 runs guest4's 4-level tables (its PML4 0x100 is shadowed, so write-tracked); vCPU 1 has paging off. */
+  function flat() {
+    const g = guest4();
+    expect(g.vcpu.access(0x400000).fault).toBe(false);
+    const v1 = g.vm.createVcpu();
+    v1.setSregs({ cr0: 0x11, cr3: 0, cr4: 0, efer: 0, cpl: 0 });
+    return { ...g, v1 };
+  }
+
+  it("a write to a write-tracked gfn whose spte is present is emulated before any mapping (page_fault_handle_page_track)", () => {
+    const { vm, v1 } = flat();
+    expect(v1.write(0x100000 + 100 * 8, 0n).fault).toBe(false); // maps 0x100 read-only, emulated
+    vm.startTrace(1000);
+    const emulated = vm.stats.pf_emulate;
+    expect(v1.write(0x100000 + 101 * 8, 0n).fault).toBe(false);
+    const names = vm.stopTrace().events.map((e) => e.name);
+    expect(vm.stats.pf_emulate - emulated).toBe(1);
+    expect(names).not.toContain("kvm_mmu_spte_requested");
+  });
+
+  it("a write to a page that logging write-protected is fixed by the fast path", () => {
+    const { vm, v1 } = flat();
+    expect(v1.write(0x300000, 1n).fault).toBe(false);
+    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 0x1000 * 4096, flags: 1 });
+    const [taken, fast] = [vm.stats.pf_taken, vm.stats.pf_fast];
+    expect(v1.write(0x300000, 2n).fault).toBe(false);
+    expect([vm.stats.pf_taken - taken, vm.stats.pf_fast - fast]).toEqual([1, 1]);
+    expect(vm.audit()).toEqual([]);
+  });
+
+  it("a write into a read-only slot is emulated (KVM_PFN_ERR_RO_FAULT), not mapped", () => {
+    const { vm, v1 } = flat();
+    vm.setUserMemoryRegion({ slot: 1, guestPhysAddr: 0x2000000, memorySize: 16 * 4096, flags: 2 });
+    const emulated = vm.stats.pf_emulate;
+    expect(v1.write(0x2000000, 1n).fault).toBe(false);
+    expect(vm.stats.pf_emulate - emulated).toBe(1);
+    expect(vm.readPhys64(0x2000000)).toBe(0n);
+  });
+});
