@@ -1443,3 +1443,35 @@ describe("nonpaging_page_fault (shadow paging, CR0.PG off)", () => {
     expect(vm.readPhys64(0x2000000)).toBe(0n);
   });
 });
+
+describe("fast_page_fault on a write-protected 2M leaf (legacy TDP)", () => {
+  for (const fastPageFault of ["modern", "v4"] as const) {
+    it(`${fastPageFault}: ${fastPageFault === "v4" ? "4K sptes only (v3.6-v5.x): the slow path rebuilds it" : "the fast path gives W back in place"}`, () => {
+      const vm = createVm({
+        features: { mmuFlavor: "legacy_direct", prefetch: false, fastPageFault },
+      });
+      vm.setUserMemoryRegion({
+        slot: 0,
+        guestPhysAddr: 0,
+        memorySize: 1024 * 4096,
+        flags: 0,
+        backing: "thp",
+        userspaceAddr: FLAT_HVA,
+      });
+      const vcpu = vm.createVcpu();
+      expect(vcpu.write(0, 1n).fault).toBe(false);
+      expect(vm.stats.pages_2m).toBe(1);
+      // The RFC's write-protect pass: W goes, MMU-writable stays (no logging: the 2M leaf may
+      // keep its size).
+      expect(vm.writeProtectAllSps().changed).toBe(1);
+      const [taken, fast] = [vm.stats.pf_taken, vm.stats.pf_fast];
+      expect(vcpu.write(4096, 2n).fault).toBe(false);
+      expect([vm.stats.pf_taken - taken, vm.stats.pf_fast - fast]).toEqual([
+        1,
+        fastPageFault === "v4" ? 0 : 1,
+      ]);
+      expect(vm.stats.pages_2m).toBe(1);
+      expect(vm.audit()).toEqual([]);
+    });
+  }
+});
