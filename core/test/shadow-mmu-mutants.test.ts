@@ -1475,3 +1475,32 @@ describe("fast_page_fault on a write-protected 2M leaf (legacy TDP)", () => {
     });
   }
 });
+
+describe("kvm_page_fault and mmulab_page_fault_done under shadow paging", () => {
+  it("a fix, a guest #PF, an MMIO fault and its reserved-bit repeat: the vCPU, address, error code, gfn, level and outcome of each", () => {
+    const { vm, vcpu } = guest4();
+    vm.guestWrite64(0x103000 + 6 * 8, 0x5000000n | PRU | A | D); // PT[6] → outside the slot
+    vm.startTrace(1000);
+    vcpu.read(0x400000);
+    vcpu.read(0x800000); // PD[4] not present
+    vcpu.read(0x406000);
+    vcpu.read(0x406000);
+    const ev = vm
+      .stopTrace()
+      .events.filter((e) => e.name === "kvm_page_fault" || e.name === "mmulab_page_fault_done")
+      .map((e) => e.fields);
+    // Error codes: U (0x4) for a user read of a not-present spte; P | U | RSVD (0xd) for the
+    // MMIO spte's reserved bits. The MMIO repeat is handled from the spte
+    // (handle_mmio_page_fault), which holds its gfn.
+    expect(ev).toEqual([
+      { vcpu_id: 0, fault_address: "0x400000", error_code: "0x4" },
+      { vcpu_id: 0, gfn: "0x200", level: 1, ret: "fixed", retry_reason: "" },
+      { vcpu_id: 0, fault_address: "0x800000", error_code: "0x4" },
+      { vcpu_id: 0, gfn: "-", level: 0, ret: "retry", retry_reason: "guest #PF injected" },
+      { vcpu_id: 0, fault_address: "0x406000", error_code: "0x4" },
+      { vcpu_id: 0, gfn: "0x5000", level: 1, ret: "emulate", retry_reason: "" },
+      { vcpu_id: 0, fault_address: "0x406000", error_code: "0xd" },
+      { vcpu_id: 0, gfn: "0x5000", level: 1, ret: "emulate", retry_reason: "" },
+    ]);
+  });
+});

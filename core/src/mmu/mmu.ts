@@ -101,6 +101,7 @@ import {
   makeNonleafSpte,
   makeSpte,
   mmioSpteGen,
+  mmioSpteGfn,
   SPTE_A,
   SPTE_D,
   SPTE_HI_HOST_WRITABLE,
@@ -2440,11 +2441,13 @@ export class VmMmu implements MmuCore {
   private traceFaultDone(mmu: KvmMmu, fault: KvmPageFault, r: number, mmio: boolean): void {
     const t = this.trace;
     const reason = mmio ? "" : fault.retryReason;
+    // An MMIO fault names the gfn and level of its MMIO spte; a guest #PF has neither.
+    const last = this.last;
     t.emit(
       EV.faultDone,
       mmu.vcpuId,
-      mmio ? -1 : fault.gfn,
-      mmio ? 0 : fault.goalLevel,
+      mmio ? mmioSpteGfn(last.lo, last.hi) : fault.guestFault ? -1 : fault.gfn,
+      mmio ? last.level : fault.guestFault ? 0 : fault.goalLevel,
       r,
       t.str(r === RET_PF_RETRY && reason === "" ? "retry" : reason),
     );

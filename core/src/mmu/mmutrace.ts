@@ -406,7 +406,8 @@ export class MmuTrace {
         } else if (kind === "str") fields[name] = this.strings[v] ?? "";
         else if (kind === "bool") fields[name] = v !== 0;
         else if (kind === "ret") fields[name] = RET_NAMES[v] ?? String(v);
-        else if (kind === "x") fields[name] = `0x${v.toString(16)}`;
+        // A negative hex field is "none" (no gfn for a fault retried before the walk found one).
+        else if (kind === "x") fields[name] = v < 0 ? "-" : `0x${v.toString(16)}`;
         else fields[name] = v;
       }
       out.push({
