@@ -1485,10 +1485,14 @@ describe("kvm_page_fault and mmulab_page_fault_done under shadow paging", () => 
     vcpu.read(0x800000); // PD[4] not present
     vcpu.read(0x406000);
     vcpu.read(0x406000);
-    const ev = vm
-      .stopTrace()
-      .events.filter((e) => e.name === "kvm_page_fault" || e.name === "mmulab_page_fault_done")
+    const all = vm.stopTrace().events;
+    const ev = all
+      .filter((e) => e.name === "kvm_page_fault" || e.name === "mmulab_page_fault_done")
       .map((e) => e.fields);
+    // The repeat does not walk the guest's tables: no kvm_mmu_pagetable_walk after its start.
+    const lastStart = all.map((e) => e.name).lastIndexOf("kvm_page_fault");
+    expect(all.slice(lastStart).map((e) => e.name)).not.toContain("kvm_mmu_pagetable_walk");
+    expect(all.slice(0, lastStart).map((e) => e.name)).toContain("kvm_mmu_pagetable_walk");
     // Error codes: U (0x4) for a user read of a not-present spte; P | U | RSVD (0xd) for the
     // MMIO spte's reserved bits. The MMIO repeat is handled from the spte
     // (handle_mmio_page_fault), which holds its gfn.
