@@ -1485,7 +1485,12 @@ describe("kvm_page_fault and mmulab_page_fault_done under shadow paging", () => 
     vcpu.read(0x800000); // PD[4] not present
     vcpu.read(0x406000);
     vcpu.read(0x406000);
+    vm.zapAllFast(); // an ioctl: its events belong to no vCPU
     const all = vm.stopTrace().events;
+    const lastDone = all.map((e) => e.name).lastIndexOf("mmulab_page_fault_done");
+    const after = all.slice(lastDone + 1);
+    expect(after.length).toBeGreaterThan(0);
+    expect(after.filter((e) => e.vcpu !== -1)).toEqual([]);
     const ev = all
       .filter((e) => e.name === "kvm_page_fault" || e.name === "mmulab_page_fault_done")
       .map((e) => e.fields);
@@ -1505,6 +1510,30 @@ describe("kvm_page_fault and mmulab_page_fault_done under shadow paging", () => 
       { vcpu_id: 0, gfn: "0x5000", level: 1, ret: "emulate", retry_reason: "" },
       { vcpu_id: 0, fault_address: "0x406000", error_code: "0xd" },
       { vcpu_id: 0, gfn: "0x5000", level: 1, ret: "emulate", retry_reason: "" },
+    ]);
+  });
+});
+
+describe("kvm_page_fault and mmulab_page_fault_done under TDP", () => {
+  it("an EPT violation, then the EPT misconfiguration of its MMIO spte", () => {
+    const vm = createVm({});
+    vm.setUserMemoryRegion({ slot: 0, guestPhysAddr: 0, memorySize: 64 * 4096, flags: 0 });
+    const vcpu = vm.createVcpu();
+    vm.startTrace(1000);
+    vcpu.read(0x5000);
+    vcpu.read(0x800000); // outside the slot: MMIO
+    vcpu.read(0x800000);
+    const ev = vm
+      .stopTrace()
+      .events.filter((e) => e.name === "kvm_page_fault" || e.name === "mmulab_page_fault_done")
+      .map((e) => [e.name, e.fields.fault_address ?? e.fields.gfn, e.fields.ret ?? ""]);
+    expect(ev).toEqual([
+      ["kvm_page_fault", "0x5000", ""],
+      ["mmulab_page_fault_done", "0x5", "fixed"],
+      ["kvm_page_fault", "0x800000", ""],
+      ["mmulab_page_fault_done", "0x800", "emulate"],
+      ["kvm_page_fault", "0x800000", ""],
+      ["mmulab_page_fault_done", "0x800", "emulate"],
     ]);
   });
 });
