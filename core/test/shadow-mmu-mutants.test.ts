@@ -1480,10 +1480,12 @@ describe("kvm_page_fault and mmulab_page_fault_done under shadow paging", () => 
   it("a fix, a guest #PF, an MMIO fault and its reserved-bit repeat: the vCPU, address, error code, gfn, level and outcome of each", () => {
     const { vm, vcpu } = guest4();
     vm.guestWrite64(0x103000 + 6 * 8, 0x5000000n | PRU | A | D); // PT[6] → outside the slot
+    vm.guestWrite64(0x103000 + 9 * 8, 0x209000n | PRU | A | D); // PT[9]: past the prefetch group
     vm.startTrace(1000);
     vcpu.read(0x400000);
     vcpu.read(0x800000); // PD[4] not present
     vcpu.read(0x406000);
+    vcpu.read(0x409000);
     vcpu.read(0x406000);
     vm.zapAllFast(); // an ioctl: its events belong to no vCPU
     const all = vm.stopTrace().events;
@@ -1508,6 +1510,8 @@ describe("kvm_page_fault and mmulab_page_fault_done under shadow paging", () => 
       { vcpu_id: 0, gfn: "-", level: 0, ret: "retry", retry_reason: "guest #PF injected" },
       { vcpu_id: 0, fault_address: "0x406000", error_code: "0x4" },
       { vcpu_id: 0, gfn: "0x5000", level: 1, ret: "emulate", retry_reason: "" },
+      { vcpu_id: 0, fault_address: "0x409000", error_code: "0x4" },
+      { vcpu_id: 0, gfn: "0x209", level: 1, ret: "fixed", retry_reason: "" },
       { vcpu_id: 0, fault_address: "0x406000", error_code: "0xd" },
       { vcpu_id: 0, gfn: "0x5000", level: 1, ret: "emulate", retry_reason: "" },
     ]);
@@ -1522,6 +1526,7 @@ describe("kvm_page_fault and mmulab_page_fault_done under TDP", () => {
     vm.startTrace(1000);
     vcpu.read(0x5000);
     vcpu.read(0x800000); // outside the slot: MMIO
+    vcpu.read(0x6000);
     vcpu.read(0x800000);
     const ev = vm
       .stopTrace()
@@ -1532,6 +1537,8 @@ describe("kvm_page_fault and mmulab_page_fault_done under TDP", () => {
       ["mmulab_page_fault_done", "0x5", "fixed"],
       ["kvm_page_fault", "0x800000", ""],
       ["mmulab_page_fault_done", "0x800", "emulate"],
+      ["kvm_page_fault", "0x6000", ""],
+      ["mmulab_page_fault_done", "0x6", "fixed"],
       ["kvm_page_fault", "0x800000", ""],
       ["mmulab_page_fault_done", "0x800", "emulate"],
     ]);
