@@ -1486,7 +1486,8 @@ describe("kvm_page_fault and mmulab_page_fault_done under shadow paging", () => 
     vcpu.read(0x800000); // PD[4] not present
     vcpu.read(0x406000);
     vcpu.read(0x409000);
-    vcpu.read(0x406000);
+    // Emulated as MMIO, not a #PF for the guest.
+    expect(vcpu.read(0x406000)).toMatchObject({ fault: false, mmio: true });
     vm.zapAllFast(); // an ioctl: its events belong to no vCPU
     const all = vm.stopTrace().events;
     const lastDone = all.map((e) => e.name).lastIndexOf("mmulab_page_fault_done");
