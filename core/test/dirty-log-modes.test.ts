@@ -12,14 +12,16 @@ const NPAGES = 4096;
 const BASE = 0x10000000; // the logged slot's gpa (paging off: gva = gpa)
 const LOG = 1;
 
-type Mode =
-  | "get"
-  | "get, EPT A/D off"
-  | "manual"
-  | "manual+initially-set"
-  | "ring"
-  | "pml"
-  | "ring+pml";
+const MODES = [
+  "get",
+  "get, EPT A/D off",
+  "manual",
+  "manual+initially-set",
+  "ring",
+  "pml",
+  "ring+pml",
+] as const;
+type Mode = (typeof MODES)[number];
 
 /**
  * `prefault`: the slot is first registered without logging and every page is written once, so
@@ -107,15 +109,7 @@ function run(
 }
 
 describe("dirty_log_test's rule, 32 iterations", () => {
-  for (const mode of [
-    "get",
-    "get, EPT A/D off",
-    "manual",
-    "manual+initially-set",
-    "ring",
-    "pml",
-    "ring+pml",
-  ] as const) {
+  for (const mode of MODES) {
     it(`${mode}: nothing missed, nothing KVM would not hold`, () => {
       const { failures, exits, vm } = run(mode);
       expect(failures.slice(0, 5)).toEqual([]);
@@ -130,15 +124,7 @@ describe("dirty_log_test's rule, 32 iterations", () => {
 });
 
 describe("the same on the rmap MMU (tdp_mmu=0), logging turned on over mapped pages", () => {
-  for (const mode of [
-    "get",
-    "get, EPT A/D off",
-    "manual",
-    "manual+initially-set",
-    "ring",
-    "pml",
-    "ring+pml",
-  ] as const) {
+  for (const mode of MODES) {
     it(`${mode}: nothing missed, nothing KVM would not hold`, () => {
       const { failures, vm } = run(mode, 8, "legacy_direct", true);
       expect(failures.slice(0, 5)).toEqual([]);
